@@ -1,0 +1,167 @@
+//! The backend trait, the registry from TOML names to constructors, and the context a
+//! constructor gets (DESIGN §4).
+
+pub mod expr;
+mod shared;
+
+use std::collections::BTreeMap;
+
+use crate::config::{NodeConfig, Params, Profile};
+use crate::error::{BackendError, ConfigError};
+use crate::item::Item;
+use crate::pipeline::PipelineHandle;
+pub use expr::Expr;
+pub use shared::SharedCache;
+
+/// One stage of work on a batch. Each instance of a node owns its own backend object and calls
+/// it from its own thread, so `Send` is enough.
+pub trait Backend: Send {
+    /// Reads each item's `data` and writes its `result`, or calls `Item::fail` for an item it
+    /// cannot handle. An `Err` fails the whole batch.
+    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError>;
+}
+
+pub type Constructor = fn(&InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError>;
+
+/// What a constructor may look at: its node's settings, its own expression (for composites),
+/// the registry (to build inner backends), its instance's batch profile.
+pub struct InitContext<'a> {
+    pub node: &'a NodeConfig,
+    pub expr: &'a Expr,
+    pub registry: &'a Registry,
+    pub instance: usize,
+    pub profile: &'a Profile,
+    /// Objects instances of a node share (a loaded model's weights).
+    pub shared: &'a SharedCache,
+    pub pipeline: &'a PipelineHandle,
+}
+
+impl<'a> InitContext<'a> {
+    pub fn params(&self) -> &Params {
+        &self.node.params
+    }
+
+    /// Builds an inner backend of a composite, with the same settings.
+    pub fn build(&self, inner: &Expr) -> Result<Box<dyn Backend>, ConfigError> {
+        let ctx = InitContext {
+            expr: inner,
+            ..*self
+        };
+        self.registry.build(&ctx)
+    }
+
+    /// Builds every argument of this expression (`Sequential[A,B,C]`).
+    pub fn build_args(&self) -> Result<Vec<Box<dyn Backend>>, ConfigError> {
+        self.expr.args.iter().map(|e| self.build(e)).collect()
+    }
+
+    /// Composites with one inner backend (`SyncTensor[X]`) call this.
+    pub fn single_arg(&self) -> Result<&'a Expr, ConfigError> {
+        match self.expr.args.as_slice() {
+            [one] => Ok(one),
+            _ => Err(self.params().error(
+                "backend",
+                self.params().raw("backend").unwrap_or_default(),
+                format!(
+                    "`{}` to wrap exactly one backend, as `{}[X]`",
+                    self.expr.name, self.expr.name
+                ),
+            )),
+        }
+    }
+
+    /// Leaf backends call this: `DecodeMat[X]` is a mistake worth reporting.
+    pub fn no_args(&self) -> Result<(), ConfigError> {
+        if self.expr.args.is_empty() {
+            Ok(())
+        } else {
+            Err(self.params().error(
+                "backend",
+                self.params().raw("backend").unwrap_or_default(),
+                format!("`{}` takes no inner backends", self.expr.name),
+            ))
+        }
+    }
+}
+
+struct Entry {
+    constructor: Constructor,
+    /// Arguments are node names, not backends (`Jump[node]`).
+    args_are_nodes: bool,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Registry {
+    pub fn empty() -> Self {
+        Registry::default()
+    }
+
+    /// Every backend this build provides.
+    pub fn with_defaults() -> Self {
+        let mut r = Registry::empty();
+        crate::backends::register_all(&mut r);
+        r
+    }
+
+    pub fn register(&mut self, name: &str, constructor: Constructor) {
+        self.entries.insert(
+            name.to_string(),
+            Entry {
+                constructor,
+                args_are_nodes: false,
+            },
+        );
+    }
+
+    /// Registers a backend whose arguments name nodes (`Jump[node]`).
+    pub fn register_with_node_args(&mut self, name: &str, constructor: Constructor) {
+        self.entries.insert(
+            name.to_string(),
+            Entry {
+                constructor,
+                args_are_nodes: true,
+            },
+        );
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Checks every name in `expr` at load time, before any instance is built.
+    pub fn check(&self, expr: &Expr, params: &Params) -> Result<(), ConfigError> {
+        let entry = self.entries.get(&expr.name).ok_or_else(|| {
+            let hint = crate::config::suggest::did_you_mean(&expr.name, self.names())
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            let known: Vec<_> = self.names().collect();
+            params.error(
+                "backend",
+                params.raw("backend").unwrap_or_default(),
+                format!(
+                    "unknown backend `{}`; {hint}known backends: {}",
+                    expr.name,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        if !entry.args_are_nodes {
+            for arg in &expr.args {
+                self.check(arg, params)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn build(&self, ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+        self.check(ctx.expr, ctx.params())?;
+        match self.entries.get(&ctx.expr.name) {
+            Some(entry) => (entry.constructor)(ctx),
+            None => unreachable!("checked above"),
+        }
+    }
+}

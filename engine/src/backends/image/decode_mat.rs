@@ -1,0 +1,41 @@
+use crate::backend::{Backend, InitContext};
+use crate::error::{BackendError, ConfigError};
+use crate::image;
+use crate::item::{Item, Value};
+
+/// JPEG/PNG/BMP bytes → HWC u8 BGR, like `cv2.imdecode(..., IMREAD_COLOR)`.
+/// `max_pixels` (default 50,000,000) refuses larger images before decoding them.
+pub struct DecodeMat {
+    max_pixels: usize,
+}
+
+pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    ctx.no_args()?;
+    let max_pixels = ctx
+        .params()
+        .usize_or("max_pixels", image::DEFAULT_MAX_PIXELS)?;
+    Ok(Box::new(DecodeMat { max_pixels }))
+}
+
+impl Backend for DecodeMat {
+    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+        for item in batch {
+            let decoded = match &item.data {
+                Value::Bytes(bytes) => image::active::decode_bgr(bytes, self.max_pixels),
+                other => Err(format!(
+                    "DecodeMat expects encoded bytes as data, got {}",
+                    other.kind()
+                )),
+            };
+            match decoded {
+                Ok(mat) => {
+                    item.result = Some(Value::Mat(mat));
+                    item.extras
+                        .insert("color".into(), Value::Text("bgr".into()));
+                }
+                Err(e) => item.fail(e),
+            }
+        }
+        Ok(())
+    }
+}

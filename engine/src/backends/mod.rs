@@ -1,0 +1,13 @@
+//! Every backend this build provides, one file per TOML name (DESIGN §5).
+
+pub mod control;
+pub mod image;
+pub mod model;
+
+use crate::backend::Registry;
+
+pub fn register_all(r: &mut Registry) {
+    control::register(r);
+    image::register(r);
+    model::register(r);
+}

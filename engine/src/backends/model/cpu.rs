@@ -1,0 +1,112 @@
+//! The CPU engine: tract, a pure-Rust ONNX runtime, so the default build runs everywhere.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use super::ModelEngine;
+use crate::item::Tensor as ItemTensor;
+
+type Plan = Arc<TypedRunnableModel>;
+
+pub struct CpuModel {
+    plan: Plan,
+    item_shape: Vec<usize>,
+    description: String,
+}
+
+impl CpuModel {
+    /// Loads an ONNX whose single input is `[batch, …]` with a fixed item shape; the batch
+    /// dimension is made symbolic so one optimised plan serves every batch size.
+    pub fn load(path: &Path) -> Result<CpuModel, String> {
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| format!("cannot read ONNX: {e:#}"))?;
+        let inputs = model.input_outlets().map_err(|e| e.to_string())?;
+        if inputs.len() != 1 {
+            return Err(format!(
+                "expected a model with one input, found {}",
+                inputs.len()
+            ));
+        }
+        let fact = model
+            .input_fact(0)
+            .map_err(|e| format!("cannot read the input shape: {e}"))?;
+        let dims: Option<Vec<usize>> = fact
+            .shape
+            .dims()
+            .skip(1)
+            .map(|d| {
+                d.concretize()
+                    .and_then(|d| d.as_i64())
+                    .and_then(|d| usize::try_from(d).ok())
+            })
+            .collect();
+        let item_shape = match dims {
+            Some(d) if !d.is_empty() => d,
+            _ => {
+                return Err(format!(
+                    "expected an input of shape [batch, …] with fixed item dims, found {fact:?}"
+                ))
+            }
+        };
+        let batch = model.sym("N");
+        let mut shape: TVec<TDim> = tvec![batch.into()];
+        shape.extend(item_shape.iter().map(|&d| TDim::from(d)));
+        let plan = model
+            .with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("cannot prepare the model: {e:#}"))?;
+        let description = format!(
+            "CPU engine (tract {}), fp32, input [N, {}]",
+            env!("CARGO_PKG_VERSION"),
+            item_shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(CpuModel {
+            plan,
+            item_shape,
+            description,
+        })
+    }
+}
+
+impl ModelEngine for CpuModel {
+    fn item_shape(&self) -> &[usize] {
+        &self.item_shape
+    }
+
+    fn run(&self, batch: ItemTensor) -> Result<ItemTensor, String> {
+        let n = batch.shape[0];
+        let input = tract_ndarray::ArrayD::from_shape_vec(batch.shape.clone(), batch.data)
+            .map_err(|e| e.to_string())?;
+        let outputs = self
+            .plan
+            .run(tvec!(Tensor::from(input).into()))
+            .map_err(|e| format!("inference failed: {e:#}"))?;
+        let data: Vec<f32> = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| format!("model output is not f32: {e}"))?
+            .iter()
+            .copied()
+            .collect();
+        if n == 0 || data.len() % n != 0 {
+            return Err(format!(
+                "model output of {} values for a batch of {n}",
+                data.len()
+            ));
+        }
+        let per_item = data.len() / n;
+        Ok(ItemTensor::new(vec![n, per_item], data))
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}

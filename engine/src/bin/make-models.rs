@@ -1,0 +1,17 @@
+//! Writes the generated ONNX models (ResNet50 and a tiny CNN) into a folder, `models/` by default.
+
+use std::path::PathBuf;
+
+fn main() {
+    let dir = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "models".into());
+    match engine::modelgen::ensure_models(&dir) {
+        Ok(()) => println!("models ready in {}", dir.display()),
+        Err(e) => {
+            eprintln!("make-models: cannot write into {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+#[test]
+fn globals_merge_into_nodes_and_nodes_override() {
+    let c = parse(
+        r#"
+        batching_timeout = 5
+        instance_num = 8
+        precision = "fp16"
+        [a]
+        backend = "Identity"
+        next = "b"
+        [b]
+        backend = "Identity"
+        instance_num = "3"
+        batching_timeout = 2.5
+        "#,
+    )
+    .unwrap();
+    let a = c.node("a").unwrap();
+    let b = c.node("b").unwrap();
+    assert_eq!(a.instance_num, 8);
+    assert_eq!(a.batching_timeout, Duration::from_millis(5));
+    assert_eq!(a.params.raw("precision"), Some("fp16"));
+    assert_eq!(b.instance_num, 3, "strings and numbers are the same");
+    assert_eq!(b.batching_timeout, Duration::from_micros(2500));
+    assert_eq!(a.next, ["b"]);
+    assert_eq!(a.filter, Filter::Swap);
+    assert_eq!(b.profiles.len(), 3);
+    assert_eq!(
+        b.profiles[0],
+        Profile {
+            min: 1,
+            max: 1,
+            item_shape: None
+        }
+    );
+}
+
+#[test]
+fn quoted_keys_with_colons_are_plain_keys() {
+    let c = parse(
+        r#"
+        [m]
+        backend = "Identity"
+        "model::cache" = "x.trt"
+        mean = [1, 2.5, 3]
+        "#,
+    )
+    .unwrap();
+    let m = c.node("m").unwrap();
+    assert_eq!(m.params.raw("model::cache"), Some("x.trt"));
+    assert_eq!(
+        m.params.floats("mean", 3).unwrap(),
+        Some(vec![1.0, 2.5, 3.0])
+    );
+}
+
+#[test]
+fn per_instance_profiles_and_shapes() {
+    let c = parse(
+        r#"
+        [m]
+        backend = "Identity"
+        instance_num = 2
+        min = "1;5"
+        max = "4x3x224x224;8x3x224x224"
+        "#,
+    )
+    .unwrap();
+    let m = c.node("m").unwrap();
+    assert_eq!(m.profiles[0].min, 1);
+    assert_eq!(m.profiles[0].max, 4);
+    assert_eq!(m.profiles[1].min, 5);
+    assert_eq!(m.profiles[1].max, 8);
+    assert_eq!(
+        m.profiles[1].item_shape.as_deref(),
+        Some(&[3, 224, 224][..])
+    );
+    assert_eq!(m.max_batch(), 8);
+}
+
+fn err(text: &str) -> ConfigError {
+    parse(text).unwrap_err()
+}
+
+#[test]
+fn seed_typo_gets_exactly_the_posdecoder_hint() {
+    let seed = include_str!("../../tests/fixtures/seed_resnet50.toml");
+    let e = Config::parse(seed, Path::new("resnet50.toml")).unwrap_err();
+    assert_eq!(e.node.as_deref(), Some("cpu_decoder"));
+    assert_eq!(e.key.as_deref(), Some("next"));
+    assert_eq!(e.value.as_deref(), Some("cpu_posprocess"));
+    let text = e.to_string();
+    assert!(text.contains("did you mean `cpu_posdecoder`?"), "{text}");
+    assert!(
+        text.starts_with("resnet50.toml: node [cpu_decoder], key `next` = \"cpu_posprocess\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn errors_name_file_node_key_value_and_expectation() {
+    let e = err("[a]\nbackend = \"Identity\"\ninstance_num = \"many\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml: node [a], key `instance_num` = \"many\": a non-negative integer"
+    );
+    let e = err("[a]\nbackend = \"Identity\"\ninstance_num = 0\n");
+    assert!(e.to_string().contains("an integer from 1 to 1024"), "{e}");
+    let e = err("[a]\nbackend = \"Identity\"\nbatching_timeout = -1\n");
+    assert_eq!(e.key.as_deref(), Some("batching_timeout"));
+    let e = err("[a]\nbackend = \"Identity\"\nmax = \"4;x\"\n");
+    assert_eq!(e.key.as_deref(), Some("max"));
+    assert!(e.expected.contains("batch size or a shape"), "{e}");
+    let e = err("[a]\nbackend = \"Identity\"\ninstance_num = 3\nmax = \"4;8\"\n");
+    assert!(e.expected.contains("one per instance (3"), "{e}");
+    let e = err("[a]\nbackend = \"Identity\"\nmin = 5\nmax = 4\n");
+    assert_eq!(e.key.as_deref(), Some("min"));
+    let e = err("[a]\nbackend = \"Identity\"\nmin = 2\nmax = 4\n");
+    assert!(e.expected.contains("min = 1"), "{e}");
+    let e = err("[a]\nbackend = \"Identity\"\nfilter = \"sometimes\"\n");
+    assert!(e.expected.contains("SerialSkip"), "{e}");
+    let e = err("[a]\nbackend = \"Sequential[A,\"\n");
+    assert_eq!(e.key.as_deref(), Some("backend"));
+    let e = err("[a]\nnext = \"b\"\n");
+    assert_eq!(e.key.as_deref(), Some("backend"));
+    let e = err("x = 1\n");
+    assert!(e.expected.contains("at least one [node]"), "{e}");
+    let e = err("[a\n");
+    assert!(e.expected.starts_with("valid TOML"), "{e}");
+}
+
+#[test]
+fn missing_model_file_is_a_load_error() {
+    let e = err("[m]\nbackend = \"TensorrtTensor\"\nmodel = \"no/such/model.onnx\"\n");
+    assert_eq!(e.key.as_deref(), Some("model"));
+    assert_eq!(e.value.as_deref(), Some("no/such/model.onnx"));
+    assert!(e.expected.contains("an existing file"), "{e}");
+}
+
+#[test]
+fn unknown_next_without_a_close_name_lists_the_nodes() {
+    let e = err("[a]\nbackend = \"Identity\"\nnext = \"zzz\"\n[b]\nbackend = \"Identity\"\n");
+    assert!(!e.expected.contains("did you mean"), "{e}");
+    assert!(e.expected.contains("(nodes: b)"), "{e}");
+}
+
+#[test]
+fn map_and_jump_targets_must_exist() {
+    let e = err("[a]\nbackend = \"Identity\"\nmap = \"x[result:data]\"\n");
+    assert_eq!(e.key.as_deref(), Some("map"));
+    let e = err("[a]\nbackend = \"Identity\"\nmap = \"a[result]\"\n");
+    assert!(e.expected.contains("source node[from key:to key]"), "{e}");
+    let e = err("[a]\nbackend = \"Jump[nowhere]\"\n");
+    assert_eq!(e.key.as_deref(), Some("backend"));
+}
+
+#[test]
+fn map_parses_sources_and_keys() {
+    assert_eq!(
+        parse_map("a[result:data], b[result:data.2]").unwrap(),
+        vec![
+            MapEntry {
+                source: "a".into(),
+                from: "result".into(),
+                to: "data".into()
+            },
+            MapEntry {
+                source: "b".into(),
+                from: "result".into(),
+                to: "data.2".into()
+            },
+        ]
+    );
+    assert!(parse_map("a[result:data]x").is_none());
+    assert!(parse_map("").is_none());
+}

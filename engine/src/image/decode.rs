@@ -1,0 +1,173 @@
+use std::io::Cursor;
+
+use std::cell::RefCell;
+
+use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
+
+use crate::item::Mat;
+
+/// Images above this many pixels are refused before any pixel is decoded: 50 megapixels is a
+/// 150 MB BGR buffer, above any photo a classifier is sent, below what a 2-core box can spare.
+/// A node can change it with `max_pixels`.
+pub const DEFAULT_MAX_PIXELS: usize = 50_000_000;
+
+/// Decodes JPEG, PNG or BMP bytes into HWC u8 BGR, like `cv2.imdecode(buf, cv2.IMREAD_COLOR)`:
+/// grayscale becomes 3 equal channels, alpha is dropped.
+pub fn decode_bgr(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
+    match bytes {
+        [] => Err("empty data: expected JPEG, PNG or BMP bytes".into()),
+        [0xFF, 0xD8, ..] => decode_jpeg(bytes, max_pixels),
+        [0x89, b'P', b'N', b'G', ..] => decode_other(bytes, image::ImageFormat::Png, max_pixels),
+        [b'B', b'M', ..] => decode_other(bytes, image::ImageFormat::Bmp, max_pixels),
+        _ => {
+            let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            Err(format!(
+                "not a JPEG, PNG or BMP image (first bytes {})",
+                head.join(" ")
+            ))
+        }
+    }
+}
+
+/// Reads only the header and refuses what `decode_bgr` would refuse for its size.
+#[allow(dead_code)] // used by the OpenCV path
+pub(crate) fn check_header(bytes: &[u8], max_pixels: usize) -> Result<(), String> {
+    match bytes {
+        [0xFF, 0xD8, ..] => {
+            let header = turbojpeg::read_header(bytes).map_err(|e| format!("corrupt JPEG: {e}"))?;
+            check_size(header.width, header.height, max_pixels)
+        }
+        [0x89, b'P', b'N', b'G', ..] => other_dims(bytes, image::ImageFormat::Png)
+            .and_then(|(w, h)| check_size(w, h, max_pixels)),
+        [b'B', b'M', ..] => other_dims(bytes, image::ImageFormat::Bmp)
+            .and_then(|(w, h)| check_size(w, h, max_pixels)),
+        _ => decode_bgr(bytes, 0).map(|_| ()),
+    }
+}
+
+fn other_dims(bytes: &[u8], format: image::ImageFormat) -> Result<(usize, usize), String> {
+    let name = format!("{format:?}").to_uppercase();
+    image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map(|(w, h)| (w as usize, h as usize))
+        .map_err(|e| format!("corrupt {name}: {e}"))
+}
+
+fn check_size(width: usize, height: usize, max_pixels: usize) -> Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!("image has no pixels ({width}x{height})"));
+    }
+    match width.checked_mul(height) {
+        Some(n) if n <= max_pixels => Ok(()),
+        _ => Err(format!(
+            "image of {width}x{height} pixels is above the limit of {max_pixels} pixels (max_pixels)"
+        )),
+    }
+}
+
+thread_local! {
+    // A TurboJPEG handle holds its error state and scratch buffers; one per thread saves an
+    // allocation per image and is never shared.
+    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+}
+
+/// libjpeg-turbo (built from the turbojpeg-sys crate's bundled source), the decoder OpenCV
+/// itself uses: its integer IDCT and fancy upsampling make our pixels OpenCV's pixels.
+fn decode_jpeg(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(
+                Decompressor::new().map_err(|e| format!("cannot start the JPEG decoder: {e}"))?,
+            );
+        }
+        let Some(d) = slot.as_mut() else {
+            return Err("JPEG decoder unavailable".to_string());
+        };
+        let header = d
+            .read_header(bytes)
+            .map_err(|e| format!("corrupt JPEG: {e}"))?;
+        let (w, h) = (header.width, header.height);
+        check_size(w, h, max_pixels)?;
+        let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+        let (format, channels) = if cmyk {
+            (PixelFormat::CMYK, 4)
+        } else {
+            (PixelFormat::BGR, 3)
+        };
+        let mut pixels = vec![0u8; w * h * channels];
+        let image = Image {
+            pixels: pixels.as_mut_slice(),
+            width: w,
+            pitch: w * channels,
+            height: h,
+            format,
+        };
+        d.decompress(bytes, image)
+            .map_err(|e| format!("corrupt JPEG: {e}"))?;
+        if cmyk {
+            pixels = cmyk_to_bgr(&pixels);
+        }
+        Ok(Mat::new(h, w, 3, pixels))
+    })
+}
+
+/// OpenCV's conversion for the (Adobe, inverted) CMYK JPEGs libjpeg hands back.
+fn cmyk_to_bgr(cmyk: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        let k = i32::from(px[3]);
+        let f = |v: u8| (k - (((255 - i32::from(v)) * k) >> 8)) as u8;
+        out.extend_from_slice(&[f(px[2]), f(px[1]), f(px[0])]);
+    }
+    out
+}
+
+fn decode_other(
+    bytes: &[u8],
+    format: image::ImageFormat,
+    max_pixels: usize,
+) -> Result<Mat, String> {
+    let name = format!("{format:?}").to_uppercase();
+    let (w, h) = other_dims(bytes, format)?;
+    check_size(w, h, max_pixels)?;
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some((max_pixels as u64).saturating_mul(16));
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| format!("corrupt {name}: {e}"))?;
+    let mut rgb = img.into_rgb8().into_raw();
+    for px in rgb.chunks_exact_mut(3) {
+        px.swap(0, 2);
+    }
+    Ok(Mat::new(h, w, 3, rgb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_non_images_and_empty_data() {
+        assert!(decode_bgr(&[], 100).unwrap_err().contains("empty"));
+        let e = decode_bgr(b"GIF89a", 100).unwrap_err();
+        assert!(e.contains("not a JPEG, PNG or BMP"), "{e}");
+        let e = decode_bgr(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10], 100).unwrap_err();
+        assert!(e.contains("corrupt JPEG"), "{e}");
+    }
+
+    #[test]
+    fn png_round_trip_is_bgr() {
+        let mut png = Vec::new();
+        let img = image::RgbImage::from_raw(2, 1, vec![10, 20, 30, 40, 50, 60]).unwrap();
+        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let m = decode_bgr(&png, 100).unwrap();
+        assert_eq!((m.height, m.width, m.channels), (1, 2, 3));
+        assert_eq!(m.data, [30, 20, 10, 60, 50, 40]);
+        let e = decode_bgr(&png, 1).unwrap_err();
+        assert!(e.contains("above the limit"), "{e}");
+    }
+}

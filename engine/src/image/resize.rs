@@ -1,0 +1,168 @@
+//! Bilinear resize that reproduces `cv::resize(..., INTER_LINEAR)` on u8 images: the same
+//! pixel-centre mapping, the same 11-bit fixed-point weights, the same rounding, and OpenCV's
+//! switch to area averaging for an exact 2× reduction. Matching OpenCV's arithmetic instead of
+//! computing "true" bilinear values is what keeps our classifier's inputs identical to what the
+//! users' Python services feed their models.
+
+use crate::item::Mat;
+
+const COEF_BITS: u32 = 11;
+const COEF_SCALE: f32 = (1 << COEF_BITS) as f32;
+
+struct Taps {
+    /// The two source pixels (columns or rows) blended.
+    first: usize,
+    second: usize,
+    w0: i32,
+    w1: i32,
+}
+
+/// OpenCV's `saturate_cast<short>(float)`: round half to even, then clamp.
+fn round_coef(v: f32) -> i32 {
+    (v.round_ties_even() as i32).clamp(i16::MIN as i32, i16::MAX as i32)
+}
+
+/// Horizontal taps move out-of-range positions onto the edge pixel with full weight; vertical
+/// ones keep their weights and only clamp the row index — OpenCV treats the axes differently.
+fn taps(dst_len: usize, src_len: usize, vertical: bool) -> Vec<Taps> {
+    let scale = 1.0 / (dst_len as f64 / src_len as f64);
+    (0..dst_len)
+        .map(|d| {
+            let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+            let mut s = f.floor() as i64;
+            let mut frac = f - s as f32;
+            let last = src_len as i64 - 1;
+            if vertical {
+                // Each row index clamps to the edge on its own; the weights stay.
+                return Taps {
+                    first: s.clamp(0, last) as usize,
+                    second: (s + 1).clamp(0, last) as usize,
+                    w0: round_coef((1.0 - frac) * COEF_SCALE),
+                    w1: round_coef(frac * COEF_SCALE),
+                };
+            }
+            if s < 0 {
+                s = 0;
+                frac = 0.0;
+            } else if s >= last {
+                s = last;
+                frac = 0.0;
+            }
+            Taps {
+                first: s as usize,
+                second: (s + 1).min(last) as usize,
+                w0: round_coef((1.0 - frac) * COEF_SCALE),
+                w1: round_coef(frac * COEF_SCALE),
+            }
+        })
+        .collect()
+}
+
+/// Resizes to `dst_h`×`dst_w`. Both sizes must be positive.
+pub fn resize_bilinear(src: &Mat, dst_h: usize, dst_w: usize) -> Mat {
+    let (sh, sw, cn) = (src.height, src.width, src.channels);
+    if sh == dst_h && sw == dst_w {
+        return src.clone();
+    }
+    if sh == dst_h * 2 && sw == dst_w * 2 {
+        return halve(src);
+    }
+    let xt = taps(dst_w, sw, false);
+    let yt = taps(dst_h, sh, true);
+    let row_len = dst_w * cn;
+
+    // Horizontal pass, one source row at a time, cached since consecutive output rows share
+    // source rows.
+    let hresize = |sy: usize, out: &mut [i32]| {
+        let row = &src.data[sy * sw * cn..(sy + 1) * sw * cn];
+        for (dx, t) in xt.iter().enumerate() {
+            let (a, b) = (t.first * cn, t.second * cn);
+            for c in 0..cn {
+                out[dx * cn + c] = i32::from(row[a + c]) * t.w0 + i32::from(row[b + c]) * t.w1;
+            }
+        }
+    };
+    let mut rows = [vec![0i32; row_len], vec![0i32; row_len]];
+    let mut cached = [usize::MAX, usize::MAX];
+    let mut out = vec![0u8; dst_h * row_len];
+    for (dy, t) in yt.iter().enumerate() {
+        let (s0, s1) = (t.first, t.second);
+        if cached[0] != s0 {
+            if cached[1] == s0 {
+                rows.swap(0, 1);
+                cached.swap(0, 1);
+            } else {
+                hresize(s0, &mut rows[0]);
+                cached[0] = s0;
+            }
+        }
+        if cached[1] != s1 {
+            if s1 == s0 {
+                let (first, second) = rows.split_at_mut(1);
+                second[0].copy_from_slice(&first[0]);
+            } else {
+                hresize(s1, &mut rows[1]);
+            }
+            cached[1] = s1;
+        }
+        let (b0, b1) = (t.w0, t.w1);
+        let dst = &mut out[dy * row_len..(dy + 1) * row_len];
+        for ((d, &r0), &r1) in dst.iter_mut().zip(&rows[0]).zip(&rows[1]) {
+            // OpenCV's SIMD vertical pass: 16-bit high multiplies, then a rounding shift by 2.
+            let v = (((r0 >> 4) * b0) >> 16) + (((r1 >> 4) * b1) >> 16);
+            *d = ((v + 2) >> 2).clamp(0, 255) as u8;
+        }
+    }
+    Mat::new(dst_h, dst_w, cn, out)
+}
+
+/// OpenCV turns INTER_LINEAR at exactly half size into area averaging of 2×2 blocks.
+fn halve(src: &Mat) -> Mat {
+    let (dh, dw, cn) = (src.height / 2, src.width / 2, src.channels);
+    let stride = src.width * cn;
+    let mut out = vec![0u8; dh * dw * cn];
+    for y in 0..dh {
+        let r0 = &src.data[2 * y * stride..];
+        let r1 = &src.data[(2 * y + 1) * stride..];
+        for x in 0..dw {
+            for c in 0..cn {
+                let i = 2 * x * cn + c;
+                let sum = u32::from(r0[i])
+                    + u32::from(r0[i + cn])
+                    + u32::from(r1[i])
+                    + u32::from(r1[i + cn]);
+                out[(y * dw + x) * cn + c] = ((sum + 2) >> 2) as u8;
+            }
+        }
+    }
+    Mat::new(dh, dw, cn, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let src = Mat::new(37, 53, 3, vec![77; 37 * 53 * 3]);
+        for (h, w) in [(224, 224), (10, 7), (1, 1), (100, 3)] {
+            let out = resize_bilinear(&src, h, w);
+            assert_eq!((out.height, out.width), (h, w));
+            assert!(out.data.iter().all(|&v| v == 77));
+        }
+    }
+
+    #[test]
+    fn upscale_interpolates_between_neighbours() {
+        // 1×2 → 1×4: centres at -0.25, 0.25, 0.75, 1.25 → clamp, 3/4·a+1/4·b, 1/4·a+3/4·b, clamp.
+        let src = Mat::new(1, 2, 1, vec![0, 200]);
+        let out = resize_bilinear(&src, 1, 4);
+        assert_eq!(out.data, [0, 50, 150, 200]);
+    }
+
+    #[test]
+    fn exact_half_is_area_average() {
+        let src = Mat::new(2, 2, 1, vec![1, 2, 3, 5]);
+        assert_eq!(resize_bilinear(&src, 1, 1).data, [3]);
+    }
+}

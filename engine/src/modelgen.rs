@@ -1,0 +1,389 @@
+//! Deterministic ONNX models for tests, demos and benchmarks, written without Python:
+//! a ResNet50 with torchvision's architecture and a tiny CNN of the same op set. Weights come
+//! from a seeded generator, scaled so activations stay finite through 50 layers and BatchNorm
+//! statistics are far from the identity (so folding them is really exercised).
+
+use std::path::Path;
+
+use prost::Message;
+use tract_onnx::pb;
+
+/// splitmix64: tiny, seedable, and stable across platforms and crate versions.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit() as f32
+    }
+
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f32 {
+        let u1 = self.unit().max(1e-300);
+        let u2 = self.unit();
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+}
+
+struct Builder {
+    rng: Rng,
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    counter: usize,
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
+impl Builder {
+    fn new(seed: u64) -> Self {
+        Builder {
+            rng: Rng(seed),
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    fn name(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}_{}", self.counter)
+    }
+
+    fn init(&mut self, name: &str, dims: &[i64], values: Vec<f32>) -> String {
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.inits.push(pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            raw_data: raw,
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
+    fn node(&mut self, op: &str, inputs: Vec<String>, attrs: Vec<pb::AttributeProto>) -> String {
+        let out = self.name(&op.to_lowercase());
+        self.nodes.push(pb::NodeProto {
+            name: format!("{out}_node"),
+            op_type: op.into(),
+            input: inputs,
+            output: vec![out.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        out
+    }
+
+    fn conv(
+        &mut self,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> String {
+        let name = self.name("conv_w");
+        let std = (2.0 / (cin * k * k) as f32).sqrt();
+        let w: Vec<f32> = (0..cout * cin * k * k)
+            .map(|_| self.rng.normal() * std)
+            .collect();
+        let w = self.init(&name, &[cout as i64, cin as i64, k as i64, k as i64], w);
+        let (k, s, p) = (k as i64, stride as i64, pad as i64);
+        self.node(
+            "Conv",
+            vec![x.into(), w],
+            vec![
+                attr_ints("kernel_shape", &[k, k]),
+                attr_ints("strides", &[s, s]),
+                attr_ints("pads", &[p, p, p, p]),
+                attr_ints("dilations", &[1, 1]),
+                attr_int("group", 1),
+            ],
+        )
+    }
+
+    /// `gamma_scale` below 1 on a residual branch's last BN keeps the sum of 16 blocks finite.
+    fn bn(&mut self, x: &str, c: usize, gamma_scale: f32) -> String {
+        let param = |b: &mut Builder, what: &str, lo: f32, hi: f32, scale: f32| {
+            let v: Vec<f32> = (0..c).map(|_| b.rng.uniform(lo, hi) * scale).collect();
+            let n = b.name(what);
+            b.init(&n, &[c as i64], v)
+        };
+        let gamma = param(self, "bn_gamma", 0.8, 1.2, gamma_scale);
+        let beta = param(self, "bn_beta", -0.1, 0.1, 1.0);
+        let mean = param(self, "bn_mean", -0.1, 0.1, 1.0);
+        let var = param(self, "bn_var", 0.5, 1.5, 1.0);
+        self.node(
+            "BatchNormalization",
+            vec![x.into(), gamma, beta, mean, var],
+            vec![attr_float("epsilon", 1e-5)],
+        )
+    }
+
+    fn relu(&mut self, x: &str) -> String {
+        self.node("Relu", vec![x.into()], vec![])
+    }
+
+    fn conv_bn(
+        &mut self,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        relu: bool,
+        gamma: f32,
+    ) -> String {
+        let y = self.conv(x, cin, cout, k, stride, k / 2);
+        let y = self.bn(&y, cout, gamma);
+        if relu {
+            self.relu(&y)
+        } else {
+            y
+        }
+    }
+
+    fn maxpool(&mut self, x: &str) -> String {
+        self.node(
+            "MaxPool",
+            vec![x.into()],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+    }
+
+    /// torchvision's Bottleneck (v1.5: the stride sits on the 3×3 conv).
+    fn bottleneck(&mut self, x: &str, cin: usize, planes: usize, stride: usize) -> String {
+        let cout = planes * 4;
+        let y = self.conv_bn(x, cin, planes, 1, 1, true, 1.0);
+        let y = self.conv_bn(&y, planes, planes, 3, stride, true, 1.0);
+        let y = self.conv_bn(&y, planes, cout, 1, 1, false, 0.25);
+        let shortcut = if stride != 1 || cin != cout {
+            self.conv_bn(x, cin, cout, 1, stride, false, 1.0)
+        } else {
+            x.to_string()
+        };
+        let sum = self.node("Add", vec![y, shortcut], vec![]);
+        self.relu(&sum)
+    }
+
+    fn head(&mut self, x: &str, features: usize, classes: usize) -> String {
+        let pooled = self.node("GlobalAveragePool", vec![x.into()], vec![]);
+        let flat = self.node("Flatten", vec![pooled], vec![attr_int("axis", 1)]);
+        let std = 2.0 / (features as f32).sqrt();
+        let w: Vec<f32> = (0..classes * features)
+            .map(|_| self.rng.normal() * std)
+            .collect();
+        let w = self.init("fc_weight", &[classes as i64, features as i64], w);
+        let b: Vec<f32> = (0..classes).map(|_| self.rng.uniform(-0.1, 0.1)).collect();
+        let b = self.init("fc_bias", &[classes as i64], b);
+        self.node(
+            "Gemm",
+            vec![flat, w, b],
+            vec![
+                attr_float("alpha", 1.0),
+                attr_float("beta", 1.0),
+                attr_int("transB", 1),
+            ],
+        )
+    }
+
+    fn finish(
+        mut self,
+        graph_name: &str,
+        last: String,
+        input_hw: usize,
+        classes: usize,
+    ) -> pb::ModelProto {
+        // Rename the last output to `output` with an Identity, so consumers find it by name.
+        self.nodes.push(pb::NodeProto {
+            name: "output_node".into(),
+            op_type: "Identity".into(),
+            input: vec![last],
+            output: vec!["output".into()],
+            ..Default::default()
+        });
+        let dim = |v: Option<i64>, param: &str| pb::tensor_shape_proto::Dimension {
+            value: Some(match v {
+                Some(v) => pb::tensor_shape_proto::dimension::Value::DimValue(v),
+                None => pb::tensor_shape_proto::dimension::Value::DimParam(param.into()),
+            }),
+            ..Default::default()
+        };
+        let value_info =
+            |name: &str, dims: Vec<pb::tensor_shape_proto::Dimension>| pb::ValueInfoProto {
+                name: name.into(),
+                r#type: Some(pb::TypeProto {
+                    value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                        elem_type: pb::tensor_proto::DataType::Float as i32,
+                        shape: Some(pb::TensorShapeProto { dim: dims }),
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+        let hw = input_hw as i64;
+        let input = value_info(
+            "input",
+            vec![
+                dim(None, "batch"),
+                dim(Some(3), ""),
+                dim(Some(hw), ""),
+                dim(Some(hw), ""),
+            ],
+        );
+        let output = value_info(
+            "output",
+            vec![dim(None, "batch"), dim(Some(classes as i64), "")],
+        );
+        pb::ModelProto {
+            ir_version: 8,
+            producer_name: "torchpipe-rs modelgen".into(),
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: graph_name.into(),
+                node: self.nodes,
+                initializer: self.inits,
+                input: vec![input],
+                output: vec![output],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// ResNet50 as torchvision builds it: 7×7 stem, max-pool, 3-4-6-3 bottlenecks, global average
+/// pool, 1000-way classifier; input `[batch, 3, 224, 224]`, output `[batch, 1000]`.
+pub fn resnet50(seed: u64) -> pb::ModelProto {
+    let mut b = Builder::new(seed);
+    let x = b.conv_bn("input", 3, 64, 7, 2, true, 1.0);
+    let mut x = b.maxpool(&x);
+    let mut cin = 64;
+    for (planes, blocks, stride) in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)] {
+        for i in 0..blocks {
+            x = b.bottleneck(&x, cin, planes, if i == 0 { stride } else { 1 });
+            cin = planes * 4;
+        }
+    }
+    let logits = b.head(&x, 2048, 1000);
+    b.finish("resnet50", logits, 224, 1000)
+}
+
+/// The same op set in a few hundred thousand FLOPs: fast enough for debug-build tests.
+/// Input `[batch, 3, 224, 224]`, output `[batch, 10]`.
+pub fn tiny_cnn(seed: u64) -> pb::ModelProto {
+    let mut b = Builder::new(seed);
+    let x = b.conv_bn("input", 3, 8, 7, 4, true, 1.0);
+    let x = b.maxpool(&x);
+    let x = b.bottleneck(&x, 8, 4, 2);
+    let x = b.bottleneck(&x, 16, 4, 1);
+    let logits = b.head(&x, 16, 10);
+    b.finish("tiny_cnn", logits, 224, 10)
+}
+
+pub const RESNET50_SEED: u64 = 50;
+pub const TINY_SEED: u64 = 7;
+
+pub fn write(model: &pb::ModelProto, path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a concurrent reader never sees half a model.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, model.encode_to_vec())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes `resnet50.onnx` and `tiny_cnn.onnx` into `dir` unless they are already there.
+pub fn ensure_models(dir: &Path) -> std::io::Result<()> {
+    for (name, build) in [
+        ("resnet50.onnx", resnet50 as fn(u64) -> pb::ModelProto),
+        ("tiny_cnn.onnx", tiny_cnn),
+    ] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            let seed = if name.starts_with("resnet") {
+                RESNET50_SEED
+            } else {
+                TINY_SEED
+            };
+            write(&build(seed), &path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_deterministic() {
+        let a = tiny_cnn(TINY_SEED).encode_to_vec();
+        let b = tiny_cnn(TINY_SEED).encode_to_vec();
+        assert_eq!(a, b);
+        assert_ne!(a, tiny_cnn(TINY_SEED + 1).encode_to_vec());
+    }
+
+    #[test]
+    fn resnet50_has_torchvisions_shape() {
+        let m = resnet50(RESNET50_SEED);
+        let g = m.graph.as_ref().unwrap();
+        let convs = g.node.iter().filter(|n| n.op_type == "Conv").count();
+        // 1 stem + 16 blocks × 3 + 4 downsample shortcuts.
+        assert_eq!(convs, 53);
+        let params: usize = g
+            .initializer
+            .iter()
+            .filter(|t| !t.name.starts_with("bn_mean") && !t.name.starts_with("bn_var"))
+            .map(|t| t.dims.iter().product::<i64>() as usize)
+            .sum();
+        // torchvision's resnet50 has 25,557,032 parameters.
+        assert_eq!(params, 25_557_032);
+    }
+}

@@ -1,0 +1,222 @@
+//! One node at run time: its bounded queue, its batcher thread and its instance threads
+//! (DESIGN §4). Routing between nodes lives in `pipeline`.
+
+pub mod decision;
+mod metrics;
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::{NodeConfig, Profile};
+use crate::error::RequestError;
+use crate::pipeline::{Shared, Task};
+pub use decision::{decide, Decision};
+pub use metrics::{NodeMetrics, NodeStats};
+
+pub(crate) enum Work {
+    Batch(Vec<Task>),
+    Stop,
+}
+
+struct NodeState {
+    queue: VecDeque<Task>,
+    idle: Vec<bool>,
+    closed: bool,
+}
+
+pub(crate) struct NodeRuntime {
+    pub name: String,
+    profiles: Vec<Profile>,
+    batching_timeout: Duration,
+    queue_timeout: Option<Duration>,
+    pub capacity: usize,
+    state: Mutex<NodeState>,
+    /// The batcher waits here for items and idle instances.
+    wake_batcher: Condvar,
+    /// Upstream instances wait here for room in a full queue.
+    room: Condvar,
+    senders: Vec<Sender<Work>>,
+    pub metrics: NodeMetrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the queue half-updated (every update is a
+    // single push/drain), so a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NodeRuntime {
+    /// The runtime and the receiving ends of its instances' work channels.
+    pub fn new(cfg: &NodeConfig) -> (NodeRuntime, Vec<Receiver<Work>>) {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..cfg.instance_num)
+            .map(|_| std::sync::mpsc::channel())
+            .unzip();
+        let rt = NodeRuntime {
+            name: cfg.name.clone(),
+            profiles: cfg.profiles.clone(),
+            batching_timeout: cfg.batching_timeout,
+            queue_timeout: cfg.timeout,
+            capacity: cfg.queue_size,
+            state: Mutex::new(NodeState {
+                queue: VecDeque::new(),
+                // Instances count as busy until they have built their backend.
+                idle: vec![false; cfg.instance_num],
+                closed: false,
+            }),
+            wake_batcher: Condvar::new(),
+            room: Condvar::new(),
+            senders,
+            metrics: NodeMetrics::new(cfg.max_batch()),
+        };
+        (rt, receivers)
+    }
+
+    pub fn queue_len(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+
+    pub fn has_room(&self, n: usize) -> bool {
+        lock(&self.state).queue.len() + n <= self.capacity
+    }
+
+    /// Admission: refuses at once when the queue is full.
+    pub fn try_push(&self, mut task: Task) -> Result<(), (Task, RequestError)> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err((task, RequestError::ShuttingDown));
+        }
+        if st.queue.len() >= self.capacity {
+            let e = RequestError::Overloaded {
+                node: self.name.clone(),
+                capacity: self.capacity,
+            };
+            return Err((task, e));
+        }
+        task.enqueued = Instant::now();
+        st.queue.push_back(task);
+        self.wake_batcher.notify_one();
+        Ok(())
+    }
+
+    /// Between nodes: waits for room (back-pressure) until the item's deadline.
+    pub fn push_wait(&self, mut task: Task) -> Result<(), (Task, RequestError)> {
+        let mut st = lock(&self.state);
+        loop {
+            if st.closed {
+                return Err((task, RequestError::ShuttingDown));
+            }
+            if st.queue.len() < self.capacity {
+                break;
+            }
+            let now = Instant::now();
+            if now >= task.deadline {
+                let e = task.timeout_error(&self.name);
+                return Err((task, e));
+            }
+            st = self
+                .room
+                .wait_timeout(st, task.deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        task.enqueued = Instant::now();
+        st.queue.push_back(task);
+        self.wake_batcher.notify_one();
+        Ok(())
+    }
+
+    pub fn set_idle(&self, instance: usize) {
+        let mut st = lock(&self.state);
+        st.idle[instance] = true;
+        self.wake_batcher.notify_one();
+    }
+
+    /// Stops admitting; queued items are still served.
+    pub fn close(&self) {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        self.wake_batcher.notify_all();
+        self.room.notify_all();
+    }
+
+    /// The batcher loop: decides, dispatches, sleeps. Returns once closed and drained.
+    pub fn run_batcher(&self, shared: &Shared) {
+        let mut st = lock(&self.state);
+        loop {
+            if st.closed && st.queue.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            let oldest = st.queue.front().map_or(Duration::ZERO, |t| {
+                now.saturating_duration_since(t.enqueued)
+            });
+            match decide(
+                st.queue.len(),
+                oldest,
+                self.batching_timeout,
+                &self.profiles,
+                &st.idle,
+            ) {
+                Decision::Dispatch { instance, count } => {
+                    let batch: Vec<Task> = st.queue.drain(..count).collect();
+                    st.idle[instance] = false;
+                    self.room.notify_all();
+                    drop(st);
+                    self.dispatch(shared, instance, batch, now);
+                    st = lock(&self.state);
+                }
+                Decision::WaitFor(d) => {
+                    st = self
+                        .wake_batcher
+                        .wait_timeout(st, d)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                Decision::Wait => {
+                    st = self
+                        .wake_batcher
+                        .wait(st)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+        drop(st);
+        for s in &self.senders {
+            let _ = s.send(Work::Stop);
+        }
+    }
+
+    fn dispatch(&self, shared: &Shared, instance: usize, batch: Vec<Task>, now: Instant) {
+        let mut live = Vec::with_capacity(batch.len());
+        for task in batch {
+            let node_deadline = self.queue_timeout.map(|t| task.enqueued + t);
+            let deadline = node_deadline.map_or(task.deadline, |d| d.min(task.deadline));
+            if now >= deadline {
+                let e = task.timeout_error(&self.name);
+                shared.fail(task, e);
+            } else {
+                self.metrics
+                    .record_wait(now.saturating_duration_since(task.enqueued));
+                live.push(task);
+            }
+        }
+        if live.is_empty() {
+            self.set_idle(instance);
+            return;
+        }
+        self.metrics.record_batch(live.len());
+        if let Err(std::sync::mpsc::SendError(Work::Batch(tasks))) =
+            self.senders[instance].send(Work::Batch(live))
+        {
+            for t in tasks {
+                shared.fail(t, RequestError::ShuttingDown);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        self.metrics.snapshot(&self.name, self.queue_len())
+    }
+}
