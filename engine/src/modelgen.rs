@@ -37,6 +37,13 @@ impl Rng {
     }
 }
 
+#[derive(Clone, Copy)]
+enum End {
+    Relu,
+    Linear,
+    Residual,
+}
+
 struct Builder {
     rng: Rng,
     nodes: Vec<pb::NodeProto>,
@@ -140,7 +147,6 @@ impl Builder {
         )
     }
 
-    /// `gamma_scale` below 1 on a residual branch's last BN keeps the sum of 16 blocks finite.
     fn bn(&mut self, x: &str, c: usize, gamma_scale: f32) -> String {
         let param = |b: &mut Builder, what: &str, lo: f32, hi: f32, scale: f32| {
             let v: Vec<f32> = (0..c).map(|_| b.rng.uniform(lo, hi) * scale).collect();
@@ -169,15 +175,17 @@ impl Builder {
         cout: usize,
         k: usize,
         stride: usize,
-        relu: bool,
-        gamma: f32,
+        end: End,
     ) -> String {
         let y = self.conv(x, cin, cout, k, stride, k / 2);
-        let y = self.bn(&y, cout, gamma);
-        if relu {
-            self.relu(&y)
-        } else {
-            y
+        match end {
+            End::Relu => {
+                let y = self.bn(&y, cout, 1.0);
+                self.relu(&y)
+            }
+            End::Linear => self.bn(&y, cout, 1.0),
+            // A residual branch's last BN is scaled down so the sum of 16 blocks stays finite.
+            End::Residual => self.bn(&y, cout, 0.25),
         }
     }
 
@@ -196,11 +204,11 @@ impl Builder {
     /// torchvision's Bottleneck (v1.5: the stride sits on the 3×3 conv).
     fn bottleneck(&mut self, x: &str, cin: usize, planes: usize, stride: usize) -> String {
         let cout = planes * 4;
-        let y = self.conv_bn(x, cin, planes, 1, 1, true, 1.0);
-        let y = self.conv_bn(&y, planes, planes, 3, stride, true, 1.0);
-        let y = self.conv_bn(&y, planes, cout, 1, 1, false, 0.25);
+        let y = self.conv_bn(x, cin, planes, 1, 1, End::Relu);
+        let y = self.conv_bn(&y, planes, planes, 3, stride, End::Relu);
+        let y = self.conv_bn(&y, planes, cout, 1, 1, End::Residual);
         let shortcut = if stride != 1 || cin != cout {
-            self.conv_bn(x, cin, cout, 1, stride, false, 1.0)
+            self.conv_bn(x, cin, cout, 1, stride, End::Linear)
         } else {
             x.to_string()
         };
@@ -301,7 +309,7 @@ impl Builder {
 /// pool, 1000-way classifier; input `[batch, 3, 224, 224]`, output `[batch, 1000]`.
 pub fn resnet50(seed: u64) -> pb::ModelProto {
     let mut b = Builder::new(seed);
-    let x = b.conv_bn("input", 3, 64, 7, 2, true, 1.0);
+    let x = b.conv_bn("input", 3, 64, 7, 2, End::Relu);
     let mut x = b.maxpool(&x);
     let mut cin = 64;
     for (planes, blocks, stride) in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)] {
@@ -318,7 +326,7 @@ pub fn resnet50(seed: u64) -> pb::ModelProto {
 /// Input `[batch, 3, 224, 224]`, output `[batch, 10]`.
 pub fn tiny_cnn(seed: u64) -> pb::ModelProto {
     let mut b = Builder::new(seed);
-    let x = b.conv_bn("input", 3, 8, 7, 4, true, 1.0);
+    let x = b.conv_bn("input", 3, 8, 7, 4, End::Relu);
     let x = b.maxpool(&x);
     let x = b.bottleneck(&x, 8, 4, 2);
     let x = b.bottleneck(&x, 16, 4, 1);

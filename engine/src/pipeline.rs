@@ -44,9 +44,11 @@ struct RequestState {
 struct JoinState {
     node: usize,
     /// Each branch's outcome with the node it arrived from.
-    slots: Mutex<Vec<Option<Result<(usize, Item), RequestError>>>>,
+    slots: Mutex<Vec<Option<BranchOutcome>>>,
     remaining: AtomicUsize,
 }
+
+type BranchOutcome = Result<(usize, Item), RequestError>;
 
 struct Branch {
     join: Arc<JoinState>,
@@ -159,7 +161,8 @@ impl Shared {
                 deadline,
                 branch: None,
             };
-            if let Err((task, e)) = self.nodes[entry].try_push(task) {
+            if let Err(refused) = self.nodes[entry].try_push(task) {
+                let (task, e) = *refused;
                 self.complete(task, Err(e));
             }
         }
@@ -292,7 +295,8 @@ impl Shared {
     }
 
     fn enqueue(&self, task: Task, node: usize) {
-        if let Err((task, e)) = self.nodes[node].push_wait(task) {
+        if let Err(refused) = self.nodes[node].push_wait(task) {
+            let (task, e) = *refused;
             self.fail(task, e);
         }
     }

@@ -370,10 +370,11 @@ fn parse_map(text: &str) -> Option<Vec<MapEntry>> {
     (!entries.is_empty()).then_some(entries)
 }
 
+/// Per-instance (batch size, item shape) as written in `min` or `max`.
+type ProfileParts = Vec<(usize, Option<Vec<usize>>)>;
+
 fn profiles(params: &Params, instance_num: usize) -> Result<Vec<Profile>, ConfigError> {
-    let read = |key: &str,
-                default: usize|
-     -> Result<Vec<(usize, Option<Vec<usize>>)>, ConfigError> {
+    let read = |key: &str, default: usize| -> Result<ProfileParts, ConfigError> {
         let Some(text) = params.raw(key) else {
             return Ok(vec![(default, None)]);
         };
@@ -408,9 +409,7 @@ fn profiles(params: &Params, instance_num: usize) -> Result<Vec<Profile>, Config
     };
     let mins = read("min", 1)?;
     let maxs = read("max", 1)?;
-    let at = |v: &Vec<(usize, Option<Vec<usize>>)>, i: usize| {
-        v[if v.len() == 1 { 0 } else { i }].clone()
-    };
+    let at = |v: &ProfileParts, i: usize| v[if v.len() == 1 { 0 } else { i }].clone();
     let mut profiles = Vec::with_capacity(instance_num);
     for i in 0..instance_num {
         let (min, min_shape) = at(&mins, i);

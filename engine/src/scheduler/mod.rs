@@ -15,6 +15,9 @@ use crate::pipeline::{Shared, Task};
 pub use decision::{decide, Decision};
 pub use metrics::{NodeMetrics, NodeStats};
 
+/// A task the queue would not take, handed back with the reason (boxed: this is the rare path).
+pub(crate) type Refused = Box<(Task, RequestError)>;
+
 pub(crate) enum Work {
     Batch(Vec<Task>),
     Stop,
@@ -82,17 +85,17 @@ impl NodeRuntime {
     }
 
     /// Admission: refuses at once when the queue is full.
-    pub fn try_push(&self, mut task: Task) -> Result<(), (Task, RequestError)> {
+    pub fn try_push(&self, mut task: Task) -> Result<(), Refused> {
         let mut st = lock(&self.state);
         if st.closed {
-            return Err((task, RequestError::ShuttingDown));
+            return Err(Box::new((task, RequestError::ShuttingDown)));
         }
         if st.queue.len() >= self.capacity {
             let e = RequestError::Overloaded {
                 node: self.name.clone(),
                 capacity: self.capacity,
             };
-            return Err((task, e));
+            return Err(Box::new((task, e)));
         }
         task.enqueued = Instant::now();
         st.queue.push_back(task);
@@ -101,11 +104,11 @@ impl NodeRuntime {
     }
 
     /// Between nodes: waits for room (back-pressure) until the item's deadline.
-    pub fn push_wait(&self, mut task: Task) -> Result<(), (Task, RequestError)> {
+    pub fn push_wait(&self, mut task: Task) -> Result<(), Refused> {
         let mut st = lock(&self.state);
         loop {
             if st.closed {
-                return Err((task, RequestError::ShuttingDown));
+                return Err(Box::new((task, RequestError::ShuttingDown)));
             }
             if st.queue.len() < self.capacity {
                 break;
@@ -113,7 +116,7 @@ impl NodeRuntime {
             let now = Instant::now();
             if now >= task.deadline {
                 let e = task.timeout_error(&self.name);
-                return Err((task, e));
+                return Err(Box::new((task, e)));
             }
             st = self
                 .room

@@ -68,3 +68,60 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A repo config with its `models/` paths made absolute, so tests need no particular cwd.
+pub fn load_repo_config(name: &str) -> engine::Config {
+    let path = repo_root().join("configs").join(name);
+    let models = models_dir();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"models/", &format!("\"{}/", models.display()));
+    engine::Config::parse(&text, &path).unwrap()
+}
+
+pub fn write_f32(path: &Path, dims: &[usize], data: &[f32]) {
+    let mut bytes = dims
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .into_bytes();
+    bytes.push(b'\n');
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let dims = std::str::from_utf8(&bytes[..nl])
+        .unwrap()
+        .split(' ')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let data = bytes[nl + 1..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (dims, data)
+}
+
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap()
+}

@@ -1,0 +1,161 @@
+//! The seed's pipeline on the CPU engine against onnxruntime on the same generated ResNet50:
+//! relative L2 error ≤ 1e-4 on the logits of every test image, same arg-max.
+
+mod common;
+
+use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
+use engine::{Item, Pipeline, PipelineOptions, Registry, Value};
+
+const MEAN: &str = "123.675,116.28,103.53";
+const STD: &str = "58.395,57.120,57.375";
+
+#[test]
+fn seed_pipeline_matches_onnxruntime_on_every_test_image() {
+    let config = common::load_repo_config("resnet50.toml");
+    let p = Pipeline::build(
+        config,
+        Registry::with_defaults(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    let images = common::test_images();
+    let items: Vec<Item> = images
+        .iter()
+        .map(|p| Item::new(std::fs::read(p).unwrap()))
+        .collect();
+    let out = p.run(items).unwrap();
+
+    // The same preprocessing, step by step, for the reference's input.
+    let mut input = Vec::new();
+    for path in &images {
+        let mut m = resize_bilinear(
+            &decode_bgr(&std::fs::read(path).unwrap(), DEFAULT_MAX_PIXELS).unwrap(),
+            224,
+            224,
+        );
+        swap_red_blue(&mut m);
+        input.extend(to_chw_f32(&m).data);
+    }
+    let dir = common::temp_dir("model-parity");
+    let (inp, outp) = (dir.join("input.bin"), dir.join("logits.bin"));
+    common::write_f32(&inp, &[images.len(), 3, 224, 224], &input);
+    let model = common::models_dir().join("resnet50.onnx");
+    let version = common::python(
+        "ort_ref.py",
+        &[
+            model.to_str().unwrap(),
+            inp.to_str().unwrap(),
+            outp.to_str().unwrap(),
+            MEAN,
+            STD,
+        ],
+    );
+    println!("onnxruntime {}", version.trim());
+    let (dims, reference) = common::read_f32(&outp);
+    assert_eq!(dims, [images.len(), 1000]);
+
+    let mut labels = std::collections::BTreeSet::new();
+    for (i, (path, outcome)) in images.iter().zip(&out).enumerate() {
+        let item = outcome
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let Some(Value::Tensor(t)) = &item.result else {
+            panic!("{}: no logits", path.display())
+        };
+        let theirs = &reference[i * 1000..(i + 1) * 1000];
+        let err = common::rel_l2(&t.data, theirs);
+        let (a, b) = (common::argmax(&t.data), common::argmax(theirs));
+        println!(
+            "{}: rel L2 {err:.2e}, arg-max {a} (onnxruntime {b})",
+            path.display()
+        );
+        assert!(err <= 1e-4, "{}: relative L2 error {err}", path.display());
+        assert_eq!(a, b, "{}", path.display());
+        labels.insert(a);
+    }
+    // The generated weights must tell images apart, or the arg-max check proves little.
+    assert!(labels.len() >= 3, "only {} distinct classes", labels.len());
+}
+
+#[test]
+fn the_seed_file_as_written_fails_with_the_hint() {
+    let path = common::repo_root().join("engine/tests/fixtures/seed_resnet50.toml");
+    let e = Pipeline::from_toml(&path).err().unwrap().to_string();
+    assert!(
+        e.contains("node [cpu_decoder], key `next` = \"cpu_posprocess\""),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `cpu_posdecoder`?"), "{e}");
+}
+
+#[test]
+fn bad_images_fail_only_their_own_items() {
+    let config = common::load_repo_config("resnet50.toml");
+    let p = Pipeline::build(
+        config,
+        Registry::with_defaults(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    let good = std::fs::read(common::repo_root().join("benches/imgs/chelsea.jpg")).unwrap();
+    let mut truncated = good.clone();
+    truncated.truncate(200);
+    let mut garbage_huffman = good.clone();
+    for b in garbage_huffman.iter_mut().skip(600).take(400) {
+        *b = 0xA5;
+    }
+    let inputs: Vec<Vec<u8>> = vec![
+        good.clone(),
+        Vec::new(),
+        b"this is not an image".to_vec(),
+        truncated,
+        vec![0xFF, 0xD8, 0xFF],
+        garbage_huffman,
+        good,
+    ];
+    let out = p.run(inputs.into_iter().map(Item::new).collect()).unwrap();
+    assert!(out[0].is_ok());
+    assert!(out[6].is_ok());
+    for (i, o) in out.iter().enumerate().skip(1).take(4) {
+        let e = o
+            .as_ref()
+            .err()
+            .unwrap_or_else(|| panic!("input {i} should fail"))
+            .to_string();
+        assert!(
+            e.starts_with("node [cpu_decoder] produced no result: "),
+            "{i}: {e}"
+        );
+    }
+    println!(
+        "damaged Huffman data: {:?}",
+        out[5].as_ref().map(|_| "decoded with warnings")
+    );
+}
+
+/// A JPEG whose frame header claims 10000×10000 pixels: refused by the documented
+/// `max_pixels` limit (50,000,000) before any pixel buffer is allocated.
+#[test]
+fn an_image_bomb_is_refused_by_the_pixel_limit() {
+    let mut jpeg = std::fs::read(common::repo_root().join("benches/imgs/odd_1x1.jpg")).unwrap();
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("baseline SOF0");
+    // SOF0: marker, length (2), precision (1), height (2), width (2).
+    jpeg[sof + 5..sof + 7].copy_from_slice(&10000u16.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&10000u16.to_be_bytes());
+    let config = common::load_repo_config("resnet50.toml");
+    let p = Pipeline::build(
+        config,
+        Registry::with_defaults(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    let out = p.run(vec![Item::new(jpeg)]).unwrap();
+    let e = out[0].as_ref().expect_err("must be refused").to_string();
+    assert!(
+        e.contains("10000x10000 pixels is above the limit of 50000000 pixels"),
+        "{e}"
+    );
+}
