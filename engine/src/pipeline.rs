@@ -88,6 +88,11 @@ pub(crate) struct Shared {
 pub struct PipelineHandle(Weak<Shared>);
 
 impl PipelineHandle {
+    /// A handle to no pipeline: every `run` answers `ShuttingDown`.
+    pub fn detached() -> Self {
+        PipelineHandle(Weak::new())
+    }
+
     /// Runs items and waits for all of them; bypasses the admission gate so that work already
     /// accepted can finish during shutdown.
     pub fn run(&self, items: Vec<Item>) -> Result<Vec<Outcome>, RequestError> {

@@ -1,1 +1,221 @@
-fn main() {}
+//! `server --toml resnet50.toml --port 8888`: InferenceService (thrift/serve.thrift) over
+//! tokio, answering from a TorchPipe TOML pipeline, or from the naive locked baseline.
+
+mod baseline;
+mod service;
+mod shutdown;
+mod transport;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use engine::{Config, Pipeline, PipelineOptions, Registry};
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::service::{Mode, Service};
+use crate::transport::{Connection, Framing, Limits};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "server",
+    version,
+    about = "Serves InferenceService (thrift/serve.thrift) from a TorchPipe TOML pipeline",
+    long_about = "Serves InferenceService (thrift/serve.thrift: ping, infer_batch) over TCP with Thrift's \
+binary protocol. Each infer_batch call's image runs through the TOML's nodes (multi-instance, \
+dynamically batched); the reply is the arg-max class of the softmax of the model's output and its \
+probability. With --baseline it serves the same TOML the naive way instead: preprocessing in the \
+request's thread and one locked, batch-1 model instance."
+)]
+struct Args {
+    /// The pipeline: a TorchPipe TOML (relative model paths resolve against its folder, then the
+    /// working directory)
+    #[arg(long)]
+    toml: PathBuf,
+    /// Address to listen on
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    /// Port to listen on
+    #[arg(long, default_value_t = 8888)]
+    port: u16,
+    /// Serve the naive locked baseline (one model instance, batch 1, a global lock) instead of
+    /// the pipeline
+    #[arg(long)]
+    baseline: bool,
+    /// Thrift transport: buffered (the docs' client) or framed
+    #[arg(long, value_enum, default_value = "buffered")]
+    transport: Framing,
+    /// Largest call accepted, in bytes; larger ones close their connection before anything is
+    /// allocated for them
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message_bytes: usize,
+    /// Seconds a request may take before it is answered with a timeout error
+    #[arg(long, default_value_t = 10.0)]
+    request_timeout: f64,
+    /// Seconds a connection may sit idle between calls before it is closed
+    #[arg(long, default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Seconds a call may take to arrive once its first byte has (slow senders are dropped)
+    #[arg(long, default_value_t = 30.0)]
+    read_timeout: f64,
+    /// Class names, one per line: `label` is the name instead of the class index
+    #[arg(long)]
+    labels: Option<PathBuf>,
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0 && v < 1e6,
+        "--{name} must be a positive number of seconds, got {v}"
+    );
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let request_timeout = seconds("request-timeout", args.request_timeout)?;
+    let limits = Limits {
+        max_message: args.max_message_bytes,
+        idle: seconds("idle-timeout", args.idle_timeout)?,
+        read: seconds("read-timeout", args.read_timeout)?,
+    };
+    let labels = match &args.labels {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --labels {}", path.display()))?
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect(),
+        ),
+        None => None,
+    };
+    let config = Config::load(&args.toml)?;
+    let started = Instant::now();
+    let mode = if args.baseline {
+        let b = baseline::Baseline::from_config(&config, &Registry::with_defaults())?;
+        Mode::Baseline(Arc::new(b))
+    } else {
+        let p = Pipeline::build(
+            config,
+            Registry::with_defaults(),
+            PipelineOptions { request_timeout },
+        )?;
+        Mode::Pipeline(p)
+    };
+    info!(
+        "{} from {} ready in {:.1} s",
+        if args.baseline {
+            "baseline (locked, batch 1)"
+        } else {
+            "pipeline"
+        },
+        args.toml.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let service = Arc::new(Service {
+        mode,
+        labels,
+        request_timeout,
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("io")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args, service.clone(), limits))?;
+    drop(runtime);
+    // Last reference: shuts the pipeline down (every admitted request already answered).
+    if let Ok(service) = Arc::try_unwrap(service) {
+        if let Mode::Pipeline(mut p) = service.mode {
+            p.shutdown(Duration::from_secs(1));
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn serve(args: Args, service: Arc<Service>, limits: Limits) -> anyhow::Result<()> {
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!(
+        "listening on {} ({:?} transport, binary protocol)",
+        listener.local_addr()?,
+        args.transport
+    );
+    let (stop_tx, stop_rx) = shutdown::channel();
+    let mut connections = tokio::task::JoinSet::new();
+    let signal = shutdown::signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let service = service.clone();
+                    let mut stop = stop_rx.clone();
+                    let framing = args.transport;
+                    connections.spawn(async move {
+                        let mut conn = Connection::new(stream, framing, limits);
+                        loop {
+                            let msg = match conn.read_call(&mut stop).await {
+                                Ok(Some(msg)) => msg,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    warn!(%peer, "closing connection: {e}");
+                                    break;
+                                }
+                            };
+                            let reply = service.handle(&msg).await;
+                            if let Err(e) = conn.write_reply(&reply).await {
+                                warn!(%peer, "cannot write reply: {e}");
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            name = &mut signal => {
+                info!("{name}: no new connections; answering the calls in progress");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let bound = service.request_timeout + Duration::from_secs(5);
+    if tokio::time::timeout(bound, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!("some connections did not finish within {bound:?}; closing them");
+        connections.abort_all();
+    }
+    Ok(())
+}

@@ -157,6 +157,28 @@ impl Registry {
         Ok(())
     }
 
+    /// Builds a node's backend outside any pipeline: one instance with a batch of one (the
+    /// baseline server's single locked model). `Jump` cannot work there.
+    pub fn build_detached(&self, node: &NodeConfig) -> Result<Box<dyn Backend>, ConfigError> {
+        let cache = SharedCache::default();
+        let handle = PipelineHandle::detached();
+        let profile = Profile {
+            min: 1,
+            max: 1,
+            item_shape: node.profiles.first().and_then(|p| p.item_shape.clone()),
+        };
+        let ctx = InitContext {
+            node,
+            expr: &node.backend,
+            registry: self,
+            instance: 0,
+            profile: &profile,
+            shared: &cache,
+            pipeline: &handle,
+        };
+        self.build(&ctx)
+    }
+
     pub fn build(&self, ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
         self.check(ctx.expr, ctx.params())?;
         match self.entries.get(&ctx.expr.name) {

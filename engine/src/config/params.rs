@@ -30,6 +30,13 @@ impl Params {
         Params::new(Path::new("<inline>"), node, values)
     }
 
+    /// The same settings without `keys` (the baseline normalises outside the model).
+    pub fn without(&self, keys: &[&str]) -> Params {
+        let mut p = self.clone();
+        p.values.retain(|k, _| !keys.contains(&k.as_str()));
+        p
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }

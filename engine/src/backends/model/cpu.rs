@@ -61,8 +61,7 @@ impl CpuModel {
             .and_then(|m| m.into_runnable())
             .map_err(|e| format!("cannot prepare the model: {e:#}"))?;
         let description = format!(
-            "CPU engine (tract {}), fp32, input [N, {}]",
-            env!("CARGO_PKG_VERSION"),
+            "CPU engine (tract), fp32, input [N, {}]",
             item_shape
                 .iter()
                 .map(|d| d.to_string())

@@ -1,0 +1,161 @@
+//! `server --baseline` (DESIGN §6): the naive service users are leaving. Each request decodes,
+//! resizes, converts and normalises its own image in its handler thread, then takes one global
+//! lock around a batch-1 forward of a single model instance. Built from the same TOML, the same
+//! kernels and the same model engine as the pipeline, so the comparison isolates scheduling.
+
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use engine::config::NodeConfig;
+use engine::image;
+use engine::{Backend, Config, Item, Registry, Tensor, Value};
+
+/// One preprocessing step, read off the TOML's nodes in pipeline order.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Decode { max_pixels: usize },
+    Resize { h: usize, w: usize },
+    Color { rgb: bool },
+    ToTensor,
+}
+
+pub struct Baseline {
+    steps: Vec<Step>,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    model: Mutex<Box<dyn Backend>>,
+}
+
+/// The backend names an expression runs, composites flattened (`SyncTensor[Sequential[A,B]]` →
+/// A, B).
+fn leaves<'a>(e: &'a engine::backend::Expr, out: &mut Vec<&'a str>) {
+    match e.name.as_str() {
+        "Sequential" | "SyncTensor" | "Torch" => e.args.iter().for_each(|a| leaves(a, out)),
+        name => out.push(name),
+    }
+}
+
+impl Baseline {
+    pub fn from_config(config: &Config, registry: &Registry) -> anyhow::Result<Baseline> {
+        // Follow `next` from the entry node: the baseline is the pipeline's steps in a row.
+        let mut order: Vec<&NodeConfig> = Vec::new();
+        let entry = config
+            .nodes
+            .iter()
+            .find(|n| !config.nodes.iter().any(|o| o.next.contains(&n.name)))
+            .context("the TOML has no entry node")?;
+        let mut cur = Some(entry);
+        while let Some(node) = cur {
+            order.push(node);
+            if node.next.len() > 1 {
+                bail!(
+                    "--baseline runs a straight chain of nodes; [{}] fans out",
+                    node.name
+                );
+            }
+            cur = node.next.first().and_then(|n| config.node(n));
+        }
+        let mut steps = Vec::new();
+        let mut model = None;
+        for node in order {
+            let p = &node.params;
+            let mut names = Vec::new();
+            leaves(&node.backend, &mut names);
+            for name in names {
+                match name {
+                    "DecodeMat" => steps.push(Step::Decode {
+                        max_pixels: p.usize_or("max_pixels", image::DEFAULT_MAX_PIXELS)?,
+                    }),
+                    "ResizeMat" => steps.push(Step::Resize {
+                        h: p.usize("resize_h")?.context("ResizeMat needs resize_h")?,
+                        w: p.usize("resize_w")?.context("ResizeMat needs resize_w")?,
+                    }),
+                    "cvtColorMat" | "CvtColorMat" => steps.push(Step::Color {
+                        rgb: p.str_or("color", "bgr").eq_ignore_ascii_case("rgb"),
+                    }),
+                    "Mat2Tensor" => steps.push(Step::ToTensor),
+                    "TensorrtTensor" => {
+                        if model.is_some() {
+                            bail!("--baseline supports one model node");
+                        }
+                        model = Some(node);
+                    }
+                    other => bail!(
+                        "--baseline understands DecodeMat, ResizeMat, cvtColorMat, Mat2Tensor and TensorrtTensor; node [{}] uses {other}",
+                        node.name
+                    ),
+                }
+            }
+        }
+        let node = model.context("--baseline needs a node with TensorrtTensor")?;
+        // Normalisation happens in the handler, outside the lock, as the users' services do.
+        let mean = node
+            .params
+            .floats("mean", 3)?
+            .unwrap_or_else(|| vec![0.0; 3]);
+        let std = node
+            .params
+            .floats("std", 3)?
+            .unwrap_or_else(|| vec![1.0; 3]);
+        let mut bare = node.clone();
+        bare.params = node.params.without(&["mean", "std"]);
+        let backend = registry.build_detached(&bare)?;
+        Ok(Baseline {
+            steps,
+            mean,
+            inv_std: std.iter().map(|s| 1.0 / s).collect(),
+            model: Mutex::new(backend),
+        })
+    }
+
+    /// Runs one image; blocking (call from a blocking thread).
+    pub fn infer(&self, bytes: &[u8]) -> Result<Value, String> {
+        let mut value = Value::Bytes(bytes.into());
+        let mut rgb = false;
+        for step in &self.steps {
+            value = match (step, value) {
+                (Step::Decode { max_pixels }, Value::Bytes(b)) => {
+                    Value::Mat(image::active::decode_bgr(&b, *max_pixels)?)
+                }
+                (Step::Resize { h, w }, Value::Mat(m)) => {
+                    Value::Mat(image::active::resize(&m, *h, *w)?)
+                }
+                (Step::Color { rgb: want }, Value::Mat(m)) => {
+                    let m = if *want != rgb {
+                        image::active::swap_red_blue(m)?
+                    } else {
+                        m
+                    };
+                    rgb = *want;
+                    Value::Mat(m)
+                }
+                (Step::ToTensor, Value::Mat(m)) => Value::Tensor(image::to_chw_f32(&m)),
+                (step, v) => {
+                    return Err(format!("baseline step {step:?} cannot take {}", v.kind()))
+                }
+            };
+        }
+        let Value::Tensor(Tensor { shape, mut data }) = value else {
+            return Err("the preprocessing did not end in a tensor (Mat2Tensor)".into());
+        };
+        let plane = data.len() / self.mean.len().max(1);
+        for (c, chunk) in data
+            .chunks_mut(plane.max(1))
+            .enumerate()
+            .take(self.mean.len())
+        {
+            let (m, s) = (self.mean[c], self.inv_std[c]);
+            chunk.iter_mut().for_each(|v| *v = (*v - m) * s);
+        }
+        let mut batch = [Item::new(Value::Tensor(Tensor::new(shape, data)))];
+        {
+            let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+            model.forward(&mut batch).map_err(|e| e.to_string())?;
+        }
+        let [item] = batch;
+        item.result.ok_or_else(|| {
+            item.error
+                .unwrap_or_else(|| "the model produced no result".into())
+        })
+    }
+}
