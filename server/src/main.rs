@@ -6,6 +6,7 @@ mod service;
 mod shutdown;
 mod transport;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,6 +82,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     if let Err(e) = run(args) {
@@ -107,6 +109,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let config = Config::load(&args.toml)?;
+    // Bind before loading models: a port in use is reported at once.
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
     let started = Instant::now();
     let mode = if args.baseline {
         let b = baseline::Baseline::from_config(&config, &Registry::with_defaults())?;
@@ -140,7 +146,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .thread_name("io")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, service.clone(), limits))?;
+    runtime.block_on(serve(listener, args.transport, service.clone(), limits))?;
     drop(runtime);
     // Last reference: shuts the pipeline down (every admitted request already answered).
     if let Ok(service) = Arc::try_unwrap(service) {
@@ -152,16 +158,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: Args, service: Arc<Service>, limits: Limits) -> anyhow::Result<()> {
-    let addr = format!("{}:{}", args.host, args.port);
-    let listener = TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    info!(
-        "listening on {} ({:?} transport, binary protocol)",
-        listener.local_addr()?,
-        args.transport
-    );
+async fn serve(
+    listener: std::net::TcpListener,
+    framing: Framing,
+    service: Arc<Service>,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    info!("listening on {} ({framing:?} transport, binary protocol)", listener.local_addr()?);
     let (stop_tx, stop_rx) = shutdown::channel();
     let mut connections = tokio::task::JoinSet::new();
     let signal = shutdown::signal();
@@ -172,7 +176,6 @@ async fn serve(args: Args, service: Arc<Service>, limits: Limits) -> anyhow::Res
                 Ok((stream, peer)) => {
                     let service = service.clone();
                     let mut stop = stop_rx.clone();
-                    let framing = args.transport;
                     connections.spawn(async move {
                         let mut conn = Connection::new(stream, framing, limits);
                         loop {
