@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{
-    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport, TIoChannel,
-    TTcpChannel,
+    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
+    TIoChannel, TTcpChannel,
 };
 use wire::serve::{InferenceServiceSyncClient, TInferenceServiceSyncClient};
 
@@ -25,7 +25,8 @@ pub fn connect(addr: &str, framing: Framing, timeout: Duration) -> anyhow::Resul
         .with_context(|| format!("cannot resolve {addr}"))?
         .next()
         .with_context(|| format!("{addr} resolves to no address"))?;
-    let stream = TcpStream::connect_timeout(&sock, timeout).with_context(|| format!("cannot connect to {addr}"))?;
+    let stream = TcpStream::connect_timeout(&sock, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;

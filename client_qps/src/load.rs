@@ -74,7 +74,10 @@ struct Conn {
 impl Conn {
     fn call(&mut self, target: &Target, uuid: String, data: &[u8]) -> Result<(), String> {
         if self.client.is_none() {
-            self.client = Some(connect(&target.addr, target.framing, target.timeout).map_err(|e| format!("{e:#}"))?);
+            self.client = Some(
+                connect(&target.addr, target.framing, target.timeout)
+                    .map_err(|e| format!("{e:#}"))?,
+            );
         }
         let Some(client) = self.client.as_mut() else {
             return Err("not connected".into());
@@ -99,7 +102,8 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         for _ in 0..spec.batch {
             let t = &spec.target;
             let mut c = connect(&t.addr, t.framing, t.timeout)?;
-            c.ping().map_err(|e| anyhow::anyhow!("ping to {} failed: {e}", t.addr))?;
+            c.ping()
+                .map_err(|e| anyhow::anyhow!("ping to {} failed: {e}", t.addr))?;
             conns.push(Conn { client: Some(c) });
         }
         per_client.push(conns);
@@ -118,12 +122,18 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         let shared = shared.clone();
         let barrier = barrier.clone();
         let progress = progress.clone();
-        handles.push(thread::spawn(move || client_loop(c, conns, &spec, &shared, &barrier, &progress)));
+        handles.push(thread::spawn(move || {
+            client_loop(c, conns, &spec, &shared, &barrier, &progress)
+        }));
     }
     barrier.wait(); // warm-up done
     shared.next.store(0, Ordering::SeqCst);
     shared.errors.store(0, Ordering::SeqCst);
-    shared.first_errors.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    shared
+        .first_errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     progress.done.store(0, Ordering::SeqCst);
     progress.measuring.store(true, Ordering::SeqCst);
     let started = Instant::now();
@@ -137,13 +147,20 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut requests = 0;
     for h in handles {
-        let (hist, n) = h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        let (hist, n) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
         latency.add(&hist)?;
         requests += n;
     }
     let wall = started.elapsed();
     let errors = shared.errors.load(Ordering::SeqCst);
-    let first_errors = std::mem::take(&mut *shared.first_errors.lock().unwrap_or_else(|p| p.into_inner()));
+    let first_errors = std::mem::take(
+        &mut *shared
+            .first_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
     Ok(Outcome {
         latency,
         requests,
@@ -163,7 +180,8 @@ fn client_loop(
     barrier: &Barrier,
     progress: &Progress,
 ) -> (Histogram<u64>, u64) {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid");
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid");
     let mut own = conns.remove(0);
     type Job = (String, usize);
     let (done_tx, done_rx): (Sender<Result<(), String>>, Receiver<_>) = channel();
@@ -202,7 +220,13 @@ fn client_loop(
             for (j, (tx, _)) in helpers.iter().enumerate() {
                 let _ = tx.send((format!("{c}-{t}-{}", j + 1), (base + j + 1) % n_images));
             }
-            let mut failure = own.call(&spec.target, format!("{c}-{t}-0"), &spec.images[base % n_images]).err();
+            let mut failure = own
+                .call(
+                    &spec.target,
+                    format!("{c}-{t}-0"),
+                    &spec.images[base % n_images],
+                )
+                .err();
             for _ in 0..helpers.len() {
                 match done_rx.recv() {
                     Ok(Ok(())) => {}
@@ -227,7 +251,11 @@ fn client_loop(
     run_phase(Some(spec.warmup), false, &mut hist);
     barrier.wait();
     barrier.wait();
-    let limit = if spec.duration.is_some() { None } else { spec.total };
+    let limit = if spec.duration.is_some() {
+        None
+    } else {
+        spec.total
+    };
     let n = run_phase(limit, true, &mut hist);
     for (tx, h) in helpers {
         drop(tx);

@@ -41,7 +41,11 @@ struct Args {
     #[arg(long, default_value_t = 8888)]
     port: u16,
     /// Concurrent clients, each with its own connection(s)
-    #[arg(long = "request_client", alias = "request-client", default_value_t = 10)]
+    #[arg(
+        long = "request_client",
+        alias = "request-client",
+        default_value_t = 10
+    )]
     request_client: usize,
     /// Images per request, sent as that many concurrent calls on the client's connections
     #[arg(long = "request_batch", alias = "request-batch", default_value_t = 1)]
@@ -75,19 +79,26 @@ struct Args {
 const MAX_IMAGES: usize = 999;
 
 fn load_images(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read --img_dir {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read --img_dir {}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "bmp"))
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "bmp"
+                )
+            })
         })
         .collect();
     paths.sort();
     paths.truncate(MAX_IMAGES);
     if paths.is_empty() {
-        bail!("--img_dir {} holds no .jpg, .jpeg, .png or .bmp file", dir.display());
+        bail!(
+            "--img_dir {} holds no .jpg, .jpeg, .png or .bmp file",
+            dir.display()
+        );
     }
     paths
         .iter()
@@ -116,8 +127,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         bail!("--timeout must be a positive number of seconds");
     }
     let images = Arc::new(load_images(&args.img_dir)?);
-    eprintln!("loaded {} images from {}", images.len(), args.img_dir.display());
-    let sweep = args.concurrency_sweep.clone().unwrap_or_else(|| vec![args.request_client]);
+    eprintln!(
+        "loaded {} images from {}",
+        images.len(),
+        args.img_dir.display()
+    );
+    let sweep = args
+        .concurrency_sweep
+        .clone()
+        .unwrap_or_else(|| vec![args.request_client]);
     if sweep.contains(&0) {
         bail!("--concurrency-sweep values must be at least 1");
     }
@@ -137,7 +155,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             images: images.clone(),
         });
         let progress = Arc::new(Progress::default());
-        let ticker = start_progress(progress.clone(), duration.is_none().then_some(args.total_number));
+        let ticker = start_progress(
+            progress.clone(),
+            duration.is_none().then_some(args.total_number),
+        );
         let sampler = resources::Sampler::start(args.server_pid);
         let outcome = load::run(spec, progress.clone());
         let usage = sampler.finish();
@@ -164,38 +185,50 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 struct Ticker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::mpsc::Sender<()>,
     handle: std::thread::JoinHandle<()>,
 }
 
 impl Ticker {
     fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(());
         let _ = self.handle.join();
     }
 }
 
 /// A progress bar on a terminal; a plain line every few seconds otherwise.
 fn start_progress(progress: Arc<Progress>, total: Option<u64>) -> Ticker {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
+    let (stop, flag) = std::sync::mpsc::channel::<()>();
     let tty = std::io::stderr().is_terminal();
     let handle = std::thread::spawn(move || {
-        let every = if tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        let every = if tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
         let mut waited = Duration::ZERO;
-        while !flag.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(100));
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            flag.recv_timeout(Duration::from_millis(100))
+        {
             waited += Duration::from_millis(100);
             if waited < every {
                 continue;
             }
             waited = Duration::ZERO;
             let done = progress.done.load(Ordering::Relaxed);
-            let phase = if progress.measuring.load(Ordering::Relaxed) { "measuring" } else { "warm-up" };
+            let phase = if progress.measuring.load(Ordering::Relaxed) {
+                "measuring"
+            } else {
+                "warm-up"
+            };
             let line = match total {
                 Some(t) if progress.measuring.load(Ordering::Relaxed) => {
                     let filled = ((done.min(t) * 30) / t.max(1)) as usize;
-                    format!("{phase} [{}{}] {done}/{t}", "#".repeat(filled), ".".repeat(30 - filled))
+                    format!(
+                        "{phase} [{}{}] {done}/{t}",
+                        "#".repeat(filled),
+                        ".".repeat(30 - filled)
+                    )
                 }
                 _ => format!("{phase}: {done} requests"),
             };

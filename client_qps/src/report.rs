@@ -49,19 +49,32 @@ impl Report {
             wall_s: wall,
             qps,
             images_per_s: qps * batch as f64,
-            avg_ms: if qps > 0.0 { clients as f64 / qps * 1000.0 } else { 0.0 },
+            avg_ms: if qps > 0.0 {
+                clients as f64 / qps * 1000.0
+            } else {
+                0.0
+            },
             tp50_ms: ms(&o.latency, 0.50),
             tp90_ms: ms(&o.latency, 0.90),
             tp99_ms: ms(&o.latency, 0.99),
-            mean_ms: if o.latency.is_empty() { 0.0 } else { o.latency.mean() / 1000.0 },
-            max_ms: if o.latency.is_empty() { 0.0 } else { o.latency.max() as f64 / 1000.0 },
+            mean_ms: if o.latency.is_empty() {
+                0.0
+            } else {
+                o.latency.mean() / 1000.0
+            },
+            max_ms: if o.latency.is_empty() {
+                0.0
+            } else {
+                o.latency.max() as f64 / 1000.0
+            },
             usage,
             first_errors: o.first_errors.clone(),
         }
     }
 
     pub fn print(&self) {
-        let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.1}{unit}"));
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.1}{unit}"));
         println!("------------------------------------------------------------");
         println!(
             "request_client: {}  request_batch: {}  total: {}  errors: {}  wall: {:.2} s",

@@ -2,8 +2,7 @@
 //! nvidia-smi where there is one.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ pub struct Usage {
 }
 
 pub struct Sampler {
-    stop: Arc<AtomicBool>,
+    stop: Sender<()>,
     handle: JoinHandle<Usage>,
 }
 
@@ -38,7 +37,10 @@ fn rss_mb(pid: u32) -> Option<f64> {
 
 fn gpu_util() -> Option<f64> {
     let out = Command::new("nvidia-smi")
-        .args(["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=utilization.gpu",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
         .ok()?;
     if !out.status.success() {
@@ -51,8 +53,7 @@ fn gpu_util() -> Option<f64> {
 
 impl Sampler {
     pub fn start(pid: Option<u32>) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, flag) = channel::<()>();
         let handle = std::thread::spawn(move || {
             // SAFETY: sysconf has no preconditions.
             let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -62,7 +63,7 @@ impl Sampler {
             let mut gpu = Vec::new();
             let has_gpu = gpu_util().is_some();
             let mut last_gpu = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
+            loop {
                 if let Some(r) = pid.and_then(rss_mb) {
                     rss_max = Some(rss_max.map_or(r, |m: f64| m.max(r)));
                 }
@@ -70,10 +71,16 @@ impl Sampler {
                     gpu.extend(gpu_util());
                     last_gpu = Instant::now();
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                // Wakes at once when stopped, so the run's end is not delayed.
+                match flag.recv_timeout(Duration::from_millis(100)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
             }
             let cpu = match (ticks0, pid.and_then(cpu_ticks)) {
-                (Some(a), Some(b)) => Some((b - a) as f64 / hz / start.elapsed().as_secs_f64() * 100.0),
+                (Some(a), Some(b)) => {
+                    Some((b - a) as f64 / hz / start.elapsed().as_secs_f64() * 100.0)
+                }
                 _ => None,
             };
             Usage {
@@ -86,7 +93,7 @@ impl Sampler {
     }
 
     pub fn finish(self) -> Usage {
-        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(());
         self.handle.join().unwrap_or_default()
     }
 }

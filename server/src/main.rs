@@ -111,7 +111,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.toml)?;
     // Bind before loading models: a port in use is reported at once.
     let addr = format!("{}:{}", args.host, args.port);
-    let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     let started = Instant::now();
     let mode = if args.baseline {
@@ -165,7 +166,10 @@ async fn serve(
     limits: Limits,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::from_std(listener)?;
-    info!("listening on {} ({framing:?} transport, binary protocol)", listener.local_addr()?);
+    info!(
+        "listening on {} ({framing:?} transport, binary protocol)",
+        listener.local_addr()?
+    );
     let (stop_tx, stop_rx) = shutdown::channel();
     let mut connections = tokio::task::JoinSet::new();
     let signal = shutdown::signal();

@@ -56,7 +56,8 @@ fn hostile_peers_lose_only_their_own_connection() {
     let port = server.port;
     let jpeg = std::fs::read(common::repo_root().join("benches/imgs/chelsea.jpg")).unwrap();
     let mut warm = client(port);
-    warm.infer_batch(InferenceParams::new("warm".into(), jpeg.clone())).unwrap();
+    warm.infer_batch(InferenceParams::new("warm".into(), jpeg.clone()))
+        .unwrap();
     // Measured after the first request, so that the model's buffers are already counted.
     let rss_before = server.rss_kb();
     // A well-behaved client calls every 50 ms (well inside the idle timeout) throughout.
@@ -67,7 +68,9 @@ fn hostile_peers_lose_only_their_own_connection() {
         let mut served = 0;
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
             c.ping().expect("ping on the good connection");
-            let r = c.infer_batch(InferenceParams::new("ok".into(), jpeg.clone())).expect("infer on the good connection");
+            let r = c
+                .infer_batch(InferenceParams::new("ok".into(), jpeg.clone()))
+                .expect("infer on the good connection");
             assert!(!r.label.is_empty());
             served += 1;
             std::thread::sleep(Duration::from_millis(50));
@@ -75,7 +78,11 @@ fn hostile_peers_lose_only_their_own_connection() {
         served
     });
 
-    assert!(closed_after(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5)));
+    assert!(closed_after(
+        port,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5)
+    ));
 
     // A versioned call whose name claims 2^31-1 bytes, repeated: refused before allocation.
     let mut huge = vec![0x80, 0x01, 0x00, 0x01];
@@ -86,8 +93,15 @@ fn hostile_peers_lose_only_their_own_connection() {
     // An infer_batch whose data field claims 7.9 MB but sends 1 KB, then stalls.
     let call = wire::call::encode_infer_call("infer_batch", 1, "u", &vec![7u8; 7_900_000]);
     let started = Instant::now();
-    assert!(closed_after(port, &call[..1024], Duration::from_secs(5)), "slow sender kept");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        closed_after(port, &call[..1024], Duration::from_secs(5)),
+        "slow sender kept"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Truncated, then closed by the client.
     {
@@ -112,7 +126,10 @@ fn hostile_peers_lose_only_their_own_connection() {
     );
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
-    assert!(log.contains("malformed Thrift binary message") || log.contains("above the limit"), "{log}");
+    assert!(
+        log.contains("malformed Thrift binary message") || log.contains("above the limit"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -121,14 +138,21 @@ fn unknown_methods_get_an_application_error_and_the_connection_stays() {
     let server = common::Server::start(&["--toml", config.to_str().unwrap()]);
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&wire::call::encode_infer_call("classify", 9, "u", b"x")).unwrap();
+    s.write_all(&wire::call::encode_infer_call("classify", 9, "u", b"x"))
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.contains("unknown method `classify`"), "{text}");
     // Same connection, a real call next.
     let jpeg = std::fs::read(common::repo_root().join("benches/imgs/rocket.jpg")).unwrap();
-    s.write_all(&wire::call::encode_infer_call("infer_batch", 10, "u", &jpeg)).unwrap();
+    s.write_all(&wire::call::encode_infer_call(
+        "infer_batch",
+        10,
+        "u",
+        &jpeg,
+    ))
+    .unwrap();
     let n = s.read(&mut buf).unwrap();
     assert!(n > 20);
 }
@@ -137,7 +161,8 @@ fn unknown_methods_get_an_application_error_and_the_connection_stays() {
 fn framed_transport_serves_framed_clients() {
     use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
     let config = common::config_copy("tiny_cpu.toml", &[]);
-    let server = common::Server::start(&["--toml", config.to_str().unwrap(), "--transport", "framed"]);
+    let server =
+        common::Server::start(&["--toml", config.to_str().unwrap(), "--transport", "framed"]);
     let mut ch = TTcpChannel::new();
     ch.open(("127.0.0.1", server.port)).unwrap();
     let (r, w) = ch.split().unwrap();
@@ -147,15 +172,23 @@ fn framed_transport_serves_framed_clients() {
     );
     c.ping().unwrap();
     let jpeg = std::fs::read(common::repo_root().join("benches/imgs/rocket.jpg")).unwrap();
-    let r = c.infer_batch(InferenceParams::new("f".into(), jpeg)).unwrap();
+    let r = c
+        .infer_batch(InferenceParams::new("f".into(), jpeg))
+        .unwrap();
     assert!(r.score.into_inner() > 0.0);
 }
 
 fn server_fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_server")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "{args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let lines: Vec<&str> = err.lines().filter(|l| !l.contains(" INFO ") && !l.contains(" WARN ")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains(" INFO ") && !l.contains(" WARN "))
+        .collect();
     assert_eq!(lines.len(), 1, "one clear line, got: {err}");
     lines[0].to_string()
 }
@@ -163,13 +196,26 @@ fn server_fails(args: &[&str]) -> String {
 #[test]
 fn cli_refusals_are_one_clear_line() {
     let e = server_fails(&["--toml", "/no/such/file.toml"]);
-    assert!(e.contains("/no/such/file.toml") && e.contains("readable TOML file"), "{e}");
+    assert!(
+        e.contains("/no/such/file.toml") && e.contains("readable TOML file"),
+        "{e}"
+    );
     let seed = common::repo_root().join("engine/tests/fixtures/seed_resnet50.toml");
     let e = server_fails(&["--toml", seed.to_str().unwrap()]);
     assert!(e.contains("did you mean `cpu_posdecoder`?"), "{e}");
     let config = common::config_copy("tiny_cpu.toml", &[]);
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
-    let e = server_fails(&["--toml", config.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port]);
-    assert!(e.contains("cannot listen on 127.0.0.1:") && e.contains("in use"), "{e}");
+    let e = server_fails(&[
+        "--toml",
+        config.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    assert!(
+        e.contains("cannot listen on 127.0.0.1:") && e.contains("in use"),
+        "{e}"
+    );
 }

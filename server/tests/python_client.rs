@@ -23,14 +23,24 @@ fn run_python_client(port: u16, images: &[String]) -> Json {
 /// (label, score) per image from the engine in-process.
 fn engine_answers(config: &std::path::Path, images: &[String]) -> BTreeMap<String, (String, f64)> {
     let config = engine::Config::load(config).unwrap();
-    let p = Pipeline::build(config, Registry::with_defaults(), PipelineOptions::default()).unwrap();
-    let items = images.iter().map(|i| Item::new(std::fs::read(i).unwrap())).collect();
+    let p = Pipeline::build(
+        config,
+        Registry::with_defaults(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    let items = images
+        .iter()
+        .map(|i| Item::new(std::fs::read(i).unwrap()))
+        .collect();
     let out = p.run(items).unwrap();
     images
         .iter()
         .zip(out)
         .map(|(name, o)| {
-            let Some(Value::Tensor(t)) = o.unwrap().result else { panic!("no logits") };
+            let Some(Value::Tensor(t)) = o.unwrap().result else {
+                panic!("no logits")
+            };
             let c = softmax_argmax(&t.data).unwrap();
             (name.clone(), (c.index.to_string(), c.score))
         })
@@ -39,16 +49,24 @@ fn engine_answers(config: &std::path::Path, images: &[String]) -> BTreeMap<Strin
 
 /// onnxruntime's (label, score) on the same preprocessed input.
 fn onnxruntime_answers(images: &[String]) -> BTreeMap<String, (String, f64)> {
-    use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
+    use engine::image::{
+        decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS,
+    };
     let dir = common::temp_dir("server-ort");
     let mut input = Vec::new();
     for path in images {
-        let mut m = resize_bilinear(&decode_bgr(&std::fs::read(path).unwrap(), DEFAULT_MAX_PIXELS).unwrap(), 224, 224);
+        let mut m = resize_bilinear(
+            &decode_bgr(&std::fs::read(path).unwrap(), DEFAULT_MAX_PIXELS).unwrap(),
+            224,
+            224,
+        );
         swap_red_blue(&mut m);
         input.extend(to_chw_f32(&m).data);
     }
     let mut bytes = format!("{} 3 224 224\n", images.len()).into_bytes();
-    input.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+    input
+        .iter()
+        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
     std::fs::write(dir.join("in.bin"), bytes).unwrap();
     let script = common::repo_root().join("engine/tests/py/ort_ref.py");
     let model = common::models_dir().join("resnet50.onnx");
@@ -64,7 +82,10 @@ fn onnxruntime_answers(images: &[String]) -> BTreeMap<String, (String, f64)> {
     );
     let raw = std::fs::read(dir.join("out.bin")).unwrap();
     let nl = raw.iter().position(|&b| b == b'\n').unwrap();
-    let logits: Vec<f32> = raw[nl + 1..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let logits: Vec<f32> = raw[nl + 1..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     images
         .iter()
         .zip(logits.chunks_exact(1000))
@@ -80,16 +101,31 @@ fn answers(reply: &Json) -> BTreeMap<String, (String, f64)> {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), (v["label"].as_str().unwrap().to_string(), v["score"].as_f64().unwrap())))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (
+                    v["label"].as_str().unwrap().to_string(),
+                    v["score"].as_f64().unwrap(),
+                ),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn python_client_gets_the_engines_answers_and_clear_errors() {
     let config = common::config_copy("resnet50.toml", &[]);
-    let images: Vec<String> = common::test_images().iter().map(|p| p.display().to_string()).collect();
+    let images: Vec<String> = common::test_images()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     // The PNG first: the script reuses the first image as its known-good one.
-    let mut ordered: Vec<String> = images.iter().filter(|i| i.ends_with(".png")).cloned().collect();
+    let mut ordered: Vec<String> = images
+        .iter()
+        .filter(|i| i.ends_with(".png"))
+        .cloned()
+        .collect();
     ordered.extend(images.iter().filter(|i| !i.ends_with(".png")).cloned());
 
     let server = common::Server::start(&["--toml", config.to_str().unwrap()]);
@@ -99,31 +135,58 @@ fn python_client_gets_the_engines_answers_and_clear_errors() {
 
     assert_eq!(reply["ping"], Json::Bool(true));
     let served = answers(&reply);
-    assert_eq!(served.len(), images.len(), "every image, the PNG included, is classified");
+    assert_eq!(
+        served.len(),
+        images.len(),
+        "every image, the PNG included, is classified"
+    );
     let ours = engine_answers(&config, &images);
     let reference = onnxruntime_answers(&images);
     for (name, (label, score)) in &served {
         let (l, s) = &ours[name];
         assert_eq!(label, l, "{name}: label vs the engine");
-        assert!((score - s).abs() <= 1e-6, "{name}: score {score} vs engine {s}");
+        assert!(
+            (score - s).abs() <= 1e-6,
+            "{name}: score {score} vs engine {s}"
+        );
         let (l, s) = &reference[name];
         assert_eq!(label, l, "{name}: label vs onnxruntime");
-        assert!((score - s).abs() <= 1e-4, "{name}: score {score} vs onnxruntime {s}");
+        assert!(
+            (score - s).abs() <= 1e-4,
+            "{name}: score {score} vs onnxruntime {s}"
+        );
     }
     for case in ["corrupt", "empty", "text"] {
         let bad = &reply["bad"][case];
-        let msg = bad["error"].as_str().unwrap_or_else(|| panic!("{case} was not refused"));
-        assert!(msg.starts_with("node [cpu_decoder] produced no result: "), "{case}: {msg}");
-        assert!(bad["after"].is_string(), "{case}: the connection must still work");
+        let msg = bad["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case} was not refused"));
+        assert!(
+            msg.starts_with("node [cpu_decoder] produced no result: "),
+            "{case}: {msg}"
+        );
+        assert!(
+            bad["after"].is_string(),
+            "{case}: the connection must still work"
+        );
     }
-    assert!(reply["bad"]["empty"]["error"].as_str().unwrap().contains("empty data"));
-    assert!(reply["bad"]["corrupt"]["error"].as_str().unwrap().contains("corrupt JPEG"));
+    assert!(reply["bad"]["empty"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("empty data"));
+    assert!(reply["bad"]["corrupt"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("corrupt JPEG"));
 }
 
 #[test]
 fn baseline_answers_exactly_as_the_pipeline() {
     let config = common::config_copy("resnet50_cpu.toml", &[]);
-    let images: Vec<String> = common::test_images().iter().map(|p| p.display().to_string()).collect();
+    let images: Vec<String> = common::test_images()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let pipeline = common::Server::start(&["--toml", config.to_str().unwrap()]);
     let a = answers(&run_python_client(pipeline.port, &images));
     drop(pipeline);
@@ -136,6 +199,9 @@ fn baseline_answers_exactly_as_the_pipeline() {
     for (name, (label, score)) in &a {
         let (l, s) = &b[name];
         assert_eq!(label, l, "{name}");
-        assert!((score - s).abs() <= 1e-5, "{name}: pipeline {score} vs baseline {s}");
+        assert!(
+            (score - s).abs() <= 1e-5,
+            "{name}: pipeline {score} vs baseline {s}"
+        );
     }
 }

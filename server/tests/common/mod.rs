@@ -21,7 +21,12 @@ pub fn test_images() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("benches/imgs"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("jpg" | "png" | "bmp")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("jpg" | "png" | "bmp")
+            )
+        })
         .collect();
     v.sort();
     v
@@ -49,7 +54,11 @@ pub fn config_copy(name: &str, replace: &[(&str, &str)]) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Server {
@@ -72,10 +81,18 @@ impl Server {
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = s.child.try_wait() {
                 let mut err = String::new();
-                s.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                s.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 panic!("server exited with {status}: {err}");
             }
-            assert!(Instant::now() < deadline, "server did not listen within 120 s");
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen within 120 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
@@ -115,7 +132,11 @@ impl Drop for Server {
 
 pub fn python(script: &Path, args: &[&str]) -> String {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python).arg(script).args(args).output().unwrap();
+    let out = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{} failed (scripts/test installs the Python test dependencies):\n{}",

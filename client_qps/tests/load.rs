@@ -1,0 +1,176 @@
+//! client_qps against the real server on this machine: 2,000 requests at 20 clients × batch 1
+//! and × batch 4, no errors, and QPS that agrees with requests ÷ wall time.
+//!
+//! The server binary is the workspace's own (`cargo build --bins`, which scripts/test runs
+//! before the tests).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sibling_binary(name: &str) -> PathBuf {
+    // target/<profile>/deps/<this test> → target/<profile>/<name>
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let models = repo_root().join("models");
+    engine::modelgen::ensure_models(&models).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("configs/tiny_cpu.toml"))
+        .unwrap()
+        .replace("\"models/", &format!("\"{}/", models.display()));
+    let dir = std::env::temp_dir().join(format!("client-qps-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = dir.join("tiny.toml");
+    std::fs::write(&toml, text).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(sibling_binary("server"))
+        .args([
+            "--toml",
+            toml.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server(child, port)
+}
+
+fn run_client(server: &Server, batch: usize) {
+    let json = std::env::temp_dir().join(format!("client-qps-{}-{batch}.json", std::process::id()));
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_client_qps"))
+        .args([
+            "--img_dir",
+            repo_root().join("benches/imgs").to_str().unwrap(),
+        ])
+        .args(["--port", &server.1.to_string(), "--request_client", "20"])
+        .args([
+            "--request_batch",
+            &batch.to_string(),
+            "--total_number",
+            "2000",
+            "--warmup",
+            "0",
+        ])
+        .args([
+            "--server-pid",
+            &server.0.id().to_string(),
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    assert!(
+        stdout.contains("request_client: 20  request_batch"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("TP99"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["total"], 2000);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["request_batch"], batch);
+    let qps = r["qps"].as_f64().unwrap();
+    // The whole process, start-up and connecting included, against the reported figure.
+    let outside = 2000.0 / wall;
+    let gap = (qps - outside).abs() / qps;
+    println!("batch {batch}: reported {qps:.1} QPS, 2000 / process wall time = {outside:.1}: {:.2}% apart", gap * 100.0);
+    assert!(
+        gap <= 0.02,
+        "reported {qps} QPS vs {outside} from the process wall time"
+    );
+    assert!(r["server_cpu_pct"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["server_rss_mb"].as_f64().unwrap() > 1.0, "{r}");
+    for key in [
+        "tp50_ms", "tp90_ms", "tp99_ms", "mean_ms", "max_ms", "avg_ms",
+    ] {
+        assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
+    }
+    assert!(r["tp50_ms"].as_f64() <= r["tp99_ms"].as_f64());
+}
+
+#[test]
+fn two_thousand_requests_batch_1_and_batch_4() {
+    let server = start_server();
+    run_client(&server, 1);
+    run_client(&server, 4);
+}
+
+#[test]
+fn unreadable_img_dir_is_one_clear_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_client_qps"))
+        .args(["--img_dir", "/no/such/dir", "--port", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot read --img_dir /no/such/dir"), "{err}");
+}
+
+#[test]
+fn nothing_listening_is_one_clear_line() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_client_qps"))
+        .args([
+            "--img_dir",
+            repo_root().join("benches/imgs").to_str().unwrap(),
+        ])
+        .args(["--port", &port.to_string(), "--timeout", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("client_qps:"))
+        .collect();
+    assert_eq!(last.len(), 1, "{err}");
+    assert!(last[0].contains("cannot connect to 127.0.0.1:"), "{err}");
+}
