@@ -8,6 +8,7 @@ mod transport;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,6 +173,8 @@ async fn serve(
     );
     let (stop_tx, stop_rx) = shutdown::channel();
     let mut connections = tokio::task::JoinSet::new();
+    // Calls read off the wire, and calls answered: equal at exit, or an accepted call was lost.
+    let calls = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let signal = shutdown::signal();
     tokio::pin!(signal);
     loop {
@@ -179,6 +182,7 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let service = service.clone();
+                    let calls = calls.clone();
                     let mut stop = stop_rx.clone();
                     connections.spawn(async move {
                         let mut conn = Connection::new(stream, framing, limits);
@@ -191,8 +195,11 @@ async fn serve(
                                     break;
                                 }
                             };
+                            calls.0.fetch_add(1, Ordering::SeqCst);
                             let reply = service.handle(&msg).await;
-                            if let Err(e) = conn.write_reply(&reply).await {
+                            let written = conn.write_reply(&reply).await;
+                            calls.1.fetch_add(1, Ordering::SeqCst);
+                            if let Err(e) = written {
                                 warn!(%peer, "cannot write reply: {e}");
                                 break;
                             }
@@ -224,5 +231,10 @@ async fn serve(
         warn!("some connections did not finish within {bound:?}; closing them");
         connections.abort_all();
     }
+    let (read, answered) = (
+        calls.0.load(Ordering::SeqCst),
+        calls.1.load(Ordering::SeqCst),
+    );
+    info!("answered {answered} of {read} calls");
     Ok(())
 }

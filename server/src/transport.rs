@@ -67,6 +67,9 @@ impl Connection {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<Vec<u8>>, ReadError> {
         let started = tokio::time::Instant::now();
+        if *shutdown.borrow() && self.buf.is_empty() {
+            return Ok(None);
+        }
         loop {
             let need = match self.framing {
                 Framing::Buffered => match skim(&self.buf, self.limits.max_message)? {

@@ -45,7 +45,7 @@ impl CpuModel {
             })
             .collect();
         let item_shape = match dims {
-            Some(d) if !d.is_empty() => d,
+            Some(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => d,
             _ => {
                 return Err(format!(
                     "expected an input of shape [batch, …] with fixed item dims, found {fact:?}"
