@@ -166,7 +166,7 @@ impl Shared {
                 deadline,
                 branch: None,
             };
-            if let Err(refused) = self.nodes[entry].try_push(task) {
+            if let Err(refused) = self.nodes[entry].try_push(self, task) {
                 let (task, e) = *refused;
                 self.complete(task, Err(e));
             }
@@ -300,7 +300,7 @@ impl Shared {
     }
 
     fn enqueue(&self, task: Task, node: usize) {
-        if let Err(refused) = self.nodes[node].push_wait(task) {
+        if let Err(refused) = self.nodes[node].push_wait(self, task) {
             let (task, e) = *refused;
             self.fail(task, e);
         }
@@ -571,7 +571,7 @@ impl Instance {
         };
         drop(ready);
         let rt = &self.shared.nodes[self.node];
-        rt.set_idle(self.instance);
+        rt.set_idle(&self.shared, self.instance);
         while let Ok(Work::Batch(mut tasks)) = rx.recv() {
             let started = Instant::now();
             let mut items: Vec<Item> = tasks
@@ -619,7 +619,7 @@ impl Instance {
                     }
                 }
             }
-            rt.set_idle(self.instance);
+            rt.set_idle(&self.shared, self.instance);
         }
     }
 }

@@ -3,56 +3,19 @@
 
 mod common;
 
-use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
-use engine::{Item, Pipeline, PipelineOptions, Registry, Value};
-
-const MEAN: &str = "123.675,116.28,103.53";
-const STD: &str = "58.395,57.120,57.375";
+use engine::{Item, Pipeline, Value};
 
 #[test]
 fn seed_pipeline_matches_onnxruntime_on_every_test_image() {
-    let config = common::load_repo_config("resnet50.toml");
-    let p = Pipeline::build(
-        config,
-        Registry::with_defaults(),
-        PipelineOptions::default(),
-    )
-    .unwrap();
+    let p = common::repo_pipeline("resnet50.toml");
     let images = common::test_images();
     let items: Vec<Item> = images
         .iter()
         .map(|p| Item::new(std::fs::read(p).unwrap()))
         .collect();
     let out = p.run(items).unwrap();
-
-    // The same preprocessing, step by step, for the reference's input.
-    let mut input = Vec::new();
-    for path in &images {
-        let mut m = resize_bilinear(
-            &decode_bgr(&std::fs::read(path).unwrap(), DEFAULT_MAX_PIXELS).unwrap(),
-            224,
-            224,
-        );
-        swap_red_blue(&mut m);
-        input.extend(to_chw_f32(&m).data);
-    }
-    let dir = common::temp_dir("model-parity");
-    let (inp, outp) = (dir.join("input.bin"), dir.join("logits.bin"));
-    common::write_f32(&inp, &[images.len(), 3, 224, 224], &input);
-    let model = common::models_dir().join("resnet50.onnx");
-    let version = common::python(
-        "ort_ref.py",
-        &[
-            model.to_str().unwrap(),
-            inp.to_str().unwrap(),
-            outp.to_str().unwrap(),
-            MEAN,
-            STD,
-        ],
-    );
-    println!("onnxruntime {}", version.trim());
-    let (dims, reference) = common::read_f32(&outp);
-    assert_eq!(dims, [images.len(), 1000]);
+    let (version, reference) = common::onnxruntime_logits(&images);
+    println!("onnxruntime {version}");
 
     let mut labels = std::collections::BTreeSet::new();
     for (i, (path, outcome)) in images.iter().zip(&out).enumerate() {
@@ -90,13 +53,7 @@ fn the_seed_file_as_written_fails_with_the_hint() {
 
 #[test]
 fn bad_images_fail_only_their_own_items() {
-    let config = common::load_repo_config("resnet50.toml");
-    let p = Pipeline::build(
-        config,
-        Registry::with_defaults(),
-        PipelineOptions::default(),
-    )
-    .unwrap();
+    let p = common::repo_pipeline("resnet50.toml");
     let good = std::fs::read(common::repo_root().join("benches/imgs/chelsea.jpg")).unwrap();
     let mut truncated = good.clone();
     truncated.truncate(200);
@@ -145,13 +102,7 @@ fn an_image_bomb_is_refused_by_the_pixel_limit() {
     // SOF0: marker, length (2), precision (1), height (2), width (2).
     jpeg[sof + 5..sof + 7].copy_from_slice(&10000u16.to_be_bytes());
     jpeg[sof + 7..sof + 9].copy_from_slice(&10000u16.to_be_bytes());
-    let config = common::load_repo_config("resnet50.toml");
-    let p = Pipeline::build(
-        config,
-        Registry::with_defaults(),
-        PipelineOptions::default(),
-    )
-    .unwrap();
+    let p = common::repo_pipeline("resnet50.toml");
     let out = p.run(vec![Item::new(jpeg)]).unwrap();
     let e = out[0].as_ref().expect_err("must be refused").to_string();
     assert!(

@@ -17,7 +17,7 @@ fn run_python_client(port: u16, images: &[String]) -> Json {
     let mut args = vec![stubs.to_str().unwrap().to_string(), port.to_string()];
     args.extend(images.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    serde_json::from_str(common::python(&script, &args).trim()).unwrap()
+    serde_json::from_str(common::python_script(&script, &args).trim()).unwrap()
 }
 
 /// (label, score) per image from the engine in-process.
@@ -49,43 +49,8 @@ fn engine_answers(config: &std::path::Path, images: &[String]) -> BTreeMap<Strin
 
 /// onnxruntime's (label, score) on the same preprocessed input.
 fn onnxruntime_answers(images: &[String]) -> BTreeMap<String, (String, f64)> {
-    use engine::image::{
-        decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS,
-    };
-    let dir = common::temp_dir("server-ort");
-    let mut input = Vec::new();
-    for path in images {
-        let mut m = resize_bilinear(
-            &decode_bgr(&std::fs::read(path).unwrap(), DEFAULT_MAX_PIXELS).unwrap(),
-            224,
-            224,
-        );
-        swap_red_blue(&mut m);
-        input.extend(to_chw_f32(&m).data);
-    }
-    let mut bytes = format!("{} 3 224 224\n", images.len()).into_bytes();
-    input
-        .iter()
-        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-    std::fs::write(dir.join("in.bin"), bytes).unwrap();
-    let script = common::repo_root().join("engine/tests/py/ort_ref.py");
-    let model = common::models_dir().join("resnet50.onnx");
-    common::python(
-        &script,
-        &[
-            model.to_str().unwrap(),
-            dir.join("in.bin").to_str().unwrap(),
-            dir.join("out.bin").to_str().unwrap(),
-            "123.675,116.28,103.53",
-            "58.395,57.120,57.375",
-        ],
-    );
-    let raw = std::fs::read(dir.join("out.bin")).unwrap();
-    let nl = raw.iter().position(|&b| b == b'\n').unwrap();
-    let logits: Vec<f32> = raw[nl + 1..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let paths: Vec<std::path::PathBuf> = images.iter().map(Into::into).collect();
+    let (_, logits) = common::onnxruntime_logits(&paths);
     images
         .iter()
         .zip(logits.chunks_exact(1000))

@@ -85,7 +85,7 @@ impl NodeRuntime {
     }
 
     /// Admission: refuses at once when the queue is full.
-    pub fn try_push(&self, mut task: Task) -> Result<(), Refused> {
+    pub fn try_push(&self, shared: &Shared, mut task: Task) -> Result<(), Refused> {
         let mut st = lock(&self.state);
         if st.closed {
             return Err(Box::new((task, RequestError::ShuttingDown)));
@@ -99,12 +99,12 @@ impl NodeRuntime {
         }
         task.enqueued = Instant::now();
         st.queue.push_back(task);
-        self.wake_batcher.notify_one();
+        self.pump_and_dispatch(shared, st);
         Ok(())
     }
 
     /// Between nodes: waits for room (back-pressure) until the item's deadline.
-    pub fn push_wait(&self, mut task: Task) -> Result<(), Refused> {
+    pub fn push_wait(&self, shared: &Shared, mut task: Task) -> Result<(), Refused> {
         let mut st = lock(&self.state);
         loop {
             if st.closed {
@@ -126,14 +126,18 @@ impl NodeRuntime {
         }
         task.enqueued = Instant::now();
         st.queue.push_back(task);
-        self.wake_batcher.notify_one();
+        self.pump_and_dispatch(shared, st);
         Ok(())
     }
 
-    pub fn set_idle(&self, instance: usize) {
+    pub fn set_idle(&self, shared: &Shared, instance: usize) {
         let mut st = lock(&self.state);
         st.idle[instance] = true;
-        self.wake_batcher.notify_one();
+        if st.closed {
+            // The batcher exits once the queue is drained; let it look.
+            self.wake_batcher.notify_one();
+        }
+        self.pump_and_dispatch(shared, st);
     }
 
     /// Stops admitting; queued items are still served.
@@ -144,13 +148,11 @@ impl NodeRuntime {
         self.room.notify_all();
     }
 
-    /// The batcher loop: decides, dispatches, sleeps. Returns once closed and drained.
-    pub fn run_batcher(&self, shared: &Shared) {
-        let mut st = lock(&self.state);
+    /// Takes every batch the decision allows now off the queue. Returns them with their
+    /// instances, and how long until a partial batch's timeout, if one is pending.
+    fn pump(&self, st: &mut NodeState) -> (Vec<(usize, Vec<Task>)>, Option<Duration>) {
+        let mut ready = Vec::new();
         loop {
-            if st.closed && st.queue.is_empty() {
-                break;
-            }
             let now = Instant::now();
             let oldest = st.queue.front().map_or(Duration::ZERO, |t| {
                 now.saturating_duration_since(t.enqueued)
@@ -163,27 +165,65 @@ impl NodeRuntime {
                 &st.idle,
             ) {
                 Decision::Dispatch { instance, count } => {
-                    let batch: Vec<Task> = st.queue.drain(..count).collect();
                     st.idle[instance] = false;
-                    self.room.notify_all();
-                    drop(st);
-                    self.dispatch(shared, instance, batch, now);
-                    st = lock(&self.state);
+                    ready.push((instance, st.queue.drain(..count).collect()));
                 }
-                Decision::WaitFor(d) => {
-                    st = self
-                        .wake_batcher
+                Decision::WaitFor(d) => return (ready, Some(d)),
+                Decision::Wait => return (ready, None),
+            }
+        }
+    }
+
+    /// Whoever changes the queue or frees an instance runs the decision at once, so an item
+    /// goes straight to an instance without waking a batcher thread; the batcher thread only
+    /// serves `batching_timeout`.
+    fn pump_and_dispatch(&self, shared: &Shared, mut st: MutexGuard<'_, NodeState>) {
+        let (ready, timer) = self.pump(&mut st);
+        if timer.is_some() {
+            self.wake_batcher.notify_one();
+        }
+        if ready.is_empty() {
+            return;
+        }
+        self.room.notify_all();
+        drop(st);
+        let now = Instant::now();
+        for (instance, batch) in ready {
+            self.dispatch(shared, instance, batch, now);
+        }
+    }
+
+    /// The batcher loop: dispatches partial batches when their timeout comes. Returns once
+    /// closed and drained, after telling every instance to stop.
+    pub fn run_batcher(&self, shared: &Shared) {
+        let mut st = lock(&self.state);
+        loop {
+            if st.closed && st.queue.is_empty() {
+                break;
+            }
+            let (ready, timer) = self.pump(&mut st);
+            if !ready.is_empty() {
+                self.room.notify_all();
+                drop(st);
+                let now = Instant::now();
+                for (instance, batch) in ready {
+                    self.dispatch(shared, instance, batch, now);
+                }
+                st = lock(&self.state);
+                continue;
+            }
+            st = match timer {
+                Some(d) => {
+                    self.wake_batcher
                         .wait_timeout(st, d)
                         .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                        .0
                 }
-                Decision::Wait => {
-                    st = self
-                        .wake_batcher
-                        .wait(st)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
-            }
+                None => self
+                    .wake_batcher
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner()),
+            };
         }
         drop(st);
         for s in &self.senders {
@@ -206,7 +246,7 @@ impl NodeRuntime {
             }
         }
         if live.is_empty() {
-            self.set_idle(instance);
+            self.set_idle(shared, instance);
             return;
         }
         self.metrics.record_batch(live.len());

@@ -1,4 +1,4 @@
-//! Helpers shared by the engine's end-to-end tests.
+//! Helpers shared by the end-to-end tests (the server's tests include this file too).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -35,9 +35,7 @@ pub fn models_dir() -> PathBuf {
 /// onnxruntime) are installed by scripts/test.
 pub fn python(script: &str, args: &[&str]) -> String {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(script);
+    let path = repo_root().join("engine/tests/py").join(script);
     let out = Command::new(&python)
         .arg(&path)
         .args(args)
@@ -124,4 +122,53 @@ pub fn argmax(v: &[f32]) -> usize {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i)
         .unwrap()
+}
+
+/// A repo config loaded into a running pipeline with every backend.
+pub fn repo_pipeline(name: &str) -> engine::Pipeline {
+    let config = load_repo_config(name);
+    engine::Pipeline::build(
+        config,
+        engine::Registry::with_defaults(),
+        engine::PipelineOptions::default(),
+    )
+    .unwrap()
+}
+
+/// The seed's preprocessing as plain function calls (decode, resize to 224, RGB, CHW f32), for
+/// the reference's input: `[images.len(), 3, 224, 224]`.
+pub fn reference_input(images: &[PathBuf]) -> Vec<f32> {
+    use engine::image::{
+        decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS,
+    };
+    let mut input = Vec::new();
+    for path in images {
+        let decoded = decode_bgr(&std::fs::read(path).unwrap(), DEFAULT_MAX_PIXELS).unwrap();
+        let mut m = resize_bilinear(&decoded, 224, 224);
+        swap_red_blue(&mut m);
+        input.extend(to_chw_f32(&m).data);
+    }
+    input
+}
+
+/// onnxruntime's logits for the images on the generated ResNet50, with the seed's mean/std:
+/// `(onnxruntime version, [images.len() × 1000])`.
+pub fn onnxruntime_logits(images: &[PathBuf]) -> (String, Vec<f32>) {
+    let dir = temp_dir("onnxruntime");
+    let (inp, outp) = (dir.join("input.bin"), dir.join("logits.bin"));
+    write_f32(&inp, &[images.len(), 3, 224, 224], &reference_input(images));
+    let model = models_dir().join("resnet50.onnx");
+    let version = python(
+        "ort_ref.py",
+        &[
+            model.to_str().unwrap(),
+            inp.to_str().unwrap(),
+            outp.to_str().unwrap(),
+            "123.675,116.28,103.53",
+            "58.395,57.120,57.375",
+        ],
+    );
+    let (dims, logits) = read_f32(&outp);
+    assert_eq!(dims, [images.len(), 1000]);
+    (version.trim().to_string(), logits)
 }

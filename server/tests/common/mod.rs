@@ -7,37 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-pub fn models_dir() -> PathBuf {
-    let dir = repo_root().join("models");
-    engine::modelgen::ensure_models(&dir).expect("cannot write models/");
-    dir
-}
-
-pub fn test_images() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("benches/imgs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("jpg" | "png" | "bmp")
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("torchpipe-rs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+#[path = "../../../engine/tests/common/mod.rs"]
+mod engine_common;
+pub use engine_common::*;
 
 /// Writes a copy of a repo config with absolute model paths, so the server needs no cwd.
 pub fn config_copy(name: &str, replace: &[(&str, &str)]) -> PathBuf {
@@ -130,7 +102,8 @@ impl Drop for Server {
     }
 }
 
-pub fn python(script: &Path, args: &[&str]) -> String {
+/// Runs a Python script of the server's tests.
+pub fn python_script(script: &Path, args: &[&str]) -> String {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .arg(script)
