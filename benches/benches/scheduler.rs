@@ -60,6 +60,17 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // One request at a time: every hand-off wakes a sleeping thread, the latency floor.
+    let p = chain(1);
+    g.bench_function(format!("identity_x{NODES}_one_request_at_a_time"), |b| {
+        b.iter_custom(|iters| {
+            let started = Instant::now();
+            for i in 0..iters {
+                p.run(vec![Item::new(Value::Text(i.to_string()))]).unwrap();
+            }
+            started.elapsed() / NODES as u32
+        })
+    });
     g.finish();
 }
 
