@@ -571,6 +571,7 @@ impl Instance {
         };
         drop(ready);
         let rt = &self.shared.nodes[self.node];
+        rt.metrics.instances.fetch_add(1, Ordering::SeqCst);
         rt.set_idle(&self.shared, self.instance);
         while let Ok(Work::Batch(mut tasks)) = rx.recv() {
             let started = Instant::now();
@@ -602,6 +603,8 @@ impl Instance {
                 }
                 Err(p) => {
                     let reason = format!("panicked: {}", panic_text(&p));
+                    // Counted out while rebuilding, back in once rebuilt.
+                    rt.metrics.instances.fetch_sub(1, Ordering::SeqCst);
                     tracing::error!(node = %name, instance = self.instance, "{reason}; rebuilding the instance");
                     for task in tasks {
                         let err = RequestError::Backend {
@@ -611,7 +614,11 @@ impl Instance {
                         self.shared.fail(task, err);
                     }
                     match catch_unwind(AssertUnwindSafe(|| self.build())) {
-                        Ok(Ok(b)) => backend = b,
+                        Ok(Ok(b)) => {
+                            backend = b;
+                            rt.metrics.instances.fetch_add(1, Ordering::SeqCst);
+                            tracing::info!(node = %name, instance = self.instance, "instance rebuilt");
+                        }
                         _ => {
                             tracing::error!(node = %name, instance = self.instance, "rebuild failed; the node runs with one instance fewer");
                             return;

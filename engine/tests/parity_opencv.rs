@@ -21,7 +21,15 @@ fn max_abs_diff(a: &[u8], b: &[u8]) -> (u8, usize) {
 
 #[test]
 fn decode_and_resize_match_opencv() {
-    let images = common::test_images();
+    let mut images = common::test_images();
+    // The corpus's unusual but valid JPEGs: CMYK (our conversion is OpenCV's) and progressive.
+    for name in ["cmyk.jpg", "progressive.jpg"] {
+        images.push(
+            common::repo_root()
+                .join("engine/tests/fixtures/jpeg")
+                .join(name),
+        );
+    }
     let dir = common::temp_dir("parity-opencv");
     let sizes: Vec<String> = SIZES.iter().map(|(h, w)| format!("{h}x{w}")).collect();
     let mut args = vec![dir.to_str().unwrap().to_string(), sizes.join(",")];

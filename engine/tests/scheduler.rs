@@ -404,10 +404,15 @@ fn a_panicking_backend_fails_its_batch_and_the_instance_comes_back() {
         .unwrap_err()
         .to_string()
         .contains("refused the batch"));
-    // Both instances still serve: two slow-enough batches at once succeed.
+    // Both instances still serve, and the node counts both again.
     let results: Vec<_> = (0..20).map(|i| text(&i.to_string())).collect();
     let out = p.run(results).unwrap();
     assert!(out.iter().all(|o| o.is_ok()));
+    let until = Instant::now() + Duration::from_secs(5);
+    while p.stats()[0].instances != 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(p.stats()[0].instances, 2);
 }
 
 #[test]

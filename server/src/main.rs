@@ -2,6 +2,7 @@
 //! tokio, answering from a TorchPipe TOML pipeline, or from the naive locked baseline.
 
 mod baseline;
+mod metrics;
 mod service;
 mod shutdown;
 mod transport;
@@ -66,6 +67,12 @@ struct Args {
     /// Class names, one per line: `label` is the name instead of the class index
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// infer_batch calls served at once, server-wide; more are answered with an overload error
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: u64,
+    /// Serve Prometheus text on /metrics and /health/live, /health/ready on this port
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -115,6 +122,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
+    let metrics_listener = match args.metrics_port {
+        Some(port) => {
+            let addr = format!("{}:{port}", args.host);
+            let l = std::net::TcpListener::bind(&addr)
+                .with_context(|| format!("cannot listen on {addr} (--metrics-port)"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");
     let started = Instant::now();
     let mode = if args.baseline {
         let b = baseline::Baseline::from_config(&config, &Registry::with_defaults())?;
@@ -137,8 +155,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.toml.display(),
         started.elapsed().as_secs_f64()
     );
+    let metrics = metrics::Metrics::new();
     let service = Arc::new(Service {
         mode,
+        metrics: metrics.clone(),
+        max_in_flight: args.max_in_flight,
         labels,
         request_timeout,
     });
@@ -148,7 +169,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         .thread_name("io")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(listener, args.transport, service.clone(), limits))?;
+    runtime.block_on(async {
+        if let Some(l) = metrics_listener {
+            let l = TcpListener::from_std(l)?;
+            info!("metrics on http://{}/metrics", l.local_addr()?);
+            tokio::spawn(metrics::serve(l, metrics.clone(), service.clone()));
+        }
+        // Every instance is built (Pipeline::build waited for them): ready.
+        metrics.ready.store(true, Ordering::SeqCst);
+        serve(listener, args.transport, service.clone(), limits).await
+    })?;
     drop(runtime);
     // Last reference: shuts the pipeline down (every admitted request already answered).
     if let Ok(service) = Arc::try_unwrap(service) {
@@ -214,6 +244,7 @@ async fn serve(
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             name = &mut signal => {
+                service.metrics.ready.store(false, Ordering::SeqCst);
                 info!("{name}: no new connections; answering the calls in progress");
                 break;
             }

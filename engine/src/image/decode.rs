@@ -76,40 +76,48 @@ thread_local! {
 fn decode_jpeg(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(
-                Decompressor::new().map_err(|e| format!("cannot start the JPEG decoder: {e}"))?,
-            );
+        let mut d = match slot.take() {
+            Some(d) => d,
+            None => {
+                Decompressor::new().map_err(|e| format!("cannot start the JPEG decoder: {e}"))?
+            }
+        };
+        let out = decode_with(&mut d, bytes, max_pixels);
+        // A handle that has seen an error can refuse the next good image (measured with a
+        // corrupt SOF marker), so only a clean handle goes back for reuse.
+        if out.is_ok() {
+            *slot = Some(d);
         }
-        let Some(d) = slot.as_mut() else {
-            return Err("JPEG decoder unavailable".to_string());
-        };
-        let header = d
-            .read_header(bytes)
-            .map_err(|e| format!("corrupt JPEG: {e}"))?;
-        let (w, h) = (header.width, header.height);
-        check_size(w, h, max_pixels)?;
-        let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-        let (format, channels) = if cmyk {
-            (PixelFormat::CMYK, 4)
-        } else {
-            (PixelFormat::BGR, 3)
-        };
-        let mut pixels = vec![0u8; w * h * channels];
-        let image = Image {
-            pixels: pixels.as_mut_slice(),
-            width: w,
-            pitch: w * channels,
-            height: h,
-            format,
-        };
-        d.decompress(bytes, image)
-            .map_err(|e| format!("corrupt JPEG: {e}"))?;
-        if cmyk {
-            pixels = cmyk_to_bgr(&pixels);
-        }
-        Ok(Mat::new(h, w, 3, pixels))
+        out
     })
+}
+
+fn decode_with(d: &mut Decompressor, bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
+    let header = d
+        .read_header(bytes)
+        .map_err(|e| format!("corrupt JPEG: {e}"))?;
+    let (w, h) = (header.width, header.height);
+    check_size(w, h, max_pixels)?;
+    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let (format, channels) = if cmyk {
+        (PixelFormat::CMYK, 4)
+    } else {
+        (PixelFormat::BGR, 3)
+    };
+    let mut pixels = vec![0u8; w * h * channels];
+    let image = Image {
+        pixels: pixels.as_mut_slice(),
+        width: w,
+        pitch: w * channels,
+        height: h,
+        format,
+    };
+    d.decompress(bytes, image)
+        .map_err(|e| format!("corrupt JPEG: {e}"))?;
+    if cmyk {
+        pixels = cmyk_to_bgr(&pixels);
+    }
+    Ok(Mat::new(h, w, 3, pixels))
 }
 
 /// OpenCV's conversion for the (Adobe, inverted) CMYK JPEGs libjpeg hands back.
@@ -156,6 +164,17 @@ mod tests {
         assert!(e.contains("not a JPEG, PNG or BMP"), "{e}");
         let e = decode_bgr(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10], 100).unwrap_err();
         assert!(e.contains("corrupt JPEG"), "{e}");
+    }
+
+    #[test]
+    fn a_corrupt_jpeg_does_not_spoil_the_next_one_on_the_thread() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/imgs/chelsea.jpg");
+        let good = std::fs::read(path).unwrap();
+        let mut bad = good.clone();
+        let sof = bad.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bad[sof + 1] = 0x01;
+        assert!(decode_bgr(&bad, DEFAULT_MAX_PIXELS).is_err());
+        assert!(decode_bgr(&good, DEFAULT_MAX_PIXELS).is_ok());
     }
 
     #[test]

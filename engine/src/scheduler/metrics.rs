@@ -3,6 +3,8 @@ use std::time::Duration;
 
 /// Counters recorded at the hand-off points (dispatch and instance completion).
 pub struct NodeMetrics {
+    /// Instances built and serving (a failed rebuild after a panic lowers it).
+    pub instances: AtomicU64,
     items: AtomicU64,
     batches: AtomicU64,
     queue_wait_us: AtomicU64,
@@ -16,6 +18,7 @@ pub struct NodeMetrics {
 pub struct NodeStats {
     pub name: String,
     pub queue_len: usize,
+    pub instances: u64,
     pub items: u64,
     pub batches: u64,
     pub queue_wait_us: u64,
@@ -27,6 +30,7 @@ pub struct NodeStats {
 impl NodeMetrics {
     pub fn new(max_batch: usize) -> Self {
         NodeMetrics {
+            instances: AtomicU64::new(0),
             items: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             queue_wait_us: AtomicU64::new(0),
@@ -56,6 +60,7 @@ impl NodeMetrics {
         NodeStats {
             name: name.to_string(),
             queue_len,
+            instances: self.instances.load(Relaxed),
             items: self.items.load(Relaxed),
             batches: self.batches.load(Relaxed),
             queue_wait_us: self.queue_wait_us.load(Relaxed),
