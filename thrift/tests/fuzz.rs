@@ -95,7 +95,12 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 #[test]
 fn hostile_inputs_never_panic_or_allocate_past_the_cap() {
     let seeds = [
-        encode_infer_call("infer_batch", 1, "uuid-1", &[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3]),
+        encode_infer_call(
+            "infer_batch",
+            1,
+            "uuid-1",
+            &[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3],
+        ),
         encode_infer_call("infer_batch", 7, "", &[]),
         encode_infer_call("ping", 2, "x", b"y"),
         encode_infer_call("something_else", -1, "a much longer uuid", &[9; 300]),
@@ -115,7 +120,11 @@ fn hostile_inputs_never_panic_or_allocate_past_the_cap() {
             }
             Ok(Skim::Need(n)) => {
                 need += 1;
-                assert!(n > input.len() && n <= CAP, "need {n} for {} bytes", input.len());
+                assert!(
+                    n > input.len() && n <= CAP,
+                    "need {n} for {} bytes",
+                    input.len()
+                );
             }
             Err(_) => refused += 1,
         }
@@ -125,7 +134,10 @@ fn hostile_inputs_never_panic_or_allocate_past_the_cap() {
     println!(
         "{CASES} inputs: {complete} complete ({decoded} decoded as calls), {need} incomplete, {refused} refused; largest allocation {largest} bytes"
     );
-    assert!(largest <= CAP, "an allocation of {largest} bytes exceeds the {CAP}-byte cap");
+    assert!(
+        largest <= CAP,
+        "an allocation of {largest} bytes exceeds the {CAP}-byte cap"
+    );
     // The mix must exercise every outcome, or the run proves little.
     assert!(complete > 1000 && decoded > 1000 && need > 1000 && refused > 1000);
 }
