@@ -110,3 +110,26 @@ fn an_image_bomb_is_refused_by_the_pixel_limit() {
         "{e}"
     );
 }
+
+/// A model file that exists but is no ONNX: start-up stops, naming the node, key and reason.
+#[test]
+fn a_node_whose_instances_cannot_be_built_stops_start_up() {
+    let dir = common::temp_dir("not-onnx");
+    let model = dir.join("model.onnx");
+    std::fs::write(&model, b"this is not a protobuf").unwrap();
+    let toml = format!(
+        "[m]\nbackend = \"TensorrtTensor\"\ninstance_num = 2\nmodel = \"{}\"\n",
+        model.display()
+    );
+    let config = engine::Config::parse(&toml, &dir.join("t.toml")).unwrap();
+    let e = Pipeline::build(
+        config,
+        engine::Registry::with_defaults(),
+        engine::PipelineOptions::default(),
+    )
+    .err()
+    .expect("must not start")
+    .to_string();
+    assert!(e.contains("node [m], key `model`"), "{e}");
+    assert!(e.contains("a loadable ONNX model: cannot read ONNX"), "{e}");
+}

@@ -395,24 +395,34 @@ fn a_multi_item_request_completes_once_with_every_item() {
 #[test]
 fn a_panicking_backend_fails_its_batch_and_the_instance_comes_back() {
     let p = pipeline("[a]\nbackend = \"Tag\"\ntag = \"A\"\ninstance_num = 2\n");
-    let out = p.run(vec![text("panic")]).unwrap();
-    let e = out[0].as_ref().unwrap_err().to_string();
-    assert!(e.contains("panicked: injected panic"), "{e}");
+    // A marked item among others in flight: only its own batch (of one) fails.
+    let mut items: Vec<Item> = (0..20).map(|i| text(&i.to_string())).collect();
+    items[5] = text("panic");
+    let out = p.run(items).unwrap();
+    for (i, o) in out.iter().enumerate() {
+        if i == 5 {
+            let e = o.as_ref().unwrap_err().to_string();
+            assert!(e.contains("panicked: injected panic"), "{e}");
+        } else {
+            assert_eq!(result_text(o), format!("{i}A"));
+        }
+    }
     let out = p.run(vec![text("batch-error")]).unwrap();
     assert!(out[0]
         .as_ref()
         .unwrap_err()
         .to_string()
         .contains("refused the batch"));
-    // Both instances still serve, and the node counts both again.
-    let results: Vec<_> = (0..20).map(|i| text(&i.to_string())).collect();
-    let out = p.run(results).unwrap();
-    assert!(out.iter().all(|o| o.is_ok()));
+    // The node counts both instances again, and both serve.
     let until = Instant::now() + Duration::from_secs(5);
     while p.stats()[0].instances != 2 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(p.stats()[0].instances, 2);
+    let out = p
+        .run((0..20).map(|i| text(&i.to_string())).collect())
+        .unwrap();
+    assert!(out.iter().all(|o| o.is_ok()));
 }
 
 #[test]
