@@ -10,19 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
-use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel};
+use thrift::transport::{TIoChannel, TTcpChannel};
 use wire::serve::{InferenceServiceSyncClient, TInferenceServiceSyncClient};
 use wire::InferenceParams;
-
-fn client(port: u16) -> impl TInferenceServiceSyncClient {
-    let mut ch = TTcpChannel::new();
-    ch.open(("127.0.0.1", port)).unwrap();
-    let (r, w) = ch.split().unwrap();
-    InferenceServiceSyncClient::new(
-        TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
-        TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
-    )
-}
 
 /// Sends `bytes` and reports whether the server closed the connection within `within`.
 fn closed_after(port: u16, bytes: &[u8], within: Duration) -> bool {
@@ -55,7 +45,7 @@ fn hostile_peers_lose_only_their_own_connection() {
     ]);
     let port = server.port;
     let jpeg = std::fs::read(common::repo_root().join("benches/imgs/chelsea.jpg")).unwrap();
-    let mut warm = client(port);
+    let mut warm = common::client(port);
     warm.infer_batch(InferenceParams::new("warm".into(), jpeg.clone()))
         .unwrap();
     // Measured after the first request, so that the model's buffers are already counted.
@@ -64,7 +54,7 @@ fn hostile_peers_lose_only_their_own_connection() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let good = std::thread::spawn(move || {
-        let mut c = client(port);
+        let mut c = common::client(port);
         let mut served = 0;
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
             c.ping().expect("ping on the good connection");

@@ -9,20 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
-use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel};
-use wire::serve::{InferenceServiceSyncClient, TInferenceServiceSyncClient};
+use wire::serve::TInferenceServiceSyncClient;
 use wire::InferenceParams;
-
-fn client(port: u16) -> impl TInferenceServiceSyncClient {
-    let mut ch = TTcpChannel::new();
-    ch.open(("127.0.0.1", port)).unwrap();
-    let (r, w) = ch.split().unwrap();
-    InferenceServiceSyncClient::new(
-        TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
-        TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
-    )
-}
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -93,7 +81,7 @@ fn damaged_jpegs_get_an_answer_or_a_clear_error_and_metrics_count_them() {
     assert_eq!(http_get(metrics_port, "/nowhere").0, 404);
 
     let good = std::fs::read(common::repo_root().join("benches/imgs/rocket.jpg")).unwrap();
-    let mut c = client(server.port);
+    let mut c = common::client(server.port);
     let (mut sent, mut failed) = (0, 0);
     for (name, bytes, valid) in corpus() {
         let r = c.infer_batch(InferenceParams::new(name.into(), bytes));
@@ -246,7 +234,7 @@ fn two_hundred_clients_against_a_slow_pipeline_get_answers_or_overload_errors() 
     let port = server.port;
     let good =
         Arc::new(std::fs::read(common::repo_root().join("benches/imgs/odd_1x1.jpg")).unwrap());
-    let mut c = client(port);
+    let mut c = common::client(port);
     let started = Instant::now();
     c.infer_batch(InferenceParams::new("calm".into(), good.to_vec()))
         .unwrap();
@@ -258,7 +246,7 @@ fn two_hundred_clients_against_a_slow_pipeline_get_answers_or_overload_errors() 
         .map(|i| {
             let (good, ok, refused) = (good.clone(), ok.clone(), refused.clone());
             std::thread::spawn(move || {
-                let mut c = client(port);
+                let mut c = common::client(port);
                 let until = Instant::now() + Duration::from_secs(4);
                 while Instant::now() < until {
                     match c.infer_batch(InferenceParams::new(format!("load-{i}"), good.to_vec())) {

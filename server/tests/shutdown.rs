@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
-use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel};
-use wire::serve::{InferenceServiceSyncClient, TInferenceServiceSyncClient};
+use wire::serve::TInferenceServiceSyncClient;
 use wire::InferenceParams;
 
 #[test]
@@ -24,13 +22,7 @@ fn sigterm_under_load_answers_every_accepted_call() {
         .map(|_| {
             let (jpeg, answered, started) = (jpeg.clone(), answered.clone(), started.clone());
             std::thread::spawn(move || {
-                let mut ch = TTcpChannel::new();
-                ch.open(("127.0.0.1", port)).unwrap();
-                let (r, w) = ch.split().unwrap();
-                let mut c = InferenceServiceSyncClient::new(
-                    TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
-                    TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
-                );
+                let mut c = common::client(port);
                 started.store(true, Ordering::SeqCst);
                 // Until the server closes this connection.
                 while c

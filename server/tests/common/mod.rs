@@ -130,3 +130,18 @@ pub fn python_stubs() -> PathBuf {
     assert!(status.success());
     dir
 }
+
+/// The generated synchronous client on a buffered connection, as the docs' client connects.
+pub fn client(port: u16) -> impl wire::serve::TInferenceServiceSyncClient {
+    use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+    use thrift::transport::{
+        TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel,
+    };
+    let mut ch = TTcpChannel::new();
+    ch.open(("127.0.0.1", port)).unwrap();
+    let (r, w) = ch.split().unwrap();
+    wire::serve::InferenceServiceSyncClient::new(
+        TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
+        TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
+    )
+}

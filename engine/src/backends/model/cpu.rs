@@ -95,7 +95,7 @@ impl ModelEngine for CpuModel {
             .iter()
             .copied()
             .collect();
-        if n == 0 || data.len() % n != 0 {
+        if n == 0 || !data.len().is_multiple_of(n) {
             return Err(format!(
                 "model output of {} values for a batch of {n}",
                 data.len()
