@@ -60,8 +60,11 @@ pub fn read_raw(path: &Path) -> (usize, usize, usize, Vec<u8>) {
     (dims[0], dims[1], dims[2], bytes[nl + 1..].to_vec())
 }
 
+/// A fresh folder of its own: tests run in parallel threads, so every call gets a new one.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("torchpipe-rs-{name}-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("torchpipe-rs-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
