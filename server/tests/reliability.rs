@@ -63,13 +63,8 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, bool)> {
 #[test]
 fn damaged_jpegs_get_an_answer_or_a_clear_error_and_metrics_count_them() {
     let config = common::config_copy("tiny_cpu.toml", &[]);
-    let metrics_port = common::free_port();
-    let server = common::Server::start(&[
-        "--toml",
-        config.to_str().unwrap(),
-        "--metrics-port",
-        &metrics_port.to_string(),
-    ]);
+    let (server, metrics_port) =
+        common::Server::start_with_metrics(&["--toml", config.to_str().unwrap()]);
     assert_eq!(
         http_get(metrics_port, "/health/live"),
         (200, "live\n".into())

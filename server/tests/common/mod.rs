@@ -5,6 +5,7 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[path = "../../../engine/tests/common/mod.rs"]
@@ -36,38 +37,87 @@ pub fn free_port() -> u16 {
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// Everything the server wrote to stderr, drained continuously so a chatty server never
+    /// blocks on a full pipe.
+    log: Arc<Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(args)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut s = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                let mut err = String::new();
-                s.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("server exited with {status}: {err}");
+        Server::start_inner(args, false).0
+    }
+
+    /// Also serves `--metrics-port`; returns that port.
+    pub fn start_with_metrics(args: &[&str]) -> (Server, u16) {
+        let (s, m) = Server::start_inner(args, true);
+        (s, m.expect("metrics port"))
+    }
+
+    /// Picks free ports and waits until every one accepts. A port taken between our probe and
+    /// the server's bind (tests run in parallel) is retried with new ports.
+    fn start_inner(args: &[&str], metrics: bool) -> (Server, Option<u16>) {
+        for attempt in 0..5 {
+            let port = free_port();
+            let mport = metrics.then(free_port);
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
+            cmd.args(args)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+            if let Some(m) = mport {
+                cmd.args(["--metrics-port", &m.to_string()]);
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not listen within 120 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            let mut child = cmd
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let log = Arc::new(Mutex::new(String::new()));
+            let mut stderr = child.stderr.take().unwrap();
+            let sink = log.clone();
+            let drain = std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            let mut s = Server {
+                child,
+                port,
+                log,
+                drain: Some(drain),
+            };
+            let ports: Vec<u16> = std::iter::once(port).chain(mport).collect();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if ports
+                    .iter()
+                    .all(|&p| TcpStream::connect(("127.0.0.1", p)).is_ok())
+                {
+                    return (s, mport);
+                }
+                if let Ok(Some(status)) = s.child.try_wait() {
+                    if let Some(d) = s.drain.take() {
+                        let _ = d.join();
+                    }
+                    let err = s.log.lock().unwrap().clone();
+                    if err.contains("cannot listen") && attempt < 4 {
+                        break;
+                    }
+                    panic!("server exited with {status}: {err}");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "server did not listen within 120 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        s
+        panic!("no free ports for the server after 5 tries");
     }
 
     pub fn pid(&self) -> u32 {
@@ -87,11 +137,11 @@ impl Server {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut err).unwrap();
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
         }
-        (status, err)
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
     }
 }
 
@@ -102,7 +152,6 @@ impl Drop for Server {
     }
 }
 
-/// Runs a Python script of the server's tests.
 pub fn python_script(script: &Path, args: &[&str]) -> String {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
