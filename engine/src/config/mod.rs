@@ -15,20 +15,6 @@ use crate::backend::expr::{self, Expr};
 use crate::error::ConfigError;
 pub use params::Params;
 
-/// Keys the scheduler owns; everything else is for the backends.
-pub const SCHEDULING_KEYS: &[&str] = &[
-    "backend",
-    "instance_num",
-    "batching_timeout",
-    "min",
-    "max",
-    "next",
-    "map",
-    "filter",
-    "timeout",
-    "queue_size",
-];
-
 /// The batch range of one instance: `min`..=`max` items, and, when the profile was written as
 /// a shape (`4x3x224x224`), the per-item shape after the batch dimension.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -162,17 +162,6 @@ impl Params {
             )
         })
     }
-
-    /// A path that may not exist yet (a cache to write), resolved like `path`.
-    pub fn output_path(&self, key: &str) -> Option<PathBuf> {
-        let text = self.raw(key)?.trim();
-        let p = Path::new(text);
-        if p.is_absolute() {
-            return Some(p.to_path_buf());
-        }
-        let dir = self.file.parent().unwrap_or(Path::new("."));
-        Some(dir.join(p))
-    }
 }
 
 pub fn resolve_path(toml_file: &Path, text: &str) -> Option<PathBuf> {
