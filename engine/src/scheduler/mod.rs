@@ -182,9 +182,19 @@ impl NodeRuntime {
         if timer.is_some() {
             self.wake_batcher.notify_one();
         }
-        if ready.is_empty() {
-            return;
+        if !ready.is_empty() {
+            self.hand_out(shared, st, ready);
         }
+    }
+
+    /// Releases the lock (room was made: pushers may go on), then gives each batch to its
+    /// instance.
+    fn hand_out(
+        &self,
+        shared: &Shared,
+        st: MutexGuard<'_, NodeState>,
+        ready: Vec<(usize, Vec<Task>)>,
+    ) {
         self.room.notify_all();
         drop(st);
         let now = Instant::now();
@@ -203,12 +213,7 @@ impl NodeRuntime {
             }
             let (ready, timer) = self.pump(&mut st);
             if !ready.is_empty() {
-                self.room.notify_all();
-                drop(st);
-                let now = Instant::now();
-                for (instance, batch) in ready {
-                    self.dispatch(shared, instance, batch, now);
-                }
+                self.hand_out(shared, st, ready);
                 st = lock(&self.state);
                 continue;
             }
