@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::backend::expr::{self, Expr};
 use crate::error::ConfigError;
-pub use params::Params;
+pub use params::{resolve_path, Params};
 
 /// The batch range of one instance: `min`..=`max` items, and, when the profile was written as
 /// a shape (`4x3x224x224`), the per-item shape after the batch dimension.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use super::ModelEngine;
+use super::{InstanceSpec, ModelEngine, ModelInstance};
 use crate::item::Tensor as ItemTensor;
 
 type Plan = Arc<TypedRunnableModel>;
@@ -76,12 +76,9 @@ impl CpuModel {
     }
 }
 
-impl ModelEngine for CpuModel {
-    fn item_shape(&self) -> &[usize] {
-        &self.item_shape
-    }
-
-    fn run(&self, batch: ItemTensor) -> Result<ItemTensor, String> {
+impl CpuModel {
+    /// Runs a batch of already normalised inputs `[N, …item_shape]`; returns `[N, outputs]`.
+    pub fn run(&self, batch: ItemTensor) -> Result<ItemTensor, String> {
         let n = batch.shape[0];
         let input = tract_ndarray::ArrayD::from_shape_vec(batch.shape.clone(), batch.data)
             .map_err(|e| e.to_string())?;
@@ -104,8 +101,42 @@ impl ModelEngine for CpuModel {
         let per_item = data.len() / n;
         Ok(ItemTensor::new(vec![n, per_item], data))
     }
+}
+
+impl ModelEngine for CpuModel {
+    fn item_shape(&self) -> &[usize] {
+        &self.item_shape
+    }
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn instance(self: Arc<Self>, spec: &InstanceSpec) -> Result<Box<dyn ModelInstance>, String> {
+        Ok(Box::new(CpuInstance {
+            model: self,
+            mean: spec.mean.clone(),
+            inv_std: spec.std.iter().map(|s| 1.0 / s).collect(),
+        }))
+    }
+}
+
+/// The CPU engine needs nothing per instance but the normalisation.
+struct CpuInstance {
+    model: Arc<CpuModel>,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl ModelInstance for CpuInstance {
+    fn run(&mut self, mut batch: ItemTensor) -> Result<ItemTensor, String> {
+        let channels = self.model.item_shape[0];
+        let plane: usize = self.model.item_shape[1..].iter().product();
+        for (i, chunk) in batch.data.chunks_exact_mut(plane).enumerate() {
+            let c = i % channels;
+            let (m, s) = (self.mean[c], self.inv_std[c]);
+            chunk.iter_mut().for_each(|v| *v = (*v - m) * s);
+        }
+        self.model.run(batch)
     }
 }

@@ -1,25 +1,49 @@
 //! The model backend. `TensorrtTensor` is the name users write; one trait, `ModelEngine`, hides
-//! which engine runs the ONNX (the CPU engine here; the GPU engine slots in behind the same
-//! trait).
+//! which engine runs the ONNX: the CPU engine (tract) in every build, the GPU engine (cuDNN,
+//! `gpu` module) in builds with the `cuda` feature.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod tensorrt_tensor;
+
+use std::sync::Arc;
 
 use crate::backend::Registry;
 use crate::item::Tensor;
 
 pub use cpu::CpuModel;
+#[cfg(feature = "cuda")]
+pub use gpu::GpuEngine;
 
 pub fn register(r: &mut Registry) {
     r.register("TensorrtTensor", tensorrt_tensor::new);
+}
+
+/// What one instance of a node asks of a shared model.
+#[derive(Clone, Debug)]
+pub struct InstanceSpec {
+    /// The batch sizes this instance will be given (its `min`..=`max`).
+    pub min: usize,
+    pub max: usize,
+    /// Per input channel; inputs arrive raw and the engine normalises them.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 /// A loaded model, shared by a node's instances.
 pub trait ModelEngine: Send + Sync {
     /// The shape of one input item, without the batch dimension (`[3, 224, 224]`).
     fn item_shape(&self) -> &[usize];
-    /// Runs a batch `[N, …item_shape]` of already normalised inputs; returns `[N, outputs]`.
-    fn run(&self, batch: Tensor) -> Result<Tensor, String>;
     /// One line for the start-up log.
     fn describe(&self) -> String;
+    /// The per-instance state (the GPU engine's stream, buffers and graphs).
+    fn instance(self: Arc<Self>, spec: &InstanceSpec) -> Result<Box<dyn ModelInstance>, String>;
+}
+
+/// One instance's runner; each node instance drives its own from its own thread.
+pub trait ModelInstance: Send {
+    /// Runs a batch `[N, …item_shape]` of raw inputs (normalised here with the instance's
+    /// mean/std); returns `[N, outputs]`.
+    fn run(&mut self, batch: Tensor) -> Result<Tensor, String>;
 }

@@ -1,61 +1,157 @@
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use super::{CpuModel, ModelEngine};
+use super::{CpuModel, InstanceSpec, ModelEngine, ModelInstance};
 use crate::backend::{Backend, InitContext};
+use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::item::{Item, Tensor, Value};
 
 /// `TensorrtTensor`: runs the node's ONNX `model` on a batch of CHW tensors, applying
-/// `mean`/`std` per channel first. TensorRT itself is not available on our machines; the CPU
-/// engine serves this name in the default build.
-///
-/// `precision` is accepted for compatibility; the CPU engine computes in fp32 and says so at
-/// start-up. `model::cache` names where a GPU engine keeps what it tuned; the CPU engine has
-/// nothing to cache (tract optimises the ONNX in memory at start-up) and logs that it ignores it.
+/// `mean`/`std` per channel first. TensorRT itself is not available on our machines: in a
+/// build with the `cuda` feature our GPU engine serves this name (cuDNN, CUDA graphs,
+/// `model::cache`); `device = "cpu"` (the only choice in the default build) runs the CPU
+/// engine, which computes in fp32 and has nothing to cache.
 pub struct TensorrtTensor {
     model: Arc<dyn ModelEngine>,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
+    // Each node instance drives its own runner from its own thread; the lock is uncontended
+    // and only there because `Backend::forward` takes `&self`.
+    runner: Mutex<Box<dyn ModelInstance>>,
 }
 
 struct Loaded(Arc<dyn ModelEngine>);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Device {
+    Cpu,
+    Gpu,
+}
+
+fn device(p: &Params) -> Result<Device, ConfigError> {
+    let default = if crate::gpu::BUILT_WITH_CUDA {
+        Device::Gpu
+    } else {
+        Device::Cpu
+    };
+    match p.raw("device").map(str::trim) {
+        None => Ok(default),
+        Some("cpu") => Ok(Device::Cpu),
+        Some("gpu" | "cuda") if crate::gpu::BUILT_WITH_CUDA => Ok(Device::Gpu),
+        Some(v @ ("gpu" | "cuda")) => Err(p.error(
+            "device",
+            v,
+            "\"cpu\": this build has no GPU engine (build with `--features cuda`)",
+        )),
+        Some(v) => Err(p.error("device", v, "\"gpu\" or \"cpu\"")),
+    }
+}
+
+fn load_cpu(p: &Params, path: &Path) -> Result<Loaded, ConfigError> {
+    let started = std::time::Instant::now();
+    let model = CpuModel::load(path).map_err(|e| {
+        p.error(
+            "model",
+            p.raw("model").unwrap_or_default(),
+            format!("a loadable ONNX model: {e}"),
+        )
+    })?;
+    tracing::info!(
+        node = p.node(),
+        "TensorrtTensor: TensorRT is not available here; {} ready in {:.1} s",
+        model.describe(),
+        started.elapsed().as_secs_f64()
+    );
+    match p.raw("precision").map(str::trim) {
+        Some("fp32") | None => {}
+        Some(other) => tracing::warn!(
+            node = p.node(),
+            "precision = {other:?} requested; the CPU engine computes in fp32"
+        ),
+    }
+    if p.raw("model::cache").is_some() {
+        tracing::info!(
+            node = p.node(),
+            "model::cache is not used by the CPU engine (nothing is tuned at start-up)"
+        );
+    }
+    Ok(Loaded(Arc::new(model)))
+}
+
+#[cfg(feature = "cuda")]
+fn load_gpu(p: &Params, path: &Path) -> Result<Loaded, ConfigError> {
+    use crate::gpu::{GpuError, Precision};
+    let precision = match p.raw("precision").map(str::trim) {
+        None | Some("fp16") => Precision::Fp16,
+        Some("fp32") => Precision::Fp32,
+        Some(v) => return Err(p.error("precision", v, "\"fp16\" or \"fp32\"")),
+    };
+    let cache = p.raw("model::cache").map(|raw| cache_path(p, raw.trim()));
+    let started = std::time::Instant::now();
+    let engine =
+        super::GpuEngine::load(path, precision, cache.as_deref()).map_err(|e| match e {
+            GpuError::Missing(why) => p.error(
+                "device",
+                p.raw("device")
+                    .unwrap_or("gpu (the default of a cuda build)"),
+                format!("a usable GPU, or device = \"cpu\": {why}"),
+            ),
+            other => p.error(
+                "model",
+                p.raw("model").unwrap_or_default(),
+                format!("a model the GPU engine can run: {other}"),
+            ),
+        })?;
+    tracing::info!(
+        node = p.node(),
+        "TensorrtTensor: TensorRT is not available here; {} loaded in {:.1} s, model::cache: {}",
+        engine.describe(),
+        started.elapsed().as_secs_f64(),
+        engine.model().report().cache
+    );
+    Ok(Loaded(Arc::new(engine)))
+}
+
+/// Where `model::cache` lives. Unlike `model` it need not exist yet: an existing file wins
+/// (beside the TOML, then from the working directory, as for every path), else the first of
+/// those whose folder exists, else beside the TOML.
+#[cfg(feature = "cuda")]
+fn cache_path(p: &Params, raw: &str) -> std::path::PathBuf {
+    if let Some(found) = crate::config::resolve_path(p.file(), raw) {
+        return found;
+    }
+    let rel = Path::new(raw);
+    if rel.is_absolute() {
+        return rel.to_path_buf();
+    }
+    let dir = p.file().parent().unwrap_or(Path::new("."));
+    [dir.join(rel), rel.to_path_buf()]
+        .into_iter()
+        .find(|c| {
+            c.parent()
+                .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir())
+        })
+        .unwrap_or_else(|| dir.join(rel))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_gpu(_: &Params, _: &Path) -> Result<Loaded, ConfigError> {
+    unreachable!("device() refuses gpu in a build without the cuda feature")
+}
 
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
     let p = ctx.params();
     let path = p.path("model")?;
-    let loaded = ctx
-        .shared
-        .get_or_try_init(&format!("model:{}", path.display()), || {
-            let started = std::time::Instant::now();
-            let model = CpuModel::load(&path).map_err(|e| {
-                p.error(
-                    "model",
-                    p.raw("model").unwrap_or_default(),
-                    format!("a loadable ONNX model: {e}"),
-                )
-            })?;
-            tracing::info!(
-                node = p.node(),
-                "TensorrtTensor: TensorRT is not available here; {} ready in {:.1} s",
-                model.describe(),
-                started.elapsed().as_secs_f64()
-            );
-            match p.raw("precision").map(str::trim) {
-                Some("fp32") | None => {}
-                Some(other) => tracing::warn!(
-                    node = p.node(),
-                    "precision = {other:?} requested; the CPU engine computes in fp32"
-                ),
-            }
-            if p.raw("model::cache").is_some() {
-                tracing::info!(
-                    node = p.node(),
-                    "model::cache is not used by the CPU engine (nothing is tuned at start-up)"
-                );
-            }
-            Ok(Loaded(Arc::new(model)))
-        })?;
+    let device = device(p)?;
+    let key = format!(
+        "model:{}:{device:?}:{}",
+        path.display(),
+        p.raw("precision").unwrap_or_default()
+    );
+    let loaded = ctx.shared.get_or_try_init(&key, || match device {
+        Device::Cpu => load_cpu(p, &path),
+        Device::Gpu => load_gpu(p, &path),
+    })?;
     let model = loaded.0.clone();
     let channels = model.item_shape()[0];
     let mean = p
@@ -83,15 +179,27 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
             ));
         }
     }
+    let spec = InstanceSpec {
+        min: ctx.profile.min,
+        max: ctx.profile.max,
+        mean,
+        std,
+    };
+    let runner = model.clone().instance(&spec).map_err(|e| {
+        p.error(
+            "instance_num",
+            p.raw("instance_num").unwrap_or("1"),
+            format!("instance {} could not start: {e}", ctx.instance),
+        )
+    })?;
     Ok(Box::new(TensorrtTensor {
         model,
-        mean,
-        inv_std: std.iter().map(|s| 1.0 / s).collect(),
+        runner: Mutex::new(runner),
     }))
 }
 
 impl TensorrtTensor {
-    /// Checks an item's tensor and appends it, normalised, to the batch buffer.
+    /// Checks an item's tensor and appends it to the batch buffer.
     fn append(&self, data: &Value, buf: &mut Vec<f32>) -> Result<(), String> {
         let want = self.model.item_shape();
         let t = match data {
@@ -113,11 +221,7 @@ impl TensorrtTensor {
                 t.shape, want
             ));
         }
-        let plane = t.data.len() / want[0];
-        for (c, chunk) in t.data.chunks_exact(plane).enumerate() {
-            let (m, s) = (self.mean[c], self.inv_std[c]);
-            buf.extend(chunk.iter().map(|&v| (v - m) * s));
-        }
+        buf.extend_from_slice(&t.data);
         Ok(())
     }
 }
@@ -139,7 +243,9 @@ impl Backend for TensorrtTensor {
         let mut shape = vec![ok.len()];
         shape.extend_from_slice(self.model.item_shape());
         let out = self
-            .model
+            .runner
+            .lock()
+            .map_err(|_| BackendError::new("the model runner panicked earlier"))?
             .run(Tensor::new(shape, buf))
             .map_err(BackendError::new)?;
         let per_item = out.shape[1];

@@ -1,0 +1,185 @@
+//! `model::cache`: what start-up converted and tuned, so a restart skips it. One file: a magic
+//! line, a JSON header (the key it is valid for, the kernels' PTX, the chosen algorithm per
+//! convolution and batch size), then the folded weights in the device layout.
+//! A file that does not match the model, the device, cuDNN or the precision is rebuilt, and
+//! the log says which of them differed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::engine::{Algo, Precision};
+
+pub const FORMAT: u32 = 2;
+const MAGIC: &[u8] = b"torchpipe-rs gpu cache\n";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Key {
+    pub onnx_sha256: String,
+    pub device: String,
+    /// cudnnGetVersion(): algorithm ids and their speed are only meaningful for one version.
+    pub cudnn: usize,
+    pub precision: Precision,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Header {
+    pub format: u32,
+    pub key: Key,
+    pub ptx: String,
+    /// batch size → one algorithm per convolution, in plan order.
+    pub tuning: BTreeMap<usize, Vec<Algo>>,
+    /// cuDNN's JSON of the graph-API plans: (convolution, batch size, plan).
+    #[serde(default)]
+    pub plans: Vec<(usize, usize, String)>,
+}
+
+#[derive(Debug)]
+pub struct CacheFile {
+    pub header: Header,
+    pub weights: Vec<u8>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl CacheFile {
+    /// Reads a cache valid for `key`; the error says why it cannot be used.
+    pub fn read(path: &Path, key: &Key) -> Result<CacheFile, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err("no cache file yet".into())
+            }
+            Err(e) => return Err(format!("unreadable: {e}")),
+        };
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or("not a torchpipe-rs GPU cache")?;
+        let (len, rest) = rest.split_at_checked(8).ok_or("truncated header")?;
+        let len = u64::from_le_bytes(len.try_into().map_err(|_| "truncated header")?) as usize;
+        let (json, weights) = rest.split_at_checked(len).ok_or("truncated header")?;
+        let header: Header =
+            serde_json::from_slice(json).map_err(|e| format!("corrupt header: {e}"))?;
+        if header.format != FORMAT {
+            return Err(format!(
+                "written in format {}, this build reads {FORMAT}",
+                header.format
+            ));
+        }
+        let k = &header.key;
+        if k.onnx_sha256 != key.onnx_sha256 {
+            return Err("the ONNX file changed (its SHA-256 differs)".into());
+        }
+        if k.device != key.device {
+            return Err(format!("tuned on {}, this is {}", k.device, key.device));
+        }
+        if k.cudnn != key.cudnn {
+            return Err(format!(
+                "tuned with cuDNN {}, this is {}",
+                k.cudnn, key.cudnn
+            ));
+        }
+        if k.precision != key.precision {
+            return Err(format!(
+                "built for {}, the node asks for {}",
+                k.precision.name(),
+                key.precision.name()
+            ));
+        }
+        Ok(CacheFile {
+            header,
+            weights: weights.to_vec(),
+        })
+    }
+
+    /// Writes atomically (temporary file, then rename), so a concurrent reader never sees half.
+    pub fn write(path: &Path, header: &Header, weights: &[u8]) -> std::io::Result<()> {
+        let json = serde_json::to_vec(header).map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            f.write_all(MAGIC)?;
+            f.write_all(&(json.len() as u64).to_le_bytes())?;
+            f.write_all(&json)?;
+            f.write_all(weights)?;
+            f.flush()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key {
+            onnx_sha256: sha256_hex(b"model"),
+            device: "NVIDIA H100 80GB HBM3".into(),
+            cudnn: 91000,
+            precision: Precision::Fp16,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_mismatch_is_named() {
+        let dir = std::env::temp_dir().join(format!("tp-cache-{}", std::process::id()));
+        let path = dir.join("m.cache");
+        let mut tuning = BTreeMap::new();
+        tuning.insert(
+            4,
+            vec![Algo {
+                mode: super::super::engine::Mode::Graph,
+                algo: 1,
+                workspace: 4096,
+            }],
+        );
+        let header = Header {
+            format: FORMAT,
+            key: key(),
+            ptx: "// ptx".into(),
+            tuning,
+            plans: vec![(0, 4, "{}".into())],
+        };
+        CacheFile::write(&path, &header, &[1, 2, 3]).unwrap();
+        let back = CacheFile::read(&path, &key()).unwrap();
+        assert_eq!(back.weights, vec![1, 2, 3]);
+        assert_eq!(back.header.tuning, header.tuning);
+        assert_eq!(back.header.ptx, "// ptx");
+
+        let mut other = key();
+        other.onnx_sha256 = sha256_hex(b"other");
+        assert!(CacheFile::read(&path, &other).unwrap_err().contains("ONNX"));
+        let mut other = key();
+        other.device = "NVIDIA A100".into();
+        assert!(CacheFile::read(&path, &other).unwrap_err().contains("A100"));
+        let mut other = key();
+        other.precision = Precision::Fp32;
+        assert!(CacheFile::read(&path, &other).unwrap_err().contains("fp32"));
+        let mut other = key();
+        other.cudnn = 90100;
+        assert!(CacheFile::read(&path, &other)
+            .unwrap_err()
+            .contains("cuDNN"));
+
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(CacheFile::read(&path, &key())
+            .unwrap_err()
+            .contains("not a"));
+        assert!(CacheFile::read(&dir.join("absent"), &key())
+            .unwrap_err()
+            .contains("no cache"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

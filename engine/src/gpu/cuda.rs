@@ -1,0 +1,370 @@
+//! Every CUDA, cuDNN and NVRTC call of the GPU engine goes through this module: each one is
+//! checked and turned into a typed error naming the call, and every handle is freed on drop.
+
+use std::ffi::CStr;
+use std::sync::Arc;
+
+use cudarc::cudnn::sys as dnn;
+use cudarc::driver::{result as drv, sys as cu, CudaContext, CudaStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("{0}")]
+    Missing(String),
+    #[error("CUDA call {call} failed: {msg}")]
+    Driver { call: &'static str, msg: String },
+    #[error("cuDNN call {call} failed: {status}")]
+    Cudnn { call: &'static str, status: String },
+    #[error("NVRTC could not compile the engine's kernels: {0}")]
+    Nvrtc(String),
+    #[error("{0}")]
+    Plan(String),
+}
+
+pub type Result<T> = std::result::Result<T, GpuError>;
+
+/// Adds the call's name to a driver error.
+pub trait Call<T> {
+    fn call(self, name: &'static str) -> Result<T>;
+}
+
+impl<T> Call<T> for std::result::Result<T, drv::DriverError> {
+    fn call(self, name: &'static str) -> Result<T> {
+        self.map_err(|e| GpuError::Driver {
+            call: name,
+            msg: format!("{e:?}"),
+        })
+    }
+}
+
+pub fn dnn_check(status: dnn::cudnnStatus_t, call: &'static str) -> Result<()> {
+    if status == dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
+        return Ok(());
+    }
+    // SAFETY: cudnnGetErrorString returns a static, NUL-terminated string for any status.
+    let text = unsafe { CStr::from_ptr(dnn::cudnnGetErrorString(status)) }
+        .to_string_lossy()
+        .into_owned();
+    Err(GpuError::Cudnn {
+        call,
+        status: format!("{text} ({status:?})"),
+    })
+}
+
+/// `dnn_call!(cudnnFoo(args))`: calls and checks, naming the call in the error.
+macro_rules! dnn_call {
+    ($f:ident($($arg:expr),* $(,)?)) => {
+        $crate::gpu::cuda::dnn_check(
+            // SAFETY: the arguments are live handles and device pointers owned by the caller.
+            unsafe { cudarc::cudnn::sys::$f($($arg),*) },
+            stringify!($f),
+        )
+    };
+}
+pub(crate) use dnn_call;
+
+/// Checks the shared libraries before the first call: cudarc would panic on a missing one.
+pub fn check_libraries() -> Result<()> {
+    let missing: Vec<&str> = [
+        // SAFETY: each only tries to dlopen the library and drops it.
+        ("libcuda (the NVIDIA driver)", unsafe {
+            cudarc::driver::sys::is_culib_present()
+        }),
+        ("libcudnn (cuDNN 9)", unsafe {
+            cudarc::cudnn::sys::is_culib_present()
+        }),
+        ("libnvrtc (CUDA's run-time compiler)", unsafe {
+            cudarc::nvrtc::sys::is_culib_present()
+        }),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(name, _)| name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(GpuError::Missing(format!(
+            "no usable GPU: cannot load {} (is this a machine with an NVIDIA GPU, and are the \
+             CUDA and cuDNN libraries on LD_LIBRARY_PATH?)",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// Opens device 0 with its primary context.
+pub fn open_device() -> Result<Arc<CudaContext>> {
+    check_libraries()?;
+    let count = CudaContext::device_count().map_err(|e| {
+        GpuError::Missing(format!(
+            "no usable GPU: the CUDA driver reports {e:?} (no device, or a driver that does \
+             not match)"
+        ))
+    })?;
+    if count < 1 {
+        return Err(GpuError::Missing(
+            "no usable GPU: the driver sees no device".into(),
+        ));
+    }
+    let ctx = CudaContext::new(0).call("cuCtxCreate (device 0)")?;
+    // Streams are ordered by hand and buffers are raw allocations: cudarc's per-slice
+    // event tracking would only add event records to every launch (and to graph captures).
+    // SAFETY: called before any allocation or stream exists in this context.
+    unsafe { ctx.disable_event_tracking() };
+    Ok(ctx)
+}
+
+/// A raw device allocation, freed on drop.
+pub struct DeviceBuf {
+    pub ptr: cu::CUdeviceptr,
+    pub bytes: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: a device pointer is a plain address; the context it belongs to is thread-safe.
+unsafe impl Send for DeviceBuf {}
+unsafe impl Sync for DeviceBuf {}
+
+impl DeviceBuf {
+    pub fn new(ctx: &Arc<CudaContext>, bytes: usize) -> Result<DeviceBuf> {
+        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        // SAFETY: a plain allocation of at least one byte.
+        let ptr = unsafe { drv::malloc_sync(bytes.max(256)) }.call("cuMemAlloc")?;
+        Ok(DeviceBuf {
+            ptr,
+            bytes,
+            ctx: ctx.clone(),
+        })
+    }
+
+    pub fn from_host<T>(ctx: &Arc<CudaContext>, data: &[T]) -> Result<DeviceBuf> {
+        let buf = DeviceBuf::new(ctx, std::mem::size_of_val(data))?;
+        // SAFETY: the allocation holds exactly `data`'s bytes.
+        unsafe { drv::memcpy_htod_sync(buf.ptr, data) }.call("cuMemcpyHtoD")?;
+        Ok(buf)
+    }
+}
+
+impl Drop for DeviceBuf {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by malloc_sync and freed once; users synchronise their stream
+            // before dropping the buffers its work uses.
+            let _ = unsafe { drv::free_sync(self.ptr) };
+        }
+    }
+}
+
+/// Page-locked host memory for asynchronous copies (and for copies inside CUDA graphs).
+pub struct PinnedBuf<T: Copy> {
+    ptr: *mut T,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: owned host memory; access goes through &self/&mut self.
+unsafe impl<T: Copy + Send> Send for PinnedBuf<T> {}
+
+impl<T: Copy> PinnedBuf<T> {
+    pub fn new(ctx: &Arc<CudaContext>, len: usize, write_combined: bool) -> Result<PinnedBuf<T>> {
+        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let flags = if write_combined {
+            cu::CU_MEMHOSTALLOC_WRITECOMBINED
+        } else {
+            0
+        };
+        let bytes = (len * std::mem::size_of::<T>()).max(64);
+        // SAFETY: a plain allocation; the memory is written before it is read.
+        let ptr = unsafe { drv::malloc_host(bytes, flags) }.call("cuMemHostAlloc")? as *mut T;
+        Ok(PinnedBuf {
+            ptr,
+            len,
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// The address, for copies the device makes later (inside a graph, say).
+    pub fn ptr(&self) -> *mut T {
+        self.ptr
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: `len` elements were allocated; T is Copy (plain data).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as above, and &mut self makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<T: Copy> Drop for PinnedBuf<T> {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by malloc_host, freed once.
+            let _ = unsafe { drv::free_host(self.ptr as *mut std::ffi::c_void) };
+        }
+    }
+}
+
+/// Enqueues a host → device copy.
+///
+/// # Safety
+/// `src` must stay valid (pinned, for a truly asynchronous copy) until the stream reaches it,
+/// and `dst` must hold `bytes`.
+pub unsafe fn copy_htod_async(
+    dst: cu::CUdeviceptr,
+    src: *const u8,
+    bytes: usize,
+    stream: &CudaStream,
+) -> Result<()> {
+    cu::cuMemcpyHtoDAsync_v2(
+        dst,
+        src as *const std::ffi::c_void,
+        bytes,
+        stream.cu_stream(),
+    )
+    .result()
+    .call("cuMemcpyHtoDAsync")
+}
+
+/// Enqueues a device → host copy.
+///
+/// # Safety
+/// `dst` must stay valid and unread until the stream has passed the copy.
+pub unsafe fn copy_dtoh_async(
+    dst: *mut u8,
+    src: cu::CUdeviceptr,
+    bytes: usize,
+    stream: &CudaStream,
+) -> Result<()> {
+    cu::cuMemcpyDtoHAsync_v2(dst as *mut std::ffi::c_void, src, bytes, stream.cu_stream())
+        .result()
+        .call("cuMemcpyDtoHAsync")
+}
+
+/// A cuDNN handle bound to one stream.
+pub struct Dnn {
+    pub h: dnn::cudnnHandle_t,
+}
+
+// SAFETY: each handle is used by one thread at a time (its instance's, or the tuner's).
+unsafe impl Send for Dnn {}
+
+impl Dnn {
+    pub fn new(stream: &CudaStream) -> Result<Dnn> {
+        stream.context().bind_to_thread().call("cuCtxSetCurrent")?;
+        let mut h = std::ptr::null_mut();
+        dnn_call!(cudnnCreate(&mut h))?;
+        let d = Dnn { h };
+        dnn_call!(cudnnSetStream(d.h, stream.cu_stream() as dnn::cudaStream_t))?;
+        Ok(d)
+    }
+}
+
+impl Drop for Dnn {
+    fn drop(&mut self) {
+        // SAFETY: created by cudnnCreate, destroyed once.
+        unsafe { dnn::cudnnDestroy(self.h) };
+    }
+}
+
+pub fn cudnn_version() -> usize {
+    // SAFETY: no arguments; the library was checked by `check_libraries`.
+    unsafe { dnn::cudnnGetVersion() }
+}
+
+/// Defines an owned cuDNN descriptor type with its create/destroy pair.
+macro_rules! descriptor {
+    ($name:ident, $raw:ty, $create:ident, $destroy:ident) => {
+        pub struct $name(pub $raw);
+        // SAFETY: descriptors are plain host structures, used by one thread at a time.
+        unsafe impl Send for $name {}
+        unsafe impl Sync for $name {}
+        impl $name {
+            pub fn new() -> Result<$name> {
+                let mut d = std::ptr::null_mut();
+                dnn_call!($create(&mut d))?;
+                Ok($name(d))
+            }
+        }
+        impl Drop for $name {
+            fn drop(&mut self) {
+                // SAFETY: created by the matching create call, destroyed once.
+                unsafe { dnn::$destroy(self.0) };
+            }
+        }
+    };
+}
+
+descriptor!(
+    TensorDesc,
+    dnn::cudnnTensorDescriptor_t,
+    cudnnCreateTensorDescriptor,
+    cudnnDestroyTensorDescriptor
+);
+descriptor!(
+    FilterDesc,
+    dnn::cudnnFilterDescriptor_t,
+    cudnnCreateFilterDescriptor,
+    cudnnDestroyFilterDescriptor
+);
+descriptor!(
+    ConvDesc,
+    dnn::cudnnConvolutionDescriptor_t,
+    cudnnCreateConvolutionDescriptor,
+    cudnnDestroyConvolutionDescriptor
+);
+descriptor!(
+    PoolDesc,
+    dnn::cudnnPoolingDescriptor_t,
+    cudnnCreatePoolingDescriptor,
+    cudnnDestroyPoolingDescriptor
+);
+descriptor!(
+    ActDesc,
+    dnn::cudnnActivationDescriptor_t,
+    cudnnCreateActivationDescriptor,
+    cudnnDestroyActivationDescriptor
+);
+
+/// A CUDA event pair for timing work on a stream.
+pub struct Timer {
+    start: cu::CUevent,
+    end: cu::CUevent,
+}
+
+impl Timer {
+    pub fn new() -> Result<Timer> {
+        let flags = cu::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = drv::event::create(flags).call("cuEventCreate")?;
+        let end = drv::event::create(flags).call("cuEventCreate")?;
+        Ok(Timer { start, end })
+    }
+
+    pub fn start(&self, stream: &CudaStream) -> Result<()> {
+        // SAFETY: a live event and stream.
+        unsafe { drv::event::record(self.start, stream.cu_stream()) }.call("cuEventRecord")
+    }
+
+    /// Records the end, waits for it and returns the milliseconds between the two.
+    pub fn stop(&self, stream: &CudaStream) -> Result<f32> {
+        // SAFETY: live events and stream.
+        unsafe {
+            drv::event::record(self.end, stream.cu_stream()).call("cuEventRecord")?;
+            drv::event::synchronize(self.end).call("cuEventSynchronize")?;
+            drv::event::elapsed(self.start, self.end).call("cuEventElapsedTime")
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: created above, destroyed once.
+        unsafe {
+            let _ = drv::event::destroy(self.start);
+            let _ = drv::event::destroy(self.end);
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The GPU model engine (DESIGN §5): ONNX → fused fp16 NHWC (or fp32) cuDNN plan, one CUDA
+//! graph per batch size, weights shared across instances, `model::cache`.
+//!
+//! `plan` is plain Rust and always built (its folding and fusion are tested everywhere); the
+//! CUDA side needs the `cuda` feature and loads the driver, cuDNN and NVRTC at run time, so a
+//! `cuda` build still starts on a machine without a GPU and says so when a node asks for one.
+
+pub mod plan;
+
+#[cfg(feature = "cuda")]
+mod cache;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "cuda")]
+mod engine;
+#[cfg(feature = "cuda")]
+mod graph_api;
+#[cfg(feature = "cuda")]
+mod kernels;
+
+#[cfg(feature = "cuda")]
+pub use cuda::{check_libraries, GpuError};
+#[cfg(feature = "cuda")]
+pub use engine::{GpuInstance, GpuModel, LoadReport, Precision};
+
+/// Whether this build can run models on a GPU at all.
+pub const BUILT_WITH_CUDA: bool = cfg!(feature = "cuda");

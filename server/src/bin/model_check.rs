@@ -1,0 +1,370 @@
+//! `model-check`: runs the GPU engine and the CPU engine on the same inputs and reports the
+//! error, times the GPU engine per batch size, drives several instances concurrently and
+//! checks their results against a single instance's. Built with `--features cuda`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use engine::backends::model::CpuModel;
+use engine::gpu::{GpuInstance, GpuModel, Precision};
+use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
+use engine::Tensor;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "model-check",
+    about = "Checks the GPU engine against the CPU engine on the same ONNX and images, times it \
+             per batch size (CUDA-graph replays, median), and runs several instances at once.",
+    after_help = "Example: model-check --model models/resnet50.onnx --images benches/imgs \
+                  --batches 1,4,8,16,32 --json out.json"
+)]
+struct Args {
+    /// The ONNX model (input [N, 3, H, W]).
+    #[arg(long, required_unless_present = "write_models")]
+    model: Option<PathBuf>,
+    /// Only write the generated test models (resnet50.onnx, tiny_cnn.onnx) into this folder.
+    #[arg(long)]
+    write_models: Option<PathBuf>,
+    /// Folder of JPEG/PNG images; each is resized to the model input and converted to RGB.
+    #[arg(long, default_value = "benches/imgs")]
+    images: PathBuf,
+    /// fp16 (NHWC, tensor cores) or fp32 (NCHW, FMA: the reference mode).
+    #[arg(long, default_value = "fp16")]
+    precision: String,
+    /// Batch sizes to check and time (comma-separated).
+    #[arg(long, default_value = "1,4,8,16,32", value_delimiter = ',')]
+    batches: Vec<usize>,
+    /// Per-channel mean and std on 0..255 pixels (the seed's ImageNet values by default).
+    #[arg(long, default_value = "123.675,116.28,103.53", value_delimiter = ',')]
+    mean: Vec<f32>,
+    #[arg(long, default_value = "58.395,57.12,57.375", value_delimiter = ',')]
+    std: Vec<f32>,
+    /// `model::cache` file: used when it matches, (re)written otherwise.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Only load and build one instance for all batch sizes, print the time to ready, exit.
+    #[arg(long)]
+    ready_only: bool,
+    /// Timing: rounds (median taken) of `reps` graph replays each, after `warmup` replays.
+    #[arg(long, default_value_t = 31)]
+    rounds: usize,
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    /// Concurrency check: this many instances, each driven by its own thread ...
+    #[arg(long, default_value_t = 4)]
+    instances: usize,
+    /// ... for this many batches in total (0 skips the check).
+    #[arg(long, default_value_t = 10_000)]
+    concurrent_batches: usize,
+    /// Write the results here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the first images' raw inputs and CPU logits here (f32 little-endian, with a
+    /// `.json` beside describing shapes), for other tools to compare against.
+    #[arg(long)]
+    dump_reference: Option<PathBuf>,
+}
+
+fn images(dir: &std::path::Path, hw: (usize, usize)) -> Result<Vec<Vec<f32>>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_lowercase)
+                    .as_deref(),
+                Some("jpg" | "jpeg" | "png" | "bmp")
+            )
+        })
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in &paths {
+        let bytes = std::fs::read(p)?;
+        let mut m = resize_bilinear(
+            &decode_bgr(&bytes, DEFAULT_MAX_PIXELS).map_err(anyhow::Error::msg)?,
+            hw.0,
+            hw.1,
+        );
+        swap_red_blue(&mut m);
+        out.push(to_chw_f32(&m).data);
+    }
+    if out.is_empty() {
+        bail!("no images in {}", dir.display());
+    }
+    Ok(out)
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Batch `n` starting at image `offset`, cycling through the images.
+fn batch(imgs: &[Vec<f32>], n: usize, offset: usize) -> Vec<f32> {
+    (0..n)
+        .flat_map(|i| imgs[(offset + i) % imgs.len()].iter().copied())
+        .collect()
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    if let Some(dir) = &a.write_models {
+        engine::modelgen::ensure_models(dir)
+            .with_context(|| format!("writing models into {}", dir.display()))?;
+        println!("models ready in {}", dir.display());
+        return Ok(());
+    }
+    let model_path = a.model.clone().context("--model is required")?;
+    let precision = match a.precision.as_str() {
+        "fp16" => Precision::Fp16,
+        "fp32" => Precision::Fp32,
+        p => bail!("--precision {p}: expected fp16 or fp32"),
+    };
+    let (min_b, max_b) = (
+        *a.batches.iter().min().context("--batches is empty")?,
+        *a.batches.iter().max().context("--batches is empty")?,
+    );
+    if min_b == 0 {
+        bail!("--batches: sizes start at 1");
+    }
+
+    let started = Instant::now();
+    let model = Arc::new(GpuModel::load(&model_path, precision, a.cache.as_deref())?);
+    let mut inst = GpuInstance::new(model.clone(), 1, max_b, &a.mean, &a.std)?;
+    let ready_s = started.elapsed().as_secs_f64();
+    let report = model.report();
+    println!(
+        "ready in {ready_s:.2} s (model::cache: {}; tuned {} batch sizes in {:.2} s)\n{}",
+        report.cache,
+        report.tuned_batches.len(),
+        report.tune_seconds,
+        model.describe()
+    );
+    let mut json = serde_json::json!({
+        "device": model.device(),
+        "precision": precision.name(),
+        "model": model_path.display().to_string(),
+        "ready_s": ready_s,
+        "cache": report.cache,
+        "tune_s": report.tune_seconds,
+    });
+    if a.ready_only {
+        if let Some(p) = &a.json {
+            std::fs::write(p, serde_json::to_string_pretty(&json)?)?;
+        }
+        return Ok(());
+    }
+
+    let shape = model.item_shape().to_vec();
+    let imgs = images(&a.images, (shape[1], shape[2]))?;
+    let item = imgs[0].len();
+    println!("{} images; CPU reference (tract, fp32) ...", imgs.len());
+    let cpu = CpuModel::load(&model_path).map_err(anyhow::Error::msg)?;
+    let normalise = |x: &[f32]| -> Vec<f32> {
+        let plane = item / shape[0];
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = (i / plane) % shape[0];
+                (v - a.mean[c]) / a.std[c]
+            })
+            .collect()
+    };
+    let reference: Vec<Vec<f32>> = imgs
+        .iter()
+        .map(|x| {
+            cpu.run(Tensor::new(
+                std::iter::once(1).chain(shape.iter().copied()).collect(),
+                normalise(x),
+            ))
+            .map(|t| t.data)
+            .map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<_>>()?;
+    let outputs = reference[0].len();
+    if let Some(path) = &a.dump_reference {
+        let k = imgs.len().min(4);
+        let mut bytes = Vec::new();
+        for x in &imgs[..k] {
+            x.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+        }
+        for r in &reference[..k] {
+            r.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+        }
+        std::fs::write(path, bytes)?;
+        std::fs::write(
+            path.with_extension("json"),
+            serde_json::to_string(&serde_json::json!({
+                "images": k, "input_shape": shape, "outputs": outputs,
+                "mean": a.mean, "std": a.std,
+            }))?,
+        )?;
+    }
+
+    // Correctness per batch size: every image at least once in each, offsets varied.
+    let mut rows = Vec::new();
+    let mut all_agree = true;
+    println!(
+        "{:>5} {:>10} {:>10} {:>12} {:>8}",
+        "batch", "graph_ms", "run_ms", "rel_l2", "argmax"
+    );
+    for &n in &a.batches {
+        let mut worst = 0f64;
+        let mut agree = 0usize;
+        let mut total = 0usize;
+        let mut offset = 0;
+        while total < imgs.len().max(n) {
+            let got = inst.run(n, &batch(&imgs, n, offset))?;
+            let want: Vec<f32> = (0..n)
+                .flat_map(|i| reference[(offset + i) % imgs.len()].iter().copied())
+                .collect();
+            worst = worst.max(rel_l2(&got, &want));
+            for (g, w) in got.chunks(outputs).zip(want.chunks(outputs)) {
+                agree += (argmax(g) == argmax(w)) as usize;
+                total += 1;
+            }
+            offset += n;
+        }
+        all_agree &= agree == total;
+        // Timing: graph replays between events, median of rounds; then whole runs.
+        inst.run(n, &batch(&imgs, n, 0))?;
+        for _ in 0..a.warmup.div_ceil(a.reps.max(1)) {
+            inst.time_graph(n, a.reps)?;
+        }
+        let graph_ms = median(
+            (0..a.rounds)
+                .map(|_| inst.time_graph(n, a.reps).map(f64::from))
+                .collect::<std::result::Result<_, _>>()?,
+        );
+        let input = batch(&imgs, n, 0);
+        let run_ms = median(
+            (0..a.rounds)
+                .map(|_| {
+                    let t = Instant::now();
+                    inst.run(n, &input).map(|_| t.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect::<std::result::Result<_, _>>()?,
+        );
+        println!("{n:>5} {graph_ms:>10.3} {run_ms:>10.3} {worst:>12.3e} {agree:>4}/{total}");
+        rows.push(serde_json::json!({
+            "batch": n, "ours_ms": graph_ms, "ours_run_ms": run_ms,
+            "rel_l2": worst, "argmax_agree": agree, "argmax_total": total,
+        }));
+    }
+    json["batches"] = serde_json::Value::Array(rows);
+    json["argmax_all_agree"] = all_agree.into();
+
+    if a.concurrent_batches > 0 && a.instances > 0 {
+        // Expected results from the single instance, for every (batch, offset) used below.
+        let sizes: Vec<usize> = a.batches.clone();
+        let combos: Vec<(usize, usize)> = sizes
+            .iter()
+            .flat_map(|&n| (0..imgs.len()).map(move |o| (n, o)))
+            .collect();
+        let mut expected = std::collections::HashMap::new();
+        for &(n, o) in &combos {
+            expected.insert((n, o), inst.run(n, &batch(&imgs, n, o))?);
+        }
+        let expected = Arc::new(expected);
+        let imgs = Arc::new(imgs);
+        let per_thread = a.concurrent_batches.div_ceil(a.instances);
+        let mut runners = Vec::new();
+        for _ in 0..a.instances {
+            runners.push(GpuInstance::new(model.clone(), 1, max_b, &a.mean, &a.std)?);
+        }
+        let t = Instant::now();
+        let handles: Vec<_> = runners
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut r)| {
+                let (expected, imgs, combos) = (expected.clone(), imgs.clone(), combos.clone());
+                std::thread::spawn(move || -> (usize, usize, usize, String, f32) {
+                    let (mut done, mut mismatch, mut errors, mut first) = (0, 0, 0, String::new());
+                    let mut worst = 0f32;
+                    for i in 0..per_thread {
+                        let (n, o) = combos[(i * 7 + k * 13) % combos.len()];
+                        match r.run(n, &batch(&imgs, n, o)) {
+                            Ok(got) => {
+                                let want = &expected[&(n, o)];
+                                if got != *want {
+                                    mismatch += 1;
+                                    let d = got.iter().zip(want).map(|(a, b)| (a - b).abs());
+                                    worst = d.fold(worst, f32::max);
+                                }
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                if first.is_empty() {
+                                    first = e.to_string();
+                                }
+                            }
+                        }
+                        done += 1;
+                    }
+                    (done, mismatch, errors, first, worst)
+                })
+            })
+            .collect();
+        let (mut done, mut mismatch, mut errors, mut worst) = (0, 0, 0, 0f32);
+        for h in handles {
+            let (d, m, e, first, w) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a concurrency thread panicked"))?;
+            if !first.is_empty() {
+                eprintln!("first error: {first}");
+            }
+            done += d;
+            worst = worst.max(w);
+            mismatch += m;
+            errors += e;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "concurrency: {} instances × {per_thread} batches = {done} batches in {secs:.1} s: \
+             {mismatch} differ from the single instance (max abs diff {worst}), {errors} errors",
+            a.instances
+        );
+        json["concurrency"] = serde_json::json!({
+            "instances": a.instances, "batches": done, "mismatches": mismatch,
+            "errors": errors, "seconds": secs, "max_abs_diff": worst,
+        });
+    }
+    let _ = min_b;
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}
