@@ -53,9 +53,14 @@ def device_name():
 
 
 def commit():
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=ROOT)
-    return out.stdout.strip() or os.environ.get("COMMIT", "unknown")
+    """HEAD, marked -dirty when tracked files differ from it (the binaries may too)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip()
+    if not head:
+        return os.environ.get("COMMIT", "unknown")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return head + ("-dirty" if dirty else "")
 
 
 class Server:
@@ -108,6 +113,50 @@ def run_client(a, server, clients, batch, tmp):
     keys = ["qps", "tp50_ms", "tp90_ms", "tp99_ms", "mean_ms", "max_ms", "server_cpu_pct",
             "gpu_util_pct", "server_rss_mb", "errors", "total"]
     return {k: r.get(k) for k in keys}
+
+
+def node_profile(server):
+    """Per-node totals from the pipeline's /metrics: where a request's time goes."""
+    url = f"http://127.0.0.1:{server.metrics}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    nodes = {}
+    for line in text.splitlines():
+        if not line.startswith("torchpipe_node_") or "{" not in line:
+            continue
+        name, rest = line.split("{", 1)
+        labels, value = rest.rsplit("}", 1)
+        if "le=" in labels:
+            continue
+        node = labels.split('node="', 1)[1].split('"', 1)[0]
+        nodes.setdefault(node, {})[name[len("torchpipe_node_"):]] = float(value)
+    out = {}
+    for node, m in nodes.items():
+        items, batches = m.get("items_total", 0), m.get("batches_total", 0)
+        out[node] = {
+            "instances": int(m.get("instances", 0)),
+            "items": int(items),
+            "mean_batch": items / batches if batches else None,
+            "busy_ms_per_batch": 1e3 * m.get("busy_seconds_total", 0) / batches if batches else None,
+            "busy_ms_per_item": 1e3 * m.get("busy_seconds_total", 0) / items if items else None,
+            "queue_wait_ms_per_item":
+                1e3 * m.get("queue_wait_seconds_total", 0) / items if items else None,
+        }
+    return out
+
+
+def profile_table(profile):
+    lines = ["### Where the time goes (pipeline, all settings together, from /metrics)", "",
+             "| node | instances | items | mean batch | busy ms/batch | busy ms/item | "
+             "queue wait ms/item |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for node, m in profile.items():
+        lines.append(f"| {node} | {m['instances']} | {m['items']:,} | {fmt(m['mean_batch'], 2)} | "
+                     f"{fmt(m['busy_ms_per_batch'], 3)} | {fmt(m['busy_ms_per_item'], 3)} | "
+                     f"{fmt(m['queue_wait_ms_per_item'], 3)} |")
+    return "\n".join(lines)
 
 
 def fmt(v, digits=1):
@@ -169,6 +218,7 @@ def main():
     config = os.path.splitext(os.path.basename(a.toml))[0]
     tmp = tempfile.mkdtemp(prefix="compare-")
     results = {}
+    profile = None
     for name, baseline in (("baseline", True), ("pipeline", False)):
         log = os.path.join(tmp, f"{name}.log")
         started = time.time()
@@ -180,6 +230,8 @@ def main():
                 r = results[(name, c, b)]
                 print(f"  {c} x {b}: {r['qps']:.1f} QPS, TP50 {r['tp50_ms']:.2f} ms, "
                       f"TP99 {r['tp99_ms']:.2f} ms, {r['errors']} errors", flush=True)
+            if not baseline:
+                profile = node_profile(server)
         finally:
             server.stop()
     runs = [{"request_client": c, "request_batch": b, "baseline": results[("baseline", c, b)],
@@ -190,13 +242,16 @@ def main():
            "baseline": runs[0]["baseline"], "pipeline": runs[0]["pipeline"],
            "settings": {"total": a.total, "duration_s": a.duration, "warmup": a.warmup,
                         "img_dir": a.img_dir, "server": a.server, "client": a.client},
-           "runs": runs}
+           "runs": runs, "pipeline_nodes": profile}
     md = (f"# Compare: {a.toml} on {doc['device']}\n\n{date}, commit {doc['commit']}; "
           f"client_qps --img_dir {a.img_dir}, "
           + (f"{a.duration} s" if a.duration else f"{a.total} requests")
           + f" per setting after {a.warmup} warm-up requests; both servers built from the same "
-          f"commit, started one after the other on this machine.\n\n{tables(runs)}\n")
+          f"commit, started one after the other on this machine.\n\n{tables(runs)}\n"
+          + (f"\n{profile_table(profile)}\n" if profile else ""))
     print("\n" + tables(runs))
+    if profile:
+        print("\n" + profile_table(profile))
     os.makedirs(a.out_dir, exist_ok=True)
     stem = os.path.join(a.out_dir, f"compare-{date}-{a.machine}-{config}")
     with open(stem + ".json", "w") as f:

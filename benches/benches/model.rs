@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use engine::backends::model::{CpuModel, ModelEngine};
+use engine::backends::model::CpuModel;
 use engine::Tensor;
 
 fn bench(c: &mut Criterion) {

@@ -118,7 +118,7 @@ fn a_node_whose_instances_cannot_be_built_stops_start_up() {
     let model = dir.join("model.onnx");
     std::fs::write(&model, b"this is not a protobuf").unwrap();
     let toml = format!(
-        "[m]\nbackend = \"TensorrtTensor\"\ninstance_num = 2\nmodel = \"{}\"\n",
+        "[m]\nbackend = \"TensorrtTensor\"\ndevice = \"cpu\"\ninstance_num = 2\nmodel = \"{}\"\n",
         model.display()
     );
     let config = engine::Config::parse(&toml, &dir.join("t.toml")).unwrap();

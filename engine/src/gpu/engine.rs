@@ -652,6 +652,29 @@ impl ConvCall<'_> {
     }
 }
 
+/// The fastest candidate so far for one convolution, its saved plan if it runs on the graph
+/// API, and what every candidate measured (for the debug log).
+struct Choice {
+    best: Option<(f32, Algo)>,
+    json: Option<String>,
+    report: Vec<String>,
+}
+
+impl Choice {
+    /// Records a measured candidate; true when it is the fastest so far.
+    fn offer(&mut self, ms: f32, algo: Algo, line: String) -> bool {
+        self.report.push(line);
+        let better = self.best.is_none_or(|(t, _)| ms < t);
+        if better {
+            self.best = Some((ms, algo));
+        }
+        better
+    }
+}
+
+/// A batch size's algorithms (one per convolution) and its graph-API plans by convolution.
+type Tuned = (Vec<Algo>, Vec<(usize, String)>);
+
 /// Chooses each convolution's algorithm per batch size by timing the fused call itself on
 /// scratch buffers filled with non-zero data.
 struct Tuner {
@@ -713,9 +736,7 @@ impl Tuner {
         n: usize,
         xs: plan::Shape,
         ys: plan::Shape,
-        best: &mut Option<(f32, Algo)>,
-        best_json: &mut Option<String>,
-        report: &mut Vec<String>,
+        choice: &mut Choice,
     ) -> Result<()> {
         let g = graph_api::conv_graph(call.h, call.step, n, xs, ys)?;
         let cfgs = graph_api::engine_configs(&g, GRAPH_SCAN)?;
@@ -742,7 +763,7 @@ impl Tuner {
             let exec = match call.graph_exec(i, n, xs, ys, None) {
                 Ok(e) => e,
                 Err(e) => {
-                    report.push(format!("Graph/{i} plan failed: {e}"));
+                    choice.report.push(format!("Graph/{i} plan failed: {e}"));
                     continue;
                 }
             };
@@ -756,16 +777,15 @@ impl Tuner {
             };
             match self.time(call, algo, Some(&exec)) {
                 Ok(ms) => {
-                    report.push(format!(
+                    let line = format!(
                         "Graph/{i} {ms:.4} (plan built in {:.1} ms)",
                         built.elapsed().as_secs_f64() * 1e3
-                    ));
-                    if best.is_none_or(|(t, _)| ms < t) {
-                        *best = Some((ms, algo));
-                        *best_json = graph_api::plan_json(&exec.plan).ok();
+                    );
+                    if choice.offer(ms, algo, line) {
+                        choice.json = graph_api::plan_json(&exec.plan).ok();
                     }
                 }
-                Err(e) => report.push(format!("Graph/{i} failed: {e}")),
+                Err(e) => choice.report.push(format!("Graph/{i} failed: {e}")),
             }
         }
         Ok(())
@@ -773,7 +793,7 @@ impl Tuner {
 
     /// The algorithm of every convolution at batch `n`, and the saved plans of those that run
     /// on the graph API.
-    fn tune(&self, m: &GpuModel, n: usize) -> Result<(Vec<Algo>, Vec<(usize, String)>)> {
+    fn tune(&self, m: &GpuModel, n: usize) -> Result<Tuned> {
         let mut chosen = Vec::new();
         let mut jsons = Vec::new();
         let mut total_ms = 0f32;
@@ -830,25 +850,27 @@ impl Tuner {
                     }
                 }
             }
-            let mut best: Option<(f32, Algo)> = None;
-            let mut best_json = None;
-            let mut report = Vec::new();
+            let mut choice = Choice {
+                best: None,
+                json: None,
+                report: Vec::new(),
+            };
             for algo in candidates {
                 // The fused call supports fewer algorithms than the plain one: skip refusals.
                 if let Ok(ms) = self.time(&call, algo, None) {
-                    report.push(format!("{:?}/{} {ms:.4}", algo.mode, algo.algo));
-                    if best.is_none_or(|(t, _)| ms < t) {
-                        best = Some((ms, algo));
-                    }
+                    choice.offer(ms, algo, format!("{:?}/{} {ms:.4}", algo.mode, algo.algo));
                 }
             }
             if m.precision == Precision::Fp16 {
-                if let Err(e) =
-                    self.tune_graph(&call, n, xs, ys, &mut best, &mut best_json, &mut report)
-                {
-                    report.push(format!("graph API unavailable: {e}"));
+                if let Err(e) = self.tune_graph(&call, n, xs, ys, &mut choice) {
+                    choice.report.push(format!("graph API unavailable: {e}"));
                 }
             }
+            let Choice {
+                best,
+                json: mut best_json,
+                report,
+            } = choice;
             tracing::debug!(
                 batch = n,
                 conv = %c.name,

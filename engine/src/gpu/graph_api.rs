@@ -345,10 +345,8 @@ pub struct Plan {
     pub workspace: usize,
 }
 
-pub fn plan(h: dnn::cudnnHandle_t, cfg: &BDesc) -> Result<Plan> {
-    let p = BDesc::new(D::CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR)?;
-    p.handle(A::CUDNN_ATTR_EXECUTION_PLAN_HANDLE, h)?;
-    p.descs(A::CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, &[cfg])?;
+/// Finalizes a plan descriptor and reads the workspace it needs.
+fn finalize_plan(p: BDesc) -> Result<Plan> {
     let p = p.finalize()?;
     let mut ws = 0i64;
     let mut got = 0i64;
@@ -364,6 +362,13 @@ pub fn plan(h: dnn::cudnnHandle_t, cfg: &BDesc) -> Result<Plan> {
         plan: p,
         workspace: ws.max(0) as usize,
     })
+}
+
+pub fn plan(h: dnn::cudnnHandle_t, cfg: &BDesc) -> Result<Plan> {
+    let p = BDesc::new(D::CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR)?;
+    p.handle(A::CUDNN_ATTR_EXECUTION_PLAN_HANDLE, h)?;
+    p.descs(A::CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, &[cfg])?;
+    finalize_plan(p)
 }
 
 /// The plan as cuDNN's JSON, which `plan_from_json` turns back into a plan without the
@@ -404,21 +409,7 @@ pub fn plan_from_json(h: dnn::cudnnHandle_t, json: &str) -> Result<Plan> {
         T::CUDNN_TYPE_CHAR,
         json.as_bytes(),
     )?;
-    let p = p.finalize()?;
-    let mut ws = 0i64;
-    let mut got = 0i64;
-    dnn_call!(cudnnBackendGetAttribute(
-        p.0,
-        A::CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-        T::CUDNN_TYPE_INT64,
-        1,
-        &mut got,
-        &mut ws as *mut i64 as *mut c_void
-    ))?;
-    Ok(Plan {
-        plan: p,
-        workspace: ws.max(0) as usize,
-    })
+    finalize_plan(p)
 }
 
 /// Binds device pointers to a plan's tensors.

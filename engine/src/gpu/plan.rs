@@ -593,6 +593,24 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// A 2-D weight initializer (input 1 of Gemm/MatMul) and its dims.
+    fn matrix(&self, i: usize) -> Result<(Vec<f32>, [usize; 2]), String> {
+        let name = self.nodes[i].input.get(1).cloned().unwrap_or_default();
+        let dims = self
+            .inits
+            .get(name.as_str())
+            .map(|t| t.dims.clone())
+            .unwrap_or_default();
+        let w = self.init(&name, i)?;
+        match dims.as_slice() {
+            [a, b] => Ok((w, [*a as usize, *b as usize])),
+            d => Err(format!(
+                "{}: weight dims {d:?}; expected 2",
+                self.node_label(i)
+            )),
+        }
+    }
+
     fn gemm(&mut self, i: usize) -> Result<(), String> {
         let node = &self.nodes[i];
         if attr_int(node, "transA", 0) != 0 {
@@ -601,22 +619,7 @@ impl<'a> Builder<'a> {
                 self.node_label(i)
             ));
         }
-        let w_name = node.input.get(1).cloned().unwrap_or_default();
-        let dims = self
-            .inits
-            .get(w_name.as_str())
-            .map(|t| t.dims.clone())
-            .unwrap_or_default();
-        let w = self.init(&w_name, i)?;
-        let [d0, d1] = match dims.as_slice() {
-            [a, b] => [*a as usize, *b as usize],
-            d => {
-                return Err(format!(
-                    "{}: weight dims {d:?}; expected 2",
-                    self.node_label(i)
-                ))
-            }
-        };
+        let (w, [d0, d1]) = self.matrix(i)?;
         let alpha = attr_float(node, "alpha", 1.0);
         let beta = attr_float(node, "beta", 1.0);
         let (cout, cin) = if attr_int(node, "transB", 0) != 0 {
@@ -655,22 +658,7 @@ impl<'a> Builder<'a> {
     }
 
     fn matmul(&mut self, i: usize) -> Result<(), String> {
-        let w_name = self.nodes[i].input.get(1).cloned().unwrap_or_default();
-        let dims = self
-            .inits
-            .get(w_name.as_str())
-            .map(|t| t.dims.clone())
-            .unwrap_or_default();
-        let w = self.init(&w_name, i)?;
-        let [cin, cout] = match dims.as_slice() {
-            [a, b] => [*a as usize, *b as usize],
-            d => {
-                return Err(format!(
-                    "{}: weight dims {d:?}; expected 2",
-                    self.node_label(i)
-                ))
-            }
-        };
+        let (w, [cin, cout]) = self.matrix(i)?;
         let mut weight = vec![0.0; cout * cin];
         for k in 0..cin {
             for o in 0..cout {

@@ -71,12 +71,28 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// A repo config with its `models/` paths made absolute, so tests need no particular cwd.
+/// Pins a config's model node to the CPU engine. These tests exercise the pipeline on the CPU,
+/// which CI has; a `cuda` build would otherwise send the seed's model node to the GPU (tested on
+/// the device by `model-check`).
+pub fn on_cpu(text: String) -> String {
+    if text.contains("\ndevice") {
+        return text;
+    }
+    text.replacen(
+        "backend = \"Torch[TensorrtTensor]\"",
+        "device = \"cpu\"\nbackend = \"Torch[TensorrtTensor]\"",
+        1,
+    )
+}
+
 pub fn load_repo_config(name: &str) -> engine::Config {
     let path = repo_root().join("configs").join(name);
     let models = models_dir();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("\"models/", &format!("\"{}/", models.display()));
+    let text = on_cpu(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"models/", &format!("\"{}/", models.display())),
+    );
     engine::Config::parse(&text, &path).unwrap()
 }
 

@@ -15,9 +15,11 @@ pub use engine_common::*;
 /// Writes a copy of a repo config with absolute model paths, so the server needs no cwd.
 pub fn config_copy(name: &str, replace: &[(&str, &str)]) -> PathBuf {
     let models = models_dir();
-    let mut text = std::fs::read_to_string(repo_root().join("configs").join(name))
-        .unwrap()
-        .replace("\"models/", &format!("\"{}/", models.display()));
+    let mut text = on_cpu(
+        std::fs::read_to_string(repo_root().join("configs").join(name))
+            .unwrap()
+            .replace("\"models/", &format!("\"{}/", models.display())),
+    );
     for (a, b) in replace {
         text = text.replace(a, b);
     }
