@@ -53,7 +53,10 @@ def device_name():
 
 
 def commit():
-    """HEAD, marked -dirty when tracked files differ from it (the binaries may too)."""
+    """$COMMIT when set (a copied tree's .git may be stale), else HEAD, marked -dirty when
+    tracked files differ from it (the binaries may too)."""
+    if os.environ.get("COMMIT"):
+        return os.environ["COMMIT"]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=ROOT).stdout.strip()
     if not head:

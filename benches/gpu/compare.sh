@@ -3,7 +3,10 @@
 # release binaries built on the development machine and carried in dist/:
 #   cargo build --release -p server --features cuda --bins && cargo build --release -p client_qps
 #   strip -o dist/server target/release/server; strip -o dist/client_qps target/release/client_qps
+# COMMIT must name the commit the binaries were built from: the device's copy of .git can be stale.
 set -uo pipefail
+: "${COMMIT:?set COMMIT to the commit dist/ was built from}"
+export COMMIT
 export RUST_BACKTRACE=0
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
