@@ -170,21 +170,25 @@ def ratio(p, b):
     return "-" if not p or not b else f"{p / b:.2f}x"
 
 
+def side_by_side(runs, title, header, cells):
+    """A table with one row per setting; `cells(baseline, pipeline)` gives the row's values."""
+    lines = [title, "", header, "|---" + "|---:" * (header.count("|") - 2) + "|"]
+    for r in runs:
+        lines.append(f"| {r['request_client']} x {r['request_batch']} | "
+                     + " | ".join(cells(r["baseline"], r["pipeline"])) + " |")
+    return lines
+
+
 def tables(runs):
-    lines = ["### Throughput (requests/s)", "",
-             "| clients x batch | baseline QPS | pipeline QPS | pipeline / baseline |",
-             "|---|---:|---:|---:|"]
-    for r in runs:
-        b, p = r["baseline"], r["pipeline"]
-        lines.append(f"| {r['request_client']} x {r['request_batch']} | {fmt(b['qps'])} | "
-                     f"{fmt(p['qps'])} | {ratio(p['qps'], b['qps'])} |")
-    lines += ["", "### Response time (ms)", "",
-              "| clients x batch | baseline TP50 | baseline TP99 | pipeline TP50 | pipeline TP99 |",
-              "|---|---:|---:|---:|---:|"]
-    for r in runs:
-        b, p = r["baseline"], r["pipeline"]
-        lines.append(f"| {r['request_client']} x {r['request_batch']} | {fmt(b['tp50_ms'], 2)} | "
-                     f"{fmt(b['tp99_ms'], 2)} | {fmt(p['tp50_ms'], 2)} | {fmt(p['tp99_ms'], 2)} |")
+    lines = side_by_side(
+        runs, "### Throughput (requests/s)",
+        "| clients x batch | baseline QPS | pipeline QPS | pipeline / baseline |",
+        lambda b, p: [fmt(b["qps"]), fmt(p["qps"]), ratio(p["qps"], b["qps"])])
+    lines += [""] + side_by_side(
+        runs, "### Response time (ms)",
+        "| clients x batch | baseline TP50 | baseline TP99 | pipeline TP50 | pipeline TP99 |",
+        lambda b, p: [fmt(b["tp50_ms"], 2), fmt(b["tp99_ms"], 2), fmt(p["tp50_ms"], 2),
+                      fmt(p["tp99_ms"], 2)])
     lines += ["", "### Resources (server process)", "",
               "| clients x batch | server | CPU % (100 = 1 core) | CPU cores per 1,000 QPS | "
               "GPU util % | RSS MB | errors |", "|---|---|---:|---:|---:|---:|---:|"]

@@ -3,13 +3,7 @@
 # release binaries built on the development machine and carried in dist/:
 #   cargo build --release -p server --features cuda --bins && cargo build --release -p client_qps
 #   strip -o dist/server target/release/server; strip -o dist/client_qps target/release/client_qps
-# COMMIT must name the commit the binaries were built from: the device's copy of .git can be stale.
 set -uo pipefail
-: "${COMMIT:?set COMMIT to the commit dist/ was built from}"
-export COMMIT
-export RUST_BACKTRACE=0
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
 source "$(dirname "$0")/env.sh"
 [ -f models/resnet50.onnx ] || dist/model-check --write-models models >/dev/null || exit 1
 python3 benches/compare.py --toml configs/resnet50.toml --server dist/server \

@@ -6,13 +6,7 @@
 # Checks the GPU engine against the CPU engine (fp32 and fp16), times it per batch size, times
 # PyTorch's CUDA-graph ResNet50 on the same weights in the same call, runs 4 instances
 # concurrently, measures the start with and without model::cache. Results go to $OUT.
-# COMMIT must name the commit dist/ was built from: the device's copy of .git can be stale.
 set -uo pipefail
-: "${COMMIT:?set COMMIT to the commit dist/ was built from}"
-export COMMIT
-export RUST_BACKTRACE=0
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
 source "$(dirname "$0")/env.sh"
 BATCHES=${BATCHES:-1,4,8,16,32}
 log() { echo "== $*"; }
