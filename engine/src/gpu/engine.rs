@@ -1279,7 +1279,31 @@ impl GpuInstance {
                 input.len()
             )));
         }
-        self.host_in.as_mut_slice()[..input.len()].copy_from_slice(input);
+        let items: Vec<&[f32]> = input.chunks_exact(item.max(1)).collect();
+        self.run_items(&items)
+    }
+
+    /// As `run`, with each item's values in its own slice: they are copied once, straight into
+    /// the pinned staging buffer the graph uploads from.
+    pub fn run_items(&mut self, items: &[&[f32]]) -> Result<Vec<f32>> {
+        let n = items.len();
+        let item = self.model.plan.input.len();
+        if n > self.max {
+            return Err(GpuError::Plan(format!(
+                "a batch of {n} is above this instance's max = {}",
+                self.max
+            )));
+        }
+        let staging = self.host_in.as_mut_slice();
+        for (i, x) in items.iter().enumerate() {
+            if x.len() != item {
+                return Err(GpuError::Plan(format!(
+                    "item {i} has {} values; the model takes {item}",
+                    x.len()
+                )));
+            }
+            staging[i * item..(i + 1) * item].copy_from_slice(x);
+        }
         self.host_out.as_mut_slice().fill(0xFF);
         self.launch(n)?;
         self.stream.synchronize().call("cuStreamSynchronize")?;

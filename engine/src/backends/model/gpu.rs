@@ -56,22 +56,25 @@ struct GpuRunner {
 impl ModelInstance for GpuRunner {
     fn run(&mut self, batch: Tensor) -> Result<Tensor, String> {
         let n = batch.shape[0];
+        let item = batch.data.len() / n.max(1);
+        let items: Vec<&[f32]> = batch.data.chunks_exact(item.max(1)).collect();
+        self.run_items(&items, &batch.shape[1..])
+    }
+
+    fn run_items(&mut self, items: &[&[f32]], _item_shape: &[usize]) -> Result<Tensor, String> {
+        let n = items.len();
         let inst = &mut self.inst;
         let (min, max) = inst.batch_range();
         // Batches larger than the captured graphs are split; smaller ones use their own graph.
-        let item = batch.data.len() / n.max(1);
         let mut out = Vec::with_capacity(n * self.outputs);
-        let mut at = 0;
-        while at < n {
-            let take = (n - at).min(max);
-            if take < min {
+        for part in items.chunks(max.max(1)) {
+            if part.len() < min {
                 return Err(format!(
-                    "a batch of {take} is below this instance's min = {min}"
+                    "a batch of {} is below this instance's min = {min}",
+                    part.len()
                 ));
             }
-            let part = &batch.data[at * item..(at + take) * item];
-            out.extend(inst.run(take, part).map_err(|e| e.to_string())?);
-            at += take;
+            out.extend(inst.run_items(part).map_err(|e| e.to_string())?);
         }
         Ok(Tensor::new(vec![n, self.outputs], out))
     }

@@ -46,4 +46,12 @@ pub trait ModelInstance: Send {
     /// Runs a batch `[N, …item_shape]` of raw inputs (normalised here with the instance's
     /// mean/std); returns `[N, outputs]`.
     fn run(&mut self, batch: Tensor) -> Result<Tensor, String>;
+
+    /// The same for items held apart (`[…item_shape]` each): engines with their own staging
+    /// memory copy them there directly instead of through an intermediate batch.
+    fn run_items(&mut self, items: &[&[f32]], item_shape: &[usize]) -> Result<Tensor, String> {
+        let mut shape = vec![items.len()];
+        shape.extend_from_slice(item_shape);
+        self.run(Tensor::new(shape, items.concat()))
+    }
 }

@@ -199,8 +199,8 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl TensorrtTensor {
-    /// Checks an item's tensor and appends it to the batch buffer.
-    fn append(&self, data: &Value, buf: &mut Vec<f32>) -> Result<(), String> {
+    /// Checks an item's tensor; returns its values.
+    fn input<'a>(&self, data: &'a Value) -> Result<&'a [f32], String> {
         let want = self.model.item_shape();
         let t = match data {
             Value::Tensor(t) => t,
@@ -221,36 +221,45 @@ impl TensorrtTensor {
                 t.shape, want
             ));
         }
-        buf.extend_from_slice(&t.data);
-        Ok(())
+        Ok(&t.data)
     }
 }
 
 impl Backend for TensorrtTensor {
     fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
-        let item_len: usize = self.model.item_shape().iter().product();
-        let mut buf = Vec::with_capacity(batch.len() * item_len);
+        let mut errors = Vec::new();
         let mut ok = Vec::with_capacity(batch.len());
-        for (i, item) in batch.iter_mut().enumerate() {
-            match self.append(&item.data, &mut buf) {
-                Ok(()) => ok.push(i),
-                Err(e) => item.fail(e),
+        let mut inputs = Vec::with_capacity(batch.len());
+        for (i, item) in batch.iter().enumerate() {
+            match self.input(&item.data) {
+                Ok(x) => {
+                    ok.push(i);
+                    inputs.push(x);
+                }
+                Err(e) => errors.push((i, e)),
             }
         }
-        if ok.is_empty() {
-            return Ok(());
+        let out = if inputs.is_empty() {
+            Ok(None)
+        } else {
+            match self.runner.lock() {
+                Ok(mut runner) => runner
+                    .run_items(&inputs, self.model.item_shape())
+                    .map(Some)
+                    .map_err(BackendError::new),
+                Err(_) => Err(BackendError::new("the model runner panicked earlier")),
+            }
+        };
+        drop(inputs);
+        // Items that could not go in fail with their own reason, whatever the batch did.
+        for (i, e) in errors {
+            batch[i].fail(e);
         }
-        let mut shape = vec![ok.len()];
-        shape.extend_from_slice(self.model.item_shape());
-        let out = self
-            .runner
-            .lock()
-            .map_err(|_| BackendError::new("the model runner panicked earlier"))?
-            .run(Tensor::new(shape, buf))
-            .map_err(BackendError::new)?;
-        let per_item = out.shape[1];
-        for (row, &i) in out.data.chunks_exact(per_item).zip(&ok) {
-            batch[i].result = Some(Value::Tensor(Tensor::new(vec![per_item], row.to_vec())));
+        if let Some(out) = out? {
+            let per_item = out.shape[1];
+            for (row, &i) in out.data.chunks_exact(per_item).zip(&ok) {
+                batch[i].result = Some(Value::Tensor(Tensor::new(vec![per_item], row.to_vec())));
+            }
         }
         Ok(())
     }
