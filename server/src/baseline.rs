@@ -139,14 +139,7 @@ impl Baseline {
             return Err("the preprocessing did not end in a tensor (Mat2Tensor)".into());
         };
         let plane = data.len() / self.mean.len().max(1);
-        for (c, chunk) in data
-            .chunks_mut(plane.max(1))
-            .enumerate()
-            .take(self.mean.len())
-        {
-            let (m, s) = (self.mean[c], self.inv_std[c]);
-            chunk.iter_mut().for_each(|v| *v = (*v - m) * s);
-        }
+        image::normalise_planes(&mut data, plane, &self.mean, &self.inv_std);
         let mut batch = [Item::new(Value::Tensor(Tensor::new(shape, data)))];
         {
             let model = self.model.lock().unwrap_or_else(|p| p.into_inner());

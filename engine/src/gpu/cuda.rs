@@ -117,7 +117,6 @@ pub fn open_device() -> Result<Arc<CudaContext>> {
 /// A raw device allocation, freed on drop.
 pub struct DeviceBuf {
     pub ptr: cu::CUdeviceptr,
-    pub bytes: usize,
     ctx: Arc<CudaContext>,
 }
 
@@ -132,7 +131,6 @@ impl DeviceBuf {
         let ptr = unsafe { drv::malloc_sync(bytes.max(256)) }.call("cuMemAlloc")?;
         Ok(DeviceBuf {
             ptr,
-            bytes,
             ctx: ctx.clone(),
         })
     }

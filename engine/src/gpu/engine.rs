@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cudarc::cudnn::sys as dnn;
-use cudarc::driver::{
-    result as drv, sys as cu, CudaContext, CudaGraph, CudaStream, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, LaunchConfig, PushKernelArg};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -139,8 +137,8 @@ pub struct GpuModel {
     /// cuDNN's JSON of each graph-API plan the tuner chose, by (convolution, batch size).
     plans: Mutex<std::collections::HashMap<(usize, usize), String>>,
     cache_path: Option<PathBuf>,
-    /// The cache file's weights, kept until the first write (to avoid reading them back).
-    host_weights: Mutex<Option<Vec<u8>>>,
+    /// The folded weights in the device layout, kept on the host only for writing the cache.
+    host_weights: Option<Vec<u8>>,
     onnx_sha256: String,
     device: String,
     item_shape: Vec<usize>,
@@ -211,7 +209,7 @@ impl GpuModel {
             tuning: Mutex::new(tuning),
             plans: Mutex::new(plans),
             cache_path: cache_path.map(Path::to_path_buf),
-            host_weights: Mutex::new(Some(host_weights)),
+            host_weights: cache_path.map(|_| host_weights),
             onnx_sha256,
             device,
             item_shape,
@@ -261,6 +259,18 @@ impl GpuModel {
         )
     }
 
+    /// The algorithm of every convolution at batch size `n`, once tuned.
+    fn algos(&self, n: usize) -> Result<Vec<Algo>> {
+        let tuning = self
+            .tuning
+            .lock()
+            .map_err(|_| GpuError::Plan("a tuning thread panicked".into()))?;
+        tuning
+            .get(&n)
+            .cloned()
+            .ok_or_else(|| GpuError::Plan(format!("batch size {n} is not tuned")))
+    }
+
     /// Makes sure every batch size in `batches` has its algorithms chosen; writes the cache
     /// when something new was tuned.
     fn ensure_tuned(&self, batches: std::ops::RangeInclusive<usize>) -> Result<()> {
@@ -293,11 +303,7 @@ impl GpuModel {
             r.tuned_batches.extend(&missing);
             r.tune_seconds += secs;
         }
-        if let Some(path) = &self.cache_path {
-            let weights = match self.host_weights.lock().ok().and_then(|mut w| w.take()) {
-                Some(w) => w,
-                None => device_weights_from_device(self)?,
-            };
+        if let (Some(path), Some(weights)) = (&self.cache_path, &self.host_weights) {
             let header = cache::Header {
                 format: cache::FORMAT,
                 key: cache::Key {
@@ -314,15 +320,12 @@ impl GpuModel {
                     .map(|p| p.iter().map(|(&(c, b), j)| (c, b, j.clone())).collect())
                     .unwrap_or_default(),
             };
-            match CacheFile::write(path, &header, &weights) {
+            match CacheFile::write(path, &header, weights) {
                 Ok(()) => tracing::info!("GPU engine: wrote model::cache {}", path.display()),
                 Err(e) => tracing::warn!(
                     "GPU engine: could not write model::cache {}: {e}",
                     path.display()
                 ),
-            }
-            if let Ok(mut w) = self.host_weights.lock() {
-                *w = Some(weights);
             }
         }
         Ok(())
@@ -382,21 +385,6 @@ fn upload_weights(
         };
         out.push((DeviceBuf::from_host(ctx, w)?, DeviceBuf::from_host(ctx, b)?));
         at += wb + bb;
-    }
-    Ok(out)
-}
-
-/// Reads the weights back from the device (when the host copy was already handed to a cache
-/// write and a later instance tunes more batch sizes).
-fn device_weights_from_device(m: &GpuModel) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    for (w, b) in &m.weights {
-        for buf in [w, b] {
-            let mut host = vec![0u8; buf.bytes];
-            // SAFETY: `host` has exactly the buffer's size.
-            unsafe { drv::memcpy_dtoh_sync(&mut host, buf.ptr) }.call("cuMemcpyDtoH")?;
-            out.extend_from_slice(&host);
-        }
     }
     Ok(out)
 }
@@ -967,17 +955,11 @@ impl GpuInstance {
             .iter()
             .map(|&s| DeviceBuf::new(&ctx, s * max * model.precision.bytes()))
             .collect::<Result<Vec<_>>>()?;
-        let workspace_bytes = {
-            let tuning = model
-                .tuning
-                .lock()
-                .map_err(|_| GpuError::Plan("a tuning thread panicked".into()))?;
-            (min..=max)
-                .filter_map(|b| tuning.get(&b))
-                .flat_map(|v| v.iter().map(|a| a.workspace))
-                .max()
-                .unwrap_or(0)
-        };
+        let mut workspace_bytes = 0;
+        for b in min..=max {
+            let most = model.algos(b)?.iter().map(|a| a.workspace).max();
+            workspace_bytes = workspace_bytes.max(most.unwrap_or(0));
+        }
         let item = p.input.len();
         let cpad = p.input_padded_c;
         let pad = |v: &[f32], fill: f32| {
@@ -1037,7 +1019,7 @@ impl GpuInstance {
     fn step_descs(&self, n: usize) -> Result<Vec<StepDescs>> {
         let m = &self.model;
         let v = |id: usize| tensor_desc(m.precision, n, m.plan.values[id]);
-        let algos = self.algos(n)?;
+        let algos = self.model.algos(n)?;
         let mut conv_i = 0;
         let mut out = Vec::new();
         for s in &m.plan.steps {
@@ -1083,18 +1065,6 @@ impl GpuInstance {
             });
         }
         Ok(out)
-    }
-
-    fn algos(&self, n: usize) -> Result<Vec<Algo>> {
-        let tuning = self
-            .model
-            .tuning
-            .lock()
-            .map_err(|_| GpuError::Plan("a tuning thread panicked".into()))?;
-        tuning
-            .get(&n)
-            .cloned()
-            .ok_or_else(|| GpuError::Plan(format!("batch size {n} is not tuned")))
     }
 
     fn conv_call<'a>(
@@ -1150,7 +1120,7 @@ impl GpuInstance {
             .by_batch
             .get(&n)
             .ok_or_else(|| GpuError::Plan(format!("batch size {n} is not prepared")))?;
-        let algos = self.algos(n)?;
+        let algos = self.model.algos(n)?;
         let item = p.input.len();
         // SAFETY: the pinned buffer holds max ≥ n items and lives as long as the graphs.
         unsafe {
@@ -1304,7 +1274,8 @@ impl GpuInstance {
             }
             staging[i * item..(i + 1) * item].copy_from_slice(x);
         }
-        self.host_out.as_mut_slice().fill(0xFF);
+        let out_bytes = self.model.outputs() * self.model.precision.bytes() * n;
+        self.host_out.as_mut_slice()[..out_bytes].fill(0xFF);
         self.launch(n)?;
         self.stream.synchronize().call("cuStreamSynchronize")?;
         self.read_output(n)

@@ -984,9 +984,10 @@ pub fn build(model: &pb::ModelProto) -> Result<Plan, String> {
     })
 }
 
-/// Reference execution of a plan in f32 on the CPU (NCHW, direct loops): used by the tests to
-/// prove folding and fusion preserve the function, and by nothing at run time.
-pub fn run_reference(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
+/// Reference execution of a plan in f32 on the CPU (NCHW, direct loops): the tests use it to
+/// prove folding and fusion preserve the function.
+#[cfg(test)]
+fn run_reference(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
     let mut vals: Vec<Vec<f32>> = vec![Vec::new(); plan.values.len()];
     let x = plan.input;
     let pc = plan.input_padded_c;

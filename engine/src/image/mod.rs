@@ -58,6 +58,17 @@ pub fn to_chw_f32(mat: &Mat) -> Tensor {
     Tensor::new(vec![c, h, w], out)
 }
 
+/// `(x - mean[c]) * inv_std[c]` in place on planes of `plane` values, channel `c` = plane index
+/// modulo the channel count (so a whole `[N, C, H, W]` batch works as well as one item).
+pub fn normalise_planes(data: &mut [f32], plane: usize, mean: &[f32], inv_std: &[f32]) {
+    let channels = mean.len().min(inv_std.len()).max(1);
+    for (i, chunk) in data.chunks_mut(plane.max(1)).enumerate() {
+        let c = i % channels;
+        let (m, s) = (mean[c], inv_std[c]);
+        chunk.iter_mut().for_each(|v| *v = (*v - m) * s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use engine::backends::model::CpuModel;
+use engine::backends::model::{CpuModel, InstanceSpec, ModelEngine};
 use engine::gpu::{GpuInstance, GpuModel, Precision};
 use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
 use engine::Tensor;
@@ -190,25 +190,22 @@ fn main() -> Result<()> {
 
     let shape = model.item_shape().to_vec();
     let imgs = images(&a.images, (shape[1], shape[2]))?;
-    let item = imgs[0].len();
     println!("{} images; CPU reference (tract, fp32) ...", imgs.len());
-    let cpu = CpuModel::load(&model_path).map_err(anyhow::Error::msg)?;
-    let normalise = |x: &[f32]| -> Vec<f32> {
-        let plane = item / shape[0];
-        x.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let c = (i / plane) % shape[0];
-                (v - a.mean[c]) / a.std[c]
-            })
-            .collect()
-    };
+    // The CPU engine as the server runs it: its instance applies mean/std to the raw inputs.
+    let mut cpu = Arc::new(CpuModel::load(&model_path).map_err(anyhow::Error::msg)?)
+        .instance(&InstanceSpec {
+            min: 1,
+            max: 1,
+            mean: a.mean.clone(),
+            std: a.std.clone(),
+        })
+        .map_err(anyhow::Error::msg)?;
     let reference: Vec<Vec<f32>> = imgs
         .iter()
         .map(|x| {
             cpu.run(Tensor::new(
                 std::iter::once(1).chain(shape.iter().copied()).collect(),
-                normalise(x),
+                x.clone(),
             ))
             .map(|t| t.data)
             .map_err(anyhow::Error::msg)

@@ -130,13 +130,8 @@ struct CpuInstance {
 
 impl ModelInstance for CpuInstance {
     fn run(&mut self, mut batch: ItemTensor) -> Result<ItemTensor, String> {
-        let channels = self.model.item_shape[0];
         let plane: usize = self.model.item_shape[1..].iter().product();
-        for (i, chunk) in batch.data.chunks_exact_mut(plane).enumerate() {
-            let c = i % channels;
-            let (m, s) = (self.mean[c], self.inv_std[c]);
-            chunk.iter_mut().for_each(|v| *v = (*v - m) * s);
-        }
+        crate::image::normalise_planes(&mut batch.data, plane, &self.mean, &self.inv_std);
         self.model.run(batch)
     }
 }
