@@ -207,6 +207,9 @@ def tables(runs):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--toml", required=True, help="the pipeline TOML (both servers load it)")
+    p.add_argument("--baseline-toml", dest="baseline_toml",
+                   help="the TOML the baseline loads instead (for a pipeline that decodes on the "
+                        "GPU, whose nodes the CPU-preprocessing baseline cannot run)")
     p.add_argument("--img_dir", "--img-dir", dest="img_dir", default="benches/imgs")
     p.add_argument("--server", default="target/release/server")
     p.add_argument("--client", default="target/release/client_qps")
@@ -229,7 +232,8 @@ def main():
     for name, baseline in (("baseline", True), ("pipeline", False)):
         log = os.path.join(tmp, f"{name}.log")
         started = time.time()
-        server = Server(a.server, a.toml, baseline, log, a.ready_timeout)
+        toml = (a.baseline_toml or a.toml) if baseline else a.toml
+        server = Server(a.server, toml, baseline, log, a.ready_timeout)
         print(f"{name}: ready in {time.time() - started:.1f} s (log {log})", flush=True)
         try:
             for c, b in settings:
@@ -245,13 +249,15 @@ def main():
              "pipeline": results[("pipeline", c, b)]} for c, b in settings]
     date = datetime.date.today().isoformat()
     doc = {"device": device_name(), "date": date, "commit": commit(), "config": a.toml,
+           "baseline_config": a.baseline_toml or a.toml,
            "request_client": settings[0][0], "request_batch": settings[0][1],
            "baseline": runs[0]["baseline"], "pipeline": runs[0]["pipeline"],
            "settings": {"total": a.total, "duration_s": a.duration, "warmup": a.warmup,
                         "img_dir": a.img_dir, "server": a.server, "client": a.client},
            "runs": runs, "pipeline_nodes": profile}
     md = (f"# Compare: {a.toml} on {doc['device']}\n\n{date}, commit {doc['commit']}; "
-          f"client_qps --img_dir {a.img_dir}, "
+          + (f"baseline from {a.baseline_toml}; " if a.baseline_toml else "")
+          + f"client_qps --img_dir {a.img_dir}, "
           + (f"{a.duration} s" if a.duration else f"{a.total} requests")
           + f" per setting after {a.warmup} warm-up requests; both servers built from the same "
           f"commit, started one after the other on this machine.\n\n{tables(runs)}\n"

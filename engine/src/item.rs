@@ -46,6 +46,36 @@ pub struct Class {
     pub score: f64,
 }
 
+/// Memory on the GPU that a value lives in. Implemented by the GPU module's pooled buffers; the
+/// rest of the engine only passes it along.
+pub trait DeviceMemory: Send + Sync + std::fmt::Debug {
+    /// The device address (a `CUdeviceptr`).
+    fn ptr(&self) -> u64;
+    /// How many bytes at `ptr` belong to this value.
+    fn bytes(&self) -> usize;
+}
+
+/// How the bytes of a GPU value are laid out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceLayout {
+    /// An image as `Mat` holds one: HWC u8, rows `height × width × channels` packed.
+    Image {
+        height: usize,
+        width: usize,
+        channels: usize,
+    },
+    /// A dense row-major f32 tensor, as `Tensor` holds one.
+    Tensor { shape: Vec<usize> },
+}
+
+/// A value resident on the GPU (DecodeTensor's image, ResizeTensor's tensor). The backend that
+/// made it has synchronised its stream, so any stream may read it.
+#[derive(Clone, Debug)]
+pub struct DeviceValue {
+    pub layout: DeviceLayout,
+    pub mem: Arc<dyn DeviceMemory>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub enum Value {
     #[default]
@@ -56,6 +86,7 @@ pub enum Value {
     Tensor(Tensor),
     Class(Class),
     Text(String),
+    Device(DeviceValue),
 }
 
 impl Value {
@@ -67,6 +98,14 @@ impl Value {
             Value::Tensor(_) => "a tensor",
             Value::Class(_) => "a class",
             Value::Text(_) => "text",
+            Value::Device(DeviceValue {
+                layout: DeviceLayout::Image { .. },
+                ..
+            }) => "an image on the GPU",
+            Value::Device(DeviceValue {
+                layout: DeviceLayout::Tensor { .. },
+                ..
+            }) => "a tensor on the GPU",
         }
     }
 }

@@ -86,3 +86,47 @@ fn the_gpu_default_fails_clearly_without_a_gpu() {
         }
     }
 }
+
+/// configs/resnet50_gpu.toml decodes and preprocesses on the GPU: without a GPU (or without
+/// the feature) it must refuse to start and say why, naming the file, node and key.
+#[test]
+fn the_gpu_pipeline_refuses_to_start_without_a_gpu() {
+    let path = common::repo_root().join("configs/resnet50_gpu.toml");
+    let models = common::models_dir();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"models/", &format!("\"{}/", models.display()));
+    let config = engine::Config::parse(&text, &path).expect("the GPU TOML parses everywhere");
+    let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["gpu_decoder", "cpu_decoder", "resnet50"]);
+    let built = engine::Pipeline::build(
+        config,
+        engine::Registry::with_defaults(),
+        engine::PipelineOptions::default(),
+    );
+    #[cfg(feature = "cuda")]
+    if engine::gpu::check_libraries().is_ok() {
+        built.expect("a GPU machine starts the GPU pipeline");
+        return;
+    }
+    let err = built
+        .err()
+        .expect("the GPU pipeline started on a machine without a GPU")
+        .to_string();
+    assert!(
+        err.contains("resnet50_gpu.toml") && err.contains("node ["),
+        "{err}"
+    );
+    if cfg!(feature = "cuda") {
+        assert!(
+            err.contains("no usable GPU") && err.contains("libcuda"),
+            "{err}"
+        );
+    } else {
+        assert!(
+            err.contains("--features cuda") && err.contains("runs on the GPU")
+                || err.contains("`device`") && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
+}

@@ -19,6 +19,24 @@ pub trait Backend: Send {
     /// Reads each item's `data` and writes its `result`, or calls `Item::fail` for an item it
     /// cannot handle. An `Err` fails the whole batch.
     fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError>;
+
+    /// What this backend offers to a fusion with the stage before it in a `Sequential`.
+    fn fusable(&self) -> Option<Fusable> {
+        None
+    }
+
+    /// Absorbs `next`, the following stage of a `Sequential`, when both can run as one
+    /// kernel (ResizeTensor then cvtColorTensor); returns the backend doing both.
+    fn fuse(&self, _next: &dyn Backend) -> Option<Box<dyn Backend>> {
+        None
+    }
+}
+
+/// A stage that can fold into the one before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fusable {
+    /// A channel-order conversion to RGB (`rgb`) or BGR.
+    ColorOrder { rgb: bool },
 }
 
 pub type Constructor = fn(&InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError>;

@@ -1,6 +1,7 @@
 //! Every backend this build provides, one file per TOML name (DESIGN §5).
 
 pub mod control;
+pub mod gpu_image;
 pub mod image;
 pub mod model;
 
@@ -8,6 +9,7 @@ use crate::backend::Registry;
 
 pub fn register_all(r: &mut Registry) {
     control::register(r);
+    gpu_image::register(r);
     image::register(r);
     model::register(r);
 }

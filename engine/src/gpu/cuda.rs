@@ -227,6 +227,21 @@ pub unsafe fn copy_htod_async(
     .call("cuMemcpyHtoDAsync")
 }
 
+/// Enqueues a device → device copy.
+///
+/// # Safety
+/// Both ranges must hold `bytes` until the stream has passed the copy.
+pub unsafe fn copy_dtod_async(
+    dst: cu::CUdeviceptr,
+    src: cu::CUdeviceptr,
+    bytes: usize,
+    stream: &CudaStream,
+) -> Result<()> {
+    cu::cuMemcpyDtoDAsync_v2(dst, src, bytes, stream.cu_stream())
+        .result()
+        .call("cuMemcpyDtoDAsync")
+}
+
 /// Enqueues a device → host copy.
 ///
 /// # Safety

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{self, CacheFile};
 use super::cuda::{
-    copy_dtoh_async, copy_htod_async, cudnn_version, dnn_call, open_device, ActDesc, Call,
-    ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, PinnedBuf, PoolDesc, Result, TensorDesc, Timer,
+    copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, dnn_call, open_device,
+    ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, PinnedBuf, PoolDesc, Result,
+    TensorDesc, Timer,
 };
 use super::graph_api;
 use super::kernels::{self, Kernels};
@@ -915,6 +916,17 @@ enum StepDescs {
     Elementwise,
 }
 
+/// One input item of a batch, where it lives.
+#[derive(Clone, Copy, Debug)]
+pub enum Staged<'a> {
+    Host(&'a [f32]),
+    /// Raw f32 values at a device address (`bytes` long) of this process's GPU.
+    Device {
+        ptr: u64,
+        bytes: usize,
+    },
+}
+
 pub struct GpuInstance {
     model: Arc<GpuModel>,
     stream: Arc<CudaStream>,
@@ -1110,8 +1122,9 @@ impl GpuInstance {
         }
     }
 
-    /// Enqueues one whole inference of `n` items on the stream: copy in, convert, every step,
-    /// copy out. Called once eagerly and once under graph capture per batch size.
+    /// Enqueues one whole inference of `n` items on the stream, from the staged input: convert,
+    /// every step, copy out. Called once eagerly and once under graph capture per batch size.
+    /// The input is staged outside the graph, since items come from the host or the GPU.
     fn enqueue(&self, n: usize) -> Result<()> {
         let m = &self.model;
         let p = &m.plan;
@@ -1121,16 +1134,6 @@ impl GpuInstance {
             .get(&n)
             .ok_or_else(|| GpuError::Plan(format!("batch size {n} is not prepared")))?;
         let algos = self.model.algos(n)?;
-        let item = p.input.len();
-        // SAFETY: the pinned buffer holds max ≥ n items and lives as long as the graphs.
-        unsafe {
-            copy_htod_async(
-                self.input.ptr,
-                self.host_in.ptr() as *const u8,
-                n * item * 4,
-                &self.stream,
-            )?
-        };
         let hw = (p.input.h * p.input.w) as i32;
         let (c, cpad, ni) = (p.input.c as i32, p.input_padded_c as i32, n as i32);
         let x0 = self.ptr(0);
@@ -1254,8 +1257,15 @@ impl GpuInstance {
     }
 
     /// As `run`, with each item's values in its own slice: they are copied once, straight into
-    /// the pinned staging buffer the graph uploads from.
+    /// the pinned staging buffer.
     pub fn run_items(&mut self, items: &[&[f32]]) -> Result<Vec<f32>> {
+        let staged: Vec<Staged<'_>> = items.iter().map(|x| Staged::Host(x)).collect();
+        self.run_staged(&staged)
+    }
+
+    /// Runs a batch whose items are on the host (copied through pinned memory) or already on
+    /// the GPU (copied device to device), each `[c, h, w]` f32 raw values.
+    pub fn run_staged(&mut self, items: &[Staged<'_>]) -> Result<Vec<f32>> {
         let n = items.len();
         let item = self.model.plan.input.len();
         if n > self.max {
@@ -1266,13 +1276,58 @@ impl GpuInstance {
         }
         let staging = self.host_in.as_mut_slice();
         for (i, x) in items.iter().enumerate() {
-            if x.len() != item {
+            let len = match x {
+                Staged::Host(values) => {
+                    if values.len() == item {
+                        staging[i * item..(i + 1) * item].copy_from_slice(values);
+                    }
+                    values.len()
+                }
+                Staged::Device { bytes, .. } => bytes / 4,
+            };
+            if len != item {
                 return Err(GpuError::Plan(format!(
-                    "item {i} has {} values; the model takes {item}",
-                    x.len()
+                    "item {i} has {len} values; the model takes {item}"
                 )));
             }
-            staging[i * item..(i + 1) * item].copy_from_slice(x);
+        }
+        self.model.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        let bytes = item * 4;
+        let mut i = 0;
+        while i < n {
+            match items[i] {
+                Staged::Host(_) => {
+                    // One copy for each run of host items.
+                    let run = items[i..]
+                        .iter()
+                        .take_while(|x| matches!(x, Staged::Host(_)))
+                        .count();
+                    // SAFETY: pinned staging of max ≥ n items, read by the stream before the
+                    // next run overwrites it (run_staged waits for the stream).
+                    unsafe {
+                        copy_htod_async(
+                            self.input.ptr + (i * bytes) as u64,
+                            (self.host_in.ptr() as *const u8).add(i * bytes),
+                            run * bytes,
+                            &self.stream,
+                        )?
+                    };
+                    i += run;
+                }
+                Staged::Device { ptr, .. } => {
+                    // SAFETY: the source holds `bytes` (checked above) and its owner keeps it
+                    // alive until this call returns, after the stream is synchronised.
+                    unsafe {
+                        copy_dtod_async(
+                            self.input.ptr + (i * bytes) as u64,
+                            ptr,
+                            bytes,
+                            &self.stream,
+                        )?
+                    };
+                    i += 1;
+                }
+            }
         }
         let out_bytes = self.model.outputs() * self.model.precision.bytes() * n;
         self.host_out.as_mut_slice()[..out_bytes].fill(0xFF);

@@ -106,7 +106,7 @@ pub struct Kernels {
 }
 
 /// The virtual architecture to compile for; the driver JITs the PTX for the exact chip.
-fn arch(cc: (i32, i32)) -> &'static str {
+pub(crate) fn arch(cc: (i32, i32)) -> &'static str {
     match cc {
         (9, _) => "compute_90",
         (8, 9) => "compute_89",

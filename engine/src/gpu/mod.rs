@@ -1,5 +1,6 @@
 //! The GPU model engine (DESIGN §5): ONNX → fused fp16 NHWC (or fp32) cuDNN plan, one CUDA
-//! graph per batch size, weights shared across instances, `model::cache`.
+//! graph per batch size, weights shared across instances, `model::cache`; and the GPU image
+//! path: nvJPEG decode, the resize/colour kernels, the pool their values live in.
 //!
 //! `plan` is plain Rust and always built (its folding and fusion are tested everywhere); the
 //! CUDA side needs the `cuda` feature and loads the driver, cuDNN and NVRTC at run time, so a
@@ -10,18 +11,24 @@ pub mod plan;
 #[cfg(feature = "cuda")]
 mod cache;
 #[cfg(feature = "cuda")]
-mod cuda;
+pub(crate) mod cuda;
 #[cfg(feature = "cuda")]
 mod engine;
 #[cfg(feature = "cuda")]
 mod graph_api;
 #[cfg(feature = "cuda")]
+pub mod image_kernels;
+#[cfg(feature = "cuda")]
 mod kernels;
+#[cfg(feature = "cuda")]
+pub mod nvjpeg;
+#[cfg(feature = "cuda")]
+pub mod pool;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{check_libraries, GpuError};
+pub use cuda::{check_libraries, open_device, GpuError};
 #[cfg(feature = "cuda")]
-pub use engine::{GpuInstance, GpuModel, LoadReport, Precision};
+pub use engine::{GpuInstance, GpuModel, LoadReport, Precision, Staged};
 
 /// Whether this build can run models on a GPU at all.
 pub const BUILT_WITH_CUDA: bool = cfg!(feature = "cuda");

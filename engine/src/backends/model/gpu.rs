@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{InstanceSpec, ModelEngine, ModelInstance};
-use crate::gpu::{GpuError, GpuInstance, GpuModel, Precision};
+use super::{Input, InstanceSpec, ModelEngine, ModelInstance};
+use crate::gpu::{GpuError, GpuInstance, GpuModel, Precision, Staged};
 use crate::item::Tensor;
 
 pub struct GpuEngine {
@@ -57,12 +57,26 @@ impl ModelInstance for GpuRunner {
     fn run(&mut self, batch: Tensor) -> Result<Tensor, String> {
         let n = batch.shape[0];
         let item = batch.data.len() / n.max(1);
-        let items: Vec<&[f32]> = batch.data.chunks_exact(item.max(1)).collect();
-        self.run_items(&items, &batch.shape[1..])
+        let items: Vec<Input<'_>> = batch
+            .data
+            .chunks_exact(item.max(1))
+            .map(Input::Host)
+            .collect();
+        self.run_inputs(&items, &batch.shape[1..])
     }
 
-    fn run_items(&mut self, items: &[&[f32]], _item_shape: &[usize]) -> Result<Tensor, String> {
+    fn run_inputs(&mut self, items: &[Input<'_>], _item_shape: &[usize]) -> Result<Tensor, String> {
         let n = items.len();
+        let items: Vec<Staged<'_>> = items
+            .iter()
+            .map(|x| match x {
+                Input::Host(values) => Staged::Host(values),
+                Input::Device(v) => Staged::Device {
+                    ptr: v.mem.ptr(),
+                    bytes: v.mem.bytes(),
+                },
+            })
+            .collect();
         let inst = &mut self.inst;
         let (min, max) = inst.batch_range();
         // Batches larger than the captured graphs are split; smaller ones use their own graph.
@@ -74,7 +88,7 @@ impl ModelInstance for GpuRunner {
                     part.len()
                 ));
             }
-            out.extend(inst.run_items(part).map_err(|e| e.to_string())?);
+            out.extend(inst.run_staged(part).map_err(|e| e.to_string())?);
         }
         Ok(Tensor::new(vec![n, self.outputs], out))
     }

@@ -10,7 +10,7 @@ mod tensorrt_tensor;
 use std::sync::Arc;
 
 use crate::backend::Registry;
-use crate::item::Tensor;
+use crate::item::{DeviceValue, Tensor};
 
 pub use cpu::CpuModel;
 #[cfg(feature = "cuda")]
@@ -47,11 +47,32 @@ pub trait ModelInstance: Send {
     /// mean/std); returns `[N, outputs]`.
     fn run(&mut self, batch: Tensor) -> Result<Tensor, String>;
 
-    /// The same for items held apart (`[…item_shape]` each): engines with their own staging
-    /// memory copy them there directly instead of through an intermediate batch.
-    fn run_items(&mut self, items: &[&[f32]], item_shape: &[usize]) -> Result<Tensor, String> {
+    /// The same for items held apart (`[…item_shape]` each), on the host or on the GPU:
+    /// engines with their own staging memory copy them there directly instead of through an
+    /// intermediate batch.
+    fn run_inputs(&mut self, items: &[Input<'_>], item_shape: &[usize]) -> Result<Tensor, String> {
+        let mut host = Vec::with_capacity(items.len());
+        for x in items {
+            match x {
+                Input::Host(values) => host.push(*values),
+                Input::Device(_) => {
+                    return Err(
+                        "a tensor on the GPU reached the CPU engine (device = \"cpu\"); \
+                                run the model on the GPU or preprocess on the CPU"
+                            .into(),
+                    )
+                }
+            }
+        }
         let mut shape = vec![items.len()];
         shape.extend_from_slice(item_shape);
-        self.run(Tensor::new(shape, items.concat()))
+        self.run(Tensor::new(shape, host.concat()))
     }
+}
+
+/// One item of a model batch: raw values on the host, or a tensor on the GPU.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    Host(&'a [f32]),
+    Device(&'a DeviceValue),
 }

@@ -1,11 +1,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{CpuModel, InstanceSpec, ModelEngine, ModelInstance};
+use super::{CpuModel, Input, InstanceSpec, ModelEngine, ModelInstance};
 use crate::backend::{Backend, InitContext};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
-use crate::item::{Item, Tensor, Value};
+use crate::item::{DeviceLayout, DeviceValue, Item, Tensor, Value};
 
 /// `TensorrtTensor`: runs the node's ONNX `model` on a batch of CHW tensors, applying
 /// `mean`/`std` per channel first. TensorRT itself is not available on our machines: in a
@@ -199,11 +199,24 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl TensorrtTensor {
-    /// Checks an item's tensor; returns its values.
-    fn input<'a>(&self, data: &'a Value) -> Result<&'a [f32], String> {
+    /// Checks an item's tensor (on the host or the GPU) against the model's input.
+    fn input<'a>(&self, data: &'a Value) -> Result<Input<'a>, String> {
         let want = self.model.item_shape();
-        let t = match data {
-            Value::Tensor(t) => t,
+        let (shape, input) = match data {
+            Value::Tensor(t) => (&t.shape, Input::Host(&t.data)),
+            Value::Device(
+                v @ DeviceValue {
+                    layout: DeviceLayout::Tensor { shape },
+                    ..
+                },
+            ) => (shape, Input::Device(v)),
+            Value::Device(_) => {
+                return Err(
+                    "TensorrtTensor expects a tensor, got an image on the GPU: add \
+                            ResizeTensor, which makes the model's [3, h, w] tensor"
+                        .into(),
+                )
+            }
             other => {
                 return Err(format!(
                     "TensorrtTensor expects a tensor as data, got {}",
@@ -211,17 +224,16 @@ impl TensorrtTensor {
                 ))
             }
         };
-        let shape = match t.shape.as_slice() {
+        let item_shape = match shape.as_slice() {
             [1, rest @ ..] if rest == want => rest,
             s => s,
         };
-        if shape != want {
+        if item_shape != want {
             return Err(format!(
-                "input of shape {:?} does not match the model's {:?}",
-                t.shape, want
+                "input of shape {shape:?} does not match the model's {want:?}"
             ));
         }
-        Ok(&t.data)
+        Ok(input)
     }
 }
 
@@ -244,7 +256,7 @@ impl Backend for TensorrtTensor {
         } else {
             match self.runner.lock() {
                 Ok(mut runner) => runner
-                    .run_items(&inputs, self.model.item_shape())
+                    .run_inputs(&inputs, self.model.item_shape())
                     .map(Some)
                     .map_err(BackendError::new),
                 Err(_) => Err(BackendError::new("the model runner panicked earlier")),

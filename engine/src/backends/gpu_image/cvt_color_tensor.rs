@@ -1,0 +1,121 @@
+use crate::backend::{Backend, InitContext};
+use crate::error::ConfigError;
+
+/// `cvtColorTensor`: `color = "rgb"` or `"bgr"` on a GPU image or a GPU `[3, h, w]` tensor,
+/// following the item's `color` extra (a no-op when it already matches). After ResizeTensor in
+/// a `Sequential` it folds into the resize kernel.
+#[cfg(feature = "cuda")]
+pub struct CvtColorTensor {
+    rgb: bool,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+    kernels: &'static crate::gpu::image_kernels::ImageKernels,
+    pool: std::sync::Arc<crate::gpu::pool::Pool>,
+}
+
+fn target(ctx: &InitContext<'_>) -> Result<bool, ConfigError> {
+    super::color_key(ctx, "the channel order cvtColorTensor produces")?.ok_or_else(|| {
+        ctx.params()
+            .error("color", "", "`rgb` or `bgr`, required by cvtColorTensor")
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    target(ctx)?;
+    Err(super::no_cuda(ctx))
+}
+
+#[cfg(feature = "cuda")]
+pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    use crate::gpu::cuda::Call;
+    ctx.no_args()?;
+    let rgb = target(ctx)?;
+    let gpu = super::open_gpu(ctx)?;
+    let fail = |e| super::gpu_error(ctx, e);
+    let kernels = crate::gpu::image_kernels::get(&gpu).map_err(fail)?;
+    gpu.bind_to_thread().call("cuCtxSetCurrent").map_err(fail)?;
+    let stream = gpu.new_stream().call("cuStreamCreate").map_err(fail)?;
+    Ok(Box::new(CvtColorTensor {
+        rgb,
+        stream,
+        kernels,
+        pool: crate::gpu::pool::shared(&gpu),
+    }))
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for CvtColorTensor {
+    fn forward(&self, batch: &mut [crate::item::Item]) -> Result<(), crate::error::BackendError> {
+        use crate::gpu::cuda::Call;
+        use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
+        use std::sync::Arc;
+        self.stream
+            .context()
+            .bind_to_thread()
+            .call("cuCtxSetCurrent")
+            .map_err(super::backend_error)?;
+        let mut made = Vec::new();
+        for (i, item) in batch.iter_mut().enumerate() {
+            let value = match &item.data {
+                Value::Device(v) => v.clone(),
+                other => {
+                    let kind = other.kind();
+                    item.fail(format!(
+                        "cvtColorTensor expects an image or a tensor on the GPU, got {kind}"
+                    ));
+                    continue;
+                }
+            };
+            if super::is_rgb(item) == self.rgb {
+                item.result = Some(Value::Device(value));
+                continue;
+            }
+            let out = self
+                .pool
+                .take(value.mem.bytes())
+                .map_err(super::backend_error)?;
+            let (src, dst) = (value.mem.ptr(), out.ptr());
+            let launched = match &value.layout {
+                DeviceLayout::Image {
+                    height,
+                    width,
+                    channels: 3,
+                } => self
+                    .kernels
+                    .swap_pixels(&self.stream, src, dst, height * width),
+                DeviceLayout::Tensor { shape } if shape.len() == 3 && shape[0] == 3 => self
+                    .kernels
+                    .swap_planes(&self.stream, src, dst, shape[1] * shape[2]),
+                other => {
+                    item.fail(format!(
+                        "cvtColorTensor needs 3 channels (an HWC image or a [3, h, w] tensor), \
+                         got {other:?}"
+                    ));
+                    continue;
+                }
+            };
+            launched.map_err(super::backend_error)?;
+            made.push((i, value.layout.clone(), out));
+        }
+        if made.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .synchronize()
+            .call("cuStreamSynchronize")
+            .map_err(super::backend_error)?;
+        for (i, layout, out) in made {
+            let item = &mut batch[i];
+            item.result = Some(Value::Device(DeviceValue {
+                layout,
+                mem: Arc::new(out),
+            }));
+            super::set_color(item, self.rgb);
+        }
+        Ok(())
+    }
+
+    fn fusable(&self) -> Option<crate::backend::Fusable> {
+        Some(crate::backend::Fusable::ColorOrder { rgb: self.rgb })
+    }
+}

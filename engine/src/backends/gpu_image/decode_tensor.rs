@@ -1,0 +1,133 @@
+use crate::backend::{Backend, InitContext};
+use crate::error::ConfigError;
+
+/// `DecodeTensor`: JPEG bytes → an HWC u8 image on the GPU, by nvJPEG. A batch goes to the
+/// chip's hardware JPEG decoder where it has one and nvJPEG accepts the image (baseline JPEG);
+/// the others (progressive, say) go through nvJPEG's hybrid decoder. Channel order: `color`
+/// (`bgr` by default, as DecodeMat). An image nvJPEG cannot decode — not a JPEG, CMYK, corrupt —
+/// fails that item only, so a following `filter = "or"` node can decode it on the CPU.
+/// `max_pixels` as DecodeMat; `nvjpeg_hardware = false` keeps to the hybrid decoder.
+#[cfg(feature = "cuda")]
+pub struct DecodeTensor {
+    decoder: std::sync::Mutex<crate::gpu::nvjpeg::Decoder>,
+    pool: std::sync::Arc<crate::gpu::pool::Pool>,
+    max_pixels: usize,
+    rgb: bool,
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    Err(super::no_cuda(ctx))
+}
+
+#[cfg(feature = "cuda")]
+pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    ctx.no_args()?;
+    let p = ctx.params();
+    let max_pixels = p.usize_or("max_pixels", crate::image::DEFAULT_MAX_PIXELS)?;
+    let rgb = super::color_key(ctx, "the channel order DecodeTensor writes")?.unwrap_or(false);
+    let hardware = match p.raw("nvjpeg_hardware").map(str::trim) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(v) => return Err(p.error("nvjpeg_hardware", v, "`true` or `false`")),
+    };
+    let gpu = super::open_gpu(ctx)?;
+    let decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware)
+        .map_err(|e| super::gpu_error(ctx, e))?;
+    if ctx.instance == 0 {
+        tracing::info!(
+            node = p.node(),
+            "DecodeTensor: nvJPEG {}",
+            if decoder.has_hardware() {
+                "hardware decoder for baseline JPEGs, hybrid for the rest"
+            } else {
+                "hybrid decoder (no hardware JPEG decoder used)"
+            }
+        );
+    }
+    Ok(Box::new(DecodeTensor {
+        decoder: std::sync::Mutex::new(decoder),
+        pool: crate::gpu::pool::shared(&gpu),
+        max_pixels,
+        rgb,
+    }))
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for DecodeTensor {
+    fn forward(&self, batch: &mut [crate::item::Item]) -> Result<(), crate::error::BackendError> {
+        use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
+        use std::sync::Arc;
+        let mut decoder = self
+            .decoder
+            .lock()
+            .map_err(|_| crate::error::BackendError::new("the JPEG decoder panicked earlier"))?;
+        // (item, bytes, info, destination)
+        let mut jobs = Vec::with_capacity(batch.len());
+        for (i, item) in batch.iter_mut().enumerate() {
+            let bytes = match &item.data {
+                Value::Bytes(b) => b.clone(),
+                other => {
+                    let kind = other.kind();
+                    item.fail(format!(
+                        "DecodeTensor expects encoded bytes as data, got {kind}"
+                    ));
+                    continue;
+                }
+            };
+            let info = match decoder.info(&bytes) {
+                Ok(info) => info,
+                Err(e) => {
+                    item.fail(format!("DecodeTensor: {e}"));
+                    continue;
+                }
+            };
+            if info.components != 1 && info.components != 3 {
+                item.fail(format!(
+                    "DecodeTensor: a {}-component JPEG (CMYK or YCCK), which nvJPEG does not \
+                     convert as OpenCV does; a `filter = \"or\"` node with DecodeMat can",
+                    info.components
+                ));
+                continue;
+            }
+            if info.width.saturating_mul(info.height) > self.max_pixels {
+                item.fail(format!(
+                    "DecodeTensor: a {}×{} image is above max_pixels = {}",
+                    info.width, info.height, self.max_pixels
+                ));
+                continue;
+            }
+            let buf = self
+                .pool
+                .take(info.width * info.height * 3)
+                .map_err(super::backend_error)?;
+            jobs.push((i, bytes, info, buf));
+        }
+        let args: Vec<(&[u8], u64, usize)> = jobs
+            .iter()
+            .map(|(_, bytes, info, buf)| (&bytes[..], buf.ptr(), info.width))
+            .collect();
+        // SAFETY: each destination is a pooled allocation of width × height × 3 bytes from
+        // the same bytes' header; `decode` waits for the GPU before returning.
+        let outcomes = unsafe { decoder.decode(&args) };
+        drop(args);
+        for ((i, _, info, buf), outcome) in jobs.into_iter().zip(outcomes) {
+            let item = &mut batch[i];
+            match outcome {
+                Ok(_) => {
+                    item.result = Some(Value::Device(DeviceValue {
+                        layout: DeviceLayout::Image {
+                            height: info.height,
+                            width: info.width,
+                            channels: 3,
+                        },
+                        mem: Arc::new(buf),
+                    }));
+                    super::set_color(item, self.rgb);
+                }
+                Err(e) => item.fail(format!("DecodeTensor: {e}")),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! GPU image backends: DecodeTensor (nvJPEG), ResizeTensor, cvtColorTensor. Their values stay
+//! on the GPU (`Value::Device`) until the model copies them into its input; each backend
+//! synchronises its stream before returning, so the next node may read them from any stream.
+//! A build without the `cuda` feature registers the names so a TOML that uses them gets a
+//! clear error rather than "unknown backend".
+
+mod cvt_color_tensor;
+mod decode_tensor;
+mod resize_tensor;
+
+use crate::backend::{InitContext, Registry};
+use crate::error::ConfigError;
+
+pub fn register(r: &mut Registry) {
+    r.register("DecodeTensor", decode_tensor::new);
+    r.register("ResizeTensor", resize_tensor::new);
+    r.register("cvtColorTensor", cvt_color_tensor::new);
+    r.register("CvtColorTensor", cvt_color_tensor::new);
+}
+
+/// `color = "rgb"` / `"bgr"` → whether it is RGB; `None` when the key is absent.
+fn color_key(ctx: &InitContext<'_>, what: &str) -> Result<Option<bool>, ConfigError> {
+    let p = ctx.params();
+    match p.raw("color").map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(c) if c == "rgb" => Ok(Some(true)),
+        Some(c) if c == "bgr" => Ok(Some(false)),
+        Some(other) => Err(p.error("color", &other, format!("`rgb` or `bgr`, {what}"))),
+    }
+}
+
+/// The item's current channel order (the `color` extra; BGR when absent, as OpenCV's).
+#[cfg(feature = "cuda")]
+fn is_rgb(item: &crate::item::Item) -> bool {
+    matches!(item.extras.get("color"), Some(crate::item::Value::Text(c)) if c == "rgb")
+}
+
+#[cfg(feature = "cuda")]
+fn set_color(item: &mut crate::item::Item, rgb: bool) {
+    let name = if rgb { "rgb" } else { "bgr" };
+    item.extras
+        .insert("color".into(), crate::item::Value::Text(name.into()));
+}
+
+/// Opens the GPU for a backend, or says which node and key need one.
+#[cfg(feature = "cuda")]
+fn open_gpu(
+    ctx: &InitContext<'_>,
+) -> Result<std::sync::Arc<cudarc::driver::CudaContext>, ConfigError> {
+    crate::gpu::open_device().map_err(|e| gpu_error(ctx, e))
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_error(ctx: &InitContext<'_>, e: crate::gpu::GpuError) -> ConfigError {
+    let p = ctx.params();
+    p.error(
+        "backend",
+        p.raw("backend").unwrap_or_default(),
+        format!("a usable GPU for `{}`: {e}", ctx.expr.name),
+    )
+}
+
+/// What a build without the GPU module says about these backends.
+#[cfg(not(feature = "cuda"))]
+fn no_cuda(ctx: &InitContext<'_>) -> ConfigError {
+    let p = ctx.params();
+    p.error(
+        "backend",
+        p.raw("backend").unwrap_or_default(),
+        format!(
+            "a backend this build provides: `{}` runs on the GPU, and this build has no GPU \
+             support (build with `--features cuda`, or decode on the CPU with DecodeMat, \
+             ResizeMat, cvtColorMat, Mat2Tensor)",
+            ctx.expr.name
+        ),
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn backend_error(e: crate::gpu::GpuError) -> crate::error::BackendError {
+    crate::error::BackendError::new(e.to_string())
+}

@@ -1,0 +1,200 @@
+use crate::backend::{Backend, InitContext};
+use crate::error::ConfigError;
+
+/// `ResizeTensor`: an image on the GPU (DecodeTensor's) → a `[3, resize_h, resize_w]` f32
+/// tensor on the GPU with values 0..=255, what ResizeMat then Mat2Tensor make on the CPU and
+/// with the same arithmetic (OpenCV's INTER_LINEAR on u8, bit for bit). Followed by
+/// cvtColorTensor in a `Sequential`, the channel swap happens in the same kernel.
+#[cfg(feature = "cuda")]
+pub struct ResizeTensor {
+    h: usize,
+    w: usize,
+    /// The channel order to produce when fused with cvtColorTensor; `None` keeps the input's.
+    target_rgb: Option<bool>,
+    gpu: Gpu,
+}
+
+#[cfg(feature = "cuda")]
+struct Gpu {
+    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+    kernels: &'static crate::gpu::image_kernels::ImageKernels,
+    pool: std::sync::Arc<crate::gpu::pool::Pool>,
+    /// The job table, pinned on the host and on the device, sized for the largest batch seen.
+    tables: std::sync::Mutex<Option<Tables>>,
+}
+
+#[cfg(feature = "cuda")]
+struct Tables {
+    host: crate::gpu::cuda::PinnedBuf<crate::gpu::image_kernels::Job>,
+    device: crate::gpu::cuda::DeviceBuf,
+    capacity: usize,
+}
+
+const MAX_SIDE: usize = 16384;
+
+fn side(ctx: &InitContext<'_>, key: &str) -> Result<usize, ConfigError> {
+    let p = ctx.params();
+    match p.usize(key)? {
+        Some(v) if (1..=MAX_SIDE).contains(&v) => Ok(v),
+        Some(_) => Err(p.error(
+            key,
+            p.raw(key).unwrap_or_default(),
+            format!("an integer from 1 to {MAX_SIDE}"),
+        )),
+        None => Err(p.error(
+            key,
+            "",
+            "the output size in pixels, required by ResizeTensor",
+        )),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    side(ctx, "resize_h")?;
+    side(ctx, "resize_w")?;
+    Err(super::no_cuda(ctx))
+}
+
+#[cfg(feature = "cuda")]
+pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    ctx.no_args()?;
+    let (h, w) = (side(ctx, "resize_h")?, side(ctx, "resize_w")?);
+    let gpu = super::open_gpu(ctx)?;
+    let fail = |e| super::gpu_error(ctx, e);
+    let kernels = crate::gpu::image_kernels::get(&gpu).map_err(fail)?;
+    use crate::gpu::cuda::Call;
+    gpu.bind_to_thread().call("cuCtxSetCurrent").map_err(fail)?;
+    let stream = gpu.new_stream().call("cuStreamCreate").map_err(fail)?;
+    Ok(Box::new(ResizeTensor {
+        h,
+        w,
+        target_rgb: None,
+        gpu: Gpu {
+            pool: crate::gpu::pool::shared(&gpu),
+            ctx: gpu,
+            stream,
+            kernels,
+            tables: std::sync::Mutex::new(None),
+        },
+    }))
+}
+
+#[cfg(feature = "cuda")]
+impl Gpu {
+    fn tables(
+        &self,
+        n: usize,
+    ) -> crate::gpu::cuda::Result<std::sync::MutexGuard<'_, Option<Tables>>> {
+        use crate::gpu::cuda::{DeviceBuf, PinnedBuf};
+        let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if t.as_ref().is_none_or(|t| t.capacity < n) {
+            let capacity = n.next_power_of_two().max(8);
+            let bytes = capacity * std::mem::size_of::<crate::gpu::image_kernels::Job>();
+            *t = Some(Tables {
+                host: PinnedBuf::new(&self.ctx, capacity, false)?,
+                device: DeviceBuf::new(&self.ctx, bytes)?,
+                capacity,
+            });
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for ResizeTensor {
+    fn forward(&self, batch: &mut [crate::item::Item]) -> Result<(), crate::error::BackendError> {
+        use crate::gpu::image_kernels::Job;
+        use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
+        use std::sync::Arc;
+        let (h, w) = (self.h, self.w);
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut outputs = Vec::with_capacity(batch.len());
+        for (i, item) in batch.iter_mut().enumerate() {
+            let (sh, sw, src) = match &item.data {
+                Value::Device(DeviceValue {
+                    layout:
+                        DeviceLayout::Image {
+                            height,
+                            width,
+                            channels: 3,
+                        },
+                    mem,
+                }) => (*height, *width, mem.clone()),
+                other => {
+                    let kind = other.kind();
+                    item.fail(format!(
+                        "ResizeTensor expects a 3-channel image on the GPU (DecodeTensor's \
+                         output), got {kind}"
+                    ));
+                    continue;
+                }
+            };
+            let rgb = super::is_rgb(item);
+            let swap = self.target_rgb.is_some_and(|t| t != rgb);
+            let out = self
+                .gpu
+                .pool
+                .take(3 * h * w * 4)
+                .map_err(super::backend_error)?;
+            jobs.push(Job {
+                src: src.ptr(),
+                dst: out.ptr(),
+                sh: sh as i32,
+                sw: sw as i32,
+                swap: swap as i32,
+                pad: 0,
+            });
+            outputs.push((i, out, rgb != swap));
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let g = &self.gpu;
+        let launched = (|| {
+            use crate::gpu::cuda::Call;
+            g.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+            let mut tables = g.tables(jobs.len())?;
+            let t = tables
+                .as_mut()
+                .ok_or_else(|| crate::gpu::GpuError::Plan("no job table".into()))?;
+            g.kernels
+                .resize(&g.stream, &mut t.host, t.device.ptr, &jobs, h, w)?;
+            // The sources stay alive in the items until here; the outputs are complete.
+            g.stream.synchronize().call("cuStreamSynchronize")
+        })();
+        launched.map_err(super::backend_error)?;
+        for (i, out, rgb) in outputs {
+            let item = &mut batch[i];
+            item.result = Some(Value::Device(DeviceValue {
+                layout: DeviceLayout::Tensor {
+                    shape: vec![3, h, w],
+                },
+                mem: Arc::new(out),
+            }));
+            super::set_color(item, rgb);
+        }
+        Ok(())
+    }
+
+    fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {
+        let crate::backend::Fusable::ColorOrder { rgb } = next.fusable()?;
+        if self.target_rgb.is_some() {
+            return None;
+        }
+        let g = &self.gpu;
+        Some(Box::new(ResizeTensor {
+            h: self.h,
+            w: self.w,
+            target_rgb: Some(rgb),
+            gpu: Gpu {
+                ctx: g.ctx.clone(),
+                stream: g.stream.clone(),
+                kernels: g.kernels,
+                pool: g.pool.clone(),
+                tables: std::sync::Mutex::new(None),
+            },
+        }))
+    }
+}

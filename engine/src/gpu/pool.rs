@@ -1,0 +1,131 @@
+//! Device memory for values that travel between nodes (decoded images, preprocessed tensors).
+//! `cuMemFree` waits for the whole device, so buffers are never freed while serving: a dropped
+//! buffer goes back to a free list of its size class and the next item of that class takes it.
+//! Classes step by quarters of a power of two, so a class wastes at most a fifth of a buffer
+//! and images of many sizes share few lists.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{result as drv, CudaContext};
+
+use super::cuda::{Call, Result};
+use crate::item::DeviceMemory;
+
+pub struct Pool {
+    ctx: Arc<CudaContext>,
+    free: Mutex<HashMap<usize, Vec<u64>>>,
+}
+
+/// The pool of the process's device (every GPU node shares device 0's primary context).
+pub fn shared(ctx: &Arc<CudaContext>) -> Arc<Pool> {
+    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        Arc::new(Pool {
+            ctx: ctx.clone(),
+            free: Mutex::new(HashMap::new()),
+        })
+    })
+    .clone()
+}
+
+/// The smallest class holding `bytes`: 4 steps per power of two, at least 64 KiB.
+fn class_of(bytes: usize) -> usize {
+    let bytes = bytes.max(1 << 16);
+    let top = usize::BITS - 1 - bytes.leading_zeros();
+    let step = 1usize << (top - 2);
+    bytes.div_ceil(step) * step
+}
+
+impl Pool {
+    /// A buffer of at least `bytes`.
+    pub fn take(self: &Arc<Self>, bytes: usize) -> Result<PooledBuf> {
+        let class = class_of(bytes);
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&class)
+            .and_then(Vec::pop);
+        let ptr = match reused {
+            Some(p) => p,
+            None => {
+                self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+                // SAFETY: a plain allocation, kept for the life of the process.
+                unsafe { drv::malloc_sync(class) }.call("cuMemAlloc")?
+            }
+        };
+        Ok(PooledBuf {
+            ptr,
+            bytes,
+            class,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A device buffer on loan from the pool; it returns there on drop. Whoever drops it must have
+/// finished (synchronised) the GPU work that reads it, as with any device memory.
+#[derive(Debug)]
+pub struct PooledBuf {
+    ptr: u64,
+    bytes: usize,
+    class: usize,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+impl DeviceMemory for PooledBuf {
+    fn ptr(&self) -> u64 {
+        self.ptr
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        self.pool
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(self.class)
+            .or_default()
+            .push(self.ptr);
+    }
+}
+
+/// Copies a GPU value's bytes to the host (checks and tools; the serving path never does).
+pub fn read_back(ctx: &Arc<CudaContext>, value: &crate::item::DeviceValue) -> Result<Vec<u8>> {
+    ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+    let mut out = vec![0u8; value.mem.bytes()];
+    // SAFETY: the value's memory holds `bytes()` bytes and its producer has synchronised.
+    unsafe { drv::memcpy_dtoh_sync(&mut out, value.mem.ptr()) }.call("cuMemcpyDtoH")?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::class_of;
+
+    #[test]
+    fn classes_hold_the_size_and_waste_little() {
+        for bytes in [
+            1, 65_536, 65_537, 150_528, 602_112, 921_600, 4_000_000, 50_000_000,
+        ] {
+            let c = class_of(bytes);
+            assert!(c >= bytes, "{bytes} → {c}");
+            assert!(
+                c <= (bytes.max(65_536) as f64 * 1.25) as usize,
+                "{bytes} → {c}"
+            );
+            assert_eq!(class_of(c), c, "a class is its own class");
+        }
+    }
+}
