@@ -6,7 +6,7 @@
 #   strip -o dist/server target/release/server; strip -o dist/client_qps target/release/client_qps
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
-[ -f models/resnet50.onnx ] || dist/model-check --write-models models >/dev/null || exit 1
+ensure_models || exit 1
 python3 benches/compare.py --toml "${TOML:-configs/resnet50.toml}" \
   ${BASELINE_TOML:+--baseline-toml "$BASELINE_TOML"} --server dist/server \
   --client dist/client_qps --request_client "${CLIENTS:-20,10}" --request_batch "${BATCHES:-1,4}" \

@@ -12,3 +12,13 @@ for lib in 'libcudnn.so.9*' 'libnvrtc.so.13*' 'libnvjpeg.so.13*'; do
   [ -n "$d" ] && dirs="$dirs:$(dirname "$d")"
 done
 export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# The generated ONNX models, written by whichever of the check binaries was carried.
+ensure_models() {
+  [ -f models/resnet50.onnx ] && return 0
+  for b in dist/model-check dist/preprocess-check; do
+    [ -x "$b" ] && { "$b" --write-models models >/dev/null; return; }
+  done
+  echo "no dist/model-check or dist/preprocess-check to write models/ with" >&2
+  return 1
+}

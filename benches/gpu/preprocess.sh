@@ -4,7 +4,7 @@
 # compare.sh); results in $OUT.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
-[ -f models/resnet50.onnx ] || dist/model-check --write-models models >/dev/null || exit 1
+ensure_models || exit 1
 dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
   --gpu-toml configs/resnet50_gpu.toml --cpu-toml configs/resnet50.toml \
   --json "$OUT/preprocess-check.json" || exit 1

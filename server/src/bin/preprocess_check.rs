@@ -48,6 +48,9 @@ struct Args {
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only write the generated test models (resnet50.onnx, tiny_cnn.onnx) into this folder.
+    #[arg(long)]
+    write_models: Option<PathBuf>,
 }
 
 fn files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -127,7 +130,20 @@ impl Histogram {
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
+    if let Some(dir) = &args.write_models {
+        engine::modelgen::ensure_models(dir)
+            .with_context(|| format!("writing models into {}", dir.display()))?;
+        println!("models ready in {}", dir.display());
+        return Ok(());
+    }
     engine::gpu::check_libraries()?;
     let size = args.size;
     let mut paths = files(&args.images)?;
