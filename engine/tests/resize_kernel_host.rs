@@ -1,0 +1,160 @@
+//! The GPU resize kernel (engine/src/gpu/image_kernels.cu) compiled for the host with the
+//! system C++ compiler, with the CUDA intrinsics it uses mapped to the same IEEE operations:
+//! its output must equal the CPU path's (resize_bilinear, channel swap, CHW f32) bit for bit.
+//! This checks the kernel's arithmetic on every machine; the device run checks it on the GPU.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
+use engine::Mat;
+
+const PRELUDE: &str = r#"
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+using std::max;
+using std::min;
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __restrict__
+struct Dim3 { unsigned x, y, z; };
+static Dim3 blockIdx, blockDim, threadIdx;
+static inline double __ddiv_rn(double a, double b) { return a / b; }
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __double2float_rn(double a) { return (float)a; }
+"#;
+
+/// Reads `sh sw dh dw swap` and the HWC pixels on stdin, runs the kernel's whole grid for one
+/// job, writes the CHW f32 output to stdout.
+const MAIN: &str = r#"
+int main() {
+    int sh, sw, dh, dw, swap;
+    if (scanf("%d %d %d %d %d\n", &sh, &sw, &dh, &dw, &swap) != 5) return 2;
+    std::vector<unsigned char> src((size_t)sh * sw * 3);
+    if (fread(src.data(), 1, src.size(), stdin) != src.size()) return 3;
+    std::vector<float> dst((size_t)3 * dh * dw, -1.0f);
+    Job job = {src.data(), dst.data(), sh, sw, swap, 0};
+    blockDim.x = 256;
+    blockIdx.y = 0;
+    unsigned blocks = (dh * dw + 255) / 256;
+    for (blockIdx.x = 0; blockIdx.x < blocks; blockIdx.x++)
+        for (threadIdx.x = 0; threadIdx.x < 256; threadIdx.x++)
+            resize_to_chw(&job, dh, dw);
+    fwrite(dst.data(), sizeof(float), dst.size(), stdout);
+    return 0;
+}
+"#;
+
+fn compile() -> PathBuf {
+    let dir = common::temp_dir("resize-kernel-host");
+    let src = dir.join("kernel.cpp");
+    let kernel =
+        std::fs::read_to_string(common::repo_root().join("engine/src/gpu/image_kernels.cu"))
+            .unwrap();
+    std::fs::write(&src, format!("{PRELUDE}\n{kernel}\n{MAIN}")).unwrap();
+    let exe = dir.join("kernel");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    // No FMA contraction and no fast-math: the same roundings the `_rn` intrinsics force.
+    let out = Command::new(&cxx)
+        .args(["-O2", "-ffp-contract=off", "-fno-fast-math", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
+    assert!(
+        out.status.success(),
+        "the kernel does not compile for the host:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn run_kernel(exe: &Path, src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f32> {
+    let mut child = Command::new(exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        write!(
+            stdin,
+            "{} {} {dh} {dw} {}\n",
+            src.height, src.width, swap as i32
+        )
+        .unwrap();
+        stdin.write_all(&src.data).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kernel run failed: {:?}", out.status);
+    out.stdout
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn cpu(src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f32> {
+    let mut m = resize_bilinear(src, dh, dw);
+    if swap {
+        swap_red_blue(&mut m);
+    }
+    to_chw_f32(&m).data
+}
+
+/// A deterministic noisy image with edges (xorshift), so rounding differences would show.
+fn noise(h: usize, w: usize, seed: u64) -> Mat {
+    let mut x = seed | 1;
+    let data = (0..h * w * 3)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (i / 3 / w / 7 + i / 3 % w / 5) % 2 == 0 {
+                (x % 256) as u8
+            } else {
+                (x % 16) as u8 * 16
+            }
+        })
+        .collect();
+    Mat::new(h, w, 3, data)
+}
+
+#[test]
+fn the_gpu_resize_kernel_matches_the_cpu_resize_bit_for_bit() {
+    let exe = compile();
+    let mut cases: Vec<(String, Mat)> = vec![
+        ("noise 375x500".into(), noise(375, 500, 1)),
+        ("noise 37x53 (upscale)".into(), noise(37, 53, 2)),
+        ("noise 448x448 (exact half)".into(), noise(448, 448, 3)),
+        ("noise 224x224 (same size)".into(), noise(224, 224, 4)),
+        ("noise 1x1".into(), noise(1, 1, 5)),
+        ("noise 10000x1".into(), noise(10000, 1, 6)),
+        ("noise 427x640".into(), noise(427, 640, 7)),
+    ];
+    for path in common::test_images() {
+        let bytes = std::fs::read(&path).unwrap();
+        let mat = decode_bgr(&bytes, DEFAULT_MAX_PIXELS).unwrap();
+        cases.push((path.file_name().unwrap().to_string_lossy().into(), mat));
+    }
+    for (name, src) in &cases {
+        for (dh, dw, swap) in [(224, 224, true), (224, 224, false), (97, 131, true)] {
+            let want = cpu(src, dh, dw, swap);
+            let got = run_kernel(&exe, src, dh, dw, swap);
+            assert_eq!(got.len(), want.len(), "{name}");
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                differ, 0,
+                "{name} → {dh}x{dw} swap={swap}: {differ} values differ from the CPU resize"
+            );
+        }
+    }
+}
