@@ -26,7 +26,8 @@ pub trait Backend: Send {
     }
 
     /// Absorbs `next`, the following stage of a `Sequential`, when both can run as one
-    /// kernel (ResizeTensor then cvtColorTensor); returns the backend doing both.
+    /// kernel (ResizeTensor then cvtColorTensor; ResizeMat then cvtColorMat, Mat2Tensor);
+    /// returns the backend doing both.
     fn fuse(&self, _next: &dyn Backend) -> Option<Box<dyn Backend>> {
         None
     }
@@ -35,8 +36,12 @@ pub trait Backend: Send {
 /// A stage that can fold into the one before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fusable {
-    /// A channel-order conversion to RGB (`rgb`) or BGR.
-    ColorOrder { rgb: bool },
+    /// cvtColorMat: a host image's channel order, to RGB (`rgb`) or BGR.
+    MatColor { rgb: bool },
+    /// Mat2Tensor: a host image to a CHW f32 tensor.
+    MatToTensor,
+    /// cvtColorTensor: a GPU image's or tensor's channel order.
+    TensorColor { rgb: bool },
 }
 
 pub type Constructor = fn(&InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError>;

@@ -31,7 +31,7 @@ pub mod active {
 }
 
 pub use decode::{decode_bgr, DEFAULT_MAX_PIXELS};
-pub use resize::resize_bilinear;
+pub use resize::{resize_bilinear, resize_to_chw};
 
 use crate::item::{Mat, Tensor};
 

@@ -4,7 +4,7 @@
 //! computing "true" bilinear values is what keeps our classifier's inputs identical to what the
 //! users' Python services feed their models.
 
-use crate::item::Mat;
+use crate::item::{Mat, Tensor};
 
 const COEF_BITS: u32 = 11;
 const COEF_SCALE: f32 = (1 << COEF_BITS) as f32;
@@ -60,16 +60,51 @@ fn taps(dst_len: usize, src_len: usize, vertical: bool) -> Vec<Taps> {
 
 /// Resizes to `dst_h`×`dst_w`. Both sizes must be positive.
 pub fn resize_bilinear(src: &Mat, dst_h: usize, dst_w: usize) -> Mat {
-    let (sh, sw, cn) = (src.height, src.width, src.channels);
-    if sh == dst_h && sw == dst_w {
+    if src.height == dst_h && src.width == dst_w {
         return src.clone();
     }
+    let row_len = dst_w * src.channels;
+    let mut out = vec![0u8; dst_h * row_len];
+    resize_rows(src, dst_h, dst_w, |dy, row| {
+        out[dy * row_len..(dy + 1) * row_len].copy_from_slice(row)
+    });
+    Mat::new(dst_h, dst_w, src.channels, out)
+}
+
+/// ResizeMat, then cvtColorMat when `swap` (3 channels), then Mat2Tensor, in one pass: each
+/// output row goes straight into the CHW f32 planes. The same values as the three steps.
+pub fn resize_to_chw(src: &Mat, dst_h: usize, dst_w: usize, swap: bool) -> Tensor {
+    let cn = src.channels;
+    let plane = dst_h * dst_w;
+    let mut out = vec![0f32; plane * cn];
+    let swap = swap && cn == 3;
+    resize_rows(src, dst_h, dst_w, |dy, row| {
+        for c in 0..cn {
+            let from = if swap { 2 - c } else { c };
+            let dst = &mut out[c * plane + dy * dst_w..c * plane + (dy + 1) * dst_w];
+            for (d, px) in dst.iter_mut().zip(row.chunks_exact(cn)) {
+                *d = f32::from(px[from]);
+            }
+        }
+    });
+    Tensor::new(vec![cn, dst_h, dst_w], out)
+}
+
+/// The resize itself: hands each output row (`dst_w × channels` bytes) to `emit`, in order.
+fn resize_rows(src: &Mat, dst_h: usize, dst_w: usize, mut emit: impl FnMut(usize, &[u8])) {
+    let (sh, sw, cn) = (src.height, src.width, src.channels);
+    let row_len = dst_w * cn;
+    if sh == dst_h && sw == dst_w {
+        for (dy, row) in src.data.chunks_exact(row_len).enumerate() {
+            emit(dy, row);
+        }
+        return;
+    }
     if sh == dst_h * 2 && sw == dst_w * 2 {
-        return halve(src);
+        return halve(src, emit);
     }
     let xt = taps(dst_w, sw, false);
     let yt = taps(dst_h, sh, true);
-    let row_len = dst_w * cn;
 
     // Horizontal pass, one source row at a time, cached since consecutive output rows share
     // source rows. Three channels (every photo) get a loop the compiler can unroll.
@@ -94,7 +129,7 @@ pub fn resize_bilinear(src: &Mat, dst_h: usize, dst_w: usize) -> Mat {
     };
     let mut rows = [vec![0i32; row_len], vec![0i32; row_len]];
     let mut cached = [usize::MAX, usize::MAX];
-    let mut out = vec![0u8; dst_h * row_len];
+    let mut dst = vec![0u8; row_len];
     for (dy, t) in yt.iter().enumerate() {
         let (s0, s1) = (t.first, t.second);
         if cached[0] != s0 {
@@ -116,21 +151,20 @@ pub fn resize_bilinear(src: &Mat, dst_h: usize, dst_w: usize) -> Mat {
             cached[1] = s1;
         }
         let (b0, b1) = (t.w0, t.w1);
-        let dst = &mut out[dy * row_len..(dy + 1) * row_len];
         for ((d, &r0), &r1) in dst.iter_mut().zip(&rows[0]).zip(&rows[1]) {
             // OpenCV's SIMD vertical pass: 16-bit high multiplies, then a rounding shift by 2.
             let v = (((r0 >> 4) * b0) >> 16) + (((r1 >> 4) * b1) >> 16);
             *d = ((v + 2) >> 2).clamp(0, 255) as u8;
         }
+        emit(dy, &dst);
     }
-    Mat::new(dst_h, dst_w, cn, out)
 }
 
 /// OpenCV turns INTER_LINEAR at exactly half size into area averaging of 2×2 blocks.
-fn halve(src: &Mat) -> Mat {
+fn halve(src: &Mat, mut emit: impl FnMut(usize, &[u8])) {
     let (dh, dw, cn) = (src.height / 2, src.width / 2, src.channels);
     let stride = src.width * cn;
-    let mut out = vec![0u8; dh * dw * cn];
+    let mut out = vec![0u8; dw * cn];
     for y in 0..dh {
         let r0 = &src.data[2 * y * stride..];
         let r1 = &src.data[(2 * y + 1) * stride..];
@@ -141,11 +175,11 @@ fn halve(src: &Mat) -> Mat {
                     + u32::from(r0[i + cn])
                     + u32::from(r1[i])
                     + u32::from(r1[i + cn]);
-                out[(y * dw + x) * cn + c] = ((sum + 2) >> 2) as u8;
+                out[x * cn + c] = ((sum + 2) >> 2) as u8;
             }
         }
+        emit(y, &out);
     }
-    Mat::new(dh, dw, cn, out)
 }
 
 #[cfg(test)]
@@ -174,5 +208,36 @@ mod tests {
     fn exact_half_is_area_average() {
         let src = Mat::new(2, 2, 1, vec![1, 2, 3, 5]);
         assert_eq!(resize_bilinear(&src, 1, 1).data, [3]);
+    }
+
+    #[test]
+    fn the_one_pass_tensor_equals_resize_swap_and_to_chw() {
+        let mut x = 7u32;
+        for (h, w, dh, dw) in [
+            (37, 53, 224, 224),
+            (448, 448, 224, 224),
+            (224, 224, 224, 224),
+            (375, 500, 97, 131),
+        ] {
+            let data = (0..h * w * 3)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let src = Mat::new(h, w, 3, data);
+            for swap in [false, true] {
+                let mut m = resize_bilinear(&src, dh, dw);
+                if swap {
+                    crate::image::swap_red_blue(&mut m);
+                }
+                let want = crate::image::to_chw_f32(&m);
+                assert_eq!(
+                    resize_to_chw(&src, dh, dw, swap),
+                    want,
+                    "{h}x{w} → {dh}x{dw} swap={swap}"
+                );
+            }
+        }
     }
 }

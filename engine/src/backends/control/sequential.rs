@@ -95,7 +95,7 @@ mod tests {
         }
 
         fn fusable(&self) -> Option<Fusable> {
-            (self.0 == 'C').then_some(Fusable::ColorOrder { rgb: true })
+            (self.0 == 'C').then_some(Fusable::MatToTensor)
         }
 
         fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {

@@ -116,6 +116,6 @@ impl Backend for CvtColorTensor {
     }
 
     fn fusable(&self) -> Option<crate::backend::Fusable> {
-        Some(crate::backend::Fusable::ColorOrder { rgb: self.rgb })
+        Some(crate::backend::Fusable::TensorColor { rgb: self.rgb })
     }
 }

@@ -179,7 +179,7 @@ impl Backend for ResizeTensor {
     }
 
     fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {
-        let crate::backend::Fusable::ColorOrder { rgb } = next.fusable()?;
+        let crate::backend::Fusable::TensorColor { rgb } = next.fusable()?;
         if self.target_rgb.is_some() {
             return None;
         }

@@ -1,4 +1,4 @@
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, Fusable, InitContext};
 use crate::error::{BackendError, ConfigError};
 use crate::image;
 use crate::item::{Item, Value};
@@ -43,5 +43,11 @@ impl Backend for CvtColorMat {
             Ok(Value::Mat(out))
         });
         Ok(())
+    }
+
+    fn fusable(&self) -> Option<Fusable> {
+        Some(Fusable::MatColor {
+            rgb: self.target == "rgb",
+        })
     }
 }

@@ -1,4 +1,4 @@
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, Fusable, InitContext};
 use crate::error::{BackendError, ConfigError};
 use crate::image;
 use crate::item::{Item, Value};
@@ -17,5 +17,9 @@ impl Backend for Mat2Tensor {
             Ok(Value::Tensor(image::to_chw_f32(&mat)))
         });
         Ok(())
+    }
+
+    fn fusable(&self) -> Option<Fusable> {
+        Some(Fusable::MatToTensor)
     }
 }

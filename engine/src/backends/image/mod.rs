@@ -40,3 +40,66 @@ fn for_each_mat(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::item::{Item, Mat, Value};
+    use crate::Registry;
+
+    fn build(backend: &str) -> Box<dyn crate::Backend> {
+        let toml = format!(
+            "[n]\nbackend = \"{backend}\"\nresize_h = 61\nresize_w = 45\ncolor = \"rgb\"\n"
+        );
+        let config = Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
+        Registry::with_defaults()
+            .build_detached(&config.nodes[0])
+            .unwrap()
+    }
+
+    fn item(seed: u32) -> Item {
+        let mut x = seed;
+        let data = (0..97 * 131 * 3)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 16) as u8
+            })
+            .collect();
+        Item::new(Value::Mat(Mat::new(97, 131, 3, data)))
+    }
+
+    /// The seed's `Sequential[ResizeMat,cvtColorMat,Mat2Tensor]` runs as one fused pass; it must
+    /// give what the three backends give one after the other, colour extra included.
+    #[test]
+    fn the_fused_preprocessing_equals_the_three_steps() {
+        let fused = build("Sequential[ResizeMat,cvtColorMat,Mat2Tensor]");
+        let steps = ["ResizeMat", "cvtColorMat", "Mat2Tensor"].map(build);
+        for bgr_in in [true, false] {
+            let mut a = vec![item(1), item(2)];
+            let mut b = a.clone();
+            if !bgr_in {
+                for it in a.iter_mut().chain(b.iter_mut()) {
+                    it.extras.insert("color".into(), Value::Text("rgb".into()));
+                }
+            }
+            fused.forward(&mut a).unwrap();
+            for s in &steps {
+                s.forward(&mut b).unwrap();
+                for it in b.iter_mut() {
+                    it.data = it.result.take().unwrap();
+                }
+            }
+            for (x, y) in a.iter().zip(&b) {
+                match (&x.result, &y.data) {
+                    (Some(Value::Tensor(t)), Value::Tensor(u)) => assert_eq!(t, u),
+                    other => panic!("{other:?}"),
+                }
+                assert!(
+                    matches!(x.extras.get("color"), Some(Value::Text(c)) if c == "rgb"),
+                    "{:?}",
+                    x.extras
+                );
+            }
+        }
+    }
+}

@@ -1,12 +1,19 @@
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, Fusable, InitContext};
 use crate::error::{BackendError, ConfigError};
 use crate::image;
 use crate::item::{Item, Value};
 
-/// Bilinear resize to `resize_h`×`resize_w`, as `cv::resize(..., INTER_LINEAR)`.
+/// Bilinear resize to `resize_h`×`resize_w`, as `cv::resize(..., INTER_LINEAR)`. In a
+/// `Sequential`, a cvtColorMat and a Mat2Tensor right after it run in the same pass (each
+/// output row goes straight to the tensor's planes), with the same values as the three steps;
+/// not in the `opencv` build, whose resize is OpenCV's own.
 pub struct ResizeMat {
     h: usize,
     w: usize,
+    /// Fused cvtColorMat: the channel order to produce.
+    rgb: Option<bool>,
+    /// Fused Mat2Tensor.
+    to_tensor: bool,
 }
 
 const MAX_SIDE: usize = 16384;
@@ -28,14 +35,48 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     Ok(Box::new(ResizeMat {
         h: side("resize_h")?,
         w: side("resize_w")?,
+        rgb: None,
+        to_tensor: false,
     }))
 }
 
 impl Backend for ResizeMat {
     fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
-        super::for_each_mat(batch, "ResizeMat", |mat, _| {
-            image::active::resize(&mat, self.h, self.w).map(Value::Mat)
+        super::for_each_mat(batch, "ResizeMat", |mat, item| {
+            let swap = match self.rgb {
+                Some(rgb) => {
+                    let current =
+                        matches!(item.extras.get("color"), Some(Value::Text(c)) if c == "rgb");
+                    let name = if rgb { "rgb" } else { "bgr" };
+                    item.extras.insert("color".into(), Value::Text(name.into()));
+                    current != rgb
+                }
+                None => false,
+            };
+            if self.to_tensor {
+                return Ok(Value::Tensor(image::resize_to_chw(
+                    &mat, self.h, self.w, swap,
+                )));
+            }
+            let mut out = image::active::resize(&mat, self.h, self.w)?;
+            if swap {
+                image::swap_red_blue(&mut out);
+            }
+            Ok(Value::Mat(out))
         });
         Ok(())
+    }
+
+    fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {
+        if cfg!(feature = "opencv") || self.to_tensor {
+            return None;
+        }
+        let mut fused = ResizeMat { ..*self };
+        match next.fusable()? {
+            Fusable::MatColor { rgb } if self.rgb.is_none() => fused.rgb = Some(rgb),
+            Fusable::MatToTensor => fused.to_tensor = true,
+            _ => return None,
+        }
+        Some(Box::new(fused))
     }
 }
