@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use engine::image::{decode_bgr, resize_bilinear, DEFAULT_MAX_PIXELS};
+use engine::image::{
+    decode_bgr, resize_bilinear, resize_to_chw, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS,
+};
 
 fn photos() -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("imgs");
@@ -87,6 +89,32 @@ fn bench(c: &mut Criterion) {
             decoded
                 .iter()
                 .map(|m| engine::image::cv::resize(m, 224, 224).unwrap().data.len())
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+
+    // The seed's [cpu_posdecoder]: ResizeMat, cvtColorMat, Mat2Tensor as three passes, and as
+    // the one pass a Sequential of them now runs.
+    let mut g = c.benchmark_group("posdecoder_6_photos_to_224_rgb_chw");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("three passes", |b| {
+        b.iter(|| {
+            decoded
+                .iter()
+                .map(|m| {
+                    let mut r = resize_bilinear(m, 224, 224);
+                    swap_red_blue(&mut r);
+                    to_chw_f32(&r).data.len()
+                })
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("one pass (default)", |b| {
+        b.iter(|| {
+            decoded
+                .iter()
+                .map(|m| resize_to_chw(m, 224, 224, true).data.len())
                 .sum::<usize>()
         })
     });
