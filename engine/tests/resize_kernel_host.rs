@@ -86,9 +86,9 @@ fn run_kernel(exe: &Path, src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f3
         .unwrap();
     {
         let mut stdin = child.stdin.take().unwrap();
-        write!(
+        writeln!(
             stdin,
-            "{} {} {dh} {dw} {}\n",
+            "{} {} {dh} {dw} {}",
             src.height, src.width, swap as i32
         )
         .unwrap();
@@ -118,7 +118,7 @@ fn noise(h: usize, w: usize, seed: u64) -> Mat {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if (i / 3 / w / 7 + i / 3 % w / 5) % 2 == 0 {
+            if (i / 3 / w / 7 + i / 3 % w / 5).is_multiple_of(2) {
                 (x % 256) as u8
             } else {
                 (x % 16) as u8 * 16

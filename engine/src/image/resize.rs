@@ -107,27 +107,35 @@ fn resize_rows(src: &Mat, dst_h: usize, dst_w: usize, mut emit: impl FnMut(usize
     let yt = taps(dst_h, sh, true);
 
     // Horizontal pass, one source row at a time, cached since consecutive output rows share
-    // source rows. Three channels (every photo) get a loop the compiler can unroll.
-    let hresize = |sy: usize, out: &mut [i32]| {
+    // source rows. Three channels (every photo) get a loop the compiler can unroll. A value
+    // (at most 255 × 2048) is kept shifted right by 4, as OpenCV's vertical pass first does:
+    // that fits 16 bits, so the vertical pass below runs as 16-bit multiplies.
+    let hresize = |sy: usize, out: &mut [i16]| {
         let row = &src.data[sy * sw * cn..(sy + 1) * sw * cn];
+        let h = |a: u8, b: u8, t: &Taps| ((i32::from(a) * t.w0 + i32::from(b) * t.w1) >> 4) as i16;
         if cn == 3 {
-            for (o, t) in out.chunks_exact_mut(3).zip(&xt) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE2 is part of x86_64; `hresize3_sse2` checks every access's bounds.
+            let done = unsafe { hresize3_sse2(row, &xt, out) };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = 0;
+            for (o, t) in out[done * 3..].chunks_exact_mut(3).zip(&xt[done..]) {
                 let a = &row[t.first * 3..t.first * 3 + 3];
                 let b = &row[t.second * 3..t.second * 3 + 3];
-                o[0] = i32::from(a[0]) * t.w0 + i32::from(b[0]) * t.w1;
-                o[1] = i32::from(a[1]) * t.w0 + i32::from(b[1]) * t.w1;
-                o[2] = i32::from(a[2]) * t.w0 + i32::from(b[2]) * t.w1;
+                o[0] = h(a[0], b[0], t);
+                o[1] = h(a[1], b[1], t);
+                o[2] = h(a[2], b[2], t);
             }
             return;
         }
         for (o, t) in out.chunks_exact_mut(cn).zip(&xt) {
             let (a, b) = (t.first * cn, t.second * cn);
             for c in 0..cn {
-                o[c] = i32::from(row[a + c]) * t.w0 + i32::from(row[b + c]) * t.w1;
+                o[c] = h(row[a + c], row[b + c], t);
             }
         }
     };
-    let mut rows = [vec![0i32; row_len], vec![0i32; row_len]];
+    let mut rows = [vec![0i16; row_len], vec![0i16; row_len]];
     let mut cached = [usize::MAX, usize::MAX];
     let mut dst = vec![0u8; row_len];
     for (dy, t) in yt.iter().enumerate() {
@@ -150,13 +158,87 @@ fn resize_rows(src: &Mat, dst_h: usize, dst_w: usize, mut emit: impl FnMut(usize
             }
             cached[1] = s1;
         }
-        let (b0, b1) = (t.w0, t.w1);
-        for ((d, &r0), &r1) in dst.iter_mut().zip(&rows[0]).zip(&rows[1]) {
-            // OpenCV's SIMD vertical pass: 16-bit high multiplies, then a rounding shift by 2.
-            let v = (((r0 >> 4) * b0) >> 16) + (((r1 >> 4) * b1) >> 16);
-            *d = ((v + 2) >> 2).clamp(0, 255) as u8;
-        }
+        vertical(&rows[0], &rows[1], t.w0 as i16, t.w1 as i16, &mut dst);
         emit(dy, &dst);
+    }
+}
+
+/// The horizontal pass for 3 channels, one output pixel per step: the two source pixels' bytes
+/// interleaved and multiplied by the weight pair in one `pmaddwd`, then shifted as the scalar
+/// loop does. It reads 4 bytes per source pixel and writes 4 values per output pixel (the 4th
+/// is the next pixel's, written over on the next step), so it stops before either would run
+/// past the end; the scalar loop finishes the row. Returns the pixels done.
+#[cfg(target_arch = "x86_64")]
+unsafe fn hresize3_sse2(row: &[u8], xt: &[Taps], out: &mut [i16]) -> usize {
+    use std::arch::x86_64::*;
+    let zero = _mm_setzero_si128();
+    let mut x = 0;
+    while x < xt.len() {
+        let t = &xt[x];
+        let (p0, p1) = (t.first * 3, t.second * 3);
+        if p0 + 4 > row.len() || p1 + 4 > row.len() || x * 3 + 4 > out.len() {
+            break;
+        }
+        let a = _mm_cvtsi32_si128(std::ptr::read_unaligned(row.as_ptr().add(p0) as *const i32));
+        let b = _mm_cvtsi32_si128(std::ptr::read_unaligned(row.as_ptr().add(p1) as *const i32));
+        // a0 b0 a1 b1 a2 b2 a3 b3 as 16-bit lanes, times (w0, w1) pairs.
+        let ab = _mm_unpacklo_epi8(_mm_unpacklo_epi8(a, b), zero);
+        let w = _mm_set1_epi32((t.w1 << 16) | (t.w0 & 0xffff));
+        let sum = _mm_srai_epi32(_mm_madd_epi16(ab, w), 4);
+        _mm_storel_epi64(
+            out.as_mut_ptr().add(x * 3) as *mut __m128i,
+            _mm_packs_epi32(sum, sum),
+        );
+        x += 1;
+    }
+    x
+}
+
+/// OpenCV's vertical pass: 16-bit high multiplies of the two rows by their weights, then a
+/// rounding shift by 2. Weights are 0..=2048 and row values at most 32,640, so each high
+/// product is at most 1,020 and the sum stays in 16 bits.
+fn vertical(r0: &[i16], r1: &[i16], b0: i16, b1: i16, dst: &mut [u8]) {
+    let n = dst.len().min(r0.len()).min(r1.len());
+    #[cfg(target_arch = "x86_64")]
+    let done = {
+        let simd = n - n % 16;
+        // SAFETY: SSE2 is part of x86_64; every access is below `simd` ≤ each slice's length.
+        unsafe { vertical_sse2(&r0[..simd], &r1[..simd], b0, b1, &mut dst[..simd]) };
+        simd
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    let (b0, b1) = (i32::from(b0), i32::from(b1));
+    for i in done..n {
+        let v0 = ((i32::from(r0[i]) * b0) >> 16) as i16;
+        let v1 = ((i32::from(r1[i]) * b1) >> 16) as i16;
+        dst[i] = ((v0 + v1 + 2) >> 2).clamp(0, 255) as u8;
+    }
+}
+
+/// `vertical` 16 values at a time; the slices' length is a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+unsafe fn vertical_sse2(r0: &[i16], r1: &[i16], b0: i16, b1: i16, dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let (w0, w1, two) = (_mm_set1_epi16(b0), _mm_set1_epi16(b1), _mm_set1_epi16(2));
+    let eight = |r: &[i16], i: usize| _mm_loadu_si128(r.as_ptr().add(i) as *const __m128i);
+    let mut i = 0;
+    while i < dst.len() {
+        let lo = _mm_add_epi16(
+            _mm_mulhi_epi16(eight(r0, i), w0),
+            _mm_mulhi_epi16(eight(r1, i), w1),
+        );
+        let hi = _mm_add_epi16(
+            _mm_mulhi_epi16(eight(r0, i + 8), w0),
+            _mm_mulhi_epi16(eight(r1, i + 8), w1),
+        );
+        let lo = _mm_srai_epi16(_mm_add_epi16(lo, two), 2);
+        let hi = _mm_srai_epi16(_mm_add_epi16(hi, two), 2);
+        _mm_storeu_si128(
+            dst.as_mut_ptr().add(i) as *mut __m128i,
+            _mm_packus_epi16(lo, hi),
+        );
+        i += 16;
     }
 }
 

@@ -179,7 +179,9 @@ impl Backend for ResizeTensor {
     }
 
     fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {
-        let crate::backend::Fusable::TensorColor { rgb } = next.fusable()?;
+        let Some(crate::backend::Fusable::TensorColor { rgb }) = next.fusable() else {
+            return None;
+        };
         if self.target_rgb.is_some() {
             return None;
         }
