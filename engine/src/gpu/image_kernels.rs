@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 
 use super::cuda::{copy_htod_async, Call, GpuError, PinnedBuf, Result};
 
@@ -40,18 +40,9 @@ pub fn get(ctx: &Arc<CudaContext>) -> Result<&'static ImageKernels> {
 }
 
 fn compile(ctx: &Arc<CudaContext>) -> Result<ImageKernels> {
-    let cc = ctx.compute_capability().call("cuDeviceGetAttribute")?;
-    let ptx = compile_ptx_with_opts(
-        SOURCE,
-        CompileOptions {
-            arch: Some(super::kernels::arch(cc)),
-            name: Some("torchpipe_image.cu".into()),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| GpuError::Nvrtc(e.to_string()))?;
+    let ptx = super::kernels::compile_source(ctx, SOURCE, "torchpipe_image.cu")?;
     let module = ctx
-        .load_module(Ptx::from_src(ptx.to_src()))
+        .load_module(Ptx::from_src(ptx))
         .call("cuModuleLoadData")?;
     let f = |name: &'static str| module.load_function(name).call("cuModuleGetFunction");
     Ok(ImageKernels {

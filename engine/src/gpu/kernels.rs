@@ -106,7 +106,7 @@ pub struct Kernels {
 }
 
 /// The virtual architecture to compile for; the driver JITs the PTX for the exact chip.
-pub(crate) fn arch(cc: (i32, i32)) -> &'static str {
+fn arch(cc: (i32, i32)) -> &'static str {
     match cc {
         (9, _) => "compute_90",
         (8, 9) => "compute_89",
@@ -120,12 +120,17 @@ pub(crate) fn arch(cc: (i32, i32)) -> &'static str {
 
 /// Compiles the kernels' PTX for this device.
 pub fn compile(ctx: &Arc<CudaContext>) -> Result<String> {
+    compile_source(ctx, SOURCE, "torchpipe_kernels.cu")
+}
+
+/// Compiles CUDA source to PTX for this device's architecture with NVRTC.
+pub(crate) fn compile_source(ctx: &Arc<CudaContext>, source: &str, name: &str) -> Result<String> {
     let cc = ctx.compute_capability().call("cuDeviceGetAttribute")?;
     let ptx = compile_ptx_with_opts(
-        SOURCE,
+        source,
         CompileOptions {
             arch: Some(arch(cc)),
-            name: Some("torchpipe_kernels.cu".into()),
+            name: Some(name.into()),
             ..Default::default()
         },
     )

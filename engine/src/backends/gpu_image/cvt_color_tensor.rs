@@ -27,14 +27,13 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 
 #[cfg(feature = "cuda")]
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
-    use crate::gpu::cuda::Call;
     ctx.no_args()?;
     let rgb = target(ctx)?;
-    let gpu = super::open_gpu(ctx)?;
-    let fail = |e| super::gpu_error(ctx, e);
-    let kernels = crate::gpu::image_kernels::get(&gpu).map_err(fail)?;
-    gpu.bind_to_thread().call("cuCtxSetCurrent").map_err(fail)?;
-    let stream = gpu.new_stream().call("cuStreamCreate").map_err(fail)?;
+    let super::KernelStream {
+        gpu,
+        kernels,
+        stream,
+    } = super::kernel_stream(ctx)?;
     Ok(Box::new(CvtColorTensor {
         rgb,
         stream,

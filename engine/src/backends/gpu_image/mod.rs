@@ -50,6 +50,33 @@ fn open_gpu(
     crate::gpu::open_device().map_err(|e| gpu_error(ctx, e))
 }
 
+/// What the image kernels' backends hold: the device, its compiled image kernels and a stream
+/// of their own.
+#[cfg(feature = "cuda")]
+struct KernelStream {
+    gpu: std::sync::Arc<cudarc::driver::CudaContext>,
+    kernels: &'static crate::gpu::image_kernels::ImageKernels,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+}
+
+#[cfg(feature = "cuda")]
+fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
+    use crate::gpu::cuda::Call;
+    let gpu = open_gpu(ctx)?;
+    let made = (|| {
+        let kernels = crate::gpu::image_kernels::get(&gpu)?;
+        gpu.bind_to_thread().call("cuCtxSetCurrent")?;
+        let stream = gpu.new_stream().call("cuStreamCreate")?;
+        Ok((kernels, stream))
+    })();
+    let (kernels, stream) = made.map_err(|e| gpu_error(ctx, e))?;
+    Ok(KernelStream {
+        gpu,
+        kernels,
+        stream,
+    })
+}
+
 #[cfg(feature = "cuda")]
 fn gpu_error(ctx: &InitContext<'_>, e: crate::gpu::GpuError) -> ConfigError {
     let p = ctx.params();

@@ -31,24 +31,7 @@ struct Tables {
     capacity: usize,
 }
 
-const MAX_SIDE: usize = 16384;
-
-fn side(ctx: &InitContext<'_>, key: &str) -> Result<usize, ConfigError> {
-    let p = ctx.params();
-    match p.usize(key)? {
-        Some(v) if (1..=MAX_SIDE).contains(&v) => Ok(v),
-        Some(_) => Err(p.error(
-            key,
-            p.raw(key).unwrap_or_default(),
-            format!("an integer from 1 to {MAX_SIDE}"),
-        )),
-        None => Err(p.error(
-            key,
-            "",
-            "the output size in pixels, required by ResizeTensor",
-        )),
-    }
-}
+use crate::backends::image::resize_side as side;
 
 #[cfg(not(feature = "cuda"))]
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
@@ -61,12 +44,11 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
     let (h, w) = (side(ctx, "resize_h")?, side(ctx, "resize_w")?);
-    let gpu = super::open_gpu(ctx)?;
-    let fail = |e| super::gpu_error(ctx, e);
-    let kernels = crate::gpu::image_kernels::get(&gpu).map_err(fail)?;
-    use crate::gpu::cuda::Call;
-    gpu.bind_to_thread().call("cuCtxSetCurrent").map_err(fail)?;
-    let stream = gpu.new_stream().call("cuStreamCreate").map_err(fail)?;
+    let super::KernelStream {
+        gpu,
+        kernels,
+        stream,
+    } = super::kernel_stream(ctx)?;
     Ok(Box::new(ResizeTensor {
         h,
         w,

@@ -5,6 +5,8 @@ mod decode_mat;
 mod mat2tensor;
 mod resize_mat;
 
+pub(crate) use resize_mat::resize_side;
+
 use crate::backend::Registry;
 use crate::item::{Item, Mat, Value};
 

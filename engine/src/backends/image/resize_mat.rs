@@ -18,23 +18,29 @@ pub struct ResizeMat {
 
 const MAX_SIDE: usize = 16384;
 
+/// `resize_h` / `resize_w` of a resize backend (ResizeMat, ResizeTensor): required, 1..=16384.
+pub(crate) fn resize_side(ctx: &InitContext<'_>, key: &str) -> Result<usize, ConfigError> {
+    let p = ctx.params();
+    match p.usize(key)? {
+        Some(v) if (1..=MAX_SIDE).contains(&v) => Ok(v),
+        Some(_) => Err(p.error(
+            key,
+            p.raw(key).unwrap_or_default(),
+            format!("an integer from 1 to {MAX_SIDE}"),
+        )),
+        None => Err(p.error(
+            key,
+            "",
+            format!("the output size in pixels, required by {}", ctx.expr.name),
+        )),
+    }
+}
+
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let p = ctx.params();
-    let side = |key: &str| -> Result<usize, ConfigError> {
-        match p.usize(key)? {
-            Some(v) if (1..=MAX_SIDE).contains(&v) => Ok(v),
-            Some(_) => Err(p.error(
-                key,
-                p.raw(key).unwrap_or_default(),
-                format!("an integer from 1 to {MAX_SIDE}"),
-            )),
-            None => Err(p.error(key, "", "the output size in pixels, required by ResizeMat")),
-        }
-    };
     Ok(Box::new(ResizeMat {
-        h: side("resize_h")?,
-        w: side("resize_w")?,
+        h: resize_side(ctx, "resize_h")?,
+        w: resize_side(ctx, "resize_w")?,
         rgb: None,
         to_tensor: false,
     }))
