@@ -80,6 +80,12 @@ impl Baseline {
                         }
                         model = Some(node);
                     }
+                    "DecodeTensor" | "ResizeTensor" | "cvtColorTensor" | "CvtColorTensor" => bail!(
+                        "--baseline is the service users are leaving: it preprocesses on the CPU \
+                         in the request threads, and node [{}] uses {name}; start it with a \
+                         CPU-preprocessing TOML such as configs/resnet50.toml",
+                        node.name
+                    ),
                     other => bail!(
                         "--baseline understands DecodeMat, ResizeMat, cvtColorMat, Mat2Tensor and TensorrtTensor; node [{}] uses {other}",
                         node.name
@@ -150,5 +156,34 @@ impl Baseline {
             item.error
                 .unwrap_or_else(|| "the model produced no result".into())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GPU TOML's preprocessing cannot run in the baseline's request threads: the error says
+    /// which TOML to give it instead, before anything is built.
+    #[test]
+    fn the_baseline_refuses_gpu_preprocessing_and_says_what_to_use() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/resnet50_gpu.toml");
+        // The model is never loaded here; any existing file passes the parser's path check.
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "\"models/resnet50.onnx\"",
+            &format!("\"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
+        );
+        let config = Config::parse(&text, &path).unwrap();
+        let err = Baseline::from_config(&config, &Registry::with_defaults())
+            .err()
+            .expect("the baseline accepted GPU preprocessing")
+            .to_string();
+        assert!(
+            err.contains("[gpu_decoder]")
+                && err.contains("DecodeTensor")
+                && err.contains("configs/resnet50.toml"),
+            "{err}"
+        );
     }
 }

@@ -79,6 +79,24 @@ pub fn resize_to_chw(src: &Mat, dst_h: usize, dst_w: usize, swap: bool) -> Tenso
     let mut out = vec![0f32; plane * cn];
     let swap = swap && cn == 3;
     resize_rows(src, dst_h, dst_w, |dy, row| {
+        let at = dy * dst_w;
+        if cn == 3 {
+            // One walk over the row filling the three planes (the common case: photos).
+            let (first, rest) = out.split_at_mut(plane);
+            let (second, third) = rest.split_at_mut(plane);
+            let (p0, p1, p2) = (
+                &mut first[at..at + dst_w],
+                &mut second[at..at + dst_w],
+                &mut third[at..at + dst_w],
+            );
+            let (i0, i2) = if swap { (2, 0) } else { (0, 2) };
+            for (x, px) in row.chunks_exact(3).enumerate().take(dst_w) {
+                p0[x] = f32::from(px[i0]);
+                p1[x] = f32::from(px[1]);
+                p2[x] = f32::from(px[i2]);
+            }
+            return;
+        }
         for c in 0..cn {
             let from = if swap { 2 - c } else { c };
             let dst = &mut out[c * plane + dy * dst_w..c * plane + (dy + 1) * dst_w];
