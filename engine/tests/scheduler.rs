@@ -251,7 +251,7 @@ fn cycles_and_unknown_backends_are_load_errors() {
         "{msg}"
     );
     assert!(
-        msg.contains("known backends: CvtColorMat, DecodeMat"),
+        msg.contains("known backends: CvtColorMat, CvtColorTensor, DecodeMat, DecodeTensor"),
         "{msg}"
     );
 }
