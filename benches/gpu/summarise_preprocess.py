@@ -28,6 +28,7 @@ def main(check_path, tv_path, out_path):
             "torchvision_per_s": round(t.get("decode_only", 0)),
             "max_abs_diff": check["max_abs_diff"],
             "ours_decode_only_per_s": round(r["decode_only"]),
+            "ours_hybrid_decoder_only_per_s": round(r["decode_resize_cvtcolor_hybrid_only"]),
             "torchvision_decode_resize_per_s": round(t.get("decode_resize", 0)),
         })
     doc = {

@@ -299,8 +299,10 @@ fn main() -> Result<()> {
     for &n in &args.batches {
         let batch: Vec<Arc<[u8]>> = gpu_ok.iter().cycle().take(n).map(|f| f.1.clone()).collect();
         let mut entry = json!({"batch": n});
+        // The hybrid decoder alone too: where it beats the hardware one is the size rule to set.
         for (label, b) in [
             ("decode_resize_cvtcolor", fused.as_ref()),
+            ("decode_resize_cvtcolor_hybrid_only", hybrid.as_ref()),
             ("decode_only", decode_only.as_ref()),
         ] {
             for _ in 0..10 {
