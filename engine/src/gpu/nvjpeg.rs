@@ -397,7 +397,15 @@ impl Decoder {
                 Ok(()) => hw_jobs.iter().for_each(|&i| out[i] = Ok(Path::Hardware)),
                 // A batch fails as a whole; decoding its images one by one finds the bad one.
                 Err(e) => {
-                    tracing::debug!("hardware batch failed ({e}); decoding one by one");
+                    // Once at warn (a chip or driver that refuses every batch shows at once),
+                    // then at debug (a corrupt image in a batch is routine).
+                    static WARNED: std::sync::atomic::AtomicBool =
+                        std::sync::atomic::AtomicBool::new(false);
+                    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!("nvJPEG hardware batch failed ({e}); decoding its images one by one with the hybrid decoder (logged once)");
+                    } else {
+                        tracing::debug!("hardware batch failed ({e}); decoding one by one");
+                    }
                     retry = hw_jobs;
                 }
             }

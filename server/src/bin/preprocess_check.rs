@@ -96,6 +96,17 @@ fn cpu_rgb(bytes: &[u8], size: usize) -> std::result::Result<Vec<u8>, String> {
 
 /// Runs `b` on one batch of `bytes`; per item its result or its error.
 fn run(b: &dyn Backend, bytes: &[Arc<[u8]>]) -> Result<Vec<std::result::Result<Value, String>>> {
+    Ok(run_with_decoder(b, bytes)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// As `run`, with the decoder DecodeTensor says it used (its `decoder` extra).
+fn run_with_decoder(
+    b: &dyn Backend,
+    bytes: &[Arc<[u8]>],
+) -> Result<Vec<(std::result::Result<Value, String>, String)>> {
     let mut batch: Vec<Item> = bytes
         .iter()
         .map(|x| Item::new(Value::Bytes(x.clone())))
@@ -103,9 +114,16 @@ fn run(b: &dyn Backend, bytes: &[Arc<[u8]>]) -> Result<Vec<std::result::Result<V
     b.forward(&mut batch)?;
     Ok(batch
         .into_iter()
-        .map(|it| match (it.result, it.error) {
-            (Some(v), _) => Ok(v),
-            (None, e) => Err(e.unwrap_or_else(|| "no result".into())),
+        .map(|it| {
+            let by = match it.extras.get("decoder") {
+                Some(Value::Text(t)) => t.clone(),
+                _ => "-".into(),
+            };
+            let r = match (it.result, it.error) {
+                (Some(v), _) => Ok(v),
+                (None, e) => Err(e.unwrap_or_else(|| "no result".into())),
+            };
+            (r, by)
         })
         .collect())
 }
@@ -192,14 +210,16 @@ fn main() -> Result<()> {
     let mut hist_decode = Histogram::default();
     let mut per_file = Vec::new();
     let bytes: Vec<Arc<[u8]>> = all.iter().map(|(_, b)| b.clone()).collect();
-    let gpu = run(fused.as_ref(), &bytes)?;
+    let (gpu, decoders): (Vec<_>, Vec<_>) = run_with_decoder(fused.as_ref(), &bytes)?
+        .into_iter()
+        .unzip();
     let gpu_hybrid = run(hybrid.as_ref(), &bytes)?;
     let decoded = run(decode_only.as_ref(), &bytes)?;
     let plane = size * size;
     let mut gpu_ok = Vec::new();
     for (i, (n, b)) in all.iter().enumerate() {
         let cpu = cpu_rgb(b, size);
-        let mut row = json!({"file": n});
+        let mut row = json!({"file": n, "decoder": decoders[i]});
         let compare = |out: &std::result::Result<Value, String>,
                        hist: &mut Histogram|
          -> Result<serde_json::Value> {

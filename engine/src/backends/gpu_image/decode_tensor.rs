@@ -114,7 +114,13 @@ impl Backend for DecodeTensor {
         for ((i, _, info, buf), outcome) in jobs.into_iter().zip(outcomes) {
             let item = &mut batch[i];
             match outcome {
-                Ok(_) => {
+                Ok(path) => {
+                    // Which decoder did it: for checks and logs.
+                    let by = match path {
+                        crate::gpu::nvjpeg::Path::Hardware => "nvjpeg-hardware",
+                        crate::gpu::nvjpeg::Path::Hybrid => "nvjpeg-hybrid",
+                    };
+                    item.extras.insert("decoder".into(), Value::Text(by.into()));
                     item.result = Some(Value::Device(DeviceValue {
                         layout: DeviceLayout::Image {
                             height: info.height,
