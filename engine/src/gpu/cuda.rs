@@ -63,38 +63,64 @@ macro_rules! dnn_call {
 }
 pub(crate) use dnn_call;
 
-/// Checks the shared libraries before the first call: cudarc would panic on a missing one.
+/// The libraries beyond the driver that a GPU backend needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs {
+    pub cudnn: bool,
+    pub nvrtc: bool,
+}
+
+impl Needs {
+    /// The model engine: cuDNN and NVRTC.
+    pub const MODEL: Needs = Needs {
+        cudnn: true,
+        nvrtc: true,
+    };
+}
+
+/// Checks the shared libraries the model engine loads (driver, cuDNN, NVRTC).
 pub fn check_libraries() -> Result<()> {
+    check_needs(Needs::MODEL)
+}
+
+/// Checks the driver and what `needs` names before the first call: cudarc would panic on a
+/// missing one.
+pub fn check_needs(needs: Needs) -> Result<()> {
     let missing: Vec<&str> = [
         // SAFETY: each only tries to dlopen the library and drops it.
-        ("libcuda (the NVIDIA driver)", unsafe {
+        ("libcuda (the NVIDIA driver)", true, unsafe {
             cudarc::driver::sys::is_culib_present()
         }),
-        ("libcudnn (cuDNN 9)", unsafe {
-            cudarc::cudnn::sys::is_culib_present()
+        ("libcudnn (cuDNN 9)", needs.cudnn, unsafe {
+            needs.cudnn && cudarc::cudnn::sys::is_culib_present()
         }),
-        ("libnvrtc (CUDA's run-time compiler)", unsafe {
-            cudarc::nvrtc::sys::is_culib_present()
+        ("libnvrtc (CUDA's run-time compiler)", needs.nvrtc, unsafe {
+            needs.nvrtc && cudarc::nvrtc::sys::is_culib_present()
         }),
     ]
     .into_iter()
-    .filter(|(_, ok)| !ok)
-    .map(|(name, _)| name)
+    .filter(|(_, needed, ok)| *needed && !ok)
+    .map(|(name, _, _)| name)
     .collect();
     if missing.is_empty() {
         Ok(())
     } else {
         Err(GpuError::Missing(format!(
             "no usable GPU: cannot load {} (is this a machine with an NVIDIA GPU, and are the \
-             CUDA and cuDNN libraries on LD_LIBRARY_PATH?)",
+             CUDA libraries on LD_LIBRARY_PATH?)",
             missing.join(", ")
         )))
     }
 }
 
-/// Opens device 0 with its primary context.
+/// Opens device 0 with its primary context, for the model engine.
 pub fn open_device() -> Result<Arc<CudaContext>> {
-    check_libraries()?;
+    open_device_for(Needs::MODEL)
+}
+
+/// Opens device 0 with its primary context, checking the libraries `needs` names first.
+pub fn open_device_for(needs: Needs) -> Result<Arc<CudaContext>> {
+    check_needs(needs)?;
     let count = CudaContext::device_count().map_err(|e| {
         GpuError::Missing(format!(
             "no usable GPU: the CUDA driver reports {e:?} (no device, or a driver that does \

@@ -26,7 +26,7 @@ pub mod nvjpeg;
 pub mod pool;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{check_libraries, open_device, GpuError};
+pub use cuda::{check_libraries, open_device, open_device_for, GpuError, Needs};
 #[cfg(feature = "cuda")]
 pub use engine::{GpuInstance, GpuModel, LoadReport, Precision, Staged};
 

@@ -31,7 +31,7 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
         Some("false") => false,
         Some(v) => return Err(p.error("nvjpeg_hardware", v, "`true` or `false`")),
     };
-    let gpu = super::open_gpu(ctx)?;
+    let gpu = super::open_gpu(ctx, false)?;
     let decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware)
         .map_err(|e| super::gpu_error(ctx, e))?;
     if ctx.instance == 0 {

@@ -42,12 +42,18 @@ fn set_color(item: &mut crate::item::Item, rgb: bool) {
         .insert("color".into(), crate::item::Value::Text(name.into()));
 }
 
-/// Opens the GPU for a backend, or says which node and key need one.
+/// Opens the GPU for a backend (the driver, and NVRTC when it compiles kernels; not cuDNN,
+/// which only the model needs), or says which node and key need one.
 #[cfg(feature = "cuda")]
 fn open_gpu(
     ctx: &InitContext<'_>,
+    nvrtc: bool,
 ) -> Result<std::sync::Arc<cudarc::driver::CudaContext>, ConfigError> {
-    crate::gpu::open_device().map_err(|e| gpu_error(ctx, e))
+    let needs = crate::gpu::Needs {
+        cudnn: false,
+        nvrtc,
+    };
+    crate::gpu::open_device_for(needs).map_err(|e| gpu_error(ctx, e))
 }
 
 /// What the image kernels' backends hold: the device, its compiled image kernels and a stream
@@ -62,7 +68,7 @@ struct KernelStream {
 #[cfg(feature = "cuda")]
 fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     use crate::gpu::cuda::Call;
-    let gpu = open_gpu(ctx)?;
+    let gpu = open_gpu(ctx, true)?;
     let made = (|| {
         let kernels = crate::gpu::image_kernels::get(&gpu)?;
         gpu.bind_to_thread().call("cuCtxSetCurrent")?;
