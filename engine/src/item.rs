@@ -151,6 +151,18 @@ impl Item {
         }
     }
 
+    /// The image's current channel order, from the `color` extra that DecodeMat, DecodeTensor
+    /// and the colour backends keep: RGB only when it says so (OpenCV's images are BGR).
+    pub fn is_rgb(&self) -> bool {
+        matches!(self.extras.get("color"), Some(Value::Text(c)) if c == "rgb")
+    }
+
+    /// Records the image's channel order in the `color` extra.
+    pub fn set_color(&mut self, rgb: bool) {
+        let name = if rgb { "rgb" } else { "bgr" };
+        self.extras.insert("color".into(), Value::Text(name.into()));
+    }
+
     pub fn set(&mut self, key: &str, value: Value) {
         match key {
             "data" => self.data = value,

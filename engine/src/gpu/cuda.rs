@@ -86,22 +86,32 @@ pub fn check_libraries() -> Result<()> {
 /// Checks the driver and what `needs` names before the first call: cudarc would panic on a
 /// missing one.
 pub fn check_needs(needs: Needs) -> Result<()> {
-    let missing: Vec<&str> = [
-        // SAFETY: each only tries to dlopen the library and drops it.
-        ("libcuda (the NVIDIA driver)", true, unsafe {
-            cudarc::driver::sys::is_culib_present()
-        }),
-        ("libcudnn (cuDNN 9)", needs.cudnn, unsafe {
-            needs.cudnn && cudarc::cudnn::sys::is_culib_present()
-        }),
-        ("libnvrtc (CUDA's run-time compiler)", needs.nvrtc, unsafe {
-            needs.nvrtc && cudarc::nvrtc::sys::is_culib_present()
-        }),
-    ]
-    .into_iter()
-    .filter(|(_, needed, ok)| *needed && !ok)
-    .map(|(name, _, _)| name)
-    .collect();
+    // Each probe only tries to dlopen its library and drops it.
+    type Probe = unsafe fn() -> bool;
+    let probes: [(&str, bool, Probe); 3] = [
+        (
+            "libcuda (the NVIDIA driver)",
+            true,
+            cudarc::driver::sys::is_culib_present,
+        ),
+        (
+            "libcudnn (cuDNN 9)",
+            needs.cudnn,
+            cudarc::cudnn::sys::is_culib_present,
+        ),
+        (
+            "libnvrtc (CUDA's run-time compiler)",
+            needs.nvrtc,
+            cudarc::nvrtc::sys::is_culib_present,
+        ),
+    ];
+    let missing: Vec<&str> = probes
+        .into_iter()
+        .filter(|(_, needed, _)| *needed)
+        // SAFETY: the probes take no arguments and only load and drop a library.
+        .filter(|(_, _, present)| !unsafe { present() })
+        .map(|(name, _, _)| name)
+        .collect();
     if missing.is_empty() {
         Ok(())
     } else {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cudarc::cudnn::sys as dnn;
-use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, PushKernelArg};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,7 @@ use super::cuda::{
 use super::graph_api;
 use super::kernels::{self, Kernels};
 use super::plan::{self, ConvStep, Plan, PoolKind, Step};
+use crate::backends::model::Input;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Precision {
@@ -628,7 +629,7 @@ impl ConvCall<'_> {
                 }
                 l.arg(&relu).arg(&has_z);
                 // SAFETY: argument types match the kernel; y and z hold `len` elements.
-                unsafe { l.launch(GpuInstance::launch_cfg(self.y_len)) }.call("cuLaunchKernel")?;
+                unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
                 Ok(())
             }
             Mode::Graph => {
@@ -916,17 +917,6 @@ enum StepDescs {
     Elementwise,
 }
 
-/// One input item of a batch, where it lives.
-#[derive(Clone, Copy, Debug)]
-pub enum Staged<'a> {
-    Host(&'a [f32]),
-    /// Raw f32 values at a device address (`bytes` long) of this process's GPU.
-    Device {
-        ptr: u64,
-        bytes: usize,
-    },
-}
-
 pub struct GpuInstance {
     model: Arc<GpuModel>,
     stream: Arc<CudaStream>,
@@ -1114,14 +1104,6 @@ impl GpuInstance {
         self.slots[self.slot_of[value]].ptr
     }
 
-    fn launch_cfg(n: usize) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (n.div_ceil(256) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        }
-    }
-
     /// Enqueues one whole inference of `n` items on the stream, from the staged input: convert,
     /// every step, copy out. Called once eagerly and once under graph capture per batch size.
     /// The input is staged outside the graph, since items come from the host or the GPU.
@@ -1152,7 +1134,7 @@ impl GpuInstance {
             .arg(&hw)
             .arg(&cpad);
         // SAFETY: argument types match the kernel's signature; buffers are sized for n items.
-        unsafe { launch.launch(Self::launch_cfg(n * hw as usize)) }.call("cuLaunchKernel")?;
+        unsafe { launch.launch(kernels::launch_1d(n * hw as usize)) }.call("cuLaunchKernel")?;
         let mut conv_i = 0;
         let one = 1.0f32;
         let zero = 0.0f32;
@@ -1199,7 +1181,7 @@ impl GpuInstance {
                     let mut l = self.stream.launch_builder(f);
                     l.arg(&pa).arg(&pb).arg(&po).arg(&len).arg(&relu);
                     // SAFETY: argument types match; buffers hold `len` elements.
-                    unsafe { l.launch(Self::launch_cfg(len as usize)) }.call("cuLaunchKernel")?;
+                    unsafe { l.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
                 }
                 (
                     Step::Clamp {
@@ -1219,7 +1201,7 @@ impl GpuInstance {
                     let mut l = self.stream.launch_builder(f);
                     l.arg(&pi).arg(&po).arg(&len).arg(lo).arg(hi);
                     // SAFETY: argument types match; buffers hold `len` elements.
-                    unsafe { l.launch(Self::launch_cfg(len as usize)) }.call("cuLaunchKernel")?;
+                    unsafe { l.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
                 }
                 _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
             }
@@ -1259,13 +1241,13 @@ impl GpuInstance {
     /// As `run`, with each item's values in its own slice: they are copied once, straight into
     /// the pinned staging buffer.
     pub fn run_items(&mut self, items: &[&[f32]]) -> Result<Vec<f32>> {
-        let staged: Vec<Staged<'_>> = items.iter().map(|x| Staged::Host(x)).collect();
-        self.run_staged(&staged)
+        let inputs: Vec<Input<'_>> = items.iter().map(|x| Input::Host(x)).collect();
+        self.run_inputs(&inputs)
     }
 
     /// Runs a batch whose items are on the host (copied through pinned memory) or already on
     /// the GPU (copied device to device), each `[c, h, w]` f32 raw values.
-    pub fn run_staged(&mut self, items: &[Staged<'_>]) -> Result<Vec<f32>> {
+    pub fn run_inputs(&mut self, items: &[Input<'_>]) -> Result<Vec<f32>> {
         let n = items.len();
         let item = self.model.plan.input.len();
         if n > self.max {
@@ -1277,13 +1259,13 @@ impl GpuInstance {
         let staging = self.host_in.as_mut_slice();
         for (i, x) in items.iter().enumerate() {
             let len = match x {
-                Staged::Host(values) => {
+                Input::Host(values) => {
                     if values.len() == item {
                         staging[i * item..(i + 1) * item].copy_from_slice(values);
                     }
                     values.len()
                 }
-                Staged::Device { bytes, .. } => bytes / 4,
+                Input::Device(v) => v.mem.bytes() / 4,
             };
             if len != item {
                 return Err(GpuError::Plan(format!(
@@ -1296,14 +1278,14 @@ impl GpuInstance {
         let mut i = 0;
         while i < n {
             match items[i] {
-                Staged::Host(_) => {
+                Input::Host(_) => {
                     // One copy for each run of host items.
                     let run = items[i..]
                         .iter()
-                        .take_while(|x| matches!(x, Staged::Host(_)))
+                        .take_while(|x| matches!(x, Input::Host(_)))
                         .count();
                     // SAFETY: pinned staging of max ≥ n items, read by the stream before the
-                    // next run overwrites it (run_staged waits for the stream).
+                    // next run overwrites it (run_inputs waits for the stream).
                     unsafe {
                         copy_htod_async(
                             self.input.ptr + (i * bytes) as u64,
@@ -1314,13 +1296,13 @@ impl GpuInstance {
                     };
                     i += run;
                 }
-                Staged::Device { ptr, .. } => {
+                Input::Device(v) => {
                     // SAFETY: the source holds `bytes` (checked above) and its owner keeps it
                     // alive until this call returns, after the stream is synchronised.
                     unsafe {
                         copy_dtod_async(
                             self.input.ptr + (i * bytes) as u64,
-                            ptr,
+                            v.mem.ptr(),
                             bytes,
                             &self.stream,
                         )?

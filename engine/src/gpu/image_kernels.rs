@@ -52,10 +52,6 @@ fn compile(ctx: &Arc<CudaContext>) -> Result<ImageKernels> {
     })
 }
 
-fn grid(n: usize) -> (u32, u32, u32) {
-    (n.div_ceil(256) as u32, 1, 1)
-}
-
 impl ImageKernels {
     /// Resizes each job's image to `dh × dw` into its CHW f32 destination. `staging` carries
     /// the job table to the device and must not be touched until the stream has passed.
@@ -96,17 +92,8 @@ impl ImageKernels {
 
     /// Swaps planes 0 and 2 of a `[3, h, w]` f32 tensor (`src` may equal `dst`).
     pub fn swap_planes(&self, stream: &CudaStream, src: u64, dst: u64, plane: usize) -> Result<()> {
-        let p = plane as i64;
-        let mut l = stream.launch_builder(&self.swap_planes);
-        l.arg(&src).arg(&dst).arg(&p);
-        let cfg = LaunchConfig {
-            grid_dim: grid(plane),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: both buffers hold 3 × plane f32 values.
-        unsafe { l.launch(cfg) }.call("cuLaunchKernel")?;
-        Ok(())
+        // SAFETY (of `swap`): both buffers hold 3 × plane f32 values.
+        Self::swap(&self.swap_planes, stream, src, dst, plane)
     }
 
     /// Swaps the first and third channel of `pixels` packed 3-channel u8 pixels.
@@ -117,16 +104,18 @@ impl ImageKernels {
         dst: u64,
         pixels: usize,
     ) -> Result<()> {
-        let p = pixels as i64;
-        let mut l = stream.launch_builder(&self.swap_pixels);
-        l.arg(&src).arg(&dst).arg(&p);
-        let cfg = LaunchConfig {
-            grid_dim: grid(pixels),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: both buffers hold 3 × pixels bytes.
-        unsafe { l.launch(cfg) }.call("cuLaunchKernel")?;
+        // SAFETY (of `swap`): both buffers hold 3 × pixels bytes.
+        Self::swap(&self.swap_pixels, stream, src, dst, pixels)
+    }
+
+    /// Launches one of the swap kernels `(src, dst, n)` over `n` elements; the callers size
+    /// the buffers for it.
+    fn swap(f: &CudaFunction, stream: &CudaStream, src: u64, dst: u64, n: usize) -> Result<()> {
+        let len = n as i64;
+        let mut l = stream.launch_builder(f);
+        l.arg(&src).arg(&dst).arg(&len);
+        // SAFETY: argument types match the swap kernels; the callers' buffers hold n elements.
+        unsafe { l.launch(super::kernels::launch_1d(n)) }.call("cuLaunchKernel")?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::driver::{CudaContext, CudaFunction, LaunchConfig};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use super::cuda::{Call, GpuError, Result};
@@ -103,6 +103,16 @@ pub struct Kernels {
     pub clamp_float: CudaFunction,
     pub bias_act_half: CudaFunction,
     pub bias_act_float: CudaFunction,
+}
+
+/// One thread per element for `n` elements, in blocks of 256: the launch shape of every
+/// elementwise kernel (the engine's and the image kernels).
+pub(crate) fn launch_1d(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(256) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// The virtual architecture to compile for; the driver JITs the PTX for the exact chip.

@@ -28,7 +28,7 @@ pub mod pool;
 #[cfg(feature = "cuda")]
 pub use cuda::{check_libraries, open_device, open_device_for, GpuError, Needs};
 #[cfg(feature = "cuda")]
-pub use engine::{GpuInstance, GpuModel, LoadReport, Precision, Staged};
+pub use engine::{GpuInstance, GpuModel, LoadReport, Precision};
 
 /// Whether this build can run models on a GPU at all.
 pub const BUILT_WITH_CUDA: bool = cfg!(feature = "cuda");

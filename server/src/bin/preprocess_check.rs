@@ -81,11 +81,6 @@ fn backend(toml: &str) -> Result<Box<dyn Backend>> {
     Ok(Registry::with_defaults().build_detached(node)?)
 }
 
-fn read_back(v: &DeviceValue) -> Result<Vec<u8>> {
-    let ctx = engine::gpu::open_device()?;
-    Ok(engine::gpu::pool::read_back(&ctx, v)?)
-}
-
 /// The CPU path: decode (BGR), resize, to RGB: HWC u8.
 fn cpu_rgb(bytes: &[u8], size: usize) -> std::result::Result<Vec<u8>, String> {
     use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, DEFAULT_MAX_PIXELS};
@@ -163,6 +158,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
     engine::gpu::check_libraries()?;
+    // One context for every read-back of a GPU value to the host.
+    let gpu_ctx = engine::gpu::open_device()?;
+    let read_back =
+        |v: &DeviceValue| -> Result<Vec<u8>> { Ok(engine::gpu::pool::read_back(&gpu_ctx, v)?) };
     let size = args.size;
     let mut paths = files(&args.images)?;
     if let Some(extra) = &args.extra {

@@ -13,10 +13,7 @@ pub struct CvtColorTensor {
 }
 
 fn target(ctx: &InitContext<'_>) -> Result<bool, ConfigError> {
-    super::color_key(ctx, "the channel order cvtColorTensor produces")?.ok_or_else(|| {
-        ctx.params()
-            .error("color", "", "`rgb` or `bgr`, required by cvtColorTensor")
-    })
+    super::required_color(ctx, "the channel order cvtColorTensor produces")
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -65,7 +62,7 @@ impl Backend for CvtColorTensor {
                     continue;
                 }
             };
-            if super::is_rgb(item) == self.rgb {
+            if item.is_rgb() == self.rgb {
                 item.result = Some(Value::Device(value));
                 continue;
             }
@@ -109,7 +106,7 @@ impl Backend for CvtColorTensor {
                 layout,
                 mem: Arc::new(out),
             }));
-            super::set_color(item, self.rgb);
+            item.set_color(self.rgb);
         }
         Ok(())
     }

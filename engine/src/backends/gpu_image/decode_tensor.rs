@@ -129,7 +129,7 @@ impl Backend for DecodeTensor {
                         },
                         mem: Arc::new(buf),
                     }));
-                    super::set_color(item, self.rgb);
+                    item.set_color(self.rgb);
                 }
                 Err(e) => item.fail(format!("DecodeTensor: {e}")),
             }

@@ -18,29 +18,9 @@ pub fn register(r: &mut Registry) {
     r.register("CvtColorTensor", cvt_color_tensor::new);
 }
 
-/// `color = "rgb"` / `"bgr"` → whether it is RGB; `None` when the key is absent.
-fn color_key(ctx: &InitContext<'_>, what: &str) -> Result<Option<bool>, ConfigError> {
-    let p = ctx.params();
-    match p.raw("color").map(|s| s.trim().to_ascii_lowercase()) {
-        None => Ok(None),
-        Some(c) if c == "rgb" => Ok(Some(true)),
-        Some(c) if c == "bgr" => Ok(Some(false)),
-        Some(other) => Err(p.error("color", &other, format!("`rgb` or `bgr`, {what}"))),
-    }
-}
-
-/// The item's current channel order (the `color` extra; BGR when absent, as OpenCV's).
 #[cfg(feature = "cuda")]
-fn is_rgb(item: &crate::item::Item) -> bool {
-    matches!(item.extras.get("color"), Some(crate::item::Value::Text(c)) if c == "rgb")
-}
-
-#[cfg(feature = "cuda")]
-fn set_color(item: &mut crate::item::Item, rgb: bool) {
-    let name = if rgb { "rgb" } else { "bgr" };
-    item.extras
-        .insert("color".into(), crate::item::Value::Text(name.into()));
-}
+use crate::backends::image::color_key;
+use crate::backends::image::required_color;
 
 /// Opens the GPU for a backend (the driver, and NVRTC when it compiles kernels; not cuDNN,
 /// which only the model needs), or says which node and key need one.

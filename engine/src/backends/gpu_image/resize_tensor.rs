@@ -113,7 +113,7 @@ impl Backend for ResizeTensor {
                     continue;
                 }
             };
-            let rgb = super::is_rgb(item);
+            let rgb = item.is_rgb();
             let swap = self.target_rgb.is_some_and(|t| t != rgb);
             let out = self
                 .gpu
@@ -155,7 +155,7 @@ impl Backend for ResizeTensor {
                 },
                 mem: Arc::new(out),
             }));
-            super::set_color(item, rgb);
+            item.set_color(rgb);
         }
         Ok(())
     }

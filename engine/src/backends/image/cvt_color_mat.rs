@@ -6,48 +6,30 @@ use crate::item::{Item, Value};
 /// Channel order: `color = "rgb"` or `"bgr"`. The current order travels in the item's `color`
 /// extra (DecodeMat sets `bgr`); an image without it is taken as BGR, as OpenCV's are.
 pub struct CvtColorMat {
-    target: &'static str,
+    rgb: bool,
 }
 
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let p = ctx.params();
-    let target = match p.raw("color").map(|s| s.trim().to_ascii_lowercase()) {
-        Some(c) if c == "rgb" => "rgb",
-        Some(c) if c == "bgr" => "bgr",
-        other => {
-            return Err(p.error(
-                "color",
-                other.as_deref().unwrap_or_default(),
-                "`rgb` or `bgr`, the channel order cvtColorMat produces",
-            ))
-        }
-    };
-    Ok(Box::new(CvtColorMat { target }))
+    let rgb = super::required_color(ctx, "the channel order cvtColorMat produces")?;
+    Ok(Box::new(CvtColorMat { rgb }))
 }
 
 impl Backend for CvtColorMat {
     fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "cvtColorMat", |mat, item| {
-            let current = match item.extras.get("color") {
-                Some(Value::Text(c)) => c.as_str(),
-                _ => "bgr",
-            };
-            let out = if current != self.target {
+            let out = if item.is_rgb() != self.rgb {
                 image::active::swap_red_blue(mat)?
             } else {
                 mat
             };
-            item.extras
-                .insert("color".into(), Value::Text(self.target.into()));
+            item.set_color(self.rgb);
             Ok(Value::Mat(out))
         });
         Ok(())
     }
 
     fn fusable(&self) -> Option<Fusable> {
-        Some(Fusable::MatColor {
-            rgb: self.target == "rgb",
-        })
+        Some(Fusable::MatColor { rgb: self.rgb })
     }
 }

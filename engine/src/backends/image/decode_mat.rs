@@ -30,8 +30,7 @@ impl Backend for DecodeMat {
             match decoded {
                 Ok(mat) => {
                     item.result = Some(Value::Mat(mat));
-                    item.extras
-                        .insert("color".into(), Value::Text("bgr".into()));
+                    item.set_color(false);
                 }
                 Err(e) => item.fail(e),
             }

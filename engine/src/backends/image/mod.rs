@@ -7,8 +7,29 @@ mod resize_mat;
 
 pub(crate) use resize_mat::resize_side;
 
-use crate::backend::Registry;
+use crate::backend::{InitContext, Registry};
+use crate::error::ConfigError;
 use crate::item::{Item, Mat, Value};
+
+/// A colour backend's `color` key: `rgb` → true, `bgr` → false, `None` when absent. `what`
+/// ends the error's "expected" text (what the key means to this backend).
+pub(crate) fn color_key(ctx: &InitContext<'_>, what: &str) -> Result<Option<bool>, ConfigError> {
+    let p = ctx.params();
+    match p.raw("color").map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(c) if c == "rgb" => Ok(Some(true)),
+        Some(c) if c == "bgr" => Ok(Some(false)),
+        Some(other) => Err(p.error("color", &other, format!("`rgb` or `bgr`, {what}"))),
+    }
+}
+
+/// The same key where the backend cannot do without it (cvtColorMat, cvtColorTensor).
+pub(crate) fn required_color(ctx: &InitContext<'_>, what: &str) -> Result<bool, ConfigError> {
+    color_key(ctx, what)?.ok_or_else(|| {
+        ctx.params()
+            .error("color", "", format!("`rgb` or `bgr`, {what}"))
+    })
+}
 
 pub fn register(r: &mut Registry) {
     r.register("DecodeMat", decode_mat::new);

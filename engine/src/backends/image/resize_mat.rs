@@ -51,10 +51,8 @@ impl Backend for ResizeMat {
         super::for_each_mat(batch, "ResizeMat", |mat, item| {
             let swap = match self.rgb {
                 Some(rgb) => {
-                    let current =
-                        matches!(item.extras.get("color"), Some(Value::Text(c)) if c == "rgb");
-                    let name = if rgb { "rgb" } else { "bgr" };
-                    item.extras.insert("color".into(), Value::Text(name.into()));
+                    let current = item.is_rgb();
+                    item.set_color(rgb);
                     current != rgb
                 }
                 None => false,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Input, InstanceSpec, ModelEngine, ModelInstance};
-use crate::gpu::{GpuError, GpuInstance, GpuModel, Precision, Staged};
+use crate::gpu::{GpuError, GpuInstance, GpuModel, Precision};
 use crate::item::Tensor;
 
 pub struct GpuEngine {
@@ -67,16 +67,6 @@ impl ModelInstance for GpuRunner {
 
     fn run_inputs(&mut self, items: &[Input<'_>], _item_shape: &[usize]) -> Result<Tensor, String> {
         let n = items.len();
-        let items: Vec<Staged<'_>> = items
-            .iter()
-            .map(|x| match x {
-                Input::Host(values) => Staged::Host(values),
-                Input::Device(v) => Staged::Device {
-                    ptr: v.mem.ptr(),
-                    bytes: v.mem.bytes(),
-                },
-            })
-            .collect();
         let inst = &mut self.inst;
         let (min, max) = inst.batch_range();
         // Batches larger than the captured graphs are split; smaller ones use their own graph.
@@ -88,7 +78,7 @@ impl ModelInstance for GpuRunner {
                     part.len()
                 ));
             }
-            out.extend(inst.run_staged(part).map_err(|e| e.to_string())?);
+            out.extend(inst.run_inputs(part).map_err(|e| e.to_string())?);
         }
         Ok(Tensor::new(vec![n, self.outputs], out))
     }
