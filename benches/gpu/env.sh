@@ -1,13 +1,13 @@
 # Sourced by the device scripts. COMMIT must name the commit dist/ was built from (the device's
 # copy of .git can be stale); results go to $OUT. Puts the CUDA 13 / cuDNN 9 libraries the engine
-# loads at run time (driver, cuDNN, NVRTC, nvJPEG) on LD_LIBRARY_PATH, wherever this image keeps
+# loads at run time (driver, cuDNN, NVRTC, nvJPEG, cuBLAS) on LD_LIBRARY_PATH, wherever this image keeps
 # them.
 : "${COMMIT:?set COMMIT to the commit dist/ was built from}"
 export COMMIT RUST_BACKTRACE=0
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 dirs=""
-for lib in 'libcudnn.so.9*' 'libnvrtc.so.13*' 'libnvjpeg.so.13*'; do
+for lib in 'libcudnn.so.9*' 'libnvrtc.so.13*' 'libnvjpeg.so.13*' 'libcublas.so.13*'; do
   d=$(find /usr/local/cuda*/ /opt /usr/lib /usr/local/lib -name "$lib" -not -path '*/stubs/*' 2>/dev/null | head -1)
   [ -n "$d" ] && dirs="$dirs:$(dirname "$d")"
 done

@@ -11,9 +11,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::engine::{Algo, Precision};
+use super::conv::Algo;
+use super::precision::Precision;
 
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 const MAGIC: &[u8] = b"torchpipe-rs gpu cache\n";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

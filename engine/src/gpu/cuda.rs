@@ -15,6 +15,8 @@ pub enum GpuError {
     Driver { call: &'static str, msg: String },
     #[error("cuDNN call {call} failed: {status}")]
     Cudnn { call: &'static str, status: String },
+    #[error("cuBLAS call {call} failed: {status}")]
+    Cublas { call: &'static str, status: String },
     #[error("NVRTC could not compile the engine's kernels: {0}")]
     Nvrtc(String),
     #[error("{0}")]
@@ -364,12 +366,6 @@ descriptor!(
     dnn::cudnnConvolutionDescriptor_t,
     cudnnCreateConvolutionDescriptor,
     cudnnDestroyConvolutionDescriptor
-);
-descriptor!(
-    PoolDesc,
-    dnn::cudnnPoolingDescriptor_t,
-    cudnnCreatePoolingDescriptor,
-    cudnnDestroyPoolingDescriptor
 );
 descriptor!(
     ActDesc,

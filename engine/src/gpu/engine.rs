@@ -3,121 +3,25 @@
 //! staging and one CUDA graph per batch size, so instances run concurrently with no lock.
 
 use std::collections::BTreeMap;
-use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::cudnn::sys as dnn;
 use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, PushKernelArg};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 
+use super::blas::Blas;
 use super::cache::{self, CacheFile};
+use super::conv::{conv_shapes, tensor_desc, Algo, ConvCall, ConvDescs, GraphExec, Mode, Tuner};
 use super::cuda::{
-    copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, dnn_call, open_device,
-    ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, PinnedBuf, PoolDesc, Result,
-    TensorDesc, Timer,
+    copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call,
+    DeviceBuf, Dnn, GpuError, PinnedBuf, Result, TensorDesc, Timer,
 };
-use super::graph_api;
-use super::kernels::{self, Kernels};
-use super::plan::{self, ConvStep, Plan, PoolKind, Step};
+use super::kernels::{self, KView, Kernels};
+use super::plan::view::{self, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch};
+use super::plan::{self, ConvStep, Operand, Plan, RowKind, Step};
+use super::precision::Precision;
 use crate::backends::model::Input;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Precision {
-    Fp16,
-    Fp32,
-}
-
-impl Precision {
-    fn bytes(self) -> usize {
-        match self {
-            Precision::Fp16 => 2,
-            Precision::Fp32 => 4,
-        }
-    }
-
-    fn dtype(self) -> dnn::cudnnDataType_t {
-        match self {
-            Precision::Fp16 => dnn::cudnnDataType_t::CUDNN_DATA_HALF,
-            Precision::Fp32 => dnn::cudnnDataType_t::CUDNN_DATA_FLOAT,
-        }
-    }
-
-    /// fp16 runs NHWC (what the tensor-core kernels read); fp32 runs NCHW on FMA kernels,
-    /// so that it stays a true fp32 reference (no TF32).
-    fn format(self) -> dnn::cudnnTensorFormat_t {
-        match self {
-            Precision::Fp16 => dnn::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC,
-            Precision::Fp32 => dnn::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-        }
-    }
-
-    fn math(self) -> dnn::cudnnMathType_t {
-        match self {
-            Precision::Fp16 => dnn::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
-            Precision::Fp32 => dnn::cudnnMathType_t::CUDNN_FMA_MATH,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp16 => "fp16",
-            Precision::Fp32 => "fp32",
-        }
-    }
-}
-
-/// How one convolution runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mode {
-    /// cudnnConvolutionBiasActivationForward with legacy algorithm `algo`.
-    Fused,
-    /// cudnnConvolutionForward with legacy algorithm `algo`, then our bias/residual/ReLU kernel.
-    Split,
-    /// cuDNN's graph API: the whole conv+bias+add+ReLU graph on engine configuration number
-    /// `algo` of the heuristics' list (mode A).
-    Graph,
-}
-
-/// The algorithm chosen for one convolution at one batch size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Algo {
-    pub mode: Mode,
-    pub algo: u32,
-    pub workspace: usize,
-}
-
-/// How many of the heuristics' engine configurations the tuner times per convolution, out of
-/// the first GRAPH_SCAN it looks at.
-const GRAPH_CONFIGS: usize = 3;
-const GRAPH_SCAN: usize = 12;
-
-/// The most workspace one convolution may take while tuning (cuDNN's FFT algorithms ask for
-/// gigabytes; they are never the fastest for these shapes on Hopper anyway).
-const WORKSPACE_LIMIT: usize = 256 << 20;
-
-const ALGOS: [dnn::cudnnConvolutionFwdAlgo_t; 8] = {
-    use dnn::cudnnConvolutionFwdAlgo_t::*;
-    [
-        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
-        CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
-        CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
-        CUDNN_CONVOLUTION_FWD_ALGO_FFT,
-        CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
-        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
-        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
-    ]
-};
-
-fn algo_from(id: u32) -> Result<dnn::cudnnConvolutionFwdAlgo_t> {
-    ALGOS
-        .get(id as usize)
-        .copied()
-        .ok_or_else(|| GpuError::Plan(format!("unknown cuDNN algorithm id {id}")))
-}
 
 /// What start-up measured, for logs and the model-check tool.
 #[derive(Clone, Debug, Default)]
@@ -128,12 +32,14 @@ pub struct LoadReport {
 }
 
 pub struct GpuModel {
-    ctx: Arc<CudaContext>,
-    plan: Plan,
-    precision: Precision,
+    pub(super) ctx: Arc<CudaContext>,
+    pub(super) plan: Plan,
+    pub(super) precision: Precision,
     /// Per convolution (in plan order): weights in the device layout, bias.
-    weights: Vec<(DeviceBuf, DeviceBuf)>,
-    kernels: Kernels,
+    pub(super) weights: Vec<(DeviceBuf, DeviceBuf)>,
+    /// The plan's other constants (scales, biases, matrices), in the engine's precision.
+    consts: Vec<DeviceBuf>,
+    pub(super) kernels: Kernels,
     ptx: String,
     tuning: Mutex<BTreeMap<usize, Vec<Algo>>>,
     /// cuDNN's JSON of each graph-API plan the tuner chose, by (convolution, batch size).
@@ -159,7 +65,8 @@ impl GpuModel {
         let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
             .map_err(|e| GpuError::Plan(format!("not an ONNX model: {e}")))?;
         drop(bytes);
-        let mut plan = plan::build(&proto).map_err(GpuError::Plan)?;
+        let mut plan =
+            plan::build(&proto, precision == Precision::Fp16).map_err(GpuError::Plan)?;
         drop(proto);
         let key = cache::Key {
             onnx_sha256: onnx_sha256.clone(),
@@ -178,11 +85,14 @@ impl GpuModel {
             Some(c) => c.weights.clone(),
             None => device_weights(&plan, precision),
         };
-        let weights = upload_weights(&ctx, &plan, precision, &host_weights)?;
+        let (weights, consts) = upload_weights(&ctx, &plan, precision, &host_weights)?;
         // The device holds the weights now; the plan keeps only the structure.
         for c in plan.convs_mut() {
             c.weight = Vec::new();
             c.bias = Vec::new();
+        }
+        for c in &mut plan.consts {
+            c.data = Vec::new();
         }
         let ptx = match &cached {
             Some(c) => c.header.ptx.clone(),
@@ -200,12 +110,13 @@ impl GpuModel {
                 (c.header.tuning, plans)
             })
             .unwrap_or_default();
-        let item_shape = vec![plan.input.c, plan.input.h, plan.input.w];
+        let item_shape = plan.input.to_vec();
         Ok(GpuModel {
             ctx,
             plan,
             precision,
             weights,
+            consts,
             kernels,
             ptx,
             tuning: Mutex::new(tuning),
@@ -227,7 +138,7 @@ impl GpuModel {
     }
 
     pub fn outputs(&self) -> usize {
-        self.plan.values[self.plan.output].len()
+        self.plan.output_len()
     }
 
     pub fn device(&self) -> &str {
@@ -241,8 +152,8 @@ impl GpuModel {
     pub fn describe(&self) -> String {
         let v = cudnn_version();
         format!(
-            "GPU engine on {} (cuDNN {}.{}.{}, {} {}, {} fused convolutions, one CUDA graph per \
-             batch size), input [N, {}]",
+            "GPU engine on {} (cuDNN {}.{}.{}, {} {}, {} fused convolutions and {} other steps, \
+             one CUDA graph per batch size), input [N, {}]",
             self.device,
             v / 10000,
             (v % 10000) / 100,
@@ -253,6 +164,7 @@ impl GpuModel {
                 Precision::Fp32 => "NCHW",
             },
             self.plan.convs().count(),
+            self.plan.steps.len() - self.plan.convs().count(),
             self.item_shape
                 .iter()
                 .map(|d| d.to_string())
@@ -262,7 +174,7 @@ impl GpuModel {
     }
 
     /// The algorithm of every convolution at batch size `n`, once tuned.
-    fn algos(&self, n: usize) -> Result<Vec<Algo>> {
+    pub(super) fn algos(&self, n: usize) -> Result<Vec<Algo>> {
         let tuning = self
             .tuning
             .lock()
@@ -285,9 +197,15 @@ impl GpuModel {
             return Ok(());
         }
         let started = Instant::now();
-        let tuner = Tuner::new(self, *missing.iter().max().unwrap_or(&1))?;
+        let tuner = match self.plan.convs().next() {
+            Some(_) => Some(Tuner::new(self, *missing.iter().max().unwrap_or(&1))?),
+            None => None,
+        };
         for &b in &missing {
-            let (algos, jsons) = tuner.tune(self, b)?;
+            let (algos, jsons) = match &tuner {
+                Some(t) => t.tune(self, b)?,
+                None => Default::default(),
+            };
             tuning.insert(b, algos);
             if let Ok(mut p) = self.plans.lock() {
                 for (conv, json) in jsons {
@@ -336,7 +254,7 @@ impl GpuModel {
 
 /// Converts the plan's folded f32 weights to the device layout and precision: for fp16,
 /// `cout × kh × kw × cin` (the NHWC filter layout) in f16; for fp32, OIHW in f32. Weights then
-/// bias, convolution after convolution.
+/// bias, convolution after convolution; then the other constants, row-major.
 fn device_weights(plan: &Plan, precision: Precision) -> Vec<u8> {
     let mut out = Vec::new();
     for c in plan.convs() {
@@ -362,6 +280,14 @@ fn device_weights(plan: &Plan, precision: Precision) -> Vec<u8> {
         }
         c.bias.iter().for_each(|&v| push(v));
     }
+    for c in &plan.consts {
+        for &v in &c.data {
+            match precision {
+                Precision::Fp16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                Precision::Fp32 => out.extend_from_slice(&v.to_le_bytes()),
+            }
+        }
+    }
     out
 }
 
@@ -370,12 +296,14 @@ fn conv_sizes(c: &ConvStep, precision: Precision) -> (usize, usize) {
     (w * precision.bytes(), c.cout * precision.bytes())
 }
 
+type Uploaded = (Vec<(DeviceBuf, DeviceBuf)>, Vec<DeviceBuf>);
+
 fn upload_weights(
     ctx: &Arc<CudaContext>,
     plan: &Plan,
     precision: Precision,
     blob: &[u8],
-) -> Result<Vec<(DeviceBuf, DeviceBuf)>> {
+) -> Result<Uploaded> {
     let mut at = 0;
     let mut out = Vec::new();
     for c in plan.convs() {
@@ -388,539 +316,41 @@ fn upload_weights(
         out.push((DeviceBuf::from_host(ctx, w)?, DeviceBuf::from_host(ctx, b)?));
         at += wb + bb;
     }
-    Ok(out)
-}
-
-fn tensor_desc(precision: Precision, n: usize, s: plan::Shape) -> Result<TensorDesc> {
-    let d = TensorDesc::new()?;
-    dnn_call!(cudnnSetTensor4dDescriptor(
-        d.0,
-        precision.format(),
-        precision.dtype(),
-        n as i32,
-        s.c as i32,
-        s.h as i32,
-        s.w as i32
-    ))?;
-    Ok(d)
-}
-
-/// The batch-independent descriptors of one convolution.
-struct ConvDescs {
-    filter: FilterDesc,
-    conv: ConvDesc,
-    bias: TensorDesc,
-    act: ActDesc,
-}
-
-impl ConvDescs {
-    fn new(c: &ConvStep, precision: Precision) -> Result<ConvDescs> {
-        let filter = FilterDesc::new()?;
-        dnn_call!(cudnnSetFilter4dDescriptor(
-            filter.0,
-            precision.dtype(),
-            precision.format(),
-            c.cout as i32,
-            (c.cin / c.groups) as i32,
-            c.kernel[0] as i32,
-            c.kernel[1] as i32
-        ))?;
-        let conv = ConvDesc::new()?;
-        dnn_call!(cudnnSetConvolution2dDescriptor(
-            conv.0,
-            c.pad[0] as i32,
-            c.pad[1] as i32,
-            c.stride[0] as i32,
-            c.stride[1] as i32,
-            c.dilation[0] as i32,
-            c.dilation[1] as i32,
-            dnn::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-            dnn::cudnnDataType_t::CUDNN_DATA_FLOAT
-        ))?;
-        dnn_call!(cudnnSetConvolutionMathType(conv.0, precision.math()))?;
-        if c.groups > 1 {
-            dnn_call!(cudnnSetConvolutionGroupCount(conv.0, c.groups as i32))?;
-        }
-        let bias = TensorDesc::new()?;
-        dnn_call!(cudnnSetTensor4dDescriptor(
-            bias.0,
-            dnn::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-            precision.dtype(),
-            1,
-            c.cout as i32,
-            1,
-            1
-        ))?;
-        let act = ActDesc::new()?;
-        let mode = if c.relu {
-            dnn::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU
-        } else {
-            dnn::cudnnActivationMode_t::CUDNN_ACTIVATION_IDENTITY
-        };
-        dnn_call!(cudnnSetActivationDescriptor(
-            act.0,
-            mode,
-            dnn::cudnnNanPropagation_t::CUDNN_NOT_PROPAGATE_NAN,
-            0.0
-        ))?;
-        Ok(ConvDescs {
-            filter,
-            conv,
-            bias,
-            act,
-        })
-    }
-}
-
-fn pool_desc(p: &plan::PoolStep) -> Result<PoolDesc> {
-    let d = PoolDesc::new()?;
-    let mode = match p.kind {
-        PoolKind::Max => dnn::cudnnPoolingMode_t::CUDNN_POOLING_MAX_DETERMINISTIC,
-        PoolKind::AvgIncludePad => {
-            dnn::cudnnPoolingMode_t::CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING
-        }
-        PoolKind::AvgExcludePad => {
-            dnn::cudnnPoolingMode_t::CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING
-        }
-    };
-    dnn_call!(cudnnSetPooling2dDescriptor(
-        d.0,
-        mode,
-        dnn::cudnnNanPropagation_t::CUDNN_NOT_PROPAGATE_NAN,
-        p.kernel[0] as i32,
-        p.kernel[1] as i32,
-        p.pad[0] as i32,
-        p.pad[1] as i32,
-        p.stride[0] as i32,
-        p.stride[1] as i32
-    ))?;
-    Ok(d)
-}
-
-/// One convolution at one batch size, with its buffers: y = act(conv(x) + bias + z).
-struct ConvCall<'a> {
-    h: dnn::cudnnHandle_t,
-    stream: &'a CudaStream,
-    kernels: &'a Kernels,
-    precision: Precision,
-    step: &'a ConvStep,
-    d: &'a ConvDescs,
-    x_desc: &'a TensorDesc,
-    y_desc: &'a TensorDesc,
-    x: u64,
-    w: &'a DeviceBuf,
-    bias: &'a DeviceBuf,
-    z: Option<u64>,
-    y: u64,
-    ws: u64,
-    /// Elements of y, and its spatial size (for the NCHW epilogue).
-    y_len: usize,
-    y_hw: usize,
-}
-
-/// A graph-API plan bound to one set of buffers.
-struct GraphExec {
-    _graph: Option<graph_api::ConvGraph>,
-    plan: graph_api::Plan,
-    pack: graph_api::BDesc,
-}
-
-impl ConvCall<'_> {
-    /// The plan for engine configuration `cfg_index`: from its saved JSON when there is one
-    /// (no heuristics, no operation graph), else through the heuristics.
-    fn graph_exec(
-        &self,
-        cfg_index: usize,
-        n: usize,
-        x_shape: plan::Shape,
-        y_shape: plan::Shape,
-        json: Option<&str>,
-    ) -> Result<GraphExec> {
-        let pack =
-            || graph_api::variant_pack(self.x, self.w.ptr, self.bias.ptr, self.z, self.y, self.ws);
-        if let Some(json) = json {
-            match graph_api::plan_from_json(self.h, json) {
-                Ok(plan) => {
-                    return Ok(GraphExec {
-                        _graph: None,
-                        plan,
-                        pack: pack()?,
-                    })
-                }
-                Err(e) => tracing::warn!(
-                    "{}: cannot load the saved cuDNN plan ({e}); asking the heuristics again",
-                    self.step.name
-                ),
-            }
-        }
-        let g = graph_api::conv_graph(self.h, self.step, n, x_shape, y_shape)?;
-        let cfgs = graph_api::engine_configs(&g, cfg_index + 1)?;
-        let cfg = cfgs.get(cfg_index).ok_or_else(|| {
-            GpuError::Plan(format!(
-                "heuristics offer no engine configuration #{cfg_index}"
-            ))
+    let mut consts = Vec::new();
+    for c in &plan.consts {
+        let bytes = c.dims.iter().product::<usize>() * precision.bytes();
+        let data = blob.get(at..at + bytes).ok_or_else(|| {
+            GpuError::Plan("the weight blob is shorter than the plan".into())
         })?;
-        let plan = graph_api::plan(self.h, cfg)?;
-        Ok(GraphExec {
-            _graph: Some(g),
-            plan,
-            pack: pack()?,
-        })
+        consts.push(DeviceBuf::from_host(ctx, data)?);
+        at += bytes;
     }
-
-    fn run(&self, algo: Algo, graph: Option<&GraphExec>) -> Result<()> {
-        let one = 1.0f32;
-        let zero = 0.0f32;
-        match algo.mode {
-            Mode::Fused => {
-                let alpha2 = if self.z.is_some() { 1.0f32 } else { 0.0 };
-                dnn_call!(cudnnConvolutionBiasActivationForward(
-                    self.h,
-                    &one as *const f32 as *const c_void,
-                    self.x_desc.0,
-                    self.x as *const c_void,
-                    self.d.filter.0,
-                    self.w.ptr as *const c_void,
-                    self.d.conv.0,
-                    algo_from(algo.algo)?,
-                    self.ws as *mut c_void,
-                    algo.workspace,
-                    &alpha2 as *const f32 as *const c_void,
-                    self.y_desc.0,
-                    self.z.unwrap_or(self.y) as *const c_void,
-                    self.d.bias.0,
-                    self.bias.ptr as *const c_void,
-                    self.d.act.0,
-                    self.y_desc.0,
-                    self.y as *mut c_void
-                ))
-            }
-            Mode::Split => {
-                dnn_call!(cudnnConvolutionForward(
-                    self.h,
-                    &one as *const f32 as *const c_void,
-                    self.x_desc.0,
-                    self.x as *const c_void,
-                    self.d.filter.0,
-                    self.w.ptr as *const c_void,
-                    self.d.conv.0,
-                    algo_from(algo.algo)?,
-                    self.ws as *mut c_void,
-                    algo.workspace,
-                    &zero as *const f32 as *const c_void,
-                    self.y_desc.0,
-                    self.y as *mut c_void
-                ))?;
-                let (len, cout) = (self.y_len as i64, self.step.cout as i32);
-                let (relu, has_z) = (self.step.relu as i32, self.z.is_some() as i32);
-                let z = self.z.unwrap_or(self.y);
-                let hw = self.y_hw as i32;
-                let mut l = match self.precision {
-                    Precision::Fp16 => self.stream.launch_builder(&self.kernels.bias_act_half),
-                    Precision::Fp32 => self.stream.launch_builder(&self.kernels.bias_act_float),
-                };
-                l.arg(&self.y)
-                    .arg(&z)
-                    .arg(&self.bias.ptr)
-                    .arg(&len)
-                    .arg(&cout);
-                if self.precision == Precision::Fp32 {
-                    l.arg(&hw);
-                }
-                l.arg(&relu).arg(&has_z);
-                // SAFETY: argument types match the kernel; y and z hold `len` elements.
-                unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
-                Ok(())
-            }
-            Mode::Graph => {
-                let g = graph.ok_or_else(|| {
-                    GpuError::Plan("graph-API convolution without its plan".into())
-                })?;
-                graph_api::execute(self.h, &g.plan, &g.pack)
-            }
-        }
+    if at != blob.len() {
+        return Err(GpuError::Plan("the weight blob is longer than the plan".into()));
     }
+    Ok((out, consts))
 }
 
-/// The fastest candidate so far for one convolution, its saved plan if it runs on the graph
-/// API, and what every candidate measured (for the debug log).
-struct Choice {
-    best: Option<(f32, Algo)>,
-    json: Option<String>,
-    report: Vec<String>,
-}
-
-impl Choice {
-    /// Records a measured candidate; true when it is the fastest so far.
-    fn offer(&mut self, ms: f32, algo: Algo, line: String) -> bool {
-        self.report.push(line);
-        let better = self.best.is_none_or(|(t, _)| ms < t);
-        if better {
-            self.best = Some((ms, algo));
-        }
-        better
-    }
-}
-
-/// A batch size's algorithms (one per convolution) and its graph-API plans by convolution.
-type Tuned = (Vec<Algo>, Vec<(usize, String)>);
-
-/// Chooses each convolution's algorithm per batch size by timing the fused call itself on
-/// scratch buffers filled with non-zero data.
-struct Tuner {
-    stream: Arc<CudaStream>,
-    dnn: Dnn,
-    x: DeviceBuf,
-    y: DeviceBuf,
-    z: DeviceBuf,
-    ws: DeviceBuf,
-    timer: Timer,
-}
-
-impl Tuner {
-    fn new(m: &GpuModel, max_batch: usize) -> Result<Tuner> {
-        let stream = m.ctx.new_stream().call("cuStreamCreate")?;
-        let dnn = Dnn::new(&stream)?;
-        let largest = m.plan.values.iter().map(|s| s.len()).max().unwrap_or(1);
-        let bytes = largest * max_batch * m.precision.bytes();
-        // Small values of both signs, as activations have; never zeros (METHOD.md).
-        let fill: Vec<u8> = match m.precision {
-            Precision::Fp16 => (0..bytes / 2)
-                .flat_map(|i| {
-                    half::f16::from_f32(((i * 7919) % 200) as f32 / 100.0 - 1.0).to_le_bytes()
-                })
-                .collect(),
-            Precision::Fp32 => (0..bytes / 4)
-                .flat_map(|i| (((i * 7919) % 200) as f32 / 100.0 - 1.0).to_le_bytes())
-                .collect(),
-        };
-        Ok(Tuner {
-            x: DeviceBuf::from_host(&m.ctx, &fill)?,
-            y: DeviceBuf::new(&m.ctx, bytes)?,
-            z: DeviceBuf::from_host(&m.ctx, &fill)?,
-            ws: DeviceBuf::new(&m.ctx, WORKSPACE_LIMIT)?,
-            timer: Timer::new()?,
-            stream,
-            dnn,
-        })
-    }
-
-    /// Times one candidate: a warm-up call, then REPS calls between events.
-    fn time(&self, call: &ConvCall<'_>, algo: Algo, graph: Option<&GraphExec>) -> Result<f32> {
-        call.run(algo, graph)?;
-        self.stream.synchronize().call("cuStreamSynchronize")?;
-        const REPS: usize = 5;
-        self.timer.start(&self.stream)?;
-        for _ in 0..REPS {
-            call.run(algo, graph)?;
-        }
-        Ok(self.timer.stop(&self.stream)? / REPS as f32)
-    }
-
-    /// Times the graph API's precompiled engine configurations (the heuristics' first
-    /// GRAPH_CONFIGS of them; runtime-compiled ones cost tens of ms per plan and start, and are
-    /// tried only when no precompiled one exists).
-    fn tune_graph(
-        &self,
-        call: &ConvCall<'_>,
-        n: usize,
-        xs: plan::Shape,
-        ys: plan::Shape,
-        choice: &mut Choice,
-    ) -> Result<()> {
-        let g = graph_api::conv_graph(call.h, call.step, n, xs, ys)?;
-        let cfgs = graph_api::engine_configs(&g, GRAPH_SCAN)?;
-        let mut picks: Vec<usize> = cfgs
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                // Unknown notes count against a config: determinism is a promise we test.
-                graph_api::notes(c).is_ok_and(|n| !n.runtime_compiled && !n.nondeterministic)
-            })
-            .map(|(i, _)| i)
-            .take(GRAPH_CONFIGS)
-            .collect();
-        if picks.is_empty() {
-            // Compile one at plan time rather than give up on the graph API, if deterministic.
-            picks.extend(
-                cfgs.iter()
-                    .position(|c| graph_api::notes(c).is_ok_and(|n| !n.nondeterministic)),
-            );
-        }
-        drop(cfgs);
-        for i in picks {
-            let built = Instant::now();
-            let exec = match call.graph_exec(i, n, xs, ys, None) {
-                Ok(e) => e,
-                Err(e) => {
-                    choice.report.push(format!("Graph/{i} plan failed: {e}"));
-                    continue;
-                }
-            };
-            if exec.plan.workspace > WORKSPACE_LIMIT {
-                continue;
-            }
-            let algo = Algo {
-                mode: Mode::Graph,
-                algo: i as u32,
-                workspace: exec.plan.workspace,
-            };
-            match self.time(call, algo, Some(&exec)) {
-                Ok(ms) => {
-                    let line = format!(
-                        "Graph/{i} {ms:.4} (plan built in {:.1} ms)",
-                        built.elapsed().as_secs_f64() * 1e3
-                    );
-                    if choice.offer(ms, algo, line) {
-                        choice.json = graph_api::plan_json(&exec.plan).ok();
-                    }
-                }
-                Err(e) => choice.report.push(format!("Graph/{i} failed: {e}")),
-            }
-        }
-        Ok(())
-    }
-
-    /// The algorithm of every convolution at batch `n`, and the saved plans of those that run
-    /// on the graph API.
-    fn tune(&self, m: &GpuModel, n: usize) -> Result<Tuned> {
-        let mut chosen = Vec::new();
-        let mut jsons = Vec::new();
-        let mut total_ms = 0f32;
-        let mut modes = [0usize; 3];
-        for (c, (w, b)) in m.plan.convs().zip(&m.weights) {
-            let d = ConvDescs::new(c, m.precision)?;
-            let (xs, ys) = (m.plan.values[c.input], m.plan.values[c.output]);
-            let xd = tensor_desc(m.precision, n, xs)?;
-            let yd = tensor_desc(m.precision, n, ys)?;
-            let call = ConvCall {
-                h: self.dnn.h,
-                stream: &self.stream,
-                kernels: &m.kernels,
-                precision: m.precision,
-                step: c,
-                d: &d,
-                x_desc: &xd,
-                y_desc: &yd,
-                x: self.x.ptr,
-                w,
-                bias: b,
-                z: c.residual.map(|_| self.z.ptr),
-                y: self.y.ptr,
-                ws: self.ws.ptr,
-                y_len: ys.len() * n,
-                y_hw: ys.h * ys.w,
-            };
-            let mut perf: [dnn::cudnnConvolutionFwdAlgoPerf_t; 8] =
-                // SAFETY: a plain C struct; every field is overwritten by cuDNN or unused.
-                unsafe { std::mem::zeroed() };
-            let mut found = 0i32;
-            dnn_call!(cudnnGetConvolutionForwardAlgorithm_v7(
-                self.dnn.h,
-                xd.0,
-                d.filter.0,
-                d.conv.0,
-                yd.0,
-                8,
-                &mut found,
-                perf.as_mut_ptr()
-            ))?;
-            let mut candidates = Vec::new();
-            for p in perf.iter().take(found.max(0) as usize) {
-                let ok = p.status == dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS
-                    && p.determinism == dnn::cudnnDeterminism_t::CUDNN_DETERMINISTIC
-                    && p.memory <= WORKSPACE_LIMIT;
-                if ok {
-                    for mode in [Mode::Fused, Mode::Split] {
-                        candidates.push(Algo {
-                            mode,
-                            algo: p.algo as u32,
-                            workspace: p.memory,
-                        });
-                    }
-                }
-            }
-            let mut choice = Choice {
-                best: None,
-                json: None,
-                report: Vec::new(),
-            };
-            for algo in candidates {
-                // The fused call supports fewer algorithms than the plain one: skip refusals.
-                if let Ok(ms) = self.time(&call, algo, None) {
-                    choice.offer(ms, algo, format!("{:?}/{} {ms:.4}", algo.mode, algo.algo));
-                }
-            }
-            if m.precision == Precision::Fp16 {
-                if let Err(e) = self.tune_graph(&call, n, xs, ys, &mut choice) {
-                    choice.report.push(format!("graph API unavailable: {e}"));
-                }
-            }
-            let Choice {
-                best,
-                json: mut best_json,
-                report,
-            } = choice;
-            tracing::debug!(
-                batch = n,
-                conv = %c.name,
-                "tuning (ms): {} -> {:?}",
-                report.join(", "),
-                best.map(|(t, a)| (a.mode, a.algo, t))
-            );
-            match best {
-                Some((t, a)) => {
-                    total_ms += t;
-                    modes[a.mode as usize] += 1;
-                    if a.mode == Mode::Graph {
-                        if let Some(j) = best_json.take() {
-                            jsons.push((chosen.len(), j));
-                        }
-                    }
-                    chosen.push(a)
-                }
-                None => {
-                    return Err(GpuError::Plan(format!(
-                        "{}: cuDNN offers no working algorithm at batch {n} ({})",
-                        c.name,
-                        report.join(", ")
-                    )))
-                }
-            }
-        }
-        tracing::info!(
-            "GPU engine: batch {n}: convolutions sum to {total_ms:.3} ms as tuned \
-             (fused {}, split {}, graph API {})",
-            modes[0],
-            modes[1],
-            modes[2]
-        );
-        Ok((chosen, jsons))
-    }
-}
-
-/// Descriptors of every step at one batch size.
+/// What every step needs at one batch size: cuDNN descriptors, or the views of its kernel.
 enum StepDescs {
     Conv {
         x: TensorDesc,
         y: TensorDesc,
         graph: Option<GraphExec>,
     },
-    Pool {
-        x: TensorDesc,
-        y: TensorDesc,
-        pool: PoolDesc,
-    },
-    Softmax {
-        x: TensorDesc,
-    },
-    Elementwise,
+    Map(MapLaunch),
+    Reduce(ReduceLaunch),
+    Row(RowLaunch),
+    Pool(PoolLaunch),
+    MatMul(MatMulLaunch),
 }
 
 pub struct GpuInstance {
     model: Arc<GpuModel>,
     stream: Arc<CudaStream>,
     dnn: Dnn,
+    /// cuBLAS on this instance's stream, when the plan has matrix products.
+    blas: Option<Blas>,
     conv_descs: Vec<ConvDescs>,
     by_batch: BTreeMap<usize, (Vec<StepDescs>, Option<CudaGraph>)>,
     slots: Vec<DeviceBuf>,
@@ -952,6 +382,11 @@ impl GpuInstance {
         let stream = ctx.new_stream().call("cuStreamCreate")?;
         let dnn = Dnn::new(&stream)?;
         let p = &model.plan;
+        let blas = if p.steps.iter().any(|s| matches!(s, Step::MatMul(_))) {
+            Some(Blas::new(&stream)?)
+        } else {
+            None
+        };
         let (sizes, slot_of) = p.slots();
         let slots = sizes
             .iter()
@@ -962,7 +397,7 @@ impl GpuInstance {
             let most = model.algos(b)?.iter().map(|a| a.workspace).max();
             workspace_bytes = workspace_bytes.max(most.unwrap_or(0));
         }
-        let item = p.input.len();
+        let item: usize = p.input.iter().product();
         let cpad = p.input_padded_c;
         let pad = |v: &[f32], fill: f32| {
             let mut out = v.to_vec();
@@ -974,7 +409,7 @@ impl GpuInstance {
             .convs()
             .map(|c| ConvDescs::new(c, model.precision))
             .collect::<Result<Vec<_>>>()?;
-        let out_bytes = p.values[p.output].len() * model.precision.bytes();
+        let out_bytes = p.output_len() * model.precision.bytes();
         let mut inst = GpuInstance {
             workspace: DeviceBuf::new(&ctx, workspace_bytes)?,
             input: DeviceBuf::new(&ctx, item * max * 4)?,
@@ -988,6 +423,7 @@ impl GpuInstance {
             slot_of,
             stream,
             dnn,
+            blas,
             model,
             min,
             max,
@@ -1020,18 +456,19 @@ impl GpuInstance {
 
     fn step_descs(&self, n: usize) -> Result<Vec<StepDescs>> {
         let m = &self.model;
-        let v = |id: usize| tensor_desc(m.precision, n, m.plan.values[id]);
+        let plan = &m.plan;
         let algos = self.model.algos(n)?;
         let mut conv_i = 0;
         let mut out = Vec::new();
-        for s in &m.plan.steps {
+        let bad = |e: String| GpuError::Plan(e);
+        for s in &plan.steps {
             out.push(match s {
                 Step::Conv(c) => {
-                    let (x, y) = (v(c.input)?, v(c.output)?);
+                    let (xs, ys) = conv_shapes(plan, c)?;
+                    let (x, y) = (tensor_desc(m.precision, n, xs)?, tensor_desc(m.precision, n, ys)?);
                     let algo = algos[conv_i];
                     let graph = if algo.mode == Mode::Graph {
-                        let call = self.conv_call(conv_i, c, &x, &y, n);
-                        let (xs, ys) = (m.plan.values[c.input], m.plan.values[c.output]);
+                        let call = self.conv_call(conv_i, c, &x, &y, n)?;
                         let json = m
                             .plans
                             .lock()
@@ -1044,26 +481,11 @@ impl GpuInstance {
                     conv_i += 1;
                     StepDescs::Conv { x, y, graph }
                 }
-                Step::Pool(p) => StepDescs::Pool {
-                    x: v(p.input)?,
-                    y: v(p.output)?,
-                    pool: pool_desc(p)?,
-                },
-                Step::Softmax { input, .. } => {
-                    let s = m.plan.values[*input];
-                    let d = TensorDesc::new()?;
-                    dnn_call!(cudnnSetTensor4dDescriptor(
-                        d.0,
-                        dnn::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                        m.precision.dtype(),
-                        n as i32,
-                        s.len() as i32,
-                        1,
-                        1
-                    ))?;
-                    StepDescs::Softmax { x: d }
-                }
-                Step::Add { .. } | Step::Clamp { .. } => StepDescs::Elementwise,
+                Step::Map(s) => StepDescs::Map(view::map(plan, s, n).map_err(bad)?),
+                Step::Reduce(s) => StepDescs::Reduce(view::reduce(plan, s, n).map_err(bad)?),
+                Step::Row(s) => StepDescs::Row(view::row(plan, s, n).map_err(bad)?),
+                Step::Pool(s) => StepDescs::Pool(view::pool(plan, s, n).map_err(bad)?),
+                Step::MatMul(s) => StepDescs::MatMul(view::matmul(plan, s, n).map_err(bad)?),
             });
         }
         Ok(out)
@@ -1076,11 +498,11 @@ impl GpuInstance {
         x: &'a TensorDesc,
         y: &'a TensorDesc,
         n: usize,
-    ) -> ConvCall<'a> {
+    ) -> Result<ConvCall<'a>> {
         let m = &self.model;
         let (w, b) = &m.weights[conv_i];
-        let ys = m.plan.values[c.output];
-        ConvCall {
+        let (_, ys) = conv_shapes(&m.plan, c)?;
+        Ok(ConvCall {
             h: self.dnn.h,
             stream: &self.stream,
             kernels: &m.kernels,
@@ -1095,13 +517,27 @@ impl GpuInstance {
             z: c.residual.map(|r| self.ptr(r)),
             y: self.ptr(c.output),
             ws: self.workspace.ptr,
-            y_len: ys.len() * n,
-            y_hw: ys.h * ys.w,
-        }
+            y_len: ys.iter().product::<usize>() * n,
+            y_hw: ys[1] * ys[2],
+        })
     }
 
     fn ptr(&self, value: usize) -> u64 {
         self.slots[self.slot_of[value]].ptr
+    }
+
+    fn operand(&self, o: Operand) -> u64 {
+        match o {
+            Operand::Value(v) => self.ptr(v),
+            Operand::Const(c) => self.model.consts[c].ptr,
+        }
+    }
+
+    fn kernel<'k>(&self, pair: &'k kernels::Pair) -> &'k cudarc::driver::CudaFunction {
+        match self.model.precision {
+            Precision::Fp16 => &pair.half,
+            Precision::Fp32 => &pair.float,
+        }
     }
 
     /// Enqueues one whole inference of `n` items on the stream, from the staged input: convert,
@@ -1116,14 +552,11 @@ impl GpuInstance {
             .get(&n)
             .ok_or_else(|| GpuError::Plan(format!("batch size {n} is not prepared")))?;
         let algos = self.model.algos(n)?;
-        let hw = (p.input.h * p.input.w) as i32;
-        let (c, cpad, ni) = (p.input.c as i32, p.input_padded_c as i32, n as i32);
+        let [c, h, w] = p.input;
+        let hw = (h * w) as i32;
+        let (c, cpad, ni) = (c as i32, p.input_padded_c as i32, n as i32);
         let x0 = self.ptr(0);
-        let f = match m.precision {
-            Precision::Fp16 => &k.to_input_half,
-            Precision::Fp32 => &k.to_input_float,
-        };
-        let mut launch = self.stream.launch_builder(f);
+        let mut launch = self.stream.launch_builder(self.kernel(&k.to_input));
         launch
             .arg(&self.input.ptr)
             .arg(&x0)
@@ -1136,77 +569,98 @@ impl GpuInstance {
         // SAFETY: argument types match the kernel's signature; buffers are sized for n items.
         unsafe { launch.launch(kernels::launch_1d(n * hw as usize)) }.call("cuLaunchKernel")?;
         let mut conv_i = 0;
-        let one = 1.0f32;
-        let zero = 0.0f32;
         for (step, d) in p.steps.iter().zip(descs) {
             match (step, d) {
-                (Step::Conv(c), StepDescs::Conv { x, y, graph }) => {
-                    self.conv_call(conv_i, c, x, y, n)
+                (Step::Conv(cv), StepDescs::Conv { x, y, graph }) => {
+                    self.conv_call(conv_i, cv, x, y, n)?
                         .run(algos[conv_i], graph.as_ref())?;
                     conv_i += 1;
                 }
-                (Step::Pool(pl), StepDescs::Pool { x, y, pool }) => {
-                    dnn_call!(cudnnPoolingForward(
-                        self.dnn.h,
-                        pool.0,
-                        &one as *const f32 as *const c_void,
-                        x.0,
-                        self.ptr(pl.input) as *const c_void,
-                        &zero as *const f32 as *const c_void,
-                        y.0,
-                        self.ptr(pl.output) as *mut c_void
-                    ))?;
+                (Step::Map(s), StepDescs::Map(l)) => {
+                    let (pa, pb, py) = (
+                        self.operand(s.a),
+                        s.b.map_or(0, |b| self.operand(b)),
+                        self.ptr(s.output),
+                    );
+                    let (bin, un, len) = (l.binary as i32, l.unary as i32, l.y.len() as u32);
+                    let (va, vb, vy) = (KView(l.a), KView(l.b), KView(l.y));
+                    let mut b = self.stream.launch_builder(self.kernel(&k.map));
+                    b.arg(&va).arg(&vb).arg(&vy).arg(&pa).arg(&pb).arg(&py);
+                    b.arg(&bin).arg(&un).arg(&l.p0).arg(&l.p1).arg(&len);
+                    // SAFETY: argument types match `map_*`; the views stay inside the buffers
+                    // the plan sized for `max` items.
+                    unsafe { b.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
                 }
-                (Step::Softmax { input, output }, StepDescs::Softmax { x }) => {
-                    dnn_call!(cudnnSoftmaxForward(
-                        self.dnn.h,
-                        dnn::cudnnSoftmaxAlgorithm_t::CUDNN_SOFTMAX_ACCURATE,
-                        dnn::cudnnSoftmaxMode_t::CUDNN_SOFTMAX_MODE_CHANNEL,
-                        &one as *const f32 as *const c_void,
-                        x.0,
-                        self.ptr(*input) as *const c_void,
-                        &zero as *const f32 as *const c_void,
-                        x.0,
-                        self.ptr(*output) as *mut c_void
-                    ))?;
+                (Step::Reduce(s), StepDescs::Reduce(l)) => {
+                    let (px, py) = (self.ptr(s.input), self.ptr(s.output));
+                    let (kind, outs) = (s.kind as i32, l.y.len() as u32);
+                    let (vo, vi, vy) = (KView(l.outer), KView(l.inner), KView(l.y));
+                    let mut b = self.stream.launch_builder(self.kernel(&k.reduce));
+                    b.arg(&vo).arg(&vi).arg(&vy).arg(&px).arg(&py).arg(&kind).arg(&outs);
+                    // SAFETY: as for `map_*`.
+                    unsafe { b.launch(kernels::launch_warps(outs as usize)) }
+                        .call("cuLaunchKernel")?;
                 }
-                (Step::Add { a, b, output, relu }, _) => {
-                    let len = (p.values[*output].len() * n) as i64;
-                    let (pa, pb, po) = (self.ptr(*a), self.ptr(*b), self.ptr(*output));
-                    let relu = *relu as i32;
-                    let f = match m.precision {
-                        Precision::Fp16 => &k.add_half,
-                        Precision::Fp32 => &k.add_float,
+                (Step::Row(s), StepDescs::Row(l)) => {
+                    let (px, py) = (self.ptr(s.input), self.ptr(s.output));
+                    let (kind, scale, bias, eps) = match &s.kind {
+                        RowKind::Softmax => (0i32, 0u64, None, 0f32),
+                        RowKind::LogSoftmax => (1, 0, None, 0.0),
+                        RowKind::LayerNorm { scale, bias, eps } => (
+                            2,
+                            m.consts[*scale].ptr,
+                            bias.map(|b| m.consts[b].ptr),
+                            *eps,
+                        ),
                     };
-                    let mut l = self.stream.launch_builder(f);
-                    l.arg(&pa).arg(&pb).arg(&po).arg(&len).arg(&relu);
-                    // SAFETY: argument types match; buffers hold `len` elements.
-                    unsafe { l.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
+                    let has_bias = bias.is_some() as i32;
+                    let bias = bias.unwrap_or(0);
+                    let (len, rows) = (l.len as i32, l.x.len() as u32);
+                    let (vx, vy) = (KView(l.x), KView(l.y));
+                    let mut b = self.stream.launch_builder(self.kernel(&k.row));
+                    b.arg(&vx).arg(&vy).arg(&px).arg(&py).arg(&len);
+                    b.arg(&l.x_stride).arg(&l.y_stride).arg(&kind).arg(&scale).arg(&bias);
+                    b.arg(&has_bias).arg(&eps).arg(&rows);
+                    // SAFETY: as for `map_*`; scale and bias hold `len` values.
+                    unsafe { b.launch(kernels::launch_warps(rows as usize)) }
+                        .call("cuLaunchKernel")?;
                 }
-                (
-                    Step::Clamp {
-                        input,
-                        output,
-                        lo,
-                        hi,
-                    },
-                    _,
-                ) => {
-                    let len = (p.values[*output].len() * n) as i64;
-                    let (pi, po) = (self.ptr(*input), self.ptr(*output));
-                    let f = match m.precision {
-                        Precision::Fp16 => &k.clamp_half,
-                        Precision::Fp32 => &k.clamp_float,
-                    };
-                    let mut l = self.stream.launch_builder(f);
-                    l.arg(&pi).arg(&po).arg(&len).arg(lo).arg(hi);
-                    // SAFETY: argument types match; buffers hold `len` elements.
-                    unsafe { l.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
+                (Step::Pool(s), StepDescs::Pool(l)) => {
+                    let (px, py) = (self.ptr(s.input), self.ptr(s.output));
+                    let i = |v: usize| v as i32;
+                    let args = [
+                        s.kind as i32,
+                        i(s.kernel[0]),
+                        i(s.kernel[1]),
+                        i(s.stride[0]),
+                        i(s.stride[1]),
+                        i(s.pad_begin[0]),
+                        i(s.pad_begin[1]),
+                        i(s.pad_end[0]),
+                        i(s.pad_end[1]),
+                    ];
+                    let len = l.y.len() as u32;
+                    let (vx, vy) = (KView(l.x), KView(l.y));
+                    let mut b = self.stream.launch_builder(self.kernel(&k.pool));
+                    b.arg(&vx).arg(&vy).arg(&px).arg(&py);
+                    for a in &args {
+                        b.arg(a);
+                    }
+                    b.arg(&len);
+                    // SAFETY: as for `map_*`.
+                    unsafe { b.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
+                }
+                (Step::MatMul(s), StepDescs::MatMul(l)) => {
+                    let blas = self
+                        .blas
+                        .as_ref()
+                        .ok_or_else(|| GpuError::Plan("a matrix product without cuBLAS".into()))?;
+                    blas.matmul(l, m.precision, self.ptr(s.a), self.operand(s.b), self.ptr(s.output))?;
                 }
                 _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
             }
         }
-        let out_bytes = p.values[p.output].len() * m.precision.bytes() * n;
+        let out_bytes = p.output_len() * m.precision.bytes() * n;
         // SAFETY: pinned memory owned by this instance, sized for max ≥ n items; the host
         // reads it only after synchronising the stream.
         unsafe {
@@ -1227,7 +681,7 @@ impl GpuInstance {
     /// Runs `n` items of raw (un-normalised) input, `[n, c, h, w]` f32. The output buffer is
     /// poisoned with NaN first, so an element the GPU did not write cannot pass as a result.
     pub fn run(&mut self, n: usize, input: &[f32]) -> Result<Vec<f32>> {
-        let item = self.model.plan.input.len();
+        let item: usize = self.model.plan.input.iter().product();
         if input.len() != n * item {
             return Err(GpuError::Plan(format!(
                 "{} input values for a batch of {n} items of {item}",
@@ -1249,7 +703,7 @@ impl GpuInstance {
     /// the GPU (copied device to device), each `[c, h, w]` f32 raw values.
     pub fn run_inputs(&mut self, items: &[Input<'_>]) -> Result<Vec<f32>> {
         let n = items.len();
-        let item = self.model.plan.input.len();
+        let item: usize = self.model.plan.input.iter().product();
         if n > self.max {
             return Err(GpuError::Plan(format!(
                 "a batch of {n} is above this instance's max = {}",
@@ -1334,8 +788,7 @@ impl GpuInstance {
 
     fn read_output(&self, n: usize) -> Result<Vec<f32>> {
         let m = &self.model;
-        let s = m.plan.values[m.plan.output];
-        let per = s.len();
+        let per = m.plan.output_len();
         let raw = &self.host_out.as_slice()[..per * n * m.precision.bytes()];
         let flat: Vec<f32> = match m.precision {
             Precision::Fp16 => raw
@@ -1352,20 +805,13 @@ impl GpuInstance {
                 "the GPU output is not finite at element {i} (unwritten, or an fp16 overflow)"
             )));
         }
-        // NHWC → NCHW for a spatial output (a c × 1 × 1 output is the same in both).
-        if m.precision == Precision::Fp16 && (s.h > 1 || s.w > 1) {
-            let mut out = vec![0.0; flat.len()];
-            let hw = s.h * s.w;
-            for b in 0..n {
-                for p in 0..hw {
-                    for c in 0..s.c {
-                        out[(b * s.c + c) * hw + p] = flat[(b * hw + p) * s.c + c];
-                    }
-                }
-            }
-            return Ok(out);
+        // The output's storage layout (NHWC for a spatial fp16 output) → ONNX's order.
+        let (dims, strides) = view::value_layout(&m.plan, m.plan.output, n);
+        if strides == view::row_major(&dims) {
+            return Ok(flat);
         }
-        Ok(flat)
+        let v = view::View::new(&dims, &strides, 0).map_err(GpuError::Plan)?;
+        Ok((0..v.len()).map(|i| flat[v.at(i) as usize]).collect())
     }
 
     /// Device time of one graph replay at batch `n`, in ms: `reps` replays between two events.

@@ -10,7 +10,7 @@ use dnn::cudnnBackendAttributeType_t as T;
 use dnn::cudnnBackendDescriptorType_t as D;
 
 use super::cuda::{dnn_call, Result};
-use super::plan::{ConvStep, Shape};
+use super::plan::ConvStep;
 
 /// An owned backend descriptor.
 pub struct BDesc(pub dnn::cudnnBackendDescriptor_t);
@@ -76,9 +76,15 @@ pub const UID_Z: i64 = 4;
 pub const UID_Y: i64 = 5;
 
 /// An NHWC tensor with logical dims `[n, c, h, w]`.
-fn tensor(uid: i64, n: usize, s: Shape, dtype: dnn::cudnnDataType_t, virt: bool) -> Result<BDesc> {
+fn tensor(
+    uid: i64,
+    n: usize,
+    s: [usize; 3],
+    dtype: dnn::cudnnDataType_t,
+    virt: bool,
+) -> Result<BDesc> {
     let t = BDesc::new(D::CUDNN_BACKEND_TENSOR_DESCRIPTOR)?;
-    let (c, h, w) = (s.c as i64, s.h as i64, s.w as i64);
+    let (c, h, w) = (s[0] as i64, s[1] as i64, s[2] as i64);
     t.dtype(A::CUDNN_ATTR_TENSOR_DATA_TYPE, dtype)?;
     t.i64s(A::CUDNN_ATTR_TENSOR_DIMENSIONS, &[n as i64, c, h, w])?;
     t.i64s(A::CUDNN_ATTR_TENSOR_STRIDES, &[c * h * w, 1, w * c, c])?;
@@ -129,28 +135,14 @@ pub fn conv_graph(
     h: dnn::cudnnHandle_t,
     c: &ConvStep,
     n: usize,
-    x_shape: Shape,
-    y_shape: Shape,
+    x_shape: [usize; 3],
+    y_shape: [usize; 3],
 ) -> Result<ConvGraph> {
     let x = tensor(UID_X, n, x_shape, HALF, false)?;
-    let w_shape = Shape {
-        c: c.cin / c.groups,
-        h: c.kernel[0],
-        w: c.kernel[1],
-    };
+    let w_shape = [c.cin / c.groups, c.kernel[0], c.kernel[1]];
     // Filter dims [k, c, r, s] in KRSC order: the same stride pattern as an NHWC tensor.
     let w = tensor(UID_W, c.cout, w_shape, HALF, false)?;
-    let b = tensor(
-        UID_B,
-        1,
-        Shape {
-            c: c.cout,
-            h: 1,
-            w: 1,
-        },
-        HALF,
-        false,
-    )?;
+    let b = tensor(UID_B, 1, [c.cout, 1, 1], HALF, false)?;
     let y = tensor(UID_Y, n, y_shape, HALF, false)?;
     let conv = BDesc::new(D::CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR)?;
     conv.dtype(A::CUDNN_ATTR_CONVOLUTION_COMP_TYPE, FLOAT)?;

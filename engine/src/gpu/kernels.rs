@@ -1,7 +1,6 @@
-//! The engine's own small kernels, compiled at start-up by NVRTC (or taken from
-//! `model::cache`): the input conversion and the elementwise ops cuDNN's fusion cannot absorb.
-//! fp16 is handled as raw 16-bit values with the PTX conversion instructions, so the source
-//! needs no CUDA headers on the machine that runs it.
+//! The engine's own kernels (kernels.cu), compiled at start-up by NVRTC (or taken from
+//! `model::cache`): the input conversion, the convolution epilogue, and the strided
+//! elementwise, reduction, row (softmax, layer norm) and pooling kernels.
 
 use std::sync::Arc;
 
@@ -10,99 +9,39 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use super::cuda::{Call, GpuError, Result};
 
-const SOURCE: &str = r#"
-__device__ __forceinline__ unsigned short f2h(float f) {
-    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
-}
-__device__ __forceinline__ float h2f(unsigned short h) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
-}
+const SOURCE: &str = include_str!("kernels.cu");
 
-// NCHW f32 (raw pixels) -> NHWC f16 normalised, channels padded with zeros to cpad.
-extern "C" __global__ void to_input_half(const float* __restrict__ x, unsigned short* __restrict__ y,
-        const float* __restrict__ mean, const float* __restrict__ inv_std,
-        int n, int c, int hw, int cpad) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long)n * hw) return;
-    long b = i / hw, p = i - b * hw;
-    const float* src = x + b * c * (long)hw + p;
-    unsigned short* dst = y + i * cpad;
-    for (int k = 0; k < cpad; k++) {
-        float v = k < c ? (src[(long)k * hw] - mean[k]) * inv_std[k] : 0.0f;
-        dst[k] = f2h(v);
-    }
+/// A kernel in its fp16 and fp32 forms.
+pub struct Pair {
+    pub half: CudaFunction,
+    pub float: CudaFunction,
 }
-
-// NCHW f32 (raw pixels) -> NCHW f32 normalised, channels padded with zeros to cpad.
-extern "C" __global__ void to_input_float(const float* __restrict__ x, float* __restrict__ y,
-        const float* __restrict__ mean, const float* __restrict__ inv_std,
-        int n, int c, int hw, int cpad) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long)n * hw) return;
-    long b = i / hw, p = i - b * hw;
-    for (int k = 0; k < cpad; k++) {
-        float v = k < c ? (x[(b * c + k) * (long)hw + p] - mean[k]) * inv_std[k] : 0.0f;
-        y[(b * cpad + k) * (long)hw + p] = v;
-    }
-}
-
-extern "C" __global__ void add_half(const unsigned short* a, const unsigned short* b,
-        unsigned short* y, long n, int relu) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = h2f(a[i]) + h2f(b[i]);
-    y[i] = f2h(relu ? fmaxf(v, 0.0f) : v);
-}
-
-extern "C" __global__ void add_float(const float* a, const float* b, float* y, long n, int relu) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = a[i] + b[i];
-    y[i] = relu ? fmaxf(v, 0.0f) : v;
-}
-
-extern "C" __global__ void clamp_half(const unsigned short* x, unsigned short* y, long n,
-        float lo, float hi) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    y[i] = f2h(fminf(fmaxf(h2f(x[i]), lo), hi));
-}
-
-// The epilogue of a convolution run without cuDNN's fusion: y = act(y + bias[c] + z).
-extern "C" __global__ void bias_act_half(unsigned short* y, const unsigned short* z,
-        const unsigned short* bias, long n, int cout, int relu, int has_z) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = h2f(y[i]) + h2f(bias[i % cout]);
-    if (has_z) v += h2f(z[i]);
-    y[i] = f2h(relu ? fmaxf(v, 0.0f) : v);
-}
-
-extern "C" __global__ void bias_act_float(float* y, const float* z, const float* bias, long n,
-        int cout, int hw, int relu, int has_z) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = y[i] + bias[(i / hw) % cout];
-    if (has_z) v += z[i];
-    y[i] = relu ? fmaxf(v, 0.0f) : v;
-}
-
-extern "C" __global__ void clamp_float(const float* x, float* y, long n, float lo, float hi) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    y[i] = fminf(fmaxf(x[i], lo), hi);
-}
-"#;
 
 pub struct Kernels {
-    pub to_input_half: CudaFunction,
-    pub to_input_float: CudaFunction,
-    pub add_half: CudaFunction,
-    pub add_float: CudaFunction,
-    pub clamp_half: CudaFunction,
-    pub clamp_float: CudaFunction,
-    pub bias_act_half: CudaFunction,
-    pub bias_act_float: CudaFunction,
+    pub to_input: Pair,
+    pub bias_act: Pair,
+    pub map: Pair,
+    pub reduce: Pair,
+    pub row: Pair,
+    pub pool: Pair,
+}
+
+/// A strided view as the kernels take it, by value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct KView(pub crate::gpu::plan::view::View);
+
+// SAFETY: `View` is #[repr(C)] plain data (i32 and i64 arrays, an i64) laid out exactly as the
+// kernels' `struct View` (24 + 48 + 8 bytes, 8-byte aligned).
+unsafe impl cudarc::driver::DeviceRepr for KView {}
+
+/// One warp per output element, 8 warps per block: the reductions' and rows' launch shape.
+pub(crate) fn launch_warps(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(8) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// One thread per element for `n` elements, in blocks of 256: the launch shape of every
@@ -155,15 +94,23 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
     let module = ctx
         .load_module(Ptx::from_src(ptx))
         .call("cuModuleLoadData")?;
-    let f = |name: &'static str| module.load_function(name).call("cuModuleGetFunction");
+    let pair = |name: &str| -> Result<Pair> {
+        let f = |suffix: &str| {
+            module
+                .load_function(&format!("{name}_{suffix}"))
+                .call("cuModuleGetFunction")
+        };
+        Ok(Pair {
+            half: f("half")?,
+            float: f("float")?,
+        })
+    };
     Ok(Kernels {
-        to_input_half: f("to_input_half")?,
-        to_input_float: f("to_input_float")?,
-        add_half: f("add_half")?,
-        add_float: f("add_float")?,
-        clamp_half: f("clamp_half")?,
-        clamp_float: f("clamp_float")?,
-        bias_act_half: f("bias_act_half")?,
-        bias_act_float: f("bias_act_float")?,
+        to_input: pair("to_input")?,
+        bias_act: pair("bias_act")?,
+        map: pair("map")?,
+        reduce: pair("reduce")?,
+        row: pair("row")?,
+        pool: pair("pool")?,
     })
 }

@@ -9,7 +9,11 @@
 pub mod plan;
 
 #[cfg(feature = "cuda")]
+mod blas;
+#[cfg(feature = "cuda")]
 mod cache;
+#[cfg(feature = "cuda")]
+mod conv;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 #[cfg(feature = "cuda")]
@@ -24,11 +28,15 @@ mod kernels;
 pub mod nvjpeg;
 #[cfg(feature = "cuda")]
 pub mod pool;
+#[cfg(feature = "cuda")]
+mod precision;
 
 #[cfg(feature = "cuda")]
 pub use cuda::{check_libraries, open_device, open_device_for, GpuError, Needs};
 #[cfg(feature = "cuda")]
-pub use engine::{GpuInstance, GpuModel, LoadReport, Precision};
+pub use engine::{GpuInstance, GpuModel, LoadReport};
+#[cfg(feature = "cuda")]
+pub use precision::Precision;
 
 /// Whether this build can run models on a GPU at all.
 pub const BUILT_WITH_CUDA: bool = cfg!(feature = "cuda");

@@ -163,7 +163,11 @@ fn main() -> Result<()> {
 
     let started = Instant::now();
     let model = Arc::new(GpuModel::load(&model_path, precision, a.cache.as_deref())?);
-    let mut inst = GpuInstance::new(model.clone(), 1, max_b, &a.mean, &a.std)?;
+    // One instance per batch size checked, so only those sizes are tuned.
+    let mut insts = std::collections::BTreeMap::new();
+    for &n in &a.batches {
+        insts.insert(n, GpuInstance::new(model.clone(), n, n, &a.mean, &a.std)?);
+    }
     let ready_s = started.elapsed().as_secs_f64();
     let report = model.report();
     println!(
@@ -192,25 +196,38 @@ fn main() -> Result<()> {
     let imgs = images(&a.images, (shape[1], shape[2]))?;
     println!("{} images; CPU reference (tract, fp32) ...", imgs.len());
     // The CPU engine as the server runs it: its instance applies mean/std to the raw inputs.
-    let mut cpu = Arc::new(CpuModel::load(&model_path).map_err(anyhow::Error::msg)?)
-        .instance(&InstanceSpec {
-            min: 1,
-            max: 1,
-            mean: a.mean.clone(),
-            std: a.std.clone(),
-        })
-        .map_err(anyhow::Error::msg)?;
-    let reference: Vec<Vec<f32>> = imgs
-        .iter()
-        .map(|x| {
-            cpu.run(Tensor::new(
-                std::iter::once(1).chain(shape.iter().copied()).collect(),
-                x.clone(),
-            ))
-            .map(|t| t.data)
-            .map_err(anyhow::Error::msg)
-        })
-        .collect::<Result<_>>()?;
+    // One CPU instance per image, on as many threads (tract runs a model on one core).
+    let cpu_model = Arc::new(CpuModel::load(&model_path).map_err(anyhow::Error::msg)?);
+    let spec = InstanceSpec {
+        min: 1,
+        max: 1,
+        mean: a.mean.clone(),
+        std: a.std.clone(),
+    };
+    let reference: Vec<Vec<f32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = imgs
+            .iter()
+            .map(|x| {
+                let (cpu_model, spec, shape) = (cpu_model.clone(), &spec, &shape);
+                scope.spawn(move || -> Result<Vec<f32>> {
+                    let mut cpu = cpu_model.instance(spec).map_err(anyhow::Error::msg)?;
+                    cpu.run(Tensor::new(
+                        std::iter::once(1).chain(shape.iter().copied()).collect(),
+                        x.clone(),
+                    ))
+                    .map(|t| t.data)
+                    .map_err(anyhow::Error::msg)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a CPU reference thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
     let outputs = reference[0].len();
     if let Some(path) = &a.dump_reference {
         let k = imgs.len().min(4);
@@ -239,6 +256,7 @@ fn main() -> Result<()> {
         "batch", "graph_ms", "run_ms", "rel_l2", "argmax"
     );
     for &n in &a.batches {
+        let inst = insts.get_mut(&n).context("an instance per batch size")?;
         let mut worst = 0f64;
         let mut agree = 0usize;
         let mut total = 0usize;
@@ -293,6 +311,7 @@ fn main() -> Result<()> {
             .collect();
         let mut expected = std::collections::HashMap::new();
         for &(n, o) in &combos {
+            let inst = insts.get_mut(&n).context("an instance per batch size")?;
             expected.insert((n, o), inst.run(n, &batch(&imgs, n, o))?);
         }
         let expected = Arc::new(expected);

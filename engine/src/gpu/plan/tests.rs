@@ -1,3 +1,9 @@
+//! Import, folding, fusion and layouts, checked against the CPU engine (tract) on small ONNX
+//! graphs written here, in both storage layouts (NHWC as fp16 runs, row-major as fp32 runs).
+
+use tract_onnx::pb;
+
+use super::reference;
 use super::*;
 use crate::backends::model::CpuModel;
 use crate::item::Tensor;
@@ -6,46 +12,233 @@ use crate::modelgen;
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
+    (num / den.max(1e-30)).sqrt()
 }
 
-/// Inputs in the range a normalised image has, never zeros.
-fn input(n: usize, len: usize, seed: u32) -> Vec<f32> {
-    (0..n * len)
+/// Values in the range a normalised image has, never zeros.
+fn noise(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
         .map(|i| {
-            let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-            (h % 4001) as f32 / 1000.0 - 2.0
+            let h = (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed.wrapping_mul(40_503))
+                >> 8;
+            (h % 4001) as f32 / 1000.0 - 2.0 + 0.0005
         })
         .collect()
 }
 
+/// A tiny ONNX graph written by hand: input `x` of `[N, c, h, w]`, output `y`.
+struct G {
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    c: usize,
+    h: usize,
+    w: usize,
+    seed: u32,
+}
+
+fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn float(name: &str, v: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
+impl G {
+    fn new(c: usize, h: usize, w: usize) -> G {
+        G {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            c,
+            h,
+            w,
+            seed: 1,
+        }
+    }
+
+    fn weight(&mut self, dims: &[usize], scale: f32) -> String {
+        self.seed += 1;
+        let n = dims.iter().product();
+        let v = noise(n, self.seed).iter().map(|x| x * scale).collect();
+        self.init_f(dims, v)
+    }
+
+    fn init_f(&mut self, dims: &[usize], v: Vec<f32>) -> String {
+        let name = format!("w{}", self.inits.len());
+        self.inits.push(pb::TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: v,
+            ..Default::default()
+        });
+        name
+    }
+
+    fn init_i(&mut self, v: &[i64]) -> String {
+        let name = format!("i{}", self.inits.len());
+        self.inits.push(pb::TensorProto {
+            name: name.clone(),
+            dims: vec![v.len() as i64],
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            int64_data: v.to_vec(),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
+        let out = format!("t{}", self.nodes.len());
+        self.op_n(op, inputs, attrs, 1);
+        out
+    }
+
+    fn op_n(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>, outs: usize) -> Vec<String> {
+        let k = self.nodes.len();
+        let output: Vec<String> = (0..outs)
+            .map(|j| if j == 0 { format!("t{k}") } else { format!("t{k}_{j}") })
+            .collect();
+        self.nodes.push(pb::NodeProto {
+            name: format!("{op}_{k}"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: output.clone(),
+            attribute: attrs,
+            ..Default::default()
+        });
+        output
+    }
+
+    fn conv(&mut self, x: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> String {
+        let w = self.weight(&[cout, cin / groups, k, k], 0.3);
+        let b = self.weight(&[cout], 0.1);
+        let p = (k / 2) as i64;
+        self.op(
+            "Conv",
+            &[x, &w, &b],
+            vec![
+                ints("kernel_shape", &[k as i64, k as i64]),
+                ints("strides", &[stride as i64, stride as i64]),
+                ints("pads", &[p, p, p, p]),
+                int("group", groups as i64),
+            ],
+        )
+    }
+
+    fn model(&self, y: &str) -> pb::ModelProto {
+        let dim = |v: Option<i64>| pb::tensor_shape_proto::Dimension {
+            value: Some(match v {
+                Some(v) => pb::tensor_shape_proto::dimension::Value::DimValue(v),
+                None => pb::tensor_shape_proto::dimension::Value::DimParam("N".into()),
+            }),
+            ..Default::default()
+        };
+        let vi = |name: &str, dims: Vec<Option<i64>>| pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims.into_iter().map(dim).collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut nodes = self.nodes.clone();
+        nodes.push(pb::NodeProto {
+            name: "out".into(),
+            op_type: "Identity".into(),
+            input: vec![y.into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        });
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                node: nodes,
+                initializer: self.inits.clone(),
+                input: vec![vi(
+                    "x",
+                    vec![None, Some(self.c as i64), Some(self.h as i64), Some(self.w as i64)],
+                )],
+                output: vec![vi("y", vec![])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// Builds the plan in both layouts, runs it on the host and compares with tract; returns the
+/// channels-last plan.
+fn check(g: &G, y: &str, tol: f64) -> Plan {
+    let model = g.model(y);
+    let dir = std::env::temp_dir().join(format!("tp-plan-{}-{y}-{}", std::process::id(), g.nodes.len()));
+    let path = dir.join("m.onnx");
+    modelgen::write(&model, &path).unwrap();
+    let cpu = CpuModel::load(&path).unwrap();
+    let n = 2;
+    let x = noise(n * g.c * g.h * g.w, 99);
+    let want = cpu
+        .run(Tensor::new(vec![n, g.c, g.h, g.w], x.clone()))
+        .unwrap()
+        .data;
+    let mut last = None;
+    for channels_last in [true, false] {
+        let plan = build(&model, channels_last).unwrap_or_else(|e| panic!("{e}"));
+        let got = reference::run(&plan, &x, n);
+        assert_eq!(got.len(), want.len(), "channels_last {channels_last}");
+        assert!(got.iter().all(|v| v.is_finite()), "unwritten output");
+        let err = rel_l2(&got, &want);
+        assert!(err < tol, "channels_last {channels_last}: relative L2 {err}");
+        last.get_or_insert(plan);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    last.unwrap()
+}
+
 #[test]
 fn resnet50_fuses_into_54_convs_and_two_pools() {
-    let plan = build(&modelgen::resnet50(modelgen::RESNET50_SEED)).unwrap();
+    let plan = build(&modelgen::resnet50(modelgen::RESNET50_SEED), true).unwrap();
     let convs: Vec<&ConvStep> = plan.convs().collect();
     // 53 convolutions + the classifier as a 1×1 convolution; every BN, Add and Relu fused.
     assert_eq!(convs.len(), 54);
-    assert_eq!(
-        plan.steps.len(),
-        56,
-        "{:#?}",
-        plan.steps.iter().map(|s| s.output()).collect::<Vec<_>>()
-    );
+    assert_eq!(plan.steps.len(), 56, "{:#?}", plan.steps.iter().map(Step::kind).collect::<Vec<_>>());
     assert_eq!(convs.iter().filter(|c| c.residual.is_some()).count(), 16);
     assert_eq!(convs.iter().filter(|c| c.relu).count(), 16 * 3 + 1);
     assert_eq!(plan.input_padded_c, 8);
     assert_eq!(convs[0].cin, 8);
-    assert_eq!(
-        plan.values[plan.output],
-        Shape {
-            c: 1000,
-            h: 1,
-            w: 1
-        }
-    );
+    assert_eq!(plan.values[plan.output].dims, vec![1000]);
     let (slots, slot_of) = plan.slots();
     assert!(slots.len() <= 5, "{slots:?}");
-    // A step never writes the slot it reads.
     for s in &plan.steps {
         for i in s.inputs() {
             assert_ne!(slot_of[i], slot_of[s.output()]);
@@ -54,107 +247,262 @@ fn resnet50_fuses_into_54_convs_and_two_pools() {
 }
 
 #[test]
-fn folded_plan_computes_what_the_onnx_computes() {
-    let dir = std::env::temp_dir().join(format!("tp-plan-{}", std::process::id()));
-    let path = dir.join("tiny.onnx");
+fn the_tiny_cnn_computes_what_the_onnx_computes() {
     let proto = modelgen::tiny_cnn(modelgen::TINY_SEED);
+    let dir = std::env::temp_dir().join(format!("tp-plan-tiny-{}", std::process::id()));
+    let path = dir.join("tiny.onnx");
     modelgen::write(&proto, &path).unwrap();
     let cpu = CpuModel::load(&path).unwrap();
-    let plan = build(&proto).unwrap();
-    // The tiny model's stem and its first block read the padded input / share a residual.
-    assert!(plan.convs().any(|c| c.residual.is_some()));
     let n = 3;
-    let x = input(n, 3 * 224 * 224, 11);
-    let want = cpu
-        .run(Tensor::new(vec![n, 3, 224, 224], x.clone()))
-        .unwrap()
-        .data;
-    let got = run_reference(&plan, &x, n);
-    assert_eq!(got.len(), want.len());
-    let err = rel_l2(&got, &want);
-    assert!(err < 1e-5, "relative L2 {err}");
+    let x = noise(n * 3 * 224 * 224, 11);
+    let want = cpu.run(Tensor::new(vec![n, 3, 224, 224], x.clone())).unwrap().data;
+    for cl in [true, false] {
+        let plan = build(&proto, cl).unwrap();
+        assert!(plan.convs().any(|c| c.residual.is_some()));
+        let err = rel_l2(&reference::run(&plan, &x, n), &want);
+        assert!(err < 1e-5, "relative L2 {err}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-    pb::NodeProto {
-        name: format!("{op}_{output}"),
-        op_type: op.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..Default::default()
-    }
-}
-
-fn with_nodes(extra: Vec<pb::NodeProto>) -> pb::ModelProto {
-    let mut m = modelgen::tiny_cnn(modelgen::TINY_SEED);
-    let g = m.graph.as_mut().unwrap();
-    // Re-route the output through the extra nodes: output_node reads `x`, extra nodes read it.
-    let last = g.node.pop().unwrap();
-    let mut prev = last.input[0].clone();
-    for mut n in extra {
-        n.input[0] = prev;
-        prev = n.output[0].clone();
-        g.node.push(n);
-    }
-    g.node.push(pb::NodeProto {
-        input: vec![prev],
-        ..last
-    });
-    m
+#[test]
+fn an_unsupported_op_is_named_with_its_node_and_the_supported_list() {
+    let mut g = G::new(3, 8, 8);
+    let y = g.op("Hardmax", &["x"], vec![]);
+    let err = build(&g.model(&y), true).unwrap_err();
+    assert!(err.contains("Hardmax `Hardmax_0`"), "{err}");
+    assert!(err.contains("not supported") && err.contains("LayerNormalization"), "{err}");
 }
 
 #[test]
-fn an_unsupported_op_is_named_with_its_node() {
-    let m = with_nodes(vec![node("Sigmoid", &["?"], "s")]);
-    let err = build(&m).unwrap_err();
-    assert!(
-        err.contains("Sigmoid") && err.contains("Sigmoid_s"),
-        "{err}"
+fn identity_over_weights_and_constant_nodes_fold_away() {
+    // What PyTorch's exporter writes for shared weights: Identity over an initializer, and
+    // a Constant node feeding an Add.
+    let mut g = G::new(8, 6, 6);
+    let w = g.weight(&[8, 8, 3, 3], 0.3);
+    let wi = g.op("Identity", &[&w], vec![]);
+    let c = g.op("Conv", &["x", &wi], vec![ints("pads", &[1, 1, 1, 1])]);
+    let k = g.nodes.len();
+    g.nodes.push(pb::NodeProto {
+        name: "cst".into(),
+        op_type: "Constant".into(),
+        output: vec![format!("t{k}")],
+        attribute: vec![pb::AttributeProto {
+            name: "value_float".into(),
+            r#type: pb::attribute_proto::AttributeType::Float as i32,
+            f: 0.25,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let kk = format!("t{k}");
+    let y = g.op("Add", &[&c, &kk], vec![]);
+    let d = g.op("Dropout", &[&y], vec![]);
+    let plan = check(&g, &d, 1e-5);
+    assert_eq!(plan.steps.len(), 2, "conv + add: {:?}", plan.steps);
+}
+
+#[test]
+fn shape_arithmetic_folds_with_a_symbolic_batch() {
+    // shufflenet's channel shuffle as the exporter writes it: the batch size read with Shape
+    // and Gather, the target assembled with Unsqueeze and Concat.
+    let mut g = G::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 1, 1, 1);
+    let s = g.op("Shape", &[&x], vec![]);
+    let zero = g.init_i(&[0]);
+    let n = g.op("Gather", &[&s, &zero], vec![int("axis", 0)]);
+    let rest = g.init_i(&[2, 4, 4, 4]);
+    let target = g.op("Concat", &[&n, &rest], vec![int("axis", 0)]);
+    let r = g.op("Reshape", &[&x, &target], vec![]);
+    let t = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1, 3, 4])]);
+    let back = g.init_i(&[-1, 8, 4, 4]);
+    let y = g.op("Reshape", &[&t, &back], vec![]);
+    let z = g.conv(&y, 8, 8, 3, 1, 1);
+    check(&g, &z, 1e-5);
+}
+
+#[test]
+fn a_reshape_that_moves_the_batch_is_refused_clearly() {
+    let mut g = G::new(8, 4, 4);
+    let t = g.init_i(&[-1, 4, 4]);
+    let y = g.op("Reshape", &["x", &t], vec![]);
+    let err = build(&g.model(&y), true).unwrap_err();
+    assert!(err.contains("moves the batch dimension"), "{err}");
+}
+
+#[test]
+fn grouped_and_depthwise_convolutions() {
+    let mut g = G::new(8, 9, 9);
+    let a = g.conv("x", 8, 16, 3, 2, 2);
+    let b = g.conv(&a, 16, 16, 3, 1, 16);
+    check(&g, &b, 1e-5);
+}
+
+#[test]
+fn concat_of_branches_and_ceil_mode_max_pool() {
+    // squeezenet's fire module and googlenet's pools.
+    let mut g = G::new(8, 14, 14);
+    let p = g.op(
+        "MaxPool",
+        &["x"],
+        vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), int("ceil_mode", 1)],
     );
-    assert!(err.contains("not supported"), "{err}");
+    let a = g.conv(&p, 8, 4, 1, 1, 1);
+    let b = g.conv(&p, 8, 6, 3, 1, 1);
+    let r = g.op("Relu", &[&b], vec![]);
+    let c = g.op("Concat", &[&a, &r], vec![int("axis", 1)]);
+    let plan = check(&g, &c, 1e-5);
+    assert_eq!(plan.values[plan.output].dims, vec![10, 7, 7]);
 }
 
 #[test]
-fn softmax_and_clip_run_as_their_own_steps() {
-    let mut clip = node("Clip", &["?"], "c");
-    clip.attribute.push(pb::AttributeProto {
-        name: "max".into(),
-        f: 0.5,
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        ..Default::default()
-    });
-    clip.attribute.push(pb::AttributeProto {
-        name: "min".into(),
-        f: -0.5,
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        ..Default::default()
-    });
-    let m = with_nodes(vec![clip, node("Softmax", &["?"], "p")]);
-    let plan = build(&m).unwrap();
-    let tail: Vec<&Step> = plan.steps.iter().rev().take(2).collect();
-    assert!(matches!(tail[0], Step::Softmax { .. }));
-    assert!(matches!(tail[1], Step::Clamp { lo, hi, .. } if *lo == -0.5 && *hi == 0.5));
-    let x = input(2, 3 * 224 * 224, 5);
-    let y = run_reference(&plan, &x, 2);
-    for row in y.chunks(10) {
-        let s: f32 = row.iter().sum();
-        assert!((s - 1.0).abs() < 1e-5);
+fn average_pools_with_and_without_padding_counted() {
+    for include in [0, 1] {
+        let mut g = G::new(4, 7, 7);
+        let p = g.op(
+            "AveragePool",
+            &["x"],
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[1, 1, 1, 1]),
+                int("count_include_pad", include),
+            ],
+        );
+        check(&g, &p, 1e-5);
     }
 }
 
 #[test]
-fn spatial_flatten_is_refused() {
-    let mut m = modelgen::tiny_cnn(modelgen::TINY_SEED);
-    let g = m.graph.as_mut().unwrap();
-    let gap = g
-        .node
+fn squeeze_excitation_silu_hardswish_and_hardsigmoid() {
+    // efficientnet / mobilenet_v3: global pool → conv → SiLU → conv → sigmoid → channel Mul.
+    let mut g = G::new(8, 6, 6);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let s = g.op("Sigmoid", &[&x], vec![]);
+    let silu = g.op("Mul", &[&x, &s], vec![]);
+    let pool = g.op("GlobalAveragePool", &[&silu], vec![]);
+    let r = g.conv(&pool, 8, 4, 1, 1, 1);
+    let hs = g.op("HardSwish", &[&r], vec![]);
+    let e = g.conv(&hs, 4, 8, 1, 1, 1);
+    let gate = g.op("HardSigmoid", &[&e], vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)]);
+    let y = g.op("Mul", &[&silu, &gate], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    assert!(plan
+        .steps
         .iter()
-        .position(|n| n.op_type == "GlobalAveragePool")
-        .unwrap();
-    let src = g.node.remove(gap).input[0].clone();
-    let flat = g.node.iter_mut().find(|n| n.op_type == "Flatten").unwrap();
-    flat.input[0] = src;
-    let err = build(&m).unwrap_err();
-    assert!(err.contains("flattening a spatial tensor"), "{err}");
+        .any(|s| matches!(s, Step::Map(m) if m.unary == Unary::Swish)));
+}
+
+#[test]
+fn reduce_mean_clip_and_broadcast_constants() {
+    // mnasnet's ReduceMean head; a per-channel constant scale (convnext's layer scale).
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let scale = g.weight(&[8, 1, 1], 1.0);
+    let m = g.op("Mul", &[&x, &scale], vec![]);
+    let lo = g.init_f(&[], vec![0.0]);
+    let hi = g.init_f(&[], vec![6.0]);
+    let c = g.op("Clip", &[&m, &lo, &hi], vec![]);
+    let y = g.op("ReduceMean", &[&c], vec![ints("axes", &[2, 3]), int("keepdims", 0)]);
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.values[plan.output].dims, vec![8]);
+}
+
+#[test]
+fn flatten_of_a_map_keeps_nchw_order_into_the_classifier() {
+    // vgg / alexnet: Flatten of [C, H, W] then Linear: one convolution over the whole map.
+    let mut g = G::new(8, 3, 3);
+    let x = g.conv("x", 8, 6, 3, 1, 1);
+    let f = g.op("Flatten", &[&x], vec![int("axis", 1)]);
+    let w = g.weight(&[10, 54], 0.2);
+    let b = g.weight(&[10], 0.1);
+    let y = g.op("Gemm", &[&f, &w, &b], vec![int("transB", 1)]);
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.convs().last().map(|c| c.kernel), Some([3, 3]));
+    // A flatten read by something else than a dense layer is materialised in NCHW order.
+    let mut g = G::new(8, 3, 3);
+    let x = g.conv("x", 8, 6, 3, 1, 1);
+    let f = g.op("Flatten", &[&x], vec![int("axis", 1)]);
+    let y = g.op("Softmax", &[&f], vec![int("axis", 1)]);
+    check(&g, &y, 1e-5);
+}
+
+#[test]
+fn dense_block_batch_norm_relu_conv_concat() {
+    // densenet: BN → ReLU → conv on a concatenation.
+    let mut g = G::new(8, 5, 5);
+    let a = g.conv("x", 8, 4, 3, 1, 1);
+    let cat = g.op("Concat", &["x", &a], vec![int("axis", 1)]);
+    let sc = g.weight(&[12], 1.0);
+    let bi = g.weight(&[12], 0.5);
+    let mean = g.weight(&[12], 0.2);
+    let var: Vec<f32> = noise(12, 5).iter().map(|v| v.abs() + 0.5).collect();
+    let var = g.init_f(&[12], var);
+    let bn = g.op("BatchNormalization", &[&cat, &sc, &bi, &mean, &var], vec![]);
+    let r = g.op("Relu", &[&bn], vec![]);
+    let y = g.conv(&r, 12, 4, 1, 1, 1);
+    check(&g, &y, 1e-5);
+}
+
+#[test]
+fn convnext_block_layer_norm_linear_gelu_and_permutes() {
+    let mut g = G::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 7, 1, 8);
+    let p = g.op("Transpose", &[&x], vec![ints("perm", &[0, 2, 3, 1])]);
+    let sc = g.weight(&[8], 1.0);
+    let bi = g.weight(&[8], 0.2);
+    let ln = g.op("LayerNormalization", &[&p, &sc, &bi], vec![int("axis", -1), float("epsilon", 1e-6)]);
+    let w1 = g.weight(&[8, 16], 0.3);
+    let b1 = g.weight(&[16], 0.1);
+    let m1 = g.op("MatMul", &[&ln, &w1], vec![]);
+    let a1 = g.op("Add", &[&m1, &b1], vec![]);
+    // GELU as the exporter writes it: x · 0.5 · (1 + erf(x / √2)).
+    let sq = g.init_f(&[], vec![std::f32::consts::SQRT_2]);
+    let d = g.op("Div", &[&a1, &sq], vec![]);
+    let e = g.op("Erf", &[&d], vec![]);
+    let one = g.init_f(&[], vec![1.0]);
+    let e1 = g.op("Add", &[&e, &one], vec![]);
+    let m = g.op("Mul", &[&a1, &e1], vec![]);
+    let half = g.init_f(&[], vec![0.5]);
+    let gelu = g.op("Mul", &[&m, &half], vec![]);
+    let w2 = g.weight(&[16, 8], 0.3);
+    let m2 = g.op("MatMul", &[&gelu, &w2], vec![]);
+    let back = g.op("Transpose", &[&m2], vec![ints("perm", &[0, 3, 1, 2])]);
+    let y = g.op("Add", &[&back, &x], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    // The two permutes between NCHW and NHWC move no data in channels-last storage.
+    assert_eq!(
+        plan.steps.iter().filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some())).count(),
+        0
+    );
+}
+
+#[test]
+fn batched_matmul_softmax_and_split() {
+    // attention's shape: q · kᵀ, softmax over the last axis, · v, on [N, T, D] tensors.
+    let mut g = G::new(6, 4, 4);
+    let x = g.conv("x", 6, 6, 1, 1, 1);
+    let s = g.init_i(&[0, 6, 16]);
+    let r = g.op("Reshape", &[&x, &s], vec![]);
+    let t = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
+    let split = g.init_i(&[2, 2, 2]);
+    let qkv = g.op_n("Split", &[&t, &split], vec![int("axis", 2)], 3);
+    let kt = g.op("Transpose", &[&qkv[1]], vec![ints("perm", &[0, 2, 1])]);
+    let att = g.op("MatMul", &[&qkv[0], &kt], vec![]);
+    let sm = g.op("Softmax", &[&att], vec![int("axis", -1)]);
+    let y = g.op("MatMul", &[&sm, &qkv[2]], vec![]);
+    let (st, en, ax) = (g.init_i(&[1]), g.init_i(&[9]), g.init_i(&[1]));
+    let sl = g.op("Slice", &[&y, &st, &en, &ax], vec![]);
+    check(&g, &sl, 1e-5);
+}
+
+#[test]
+fn slots_never_share_memory_between_live_values() {
+    let plan = build(&modelgen::tiny_cnn(modelgen::TINY_SEED), true).unwrap();
+    let (_, slot_of) = plan.slots();
+    for s in &plan.steps {
+        for i in s.inputs() {
+            assert_ne!(slot_of[i], slot_of[s.output()]);
+        }
+    }
 }

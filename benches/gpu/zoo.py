@@ -1,0 +1,119 @@
+"""torchvision's classification zoo for the GPU engine's check (issue 13), on the device.
+
+usage: zoo.py OUTDIR BATCHES MODEL [MODEL ...]
+
+For each model: seeded random weights (torch.manual_seed(0) before construction), exported
+as the seed's main_torchpipe.py does (torch.onnx.export, opset 17, constant folding, dynamic
+batch; the TorchScript exporter, whose output the seed's users have) to OUTDIR/<model>.onnx;
+then PyTorch's own time on the same weights: fp16, channels_last, one CUDA graph per batch
+size, median of 31 rounds of 20 replays between CUDA events. PyTorch's fp16 output is checked
+for finiteness; where it is not finite, every conv/linear weight is scaled by 0.5 until it is
+(at most 8 times), and the scaled model is what gets exported (noted in the JSON).
+Writes OUTDIR/<model>.torch.json.
+"""
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+import torchvision
+
+warnings.filterwarnings("ignore")
+
+
+def build(name):
+    torch.manual_seed(0)
+    ctor = getattr(torchvision.models, name)
+    if name == "googlenet":
+        return ctor(weights=None, aux_logits=False, init_weights=True)
+    if name == "inception_v3":
+        return ctor(weights=None, aux_logits=False, init_weights=True)
+    return ctor(weights=None)
+
+
+def finite_fp16(net, x):
+    with torch.no_grad():
+        y = net.half().to(memory_format=torch.channels_last)(
+            x.half().contiguous(memory_format=torch.channels_last))
+    net.float()
+    return bool(torch.isfinite(y).all())
+
+
+def export(net, path):
+    x = torch.randn(1, 3, 224, 224)
+    kw = dict(opset_version=17, do_constant_folding=True, input_names=["input"],
+              output_names=["output"],
+              dynamic_axes={"input": {0: "batch_size"}, "output": {0: "batch_size"}})
+    try:
+        torch.onnx.export(net, x, path, dynamo=False, **kw)
+        return "torchscript"
+    except TypeError:
+        torch.onnx.export(net, x, path, **kw)
+        return "default"
+
+
+def time_graph(net, x):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(s):
+        for _ in range(5):
+            net(x)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(g):
+        net(x)
+    for _ in range(50):
+        g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(31):
+        a, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(20):
+            g.replay()
+        e.record()
+        e.synchronize()
+        times.append(a.elapsed_time(e) / 20)
+    return float(np.median(times))
+
+
+def main():
+    out, batches, names = sys.argv[1], [int(b) for b in sys.argv[2].split(",")], sys.argv[3:]
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    for name in names:
+        t0 = time.time()
+        rec = {"model": name, "torch": torch.__version__}
+        net = None
+        try:
+            net = build(name).eval().to(dev)
+            probe = torch.randn(8, 3, 224, 224, device=dev)
+            scaled = 0
+            while not finite_fp16(net, probe) and scaled < 8:
+                with torch.no_grad():
+                    for m in net.modules():
+                        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                            m.weight.mul_(0.5)
+                scaled += 1
+            rec["weights_halved"] = scaled
+            rec["torch_fp16_finite"] = finite_fp16(net, probe)
+            rec["exporter"] = export(net.float().cpu(), f"{out}/{name}.onnx")
+            net = net.to(dev).half().to(memory_format=torch.channels_last)
+            rec["batches"] = []
+            for b in batches:
+                x = torch.randn(b, 3, 224, 224, device=dev).half().contiguous(
+                    memory_format=torch.channels_last)
+                rec["batches"].append({"batch": b, "torch_graph_ms": time_graph(net, x)})
+        except Exception as e:  # noqa: BLE001 - every failure is recorded, the zoo goes on
+            rec["torch_error"] = f"{type(e).__name__}: {e}"[:500]
+        rec["seconds"] = time.time() - t0
+        json.dump(rec, open(f"{out}/{name}.torch.json", "w"), indent=1)
+        print(name, json.dumps({k: v for k, v in rec.items() if k != "torch"}), flush=True)
+        del net
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,564 @@
+//! Convolutions on cuDNN: descriptors, the three ways to run one (legacy fused call, legacy
+//! call + our epilogue, the graph API's fused engines), and the tuner that times them per
+//! batch size.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::cudnn::sys as dnn;
+use cudarc::driver::{CudaStream, PushKernelArg};
+use serde::{Deserialize, Serialize};
+
+use super::cuda::{dnn_call, ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, Result, TensorDesc, Timer};
+use super::engine::GpuModel;
+use super::graph_api;
+use super::kernels::{self, Kernels};
+use super::plan::{ConvStep, Plan};
+use super::precision::Precision;
+
+/// How one convolution runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// cudnnConvolutionBiasActivationForward with legacy algorithm `algo`.
+    Fused,
+    /// cudnnConvolutionForward with legacy algorithm `algo`, then our bias/residual/ReLU kernel.
+    Split,
+    /// cuDNN's graph API: the whole conv+bias+add+ReLU graph on engine configuration number
+    /// `algo` of the heuristics' list (mode A).
+    Graph,
+}
+
+/// The algorithm chosen for one convolution at one batch size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Algo {
+    pub mode: Mode,
+    pub algo: u32,
+    pub workspace: usize,
+}
+
+/// How many of the heuristics' engine configurations the tuner times per convolution, out of
+/// the first GRAPH_SCAN it looks at.
+const GRAPH_CONFIGS: usize = 3;
+const GRAPH_SCAN: usize = 12;
+
+/// The most workspace one convolution may take while tuning (cuDNN's FFT algorithms ask for
+/// gigabytes; they are never the fastest for these shapes on Hopper anyway).
+pub(super) const WORKSPACE_LIMIT: usize = 256 << 20;
+
+const ALGOS: [dnn::cudnnConvolutionFwdAlgo_t; 8] = {
+    use dnn::cudnnConvolutionFwdAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+    ]
+};
+
+fn algo_from(id: u32) -> Result<dnn::cudnnConvolutionFwdAlgo_t> {
+    ALGOS
+        .get(id as usize)
+        .copied()
+        .ok_or_else(|| GpuError::Plan(format!("unknown cuDNN algorithm id {id}")))
+}
+
+
+/// The `[C, H, W]` of a convolution's input and output.
+pub(super) fn conv_shapes(plan: &Plan, c: &ConvStep) -> Result<([usize; 3], [usize; 3])> {
+    let shape = |v: usize| {
+        plan.values[v]
+            .chw()
+            .ok_or_else(|| GpuError::Plan(format!("{}: a convolution of a non-image value", c.name)))
+    };
+    Ok((shape(c.input)?, shape(c.output)?))
+}
+
+/// A 4-D descriptor `[n, c, h, w]` in the precision's layout.
+pub(super) fn tensor_desc(precision: Precision, n: usize, s: [usize; 3]) -> Result<TensorDesc> {
+    let d = TensorDesc::new()?;
+    dnn_call!(cudnnSetTensor4dDescriptor(
+        d.0,
+        precision.format(),
+        precision.dtype(),
+        n as i32,
+        s[0] as i32,
+        s[1] as i32,
+        s[2] as i32
+    ))?;
+    Ok(d)
+}
+
+/// The batch-independent descriptors of one convolution.
+pub(super) struct ConvDescs {
+    filter: FilterDesc,
+    conv: ConvDesc,
+    bias: TensorDesc,
+    act: ActDesc,
+}
+
+impl ConvDescs {
+    pub(super) fn new(c: &ConvStep, precision: Precision) -> Result<ConvDescs> {
+        let filter = FilterDesc::new()?;
+        dnn_call!(cudnnSetFilter4dDescriptor(
+            filter.0,
+            precision.dtype(),
+            precision.format(),
+            c.cout as i32,
+            (c.cin / c.groups) as i32,
+            c.kernel[0] as i32,
+            c.kernel[1] as i32
+        ))?;
+        let conv = ConvDesc::new()?;
+        dnn_call!(cudnnSetConvolution2dDescriptor(
+            conv.0,
+            c.pad[0] as i32,
+            c.pad[1] as i32,
+            c.stride[0] as i32,
+            c.stride[1] as i32,
+            c.dilation[0] as i32,
+            c.dilation[1] as i32,
+            dnn::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            dnn::cudnnDataType_t::CUDNN_DATA_FLOAT
+        ))?;
+        dnn_call!(cudnnSetConvolutionMathType(conv.0, precision.math()))?;
+        if c.groups > 1 {
+            dnn_call!(cudnnSetConvolutionGroupCount(conv.0, c.groups as i32))?;
+        }
+        let bias = TensorDesc::new()?;
+        dnn_call!(cudnnSetTensor4dDescriptor(
+            bias.0,
+            dnn::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+            precision.dtype(),
+            1,
+            c.cout as i32,
+            1,
+            1
+        ))?;
+        let act = ActDesc::new()?;
+        let mode = if c.relu {
+            dnn::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU
+        } else {
+            dnn::cudnnActivationMode_t::CUDNN_ACTIVATION_IDENTITY
+        };
+        dnn_call!(cudnnSetActivationDescriptor(
+            act.0,
+            mode,
+            dnn::cudnnNanPropagation_t::CUDNN_NOT_PROPAGATE_NAN,
+            0.0
+        ))?;
+        Ok(ConvDescs {
+            filter,
+            conv,
+            bias,
+            act,
+        })
+    }
+}
+
+
+/// One convolution at one batch size, with its buffers: y = act(conv(x) + bias + z).
+pub(super) struct ConvCall<'a> {
+    pub(super) h: dnn::cudnnHandle_t,
+    pub(super) stream: &'a CudaStream,
+    pub(super) kernels: &'a Kernels,
+    pub(super) precision: Precision,
+    pub(super) step: &'a ConvStep,
+    pub(super) d: &'a ConvDescs,
+    pub(super) x_desc: &'a TensorDesc,
+    pub(super) y_desc: &'a TensorDesc,
+    pub(super) x: u64,
+    pub(super) w: &'a DeviceBuf,
+    pub(super) bias: &'a DeviceBuf,
+    pub(super) z: Option<u64>,
+    pub(super) y: u64,
+    pub(super) ws: u64,
+    /// Elements of y, and its spatial size (for the NCHW epilogue).
+    pub(super) y_len: usize,
+    pub(super) y_hw: usize,
+}
+
+/// A graph-API plan bound to one set of buffers.
+pub(super) struct GraphExec {
+    _graph: Option<graph_api::ConvGraph>,
+    pub(super) plan: graph_api::Plan,
+    pack: graph_api::BDesc,
+}
+
+impl ConvCall<'_> {
+    /// The plan for engine configuration `cfg_index`: from its saved JSON when there is one
+    /// (no heuristics, no operation graph), else through the heuristics.
+    pub(super) fn graph_exec(
+        &self,
+        cfg_index: usize,
+        n: usize,
+        x_shape: [usize; 3],
+        y_shape: [usize; 3],
+        json: Option<&str>,
+    ) -> Result<GraphExec> {
+        let pack =
+            || graph_api::variant_pack(self.x, self.w.ptr, self.bias.ptr, self.z, self.y, self.ws);
+        if let Some(json) = json {
+            match graph_api::plan_from_json(self.h, json) {
+                Ok(plan) => {
+                    return Ok(GraphExec {
+                        _graph: None,
+                        plan,
+                        pack: pack()?,
+                    })
+                }
+                Err(e) => tracing::warn!(
+                    "{}: cannot load the saved cuDNN plan ({e}); asking the heuristics again",
+                    self.step.name
+                ),
+            }
+        }
+        let g = graph_api::conv_graph(self.h, self.step, n, x_shape, y_shape)?;
+        let cfgs = graph_api::engine_configs(&g, cfg_index + 1)?;
+        let cfg = cfgs.get(cfg_index).ok_or_else(|| {
+            GpuError::Plan(format!(
+                "heuristics offer no engine configuration #{cfg_index}"
+            ))
+        })?;
+        let plan = graph_api::plan(self.h, cfg)?;
+        Ok(GraphExec {
+            _graph: Some(g),
+            plan,
+            pack: pack()?,
+        })
+    }
+
+    pub(super) fn run(&self, algo: Algo, graph: Option<&GraphExec>) -> Result<()> {
+        let one = 1.0f32;
+        let zero = 0.0f32;
+        match algo.mode {
+            Mode::Fused => {
+                let alpha2 = if self.z.is_some() { 1.0f32 } else { 0.0 };
+                dnn_call!(cudnnConvolutionBiasActivationForward(
+                    self.h,
+                    &one as *const f32 as *const c_void,
+                    self.x_desc.0,
+                    self.x as *const c_void,
+                    self.d.filter.0,
+                    self.w.ptr as *const c_void,
+                    self.d.conv.0,
+                    algo_from(algo.algo)?,
+                    self.ws as *mut c_void,
+                    algo.workspace,
+                    &alpha2 as *const f32 as *const c_void,
+                    self.y_desc.0,
+                    self.z.unwrap_or(self.y) as *const c_void,
+                    self.d.bias.0,
+                    self.bias.ptr as *const c_void,
+                    self.d.act.0,
+                    self.y_desc.0,
+                    self.y as *mut c_void
+                ))
+            }
+            Mode::Split => {
+                dnn_call!(cudnnConvolutionForward(
+                    self.h,
+                    &one as *const f32 as *const c_void,
+                    self.x_desc.0,
+                    self.x as *const c_void,
+                    self.d.filter.0,
+                    self.w.ptr as *const c_void,
+                    self.d.conv.0,
+                    algo_from(algo.algo)?,
+                    self.ws as *mut c_void,
+                    algo.workspace,
+                    &zero as *const f32 as *const c_void,
+                    self.y_desc.0,
+                    self.y as *mut c_void
+                ))?;
+                let (len, cout) = (self.y_len as i64, self.step.cout as i32);
+                let (relu, has_z) = (self.step.relu as i32, self.z.is_some() as i32);
+                let z = self.z.unwrap_or(self.y);
+                let hw = self.y_hw as i32;
+                let mut l = match self.precision {
+                    Precision::Fp16 => self.stream.launch_builder(&self.kernels.bias_act.half),
+                    Precision::Fp32 => self.stream.launch_builder(&self.kernels.bias_act.float),
+                };
+                l.arg(&self.y)
+                    .arg(&z)
+                    .arg(&self.bias.ptr)
+                    .arg(&len)
+                    .arg(&cout);
+                if self.precision == Precision::Fp32 {
+                    l.arg(&hw);
+                }
+                l.arg(&relu).arg(&has_z);
+                // SAFETY: argument types match the kernel; y and z hold `len` elements.
+                unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
+                Ok(())
+            }
+            Mode::Graph => {
+                let g = graph.ok_or_else(|| {
+                    GpuError::Plan("graph-API convolution without its plan".into())
+                })?;
+                graph_api::execute(self.h, &g.plan, &g.pack)
+            }
+        }
+    }
+}
+
+/// The fastest candidate so far for one convolution, its saved plan if it runs on the graph
+/// API, and what every candidate measured (for the debug log).
+struct Choice {
+    best: Option<(f32, Algo)>,
+    json: Option<String>,
+    report: Vec<String>,
+}
+
+impl Choice {
+    /// Records a measured candidate; true when it is the fastest so far.
+    fn offer(&mut self, ms: f32, algo: Algo, line: String) -> bool {
+        self.report.push(line);
+        let better = self.best.is_none_or(|(t, _)| ms < t);
+        if better {
+            self.best = Some((ms, algo));
+        }
+        better
+    }
+}
+
+/// A batch size's algorithms (one per convolution) and its graph-API plans by convolution.
+type Tuned = (Vec<Algo>, Vec<(usize, String)>);
+
+/// Chooses each convolution's algorithm per batch size by timing the fused call itself on
+/// scratch buffers filled with non-zero data.
+pub(super) struct Tuner {
+    stream: Arc<CudaStream>,
+    dnn: Dnn,
+    x: DeviceBuf,
+    y: DeviceBuf,
+    z: DeviceBuf,
+    ws: DeviceBuf,
+    timer: Timer,
+}
+
+impl Tuner {
+    pub(super) fn new(m: &GpuModel, max_batch: usize) -> Result<Tuner> {
+        let stream = m.ctx.new_stream().call("cuStreamCreate")?;
+        let dnn = Dnn::new(&stream)?;
+        let largest = m.plan.values.iter().map(|s| s.len()).max().unwrap_or(1);
+        let bytes = largest * max_batch * m.precision.bytes();
+        // Small values of both signs, as activations have; never zeros (METHOD.md).
+        let fill: Vec<u8> = match m.precision {
+            Precision::Fp16 => (0..bytes / 2)
+                .flat_map(|i| {
+                    half::f16::from_f32(((i * 7919) % 200) as f32 / 100.0 - 1.0).to_le_bytes()
+                })
+                .collect(),
+            Precision::Fp32 => (0..bytes / 4)
+                .flat_map(|i| (((i * 7919) % 200) as f32 / 100.0 - 1.0).to_le_bytes())
+                .collect(),
+        };
+        Ok(Tuner {
+            x: DeviceBuf::from_host(&m.ctx, &fill)?,
+            y: DeviceBuf::new(&m.ctx, bytes)?,
+            z: DeviceBuf::from_host(&m.ctx, &fill)?,
+            ws: DeviceBuf::new(&m.ctx, WORKSPACE_LIMIT)?,
+            timer: Timer::new()?,
+            stream,
+            dnn,
+        })
+    }
+
+    /// Times one candidate: a warm-up call, then REPS calls between events.
+    fn time(&self, call: &ConvCall<'_>, algo: Algo, graph: Option<&GraphExec>) -> Result<f32> {
+        call.run(algo, graph)?;
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        const REPS: usize = 5;
+        self.timer.start(&self.stream)?;
+        for _ in 0..REPS {
+            call.run(algo, graph)?;
+        }
+        Ok(self.timer.stop(&self.stream)? / REPS as f32)
+    }
+
+    /// Times the graph API's precompiled engine configurations (the heuristics' first
+    /// GRAPH_CONFIGS of them; runtime-compiled ones cost tens of ms per plan and start, and are
+    /// tried only when no precompiled one exists).
+    fn tune_graph(
+        &self,
+        call: &ConvCall<'_>,
+        n: usize,
+        xs: [usize; 3],
+        ys: [usize; 3],
+        choice: &mut Choice,
+    ) -> Result<()> {
+        let g = graph_api::conv_graph(call.h, call.step, n, xs, ys)?;
+        let cfgs = graph_api::engine_configs(&g, GRAPH_SCAN)?;
+        let mut picks: Vec<usize> = cfgs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                // Unknown notes count against a config: determinism is a promise we test.
+                graph_api::notes(c).is_ok_and(|n| !n.runtime_compiled && !n.nondeterministic)
+            })
+            .map(|(i, _)| i)
+            .take(GRAPH_CONFIGS)
+            .collect();
+        if picks.is_empty() {
+            // Compile one at plan time rather than give up on the graph API, if deterministic.
+            picks.extend(
+                cfgs.iter()
+                    .position(|c| graph_api::notes(c).is_ok_and(|n| !n.nondeterministic)),
+            );
+        }
+        drop(cfgs);
+        for i in picks {
+            let built = Instant::now();
+            let exec = match call.graph_exec(i, n, xs, ys, None) {
+                Ok(e) => e,
+                Err(e) => {
+                    choice.report.push(format!("Graph/{i} plan failed: {e}"));
+                    continue;
+                }
+            };
+            if exec.plan.workspace > WORKSPACE_LIMIT {
+                continue;
+            }
+            let algo = Algo {
+                mode: Mode::Graph,
+                algo: i as u32,
+                workspace: exec.plan.workspace,
+            };
+            match self.time(call, algo, Some(&exec)) {
+                Ok(ms) => {
+                    let line = format!(
+                        "Graph/{i} {ms:.4} (plan built in {:.1} ms)",
+                        built.elapsed().as_secs_f64() * 1e3
+                    );
+                    if choice.offer(ms, algo, line) {
+                        choice.json = graph_api::plan_json(&exec.plan).ok();
+                    }
+                }
+                Err(e) => choice.report.push(format!("Graph/{i} failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The algorithm of every convolution at batch `n`, and the saved plans of those that run
+    /// on the graph API.
+    pub(super) fn tune(&self, m: &GpuModel, n: usize) -> Result<Tuned> {
+        let mut chosen = Vec::new();
+        let mut jsons = Vec::new();
+        let mut total_ms = 0f32;
+        let mut modes = [0usize; 3];
+        for (c, (w, b)) in m.plan.convs().zip(&m.weights) {
+            let d = ConvDescs::new(c, m.precision)?;
+            let (xs, ys) = conv_shapes(&m.plan, c)?;
+            let xd = tensor_desc(m.precision, n, xs)?;
+            let yd = tensor_desc(m.precision, n, ys)?;
+            let call = ConvCall {
+                h: self.dnn.h,
+                stream: &self.stream,
+                kernels: &m.kernels,
+                precision: m.precision,
+                step: c,
+                d: &d,
+                x_desc: &xd,
+                y_desc: &yd,
+                x: self.x.ptr,
+                w,
+                bias: b,
+                z: c.residual.map(|_| self.z.ptr),
+                y: self.y.ptr,
+                ws: self.ws.ptr,
+                y_len: ys.iter().product::<usize>() * n,
+                y_hw: ys[1] * ys[2],
+            };
+            let mut perf: [dnn::cudnnConvolutionFwdAlgoPerf_t; 8] =
+                // SAFETY: a plain C struct; every field is overwritten by cuDNN or unused.
+                unsafe { std::mem::zeroed() };
+            let mut found = 0i32;
+            dnn_call!(cudnnGetConvolutionForwardAlgorithm_v7(
+                self.dnn.h,
+                xd.0,
+                d.filter.0,
+                d.conv.0,
+                yd.0,
+                8,
+                &mut found,
+                perf.as_mut_ptr()
+            ))?;
+            let mut candidates = Vec::new();
+            for p in perf.iter().take(found.max(0) as usize) {
+                let ok = p.status == dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS
+                    && p.determinism == dnn::cudnnDeterminism_t::CUDNN_DETERMINISTIC
+                    && p.memory <= WORKSPACE_LIMIT;
+                if ok {
+                    for mode in [Mode::Fused, Mode::Split] {
+                        candidates.push(Algo {
+                            mode,
+                            algo: p.algo as u32,
+                            workspace: p.memory,
+                        });
+                    }
+                }
+            }
+            let mut choice = Choice {
+                best: None,
+                json: None,
+                report: Vec::new(),
+            };
+            for algo in candidates {
+                // The fused call supports fewer algorithms than the plain one: skip refusals.
+                if let Ok(ms) = self.time(&call, algo, None) {
+                    choice.offer(ms, algo, format!("{:?}/{} {ms:.4}", algo.mode, algo.algo));
+                }
+            }
+            if m.precision == Precision::Fp16 {
+                if let Err(e) = self.tune_graph(&call, n, xs, ys, &mut choice) {
+                    choice.report.push(format!("graph API unavailable: {e}"));
+                }
+            }
+            let Choice {
+                best,
+                json: mut best_json,
+                report,
+            } = choice;
+            tracing::debug!(
+                batch = n,
+                conv = %c.name,
+                "tuning (ms): {} -> {:?}",
+                report.join(", "),
+                best.map(|(t, a)| (a.mode, a.algo, t))
+            );
+            match best {
+                Some((t, a)) => {
+                    total_ms += t;
+                    modes[a.mode as usize] += 1;
+                    if a.mode == Mode::Graph {
+                        if let Some(j) = best_json.take() {
+                            jsons.push((chosen.len(), j));
+                        }
+                    }
+                    chosen.push(a)
+                }
+                None => {
+                    return Err(GpuError::Plan(format!(
+                        "{}: cuDNN offers no working algorithm at batch {n} ({})",
+                        c.name,
+                        report.join(", ")
+                    )))
+                }
+            }
+        }
+        tracing::info!(
+            "GPU engine: batch {n}: convolutions sum to {total_ms:.3} ms as tuned \
+             (fused {}, split {}, graph API {})",
+            modes[0],
+            modes[1],
+            modes[2]
+        );
+        Ok((chosen, jsons))
+    }
+}

@@ -1,0 +1,274 @@
+// The model engine's own kernels, compiled at start-up by NVRTC (kernels.rs) or taken from
+// model::cache: the input conversion, a convolution's epilogue when cuDNN's fusion is not
+// used, and every op that is not a convolution or a matrix product. Operands are addressed
+// through strided views (plan/view.rs), so one kernel serves every layout, broadcast,
+// transpose and concatenation. fp16 values are raw 16-bit words converted with the PTX
+// instructions, so the source needs no CUDA headers on the machine that runs it.
+
+#define RANK 6
+#define INF __int_as_float(0x7f800000)
+
+struct View {
+    int dims[RANK];
+    long long strides[RANK];
+    long long offset;
+};
+
+__device__ __forceinline__ unsigned short f2h(float f) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+__device__ __forceinline__ float h2f(unsigned short h) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float ld(const unsigned short* p, long long i) { return h2f(p[i]); }
+__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(unsigned short* p, long long i, float v) { p[i] = f2h(v); }
+
+// Element i (row-major over the view's dims) → its offset.
+__device__ __forceinline__ long long at(const View& v, unsigned int i) {
+    long long off = v.offset;
+#pragma unroll
+    for (int k = RANK - 1; k >= 0; k--) {
+        unsigned int d = (unsigned int)v.dims[k];
+        off += (long long)(i % d) * v.strides[k];
+        i /= d;
+    }
+    return off;
+}
+
+// NCHW f32 (raw pixels) -> NHWC f16 normalised, channels padded with zeros to cpad.
+extern "C" __global__ void to_input_half(const float* __restrict__ x, unsigned short* __restrict__ y,
+        const float* __restrict__ mean, const float* __restrict__ inv_std,
+        int n, int c, int hw, int cpad) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)n * hw) return;
+    long b = i / hw, p = i - b * hw;
+    const float* src = x + b * c * (long)hw + p;
+    unsigned short* dst = y + i * cpad;
+    for (int k = 0; k < cpad; k++) {
+        float v = k < c ? (src[(long)k * hw] - mean[k]) * inv_std[k] : 0.0f;
+        dst[k] = f2h(v);
+    }
+}
+
+// NCHW f32 (raw pixels) -> NCHW f32 normalised, channels padded with zeros to cpad.
+extern "C" __global__ void to_input_float(const float* __restrict__ x, float* __restrict__ y,
+        const float* __restrict__ mean, const float* __restrict__ inv_std,
+        int n, int c, int hw, int cpad) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)n * hw) return;
+    long b = i / hw, p = i - b * hw;
+    for (int k = 0; k < cpad; k++) {
+        float v = k < c ? (x[(b * c + k) * (long)hw + p] - mean[k]) * inv_std[k] : 0.0f;
+        y[(b * cpad + k) * (long)hw + p] = v;
+    }
+}
+
+// The epilogue of a convolution run without cuDNN's fusion: y = act(y + bias[c] + z).
+extern "C" __global__ void bias_act_half(unsigned short* y, const unsigned short* z,
+        const unsigned short* bias, long n, int cout, int relu, int has_z) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = h2f(y[i]) + h2f(bias[i % cout]);
+    if (has_z) v += h2f(z[i]);
+    y[i] = f2h(relu ? fmaxf(v, 0.0f) : v);
+}
+
+extern "C" __global__ void bias_act_float(float* y, const float* z, const float* bias, long n,
+        int cout, int hw, int relu, int has_z) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = y[i] + bias[(i / hw) % cout];
+    if (has_z) v += z[i];
+    y[i] = relu ? fmaxf(v, 0.0f) : v;
+}
+
+// Binary codes (plan::Binary) and unary codes (plan::Unary), in declaration order.
+__device__ __forceinline__ float binary_op(int op, float a, float b) {
+    switch (op) {
+        case 1: return a + b;
+        case 2: return a - b;
+        case 3: return a * b;
+        case 4: return a / b;
+        case 5: return powf(a, b);
+        case 6: return fmaxf(a, b);
+        case 7: return fminf(a, b);
+        default: return a;
+    }
+}
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float unary_op(int op, float x, float p0, float p1) {
+    switch (op) {
+        case 1: return fmaxf(x, 0.0f);
+        case 2: return sigmoidf(x);
+        case 3: return fminf(fmaxf(p0 * x + p1, 0.0f), 1.0f);
+        case 4: return x * fminf(fmaxf(x / 6.0f + 0.5f, 0.0f), 1.0f);
+        case 5: return x * sigmoidf(x);
+        case 6: return erff(x);
+        case 7: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        case 8: return sqrtf(x);
+        case 9: return fminf(fmaxf(x, p0), p1);
+        case 10: return expf(x);
+        case 11: return tanhf(x);
+        case 12: return -x;
+        case 13: return 1.0f / x;
+        case 14: return fabsf(x);
+        default: return x;
+    }
+}
+
+// y[region] = unary(binary(a, b)), one thread per element of the region.
+template <typename T>
+__device__ void map_impl(View a, View b, View y, const T* pa, const T* pb, T* py,
+        int binary, int unary, float p0, float p1, unsigned int n) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float va = ld(pa, at(a, i));
+    float vb = binary ? ld(pb, at(b, i)) : 0.0f;
+    st(py, at(y, i), unary_op(unary, binary_op(binary, va, vb), p0, p1));
+}
+
+extern "C" __global__ void map_half(View a, View b, View y, const unsigned short* pa,
+        const unsigned short* pb, unsigned short* py, int binary, int unary, float p0, float p1,
+        unsigned int n) {
+    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n);
+}
+extern "C" __global__ void map_float(View a, View b, View y, const float* pa, const float* pb,
+        float* py, int binary, int unary, float p0, float p1, unsigned int n) {
+    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_min(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// kind: 0 mean, 1 sum, 2 max, 3 min (plan::ReduceKind). One warp per output element.
+template <typename T>
+__device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, int kind,
+        unsigned int outputs) {
+    unsigned int o = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (o >= outputs) return;
+    unsigned int count = 1;
+    for (int k = 0; k < RANK; k++) count *= (unsigned int)inner.dims[k];
+    long long base = at(outer, o);
+    float acc = kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
+    for (unsigned int j = lane; j < count; j += 32) {
+        float v = ld(x, base + at(inner, j));
+        acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + v);
+    }
+    acc = kind == 2 ? warp_max(acc) : (kind == 3 ? warp_min(acc) : warp_sum(acc));
+    if (kind == 0) acc /= (float)count;
+    if (lane == 0) st(py, at(y, o), acc);
+}
+
+extern "C" __global__ void reduce_half(View outer, View inner, View y, const unsigned short* x,
+        unsigned short* py, int kind, unsigned int outputs) {
+    reduce_impl(outer, inner, y, x, py, kind, outputs);
+}
+extern "C" __global__ void reduce_float(View outer, View inner, View y, const float* x,
+        float* py, int kind, unsigned int outputs) {
+    reduce_impl(outer, inner, y, x, py, kind, outputs);
+}
+
+// kind: 0 softmax, 1 log-softmax, 2 layer norm. One warp per row of `len` elements.
+template <typename T>
+__device__ void row_impl(View xv, View yv, const T* x, T* y, int len, long long xs,
+        long long ys, int kind, const T* scale, const T* bias, int has_bias, float eps,
+        unsigned int rows) {
+    unsigned int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    long long xb = at(xv, r), yb = at(yv, r);
+    if (kind == 2) {
+        float s = 0.0f;
+        for (int k = lane; k < len; k += 32) s += ld(x, xb + k * xs);
+        float mean = warp_sum(s) / (float)len;
+        float q = 0.0f;
+        for (int k = lane; k < len; k += 32) {
+            float d = ld(x, xb + k * xs) - mean;
+            q += d * d;
+        }
+        float inv = rsqrtf(warp_sum(q) / (float)len + eps);
+        for (int k = lane; k < len; k += 32) {
+            float v = (ld(x, xb + k * xs) - mean) * inv * ld(scale, k);
+            if (has_bias) v += ld(bias, k);
+            st(y, yb + k * ys, v);
+        }
+        return;
+    }
+    float m = -INF;
+    for (int k = lane; k < len; k += 32) m = fmaxf(m, ld(x, xb + k * xs));
+    m = warp_max(m);
+    float s = 0.0f;
+    for (int k = lane; k < len; k += 32) s += expf(ld(x, xb + k * xs) - m);
+    s = warp_sum(s);
+    float ls = logf(s);
+    for (int k = lane; k < len; k += 32) {
+        float d = ld(x, xb + k * xs) - m;
+        st(y, yb + k * ys, kind == 1 ? d - ls : expf(d) / s);
+    }
+}
+
+extern "C" __global__ void row_half(View xv, View yv, const unsigned short* x, unsigned short* y,
+        int len, long long xs, long long ys, int kind, const unsigned short* scale,
+        const unsigned short* bias, int has_bias, float eps, unsigned int rows) {
+    row_impl(xv, yv, x, y, len, xs, ys, kind, scale, bias, has_bias, eps, rows);
+}
+extern "C" __global__ void row_float(View xv, View yv, const float* x, float* y, int len,
+        long long xs, long long ys, int kind, const float* scale, const float* bias,
+        int has_bias, float eps, unsigned int rows) {
+    row_impl(xv, yv, x, y, len, xs, ys, kind, scale, bias, has_bias, eps, rows);
+}
+
+// 2-D pooling over views of [N, C, H, W]; kind: 0 max, 1 average counting padding, 2 average
+// of the input elements only (plan::PoolKind). Windows are clipped to the padded input.
+template <typename T>
+__device__ void pool_impl(View xv, View yv, const T* x, T* y, int kind, int kh, int kw,
+        int sh, int sw, int pth, int ptw, int pbh, int pbw, unsigned int n) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int oh = yv.dims[4], ow = yv.dims[5], ih = xv.dims[4], iw = xv.dims[5];
+    int ox = i % ow, oy = (i / ow) % oh;
+    unsigned int c = (i / (ow * oh)) % yv.dims[3], b = i / (ow * oh * yv.dims[3]);
+    long long base = xv.offset + b * xv.strides[2] + c * xv.strides[3];
+    int y0 = oy * sh - pth, x0 = ox * sw - ptw;
+    float acc = kind == 0 ? -INF : 0.0f;
+    int cnt = 0, area = 0;
+    for (int ky = 0; ky < kh; ky++) {
+        int yy = y0 + ky;
+        for (int kx = 0; kx < kw; kx++) {
+            int xx = x0 + kx;
+            if (yy < ih + pbh && xx < iw + pbw) area++;
+            if (yy < 0 || xx < 0 || yy >= ih || xx >= iw) continue;
+            float v = ld(x, base + yy * xv.strides[4] + xx * xv.strides[5]);
+            cnt++;
+            acc = kind == 0 ? fmaxf(acc, v) : acc + v;
+        }
+    }
+    if (kind == 1) acc /= (float)max(area, 1);
+    if (kind == 2) acc /= (float)max(cnt, 1);
+    st(y, at(yv, i), acc);
+}
+
+extern "C" __global__ void pool_half(View xv, View yv, const unsigned short* x, unsigned short* y,
+        int kind, int kh, int kw, int sh, int sw, int pth, int ptw, int pbh, int pbw,
+        unsigned int n) {
+    pool_impl(xv, yv, x, y, kind, kh, kw, sh, sw, pth, ptw, pbh, pbw, n);
+}
+extern "C" __global__ void pool_float(View xv, View yv, const float* x, float* y, int kind,
+        int kh, int kw, int sh, int sw, int pth, int ptw, int pbh, int pbw, unsigned int n) {
+    pool_impl(xv, yv, x, y, kind, kh, kw, sh, sw, pth, ptw, pbh, pbw, n);
+}

@@ -1,0 +1,1394 @@
+//! ONNX nodes → plan steps. Nodes are visited in the file's (topological) order; a node whose
+//! inputs are all known at load time is folded (`fold::eval`), the rest become steps. Fusions
+//! look one node ahead: Conv absorbs the BatchNormalization, residual Add and ReLU after it;
+//! Sigmoid absorbs the Mul that makes it SiLU; Flatten + Gemm becomes one convolution over the
+//! whole map; Transposes between NCHW and NHWC that the storage already has move nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb;
+
+use super::fold::{self, attr, attr_float, attr_int, attr_ints, Folded, Sym};
+use super::{
+    Binary, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind, PoolStep,
+    ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value,
+};
+
+/// The ops the GPU engine runs (folded-only ops such as Shape or Gather are not listed).
+pub const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Clip, Sigmoid, HardSigmoid, \
+    HardSwish, Erf, Sqrt, Exp, Tanh, Neg, Reciprocal, Abs, Add, Sub, Mul, Div, Pow, Max, Min, \
+    MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, ReduceSum, ReduceMax, \
+    ReduceMin, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Gemm, \
+    MatMul, Softmax, LogSoftmax, LayerNormalization, Identity, Dropout (and, folded at load \
+    time: Constant, Shape, Gather, Cast, ConstantOfShape, Range, Expand, Where, Equal on \
+    constants)";
+
+/// The batch dimension in the broadcasting of full shapes.
+const BATCH: usize = usize::MAX / 2;
+
+struct Builder<'a> {
+    nodes: &'a [pb::NodeProto],
+    consumers: HashMap<&'a str, Vec<usize>>,
+    graph_outputs: HashSet<&'a str>,
+    done: Vec<bool>,
+    folded: HashMap<String, Folded>,
+    const_of: HashMap<String, usize>,
+    value_of: HashMap<String, usize>,
+    /// Flatten outputs not materialised yet: the rank-3 value they flatten (for Gemm).
+    flat_of: HashMap<usize, usize>,
+    values: Vec<Value>,
+    consts: Vec<Const>,
+    steps: Vec<Step>,
+    channels_last: bool,
+    /// The model input's real channel count (value 0 may hold more, zero-padded).
+    input_c: usize,
+}
+
+type R<T> = Result<T, String>;
+
+impl<'a> Builder<'a> {
+    fn label(&self, i: usize) -> String {
+        let n = &self.nodes[i];
+        if n.name.is_empty() {
+            format!("{} #{i}", n.op_type)
+        } else {
+            format!("{} `{}`", n.op_type, n.name)
+        }
+    }
+
+    fn err(&self, i: usize, msg: impl std::fmt::Display) -> String {
+        format!("{}: {msg}", self.label(i))
+    }
+
+    fn input(&self, i: usize, k: usize) -> R<&'a str> {
+        self.nodes[i]
+            .input
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .map(String::as_str)
+            .ok_or_else(|| self.err(i, format!("input {k} is missing")))
+    }
+
+    fn out(&self, i: usize) -> R<String> {
+        self.nodes[i]
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| self.err(i, "no output"))
+    }
+
+    fn value(&self, i: usize, k: usize) -> R<usize> {
+        let name = self.input(i, k)?;
+        if let Some(&v) = self.value_of.get(name) {
+            return Ok(v);
+        }
+        Err(self.err(
+            i,
+            if self.folded.contains_key(name) {
+                format!("input `{name}` is a constant where the GPU engine needs a tensor")
+            } else {
+                format!("input `{name}` is not produced by an earlier node")
+            },
+        ))
+    }
+
+    fn folded(&self, i: usize, k: usize) -> R<&Folded> {
+        let name = self.input(i, k)?;
+        self.folded
+            .get(name)
+            .ok_or_else(|| self.err(i, format!("input `{name}` must be a constant")))
+    }
+
+    fn floats(&self, i: usize, k: usize) -> R<Vec<f32>> {
+        self.folded(i, k)?.floats().map_err(|e| self.err(i, e))
+    }
+
+    fn operand(&mut self, i: usize, k: usize) -> R<Operand> {
+        let name = self.input(i, k)?;
+        if let Some(&v) = self.value_of.get(name) {
+            return Ok(Operand::Value(v));
+        }
+        let f = self.folded(i, k)?.clone();
+        Ok(Operand::Const(self.add_const(name, &f).map_err(|e| self.err(i, e))?))
+    }
+
+    fn add_const(&mut self, name: &str, f: &Folded) -> R<usize> {
+        if let Some(&c) = self.const_of.get(name) {
+            return Ok(c);
+        }
+        let dims = f.dims().to_vec();
+        self.consts.push(Const {
+            dims,
+            data: f.floats()?,
+        });
+        let id = self.consts.len() - 1;
+        self.const_of.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn new_const(&mut self, dims: Vec<usize>, data: Vec<f32>) -> usize {
+        self.consts.push(Const { dims, data });
+        self.consts.len() - 1
+    }
+
+    fn define(&mut self, name: &str, dims: Dims, channels_last: bool) -> usize {
+        let id = self.values.len();
+        let channels_last = channels_last && self.channels_last && dims.len() == 3;
+        self.values.push(Value {
+            dims,
+            channels_last,
+            storage: id,
+        });
+        self.value_of.insert(name.to_string(), id);
+        id
+    }
+
+    /// A value that is `of`'s memory under other dims/layout.
+    fn alias(&mut self, name: &str, of: usize, dims: Dims, channels_last: bool) -> usize {
+        let id = self.values.len();
+        self.values.push(Value {
+            dims,
+            channels_last,
+            storage: self.values[of].storage,
+        });
+        self.value_of.insert(name.to_string(), id);
+        id
+    }
+
+    /// The node that alone reads `name`, if it is `op` and `name` is not a model output.
+    fn sole_consumer(&self, name: &str, op: &str) -> Option<usize> {
+        if self.graph_outputs.contains(name) {
+            return None;
+        }
+        match self.consumers.get(name).map(Vec::as_slice) {
+            Some([one]) if self.nodes[*one].op_type == op && !self.done[*one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    fn map(&mut self, m: MapStep) {
+        self.steps.push(Step::Map(m));
+    }
+
+    fn copy_step(a: usize, output: usize) -> MapStep {
+        MapStep {
+            a: Operand::Value(a),
+            perm_a: None,
+            a_slice: None,
+            b: None,
+            binary: Binary::First,
+            unary: Unary::Identity,
+            p0: 0.0,
+            p1: 0.0,
+            output,
+            region: None,
+        }
+    }
+
+    /// `v` stored with `channels_last` as asked (a copy when it is not).
+    fn with_layout(&mut self, v: usize, channels_last: bool) -> usize {
+        let want = channels_last && self.channels_last && self.values[v].dims.len() == 3;
+        if self.values[v].channels_last == want {
+            return v;
+        }
+        let name = format!("{}#layout{v}", self.values.len());
+        let dims = self.values[v].dims.clone();
+        let out = self.define(&name, dims, want);
+        self.map(Self::copy_step(v, out));
+        out
+    }
+
+    /// `v` in row-major order (for reshapes and matrix products).
+    fn row_major(&mut self, v: usize) -> usize {
+        if self.values[v].is_row_major() {
+            v
+        } else {
+            self.with_layout(v, false)
+        }
+    }
+
+    fn full_dims(&self, o: Operand) -> Vec<usize> {
+        match o {
+            Operand::Value(v) => std::iter::once(BATCH)
+                .chain(self.values[v].dims.iter().copied())
+                .collect(),
+            Operand::Const(c) => self.consts[c].dims.clone(),
+        }
+    }
+
+    fn step(&mut self, i: usize) -> R<()> {
+        let op = self.nodes[i].op_type.clone();
+        match op.as_str() {
+            "Conv" => self.conv(i),
+            "BatchNormalization" => self.batch_norm(i),
+            "Gemm" => self.gemm(i),
+            "MatMul" => self.matmul(i),
+            "MaxPool" => self.pool(i, PoolKind::Max),
+            "AveragePool" => self.pool(i, PoolKind::AvgExcludePad),
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let x = self.value(i, 0)?;
+                let r = self.values[x].dims.len();
+                let kind = if op == "GlobalMaxPool" {
+                    ReduceKind::Max
+                } else {
+                    ReduceKind::Mean
+                };
+                self.reduce(i, x, (2..=r).collect(), kind, true)
+            }
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+                let x = self.value(i, 0)?;
+                let rank = self.values[x].dims.len() + 1;
+                let axes = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
+                    Some(_) => self.folded(i, 1)?.known_ints().map_err(|e| self.err(i, e))?,
+                    None => attr_ints(&self.nodes[i], "axes").unwrap_or_default(),
+                };
+                let mut axes = axes
+                    .iter()
+                    .map(|&a| fold::axis(a, rank))
+                    .collect::<R<Vec<_>>>()
+                    .map_err(|e| self.err(i, e))?;
+                if axes.is_empty() {
+                    if attr_int(&self.nodes[i], "noop_with_empty_axes", 0) != 0 {
+                        let out = self.out(i)?;
+                        self.value_of.insert(out, x);
+                        return Ok(());
+                    }
+                    axes = (0..rank).collect();
+                }
+                if axes.contains(&0) {
+                    return Err(self.err(i, "reducing over the batch dimension is not supported"));
+                }
+                let kind = match op.as_str() {
+                    "ReduceMean" => ReduceKind::Mean,
+                    "ReduceSum" => ReduceKind::Sum,
+                    "ReduceMax" => ReduceKind::Max,
+                    _ => ReduceKind::Min,
+                };
+                let keep = attr_int(&self.nodes[i], "keepdims", 1) != 0;
+                self.reduce(i, x, axes, kind, keep)
+            }
+            "Relu" => self.unary(i, Unary::Relu, 0.0, 0.0),
+            "Sigmoid" => self.sigmoid(i),
+            "HardSigmoid" => {
+                let n = &self.nodes[i];
+                let (a, b) = (attr_float(n, "alpha", 0.2), attr_float(n, "beta", 0.5));
+                self.unary(i, Unary::HardSigmoid, a, b)
+            }
+            "HardSwish" => self.unary(i, Unary::HardSwish, 0.0, 0.0),
+            "Erf" => self.unary(i, Unary::Erf, 0.0, 0.0),
+            "Sqrt" => self.unary(i, Unary::Sqrt, 0.0, 0.0),
+            "Exp" => self.unary(i, Unary::Exp, 0.0, 0.0),
+            "Tanh" => self.unary(i, Unary::Tanh, 0.0, 0.0),
+            "Neg" => self.unary(i, Unary::Neg, 0.0, 0.0),
+            "Reciprocal" => self.unary(i, Unary::Reciprocal, 0.0, 0.0),
+            "Abs" => self.unary(i, Unary::Abs, 0.0, 0.0),
+            "Clip" => {
+                let (lo, hi) = self.clip_bounds(i)?;
+                self.unary(i, Unary::Clip, lo, hi)
+            }
+            "Add" => self.binary(i, Binary::Add),
+            "Sub" => self.binary(i, Binary::Sub),
+            "Mul" => self.binary(i, Binary::Mul),
+            "Div" => self.binary(i, Binary::Div),
+            "Pow" => self.binary(i, Binary::Pow),
+            "Max" => self.binary(i, Binary::Max),
+            "Min" => self.binary(i, Binary::Min),
+            "Softmax" | "LogSoftmax" => {
+                let x = self.value(i, 0)?;
+                let rank = self.values[x].dims.len() + 1;
+                let axis = fold::axis(attr_int(&self.nodes[i], "axis", -1), rank)
+                    .map_err(|e| self.err(i, e))?;
+                if axis == 0 {
+                    return Err(self.err(i, "a softmax over the batch is not supported"));
+                }
+                let kind = if op == "Softmax" {
+                    RowKind::Softmax
+                } else {
+                    RowKind::LogSoftmax
+                };
+                self.row(i, x, axis, kind)
+            }
+            "LayerNormalization" => self.layer_norm(i),
+            "Flatten" => self.flatten(i),
+            "Reshape" => self.reshape(i),
+            "Squeeze" | "Unsqueeze" => self.squeeze(i),
+            "Transpose" => self.transpose(i),
+            "Concat" => self.concat(i),
+            "Split" => self.split(i),
+            "Slice" => self.slice(i),
+            "Identity" | "Dropout" => {
+                let x = self.value(i, 0)?;
+                let out = self.out(i)?;
+                self.value_of.insert(out, x);
+                Ok(())
+            }
+            other => Err(self.err(
+                i,
+                format!(
+                    "op `{other}` is not supported by the GPU engine (supported: {SUPPORTED}); \
+                     serve this model with `device = \"cpu\"`"
+                ),
+            )),
+        }
+    }
+
+    fn conv(&mut self, i: usize) -> R<()> {
+        let node = &self.nodes[i];
+        let x = self.value(i, 0)?;
+        let Some([mut cin, _, _]) = self.values[x].chw() else {
+            return Err(self.err(
+                i,
+                format!("only 2-D convolutions are supported (input {:?})", self.values[x].dims),
+            ));
+        };
+        if x == 0 {
+            // The padding channels get zero weights once the plan is built.
+            cin = self.input_c;
+        }
+        let x = self.with_layout(x, true);
+        let w = self.folded(i, 1)?;
+        let w_dims = w.dims().to_vec();
+        let weight = w.floats().map_err(|e| self.err(i, e))?;
+        let [cout, cin_g, kh, kw] = w_dims[..] else {
+            return Err(self.err(i, format!("weights of shape {w_dims:?}; expected 4 dims")));
+        };
+        let groups = attr_int(node, "group", 1).max(1) as usize;
+        if cin_g * groups != cin || !cout.is_multiple_of(groups) {
+            return Err(self.err(
+                i,
+                format!(
+                    "weights {w_dims:?} with group = {groups} do not fit an input of {cin} \
+                     channels"
+                ),
+            ));
+        }
+        let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
+            Some(_) => self.floats(i, 2)?,
+            None => vec![0.0; cout],
+        };
+        if let Some(k) = attr_ints(node, "kernel_shape") {
+            if k != [kh as i64, kw as i64] {
+                return Err(self.err(
+                    i,
+                    format!("kernel_shape {k:?} does not match the weights {w_dims:?}"),
+                ));
+            }
+        }
+        let (pb, pe) = self.pads(i)?;
+        if pb != pe {
+            return Err(self.err(
+                i,
+                format!(
+                    "pads {:?} are asymmetric; cuDNN needs top = bottom and left = right",
+                    [pb[0], pb[1], pe[0], pe[1]]
+                ),
+            ));
+        }
+        let conv = ConvStep {
+            name: self.label(i),
+            input: x,
+            residual: None,
+            output: 0,
+            cin,
+            cout,
+            kernel: [kh, kw],
+            stride: self.pair(i, "strides", 1)?,
+            pad: pb,
+            dilation: self.pair(i, "dilations", 1)?,
+            groups,
+            relu: false,
+            weight,
+            bias,
+        };
+        self.finish_conv(i, conv)
+    }
+
+    /// Absorbs BatchNormalization, Add(residual) and Relu after a conv, defines its output.
+    fn finish_conv(&mut self, i: usize, mut conv: ConvStep) -> R<()> {
+        let mut out = self.out(i)?;
+        if self.nodes[i].op_type == "Conv" {
+            if let Some(bn) = self.sole_consumer(&out, "BatchNormalization") {
+                self.fold_bn(bn, &mut conv)?;
+                self.done[bn] = true;
+                out = self.out(bn)?;
+            }
+        }
+        let shape = self.conv_shape(&conv).map_err(|e| self.err(i, e))?;
+        if let Some(add) = self.sole_consumer(&out, "Add") {
+            let node = &self.nodes[add];
+            let other = node.input.iter().find(|n| **n != out).cloned();
+            if let (Some(other), 2) = (other, node.input.len()) {
+                if let Some(&id) = self.value_of.get(&other) {
+                    if self.values[id].dims == shape {
+                        let id = self.with_layout(id, true);
+                        conv.residual = Some(id);
+                        self.done[add] = true;
+                        out = self.out(add)?;
+                    }
+                }
+            }
+        }
+        if let Some(relu) = self.sole_consumer(&out, "Relu") {
+            conv.relu = true;
+            self.done[relu] = true;
+            out = self.out(relu)?;
+        }
+        conv.output = self.define(&out, shape, true);
+        self.steps.push(Step::Conv(conv));
+        Ok(())
+    }
+
+    fn conv_shape(&self, c: &ConvStep) -> R<Dims> {
+        let Some([_, h, w]) = self.values[c.input].chw() else {
+            return Err("a convolution's input must be [C, H, W]".into());
+        };
+        let dim = |size: usize, k: usize, s: usize, p: usize, d: usize| {
+            let span = d * (k - 1) + 1;
+            (size + 2 * p)
+                .checked_sub(span)
+                .map(|v| v / s.max(1) + 1)
+                .ok_or_else(|| format!("`{}`: kernel larger than its padded input", c.name))
+        };
+        Ok(vec![
+            c.cout,
+            dim(h, c.kernel[0], c.stride[0], c.pad[0], c.dilation[0])?,
+            dim(w, c.kernel[1], c.stride[1], c.pad[1], c.dilation[1])?,
+        ])
+    }
+
+    /// y = γ (x − μ) / √(σ² + ε) + β per channel: `(scale, shift)`.
+    fn bn_params(&self, i: usize, channels: usize) -> R<(Vec<f32>, Vec<f32>)> {
+        if self.nodes[i].input.len() != 5 {
+            return Err(self.err(i, "expected 5 inputs (x, scale, B, mean, var)"));
+        }
+        let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
+        let (gamma, beta, mean, var) = (
+            self.floats(i, 1)?,
+            self.floats(i, 2)?,
+            self.floats(i, 3)?,
+            self.floats(i, 4)?,
+        );
+        if [&gamma, &beta, &mean, &var]
+            .iter()
+            .any(|v| v.len() != channels)
+        {
+            return Err(self.err(i, format!("parameters must have {channels} values")));
+        }
+        let scale: Vec<f32> = (0..channels)
+            .map(|o| gamma[o] / (var[o] + eps).sqrt())
+            .collect();
+        let shift = (0..channels).map(|o| beta[o] - mean[o] * scale[o]).collect();
+        Ok((scale, shift))
+    }
+
+    fn fold_bn(&self, i: usize, conv: &mut ConvStep) -> R<()> {
+        let (scale, shift) = self.bn_params(i, conv.cout)?;
+        let per_out = conv.weight.len() / conv.cout;
+        for o in 0..conv.cout {
+            for w in &mut conv.weight[o * per_out..(o + 1) * per_out] {
+                *w *= scale[o];
+            }
+            conv.bias[o] = conv.bias[o] * scale[o] + shift[o];
+        }
+        Ok(())
+    }
+
+    /// A BatchNormalization that follows no conv (DenseNet's pre-activation): x·scale + shift
+    /// per channel, then the Relu after it if any.
+    fn batch_norm(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let dims = self.values[x].dims.clone();
+        let c = *dims.first().ok_or_else(|| self.err(i, "a scalar input"))?;
+        let (scale, shift) = self.bn_params(i, c)?;
+        let mut cd = vec![c];
+        cd.extend(std::iter::repeat_n(1, dims.len() - 1));
+        let (sc, sh) = (
+            self.new_const(cd.clone(), scale),
+            self.new_const(cd, shift),
+        );
+        let cl = self.values[x].channels_last;
+        let mut out = self.out(i)?;
+        let tmp = self.define(&format!("{out}#scaled"), dims.clone(), cl);
+        self.map(MapStep {
+            b: Some(Operand::Const(sc)),
+            binary: Binary::Mul,
+            ..Self::copy_step(x, tmp)
+        });
+        let mut unary = Unary::Identity;
+        if let Some(r) = self.sole_consumer(&out, "Relu") {
+            unary = Unary::Relu;
+            self.done[r] = true;
+            out = self.out(r)?;
+        }
+        let y = self.define(&out, dims, cl);
+        self.map(MapStep {
+            b: Some(Operand::Const(sh)),
+            binary: Binary::Add,
+            unary,
+            ..Self::copy_step(tmp, y)
+        });
+        Ok(())
+    }
+
+    /// A dense layer `[cout][cin]` on `x`: a 1×1 convolution on a flat value, or a convolution
+    /// over the whole map when `x` is a rank-3 value flattened (NCHW order = OIHW weights).
+    fn dense(&mut self, i: usize, x: usize, weight: Vec<f32>, bias: Vec<f32>, cout: usize) -> R<()> {
+        let (input, kernel) = match self.flat_of.get(&x) {
+            Some(&src) => {
+                let [_, h, w] = self.values[src].chw().unwrap_or([0, 1, 1]);
+                (self.with_layout(src, true), [h, w])
+            }
+            None => (x, [1, 1]),
+        };
+        let Some([c, _, _]) = self.values[input].chw() else {
+            return Err(self.err(i, "expects a flat input"));
+        };
+        let cin = c;
+        if weight.len() != cout * cin * kernel[0] * kernel[1] {
+            return Err(self.err(
+                i,
+                format!(
+                    "weights of {} values do not fit an input of {:?}",
+                    weight.len(),
+                    self.values[x].dims
+                ),
+            ));
+        }
+        let conv = ConvStep {
+            name: self.label(i),
+            input,
+            residual: None,
+            output: 0,
+            cin,
+            cout,
+            kernel,
+            stride: [1, 1],
+            pad: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            relu: false,
+            weight,
+            bias,
+        };
+        // A dense layer's output is flat `[cout]`.
+        let mut out = self.out(i)?;
+        let mut conv = conv;
+        if self.nodes[i].op_type == "MatMul" {
+            if let Some(add) = self.sole_consumer(&out, "Add") {
+                let a = &self.nodes[add];
+                if let Some(bn) = a.input.iter().find(|n| **n != out) {
+                    if let Some(b) = self.folded.get(bn).and_then(|f| f.floats().ok()) {
+                        if b.len() == cout {
+                            conv.bias = b;
+                            self.done[add] = true;
+                            out = self.out(add)?;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(relu) = self.sole_consumer(&out, "Relu") {
+            conv.relu = true;
+            self.done[relu] = true;
+            out = self.out(relu)?;
+        }
+        conv.output = self.define(&out, vec![cout], false);
+        self.steps.push(Step::Conv(conv));
+        Ok(())
+    }
+
+    fn is_flat(&self, x: usize) -> bool {
+        self.flat_of.contains_key(&x) || self.values[x].dims.len() == 1
+    }
+
+    fn gemm(&mut self, i: usize) -> R<()> {
+        let node = &self.nodes[i];
+        let (ta, tb) = (attr_int(node, "transA", 0), attr_int(node, "transB", 0));
+        let (alpha, beta) = (attr_float(node, "alpha", 1.0), attr_float(node, "beta", 1.0));
+        let x = self.value(i, 0)?;
+        if ta != 0 || !self.is_flat(x) {
+            return Err(self.err(i, "only Gemm on a flat [N, K] input with transA = 0"));
+        }
+        let w = self.folded(i, 1)?;
+        let [d0, d1] = w.dims()[..] else {
+            return Err(self.err(i, format!("weight dims {:?}; expected 2", w.dims())));
+        };
+        let wv = w.floats().map_err(|e| self.err(i, e))?;
+        let (cout, cin) = if tb != 0 { (d0, d1) } else { (d1, d0) };
+        let mut weight = vec![0.0; cout * cin];
+        for o in 0..cout {
+            for k in 0..cin {
+                let v = if tb != 0 { wv[o * cin + k] } else { wv[k * cout + o] };
+                weight[o * cin + k] = alpha * v;
+            }
+        }
+        let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
+            Some(_) => {
+                let b = self.floats(i, 2)?;
+                match b.len() {
+                    n if n == cout => b.iter().map(|v| beta * v).collect(),
+                    1 => vec![beta * b[0]; cout],
+                    n => return Err(self.err(i, format!("bias of {n} values for {cout} outputs"))),
+                }
+            }
+            None => vec![0.0; cout],
+        };
+        self.dense(i, x, weight, bias, cout)
+    }
+
+    fn matmul(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let b = self.operand(i, 1)?;
+        if let Operand::Const(c) = b {
+            if self.consts[c].dims.len() == 2 && self.is_flat(x) {
+                let [cin, cout] = self.consts[c].dims[..] else {
+                    unreachable!("checked: two dims")
+                };
+                let w = &self.consts[c].data;
+                let mut weight = vec![0.0; cout * cin];
+                for k in 0..cin {
+                    for o in 0..cout {
+                        weight[o * cin + k] = w[k * cout + o];
+                    }
+                }
+                return self.dense(i, x, weight, vec![0.0; cout], cout);
+            }
+        }
+        let x = self.materialise(x);
+        let x = self.row_major(x);
+        let xd = self.values[x].dims.clone();
+        let b = match b {
+            Operand::Value(v) => Operand::Value(self.row_major(v)),
+            c => c,
+        };
+        let bd = self.full_dims(b);
+        let ok = match b {
+            Operand::Const(_) => bd.len() == 2,
+            Operand::Value(_) => bd.len() == xd.len() + 1 && bd[1..bd.len() - 2] == xd[..xd.len() - 2],
+        };
+        if xd.is_empty() || bd.len() < 2 || !ok || bd[bd.len() - 2] != xd[xd.len() - 1] {
+            return Err(self.err(
+                i,
+                format!(
+                    "a product of [N, {xd:?}] and {bd:?} is not supported (the right operand must \
+                     be a [K, P] constant or a tensor with the same leading dimensions)"
+                ),
+            ));
+        }
+        let mut dims = xd.clone();
+        let last = dims.len() - 1;
+        dims[last] = bd[bd.len() - 1];
+        let out = self.out(i)?;
+        let output = self.define(&out, dims, false);
+        self.steps.push(Step::MatMul(MatMulStep {
+            name: self.label(i),
+            a: x,
+            b,
+            output,
+        }));
+        Ok(())
+    }
+
+    /// A pending flatten becomes a real row-major value.
+    fn materialise(&mut self, x: usize) -> usize {
+        let Some(src) = self.flat_of.remove(&x) else {
+            return x;
+        };
+        let src = self.row_major(src);
+        let dims = self.values[x].dims.clone();
+        let storage = self.values[src].storage;
+        self.values[x].storage = storage;
+        self.values[x].channels_last = false;
+        let _ = dims;
+        x
+    }
+
+    fn pads(&self, i: usize) -> R<([usize; 2], [usize; 2])> {
+        let node = &self.nodes[i];
+        if let Some(p) = attr(node, "auto_pad") {
+            let mode = String::from_utf8_lossy(&p.s);
+            if mode != "NOTSET" && !mode.is_empty() && mode != "VALID" {
+                return Err(self.err(
+                    i,
+                    format!("auto_pad = {mode} is not supported; export with explicit pads"),
+                ));
+            }
+        }
+        match attr_ints(node, "pads").as_deref() {
+            None | Some([]) => Ok(([0, 0], [0, 0])),
+            Some([t, l, b, r]) if [t, l, b, r].iter().all(|v| **v >= 0) => {
+                Ok(([*t as usize, *l as usize], [*b as usize, *r as usize]))
+            }
+            Some(p) => Err(self.err(i, format!("pads {p:?} are not supported"))),
+        }
+    }
+
+    fn pair(&self, i: usize, name: &str, default: usize) -> R<[usize; 2]> {
+        match attr_ints(&self.nodes[i], name).as_deref() {
+            None => Ok([default, default]),
+            Some([a, b]) if *a > 0 && *b > 0 => Ok([*a as usize, *b as usize]),
+            Some(v) => Err(self.err(i, format!("`{name}` = {v:?}; expected two positive values"))),
+        }
+    }
+
+    fn pool(&mut self, i: usize, kind: PoolKind) -> R<()> {
+        let node = &self.nodes[i];
+        let x = self.value(i, 0)?;
+        let Some([c, h, w]) = self.values[x].chw().filter(|_| self.values[x].dims.len() == 3)
+        else {
+            return Err(self.err(i, "only 2-D pooling of [N, C, H, W] is supported"));
+        };
+        if node.output.len() > 1 && !node.output[1].is_empty() {
+            return Err(self.err(i, "the Indices output is not supported"));
+        }
+        let ceil = attr_int(node, "ceil_mode", 0) != 0;
+        let kind = match kind {
+            PoolKind::Max => PoolKind::Max,
+            _ if attr_int(node, "count_include_pad", 0) != 0 => PoolKind::AvgIncludePad,
+            _ => PoolKind::AvgExcludePad,
+        };
+        let kernel = self.pair(i, "kernel_shape", 0)?;
+        if kernel.contains(&0) {
+            return Err(self.err(i, "kernel_shape is required"));
+        }
+        if self.pair(i, "dilations", 1)? != [1, 1] {
+            return Err(self.err(i, "dilated pooling is not supported"));
+        }
+        let stride = self.pair(i, "strides", 1)?;
+        let (pb, pe) = self.pads(i)?;
+        let dim = |size: usize, k: usize, s: usize, b: usize, e: usize| -> Option<usize> {
+            let span = (size + b + e).checked_sub(k)?;
+            let mut out = if ceil { span.div_ceil(s) } else { span / s } + 1;
+            // The last window must start inside the input or its leading padding.
+            if ceil && (out - 1) * s >= size + b {
+                out -= 1;
+            }
+            Some(out)
+        };
+        let (Some(oh), Some(ow)) = (
+            dim(h, kernel[0], stride[0], pb[0], pe[0]),
+            dim(w, kernel[1], stride[1], pb[1], pe[1]),
+        ) else {
+            return Err(self.err(i, "window larger than its input"));
+        };
+        let out = self.out(i)?;
+        let output = self.define(&out, vec![c, oh, ow], true);
+        self.steps.push(Step::Pool(PoolStep {
+            input: x,
+            output,
+            kind,
+            kernel,
+            stride,
+            pad_begin: pb,
+            pad_end: pe,
+        }));
+        Ok(())
+    }
+
+    fn reduce(&mut self, i: usize, x: usize, axes: Vec<usize>, kind: ReduceKind, keep: bool) -> R<()> {
+        let xd = self.values[x].dims.clone();
+        let kept: Dims = (1..=xd.len())
+            .map(|a| if axes.contains(&a) { 1 } else { xd[a - 1] })
+            .collect();
+        let out = self.out(i)?;
+        let cl = self.values[x].channels_last;
+        let keep_name = if keep { out.clone() } else { format!("{out}#kept") };
+        let output = self.define(&keep_name, kept.clone(), cl);
+        let reduced_axes = axes.clone();
+        self.steps.push(Step::Reduce(ReduceStep {
+            input: x,
+            output,
+            axes,
+            kind,
+        }));
+        if !keep {
+            let output = self.row_major(output);
+            let squeezed: Dims = kept
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| !reduced_axes.contains(&(k + 1)))
+                .map(|(_, d)| *d)
+                .collect();
+            self.alias(&out, output, squeezed, false);
+        }
+        Ok(())
+    }
+
+    fn unary(&mut self, i: usize, unary: Unary, p0: f32, p1: f32) -> R<()> {
+        let x = self.value(i, 0)?;
+        let dims = self.values[x].dims.clone();
+        let cl = self.values[x].channels_last;
+        let out = self.out(i)?;
+        let output = self.define(&out, dims, cl);
+        self.map(MapStep {
+            unary,
+            p0,
+            p1,
+            ..Self::copy_step(x, output)
+        });
+        Ok(())
+    }
+
+    /// Sigmoid, or SiLU when its only reader multiplies it by its own input.
+    fn sigmoid(&mut self, i: usize) -> R<()> {
+        let out = self.out(i)?;
+        let x_name = self.input(i, 0)?;
+        if let Some(m) = self.sole_consumer(&out, "Mul") {
+            let node = &self.nodes[m];
+            if node.input.len() == 2 && node.input.iter().any(|n| n == x_name) {
+                self.done[m] = true;
+                let x = self.value(i, 0)?;
+                let dims = self.values[x].dims.clone();
+                let cl = self.values[x].channels_last;
+                let mo = self.out(m)?;
+                let output = self.define(&mo, dims, cl);
+                self.map(MapStep {
+                    unary: Unary::Swish,
+                    ..Self::copy_step(x, output)
+                });
+                return Ok(());
+            }
+        }
+        self.unary(i, Unary::Sigmoid, 0.0, 0.0)
+    }
+
+    fn clip_bounds(&self, i: usize) -> R<(f32, f32)> {
+        let node = &self.nodes[i];
+        let bound = |k: usize, attr_name: &str, default: f32| -> R<f32> {
+            match node.input.get(k).filter(|n| !n.is_empty()) {
+                Some(_) => match self.floats(i, k)?.as_slice() {
+                    [v] => Ok(*v),
+                    _ => Err(self.err(i, "bounds must be scalars")),
+                },
+                None => Ok(attr_float(node, attr_name, default)),
+            }
+        };
+        Ok((
+            bound(1, "min", f32::NEG_INFINITY)?,
+            bound(2, "max", f32::INFINITY)?,
+        ))
+    }
+
+    fn binary(&mut self, i: usize, binary: Binary) -> R<()> {
+        let a = self.operand(i, 0)?;
+        let b = self.operand(i, 1)?;
+        let (ad, bd) = (self.full_dims(a), self.full_dims(b));
+        let full = fold::broadcast(&ad, &bd).map_err(|e| self.err(i, e))?;
+        if full.first() != Some(&BATCH) {
+            return Err(self.err(
+                i,
+                format!("broadcasting {ad:?} with {bd:?} would change the batch dimension"),
+            ));
+        }
+        let dims: Dims = full[1..].to_vec();
+        // The output takes the layout of an operand of its own shape.
+        let cl = [a, b].iter().any(|o| match o {
+            Operand::Value(v) => self.values[*v].dims == dims && self.values[*v].channels_last,
+            Operand::Const(_) => false,
+        });
+        let mut out = self.out(i)?;
+        let mut unary = Unary::Identity;
+        if let Some(r) = self.sole_consumer(&out, "Relu") {
+            unary = Unary::Relu;
+            self.done[r] = true;
+            out = self.out(r)?;
+        }
+        let output = self.define(&out, dims, cl);
+        self.map(MapStep {
+            a,
+            perm_a: None,
+            a_slice: None,
+            b: Some(b),
+            binary,
+            unary,
+            p0: 0.0,
+            p1: 0.0,
+            output,
+            region: None,
+        });
+        Ok(())
+    }
+
+    fn row(&mut self, i: usize, x: usize, axis: usize, kind: RowKind) -> R<()> {
+        let dims = self.values[x].dims.clone();
+        let cl = self.values[x].channels_last;
+        let out = self.out(i)?;
+        let output = self.define(&out, dims, cl);
+        self.steps.push(Step::Row(RowStep {
+            input: x,
+            output,
+            axis,
+            kind,
+        }));
+        Ok(())
+    }
+
+    fn layer_norm(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let rank = self.values[x].dims.len() + 1;
+        let axis =
+            fold::axis(attr_int(&self.nodes[i], "axis", -1), rank).map_err(|e| self.err(i, e))?;
+        if axis != rank - 1 {
+            return Err(self.err(i, "only a LayerNormalization over the last axis is supported"));
+        }
+        if self.nodes[i].output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(self.err(i, "the Mean and InvStdDev outputs are not supported"));
+        }
+        let len = self.values[x].dims[axis - 1];
+        let name = self.input(i, 1)?.to_string();
+        let f = self.folded(i, 1)?.clone();
+        let scale = self.add_const(&name, &f).map_err(|e| self.err(i, e))?;
+        let bias = match self.nodes[i].input.get(2).filter(|s| !s.is_empty()) {
+            Some(n) => {
+                let n = n.clone();
+                let f = self.folded(i, 2)?.clone();
+                Some(self.add_const(&n, &f).map_err(|e| self.err(i, e))?)
+            }
+            None => None,
+        };
+        if self.consts[scale].data.len() != len
+            || bias.is_some_and(|b| self.consts[b].data.len() != len)
+        {
+            return Err(self.err(i, format!("scale and bias must have {len} values")));
+        }
+        let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
+        self.row(i, x, axis, RowKind::LayerNorm { scale, bias, eps })
+    }
+
+    fn flatten(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let dims = self.values[x].dims.clone();
+        let rank = dims.len() + 1;
+        let a = fold::axis(attr_int(&self.nodes[i], "axis", 1), rank + 1)
+            .map_err(|e| self.err(i, e))?;
+        if a != 1 {
+            return Err(self.err(i, "only Flatten with axis = 1 is supported"));
+        }
+        let out = self.out(i)?;
+        let len = dims.iter().product();
+        if dims.len() == 3
+            && self.consumers.get(out.as_str()).is_some_and(|c| {
+                c.iter()
+                    .all(|&k| matches!(self.nodes[k].op_type.as_str(), "Gemm" | "MatMul"))
+            })
+        {
+            // Flatten + dense layer: one convolution over the map, nothing moved.
+            let id = self.define(&out, vec![len], false);
+            self.flat_of.insert(id, x);
+            return Ok(());
+        }
+        let x = self.row_major(x);
+        self.alias(&out, x, vec![len], false);
+        Ok(())
+    }
+
+    fn reshape(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let target = self.folded(i, 1)?.ints();
+        let allowzero = attr_int(&self.nodes[i], "allowzero", 0) != 0;
+        let dims = self.values[x].dims.clone();
+        let item: usize = dims.iter().product();
+        let Some((&first, rest)) = target.split_first() else {
+            return Err(self.err(i, "a Reshape to a scalar is not supported"));
+        };
+        let keeps_batch = first == Sym::BATCH
+            || (first == Sym::known(0) && !allowzero)
+            || (first == Sym::known(-1)
+                && rest.iter().all(|s| s.value().is_some_and(|v| v > 0))
+                && rest.iter().map(|s| s.c as usize).product::<usize>() == item);
+        let rest: Option<Vec<i64>> = rest
+            .iter()
+            .enumerate()
+            .map(|(k, s)| match s.value() {
+                Some(0) if !allowzero => dims.get(k).map(|&d| d as i64),
+                v => v,
+            })
+            .collect();
+        let (true, Some(rest)) = (keeps_batch, rest) else {
+            return Err(self.err(
+                i,
+                format!(
+                    "a Reshape to [{}] moves the batch dimension; the GPU engine keeps the \
+                     batch first",
+                    target.iter().map(Sym::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        };
+        let new = fold::reshape_dims(&dims, &rest, allowzero).map_err(|e| self.err(i, e))?;
+        self.reshape_to(i, x, new)
+    }
+
+    fn reshape_to(&mut self, i: usize, x: usize, dims: Dims) -> R<()> {
+        let out = self.out(i)?;
+        if dims == self.values[x].dims {
+            self.value_of.insert(out, x);
+            return Ok(());
+        }
+        let x = self.row_major(x);
+        self.alias(&out, x, dims, false);
+        Ok(())
+    }
+
+    fn squeeze(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let full: Vec<usize> = std::iter::once(BATCH)
+            .chain(self.values[x].dims.iter().copied())
+            .collect();
+        let axes = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
+            Some(_) => self.folded(i, 1)?.known_ints().map_err(|e| self.err(i, e))?,
+            None => attr_ints(&self.nodes[i], "axes").unwrap_or_default(),
+        };
+        let squeeze = self.nodes[i].op_type == "Squeeze";
+        let rank = if squeeze { full.len() } else { full.len() + axes.len() };
+        let mut ax = axes
+            .iter()
+            .map(|&a| fold::axis(a, rank))
+            .collect::<R<Vec<_>>>()
+            .map_err(|e| self.err(i, e))?;
+        ax.sort_unstable();
+        if ax.contains(&0) {
+            return Err(self.err(i, "the batch dimension cannot be squeezed or inserted"));
+        }
+        let dims: Vec<usize> = if squeeze {
+            full.iter()
+                .enumerate()
+                .filter(|(k, d)| *k > 0 && if ax.is_empty() { **d != 1 } else { !ax.contains(k) })
+                .map(|(_, d)| *d)
+                .collect()
+        } else {
+            let mut d = full.clone();
+            for a in ax {
+                d.insert(a, 1);
+            }
+            d[1..].to_vec()
+        };
+        self.reshape_to(i, x, dims)
+    }
+
+    fn transpose(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let dims = self.values[x].dims.clone();
+        let rank = dims.len() + 1;
+        let perm: Vec<usize> = match attr_ints(&self.nodes[i], "perm") {
+            Some(p) => p
+                .iter()
+                .map(|&a| fold::axis(a, rank))
+                .collect::<R<_>>()
+                .map_err(|e| self.err(i, e))?,
+            None => (0..rank).rev().collect(),
+        };
+        let mut seen = perm.clone();
+        seen.sort_unstable();
+        if seen != (0..rank).collect::<Vec<_>>() || perm[0] != 0 {
+            return Err(self.err(
+                i,
+                format!("perm {perm:?}: the batch dimension must stay first"),
+            ));
+        }
+        let full: Vec<usize> = std::iter::once(0).chain(dims.iter().copied()).collect();
+        let out_dims: Dims = perm[1..].iter().map(|&p| full[p]).collect();
+        let out = self.out(i)?;
+        let v = &self.values[x];
+        // NCHW ↔ NHWC between a channels-last value and a row-major one: the same bytes.
+        if self.channels_last && rank == 4 {
+            if perm == [0, 2, 3, 1] && v.channels_last {
+                self.alias(&out, x, out_dims, false);
+                return Ok(());
+            }
+            if perm == [0, 3, 1, 2] && !v.channels_last {
+                self.alias(&out, x, out_dims, true);
+                return Ok(());
+            }
+        }
+        let output = self.define(&out, out_dims, false);
+        self.map(MapStep {
+            perm_a: Some(perm),
+            ..Self::copy_step(x, output)
+        });
+        Ok(())
+    }
+
+    fn concat(&mut self, i: usize) -> R<()> {
+        let n = self.nodes[i].input.len();
+        let mut parts = Vec::with_capacity(n);
+        for k in 0..n {
+            let v = self.value(i, k)?;
+            parts.push(self.materialise(v));
+        }
+        let first = self.values[parts[0]].dims.clone();
+        let rank = first.len() + 1;
+        let axis = fold::axis(attr_int(&self.nodes[i], "axis", 0), rank)
+            .map_err(|e| self.err(i, e))?;
+        if axis == 0 {
+            return Err(self.err(i, "concatenating along the batch is not supported"));
+        }
+        let mut dims = first.clone();
+        dims[axis - 1] = 0;
+        for &p in &parts {
+            let d = &self.values[p].dims;
+            let same = d.len() == first.len()
+                && d.iter().zip(&first).enumerate().all(|(k, (a, b))| k == axis - 1 || a == b);
+            if !same {
+                return Err(self.err(i, format!("inputs {first:?} and {d:?} do not concatenate")));
+            }
+            dims[axis - 1] += d[axis - 1];
+        }
+        let cl = self.values[parts[0]].channels_last;
+        let out = self.out(i)?;
+        let output = self.define(&out, dims, cl || rank == 4);
+        let mut at = 0;
+        for p in parts {
+            let len = self.values[p].dims[axis - 1];
+            self.map(MapStep {
+                region: Some((axis, at, len)),
+                ..Self::copy_step(p, output)
+            });
+            at += len;
+        }
+        Ok(())
+    }
+
+    /// Copies `[start, start + len)` along full `axis` of `x` into a new value `name`.
+    fn slice_to(&mut self, name: &str, x: usize, axis: usize, start: usize, len: usize) -> usize {
+        let mut dims = self.values[x].dims.clone();
+        dims[axis - 1] = len;
+        let cl = self.values[x].channels_last;
+        let output = self.define(name, dims, cl);
+        self.map(MapStep {
+            a_slice: Some((axis, start)),
+            ..Self::copy_step(x, output)
+        });
+        output
+    }
+
+    fn split(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let dims = self.values[x].dims.clone();
+        let rank = dims.len() + 1;
+        let axis = fold::axis(attr_int(&self.nodes[i], "axis", 0), rank)
+            .map_err(|e| self.err(i, e))?;
+        if axis == 0 {
+            return Err(self.err(i, "splitting the batch is not supported"));
+        }
+        let outs: Vec<String> = self.nodes[i].output.clone();
+        let total = dims[axis - 1];
+        let sizes: Vec<usize> = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
+            Some(_) => self
+                .folded(i, 1)?
+                .known_ints()
+                .map_err(|e| self.err(i, e))?
+                .iter()
+                .map(|&v| v.max(0) as usize)
+                .collect(),
+            None => match attr_ints(&self.nodes[i], "split") {
+                Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
+                None => {
+                    let k = outs.len().max(1);
+                    let each = total.div_ceil(k);
+                    (0..k).map(|j| each.min(total.saturating_sub(j * each))).collect()
+                }
+            },
+        };
+        if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != total {
+            return Err(self.err(i, format!("split sizes {sizes:?} do not cover {total}")));
+        }
+        let mut at = 0;
+        for (name, len) in outs.iter().zip(sizes) {
+            if !name.is_empty() {
+                self.slice_to(name, x, axis, at, len);
+            }
+            at += len;
+        }
+        Ok(())
+    }
+
+    fn slice(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let dims = self.values[x].dims.clone();
+        let rank = dims.len() + 1;
+        let ints = |k: usize| -> R<Option<Vec<i64>>> {
+            match self.nodes[i].input.get(k).filter(|s| !s.is_empty()) {
+                Some(_) => Ok(Some(
+                    self.folded(i, k)?
+                        .known_ints()
+                        .map_err(|e| self.err(i, e))?,
+                )),
+                None => Ok(None),
+            }
+        };
+        let (starts, ends) = (ints(1)?.unwrap_or_default(), ints(2)?.unwrap_or_default());
+        let axes = ints(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+        let mut cur = x;
+        let out = self.out(i)?;
+        let mut any = false;
+        for (k, &a) in axes.iter().enumerate() {
+            let a = fold::axis(a, rank).map_err(|e| self.err(i, e))?;
+            if a == 0 || steps.get(k).copied().unwrap_or(1) != 1 {
+                return Err(self.err(i, "only slices with step 1 off the batch are supported"));
+            }
+            let n = self.values[cur].dims[a - 1] as i64;
+            let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
+            let (s, e) = (fix(starts[k]), fix(ends[k]));
+            let name = if k + 1 == axes.len() {
+                out.clone()
+            } else {
+                format!("{out}#slice{k}")
+            };
+            cur = self.slice_to(&name, cur, a, s, e.saturating_sub(s));
+            any = true;
+        }
+        if !any {
+            self.value_of.insert(out, x);
+        }
+        Ok(())
+    }
+}
+
+/// Builds the plan of an ONNX model; `channels_last`: rank-4 values stored NHWC (fp16).
+pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String> {
+    let g = model.graph.as_ref().ok_or("the ONNX file has no graph")?;
+    let mut folded = HashMap::new();
+    for t in &g.initializer {
+        folded.insert(t.name.clone(), fold::tensor(t)?);
+    }
+    let inputs: Vec<&pb::ValueInfoProto> = g
+        .input
+        .iter()
+        .filter(|i| !folded.contains_key(&i.name))
+        .collect();
+    let [input] = inputs.as_slice() else {
+        return Err(format!(
+            "expected a model with one input, found {}",
+            inputs.len()
+        ));
+    };
+    let dims: Vec<Option<i64>> = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => t
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let [_, Some(c), Some(h), Some(w)] = dims[..] else {
+        return Err(format!(
+            "the GPU engine needs an input of shape [batch, C, H, W] with fixed C, H, W; \
+             input `{}` has {dims:?}",
+            input.name
+        ));
+    };
+    if c <= 0 || h <= 0 || w <= 0 {
+        return Err(format!("input `{}` has dims {dims:?}", input.name));
+    }
+    let (c, h, w) = (c as usize, h as usize, w as usize);
+    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for name in &n.input {
+            consumers.entry(name.as_str()).or_default().push(i);
+        }
+    }
+    let [output] = g.output.as_slice() else {
+        return Err(format!(
+            "expected a model with one output, found {}",
+            g.output.len()
+        ));
+    };
+    let mut b = Builder {
+        nodes: &g.node,
+        consumers,
+        graph_outputs: std::iter::once(output.name.as_str()).collect(),
+        done: vec![false; g.node.len()],
+        folded,
+        const_of: HashMap::new(),
+        value_of: HashMap::new(),
+        flat_of: HashMap::new(),
+        values: Vec::new(),
+        consts: Vec::new(),
+        steps: Vec::new(),
+        channels_last,
+        input_c: c,
+    };
+    let pad_input = c < 8
+        && b.consumers
+            .get(input.name.as_str())
+            .is_some_and(|cs| cs.iter().all(|&i| g.node[i].op_type == "Conv"));
+    let input_padded_c = if pad_input { 8 } else { c };
+    b.define(&input.name, vec![input_padded_c, h, w], true);
+    for i in 0..g.node.len() {
+        if b.done[i] {
+            continue;
+        }
+        let node = &g.node[i];
+        let known: Vec<Option<&Folded>> = node.input.iter().map(|n| b.folded.get(n)).collect();
+        let dims_of = |name: &str| -> Option<Dims> {
+            b.value_of.get(name).map(|&v| {
+                if v == 0 {
+                    vec![c, h, w]
+                } else {
+                    b.values[v].dims.clone()
+                }
+            })
+        };
+        let f = fold::eval(node, &known, &dims_of).map_err(|e| b.err(i, e))?;
+        if let Some(f) = f {
+            if let Some(out) = node.output.first() {
+                b.folded.insert(out.clone(), f);
+            }
+        } else {
+            b.step(i)?;
+        }
+        b.done[i] = true;
+    }
+    // Convs reading the padded input get zero weights for the padding channels.
+    if pad_input {
+        for conv in b.steps.iter_mut().filter_map(|s| match s {
+            Step::Conv(cv) if cv.input == 0 => Some(cv),
+            _ => None,
+        }) {
+            let k = conv.kernel[0] * conv.kernel[1];
+            let mut wt = vec![0.0; conv.cout * input_padded_c * k];
+            for o in 0..conv.cout {
+                for ch in 0..c {
+                    let src = (o * c + ch) * k;
+                    let dst = (o * input_padded_c + ch) * k;
+                    wt[dst..dst + k].copy_from_slice(&conv.weight[src..src + k]);
+                }
+            }
+            conv.weight = wt;
+            conv.cin = input_padded_c;
+        }
+    }
+    let out = match b.value_of.get(&output.name) {
+        Some(&v) => b.materialise(v),
+        None if b.folded.contains_key(&output.name) => {
+            return Err("the model's output does not depend on its input".into())
+        }
+        None => return Err(format!("the model output `{}` is never produced", output.name)),
+    };
+    if out == 0 {
+        return Err("the model's output is its input".into());
+    }
+    Ok(Plan {
+        input: [c, h, w],
+        input_padded_c,
+        channels_last: b.channels_last,
+        values: b.values,
+        consts: b.consts,
+        steps: b.steps,
+        output: out,
+    })
+}

@@ -1,0 +1,811 @@
+//! Load-time constants: initializers, `Constant` nodes, and every node whose inputs are all
+//! known is evaluated here, so what PyTorch's exporter writes around the real work (weights
+//! behind `Identity`, shape arithmetic from `Shape` through `Gather`, `Unsqueeze`, `Concat`,
+//! `Cast`, `Div`, `Slice` …) never reaches the GPU. The batch size is the one unknown: a shape
+//! element is `n·N + c`, so `Shape(x)[0]` folds to `N` and a Reshape target stays exact.
+
+use tract_onnx::pb;
+
+use super::Dims;
+
+/// A float constant the GPU reads (a weight, a scale, a bias).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Const {
+    pub dims: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// An integer in shape arithmetic: `n·N + c`, N the batch size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sym {
+    pub n: i64,
+    pub c: i64,
+}
+
+impl Sym {
+    pub const fn known(c: i64) -> Sym {
+        Sym { n: 0, c }
+    }
+
+    pub const BATCH: Sym = Sym { n: 1, c: 0 };
+
+    pub fn value(self) -> Option<i64> {
+        (self.n == 0).then_some(self.c)
+    }
+}
+
+impl std::fmt::Display for Sym {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.n, self.c) {
+            (0, c) => write!(f, "{c}"),
+            (1, 0) => write!(f, "N"),
+            (n, 0) => write!(f, "{n}N"),
+            (n, c) => write!(f, "{n}N{c:+}"),
+        }
+    }
+}
+
+/// A value known at load time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Folded {
+    Float(Const),
+    Int { dims: Vec<usize>, data: Vec<Sym> },
+}
+
+impl Folded {
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            Folded::Float(c) => &c.dims,
+            Folded::Int { dims, .. } => dims,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Folded::Float(c) => c.data.len(),
+            Folded::Int { data, .. } => data.len(),
+        }
+    }
+
+    /// As floats (integers converted; the batch symbol cannot be).
+    pub fn floats(&self) -> Result<Vec<f32>, String> {
+        match self {
+            Folded::Float(c) => Ok(c.data.clone()),
+            Folded::Int { data, .. } => data
+                .iter()
+                .map(|s| {
+                    s.value()
+                        .map(|v| v as f32)
+                        .ok_or_else(|| format!("{s} depends on the batch size"))
+                })
+                .collect(),
+        }
+    }
+
+    /// As shape integers (floats truncated toward zero, as Cast does).
+    pub fn ints(&self) -> Vec<Sym> {
+        match self {
+            Folded::Float(c) => c.data.iter().map(|v| Sym::known(*v as i64)).collect(),
+            Folded::Int { data, .. } => data.clone(),
+        }
+    }
+
+    /// Known integers (no batch symbol).
+    pub fn known_ints(&self) -> Result<Vec<i64>, String> {
+        self.ints()
+            .into_iter()
+            .map(|s| {
+                s.value()
+                    .ok_or_else(|| format!("{s} depends on the batch size"))
+            })
+            .collect()
+    }
+
+    fn with(&self, dims: Vec<usize>, pick: impl Fn(usize) -> usize, n: usize) -> Folded {
+        match self {
+            Folded::Float(c) => Folded::Float(Const {
+                dims,
+                data: (0..n).map(|i| c.data[pick(i)]).collect(),
+            }),
+            Folded::Int { data, .. } => Folded::Int {
+                dims,
+                data: (0..n).map(|i| data[pick(i)]).collect(),
+            },
+        }
+    }
+}
+
+/// Reads an initializer or a `Constant`'s tensor.
+pub fn tensor(t: &pb::TensorProto) -> Result<Folded, String> {
+    use pb::tensor_proto::DataType as D;
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let n: usize = dims.iter().product();
+    let raw = &t.raw_data;
+    let bad = || {
+        format!(
+            "initializer `{}` holds the wrong number of values for dims {:?}",
+            t.name, t.dims
+        )
+    };
+    let float = |v: Vec<f32>| -> Result<Folded, String> {
+        if v.len() != n {
+            return Err(bad());
+        }
+        Ok(Folded::Float(Const {
+            dims: dims.clone(),
+            data: v,
+        }))
+    };
+    let int = |v: Vec<i64>| -> Result<Folded, String> {
+        if v.len() != n {
+            return Err(bad());
+        }
+        Ok(Folded::Int {
+            dims: dims.clone(),
+            data: v.into_iter().map(Sym::known).collect(),
+        })
+    };
+    match D::try_from(t.data_type) {
+        Ok(D::Float) if !raw.is_empty() => float(
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+        Ok(D::Float) => float(t.float_data.clone()),
+        Ok(D::Double) if !raw.is_empty() => float(
+            raw.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+        ),
+        Ok(D::Double) => float(t.double_data.iter().map(|v| *v as f32).collect()),
+        Ok(D::Float16) if !raw.is_empty() => float(
+            raw.chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+        ),
+        Ok(D::Float16) => float(
+            t.int32_data
+                .iter()
+                .map(|v| f16_to_f32(*v as u16))
+                .collect(),
+        ),
+        Ok(D::Int64) if !raw.is_empty() => int(raw
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect()),
+        Ok(D::Int64) => int(t.int64_data.clone()),
+        Ok(D::Int32 | D::Int16 | D::Int8 | D::Uint8 | D::Uint16 | D::Bool) if !raw.is_empty() => {
+            let size = match D::try_from(t.data_type) {
+                Ok(D::Int32) => 4,
+                Ok(D::Int16 | D::Uint16) => 2,
+                _ => 1,
+            };
+            let signed = !matches!(D::try_from(t.data_type), Ok(D::Uint8 | D::Uint16 | D::Bool));
+            int(raw
+                .chunks_exact(size)
+                .map(|b| match (size, signed) {
+                    (4, _) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+                    (2, true) => i16::from_le_bytes([b[0], b[1]]) as i64,
+                    (2, false) => u16::from_le_bytes([b[0], b[1]]) as i64,
+                    (_, true) => b[0] as i8 as i64,
+                    _ => b[0] as i64,
+                })
+                .collect())
+        }
+        Ok(D::Int32 | D::Int16 | D::Int8 | D::Uint8 | D::Uint16 | D::Bool) => {
+            int(t.int32_data.iter().map(|v| *v as i64).collect())
+        }
+        _ => Err(format!(
+            "initializer `{}` has ONNX data type {}; the GPU engine reads float, double, \
+             float16 and integer constants",
+            t.name, t.data_type
+        )),
+    }
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    match exp {
+        0 => sign * frac * 2f32.powi(-24),
+        31 if frac == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        e => sign * (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+pub fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+pub fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(node, name).map(|a| a.ints.clone())
+}
+
+pub fn attr_int(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
+    attr(node, name).map(|a| a.i).unwrap_or(default)
+}
+
+pub fn attr_float(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
+    attr(node, name).map(|a| a.f).unwrap_or(default)
+}
+
+/// Normalises a possibly negative axis of a rank-`rank` tensor.
+pub fn axis(a: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if (0..r.max(1)).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(format!("axis {a} is out of range for rank {rank}"))
+    }
+}
+
+fn strides(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// Numpy broadcasting of two shapes.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            match (da, db) {
+                (x, y) if x == y => Ok(x),
+                (1, y) => Ok(y),
+                (x, 1) => Ok(x),
+                _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+            }
+        })
+        .collect()
+}
+
+/// The flat index in a tensor of `dims` that element `i` of the broadcast shape `out` reads.
+fn broadcast_index(i: usize, out: &[usize], dims: &[usize]) -> usize {
+    let st = strides(dims);
+    let mut rem = i;
+    let mut idx = 0;
+    let off = out.len() - dims.len();
+    let ost = strides(out);
+    for (k, &os) in ost.iter().enumerate() {
+        let coord = rem / os;
+        rem %= os;
+        if k >= off && dims[k - off] != 1 {
+            idx += coord * st[k - off];
+        }
+    }
+    idx
+}
+
+fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, String> {
+    let both = || format!("{a} {op} {b} mixes the batch size in a way that cannot be folded");
+    Ok(match op {
+        "Add" => Sym {
+            n: a.n + b.n,
+            c: a.c + b.c,
+        },
+        "Sub" => Sym {
+            n: a.n - b.n,
+            c: a.c - b.c,
+        },
+        "Mul" => match (a.value(), b.value()) {
+            (Some(x), _) => Sym {
+                n: b.n * x,
+                c: b.c * x,
+            },
+            (_, Some(y)) => Sym {
+                n: a.n * y,
+                c: a.c * y,
+            },
+            _ => return Err(both()),
+        },
+        "Div" => match b.value() {
+            Some(0) => return Err(format!("{a} / 0 in shape arithmetic")),
+            Some(y) if a.n % y == 0 => Sym {
+                n: a.n / y,
+                c: a.c.div_euclid(y),
+            },
+            _ => return Err(both()),
+        },
+        "Max" | "Min" => match (a.value(), b.value()) {
+            (Some(x), Some(y)) => Sym::known(if op == "Max" { x.max(y) } else { x.min(y) }),
+            _ => return Err(both()),
+        },
+        "Equal" => match (a.value(), b.value()) {
+            (Some(x), Some(y)) => Sym::known((x == y) as i64),
+            _ if a == b => Sym::known(1),
+            _ => return Err(both()),
+        },
+        _ => return Err(format!("{op} is not foldable on integers")),
+    })
+}
+
+fn float_bin(op: &str, a: f32, b: f32) -> Result<f32, String> {
+    Ok(match op {
+        "Add" => a + b,
+        "Sub" => a - b,
+        "Mul" => a * b,
+        "Div" => a / b,
+        "Pow" => a.powf(b),
+        "Max" => a.max(b),
+        "Min" => a.min(b),
+        "Equal" => (a == b) as i32 as f32,
+        _ => return Err(format!("{op} is not foldable")),
+    })
+}
+
+fn float_unary(op: &str, x: f32) -> Option<f32> {
+    Some(match op {
+        "Sqrt" => x.sqrt(),
+        "Neg" => -x,
+        "Reciprocal" => 1.0 / x,
+        "Floor" => x.floor(),
+        "Ceil" => x.ceil(),
+        "Exp" => x.exp(),
+        "Relu" => x.max(0.0),
+        "Sigmoid" => 1.0 / (1.0 + (-x).exp()),
+        "Abs" => x.abs(),
+        _ => return None,
+    })
+}
+
+/// Evaluates `node` when every input is known (`inputs[i]` is `None` for an activation).
+/// `dims_of` gives an activation's per-item dims, for `Shape`. `Ok(None)`: not foldable here
+/// (the op runs on the GPU).
+pub fn eval(
+    node: &pb::NodeProto,
+    inputs: &[Option<&Folded>],
+    dims_of: &dyn Fn(&str) -> Option<Dims>,
+) -> Result<Option<Folded>, String> {
+    let op = node.op_type.as_str();
+    if op == "Constant" {
+        return constant(node).map(Some);
+    }
+    if op == "Shape" {
+        let Some(name) = node.input.first() else {
+            return Ok(None);
+        };
+        let full: Vec<Sym> = match (inputs.first().copied().flatten(), dims_of(name)) {
+            (Some(f), _) => f.dims().iter().map(|&d| Sym::known(d as i64)).collect(),
+            (None, Some(d)) => std::iter::once(Sym::BATCH)
+                .chain(d.iter().map(|&v| Sym::known(v as i64)))
+                .collect(),
+            _ => return Ok(None),
+        };
+        let r = full.len() as i64;
+        let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+        let start = clampi(attr_int(node, "start", 0));
+        let end = clampi(attr_int(node, "end", r));
+        let data = full[start..end.max(start)].to_vec();
+        return Ok(Some(Folded::Int {
+            dims: vec![data.len()],
+            data,
+        }));
+    }
+    let mut known = Vec::with_capacity(inputs.len());
+    for (i, f) in inputs.iter().enumerate() {
+        match f {
+            Some(f) => known.push(*f),
+            // An absent optional input is named "".
+            None if node.input.get(i).is_some_and(|n| n.is_empty()) => {}
+            None => return Ok(None),
+        }
+    }
+    if known.is_empty() {
+        return Ok(None);
+    }
+    let x = known[0];
+    let folded = match op {
+        "Identity" | "Dropout" => x.clone(),
+        "Cast" => {
+            let to = attr_int(node, "to", 1);
+            // FLOAT, FLOAT16, DOUBLE, BFLOAT16 become floats; everything else integers.
+            if matches!(to, 1 | 10 | 11 | 16) {
+                match x {
+                    Folded::Float(_) => x.clone(),
+                    Folded::Int { dims, .. } => Folded::Float(Const {
+                        dims: dims.clone(),
+                        data: x.floats()?,
+                    }),
+                }
+            } else {
+                Folded::Int {
+                    dims: x.dims().to_vec(),
+                    data: x.ints(),
+                }
+            }
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Equal" if known.len() == 2 => {
+            let (a, b) = (known[0], known[1]);
+            let out = broadcast(a.dims(), b.dims())?;
+            let n: usize = out.iter().product();
+            match (a, b) {
+                (Folded::Int { data: da, dims: ad }, Folded::Int { data: db, dims: bd })
+                    if op != "Pow" =>
+                {
+                    let data = (0..n)
+                        .map(|i| {
+                            sym_bin(
+                                op,
+                                da[broadcast_index(i, &out, ad)],
+                                db[broadcast_index(i, &out, bd)],
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Folded::Int { dims: out, data }
+                }
+                _ => {
+                    let (fa, fb) = (a.floats()?, b.floats()?);
+                    let data = (0..n)
+                        .map(|i| {
+                            float_bin(
+                                op,
+                                fa[broadcast_index(i, &out, a.dims())],
+                                fb[broadcast_index(i, &out, b.dims())],
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Folded::Float(Const { dims: out, data })
+                }
+            }
+        }
+        "Sqrt" | "Neg" | "Reciprocal" | "Floor" | "Ceil" | "Exp" | "Relu" | "Sigmoid" | "Abs" => {
+            match x {
+                Folded::Int { dims, data } if op == "Neg" => Folded::Int {
+                    dims: dims.clone(),
+                    data: data.iter().map(|s| Sym { n: -s.n, c: -s.c }).collect(),
+                },
+                Folded::Int { .. } if matches!(op, "Floor" | "Ceil" | "Abs" | "Relu") => x.clone(),
+                _ => Folded::Float(Const {
+                    dims: x.dims().to_vec(),
+                    data: x
+                        .floats()?
+                        .into_iter()
+                        .map(|v| float_unary(op, v).unwrap_or(f32::NAN))
+                        .collect(),
+                }),
+            }
+        }
+        "Unsqueeze" => {
+            let axes = match known.get(1) {
+                Some(a) => a.known_ints()?,
+                None => attr_ints(node, "axes").unwrap_or_default(),
+            };
+            let r = x.dims().len() + axes.len();
+            let mut ax = axes
+                .iter()
+                .map(|&a| axis(a, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            ax.sort_unstable();
+            let mut dims = x.dims().to_vec();
+            for a in ax {
+                dims.insert(a, 1);
+            }
+            x.with(dims, |i| i, x.len())
+        }
+        "Squeeze" => {
+            let r = x.dims().len();
+            let axes = match known.get(1) {
+                Some(a) => a.known_ints()?,
+                None => attr_ints(node, "axes").unwrap_or_default(),
+            };
+            let ax = axes
+                .iter()
+                .map(|&a| axis(a, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let dims = x
+                .dims()
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| if ax.is_empty() { **d != 1 } else { !ax.contains(i) })
+                .map(|(_, d)| *d)
+                .collect();
+            x.with(dims, |i| i, x.len())
+        }
+        "Reshape" | "Flatten" => {
+            let dims = if op == "Flatten" {
+                let a = axis(attr_int(node, "axis", 1), x.dims().len() + 1)?;
+                let (l, r) = x.dims().split_at(a.min(x.dims().len()));
+                vec![l.iter().product(), r.iter().product()]
+            } else {
+                let target = known
+                    .get(1)
+                    .ok_or("Reshape without a shape")?
+                    .known_ints()?;
+                reshape_dims(x.dims(), &target, attr_int(node, "allowzero", 0) != 0)?
+            };
+            x.with(dims, |i| i, x.len())
+        }
+        "Transpose" => {
+            let d = x.dims().to_vec();
+            let perm: Vec<usize> = match attr_ints(node, "perm") {
+                Some(p) => p
+                    .iter()
+                    .map(|&a| axis(a, d.len()))
+                    .collect::<Result<_, _>>()?,
+                None => (0..d.len()).rev().collect(),
+            };
+            let out: Vec<usize> = perm.iter().map(|&p| d[p]).collect();
+            let (is, os) = (strides(&d), strides(&out));
+            x.with(
+                out.clone(),
+                |i| {
+                    let mut rem = i;
+                    let mut src = 0;
+                    for (k, s) in os.iter().enumerate() {
+                        src += (rem / s) * is[perm[k]];
+                        rem %= s;
+                    }
+                    src
+                },
+                x.len(),
+            )
+        }
+        "Gather" => {
+            let idx = known.get(1).ok_or("Gather without indices")?;
+            let d = x.dims().to_vec();
+            let a = axis(attr_int(node, "axis", 0), d.len())?;
+            let ids: Vec<usize> = idx
+                .known_ints()?
+                .iter()
+                .map(|&v| {
+                    let v = if v < 0 { v + d[a] as i64 } else { v };
+                    if (0..d[a] as i64).contains(&v) {
+                        Ok(v as usize)
+                    } else {
+                        Err(format!("Gather index {v} out of range {}", d[a]))
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            let mut out: Vec<usize> = d[..a].to_vec();
+            out.extend(idx.dims());
+            out.extend(&d[a + 1..]);
+            let inner: usize = d[a + 1..].iter().product();
+            let n: usize = out.iter().product();
+            let per = ids.len() * inner;
+            x.with(
+                out,
+                |i| {
+                    let (o, rest) = (i / per.max(1), i % per.max(1));
+                    let (j, k) = (rest / inner.max(1), rest % inner.max(1));
+                    (o * d[a] + ids[j]) * inner + k
+                },
+                n,
+            )
+        }
+        "Concat" => {
+            let r = x.dims().len();
+            let a = axis(attr_int(node, "axis", 0), r)?;
+            let mut dims = x.dims().to_vec();
+            dims[a] = known.iter().map(|k| k.dims().get(a).copied().unwrap_or(0)).sum();
+            let outer: usize = dims[..a].iter().product();
+            let ints = known.iter().all(|k| matches!(k, Folded::Int { .. }));
+            let mut fl = Vec::new();
+            let mut is = Vec::new();
+            for o in 0..outer {
+                for k in &known {
+                    let chunk: usize = k.dims()[a..].iter().product();
+                    if ints {
+                        is.extend_from_slice(&k.ints()[o * chunk..(o + 1) * chunk]);
+                    } else {
+                        fl.extend_from_slice(&k.floats()?[o * chunk..(o + 1) * chunk]);
+                    }
+                }
+            }
+            if ints {
+                Folded::Int { dims, data: is }
+            } else {
+                Folded::Float(Const { dims, data: fl })
+            }
+        }
+        "Slice" => {
+            let d = x.dims().to_vec();
+            let get = |k: usize| -> Result<Option<Vec<i64>>, String> {
+                match known.get(k) {
+                    Some(v) => v.known_ints().map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (starts, ends) = match (get(1)?, get(2)?) {
+                (Some(s), Some(e)) => (s, e),
+                _ => (
+                    attr_ints(node, "starts").unwrap_or_default(),
+                    attr_ints(node, "ends").unwrap_or_default(),
+                ),
+            };
+            let axes = get(3)?
+                .or_else(|| attr_ints(node, "axes"))
+                .unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = get(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+            let mut ranges: Vec<Vec<usize>> = d.iter().map(|&n| (0..n).collect()).collect();
+            for (k, &ax) in axes.iter().enumerate() {
+                let a = axis(ax, d.len())?;
+                let n = d[a] as i64;
+                let step = steps.get(k).copied().unwrap_or(1);
+                if step == 0 {
+                    return Err("Slice with step 0".into());
+                }
+                let fix = |v: i64, lo: i64, hi: i64| {
+                    (if v < 0 { v + n } else { v }).clamp(lo, hi)
+                };
+                let mut idx = Vec::new();
+                if step > 0 {
+                    let (s, e) = (fix(starts[k], 0, n), fix(ends[k], 0, n));
+                    let mut i = s;
+                    while i < e {
+                        idx.push(i as usize);
+                        i += step;
+                    }
+                } else {
+                    let (s, e) = (fix(starts[k], -1, n - 1), fix(ends[k], -1, n - 1));
+                    let mut i = s;
+                    while i > e {
+                        idx.push(i as usize);
+                        i += step;
+                    }
+                }
+                ranges[a] = idx;
+            }
+            let out: Vec<usize> = ranges.iter().map(Vec::len).collect();
+            let (is, os) = (strides(&d), strides(&out));
+            let n = out.iter().product();
+            x.with(
+                out,
+                |i| {
+                    let mut rem = i;
+                    let mut src = 0;
+                    for (k, s) in os.iter().enumerate() {
+                        src += ranges[k][rem / s] * is[k];
+                        rem %= s;
+                    }
+                    src
+                },
+                n,
+            )
+        }
+        "ConstantOfShape" => {
+            let dims: Vec<usize> = x.known_ints()?.iter().map(|&v| v.max(0) as usize).collect();
+            let n = dims.iter().product();
+            let fill = match attr(node, "value").and_then(|a| a.t.as_ref()) {
+                Some(t) => tensor(t)?,
+                None => Folded::Float(Const {
+                    dims: vec![1],
+                    data: vec![0.0],
+                }),
+            };
+            fill.with(dims, |_| 0, n)
+        }
+        "Range" if known.len() == 3 => {
+            let (s, l, d) = (known[0].floats()?, known[1].floats()?, known[2].floats()?);
+            let (s, l, d) = (s[0], l[0], d[0]);
+            let n = ((l - s) / d).ceil().max(0.0) as usize;
+            let data: Vec<f32> = (0..n).map(|i| s + i as f32 * d).collect();
+            match known[0] {
+                Folded::Int { .. } => Folded::Int {
+                    dims: vec![n],
+                    data: data.iter().map(|v| Sym::known(*v as i64)).collect(),
+                },
+                _ => Folded::Float(Const {
+                    dims: vec![n],
+                    data,
+                }),
+            }
+        }
+        "Expand" if known.len() == 2 => {
+            let shape = known[1].known_ints()?;
+            let target: Vec<usize> = shape.iter().map(|&v| v.max(0) as usize).collect();
+            let out = broadcast(x.dims(), &target)?;
+            let n = out.iter().product();
+            let xd = x.dims().to_vec();
+            let o2 = out.clone();
+            x.with(out, move |i| broadcast_index(i, &o2, &xd), n)
+        }
+        "Where" if known.len() == 3 => {
+            let (c, a, b) = (known[0], known[1], known[2]);
+            let out = broadcast(&broadcast(c.dims(), a.dims())?, b.dims())?;
+            let n: usize = out.iter().product();
+            let cv = c.ints();
+            let pick = |i: usize| cv[broadcast_index(i, &out, c.dims())].c != 0;
+            match (a, b) {
+                (Folded::Int { .. }, Folded::Int { .. }) => {
+                    let (av, bv) = (a.ints(), b.ints());
+                    Folded::Int {
+                        dims: out.clone(),
+                        data: (0..n)
+                            .map(|i| {
+                                if pick(i) {
+                                    av[broadcast_index(i, &out, a.dims())]
+                                } else {
+                                    bv[broadcast_index(i, &out, b.dims())]
+                                }
+                            })
+                            .collect(),
+                    }
+                }
+                _ => {
+                    let (av, bv) = (a.floats()?, b.floats()?);
+                    Folded::Float(Const {
+                        dims: out.clone(),
+                        data: (0..n)
+                            .map(|i| {
+                                if pick(i) {
+                                    av[broadcast_index(i, &out, a.dims())]
+                                } else {
+                                    bv[broadcast_index(i, &out, b.dims())]
+                                }
+                            })
+                            .collect(),
+                    })
+                }
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(folded))
+}
+
+fn constant(node: &pb::NodeProto) -> Result<Folded, String> {
+    let a = node
+        .attribute
+        .first()
+        .ok_or("a Constant node without a value")?;
+    Ok(match a.name.as_str() {
+        "value" => tensor(a.t.as_ref().ok_or("Constant `value` without a tensor")?)?,
+        "value_float" => Folded::Float(Const {
+            dims: vec![],
+            data: vec![a.f],
+        }),
+        "value_floats" => Folded::Float(Const {
+            dims: vec![a.floats.len()],
+            data: a.floats.clone(),
+        }),
+        "value_int" => Folded::Int {
+            dims: vec![],
+            data: vec![Sym::known(a.i)],
+        },
+        "value_ints" => Folded::Int {
+            dims: vec![a.ints.len()],
+            data: a.ints.iter().map(|&v| Sym::known(v)).collect(),
+        },
+        other => return Err(format!("Constant with `{other}` is not supported")),
+    })
+}
+
+/// ONNX Reshape's target (0 copies the input dim unless `allowzero`, one −1 is inferred).
+pub fn reshape_dims(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &t) in target.iter().enumerate() {
+        match t {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(
+                *input
+                    .get(i)
+                    .ok_or_else(|| format!("Reshape: 0 at axis {i} of a rank-{} input", input.len()))?,
+            ),
+            t if t >= 0 => out.push(t as usize),
+            _ => return Err(format!("Reshape target {target:?} is not valid")),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || total % known != 0 {
+            return Err(format!("cannot reshape {input:?} to {target:?}"));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(format!("cannot reshape {input:?} ({total} values) to {target:?}"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,397 @@
+//! ONNX → the GPU engine's plan (its IR): a list of steps over values with fixed per-item
+//! shapes. Pure Rust, so import, folding, fusion and the layout rules are tested on machines
+//! without a GPU; the CUDA side (`engine.rs`, `exec.rs`) only executes what this decides.
+//!
+//! - `fold`: the constants PyTorch's exporter leaves in a graph (initializers, `Constant`,
+//!   `Identity` over weights, shape arithmetic on `Shape`) evaluated at load time.
+//! - `build`: nodes → steps, with the fusions (BatchNorm into Conv; residual Add and ReLU into
+//!   the convolution's epilogue; Flatten + Gemm as one convolution over the whole map).
+//! - `view`: how each step addresses memory at a batch size (the layout rules below), shared
+//!   by the GPU executor and the reference executor the tests run.
+//!
+//! Layout: every value has ONNX's logical shape `[N, d1, d2, …]`. With `channels_last` (fp16,
+//! for cuDNN's tensor-core kernels) a rank-4 value `[N, C, H, W]` is stored NHWC; every other
+//! value is stored row-major in its logical order. Steps address their operands through
+//! strided views, so Transpose, Concat, broadcasting and Reshape keep ONNX's NCHW meaning
+//! whatever the storage.
+
+mod build;
+mod fold;
+pub mod view;
+
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+
+pub use build::build;
+pub use fold::Const;
+
+/// Per-item logical dims of a value (ONNX order, the batch dimension excluded).
+pub type Dims = Vec<usize>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value {
+    pub dims: Dims,
+    /// Stored NHWC (a rank-3 item `[C, H, W]` when the plan is channels-last).
+    pub channels_last: bool,
+    /// The value whose memory this one is (a Reshape/Flatten that moves no data); itself
+    /// otherwise.
+    pub storage: usize,
+}
+
+impl Value {
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[C, H, W]` of a value a convolution or pooling reads (a flat `[K]` is `K × 1 × 1`).
+    pub fn chw(&self) -> Option<[usize; 3]> {
+        match self.dims.as_slice() {
+            [c, h, w] => Some([*c, *h, *w]),
+            [k] => Some([*k, 1, 1]),
+            _ => None,
+        }
+    }
+
+    /// Whether the stored bytes are in row-major logical order (so a reshape moves nothing).
+    pub fn is_row_major(&self) -> bool {
+        !self.channels_last || matches!(self.dims.as_slice(), [c, h, w] if *c == 1 || h * w == 1)
+    }
+}
+
+/// A step's operand: an activation (with a batch dimension) or a constant (without).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    Value(usize),
+    Const(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Act {
+    None,
+    Relu,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvStep {
+    /// The ONNX node this step starts from (for errors and logs).
+    pub name: String,
+    pub input: usize,
+    /// Added before the activation (a residual branch), same shape as the output.
+    pub residual: Option<usize>,
+    pub output: usize,
+    /// Input channels as stored on the device (the model input may be padded, see `Plan`).
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub relu: bool,
+    /// OIHW, `cout × (cin / groups) × kh × kw`, BatchNorm already folded in.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    AvgIncludePad,
+    AvgExcludePad,
+}
+
+/// 2-D pooling over `[N, C, H, W]`. Windows are clipped to the padded input (ceil_mode's last
+/// window may hang over it); padding never wins a max.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolStep {
+    pub input: usize,
+    pub output: usize,
+    pub kind: PoolKind,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Padding before (top, left) and after (bottom, right).
+    pub pad_begin: [usize; 2],
+    pub pad_end: [usize; 2],
+}
+
+/// The binary part of an elementwise step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    /// Unary: `a` alone.
+    First,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+}
+
+/// The function applied after the binary part; `p0`, `p1` are its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    Identity,
+    Relu,
+    Sigmoid,
+    /// max(0, min(1, p0·x + p1))
+    HardSigmoid,
+    /// x · max(0, min(1, x/6 + 1/2))
+    HardSwish,
+    /// x · sigmoid(x)
+    Swish,
+    Erf,
+    /// 0.5·x·(1 + erf(x/√2))
+    Gelu,
+    Sqrt,
+    /// min(max(x, p0), p1)
+    Clip,
+    Exp,
+    Tanh,
+    Neg,
+    Reciprocal,
+    Abs,
+}
+
+/// `y[region] = unary(binary(a, b))` with ONNX broadcasting of `a` and `b` to the region.
+/// Also the data movement: Transpose (`perm_a`), Concat (`region`), a layout change (a copy).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapStep {
+    pub a: Operand,
+    /// `a`'s full dims (batch first) are permuted before broadcasting: axis `i` of the
+    /// result is axis `perm_a[i]` of `a`.
+    pub perm_a: Option<Vec<usize>>,
+    /// Reads `a` from `start` along full axis `axis`, as long as the region (Slice, Split).
+    pub a_slice: Option<(usize, usize)>,
+    pub b: Option<Operand>,
+    pub binary: Binary,
+    pub unary: Unary,
+    pub p0: f32,
+    pub p1: f32,
+    pub output: usize,
+    /// Writes only `[offset, offset + len)` along full axis `axis` of the output (Concat).
+    pub region: Option<(usize, usize, usize)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    Mean,
+    Sum,
+    Max,
+    Min,
+}
+
+/// A reduction over `axes` (full-dims indices, never the batch); the output keeps them as 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReduceStep {
+    pub input: usize,
+    pub output: usize,
+    pub axes: Vec<usize>,
+    pub kind: ReduceKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowKind {
+    Softmax,
+    LogSoftmax,
+    /// (x − mean) / √(var + eps) · scale + bias over the axis.
+    LayerNorm {
+        scale: usize,
+        bias: Option<usize>,
+        eps: f32,
+    },
+}
+
+/// An operation along one full axis (`axis ≥ 1`) of every row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowStep {
+    pub input: usize,
+    pub output: usize,
+    pub axis: usize,
+    pub kind: RowKind,
+}
+
+/// ONNX MatMul (numpy semantics): `a [N, …, M, K] · b [… , K, P] → [N, …, M, P]`, both
+/// stored row-major; `b` a constant `[K, P]` or a value with the same leading dims as `a`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatMulStep {
+    pub name: String,
+    pub a: usize,
+    pub b: Operand,
+    pub output: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Conv(ConvStep),
+    Pool(PoolStep),
+    Map(MapStep),
+    Reduce(ReduceStep),
+    Row(RowStep),
+    MatMul(MatMulStep),
+}
+
+impl Step {
+    pub fn output(&self) -> usize {
+        match self {
+            Step::Conv(c) => c.output,
+            Step::Pool(p) => p.output,
+            Step::Map(m) => m.output,
+            Step::Reduce(r) => r.output,
+            Step::Row(r) => r.output,
+            Step::MatMul(m) => m.output,
+        }
+    }
+
+    /// The values (not constants) a step reads.
+    pub fn inputs(&self) -> Vec<usize> {
+        let val = |o: &Operand| match o {
+            Operand::Value(v) => Some(*v),
+            Operand::Const(_) => None,
+        };
+        match self {
+            Step::Conv(c) => std::iter::once(c.input).chain(c.residual).collect(),
+            Step::Pool(p) => vec![p.input],
+            Step::Map(m) => val(&m.a).into_iter().chain(m.b.as_ref().and_then(val)).collect(),
+            Step::Reduce(r) => vec![r.input],
+            Step::Row(r) => vec![r.input],
+            Step::MatMul(m) => std::iter::once(m.a).chain(val(&m.b)).collect(),
+        }
+    }
+
+    /// The constants a step reads.
+    pub fn consts(&self) -> Vec<usize> {
+        let cst = |o: &Operand| match o {
+            Operand::Const(c) => Some(*c),
+            Operand::Value(_) => None,
+        };
+        match self {
+            Step::Map(m) => cst(&m.a).into_iter().chain(m.b.as_ref().and_then(cst)).collect(),
+            Step::Row(RowStep {
+                kind: RowKind::LayerNorm { scale, bias, .. },
+                ..
+            }) => std::iter::once(*scale).chain(*bias).collect(),
+            Step::MatMul(m) => cst(&m.b).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Conv(_) => "conv",
+            Step::Pool(_) => "pool",
+            Step::Map(_) => "elementwise",
+            Step::Reduce(_) => "reduce",
+            Step::Row(_) => "row",
+            Step::MatMul(_) => "matmul",
+        }
+    }
+}
+
+/// The executable form of a model. Value 0 is the model input after the input conversion
+/// (normalised, in the engine's layout and precision, channels padded to `input_padded_c`).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The ONNX input's per-item shape (`3 × 224 × 224`).
+    pub input: [usize; 3],
+    /// Channels of value 0 on the device: 3 RGB channels padded to 8 when every consumer is a
+    /// convolution (zero weights), because cuDNN's fp16 tensor-core kernels want C % 8 == 0.
+    pub input_padded_c: usize,
+    pub channels_last: bool,
+    pub values: Vec<Value>,
+    pub consts: Vec<Const>,
+    pub steps: Vec<Step>,
+    pub output: usize,
+}
+
+impl Plan {
+    pub fn convs(&self) -> impl Iterator<Item = &ConvStep> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Conv(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvStep> {
+        self.steps.iter_mut().filter_map(|s| match s {
+            Step::Conv(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Elements per item of the model output.
+    pub fn output_len(&self) -> usize {
+        self.values[self.output].len()
+    }
+
+    /// Device buffers for the values, reused once a value is dead: `slots[i]` is the size in
+    /// elements per item of slot `i`, `slot_of[v]` the slot holding value `v` (aliases share
+    /// their storage's slot).
+    pub fn slots(&self) -> (Vec<usize>, Vec<usize>) {
+        let root = |v: usize| self.values[v].storage;
+        let mut last_use = vec![0usize; self.values.len()];
+        for (i, step) in self.steps.iter().enumerate() {
+            for v in step.inputs() {
+                last_use[root(v)] = last_use[root(v)].max(i);
+            }
+        }
+        last_use[root(self.output)] = usize::MAX;
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut slot_of = vec![usize::MAX; self.values.len()];
+        let mut free: Vec<usize> = Vec::new();
+        let take = |need: usize, sizes: &mut Vec<usize>, free: &mut Vec<usize>| {
+            // Smallest free slot that fits, else grow the largest free one, else a new slot.
+            let fit = free
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| sizes[s] >= need)
+                .min_by_key(|(_, &s)| sizes[s])
+                .map(|(i, _)| i)
+                .or_else(|| {
+                    free.iter()
+                        .enumerate()
+                        .max_by_key(|(_, &s)| sizes[s])
+                        .map(|(i, _)| i)
+                });
+            match fit {
+                Some(i) => {
+                    let s = free.swap_remove(i);
+                    sizes[s] = sizes[s].max(need);
+                    s
+                }
+                None => {
+                    sizes.push(need);
+                    sizes.len() - 1
+                }
+            }
+        };
+        slot_of[0] = take(self.values[0].len(), &mut sizes, &mut free);
+        for (i, step) in self.steps.iter().enumerate() {
+            let out = root(step.output());
+            if slot_of[out] == usize::MAX {
+                slot_of[out] = take(self.values[out].len(), &mut sizes, &mut free);
+            }
+            let mut seen = HashSet::new();
+            for v in step.inputs() {
+                let r = root(v);
+                if last_use[r] == i && seen.insert(r) && r != out {
+                    free.push(slot_of[r]);
+                }
+            }
+        }
+        for v in 0..self.values.len() {
+            if slot_of[v] == usize::MAX {
+                slot_of[v] = slot_of[root(v)];
+            }
+        }
+        (sizes, slot_of)
+    }
+}

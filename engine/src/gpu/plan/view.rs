@@ -1,0 +1,265 @@
+//! How a step addresses memory at batch size `n`: strided views (dims and element strides,
+//! rank ≤ 6, right-aligned) of its operands in their storage layouts. The GPU executor passes
+//! these to its kernels by value; the tests' reference executor walks the same views on the
+//! host, so the layout rules are checked on every machine.
+
+use super::{Binary, MapStep, MatMulStep, Operand, Plan, PoolStep, ReduceStep, RowStep, Unary};
+
+pub const RANK: usize = 6;
+
+/// A strided view in elements. Leading unused dims are 1 with stride 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    pub dims: [i32; RANK],
+    pub strides: [i64; RANK],
+    pub offset: i64,
+}
+
+impl View {
+    pub fn new(dims: &[usize], strides: &[i64], offset: i64) -> Result<View, String> {
+        if dims.len() > RANK || strides.len() != dims.len() {
+            return Err(format!(
+                "a tensor of rank {} (the GPU engine handles up to {RANK})",
+                dims.len()
+            ));
+        }
+        let mut v = View {
+            dims: [1; RANK],
+            strides: [0; RANK],
+            offset,
+        };
+        let at = RANK - dims.len();
+        for (i, (&d, &s)) in dims.iter().zip(strides).enumerate() {
+            v.dims[at + i] = i32::try_from(d).map_err(|_| format!("dimension {d} too large"))?;
+            v.strides[at + i] = if d == 1 { 0 } else { s };
+        }
+        Ok(v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.dims.iter().map(|&d| d as usize).product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element offset of the `i`-th element in row-major order of `dims`.
+    pub fn at(&self, mut i: usize) -> i64 {
+        let mut off = self.offset;
+        for k in (0..RANK).rev() {
+            let d = self.dims[k] as usize;
+            off += (i % d) as i64 * self.strides[k];
+            i /= d;
+        }
+        off
+    }
+}
+
+/// Full dims (batch first) and element strides of value `v` at batch `n`.
+pub fn value_layout(plan: &Plan, v: usize, n: usize) -> (Vec<usize>, Vec<i64>) {
+    let val = &plan.values[v];
+    let full: Vec<usize> = std::iter::once(n).chain(val.dims.iter().copied()).collect();
+    let strides = match (val.channels_last, val.dims.as_slice()) {
+        (true, [c, h, w]) => {
+            let (c, h, w) = (*c as i64, *h as i64, *w as i64);
+            vec![c * h * w, 1, w * c, c]
+        }
+        _ => row_major(&full),
+    };
+    (full, strides)
+}
+
+pub fn row_major(dims: &[usize]) -> Vec<i64> {
+    let mut s = vec![1i64; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1] as i64;
+    }
+    s
+}
+
+fn operand_layout(plan: &Plan, o: Operand, n: usize) -> (Vec<usize>, Vec<i64>) {
+    match o {
+        Operand::Value(v) => value_layout(plan, v, n),
+        Operand::Const(c) => {
+            let d = plan.consts[c].dims.clone();
+            let s = row_major(&d);
+            (d, s)
+        }
+    }
+}
+
+/// `dims`/`strides` broadcast (right-aligned) onto `out`.
+fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, String> {
+    if dims.len() > out.len() {
+        return Err(format!("{dims:?} does not broadcast to {out:?}"));
+    }
+    let pad = out.len() - dims.len();
+    let mut s = vec![0i64; out.len()];
+    for i in 0..dims.len() {
+        s[pad + i] = match (dims[i], out[pad + i]) {
+            (a, b) if a == b => strides[i],
+            (1, _) => 0,
+            _ => return Err(format!("{dims:?} does not broadcast to {out:?}")),
+        };
+    }
+    View::new(out, &s, 0)
+}
+
+/// One elementwise launch.
+#[derive(Clone, Copy, Debug)]
+pub struct MapLaunch {
+    pub a: View,
+    pub b: View,
+    pub y: View,
+    pub binary: Binary,
+    pub unary: Unary,
+    pub p0: f32,
+    pub p1: f32,
+}
+
+pub fn map(plan: &Plan, m: &MapStep, n: usize) -> Result<MapLaunch, String> {
+    let (mut region, ys) = value_layout(plan, m.output, n);
+    let mut offset = 0;
+    if let Some((axis, off, len)) = m.region {
+        region[axis] = len;
+        offset = off as i64 * ys[axis];
+    }
+    let y = View::new(&region, &ys, offset)?;
+    let (mut ad, mut ast) = operand_layout(plan, m.a, n);
+    let mut a_off = 0;
+    if let Some((axis, start)) = m.a_slice {
+        a_off = start as i64 * ast[axis];
+        ad[axis] = region[axis];
+    }
+    if let Some(p) = &m.perm_a {
+        ad = p.iter().map(|&i| ad[i]).collect();
+        ast = p.iter().map(|&i| ast[i]).collect();
+    }
+    let mut a = broadcast(&ad, &ast, &region)?;
+    a.offset = a_off;
+    let b = match m.b {
+        Some(b) => {
+            let (bd, bs) = operand_layout(plan, b, n);
+            broadcast(&bd, &bs, &region)?
+        }
+        None => a,
+    };
+    Ok(MapLaunch {
+        a,
+        b,
+        y,
+        binary: m.binary,
+        unary: m.unary,
+        p0: m.p0,
+        p1: m.p1,
+    })
+}
+
+/// One reduction: output element `o` reads `x.at(outer.at(o)) + inner.at(j)` for every `j`.
+#[derive(Clone, Copy, Debug)]
+pub struct ReduceLaunch {
+    pub outer: View,
+    pub inner: View,
+    pub y: View,
+}
+
+pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, String> {
+    let (xd, xs) = value_layout(plan, r.input, n);
+    let (yd, ys) = value_layout(plan, r.output, n);
+    let inner_d: Vec<usize> = (0..xd.len())
+        .map(|i| if r.axes.contains(&i) { xd[i] } else { 1 })
+        .collect();
+    Ok(ReduceLaunch {
+        outer: View::new(&yd, &xs, 0)?,
+        inner: View::new(&inner_d, &xs, 0)?,
+        y: View::new(&yd, &ys, 0)?,
+    })
+}
+
+/// One operation along an axis: row `o` starts at `x.at(o)` / `y.at(o)` and has `len`
+/// elements `x_stride` / `y_stride` apart.
+#[derive(Clone, Copy, Debug)]
+pub struct RowLaunch {
+    pub x: View,
+    pub y: View,
+    pub len: usize,
+    pub x_stride: i64,
+    pub y_stride: i64,
+}
+
+pub fn row(plan: &Plan, r: &RowStep, n: usize) -> Result<RowLaunch, String> {
+    let (mut xd, xs) = value_layout(plan, r.input, n);
+    let (_, ys) = value_layout(plan, r.output, n);
+    let len = xd[r.axis];
+    xd[r.axis] = 1;
+    Ok(RowLaunch {
+        x: View::new(&xd, &xs, 0)?,
+        y: View::new(&xd, &ys, 0)?,
+        len,
+        x_stride: xs[r.axis],
+        y_stride: ys[r.axis],
+    })
+}
+
+/// Pooling: views over the logical `[N, C, H, W]` input and output.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolLaunch {
+    pub x: View,
+    pub y: View,
+}
+
+pub fn pool(plan: &Plan, p: &PoolStep, n: usize) -> Result<PoolLaunch, String> {
+    let (xd, xs) = value_layout(plan, p.input, n);
+    let (yd, ys) = value_layout(plan, p.output, n);
+    Ok(PoolLaunch {
+        x: View::new(&xd, &xs, 0)?,
+        y: View::new(&yd, &ys, 0)?,
+    })
+}
+
+/// A (batched) row-major matrix product: `count` products of `[m, k] · [k, p]`, the i-th
+/// reading `a + i·a_stride`, `b + i·b_stride` (0: one shared `b`), writing `y + i·y_stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatMulLaunch {
+    pub m: usize,
+    pub k: usize,
+    pub p: usize,
+    pub count: usize,
+    pub a_stride: usize,
+    pub b_stride: usize,
+    pub y_stride: usize,
+}
+
+pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, String> {
+    let (ad, _) = value_layout(plan, mm.a, n);
+    let (bd, _) = operand_layout(plan, mm.b, n);
+    let r = ad.len();
+    let (m, k) = (ad[r - 2], ad[r - 1]);
+    let p = bd[bd.len() - 1];
+    let lead: usize = ad[..r - 2].iter().product();
+    let b_lead: usize = bd[..bd.len() - 2].iter().product();
+    Ok(if b_lead == 1 {
+        // One shared right operand: every leading row of `a` is one big [lead·m, k] matrix.
+        MatMulLaunch {
+            m: lead * m,
+            k,
+            p,
+            count: 1,
+            a_stride: 0,
+            b_stride: 0,
+            y_stride: 0,
+        }
+    } else {
+        MatMulLaunch {
+            m,
+            k,
+            p,
+            count: lead,
+            a_stride: m * k,
+            b_stride: k * p,
+            y_stride: m * p,
+        }
+    })
+}
