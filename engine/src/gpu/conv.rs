@@ -339,7 +339,12 @@ pub(super) struct Tuner {
     z: DeviceBuf,
     ws: DeviceBuf,
     timer: Timer,
+    precision: Precision,
 }
+
+/// Output elements compared with the reference when tuning (enough to catch an engine that
+/// computes something else; few enough to cost nothing).
+const SAMPLE: usize = 32768;
 
 impl Tuner {
     pub(super) fn new(m: &GpuModel, max_batch: usize) -> Result<Tuner> {
@@ -364,14 +369,60 @@ impl Tuner {
             z: DeviceBuf::from_host(&m.ctx, &fill)?,
             ws: DeviceBuf::new(&m.ctx, WORKSPACE_LIMIT)?,
             timer: Timer::new()?,
+            precision: m.precision,
             stream,
             dnn,
         })
     }
 
-    /// Times one candidate: a warm-up call, then REPS calls between events.
-    fn time(&self, call: &ConvCall<'_>, algo: Algo, graph: Option<&GraphExec>) -> Result<f32> {
+    /// The first SAMPLE elements of the scratch output, as f32.
+    fn sample(&self, call: &ConvCall<'_>) -> Result<Vec<f32>> {
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        let k = call.y_len.min(SAMPLE);
+        let mut raw = vec![0u8; k * self.precision.bytes()];
+        // SAFETY: the scratch output holds at least y_len ≥ k elements; the stream is idle.
+        unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut raw, self.y.ptr) }
+            .call("cuMemcpyDtoH")?;
+        Ok(match self.precision {
+            Precision::Fp16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Precision::Fp32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        })
+    }
+
+    /// Times one candidate: a warm-up call whose output is checked against the reference
+    /// algorithm's (an engine that computes something else is refused, whatever its speed),
+    /// then REPS calls between events.
+    fn time(
+        &self,
+        call: &ConvCall<'_>,
+        algo: Algo,
+        graph: Option<&GraphExec>,
+        reference: Option<&[f32]>,
+    ) -> Result<f32> {
         call.run(algo, graph)?;
+        if let Some(want) = reference {
+            let got = self.sample(call)?;
+            let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+            let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+            let err = (num / den.max(1e-30)).sqrt();
+            let tol = match self.precision {
+                Precision::Fp16 => 2e-2,
+                Precision::Fp32 => 1e-3,
+            };
+            if !(err <= tol) {
+                return Err(GpuError::Plan(format!(
+                    "{:?}/{} computes a different result (relative L2 {err:.2e} against \
+                     IMPLICIT_GEMM)",
+                    algo.mode, algo.algo
+                )));
+            }
+        }
         self.stream.synchronize().call("cuStreamSynchronize")?;
         const REPS: usize = 5;
         self.timer.start(&self.stream)?;
@@ -390,6 +441,7 @@ impl Tuner {
         n: usize,
         xs: [usize; 3],
         ys: [usize; 3],
+        reference: Option<&[f32]>,
         choice: &mut Choice,
     ) -> Result<()> {
         let g = graph_api::conv_graph(call.h, call.step, n, xs, ys)?;
@@ -429,7 +481,7 @@ impl Tuner {
                 algo: i as u32,
                 workspace: exec.plan.workspace,
             };
-            match self.time(call, algo, Some(&exec)) {
+            match self.time(call, algo, Some(&exec), reference) {
                 Ok(ms) => {
                     let line = format!(
                         "Graph/{i} {ms:.4} (plan built in {:.1} ms)",
@@ -509,14 +561,30 @@ impl Tuner {
                 json: None,
                 report: Vec::new(),
             };
+            // The reference every candidate's output is compared with: the plain implicit GEMM
+            // (no workspace, every layout) and our epilogue.
+            let implicit = Algo {
+                mode: Mode::Split,
+                algo: 0,
+                workspace: 0,
+            };
+            let reference = match call.run(implicit, None).and_then(|()| self.sample(&call)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    choice.report.push(format!("no reference output ({e})"));
+                    None
+                }
+            };
             for algo in candidates {
                 // The fused call supports fewer algorithms than the plain one: skip refusals.
-                if let Ok(ms) = self.time(&call, algo, None) {
+                if let Ok(ms) = self.time(&call, algo, None, reference.as_deref()) {
                     choice.offer(ms, algo, format!("{:?}/{} {ms:.4}", algo.mode, algo.algo));
                 }
             }
             if m.precision == Precision::Fp16 {
-                if let Err(e) = self.tune_graph(&call, n, xs, ys, &mut choice) {
+                if let Err(e) =
+                    self.tune_graph(&call, n, xs, ys, reference.as_deref(), &mut choice)
+                {
                     choice.report.push(format!("graph API unavailable: {e}"));
                 }
             }

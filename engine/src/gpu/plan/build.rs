@@ -18,7 +18,7 @@ use super::{
 pub const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Clip, Sigmoid, HardSigmoid, \
     HardSwish, Erf, Sqrt, Exp, Tanh, Neg, Reciprocal, Abs, Add, Sub, Mul, Div, Pow, Max, Min, \
     MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, ReduceSum, ReduceMax, \
-    ReduceMin, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Gemm, \
+    ReduceMin, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Gemm, \
     MatMul, Softmax, LogSoftmax, LayerNormalization, Identity, Dropout (and, folded at load \
     time: Constant, Shape, Gather, Cast, ConstantOfShape, Range, Expand, Where, Equal on \
     constants)";
@@ -316,6 +316,7 @@ impl<'a> Builder<'a> {
             "Concat" => self.concat(i),
             "Split" => self.split(i),
             "Slice" => self.slice(i),
+            "Expand" => self.expand(i),
             "Identity" | "Dropout" => {
                 let x = self.value(i, 0)?;
                 let out = self.out(i)?;
@@ -1107,6 +1108,33 @@ impl<'a> Builder<'a> {
         self.map(MapStep {
             perm_a: Some(perm),
             ..Self::copy_step(x, output)
+        });
+        Ok(())
+    }
+
+    /// Expand to a batch-sized shape (ViT's class token, `expand(N, -1, -1)`): a broadcast copy.
+    fn expand(&mut self, i: usize) -> R<()> {
+        let x = self.operand(i, 0)?;
+        let target = self.folded(i, 1)?.ints();
+        let Some((first, rest)) = target.split_first() else {
+            return Err(self.err(i, "an Expand to a scalar is not supported"));
+        };
+        let rest: Option<Vec<usize>> =
+            rest.iter().map(|s| s.value().map(|v| v.max(0) as usize)).collect();
+        let (true, Some(rest)) = (*first == Sym::BATCH || *first == Sym::known(1), rest) else {
+            return Err(self.err(i, "only an Expand along the batch is supported"));
+        };
+        let mut target_full = vec![BATCH];
+        target_full.extend(rest);
+        let full = fold::broadcast(&self.full_dims(x), &target_full).map_err(|e| self.err(i, e))?;
+        if full.first() != Some(&BATCH) {
+            return Err(self.err(i, "only an Expand along the batch is supported"));
+        }
+        let out = self.out(i)?;
+        let output = self.define(&out, full[1..].to_vec(), false);
+        self.map(MapStep {
+            a: x,
+            ..Self::copy_step(0, output)
         });
         Ok(())
     }

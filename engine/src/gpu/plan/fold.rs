@@ -318,11 +318,18 @@ fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, String> {
             (Some(x), Some(y)) => Sym::known(if op == "Max" { x.max(y) } else { x.min(y) }),
             _ => return Err(both()),
         },
-        "Equal" => match (a.value(), b.value()) {
-            (Some(x), Some(y)) => Sym::known((x == y) as i64),
-            _ if a == b => Sym::known(1),
-            _ => return Err(both()),
-        },
+        "Equal" => {
+            // N ≥ 1: n·N + c with n and c of one sign (and n ≠ 0) is never 0.
+            let d = Sym {
+                n: a.n - b.n,
+                c: a.c - b.c,
+            };
+            match d {
+                Sym { n: 0, c } => Sym::known((c == 0) as i64),
+                Sym { n, c } if (n > 0 && c >= 0) || (n < 0 && c <= 0) => Sym::known(0),
+                _ => return Err(both()),
+            }
+        }
         _ => return Err(format!("{op} is not foldable on integers")),
     })
 }
@@ -699,7 +706,10 @@ pub fn eval(
             }
         }
         "Expand" if known.len() == 2 => {
-            let shape = known[1].known_ints()?;
+            // A batch-sized target makes an activation: the builder's broadcast copy.
+            let Ok(shape) = known[1].known_ints() else {
+                return Ok(None);
+            };
             let target: Vec<usize> = shape.iter().map(|&v| v.max(0) as usize).collect();
             let out = broadcast(x.dims(), &target)?;
             let n = out.iter().product();

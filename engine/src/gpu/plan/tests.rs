@@ -497,6 +497,31 @@ fn batched_matmul_softmax_and_split() {
 }
 
 #[test]
+fn a_class_token_expanded_to_the_batch_and_concatenated() {
+    // ViT's `class_token.expand(n, -1, -1)` as the exporter writes it: the target from Shape,
+    // `Where(Equal(shape, -1), 1, shape)`, then Expand and Concat along the tokens.
+    let mut g = G::new(4, 2, 2);
+    let x = g.conv("x", 4, 4, 1, 1, 1);
+    let t = g.init_i(&[0, 4, 4]);
+    let r = g.op("Reshape", &[&x, &t], vec![]);
+    let p = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
+    let token = g.weight(&[1, 1, 4], 1.0);
+    let s = g.op("Shape", &[&x], vec![]);
+    let (z, one) = (g.init_i(&[0]), g.init_i(&[1]));
+    let n = g.op("Slice", &[&s, &z, &one], vec![]);
+    let minus = g.init_i(&[-1, -1]);
+    let shape = g.op("Concat", &[&n, &minus], vec![int("axis", 0)]);
+    let m1 = g.init_i(&[-1]);
+    let eq = g.op("Equal", &[&shape, &m1], vec![]);
+    let ones = g.init_i(&[1, 1, 1]);
+    let fixed = g.op("Where", &[&eq, &ones, &shape], vec![]);
+    let e = g.op("Expand", &[&token, &fixed], vec![]);
+    let y = g.op("Concat", &[&e, &p], vec![int("axis", 1)]);
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.values[plan.output].dims, vec![5, 4]);
+}
+
+#[test]
 fn slots_never_share_memory_between_live_values() {
     let plan = build(&modelgen::tiny_cnn(modelgen::TINY_SEED), true).unwrap();
     let (_, slot_of) = plan.slots();
