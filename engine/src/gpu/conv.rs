@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::cuda::{dnn_call, ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, Result, TensorDesc, Timer};
 use super::engine::GpuModel;
 use super::graph_api;
-use super::kernels::{self, Kernels};
+use super::kernels::{self, KView, Kernels};
+use super::plan::view::View;
 use super::plan::{ConvStep, Plan};
 use super::precision::Precision;
 
@@ -27,6 +28,14 @@ pub enum Mode {
     /// cuDNN's graph API: the whole conv+bias+add+ReLU graph on engine configuration number
     /// `algo` of the heuristics' list (mode A).
     Graph,
+    /// Our depthwise kernel (one filter per channel): memory-bound, and cuDNN's fp16 NHWC
+    /// depthwise engines returned wrong results on the H200 (benches/results/NOTES.md).
+    Depthwise,
+}
+
+/// Whether a convolution runs on our depthwise kernel.
+pub(super) fn is_depthwise(c: &ConvStep) -> bool {
+    c.groups > 1 && c.cin == c.groups && c.cout == c.cin
 }
 
 /// The algorithm chosen for one convolution at one batch size.
@@ -180,6 +189,8 @@ pub(super) struct ConvCall<'a> {
     /// Elements of y, and its spatial size (for the NCHW epilogue).
     pub(super) y_len: usize,
     pub(super) y_hw: usize,
+    /// Views of x and y (for the depthwise kernel) and whether y is stored NHWC.
+    pub(super) views: Option<(View, View, bool)>,
 }
 
 /// A graph-API plan bound to one set of buffers.
@@ -293,6 +304,44 @@ impl ConvCall<'_> {
                 }
                 l.arg(&relu).arg(&has_z);
                 // SAFETY: argument types match the kernel; y and z hold `len` elements.
+                unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
+                Ok(())
+            }
+            Mode::Depthwise => {
+                let (xv, yv, cl) = self.views.ok_or_else(|| {
+                    GpuError::Plan("a depthwise convolution without its views".into())
+                })?;
+                let c = self.step;
+                let i = |v: usize| v as i32;
+                let args = [
+                    i(c.kernel[0]),
+                    i(c.kernel[1]),
+                    i(c.stride[0]),
+                    i(c.stride[1]),
+                    i(c.pad[0]),
+                    i(c.pad[1]),
+                    i(c.dilation[0]),
+                    i(c.dilation[1]),
+                    c.relu as i32,
+                    self.z.is_some() as i32,
+                    cl as i32,
+                ];
+                let z = self.z.unwrap_or(self.y);
+                let n = self.y_len as u32;
+                let (xv, yv) = (KView(xv), KView(yv));
+                let f = match self.precision {
+                    Precision::Fp16 => &self.kernels.depthwise.half,
+                    Precision::Fp32 => &self.kernels.depthwise.float,
+                };
+                let mut l = self.stream.launch_builder(f);
+                l.arg(&xv).arg(&yv).arg(&self.x).arg(&self.w.ptr).arg(&self.bias.ptr);
+                l.arg(&z).arg(&self.y);
+                for a in &args {
+                    l.arg(a);
+                }
+                l.arg(&n);
+                // SAFETY: argument types match `depthwise_*`; the views address buffers sized
+                // for the batch, the weights hold cout × kh × kw values.
                 unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
                 Ok(())
             }
@@ -503,7 +552,7 @@ impl Tuner {
         let mut chosen = Vec::new();
         let mut jsons = Vec::new();
         let mut total_ms = 0f32;
-        let mut modes = [0usize; 3];
+        let mut modes = [0usize; 4];
         for (c, (w, b)) in m.plan.convs().zip(&m.weights) {
             let d = ConvDescs::new(c, m.precision)?;
             let (xs, ys) = conv_shapes(&m.plan, c)?;
@@ -526,7 +575,18 @@ impl Tuner {
                 ws: self.ws.ptr,
                 y_len: ys.iter().product::<usize>() * n,
                 y_hw: ys[1] * ys[2],
+                views: None,
             };
+            if is_depthwise(c) {
+                let a = Algo {
+                    mode: Mode::Depthwise,
+                    algo: 0,
+                    workspace: 0,
+                };
+                modes[a.mode as usize] += 1;
+                chosen.push(a);
+                continue;
+            }
             let mut perf: [dnn::cudnnConvolutionFwdAlgoPerf_t; 8] =
                 // SAFETY: a plain C struct; every field is overwritten by cuDNN or unused.
                 unsafe { std::mem::zeroed() };
@@ -622,10 +682,11 @@ impl Tuner {
         }
         tracing::info!(
             "GPU engine: batch {n}: convolutions sum to {total_ms:.3} ms as tuned \
-             (fused {}, split {}, graph API {})",
+             (fused {}, split {}, graph API {}, depthwise kernel {})",
             modes[0],
             modes[1],
-            modes[2]
+            modes[2],
+            modes[3]
         );
         Ok((chosen, jsons))
     }

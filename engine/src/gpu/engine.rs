@@ -331,6 +331,21 @@ fn upload_weights(
     Ok((out, consts))
 }
 
+/// The views of a convolution's input and output at batch `n`, and whether they are NHWC.
+fn conv_views(plan: &Plan, c: &ConvStep, n: usize) -> Result<(view::View, view::View, bool)> {
+    let v = |id: usize| -> Result<view::View> {
+        let (d, s) = view::value_layout(plan, id, n);
+        // A flat [K] value is K × 1 × 1.
+        let (d, s) = if d.len() == 2 {
+            (vec![d[0], d[1], 1, 1], vec![s[0], s[1], 0, 0])
+        } else {
+            (d, s)
+        };
+        view::View::new(&d, &s, 0).map_err(GpuError::Plan)
+    };
+    Ok((v(c.input)?, v(c.output)?, plan.values[c.output].channels_last))
+}
+
 /// What every step needs at one batch size: cuDNN descriptors, or the views of its kernel.
 enum StepDescs {
     Conv {
@@ -519,6 +534,7 @@ impl GpuInstance {
             ws: self.workspace.ptr,
             y_len: ys.iter().product::<usize>() * n,
             y_hw: ys[1] * ys[2],
+            views: Some(conv_views(&m.plan, c, n)?),
         })
     }
 
@@ -594,12 +610,18 @@ impl GpuInstance {
                 (Step::Reduce(s), StepDescs::Reduce(l)) => {
                     let (px, py) = (self.ptr(s.input), self.ptr(s.output));
                     let (kind, outs) = (s.kind as i32, l.y.len() as u32);
+                    let per_thread = l.per_thread as i32;
                     let (vo, vi, vy) = (KView(l.outer), KView(l.inner), KView(l.y));
                     let mut b = self.stream.launch_builder(self.kernel(&k.reduce));
                     b.arg(&vo).arg(&vi).arg(&vy).arg(&px).arg(&py).arg(&kind).arg(&outs);
+                    b.arg(&per_thread);
+                    let shape = if l.per_thread {
+                        kernels::launch_1d(outs as usize)
+                    } else {
+                        kernels::launch_warps(outs as usize)
+                    };
                     // SAFETY: as for `map_*`.
-                    unsafe { b.launch(kernels::launch_warps(outs as usize)) }
-                        .call("cuLaunchKernel")?;
+                    unsafe { b.launch(shape) }.call("cuLaunchKernel")?;
                 }
                 (Step::Row(s), StepDescs::Row(l)) => {
                     let (px, py) = (self.ptr(s.input), self.ptr(s.output));
@@ -638,6 +660,7 @@ impl GpuInstance {
                         i(s.pad_begin[1]),
                         i(s.pad_end[0]),
                         i(s.pad_end[1]),
+                        p.values[s.output].channels_last as i32,
                     ];
                     let len = l.y.len() as u32;
                     let (vx, vy) = (KView(l.x), KView(l.y));

@@ -31,6 +31,8 @@ __device__ __forceinline__ long long at(const View& v, unsigned int i) {
 #pragma unroll
     for (int k = RANK - 1; k >= 0; k--) {
         unsigned int d = (unsigned int)v.dims[k];
+        // Leading dims are mostly 1: skip their divisions (a uniform branch).
+        if (d == 1) continue;
         off += (long long)(i % d) * v.strides[k];
         i /= d;
     }
@@ -155,14 +157,28 @@ __device__ __forceinline__ float warp_min(float v) {
 }
 
 // kind: 0 mean, 1 sum, 2 max, 3 min (plan::ReduceKind). One warp per output element.
+// per_thread: one thread per output element instead (elements far apart, outputs adjacent).
 template <typename T>
 __device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, int kind,
-        unsigned int outputs) {
+        unsigned int outputs, int per_thread) {
+    unsigned int count = 1;
+    for (int k = 0; k < RANK; k++) count *= (unsigned int)inner.dims[k];
+    if (per_thread) {
+        unsigned int o = blockIdx.x * blockDim.x + threadIdx.x;
+        if (o >= outputs) return;
+        long long base = at(outer, o);
+        float acc = kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
+        for (unsigned int j = 0; j < count; j++) {
+            float v = ld(x, base + at(inner, j));
+            acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + v);
+        }
+        if (kind == 0) acc /= (float)count;
+        st(py, at(y, o), acc);
+        return;
+    }
     unsigned int o = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (o >= outputs) return;
-    unsigned int count = 1;
-    for (int k = 0; k < RANK; k++) count *= (unsigned int)inner.dims[k];
     long long base = at(outer, o);
     float acc = kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
     for (unsigned int j = lane; j < count; j += 32) {
@@ -175,12 +191,12 @@ __device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, i
 }
 
 extern "C" __global__ void reduce_half(View outer, View inner, View y, const unsigned short* x,
-        unsigned short* py, int kind, unsigned int outputs) {
-    reduce_impl(outer, inner, y, x, py, kind, outputs);
+        unsigned short* py, int kind, unsigned int outputs, int per_thread) {
+    reduce_impl(outer, inner, y, x, py, kind, outputs, per_thread);
 }
 extern "C" __global__ void reduce_float(View outer, View inner, View y, const float* x,
-        float* py, int kind, unsigned int outputs) {
-    reduce_impl(outer, inner, y, x, py, kind, outputs);
+        float* py, int kind, unsigned int outputs, int per_thread) {
+    reduce_impl(outer, inner, y, x, py, kind, outputs, per_thread);
 }
 
 // kind: 0 softmax, 1 log-softmax, 2 layer norm. One warp per row of `len` elements.
@@ -237,12 +253,18 @@ extern "C" __global__ void row_float(View xv, View yv, const float* x, float* y,
 // of the input elements only (plan::PoolKind). Windows are clipped to the padded input.
 template <typename T>
 __device__ void pool_impl(View xv, View yv, const T* x, T* y, int kind, int kh, int kw,
-        int sh, int sw, int pth, int ptw, int pbh, int pbw, unsigned int n) {
+        int sh, int sw, int pth, int ptw, int pbh, int pbw, int cl, unsigned int n) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     int oh = yv.dims[4], ow = yv.dims[5], ih = xv.dims[4], iw = xv.dims[5];
-    int ox = i % ow, oy = (i / ow) % oh;
-    unsigned int c = (i / (ow * oh)) % yv.dims[3], b = i / (ow * oh * yv.dims[3]);
+    unsigned int C = yv.dims[3], c, b;
+    int ox, oy;
+    // Walk the output in its storage order (channels innermost when `cl`).
+    if (cl) {
+        c = i % C; ox = (i / C) % ow; oy = (i / (C * ow)) % oh; b = i / (C * ow * oh);
+    } else {
+        ox = i % ow; oy = (i / ow) % oh; c = (i / (ow * oh)) % C; b = i / (ow * oh * C);
+    }
     long long base = xv.offset + b * xv.strides[2] + c * xv.strides[3];
     int y0 = oy * sh - pth, x0 = ox * sw - ptw;
     float acc = kind == 0 ? -INF : 0.0f;
@@ -260,15 +282,65 @@ __device__ void pool_impl(View xv, View yv, const T* x, T* y, int kind, int kh, 
     }
     if (kind == 1) acc /= (float)max(area, 1);
     if (kind == 2) acc /= (float)max(cnt, 1);
-    st(y, at(yv, i), acc);
+    st(y, yv.offset + b * yv.strides[2] + c * yv.strides[3] + oy * yv.strides[4]
+        + ox * yv.strides[5], acc);
 }
 
 extern "C" __global__ void pool_half(View xv, View yv, const unsigned short* x, unsigned short* y,
-        int kind, int kh, int kw, int sh, int sw, int pth, int ptw, int pbh, int pbw,
+        int kind, int kh, int kw, int sh, int sw, int pth, int ptw, int pbh, int pbw, int cl,
         unsigned int n) {
-    pool_impl(xv, yv, x, y, kind, kh, kw, sh, sw, pth, ptw, pbh, pbw, n);
+    pool_impl(xv, yv, x, y, kind, kh, kw, sh, sw, pth, ptw, pbh, pbw, cl, n);
 }
 extern "C" __global__ void pool_float(View xv, View yv, const float* x, float* y, int kind,
-        int kh, int kw, int sh, int sw, int pth, int ptw, int pbh, int pbw, unsigned int n) {
-    pool_impl(xv, yv, x, y, kind, kh, kw, sh, sw, pth, ptw, pbh, pbw, n);
+        int kh, int kw, int sh, int sw, int pth, int ptw, int pbh, int pbw, int cl,
+        unsigned int n) {
+    pool_impl(xv, yv, x, y, kind, kh, kw, sh, sw, pth, ptw, pbh, pbw, cl, n);
+}
+
+// Depthwise convolution (groups = input channels, one filter per channel): y = act(conv(x) +
+// bias + z) over views of [N, C, H, W]; weights [C, kh, kw]. Threads walk the output in its
+// storage order (channels innermost when `cl`), so neighbouring threads touch neighbouring
+// memory in either layout.
+template <typename T>
+__device__ void depthwise_impl(View xv, View yv, const T* x, const T* w, const T* bias,
+        const T* z, T* y, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
+        int relu, int has_z, int cl, unsigned int n) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned int C = yv.dims[3], OH = yv.dims[4], OW = yv.dims[5];
+    unsigned int c, oy, ox, b;
+    if (cl) {
+        c = i % C; ox = (i / C) % OW; oy = (i / (C * OW)) % OH; b = i / (C * OW * OH);
+    } else {
+        ox = i % OW; oy = (i / OW) % OH; c = (i / (OW * OH)) % C; b = i / (OW * OH * C);
+    }
+    int ih = xv.dims[4], iw = xv.dims[5];
+    long long xb = xv.offset + b * xv.strides[2] + c * xv.strides[3];
+    const T* wc = w + (long long)c * kh * kw;
+    float acc = ld(bias, c);
+    for (int ky = 0; ky < kh; ky++) {
+        int yy = (int)oy * sh - ph + ky * dh;
+        if (yy < 0 || yy >= ih) continue;
+        for (int kx = 0; kx < kw; kx++) {
+            int xx = (int)ox * sw - pw + kx * dw;
+            if (xx < 0 || xx >= iw) continue;
+            acc += ld(x, xb + yy * xv.strides[4] + xx * xv.strides[5]) * ld(wc, ky * kw + kx);
+        }
+    }
+    long long yo = yv.offset + b * yv.strides[2] + c * yv.strides[3] + oy * yv.strides[4]
+        + ox * yv.strides[5];
+    if (has_z) acc += ld(z, yo);
+    st(y, yo, relu ? fmaxf(acc, 0.0f) : acc);
+}
+
+extern "C" __global__ void depthwise_half(View xv, View yv, const unsigned short* x,
+        const unsigned short* w, const unsigned short* bias, const unsigned short* z,
+        unsigned short* y, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
+        int relu, int has_z, int cl, unsigned int n) {
+    depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, relu, has_z, cl, n);
+}
+extern "C" __global__ void depthwise_float(View xv, View yv, const float* x, const float* w,
+        const float* bias, const float* z, float* y, int kh, int kw, int sh, int sw, int ph,
+        int pw, int dh, int dw, int relu, int has_z, int cl, unsigned int n) {
+    depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, relu, has_z, cl, n);
 }

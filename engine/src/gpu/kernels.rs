@@ -24,6 +24,7 @@ pub struct Kernels {
     pub reduce: Pair,
     pub row: Pair,
     pub pool: Pair,
+    pub depthwise: Pair,
 }
 
 /// A strided view as the kernels take it, by value.
@@ -112,5 +113,6 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
         reduce: pair("reduce")?,
         row: pair("row")?,
         pool: pair("pool")?,
+        depthwise: pair("depthwise")?,
     })
 }

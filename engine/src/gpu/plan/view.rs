@@ -107,6 +107,23 @@ fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, Str
     View::new(out, &s, 0)
 }
 
+/// The same views with their dims reordered so that the last one (`y`) is walked in storage
+/// order (largest stride first): neighbouring threads then touch neighbouring memory, whatever
+/// the layout.
+fn storage_order<const K: usize>(views: [View; K]) -> [View; K] {
+    let y = views[K - 1];
+    let mut order: Vec<usize> = (0..RANK).collect();
+    order.sort_by_key(|&k| (std::cmp::Reverse(if y.dims[k] == 1 { i64::MAX } else { y.strides[k] }), k));
+    views.map(|v| {
+        let mut out = v;
+        for (to, &from) in order.iter().enumerate() {
+            out.dims[to] = v.dims[from];
+            out.strides[to] = v.strides[from];
+        }
+        out
+    })
+}
+
 /// One elementwise launch.
 #[derive(Clone, Copy, Debug)]
 pub struct MapLaunch {
@@ -146,6 +163,7 @@ pub fn map(plan: &Plan, m: &MapStep, n: usize) -> Result<MapLaunch, String> {
         }
         None => a,
     };
+    let [a, b, y] = storage_order([a, b, y]);
     Ok(MapLaunch {
         a,
         b,
@@ -158,11 +176,14 @@ pub fn map(plan: &Plan, m: &MapStep, n: usize) -> Result<MapLaunch, String> {
 }
 
 /// One reduction: output element `o` reads `x.at(outer.at(o)) + inner.at(j)` for every `j`.
+/// `per_thread`: one thread per output walks its elements (when they are far apart in memory
+/// and neighbouring outputs are neighbours, as a global pool over NHWC); else one warp.
 #[derive(Clone, Copy, Debug)]
 pub struct ReduceLaunch {
     pub outer: View,
     pub inner: View,
     pub y: View,
+    pub per_thread: bool,
 }
 
 pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, String> {
@@ -171,10 +192,18 @@ pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, Str
     let inner_d: Vec<usize> = (0..xd.len())
         .map(|i| if r.axes.contains(&i) { xd[i] } else { 1 })
         .collect();
+    let [outer, y] = storage_order([View::new(&yd, &xs, 0)?, View::new(&yd, &ys, 0)?]);
+    let inner = View::new(&inner_d, &xs, 0)?;
+    let min_inner = (0..RANK)
+        .filter(|&k| inner.dims[k] > 1)
+        .map(|k| inner.strides[k].abs())
+        .min()
+        .unwrap_or(1);
     Ok(ReduceLaunch {
-        outer: View::new(&yd, &xs, 0)?,
-        inner: View::new(&inner_d, &xs, 0)?,
-        y: View::new(&yd, &ys, 0)?,
+        outer,
+        inner,
+        y,
+        per_thread: min_inner > 1 && y.len() >= 4096,
     })
 }
 
