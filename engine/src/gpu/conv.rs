@@ -461,7 +461,7 @@ impl Tuner {
             let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
             let err = (num / den.max(1e-30)).sqrt();
             let tol = match self.precision {
-                Precision::Fp16 => 2e-2,
+                Precision::Fp16 => 5e-3,
                 Precision::Fp32 => 1e-3,
             };
             if !(err <= tol) {

@@ -560,6 +560,16 @@ impl GpuInstance {
     /// every step, copy out. Called once eagerly and once under graph capture per batch size.
     /// The input is staged outside the graph, since items come from the host or the GPU.
     fn enqueue(&self, n: usize) -> Result<()> {
+        self.enqueue_traced(n, None)
+    }
+
+    /// `enqueue`, calling `after(step)` once each step is enqueued (the trace synchronises and
+    /// reads the step's output there).
+    fn enqueue_traced(
+        &self,
+        n: usize,
+        mut after: Option<&mut dyn FnMut(usize) -> Result<()>>,
+    ) -> Result<()> {
         let m = &self.model;
         let p = &m.plan;
         let k = &m.kernels;
@@ -585,7 +595,12 @@ impl GpuInstance {
         // SAFETY: argument types match the kernel's signature; buffers are sized for n items.
         unsafe { launch.launch(kernels::launch_1d(n * hw as usize)) }.call("cuLaunchKernel")?;
         let mut conv_i = 0;
-        for (step, d) in p.steps.iter().zip(descs) {
+        for (index, (step, d)) in p.steps.iter().zip(descs).enumerate() {
+            if index > 0 {
+                if let Some(f) = after.as_mut() {
+                    f(index - 1)?;
+                }
+            }
             match (step, d) {
                 (Step::Conv(cv), StepDescs::Conv { x, y, graph }) => {
                     self.conv_call(conv_i, cv, x, y, n)?
@@ -683,6 +698,9 @@ impl GpuInstance {
                 _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
             }
         }
+        if let Some(f) = after.as_mut() {
+            f(p.steps.len().saturating_sub(1))?;
+        }
         let out_bytes = p.output_len() * m.precision.bytes() * n;
         // SAFETY: pinned memory owned by this instance, sized for max ≥ n items; the host
         // reads it only after synchronising the stream.
@@ -695,6 +713,51 @@ impl GpuInstance {
             )?
         };
         Ok(())
+    }
+
+    /// Runs `n` items step by step and describes every step's output (its largest magnitude,
+    /// how many values are not finite or zero): where an fp16 model goes wrong shows here.
+    pub fn trace(&mut self, n: usize, input: &[f32]) -> Result<Vec<String>> {
+        self.run(n, input)?;
+        let m = self.model.clone();
+        let mut lines = Vec::new();
+        let mut after = |i: usize| -> Result<()> {
+            self.stream.synchronize().call("cuStreamSynchronize")?;
+            let step = &m.plan.steps[i];
+            let out = step.output();
+            let len = m.plan.values[out].len() * n;
+            let mut raw = vec![0u8; len * m.precision.bytes()];
+            // SAFETY: the value's slot holds `len` elements; the stream is idle.
+            unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut raw, self.ptr(out)) }
+                .call("cuMemcpyDtoH")?;
+            let vals: Vec<f32> = match m.precision {
+                Precision::Fp16 => raw
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Precision::Fp32 => raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            };
+            let bad = vals.iter().filter(|v| !v.is_finite()).count();
+            let zeros = vals.iter().filter(|v| **v == 0.0).count();
+            let max = vals.iter().filter(|v| v.is_finite()).fold(0f32, |a, v| a.max(v.abs()));
+            let name = match step {
+                Step::Conv(c) => c.name.clone(),
+                Step::Map(s) => format!("{:?}/{:?}", s.binary, s.unary),
+                other => other.kind().to_string(),
+            };
+            lines.push(format!(
+                "{i:>4} {:<11} {name:<50} {:?} max|x| {max:.4e} non-finite {bad} zeros {zeros}/{len}",
+                step.kind(),
+                m.plan.values[out].dims
+            ));
+            Ok(())
+        };
+        self.enqueue_traced(n, Some(&mut after))?;
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        Ok(lines)
     }
 
     pub fn batch_range(&self) -> (usize, usize) {

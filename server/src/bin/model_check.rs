@@ -64,6 +64,10 @@ struct Args {
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Print every step's output statistics for the first image (largest magnitude, values
+    /// not finite, zeros) before checking: where a precision goes wrong.
+    #[arg(long)]
+    trace: bool,
     /// Write the first images' raw inputs and CPU logits here (f32 little-endian, with a
     /// `.json` beside describing shapes), for other tools to compare against.
     #[arg(long)]
@@ -246,6 +250,14 @@ fn main() -> Result<()> {
                 "mean": a.mean, "std": a.std,
             }))?,
         )?;
+    }
+
+    if a.trace {
+        let n = a.batches[0];
+        let inst = insts.get_mut(&n).context("an instance per batch size")?;
+        for line in inst.trace(n, &batch(&imgs, n, 0))? {
+            println!("{line}");
+        }
     }
 
     // Correctness per batch size: every image at least once in each, offsets varied.
