@@ -28,8 +28,8 @@ pub enum Mode {
     /// cuDNN's graph API: the whole conv+bias+add+ReLU graph on engine configuration number
     /// `algo` of the heuristics' list (mode A).
     Graph,
-    /// Our depthwise kernel (one filter per channel): memory-bound, and cuDNN's fp16 NHWC
-    /// depthwise engines returned wrong results on the H200 (benches/results/NOTES.md).
+    /// Our depthwise kernel (one filter per channel, a memory-bound loop), timed against
+    /// cuDNN's choices like every other candidate.
     Depthwise,
 }
 
@@ -85,6 +85,21 @@ pub(super) fn conv_shapes(plan: &Plan, c: &ConvStep) -> Result<([usize; 3], [usi
             .ok_or_else(|| GpuError::Plan(format!("{}: a convolution of a non-image value", c.name)))
     };
     Ok((shape(c.input)?, shape(c.output)?))
+}
+
+/// The views of a convolution's input and output at batch `n`, and whether they are NHWC.
+pub(super) fn conv_views(plan: &Plan, c: &ConvStep, n: usize) -> Result<(View, View, bool)> {
+    let v = |id: usize| -> Result<View> {
+        let (d, s) = super::plan::view::value_layout(plan, id, n);
+        // A flat [K] value is K × 1 × 1.
+        let (d, s) = if d.len() == 2 {
+            (vec![d[0], d[1], 1, 1], vec![s[0], s[1], 0, 0])
+        } else {
+            (d, s)
+        };
+        View::new(&d, &s, 0).map_err(GpuError::Plan)
+    };
+    Ok((v(c.input)?, v(c.output)?, plan.values[c.output].channels_last))
 }
 
 /// A 4-D descriptor `[n, c, h, w]` in the precision's layout.
@@ -575,18 +590,8 @@ impl Tuner {
                 ws: self.ws.ptr,
                 y_len: ys.iter().product::<usize>() * n,
                 y_hw: ys[1] * ys[2],
-                views: None,
+                views: Some(conv_views(&m.plan, c, n)?),
             };
-            if is_depthwise(c) {
-                let a = Algo {
-                    mode: Mode::Depthwise,
-                    algo: 0,
-                    workspace: 0,
-                };
-                modes[a.mode as usize] += 1;
-                chosen.push(a);
-                continue;
-            }
             let mut perf: [dnn::cudnnConvolutionFwdAlgoPerf_t; 8] =
                 // SAFETY: a plain C struct; every field is overwritten by cuDNN or unused.
                 unsafe { std::mem::zeroed() };
@@ -602,6 +607,13 @@ impl Tuner {
                 perf.as_mut_ptr()
             ))?;
             let mut candidates = Vec::new();
+            if is_depthwise(c) {
+                candidates.push(Algo {
+                    mode: Mode::Depthwise,
+                    algo: 0,
+                    workspace: 0,
+                });
+            }
             for p in perf.iter().take(found.max(0) as usize) {
                 let ok = p.status == dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS
                     && p.determinism == dnn::cudnnDeterminism_t::CUDNN_DETERMINISTIC

@@ -12,7 +12,9 @@ use prost::Message;
 
 use super::blas::Blas;
 use super::cache::{self, CacheFile};
-use super::conv::{conv_shapes, tensor_desc, Algo, ConvCall, ConvDescs, GraphExec, Mode, Tuner};
+use super::conv::{
+    conv_shapes, conv_views, tensor_desc, Algo, ConvCall, ConvDescs, GraphExec, Mode, Tuner,
+};
 use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call,
     DeviceBuf, Dnn, GpuError, PinnedBuf, Result, TensorDesc, Timer,
@@ -329,21 +331,6 @@ fn upload_weights(
         return Err(GpuError::Plan("the weight blob is longer than the plan".into()));
     }
     Ok((out, consts))
-}
-
-/// The views of a convolution's input and output at batch `n`, and whether they are NHWC.
-fn conv_views(plan: &Plan, c: &ConvStep, n: usize) -> Result<(view::View, view::View, bool)> {
-    let v = |id: usize| -> Result<view::View> {
-        let (d, s) = view::value_layout(plan, id, n);
-        // A flat [K] value is K × 1 × 1.
-        let (d, s) = if d.len() == 2 {
-            (vec![d[0], d[1], 1, 1], vec![s[0], s[1], 0, 0])
-        } else {
-            (d, s)
-        };
-        view::View::new(&d, &s, 0).map_err(GpuError::Plan)
-    };
-    Ok((v(c.input)?, v(c.output)?, plan.values[c.output].channels_last))
 }
 
 /// What every step needs at one batch size: cuDNN descriptors, or the views of its kernel.
