@@ -407,8 +407,9 @@ pub(super) struct Tuner {
 }
 
 /// Output elements compared with the reference when tuning (enough to catch an engine that
-/// computes something else; few enough to cost nothing).
-const SAMPLE: usize = 32768;
+/// computes something else anywhere in the batch; few enough to cost little).
+const SAMPLE: usize = 65536;
+const SAMPLE_ROWS: usize = 2048;
 
 impl Tuner {
     pub(super) fn new(m: &GpuModel, max_batch: usize) -> Result<Tuner> {
@@ -439,14 +440,49 @@ impl Tuner {
         })
     }
 
-    /// The first SAMPLE elements of the scratch output, as f32.
+    /// About SAMPLE elements of the scratch output, as f32: all of it when small, else
+    /// SAMPLE_ROWS runs of 64 bytes spread evenly over it (so every item of the batch and
+    /// every part of the map is looked at).
     fn sample(&self, call: &ConvCall<'_>) -> Result<Vec<f32>> {
+        use cudarc::driver::sys as cu;
         self.stream.synchronize().call("cuStreamSynchronize")?;
-        let k = call.y_len.min(SAMPLE);
-        let mut raw = vec![0u8; k * self.precision.bytes()];
-        // SAFETY: the scratch output holds at least y_len ≥ k elements; the stream is idle.
-        unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut raw, self.y.ptr) }
-            .call("cuMemcpyDtoH")?;
+        let esize = self.precision.bytes();
+        let total = call.y_len * esize;
+        let raw = if call.y_len <= SAMPLE {
+            let mut raw = vec![0u8; total];
+            // SAFETY: the scratch output holds y_len elements; the stream is idle.
+            unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut raw, self.y.ptr) }
+                .call("cuMemcpyDtoH")?;
+            raw
+        } else {
+            const WIDTH: usize = 64;
+            let pitch = (total / SAMPLE_ROWS) / esize * esize;
+            let mut raw = vec![0u8; WIDTH * SAMPLE_ROWS];
+            let copy = cu::CUDA_MEMCPY2D_st {
+                srcXInBytes: 0,
+                srcY: 0,
+                srcMemoryType: cu::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                srcHost: std::ptr::null(),
+                srcDevice: self.y.ptr,
+                srcArray: std::ptr::null_mut(),
+                srcPitch: pitch,
+                dstXInBytes: 0,
+                dstY: 0,
+                dstMemoryType: cu::CUmemorytype::CU_MEMORYTYPE_HOST,
+                dstHost: raw.as_mut_ptr() as *mut std::ffi::c_void,
+                dstDevice: 0,
+                dstArray: std::ptr::null_mut(),
+                dstPitch: WIDTH,
+                WidthInBytes: WIDTH,
+                Height: SAMPLE_ROWS,
+            };
+            // SAFETY: rows of WIDTH ≤ pitch bytes at pitch intervals stay inside the `total`
+            // bytes of the scratch output (pitch × rows ≤ total); the host buffer holds them.
+            unsafe { cu::cuMemcpy2D_v2(&copy) }
+                .result()
+                .call("cuMemcpy2D")?;
+            raw
+        };
         Ok(match self.precision {
             Precision::Fp16 => raw
                 .chunks_exact(2)

@@ -702,9 +702,9 @@ impl GpuInstance {
         Ok(())
     }
 
-    /// Runs `n` items step by step and describes every step's output (its largest magnitude,
-    /// how many values are not finite or zero): where an fp16 model goes wrong shows here.
-    pub fn trace(&mut self, n: usize, input: &[f32]) -> Result<Vec<String>> {
+    /// Runs `n` items step by step and returns every step's label and output (in ONNX's
+    /// logical order, as f32): comparing two precisions shows where one goes wrong.
+    pub fn trace(&mut self, n: usize, input: &[f32]) -> Result<Vec<(String, Vec<f32>)>> {
         self.run(n, input)?;
         let m = self.model.clone();
         let mut lines = Vec::new();
@@ -727,18 +727,17 @@ impl GpuInstance {
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect(),
             };
-            let bad = vals.iter().filter(|v| !v.is_finite()).count();
-            let zeros = vals.iter().filter(|v| **v == 0.0).count();
-            let max = vals.iter().filter(|v| v.is_finite()).fold(0f32, |a, v| a.max(v.abs()));
+            let (dims, strides) = view::value_layout(&m.plan, out, n);
+            let v = view::View::new(&dims, &strides, 0).map_err(GpuError::Plan)?;
+            let logical: Vec<f32> = (0..v.len()).map(|k| vals[v.at(k) as usize]).collect();
             let name = match step {
                 Step::Conv(c) => c.name.clone(),
                 Step::Map(s) => format!("{:?}/{:?}", s.binary, s.unary),
                 other => other.kind().to_string(),
             };
-            lines.push(format!(
-                "{i:>4} {:<11} {name:<50} {:?} max|x| {max:.4e} non-finite {bad} zeros {zeros}/{len}",
-                step.kind(),
-                m.plan.values[out].dims
+            lines.push((
+                format!("{i:>4} {:<11} {name:<48} {:?}", step.kind(), m.plan.values[out].dims),
+                logical,
             ));
             Ok(())
         };

@@ -64,8 +64,9 @@ struct Args {
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Print every step's output statistics for the first image (largest magnitude, values
-    /// not finite, zeros) before checking: where a precision goes wrong.
+    /// Before checking, run the first image step by step in this precision and in fp32 and
+    /// print each step's relative L2 difference and largest magnitude: where a precision goes
+    /// wrong.
     #[arg(long)]
     trace: bool,
     /// Write the first images' raw inputs and CPU logits here (f32 little-endian, with a
@@ -254,9 +255,27 @@ fn main() -> Result<()> {
 
     if a.trace {
         let n = a.batches[0];
+        let input = batch(&imgs, n, 0);
         let inst = insts.get_mut(&n).context("an instance per batch size")?;
-        for line in inst.trace(n, &batch(&imgs, n, 0))? {
-            println!("{line}");
+        let got = inst.trace(n, &input)?;
+        let reference = Arc::new(GpuModel::load(&model_path, Precision::Fp32, None)?);
+        let want = GpuInstance::new(reference, n, n, &a.mean, &a.std)?.trace(n, &input)?;
+        // The two plans differ only by layout copies: match steps by label and size.
+        let mut j = 0;
+        for (label, g) in &got {
+            let found = want[j..]
+                .iter()
+                .position(|(l, w)| l.split_whitespace().nth(2) == label.split_whitespace().nth(2)
+                    && w.len() == g.len());
+            let max = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+            match found {
+                Some(k) => {
+                    j += k + 1;
+                    let w = &want[j - 1].1;
+                    println!("{label} max|x| {max:.3e} vs fp32: rel_l2 {:.3e}", rel_l2(g, w));
+                }
+                None => println!("{label} max|x| {max:.3e} (no fp32 counterpart)"),
+            }
         }
     }
 
