@@ -71,13 +71,22 @@ impl Blas {
 
     /// `y = a · b` for every product of `l`, row-major: computed as the column-major
     /// `yᵀ = bᵀ · aᵀ`, which has the same memory.
-    pub fn matmul(&self, l: &MatMulLaunch, precision: Precision, a: u64, b: u64, y: u64) -> Result<()> {
+    pub fn matmul(
+        &self,
+        l: &MatMulLaunch,
+        precision: Precision,
+        a: u64,
+        b: u64,
+        y: u64,
+    ) -> Result<()> {
         let dtype = match precision {
             Precision::Fp16 => blas::cudaDataType::CUDA_R_16F,
             Precision::Fp32 => blas::cudaDataType::CUDA_R_32F,
         };
         let (one, zero) = (1.0f32, 0.0f32);
-        let int = |v: usize| i32::try_from(v).map_err(|_| GpuError::Plan(format!("matrix dimension {v} too large")));
+        let int = |v: usize| {
+            i32::try_from(v).map_err(|_| GpuError::Plan(format!("matrix dimension {v} too large")))
+        };
         // SAFETY: a, b, y hold count products of the sizes in `l` (the plan sized them); the
         // scalars are f32 as CUBLAS_COMPUTE_32F asks.
         check(

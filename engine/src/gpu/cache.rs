@@ -141,7 +141,7 @@ mod tests {
         tuning.insert(
             4,
             vec![Algo {
-                mode: super::super::engine::Mode::Graph,
+                mode: super::super::conv::Mode::Graph,
                 algo: 1,
                 workspace: 4096,
             }],

@@ -10,7 +10,10 @@ use cudarc::cudnn::sys as dnn;
 use cudarc::driver::{CudaStream, PushKernelArg};
 use serde::{Deserialize, Serialize};
 
-use super::cuda::{dnn_call, ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, Result, TensorDesc, Timer};
+use super::cuda::{
+    dnn_call, ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, Result, TensorDesc,
+    Timer,
+};
 use super::engine::GpuModel;
 use super::graph_api;
 use super::kernels::{self, KView, Kernels};
@@ -76,13 +79,12 @@ fn algo_from(id: u32) -> Result<dnn::cudnnConvolutionFwdAlgo_t> {
         .ok_or_else(|| GpuError::Plan(format!("unknown cuDNN algorithm id {id}")))
 }
 
-
 /// The `[C, H, W]` of a convolution's input and output.
 pub(super) fn conv_shapes(plan: &Plan, c: &ConvStep) -> Result<([usize; 3], [usize; 3])> {
     let shape = |v: usize| {
-        plan.values[v]
-            .chw()
-            .ok_or_else(|| GpuError::Plan(format!("{}: a convolution of a non-image value", c.name)))
+        plan.values[v].chw().ok_or_else(|| {
+            GpuError::Plan(format!("{}: a convolution of a non-image value", c.name))
+        })
     };
     Ok((shape(c.input)?, shape(c.output)?))
 }
@@ -99,7 +101,11 @@ pub(super) fn conv_views(plan: &Plan, c: &ConvStep, n: usize) -> Result<(View, V
         };
         View::new(&d, &s, 0).map_err(GpuError::Plan)
     };
-    Ok((v(c.input)?, v(c.output)?, plan.values[c.output].channels_last))
+    Ok((
+        v(c.input)?,
+        v(c.output)?,
+        plan.values[c.output].channels_last,
+    ))
 }
 
 /// A 4-D descriptor `[n, c, h, w]` in the precision's layout.
@@ -183,7 +189,6 @@ impl ConvDescs {
         })
     }
 }
-
 
 /// One convolution at one batch size, with its buffers: y = act(conv(x) + bias + z).
 pub(super) struct ConvCall<'a> {
@@ -349,7 +354,11 @@ impl ConvCall<'_> {
                     Precision::Fp32 => &self.kernels.depthwise.float,
                 };
                 let mut l = self.stream.launch_builder(f);
-                l.arg(&xv).arg(&yv).arg(&self.x).arg(&self.w.ptr).arg(&self.bias.ptr);
+                l.arg(&xv)
+                    .arg(&yv)
+                    .arg(&self.x)
+                    .arg(&self.w.ptr)
+                    .arg(&self.bias.ptr);
                 l.arg(&z).arg(&self.y);
                 for a in &args {
                     l.arg(a);
@@ -508,14 +517,18 @@ impl Tuner {
         call.run(algo, graph)?;
         if let Some(want) = reference {
             let got = self.sample(call)?;
-            let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+            let num: f64 = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum();
             let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
             let err = (num / den.max(1e-30)).sqrt();
             let tol = match self.precision {
                 Precision::Fp16 => 5e-3,
                 Precision::Fp32 => 1e-3,
             };
-            if !(err <= tol) {
+            if err.is_nan() || err > tol {
                 return Err(GpuError::Plan(format!(
                     "{:?}/{} computes a different result (relative L2 {err:.2e} against \
                      IMPLICIT_GEMM)",
@@ -690,8 +703,7 @@ impl Tuner {
                 }
             }
             if m.precision == Precision::Fp16 {
-                if let Err(e) =
-                    self.tune_graph(&call, n, xs, ys, reference.as_deref(), &mut choice)
+                if let Err(e) = self.tune_graph(&call, n, xs, ys, reference.as_deref(), &mut choice)
                 {
                     choice.report.push(format!("graph API unavailable: {e}"));
                 }

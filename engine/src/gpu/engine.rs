@@ -16,8 +16,8 @@ use super::conv::{
     conv_shapes, conv_views, tensor_desc, Algo, ConvCall, ConvDescs, GraphExec, Mode, Tuner,
 };
 use super::cuda::{
-    copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call,
-    DeviceBuf, Dnn, GpuError, PinnedBuf, Result, TensorDesc, Timer,
+    copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
+    Dnn, GpuError, PinnedBuf, Result, TensorDesc, Timer,
 };
 use super::kernels::{self, KView, Kernels};
 use super::plan::view::{self, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch};
@@ -67,8 +67,7 @@ impl GpuModel {
         let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
             .map_err(|e| GpuError::Plan(format!("not an ONNX model: {e}")))?;
         drop(bytes);
-        let mut plan =
-            plan::build(&proto, precision == Precision::Fp16).map_err(GpuError::Plan)?;
+        let mut plan = plan::build(&proto, precision == Precision::Fp16).map_err(GpuError::Plan)?;
         drop(proto);
         let key = cache::Key {
             onnx_sha256: onnx_sha256.clone(),
@@ -321,14 +320,16 @@ fn upload_weights(
     let mut consts = Vec::new();
     for c in &plan.consts {
         let bytes = c.dims.iter().product::<usize>() * precision.bytes();
-        let data = blob.get(at..at + bytes).ok_or_else(|| {
-            GpuError::Plan("the weight blob is shorter than the plan".into())
-        })?;
+        let data = blob
+            .get(at..at + bytes)
+            .ok_or_else(|| GpuError::Plan("the weight blob is shorter than the plan".into()))?;
         consts.push(DeviceBuf::from_host(ctx, data)?);
         at += bytes;
     }
     if at != blob.len() {
-        return Err(GpuError::Plan("the weight blob is longer than the plan".into()));
+        return Err(GpuError::Plan(
+            "the weight blob is longer than the plan".into(),
+        ));
     }
     Ok((out, consts))
 }
@@ -467,7 +468,10 @@ impl GpuInstance {
             out.push(match s {
                 Step::Conv(c) => {
                     let (xs, ys) = conv_shapes(plan, c)?;
-                    let (x, y) = (tensor_desc(m.precision, n, xs)?, tensor_desc(m.precision, n, ys)?);
+                    let (x, y) = (
+                        tensor_desc(m.precision, n, xs)?,
+                        tensor_desc(m.precision, n, ys)?,
+                    );
                     let algo = algos[conv_i];
                     let graph = if algo.mode == Mode::Graph {
                         let call = self.conv_call(conv_i, c, &x, &y, n)?;
@@ -615,7 +619,13 @@ impl GpuInstance {
                     let per_thread = l.per_thread as i32;
                     let (vo, vi, vy) = (KView(l.outer), KView(l.inner), KView(l.y));
                     let mut b = self.stream.launch_builder(self.kernel(&k.reduce));
-                    b.arg(&vo).arg(&vi).arg(&vy).arg(&px).arg(&py).arg(&kind).arg(&outs);
+                    b.arg(&vo)
+                        .arg(&vi)
+                        .arg(&vy)
+                        .arg(&px)
+                        .arg(&py)
+                        .arg(&kind)
+                        .arg(&outs);
                     b.arg(&per_thread);
                     let shape = if l.per_thread {
                         kernels::launch_1d(outs as usize)
@@ -630,12 +640,9 @@ impl GpuInstance {
                     let (kind, scale, bias, eps) = match &s.kind {
                         RowKind::Softmax => (0i32, 0u64, None, 0f32),
                         RowKind::LogSoftmax => (1, 0, None, 0.0),
-                        RowKind::LayerNorm { scale, bias, eps } => (
-                            2,
-                            m.consts[*scale].ptr,
-                            bias.map(|b| m.consts[b].ptr),
-                            *eps,
-                        ),
+                        RowKind::LayerNorm { scale, bias, eps } => {
+                            (2, m.consts[*scale].ptr, bias.map(|b| m.consts[b].ptr), *eps)
+                        }
                     };
                     let has_bias = bias.is_some() as i32;
                     let bias = bias.unwrap_or(0);
@@ -643,7 +650,11 @@ impl GpuInstance {
                     let (vx, vy) = (KView(l.x), KView(l.y));
                     let mut b = self.stream.launch_builder(self.kernel(&k.row));
                     b.arg(&vx).arg(&vy).arg(&px).arg(&py).arg(&len);
-                    b.arg(&l.x_stride).arg(&l.y_stride).arg(&kind).arg(&scale).arg(&bias);
+                    b.arg(&l.x_stride)
+                        .arg(&l.y_stride)
+                        .arg(&kind)
+                        .arg(&scale)
+                        .arg(&bias);
                     b.arg(&has_bias).arg(&eps).arg(&rows);
                     // SAFETY: as for `map_*`; scale and bias hold `len` values.
                     unsafe { b.launch(kernels::launch_warps(rows as usize)) }
@@ -680,7 +691,13 @@ impl GpuInstance {
                         .blas
                         .as_ref()
                         .ok_or_else(|| GpuError::Plan("a matrix product without cuBLAS".into()))?;
-                    blas.matmul(l, m.precision, self.ptr(s.a), self.operand(s.b), self.ptr(s.output))?;
+                    blas.matmul(
+                        l,
+                        m.precision,
+                        self.ptr(s.a),
+                        self.operand(s.b),
+                        self.ptr(s.output),
+                    )?;
                 }
                 _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
             }
@@ -736,7 +753,11 @@ impl GpuInstance {
                 other => other.kind().to_string(),
             };
             lines.push((
-                format!("{i:>4} {:<11} {name:<48} {:?}", step.kind(), m.plan.values[out].dims),
+                format!(
+                    "{i:>4} {:<11} {name:<48} {:?}",
+                    step.kind(),
+                    m.plan.values[out].dims
+                ),
                 logical,
             ));
             Ok(())

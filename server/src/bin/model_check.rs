@@ -263,16 +263,18 @@ fn main() -> Result<()> {
         // The two plans differ only by layout copies: match steps by label and size.
         let mut j = 0;
         for (label, g) in &got {
-            let found = want[j..]
-                .iter()
-                .position(|(l, w)| l.split_whitespace().nth(2) == label.split_whitespace().nth(2)
-                    && w.len() == g.len());
+            let found = want[j..].iter().position(|(l, w)| {
+                l.split_whitespace().nth(2) == label.split_whitespace().nth(2) && w.len() == g.len()
+            });
             let max = g.iter().fold(0f32, |m, v| m.max(v.abs()));
             match found {
                 Some(k) => {
                     j += k + 1;
                     let w = &want[j - 1].1;
-                    println!("{label} max|x| {max:.3e} vs fp32: rel_l2 {:.3e}", rel_l2(g, w));
+                    println!(
+                        "{label} max|x| {max:.3e} vs fp32: rel_l2 {:.3e}",
+                        rel_l2(g, w)
+                    );
                 }
                 None => println!("{label} max|x| {max:.3e} (no fp32 counterpart)"),
             }

@@ -56,8 +56,9 @@ impl Server {
         (s, m.expect("metrics port"))
     }
 
-    /// Picks free ports and waits until every one accepts. A port taken between our probe and
-    /// the server's bind (tests run in parallel) is retried with new ports.
+    /// Picks free ports and waits until every one accepts and our server says it listens on
+    /// them (a port another test's server took between our probe and our server's bind also
+    /// accepts, but that server is not ours). A taken port is retried with new ports.
     fn start_inner(args: &[&str], metrics: bool) -> (Server, Option<u16>) {
         for attempt in 0..5 {
             let port = free_port();
@@ -96,9 +97,17 @@ impl Server {
             let ports: Vec<u16> = std::iter::once(port).chain(mport).collect();
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                if ports
-                    .iter()
-                    .all(|&p| TcpStream::connect(("127.0.0.1", p)).is_ok())
+                let ours = {
+                    let log = s.log.lock().unwrap();
+                    log.contains(&format!("listening on 127.0.0.1:{port} "))
+                        && mport.is_none_or(|m| {
+                            log.contains(&format!("metrics on http://127.0.0.1:{m}/"))
+                        })
+                };
+                if ours
+                    && ports
+                        .iter()
+                        .all(|&p| TcpStream::connect(("127.0.0.1", p)).is_ok())
                 {
                     return (s, mport);
                 }

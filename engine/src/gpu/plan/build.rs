@@ -109,7 +109,9 @@ impl<'a> Builder<'a> {
             return Ok(Operand::Value(v));
         }
         let f = self.folded(i, k)?.clone();
-        Ok(Operand::Const(self.add_const(name, &f).map_err(|e| self.err(i, e))?))
+        Ok(Operand::Const(
+            self.add_const(name, &f).map_err(|e| self.err(i, e))?,
+        ))
     }
 
     fn add_const(&mut self, name: &str, f: &Folded) -> R<usize> {
@@ -239,7 +241,10 @@ impl<'a> Builder<'a> {
                 let x = self.value(i, 0)?;
                 let rank = self.values[x].dims.len() + 1;
                 let axes = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
-                    Some(_) => self.folded(i, 1)?.known_ints().map_err(|e| self.err(i, e))?,
+                    Some(_) => self
+                        .folded(i, 1)?
+                        .known_ints()
+                        .map_err(|e| self.err(i, e))?,
                     None => attr_ints(&self.nodes[i], "axes").unwrap_or_default(),
                 };
                 let mut axes = axes
@@ -339,7 +344,10 @@ impl<'a> Builder<'a> {
         let Some([mut cin, _, _]) = self.values[x].chw() else {
             return Err(self.err(
                 i,
-                format!("only 2-D convolutions are supported (input {:?})", self.values[x].dims),
+                format!(
+                    "only 2-D convolutions are supported (input {:?})",
+                    self.values[x].dims
+                ),
             ));
         };
         if x == 0 {
@@ -478,7 +486,9 @@ impl<'a> Builder<'a> {
         let scale: Vec<f32> = (0..channels)
             .map(|o| gamma[o] / (var[o] + eps).sqrt())
             .collect();
-        let shift = (0..channels).map(|o| beta[o] - mean[o] * scale[o]).collect();
+        let shift = (0..channels)
+            .map(|o| beta[o] - mean[o] * scale[o])
+            .collect();
         Ok((scale, shift))
     }
 
@@ -503,10 +513,7 @@ impl<'a> Builder<'a> {
         let (scale, shift) = self.bn_params(i, c)?;
         let mut cd = vec![c];
         cd.extend(std::iter::repeat_n(1, dims.len() - 1));
-        let (sc, sh) = (
-            self.new_const(cd.clone(), scale),
-            self.new_const(cd, shift),
-        );
+        let (sc, sh) = (self.new_const(cd.clone(), scale), self.new_const(cd, shift));
         let cl = self.values[x].channels_last;
         let mut out = self.out(i)?;
         let tmp = self.define(&format!("{out}#scaled"), dims.clone(), cl);
@@ -533,7 +540,14 @@ impl<'a> Builder<'a> {
 
     /// A dense layer `[cout][cin]` on `x`: a 1×1 convolution on a flat value, or a convolution
     /// over the whole map when `x` is a rank-3 value flattened (NCHW order = OIHW weights).
-    fn dense(&mut self, i: usize, x: usize, weight: Vec<f32>, bias: Vec<f32>, cout: usize) -> R<()> {
+    fn dense(
+        &mut self,
+        i: usize,
+        x: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        cout: usize,
+    ) -> R<()> {
         let (input, kernel) = match self.flat_of.get(&x) {
             Some(&src) => {
                 let [_, h, w] = self.values[src].chw().unwrap_or([0, 1, 1]);
@@ -605,7 +619,10 @@ impl<'a> Builder<'a> {
     fn gemm(&mut self, i: usize) -> R<()> {
         let node = &self.nodes[i];
         let (ta, tb) = (attr_int(node, "transA", 0), attr_int(node, "transB", 0));
-        let (alpha, beta) = (attr_float(node, "alpha", 1.0), attr_float(node, "beta", 1.0));
+        let (alpha, beta) = (
+            attr_float(node, "alpha", 1.0),
+            attr_float(node, "beta", 1.0),
+        );
         let x = self.value(i, 0)?;
         if ta != 0 || !self.is_flat(x) {
             return Err(self.err(i, "only Gemm on a flat [N, K] input with transA = 0"));
@@ -619,7 +636,11 @@ impl<'a> Builder<'a> {
         let mut weight = vec![0.0; cout * cin];
         for o in 0..cout {
             for k in 0..cin {
-                let v = if tb != 0 { wv[o * cin + k] } else { wv[k * cout + o] };
+                let v = if tb != 0 {
+                    wv[o * cin + k]
+                } else {
+                    wv[k * cout + o]
+                };
                 weight[o * cin + k] = alpha * v;
             }
         }
@@ -665,7 +686,9 @@ impl<'a> Builder<'a> {
         let bd = self.full_dims(b);
         let ok = match b {
             Operand::Const(_) => bd.len() == 2,
-            Operand::Value(_) => bd.len() == xd.len() + 1 && bd[1..bd.len() - 2] == xd[..xd.len() - 2],
+            Operand::Value(_) => {
+                bd.len() == xd.len() + 1 && bd[1..bd.len() - 2] == xd[..xd.len() - 2]
+            }
         };
         if xd.is_empty() || bd.len() < 2 || !ok || bd[bd.len() - 2] != xd[xd.len() - 1] {
             return Err(self.err(
@@ -735,7 +758,9 @@ impl<'a> Builder<'a> {
     fn pool(&mut self, i: usize, kind: PoolKind) -> R<()> {
         let node = &self.nodes[i];
         let x = self.value(i, 0)?;
-        let Some([c, h, w]) = self.values[x].chw().filter(|_| self.values[x].dims.len() == 3)
+        let Some([c, h, w]) = self.values[x]
+            .chw()
+            .filter(|_| self.values[x].dims.len() == 3)
         else {
             return Err(self.err(i, "only 2-D pooling of [N, C, H, W] is supported"));
         };
@@ -786,14 +811,25 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn reduce(&mut self, i: usize, x: usize, axes: Vec<usize>, kind: ReduceKind, keep: bool) -> R<()> {
+    fn reduce(
+        &mut self,
+        i: usize,
+        x: usize,
+        axes: Vec<usize>,
+        kind: ReduceKind,
+        keep: bool,
+    ) -> R<()> {
         let xd = self.values[x].dims.clone();
         let kept: Dims = (1..=xd.len())
             .map(|a| if axes.contains(&a) { 1 } else { xd[a - 1] })
             .collect();
         let out = self.out(i)?;
         let cl = self.values[x].channels_last;
-        let keep_name = if keep { out.clone() } else { format!("{out}#kept") };
+        let keep_name = if keep {
+            out.clone()
+        } else {
+            format!("{out}#kept")
+        };
         let output = self.define(&keep_name, kept.clone(), cl);
         let reduced_axes = axes.clone();
         self.steps.push(Step::Reduce(ReduceStep {
@@ -930,7 +966,10 @@ impl<'a> Builder<'a> {
         let axis =
             fold::axis(attr_int(&self.nodes[i], "axis", -1), rank).map_err(|e| self.err(i, e))?;
         if axis != rank - 1 {
-            return Err(self.err(i, "only a LayerNormalization over the last axis is supported"));
+            return Err(self.err(
+                i,
+                "only a LayerNormalization over the last axis is supported",
+            ));
         }
         if self.nodes[i].output.iter().skip(1).any(|o| !o.is_empty()) {
             return Err(self.err(i, "the Mean and InvStdDev outputs are not supported"));
@@ -1012,7 +1051,11 @@ impl<'a> Builder<'a> {
                 format!(
                     "a Reshape to [{}] moves the batch dimension; the GPU engine keeps the \
                      batch first",
-                    target.iter().map(Sym::to_string).collect::<Vec<_>>().join(", ")
+                    target
+                        .iter()
+                        .map(Sym::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -1038,11 +1081,18 @@ impl<'a> Builder<'a> {
             .chain(self.values[x].dims.iter().copied())
             .collect();
         let axes = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
-            Some(_) => self.folded(i, 1)?.known_ints().map_err(|e| self.err(i, e))?,
+            Some(_) => self
+                .folded(i, 1)?
+                .known_ints()
+                .map_err(|e| self.err(i, e))?,
             None => attr_ints(&self.nodes[i], "axes").unwrap_or_default(),
         };
         let squeeze = self.nodes[i].op_type == "Squeeze";
-        let rank = if squeeze { full.len() } else { full.len() + axes.len() };
+        let rank = if squeeze {
+            full.len()
+        } else {
+            full.len() + axes.len()
+        };
         let mut ax = axes
             .iter()
             .map(|&a| fold::axis(a, rank))
@@ -1055,7 +1105,14 @@ impl<'a> Builder<'a> {
         let dims: Vec<usize> = if squeeze {
             full.iter()
                 .enumerate()
-                .filter(|(k, d)| *k > 0 && if ax.is_empty() { **d != 1 } else { !ax.contains(k) })
+                .filter(|(k, d)| {
+                    *k > 0
+                        && if ax.is_empty() {
+                            **d != 1
+                        } else {
+                            !ax.contains(k)
+                        }
+                })
                 .map(|(_, d)| *d)
                 .collect()
         } else {
@@ -1119,8 +1176,10 @@ impl<'a> Builder<'a> {
         let Some((first, rest)) = target.split_first() else {
             return Err(self.err(i, "an Expand to a scalar is not supported"));
         };
-        let rest: Option<Vec<usize>> =
-            rest.iter().map(|s| s.value().map(|v| v.max(0) as usize)).collect();
+        let rest: Option<Vec<usize>> = rest
+            .iter()
+            .map(|s| s.value().map(|v| v.max(0) as usize))
+            .collect();
         let (true, Some(rest)) = (*first == Sym::BATCH || *first == Sym::known(1), rest) else {
             return Err(self.err(i, "only an Expand along the batch is supported"));
         };
@@ -1148,8 +1207,8 @@ impl<'a> Builder<'a> {
         }
         let first = self.values[parts[0]].dims.clone();
         let rank = first.len() + 1;
-        let axis = fold::axis(attr_int(&self.nodes[i], "axis", 0), rank)
-            .map_err(|e| self.err(i, e))?;
+        let axis =
+            fold::axis(attr_int(&self.nodes[i], "axis", 0), rank).map_err(|e| self.err(i, e))?;
         if axis == 0 {
             return Err(self.err(i, "concatenating along the batch is not supported"));
         }
@@ -1158,7 +1217,10 @@ impl<'a> Builder<'a> {
         for &p in &parts {
             let d = &self.values[p].dims;
             let same = d.len() == first.len()
-                && d.iter().zip(&first).enumerate().all(|(k, (a, b))| k == axis - 1 || a == b);
+                && d.iter()
+                    .zip(&first)
+                    .enumerate()
+                    .all(|(k, (a, b))| k == axis - 1 || a == b);
             if !same {
                 return Err(self.err(i, format!("inputs {first:?} and {d:?} do not concatenate")));
             }
@@ -1197,8 +1259,8 @@ impl<'a> Builder<'a> {
         let x = self.materialise(x);
         let dims = self.values[x].dims.clone();
         let rank = dims.len() + 1;
-        let axis = fold::axis(attr_int(&self.nodes[i], "axis", 0), rank)
-            .map_err(|e| self.err(i, e))?;
+        let axis =
+            fold::axis(attr_int(&self.nodes[i], "axis", 0), rank).map_err(|e| self.err(i, e))?;
         if axis == 0 {
             return Err(self.err(i, "splitting the batch is not supported"));
         }
@@ -1217,7 +1279,9 @@ impl<'a> Builder<'a> {
                 None => {
                     let k = outs.len().max(1);
                     let each = total.div_ceil(k);
-                    (0..k).map(|j| each.min(total.saturating_sub(j * each))).collect()
+                    (0..k)
+                        .map(|j| each.min(total.saturating_sub(j * each)))
+                        .collect()
                 }
             },
         };
@@ -1405,7 +1469,12 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         None if b.folded.contains_key(&output.name) => {
             return Err("the model's output does not depend on its input".into())
         }
-        None => return Err(format!("the model output `{}` is never produced", output.name)),
+        None => {
+            return Err(format!(
+                "the model output `{}` is never produced",
+                output.name
+            ))
+        }
     };
     if out == 0 {
         return Err("the model's output is its input".into());

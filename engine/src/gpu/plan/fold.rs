@@ -163,12 +163,7 @@ pub fn tensor(t: &pb::TensorProto) -> Result<Folded, String> {
                 .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
                 .collect(),
         ),
-        Ok(D::Float16) => float(
-            t.int32_data
-                .iter()
-                .map(|v| f16_to_f32(*v as u16))
-                .collect(),
-        ),
+        Ok(D::Float16) => float(t.int32_data.iter().map(|v| f16_to_f32(*v as u16)).collect()),
         Ok(D::Int64) if !raw.is_empty() => int(raw
             .chunks_exact(8)
             .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
@@ -255,8 +250,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             match (da, db) {
                 (x, y) if x == y => Ok(x),
                 (1, y) => Ok(y),
@@ -511,7 +514,13 @@ pub fn eval(
                 .dims()
                 .iter()
                 .enumerate()
-                .filter(|(i, d)| if ax.is_empty() { **d != 1 } else { !ax.contains(i) })
+                .filter(|(i, d)| {
+                    if ax.is_empty() {
+                        **d != 1
+                    } else {
+                        !ax.contains(i)
+                    }
+                })
                 .map(|(_, d)| *d)
                 .collect();
             x.with(dims, |i| i, x.len())
@@ -591,7 +600,10 @@ pub fn eval(
             let r = x.dims().len();
             let a = axis(attr_int(node, "axis", 0), r)?;
             let mut dims = x.dims().to_vec();
-            dims[a] = known.iter().map(|k| k.dims().get(a).copied().unwrap_or(0)).sum();
+            dims[a] = known
+                .iter()
+                .map(|k| k.dims().get(a).copied().unwrap_or(0))
+                .sum();
             let outer: usize = dims[..a].iter().product();
             let ints = known.iter().all(|k| matches!(k, Folded::Int { .. }));
             let mut fl = Vec::new();
@@ -639,9 +651,7 @@ pub fn eval(
                 if step == 0 {
                     return Err("Slice with step 0".into());
                 }
-                let fix = |v: i64, lo: i64, hi: i64| {
-                    (if v < 0 { v + n } else { v }).clamp(lo, hi)
-                };
+                let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v + n } else { v }).clamp(lo, hi);
                 let mut idx = Vec::new();
                 if step > 0 {
                     let (s, e) = (fix(starts[k], 0, n), fix(ends[k], 0, n));
@@ -789,7 +799,11 @@ fn constant(node: &pb::NodeProto) -> Result<Folded, String> {
 }
 
 /// ONNX Reshape's target (0 copies the input dim unless `allowzero`, one −1 is inferred).
-pub fn reshape_dims(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
+pub fn reshape_dims(
+    input: &[usize],
+    target: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>, String> {
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -799,23 +813,23 @@ pub fn reshape_dims(input: &[usize], target: &[i64], allowzero: bool) -> Result<
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(
-                *input
-                    .get(i)
-                    .ok_or_else(|| format!("Reshape: 0 at axis {i} of a rank-{} input", input.len()))?,
-            ),
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                format!("Reshape: 0 at axis {i} of a rank-{} input", input.len())
+            })?),
             t if t >= 0 => out.push(t as usize),
             _ => return Err(format!("Reshape target {target:?} is not valid")),
         }
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!("cannot reshape {input:?} ({total} values) to {target:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({total} values) to {target:?}"
+        ));
     }
     Ok(out)
 }

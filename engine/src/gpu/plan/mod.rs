@@ -260,7 +260,10 @@ impl Step {
         match self {
             Step::Conv(c) => std::iter::once(c.input).chain(c.residual).collect(),
             Step::Pool(p) => vec![p.input],
-            Step::Map(m) => val(&m.a).into_iter().chain(m.b.as_ref().and_then(val)).collect(),
+            Step::Map(m) => val(&m.a)
+                .into_iter()
+                .chain(m.b.as_ref().and_then(val))
+                .collect(),
             Step::Reduce(r) => vec![r.input],
             Step::Row(r) => vec![r.input],
             Step::MatMul(m) => std::iter::once(m.a).chain(val(&m.b)).collect(),
@@ -274,7 +277,10 @@ impl Step {
             Operand::Value(_) => None,
         };
         match self {
-            Step::Map(m) => cst(&m.a).into_iter().chain(m.b.as_ref().and_then(cst)).collect(),
+            Step::Map(m) => cst(&m.a)
+                .into_iter()
+                .chain(m.b.as_ref().and_then(cst))
+                .collect(),
             Step::Row(RowStep {
                 kind: RowKind::LayerNorm { scale, bias, .. },
                 ..

@@ -100,11 +100,13 @@ pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
                 let [_, yh, yw] = plan.values[cv.output].chw().unwrap();
                 let xv = |b: usize, ch: usize, y: usize, x: usize| -> usize {
                     let s = pad4(&xs);
-                    (b as i64 * s[0] + ch as i64 * s[1] + y as i64 * s[2] + x as i64 * s[3]) as usize
+                    (b as i64 * s[0] + ch as i64 * s[1] + y as i64 * s[2] + x as i64 * s[3])
+                        as usize
                 };
                 let yv = |b: usize, ch: usize, y: usize, x: usize| -> usize {
                     let s = pad4(&ys);
-                    (b as i64 * s[0] + ch as i64 * s[1] + y as i64 * s[2] + x as i64 * s[3]) as usize
+                    (b as i64 * s[0] + ch as i64 * s[1] + y as i64 * s[2] + x as i64 * s[3])
+                        as usize
                 };
                 let _ = (xd, yd);
                 let xin = slots[slot_of[cv.input]].clone();
@@ -165,7 +167,11 @@ pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
                     let y0 = (oy * p.stride[0]) as isize - p.pad_begin[0] as isize;
                     let x0 = (ox * p.stride[1]) as isize - p.pad_begin[1] as isize;
                     let (mut acc, mut cnt, mut area) = (
-                        if p.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 },
+                        if p.kind == PoolKind::Max {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        },
                         0usize,
                         0usize,
                     );
@@ -180,9 +186,14 @@ pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
                             }
                             let v = xin[(base
                                 + yy as i64 * l.x.strides[4]
-                                + xx as i64 * l.x.strides[5]) as usize];
+                                + xx as i64 * l.x.strides[5])
+                                as usize];
                             cnt += 1;
-                            acc = if p.kind == PoolKind::Max { acc.max(v) } else { acc + v };
+                            acc = if p.kind == PoolKind::Max {
+                                acc.max(v)
+                            } else {
+                                acc + v
+                            };
                         }
                     }
                     let div = match p.kind {
@@ -246,8 +257,8 @@ pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
                         }
                         RowKind::LayerNorm { scale, bias, eps } => {
                             let mean = row.iter().sum::<f32>() / l.len as f32;
-                            let var =
-                                row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / l.len as f32;
+                            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()
+                                / l.len as f32;
                             let inv = 1.0 / (var + eps).sqrt();
                             row.iter()
                                 .enumerate()

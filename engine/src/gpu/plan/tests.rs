@@ -114,10 +114,22 @@ impl G {
         out
     }
 
-    fn op_n(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>, outs: usize) -> Vec<String> {
+    fn op_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<pb::AttributeProto>,
+        outs: usize,
+    ) -> Vec<String> {
         let k = self.nodes.len();
         let output: Vec<String> = (0..outs)
-            .map(|j| if j == 0 { format!("t{k}") } else { format!("t{k}_{j}") })
+            .map(|j| {
+                if j == 0 {
+                    format!("t{k}")
+                } else {
+                    format!("t{k}_{j}")
+                }
+            })
             .collect();
         self.nodes.push(pb::NodeProto {
             name: format!("{op}_{k}"),
@@ -130,7 +142,15 @@ impl G {
         output
     }
 
-    fn conv(&mut self, x: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> String {
+    fn conv(
+        &mut self,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> String {
         let w = self.weight(&[cout, cin / groups, k, k], 0.3);
         let b = self.weight(&[cout], 0.1);
         let p = (k / 2) as i64;
@@ -187,7 +207,12 @@ impl G {
                 initializer: self.inits.clone(),
                 input: vec![vi(
                     "x",
-                    vec![None, Some(self.c as i64), Some(self.h as i64), Some(self.w as i64)],
+                    vec![
+                        None,
+                        Some(self.c as i64),
+                        Some(self.h as i64),
+                        Some(self.w as i64),
+                    ],
                 )],
                 output: vec![vi("y", vec![])],
                 ..Default::default()
@@ -201,7 +226,11 @@ impl G {
 /// channels-last plan.
 fn check(g: &G, y: &str, tol: f64) -> Plan {
     let model = g.model(y);
-    let dir = std::env::temp_dir().join(format!("tp-plan-{}-{y}-{}", std::process::id(), g.nodes.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "tp-plan-{}-{y}-{}",
+        std::process::id(),
+        g.nodes.len()
+    ));
     let path = dir.join("m.onnx");
     modelgen::write(&model, &path).unwrap();
     let cpu = CpuModel::load(&path).unwrap();
@@ -218,7 +247,10 @@ fn check(g: &G, y: &str, tol: f64) -> Plan {
         assert_eq!(got.len(), want.len(), "channels_last {channels_last}");
         assert!(got.iter().all(|v| v.is_finite()), "unwritten output");
         let err = rel_l2(&got, &want);
-        assert!(err < tol, "channels_last {channels_last}: relative L2 {err}");
+        assert!(
+            err < tol,
+            "channels_last {channels_last}: relative L2 {err}"
+        );
         last.get_or_insert(plan);
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -231,7 +263,12 @@ fn resnet50_fuses_into_54_convs_and_two_pools() {
     let convs: Vec<&ConvStep> = plan.convs().collect();
     // 53 convolutions + the classifier as a 1×1 convolution; every BN, Add and Relu fused.
     assert_eq!(convs.len(), 54);
-    assert_eq!(plan.steps.len(), 56, "{:#?}", plan.steps.iter().map(Step::kind).collect::<Vec<_>>());
+    assert_eq!(
+        plan.steps.len(),
+        56,
+        "{:#?}",
+        plan.steps.iter().map(Step::kind).collect::<Vec<_>>()
+    );
     assert_eq!(convs.iter().filter(|c| c.residual.is_some()).count(), 16);
     assert_eq!(convs.iter().filter(|c| c.relu).count(), 16 * 3 + 1);
     assert_eq!(plan.input_padded_c, 8);
@@ -255,7 +292,10 @@ fn the_tiny_cnn_computes_what_the_onnx_computes() {
     let cpu = CpuModel::load(&path).unwrap();
     let n = 3;
     let x = noise(n * 3 * 224 * 224, 11);
-    let want = cpu.run(Tensor::new(vec![n, 3, 224, 224], x.clone())).unwrap().data;
+    let want = cpu
+        .run(Tensor::new(vec![n, 3, 224, 224], x.clone()))
+        .unwrap()
+        .data;
     for cl in [true, false] {
         let plan = build(&proto, cl).unwrap();
         assert!(plan.convs().any(|c| c.residual.is_some()));
@@ -271,7 +311,10 @@ fn an_unsupported_op_is_named_with_its_node_and_the_supported_list() {
     let y = g.op("Hardmax", &["x"], vec![]);
     let err = build(&g.model(&y), true).unwrap_err();
     assert!(err.contains("Hardmax `Hardmax_0`"), "{err}");
-    assert!(err.contains("not supported") && err.contains("LayerNormalization"), "{err}");
+    assert!(
+        err.contains("not supported") && err.contains("LayerNormalization"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -345,7 +388,11 @@ fn concat_of_branches_and_ceil_mode_max_pool() {
     let p = g.op(
         "MaxPool",
         &["x"],
-        vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 2]), int("ceil_mode", 1)],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("strides", &[2, 2]),
+            int("ceil_mode", 1),
+        ],
     );
     let a = g.conv(&p, 8, 4, 1, 1, 1);
     let b = g.conv(&p, 8, 6, 3, 1, 1);
@@ -384,7 +431,11 @@ fn squeeze_excitation_silu_hardswish_and_hardsigmoid() {
     let r = g.conv(&pool, 8, 4, 1, 1, 1);
     let hs = g.op("HardSwish", &[&r], vec![]);
     let e = g.conv(&hs, 4, 8, 1, 1, 1);
-    let gate = g.op("HardSigmoid", &[&e], vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)]);
+    let gate = g.op(
+        "HardSigmoid",
+        &[&e],
+        vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+    );
     let y = g.op("Mul", &[&silu, &gate], vec![]);
     let plan = check(&g, &y, 1e-5);
     assert!(plan
@@ -403,7 +454,11 @@ fn reduce_mean_clip_and_broadcast_constants() {
     let lo = g.init_f(&[], vec![0.0]);
     let hi = g.init_f(&[], vec![6.0]);
     let c = g.op("Clip", &[&m, &lo, &hi], vec![]);
-    let y = g.op("ReduceMean", &[&c], vec![ints("axes", &[2, 3]), int("keepdims", 0)]);
+    let y = g.op(
+        "ReduceMean",
+        &[&c],
+        vec![ints("axes", &[2, 3]), int("keepdims", 0)],
+    );
     let plan = check(&g, &y, 1e-5);
     assert_eq!(plan.values[plan.output].dims, vec![8]);
 }
@@ -451,7 +506,11 @@ fn convnext_block_layer_norm_linear_gelu_and_permutes() {
     let p = g.op("Transpose", &[&x], vec![ints("perm", &[0, 2, 3, 1])]);
     let sc = g.weight(&[8], 1.0);
     let bi = g.weight(&[8], 0.2);
-    let ln = g.op("LayerNormalization", &[&p, &sc, &bi], vec![int("axis", -1), float("epsilon", 1e-6)]);
+    let ln = g.op(
+        "LayerNormalization",
+        &[&p, &sc, &bi],
+        vec![int("axis", -1), float("epsilon", 1e-6)],
+    );
     let w1 = g.weight(&[8, 16], 0.3);
     let b1 = g.weight(&[16], 0.1);
     let m1 = g.op("MatMul", &[&ln, &w1], vec![]);
@@ -472,7 +531,10 @@ fn convnext_block_layer_norm_linear_gelu_and_permutes() {
     let plan = check(&g, &y, 1e-5);
     // The two permutes between NCHW and NHWC move no data in channels-last storage.
     assert_eq!(
-        plan.steps.iter().filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some())).count(),
+        plan.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some()))
+            .count(),
         0
     );
 }

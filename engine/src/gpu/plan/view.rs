@@ -113,7 +113,16 @@ fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, Str
 fn storage_order<const K: usize>(views: [View; K]) -> [View; K] {
     let y = views[K - 1];
     let mut order: Vec<usize> = (0..RANK).collect();
-    order.sort_by_key(|&k| (std::cmp::Reverse(if y.dims[k] == 1 { i64::MAX } else { y.strides[k] }), k));
+    order.sort_by_key(|&k| {
+        (
+            std::cmp::Reverse(if y.dims[k] == 1 {
+                i64::MAX
+            } else {
+                y.strides[k]
+            }),
+            k,
+        )
+    });
     views.map(|v| {
         let mut out = v;
         for (to, &from) in order.iter().enumerate() {
