@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use super::conv::Algo;
 use super::precision::Precision;
 
-pub const FORMAT: u32 = 3;
+/// Bumped whenever the plan a model builds into can change (the tuning is per convolution).
+pub const FORMAT: u32 = 4;
 const MAGIC: &[u8] = b"torchpipe-rs gpu cache\n";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use super::engine::GpuModel;
 use super::graph_api;
 use super::kernels::{self, KView, Kernels};
 use super::plan::view::View;
-use super::plan::{ConvStep, Plan};
+use super::plan::{ConvStep, Plan, Unary};
 use super::precision::Precision;
 
 /// How one convolution runs.
@@ -170,7 +170,8 @@ impl ConvDescs {
             1
         ))?;
         let act = ActDesc::new()?;
-        let mode = if c.relu {
+        // The legacy fused call runs Relu or nothing; other activations are not offered to it.
+        let mode = if c.act == Unary::Relu {
             dnn::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU
         } else {
             dnn::cudnnActivationMode_t::CUDNN_ACTIVATION_IDENTITY
@@ -307,7 +308,8 @@ impl ConvCall<'_> {
                     self.y as *mut c_void
                 ))?;
                 let (len, cout) = (self.y_len as i64, self.step.cout as i32);
-                let (relu, has_z) = (self.step.relu as i32, self.z.is_some() as i32);
+                let (act, has_z) = (self.step.act as i32, self.z.is_some() as i32);
+                let [p0, p1] = self.step.act_p;
                 let z = self.z.unwrap_or(self.y);
                 let hw = self.y_hw as i32;
                 let mut l = match self.precision {
@@ -322,7 +324,7 @@ impl ConvCall<'_> {
                 if self.precision == Precision::Fp32 {
                     l.arg(&hw);
                 }
-                l.arg(&relu).arg(&has_z);
+                l.arg(&act).arg(&p0).arg(&p1).arg(&has_z);
                 // SAFETY: argument types match the kernel; y and z hold `len` elements.
                 unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
                 Ok(())
@@ -342,10 +344,11 @@ impl ConvCall<'_> {
                     i(c.pad[1]),
                     i(c.dilation[0]),
                     i(c.dilation[1]),
-                    c.relu as i32,
+                    c.act as i32,
                     self.z.is_some() as i32,
                     cl as i32,
                 ];
+                let [p0, p1] = c.act_p;
                 let z = self.z.unwrap_or(self.y);
                 let n = self.y_len as u32;
                 let (xv, yv) = (KView(xv), KView(yv));
@@ -363,7 +366,7 @@ impl ConvCall<'_> {
                 for a in &args {
                     l.arg(a);
                 }
-                l.arg(&n);
+                l.arg(&p0).arg(&p1).arg(&n);
                 // SAFETY: argument types match `depthwise_*`; the views address buffers sized
                 // for the batch, the weights hold cout × kh × kw values.
                 unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
@@ -668,7 +671,12 @@ impl Tuner {
                     && p.determinism == dnn::cudnnDeterminism_t::CUDNN_DETERMINISTIC
                     && p.memory <= WORKSPACE_LIMIT;
                 if ok {
-                    for mode in [Mode::Fused, Mode::Split] {
+                    let modes: &[Mode] = if matches!(c.act, Unary::Identity | Unary::Relu) {
+                        &[Mode::Fused, Mode::Split]
+                    } else {
+                        &[Mode::Split]
+                    };
+                    for &mode in modes {
                         candidates.push(Algo {
                             mode,
                             algo: p.algo as u32,

@@ -362,6 +362,12 @@ descriptor!(
     cudnnDestroyFilterDescriptor
 );
 descriptor!(
+    PoolDesc,
+    dnn::cudnnPoolingDescriptor_t,
+    cudnnCreatePoolingDescriptor,
+    cudnnDestroyPoolingDescriptor
+);
+descriptor!(
     ConvDesc,
     dnn::cudnnConvolutionDescriptor_t,
     cudnnCreateConvolutionDescriptor,

@@ -22,6 +22,7 @@ use super::cuda::{
 use super::kernels::{self, KView, Kernels};
 use super::plan::view::{self, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch};
 use super::plan::{self, ConvStep, Operand, Plan, RowKind, Step};
+use super::pooling::CudnnPool;
 use super::precision::Precision;
 use crate::backends::model::Input;
 
@@ -341,6 +342,8 @@ enum StepDescs {
         y: TensorDesc,
         graph: Option<GraphExec>,
     },
+    /// A pool (or global average) cuDNN runs exactly as ONNX defines it.
+    CudnnPool(CudnnPool),
     Map(MapLaunch),
     Reduce(ReduceLaunch),
     Row(RowLaunch),
@@ -465,6 +468,10 @@ impl GpuInstance {
         let mut out = Vec::new();
         let bad = |e: String| GpuError::Plan(e);
         for s in &plan.steps {
+            if let Some(p) = CudnnPool::new(plan, s, m.precision, n)? {
+                out.push(StepDescs::CudnnPool(p));
+                continue;
+            }
             out.push(match s {
                 Step::Conv(c) => {
                     let (xs, ys) = conv_shapes(plan, c)?;
@@ -598,6 +605,13 @@ impl GpuInstance {
                         .run(algos[conv_i], graph.as_ref())?;
                     conv_i += 1;
                 }
+                (s, StepDescs::CudnnPool(pool)) => {
+                    let input =
+                        s.inputs().first().copied().ok_or_else(|| {
+                            GpuError::Plan("a pooling step without an input".into())
+                        })?;
+                    pool.run(self.dnn.h, self.ptr(input), self.ptr(s.output()))?;
+                }
                 (Step::Map(s), StepDescs::Map(l)) => {
                     let (pa, pb, py) = (
                         self.operand(s.a),
@@ -608,7 +622,12 @@ impl GpuInstance {
                     let (va, vb, vy) = (KView(l.a), KView(l.b), KView(l.y));
                     let mut b = self.stream.launch_builder(self.kernel(&k.map));
                     b.arg(&va).arg(&vb).arg(&vy).arg(&pa).arg(&pb).arg(&py);
-                    b.arg(&bin).arg(&un).arg(&l.p0).arg(&l.p1).arg(&len);
+                    b.arg(&bin)
+                        .arg(&un)
+                        .arg(&l.p0)
+                        .arg(&l.p1)
+                        .arg(&len)
+                        .arg(&l.linear);
                     // SAFETY: argument types match `map_*`; the views stay inside the buffers
                     // the plan sized for `max` items.
                     unsafe { b.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;

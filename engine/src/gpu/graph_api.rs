@@ -1,5 +1,5 @@
 //! cuDNN's graph (backend) API for one fused convolution: conv → +bias → (+residual) →
-//! (ReLU), fp16 NHWC in and out, fp32 inside. cuDNN's heuristics list the engines that can run
+//! (ReLU, ReLU6, sigmoid or SiLU), fp16 NHWC in and out, fp32 inside. cuDNN's heuristics list the engines that can run
 //! the whole graph as one kernel; the tuner times them against the legacy API's choices.
 
 use std::ffi::c_void;
@@ -10,7 +10,7 @@ use dnn::cudnnBackendAttributeType_t as T;
 use dnn::cudnnBackendDescriptorType_t as D;
 
 use super::cuda::{dnn_call, Result};
-use super::plan::ConvStep;
+use super::plan::{ConvStep, Unary};
 
 /// An owned backend descriptor.
 pub struct BDesc(pub dnn::cudnnBackendDescriptor_t);
@@ -106,6 +106,17 @@ fn pointwise(
     b: Option<&BDesc>,
     y: &BDesc,
 ) -> Result<BDesc> {
+    pointwise_clipped(mode, None, x, b, y)
+}
+
+/// A pointwise op; `upper`: a Relu's upper clip (ReLU6).
+fn pointwise_clipped(
+    mode: dnn::cudnnPointwiseMode_t,
+    upper: Option<f32>,
+    x: &BDesc,
+    b: Option<&BDesc>,
+    y: &BDesc,
+) -> Result<BDesc> {
     let pw = BDesc::new(D::CUDNN_BACKEND_POINTWISE_DESCRIPTOR)?;
     pw.set(
         A::CUDNN_ATTR_POINTWISE_MODE,
@@ -113,6 +124,14 @@ fn pointwise(
         &[mode],
     )?;
     pw.dtype(A::CUDNN_ATTR_POINTWISE_MATH_PREC, FLOAT)?;
+    if let Some(u) = upper {
+        // The clip's type follows the math precision (float).
+        pw.set(
+            A::CUDNN_ATTR_POINTWISE_RELU_UPPER_CLIP,
+            T::CUDNN_TYPE_FLOAT,
+            &[u],
+        )?;
+    }
     let pw = pw.finalize()?;
     let op = BDesc::new(D::CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR)?;
     op.descs(A::CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, &[&pw])?;
@@ -187,8 +206,24 @@ pub fn conv_graph(
     )?;
     ops.push(op.finalize()?);
 
-    // conv_out + bias → [+ z] → [relu]; the last op writes y.
-    let tail = c.residual.is_some() as usize + c.relu as usize;
+    // conv_out + bias → [+ z] → [activation]; the last op writes y. Relu, ReLU6 (a Relu with
+    // an upper clip), Sigmoid and SiLU have pointwise modes; the rest run split.
+    let act = match (c.act, c.act_p) {
+        (Unary::Identity, _) => None,
+        (Unary::Relu, _) => Some((dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_RELU_FWD, None)),
+        (Unary::Clip, [lo, hi]) if lo == 0.0 && hi.is_finite() => Some((
+            dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_RELU_FWD,
+            Some(hi),
+        )),
+        (Unary::Sigmoid, _) => Some((dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_SIGMOID_FWD, None)),
+        (Unary::Swish, _) => Some((dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_SWISH_FWD, None)),
+        (other, _) => {
+            return Err(super::cuda::GpuError::Plan(format!(
+                "the graph API has no fused {other:?}"
+            )))
+        }
+    };
+    let tail = c.residual.is_some() as usize + act.is_some() as usize;
     let after_bias = if tail == 0 { None } else { Some(virt()?) };
     ops.push(pointwise(
         dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_ADD,
@@ -199,7 +234,7 @@ pub fn conv_graph(
     let mut cur = after_bias;
     if c.residual.is_some() {
         let z = tensor(UID_Z, n, y_shape, HALF, false)?;
-        let out = if c.relu { Some(virt()?) } else { None };
+        let out = if act.is_some() { Some(virt()?) } else { None };
         let input = cur.take().ok_or_else(|| {
             super::cuda::GpuError::Plan("fused graph: residual without an input".into())
         })?;
@@ -213,16 +248,11 @@ pub fn conv_graph(
         parts.push(z);
         cur = out;
     }
-    if c.relu {
+    if let Some((mode, upper)) = act {
         let input = cur.take().ok_or_else(|| {
-            super::cuda::GpuError::Plan("fused graph: relu without an input".into())
+            super::cuda::GpuError::Plan("fused graph: an activation without an input".into())
         })?;
-        ops.push(pointwise(
-            dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_RELU_FWD,
-            &input,
-            None,
-            &y,
-        )?);
+        ops.push(pointwise_clipped(mode, upper, &input, None, &y)?);
         parts.push(input);
     }
     let graph = BDesc::new(D::CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR)?;

@@ -67,24 +67,6 @@ extern "C" __global__ void to_input_float(const float* __restrict__ x, float* __
     }
 }
 
-// The epilogue of a convolution run without cuDNN's fusion: y = act(y + bias[c] + z).
-extern "C" __global__ void bias_act_half(unsigned short* y, const unsigned short* z,
-        const unsigned short* bias, long n, int cout, int relu, int has_z) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = h2f(y[i]) + h2f(bias[i % cout]);
-    if (has_z) v += h2f(z[i]);
-    y[i] = f2h(relu ? fmaxf(v, 0.0f) : v);
-}
-
-extern "C" __global__ void bias_act_float(float* y, const float* z, const float* bias, long n,
-        int cout, int hw, int relu, int has_z) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = y[i] + bias[(i / hw) % cout];
-    if (has_z) v += z[i];
-    y[i] = relu ? fmaxf(v, 0.0f) : v;
-}
 
 // Binary codes (plan::Binary) and unary codes (plan::Unary), in declaration order.
 __device__ __forceinline__ float binary_op(int op, float a, float b) {
@@ -122,25 +104,47 @@ __device__ __forceinline__ float unary_op(int op, float x, float p0, float p1) {
     }
 }
 
+// The epilogue of a convolution run without cuDNN's fusion: y = act(y + bias[c] + z), act a
+// unary code with its parameters (ConvStep::act).
+extern "C" __global__ void bias_act_half(unsigned short* y, const unsigned short* z,
+        const unsigned short* bias, long n, int cout, int act, float p0, float p1, int has_z) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = h2f(y[i]) + h2f(bias[i % cout]);
+    if (has_z) v += h2f(z[i]);
+    y[i] = f2h(unary_op(act, v, p0, p1));
+}
+
+extern "C" __global__ void bias_act_float(float* y, const float* z, const float* bias, long n,
+        int cout, int hw, int act, float p0, float p1, int has_z) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = y[i] + bias[(i / hw) % cout];
+    if (has_z) v += z[i];
+    y[i] = unary_op(act, v, p0, p1);
+}
+
 // y[region] = unary(binary(a, b)), one thread per element of the region.
+// linear: bit 0/1/2 set where a/b/y is dense in the region's order (offset + i, no division).
 template <typename T>
 __device__ void map_impl(View a, View b, View y, const T* pa, const T* pb, T* py,
-        int binary, int unary, float p0, float p1, unsigned int n) {
+        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float va = ld(pa, at(a, i));
-    float vb = binary ? ld(pb, at(b, i)) : 0.0f;
-    st(py, at(y, i), unary_op(unary, binary_op(binary, va, vb), p0, p1));
+    float va = ld(pa, (linear & 1) ? a.offset + i : at(a, i));
+    float vb = binary ? ld(pb, (linear & 2) ? b.offset + i : at(b, i)) : 0.0f;
+    st(py, (linear & 4) ? y.offset + i : at(y, i), unary_op(unary, binary_op(binary, va, vb), p0, p1));
 }
 
 extern "C" __global__ void map_half(View a, View b, View y, const unsigned short* pa,
         const unsigned short* pb, unsigned short* py, int binary, int unary, float p0, float p1,
-        unsigned int n) {
-    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n);
+        unsigned int n, unsigned int linear) {
+    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear);
 }
 extern "C" __global__ void map_float(View a, View b, View y, const float* pa, const float* pb,
-        float* py, int binary, int unary, float p0, float p1, unsigned int n) {
-    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n);
+        float* py, int binary, int unary, float p0, float p1, unsigned int n,
+        unsigned int linear) {
+    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -304,7 +308,7 @@ extern "C" __global__ void pool_float(View xv, View yv, const float* x, float* y
 template <typename T>
 __device__ void depthwise_impl(View xv, View yv, const T* x, const T* w, const T* bias,
         const T* z, T* y, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
-        int relu, int has_z, int cl, unsigned int n) {
+        int act, int has_z, int cl, float p0, float p1, unsigned int n) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     unsigned int C = yv.dims[3], OH = yv.dims[4], OW = yv.dims[5];
@@ -330,17 +334,19 @@ __device__ void depthwise_impl(View xv, View yv, const T* x, const T* w, const T
     long long yo = yv.offset + b * yv.strides[2] + c * yv.strides[3] + oy * yv.strides[4]
         + ox * yv.strides[5];
     if (has_z) acc += ld(z, yo);
-    st(y, yo, relu ? fmaxf(acc, 0.0f) : acc);
+    st(y, yo, unary_op(act, acc, p0, p1));
 }
 
 extern "C" __global__ void depthwise_half(View xv, View yv, const unsigned short* x,
         const unsigned short* w, const unsigned short* bias, const unsigned short* z,
         unsigned short* y, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
-        int relu, int has_z, int cl, unsigned int n) {
-    depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, relu, has_z, cl, n);
+        int act, int has_z, int cl, float p0, float p1, unsigned int n) {
+    depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, act, has_z, cl, p0,
+        p1, n);
 }
 extern "C" __global__ void depthwise_float(View xv, View yv, const float* x, const float* w,
         const float* bias, const float* z, float* y, int kh, int kw, int sh, int sw, int ph,
-        int pw, int dh, int dw, int relu, int has_z, int cl, unsigned int n) {
-    depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, relu, has_z, cl, n);
+        int pw, int dh, int dw, int act, int has_z, int cl, float p0, float p1, unsigned int n) {
+    depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, act, has_z, cl, p0,
+        p1, n);
 }

@@ -29,6 +29,8 @@ pub mod nvjpeg;
 #[cfg(feature = "cuda")]
 pub mod pool;
 #[cfg(feature = "cuda")]
+mod pooling;
+#[cfg(feature = "cuda")]
 mod precision;
 
 #[cfg(feature = "cuda")]

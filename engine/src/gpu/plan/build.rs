@@ -405,7 +405,8 @@ impl<'a> Builder<'a> {
             pad: pb,
             dilation: self.pair(i, "dilations", 1)?,
             groups,
-            relu: false,
+            act: Unary::Identity,
+            act_p: [0.0, 0.0],
             weight,
             bias,
         };
@@ -437,14 +438,71 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        if let Some(relu) = self.sole_consumer(&out, "Relu") {
-            conv.relu = true;
-            self.done[relu] = true;
-            out = self.out(relu)?;
-        }
+        let out = self.fuse_act(out, &mut conv)?;
         conv.output = self.define(&out, shape, true);
         self.steps.push(Step::Conv(conv));
         Ok(())
+    }
+
+    /// The activation that alone reads a convolution's output, absorbed into its epilogue:
+    /// Relu, Clip (ReLU6), HardSwish, HardSigmoid, Sigmoid, or Sigmoid times its own input
+    /// (SiLU).
+    fn fuse_act(&mut self, out: String, conv: &mut ConvStep) -> R<String> {
+        if self.graph_outputs.contains(out.as_str()) {
+            return Ok(out);
+        }
+        let readers = self
+            .consumers
+            .get(out.as_str())
+            .cloned()
+            .unwrap_or_default();
+        // SiLU as the exporter writes it: x read by a Sigmoid and by the Mul of both.
+        if let [a, b] = readers[..] {
+            for (sig, mul) in [(a, b), (b, a)] {
+                let (ns, nm) = (&self.nodes[sig], &self.nodes[mul]);
+                if ns.op_type == "Sigmoid"
+                    && nm.op_type == "Mul"
+                    && !self.done[sig]
+                    && !self.done[mul]
+                    && ns.output.first().is_some_and(|so| {
+                        self.sole_consumer(so, "Mul") == Some(mul)
+                            && nm.input.iter().any(|n| *n == out)
+                    })
+                {
+                    conv.act = Unary::Swish;
+                    self.done[sig] = true;
+                    self.done[mul] = true;
+                    return self.out(mul);
+                }
+            }
+        }
+        let [next] = readers[..] else {
+            return Ok(out);
+        };
+        if self.done[next] {
+            return Ok(out);
+        }
+        let (act, p) = match self.nodes[next].op_type.as_str() {
+            "Relu" => (Unary::Relu, [0.0, 0.0]),
+            "Clip" => {
+                let (lo, hi) = self.clip_bounds(next)?;
+                (Unary::Clip, [lo, hi])
+            }
+            "HardSwish" => (Unary::HardSwish, [0.0, 0.0]),
+            "HardSigmoid" => {
+                let n = &self.nodes[next];
+                (
+                    Unary::HardSigmoid,
+                    [attr_float(n, "alpha", 0.2), attr_float(n, "beta", 0.5)],
+                )
+            }
+            "Sigmoid" => (Unary::Sigmoid, [0.0, 0.0]),
+            _ => return Ok(out),
+        };
+        conv.act = act;
+        conv.act_p = p;
+        self.done[next] = true;
+        self.out(next)
     }
 
     fn conv_shape(&self, c: &ConvStep) -> R<Dims> {
@@ -581,7 +639,8 @@ impl<'a> Builder<'a> {
             pad: [0, 0],
             dilation: [1, 1],
             groups: 1,
-            relu: false,
+            act: Unary::Identity,
+            act_p: [0.0, 0.0],
             weight,
             bias,
         };
@@ -602,11 +661,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        if let Some(relu) = self.sole_consumer(&out, "Relu") {
-            conv.relu = true;
-            self.done[relu] = true;
-            out = self.out(relu)?;
-        }
+        let out = self.fuse_act(out, &mut conv)?;
         conv.output = self.define(&out, vec![cout], false);
         self.steps.push(Step::Conv(conv));
         Ok(())

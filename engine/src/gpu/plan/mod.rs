@@ -73,12 +73,6 @@ pub enum Operand {
     Const(usize),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Act {
-    None,
-    Relu,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvStep {
     /// The ONNX node this step starts from (for errors and logs).
@@ -95,7 +89,10 @@ pub struct ConvStep {
     pub pad: [usize; 2],
     pub dilation: [usize; 2],
     pub groups: usize,
-    pub relu: bool,
+    /// Applied after the bias and the residual: Identity, Relu, Clip (`act_p`: its bounds),
+    /// Sigmoid, Swish or HardSwish.
+    pub act: Unary,
+    pub act_p: [f32; 2],
     /// OIHW, `cout × (cin / groups) × kh × kw`, BatchNorm already folded in.
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,

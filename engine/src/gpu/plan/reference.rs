@@ -147,7 +147,7 @@ pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
                                 if let Some(r) = &res {
                                     acc += r[at];
                                 }
-                                y[at] = if cv.relu { acc.max(0.0) } else { acc };
+                                y[at] = unary(cv.act, acc, cv.act_p[0], cv.act_p[1]);
                             }
                         }
                     }

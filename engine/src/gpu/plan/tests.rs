@@ -270,7 +270,10 @@ fn resnet50_fuses_into_54_convs_and_two_pools() {
         plan.steps.iter().map(Step::kind).collect::<Vec<_>>()
     );
     assert_eq!(convs.iter().filter(|c| c.residual.is_some()).count(), 16);
-    assert_eq!(convs.iter().filter(|c| c.relu).count(), 16 * 3 + 1);
+    assert_eq!(
+        convs.iter().filter(|c| c.act == Unary::Relu).count(),
+        16 * 3 + 1
+    );
     assert_eq!(plan.input_padded_c, 8);
     assert_eq!(convs[0].cin, 8);
     assert_eq!(plan.values[plan.output].dims, vec![1000]);
@@ -438,10 +441,9 @@ fn squeeze_excitation_silu_hardswish_and_hardsigmoid() {
     );
     let y = g.op("Mul", &[&silu, &gate], vec![]);
     let plan = check(&g, &y, 1e-5);
-    assert!(plan
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::Map(m) if m.unary == Unary::Swish)));
+    // SiLU, HardSwish and the gate ride in their convolutions' epilogues.
+    let acts: Vec<Unary> = plan.convs().map(|c| c.act).collect();
+    assert_eq!(acts, [Unary::Swish, Unary::HardSwish, Unary::HardSigmoid]);
 }
 
 #[test]
@@ -592,4 +594,40 @@ fn slots_never_share_memory_between_live_values() {
             assert_ne!(slot_of[i], slot_of[s.output()]);
         }
     }
+}
+
+#[test]
+fn a_linear_map_view_addresses_exactly_what_the_strided_walk_does() {
+    // The kernels skip the index arithmetic for views marked linear: they must agree.
+    let mut plans = vec![
+        build(&modelgen::tiny_cnn(modelgen::TINY_SEED), true).unwrap(),
+        build(&modelgen::tiny_cnn(modelgen::TINY_SEED), false).unwrap(),
+    ];
+    let mut g = G::new(8, 6, 6);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let s = g.op("Sigmoid", &[&x], vec![]);
+    let p = g.op("GlobalAveragePool", &[&s], vec![]);
+    let m = g.op("Mul", &[&x, &p], vec![]);
+    let t = g.op("Transpose", &[&m], vec![ints("perm", &[0, 2, 3, 1])]);
+    let y = g.op("Relu", &[&t], vec![]);
+    for cl in [true, false] {
+        plans.push(build(&g.model(&y), cl).unwrap());
+    }
+    let mut linear = 0;
+    for plan in &plans {
+        for step in &plan.steps {
+            if let Step::Map(m) = step {
+                for n in [1, 3] {
+                    let l = view::map(plan, m, n).unwrap();
+                    for (bit, v) in [(1, l.a), (2, l.b), (4, l.y)] {
+                        if l.linear & bit != 0 {
+                            linear += 1;
+                            assert!((0..l.y.len()).all(|i| v.at(i) == v.offset + i as i64));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(linear > 0, "no view was marked linear");
 }

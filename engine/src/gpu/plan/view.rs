@@ -133,12 +133,29 @@ fn storage_order<const K: usize>(views: [View; K]) -> [View; K] {
     })
 }
 
-/// One elementwise launch.
+/// Whether a view's elements are contiguous in row-major order of its dims.
+fn dense(v: &View) -> bool {
+    let mut expect = 1i64;
+    for k in (0..RANK).rev() {
+        if v.dims[k] != 1 {
+            if v.strides[k] != expect {
+                return false;
+            }
+            expect *= v.dims[k] as i64;
+        }
+    }
+    true
+}
+
+/// One elementwise launch. `linear`: bit 0 (`a`), 1 (`b`), 2 (`y`) set where that view is the
+/// region itself, dense in storage order, so element `i` is at `offset + i` (no index
+/// arithmetic: the common case of whole tensors in one layout).
 #[derive(Clone, Copy, Debug)]
 pub struct MapLaunch {
     pub a: View,
     pub b: View,
     pub y: View,
+    pub linear: u32,
     pub binary: Binary,
     pub unary: Unary,
     pub p0: f32,
@@ -173,10 +190,15 @@ pub fn map(plan: &Plan, m: &MapStep, n: usize) -> Result<MapLaunch, String> {
         None => a,
     };
     let [a, b, y] = storage_order([a, b, y]);
+    let dense = dense(&y);
+    let same =
+        |v: &View| dense && (0..RANK).all(|k| y.dims[k] == 1 || v.strides[k] == y.strides[k]);
+    let linear = same(&a) as u32 | (same(&b) as u32) << 1 | (dense as u32) << 2;
     Ok(MapLaunch {
         a,
         b,
         y,
+        linear,
         binary: m.binary,
         unary: m.unary,
         p0: m.p0,
