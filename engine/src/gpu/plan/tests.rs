@@ -441,9 +441,41 @@ fn squeeze_excitation_silu_hardswish_and_hardsigmoid() {
     );
     let y = g.op("Mul", &[&silu, &gate], vec![]);
     let plan = check(&g, &y, 1e-5);
-    // SiLU, HardSwish and the gate ride in their convolutions' epilogues.
+    // SiLU rides in its convolution's epilogue; HardSwish and HardSigmoid stay steps.
     let acts: Vec<Unary> = plan.convs().map(|c| c.act).collect();
-    assert_eq!(acts, [Unary::Swish, Unary::HardSwish, Unary::HardSigmoid]);
+    assert_eq!(acts, [Unary::Swish, Unary::Identity, Unary::Identity]);
+}
+
+#[test]
+fn relu6_with_bounds_from_later_constant_nodes_is_fused_into_its_conv() {
+    // mobilenet_v2 as exported: Conv → Clip whose min/max are Constant nodes written after
+    // the Conv.
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let mut bounds = Vec::new();
+    for v in [0.0f32, 0.5] {
+        let k = g.nodes.len();
+        g.nodes.push(pb::NodeProto {
+            name: format!("cst{k}"),
+            op_type: "Constant".into(),
+            output: vec![format!("t{k}")],
+            attribute: vec![pb::AttributeProto {
+                name: "value_float".into(),
+                r#type: pb::attribute_proto::AttributeType::Float as i32,
+                f: v,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        bounds.push(format!("t{k}"));
+    }
+    let y = g.op("Clip", &[&x, &bounds[0], &bounds[1]], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.steps.len(), 1);
+    assert_eq!(
+        plan.convs().next().map(|c| (c.act, c.act_p)),
+        Some((Unary::Clip, [0.0, 0.5]))
+    );
 }
 
 #[test]
