@@ -315,6 +315,8 @@ pub struct Notes {
     pub runtime_compiled: bool,
     /// Results may differ bit-wise between runs (atomics, split reductions).
     pub nondeterministic: bool,
+    /// Accumulates in less than fp32 (fp16 reductions): errors grow with depth.
+    pub reduced_precision: bool,
 }
 
 pub fn notes(cfg: &BDesc) -> Result<Notes> {
@@ -357,6 +359,10 @@ pub fn notes(cfg: &BDesc) -> Result<Notes> {
         ),
         nondeterministic: numerical.contains(
             &(dnn::cudnnBackendNumericalNote_t::CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC as u32),
+        ),
+        reduced_precision: numerical.contains(
+            &(dnn::cudnnBackendNumericalNote_t::CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION
+                as u32),
         ),
     })
 }
