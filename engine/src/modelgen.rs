@@ -51,7 +51,7 @@ struct Builder {
     counter: usize,
 }
 
-fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+pub(crate) fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
@@ -60,7 +60,7 @@ fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     }
 }
 
-fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
@@ -69,7 +69,7 @@ fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
     }
 }
 
-fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
+pub(crate) fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Float as i32,

@@ -495,16 +495,7 @@ impl Tuner {
                 .call("cuMemcpy2D")?;
             raw
         };
-        Ok(match self.precision {
-            Precision::Fp16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Precision::Fp32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        })
+        Ok(self.precision.to_f32(&raw))
     }
 
     /// Times one candidate: a warm-up call whose output is checked against the reference

@@ -753,16 +753,7 @@ impl GpuInstance {
             // SAFETY: the value's slot holds `len` elements; the stream is idle.
             unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut raw, self.ptr(out)) }
                 .call("cuMemcpyDtoH")?;
-            let vals: Vec<f32> = match m.precision {
-                Precision::Fp16 => raw
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                Precision::Fp32 => raw
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            };
+            let vals: Vec<f32> = m.precision.to_f32(&raw);
             let (dims, strides) = view::value_layout(&m.plan, out, n);
             let v = view::View::new(&dims, &strides, 0).map_err(GpuError::Plan)?;
             let logical: Vec<f32> = (0..v.len()).map(|k| vals[v.at(k) as usize]).collect();
@@ -902,16 +893,7 @@ impl GpuInstance {
         let m = &self.model;
         let per = m.plan.output_len();
         let raw = &self.host_out.as_slice()[..per * n * m.precision.bytes()];
-        let flat: Vec<f32> = match m.precision {
-            Precision::Fp16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Precision::Fp32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        };
+        let flat: Vec<f32> = m.precision.to_f32(raw);
         if let Some(i) = flat.iter().position(|v| !v.is_finite()) {
             return Err(GpuError::Plan(format!(
                 "the GPU output is not finite at element {i} (unwritten, or an fp16 overflow)"

@@ -47,3 +47,19 @@ impl Precision {
         }
     }
 }
+
+impl Precision {
+    /// Raw device values of this precision (little-endian) as f32.
+    pub(super) fn to_f32(self, raw: &[u8]) -> Vec<f32> {
+        match self {
+            Precision::Fp16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Precision::Fp32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        }
+    }
+}

@@ -168,6 +168,17 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A Relu that alone reads `out` is absorbed: the name to define and the unary to apply.
+    fn absorb_relu(&mut self, out: String) -> R<(String, Unary)> {
+        match self.sole_consumer(&out, "Relu") {
+            Some(r) => {
+                self.done[r] = true;
+                Ok((self.out(r)?, Unary::Relu))
+            }
+            None => Ok((out, Unary::Identity)),
+        }
+    }
+
     fn map(&mut self, m: MapStep) {
         self.steps.push(Step::Map(m));
     }
@@ -464,8 +475,7 @@ impl<'a> Builder<'a> {
                     && !self.done[sig]
                     && !self.done[mul]
                     && ns.output.first().is_some_and(|so| {
-                        self.sole_consumer(so, "Mul") == Some(mul)
-                            && nm.input.iter().any(|n| *n == out)
+                        self.sole_consumer(so, "Mul") == Some(mul) && nm.input.contains(&out)
                     })
                 {
                     conv.act = Unary::Swish;
@@ -566,19 +576,14 @@ impl<'a> Builder<'a> {
         cd.extend(std::iter::repeat_n(1, dims.len() - 1));
         let (sc, sh) = (self.new_const(cd.clone(), scale), self.new_const(cd, shift));
         let cl = self.values[x].channels_last;
-        let mut out = self.out(i)?;
+        let out = self.out(i)?;
         let tmp = self.define(&format!("{out}#scaled"), dims.clone(), cl);
         self.map(MapStep {
             b: Some(Operand::Const(sc)),
             binary: Binary::Mul,
             ..Self::copy_step(x, tmp)
         });
-        let mut unary = Unary::Identity;
-        if let Some(r) = self.sole_consumer(&out, "Relu") {
-            unary = Unary::Relu;
-            self.done[r] = true;
-            out = self.out(r)?;
-        }
+        let (out, unary) = self.absorb_relu(out)?;
         let y = self.define(&out, dims, cl);
         self.map(MapStep {
             b: Some(Operand::Const(sh)),
@@ -971,13 +976,7 @@ impl<'a> Builder<'a> {
             Operand::Value(v) => self.values[*v].dims == dims && self.values[*v].channels_last,
             Operand::Const(_) => false,
         });
-        let mut out = self.out(i)?;
-        let mut unary = Unary::Identity;
-        if let Some(r) = self.sole_consumer(&out, "Relu") {
-            unary = Unary::Relu;
-            self.done[r] = true;
-            out = self.out(r)?;
-        }
+        let (out, unary) = self.absorb_relu(self.out(i)?)?;
         let output = self.define(&out, dims, cl);
         self.map(MapStep {
             a,
