@@ -3,7 +3,7 @@
 //! CPU engine on small graphs, which checks import, folding, fusion and the layout rules.
 
 use super::view::{self, View};
-use super::{Binary, Operand, Plan, PoolKind, ReduceKind, RowKind, Step, Unary};
+use super::{Binary, Operand, Plan, PoolKind, PoolStep, ReduceKind, RowKind, Step, Unary};
 
 pub fn erf(x: f32) -> f32 {
     // Abramowitz–Stegun 7.1.26 is too coarse for a 1e-5 check; use the series / continued
@@ -58,9 +58,21 @@ pub fn binary(b: Binary, x: f32, y: f32) -> f32 {
     }
 }
 
+/// The GPU kernels compiled for the host (the tests' `HostKernels`): when given, elementwise and
+/// pooling steps run through them instead of this file's loops.
+pub trait Kernels {
+    fn map(&self, l: &view::MapLaunch, a: *const f32, b: *const f32, y: *mut f32);
+    fn pool(&self, p: &PoolStep, l: &view::PoolLaunch, cl: bool, x: *const f32, y: *mut f32);
+}
+
 /// Runs `plan` on `input` (`[n, c, h, w]`, already normalised); returns the output in its
 /// logical row-major order.
 pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
+    run_with(plan, input, n, None)
+}
+
+/// `run`, with the kernels of `k` for the steps they cover.
+pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -> Vec<f32> {
     let (sizes, slot_of) = plan.slots();
     let mut slots: Vec<Vec<f32>> = sizes.iter().map(|s| vec![f32::NAN; s * n]).collect();
     let [c, h, w] = plan.input;
@@ -80,6 +92,28 @@ pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
     for step in &plan.steps {
         let out_slot = slot_of[step.output()];
         match step {
+            Step::Map(m) if k.is_some() => {
+                let l = view::map(plan, m, n).unwrap();
+                let ptr = |o: Operand| -> *const f32 {
+                    match o {
+                        Operand::Value(v) => slots[slot_of[v]].as_ptr(),
+                        Operand::Const(c) => plan.consts[c].data.as_ptr(),
+                    }
+                };
+                let (pa, pb) = (ptr(m.a), m.b.map_or(std::ptr::null(), ptr));
+                let py = slots[out_slot].as_mut_ptr();
+                if let Some(k) = k {
+                    k.map(&l, pa, pb, py);
+                }
+            }
+            Step::Pool(p) if k.is_some() => {
+                let l = view::pool(plan, p, n).unwrap();
+                let px = slots[slot_of[p.input]].as_ptr();
+                let py = slots[out_slot].as_mut_ptr();
+                if let Some(k) = k {
+                    k.pool(p, &l, plan.values[p.output].channels_last, px, py);
+                }
+            }
             Step::Map(m) => {
                 let l = view::map(plan, m, n).unwrap();
                 let mut out = std::mem::take(&mut slots[out_slot]);

@@ -636,3 +636,224 @@ fn a_linear_map_view_addresses_exactly_what_the_strided_walk_does() {
     }
     assert!(linear > 0, "no view was marked linear");
 }
+
+/// `gpu/kernels.cu` compiled for the host with the system C++ compiler (CUDA's qualifiers
+/// defined away, its fp16 conversions as `_Float16`), loaded as a shared library; the grid of a
+/// launch runs thread by thread.
+struct HostKernels {
+    lib: libloading::Library,
+}
+
+const KERNELS_PRELUDE: &str = r#"
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+using std::max;
+using std::min;
+#define KERNELS_HOST
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __restrict__
+struct Dim3 { unsigned x, y, z; };
+static Dim3 blockIdx, blockDim, threadIdx;
+extern "C" void tp_set_thread(unsigned b, unsigned t) {
+    blockIdx.x = b; blockDim.x = 256; threadIdx.x = t;
+}
+static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+static inline float __shfl_xor_sync(unsigned, float v, int) { return v; }
+static inline unsigned short f2h(float f) {
+    _Float16 h = (_Float16)f; unsigned short u; std::memcpy(&u, &h, 2); return u;
+}
+static inline float h2f(unsigned short u) { _Float16 h; std::memcpy(&h, &u, 2); return (float)h; }
+"#;
+
+type MapFn = unsafe extern "C" fn(
+    view::View,
+    view::View,
+    view::View,
+    *const f32,
+    *const f32,
+    *mut f32,
+    i32,
+    i32,
+    f32,
+    f32,
+    u32,
+    u32,
+);
+type PoolFn = unsafe extern "C" fn(
+    view::View,
+    view::View,
+    *const f32,
+    *mut f32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    u32,
+);
+
+impl HostKernels {
+    fn load() -> HostKernels {
+        let dir = std::env::temp_dir().join(format!("tp-kernels-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("kernels.cpp");
+        let lib = dir.join("libkernels.so");
+        let kernels = include_str!("../kernels.cu");
+        std::fs::write(&src, format!("{KERNELS_PRELUDE}\n{kernels}")).unwrap();
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        // No FMA contraction: the same roundings as the kernels' separate multiply and add.
+        let out = std::process::Command::new(&cxx)
+            .args(["-O1", "-shared", "-fPIC", "-ffp-contract=off", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
+        assert!(
+            out.status.success(),
+            "kernels.cu does not compile for the host:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // SAFETY: a library we just built from our own source; its initialisers do nothing.
+        let lib = unsafe { libloading::Library::new(&lib) }.unwrap();
+        HostKernels { lib }
+    }
+
+    fn grid(&self, n: usize, mut launch: impl FnMut()) {
+        // SAFETY: the prelude's setter, `extern "C" void(unsigned, unsigned)`.
+        let set: libloading::Symbol<unsafe extern "C" fn(u32, u32)> =
+            unsafe { self.lib.get(b"tp_set_thread") }.unwrap();
+        for b in 0..n.div_ceil(256) {
+            for t in 0..256 {
+                // SAFETY: sets plain globals of the library.
+                unsafe { set(b as u32, t) };
+                launch();
+            }
+        }
+    }
+}
+
+impl reference::Kernels for HostKernels {
+    fn map(&self, l: &view::MapLaunch, a: *const f32, b: *const f32, y: *mut f32) {
+        // SAFETY: `map_float`'s signature, as MapFn declares it.
+        let f: libloading::Symbol<MapFn> = unsafe { self.lib.get(b"map_float") }.unwrap();
+        let n = l.y.len();
+        self.grid(n, || {
+            // SAFETY: the views stay inside the reference executor's buffers (the plan sized
+            // them), as on the GPU.
+            unsafe {
+                f(
+                    l.a,
+                    l.b,
+                    l.y,
+                    a,
+                    b,
+                    y,
+                    l.binary as i32,
+                    l.unary as i32,
+                    l.p0,
+                    l.p1,
+                    n as u32,
+                    l.linear,
+                )
+            }
+        });
+    }
+
+    fn pool(&self, p: &PoolStep, l: &view::PoolLaunch, cl: bool, x: *const f32, y: *mut f32) {
+        // SAFETY: `pool_float`'s signature, as PoolFn declares it.
+        let f: libloading::Symbol<PoolFn> = unsafe { self.lib.get(b"pool_float") }.unwrap();
+        let n = l.y.len();
+        let i = |v: usize| v as i32;
+        self.grid(n, || {
+            // SAFETY: as for `map`.
+            unsafe {
+                f(
+                    l.x,
+                    l.y,
+                    x,
+                    y,
+                    p.kind as i32,
+                    i(p.kernel[0]),
+                    i(p.kernel[1]),
+                    i(p.stride[0]),
+                    i(p.stride[1]),
+                    i(p.pad_begin[0]),
+                    i(p.pad_begin[1]),
+                    i(p.pad_end[0]),
+                    i(p.pad_end[1]),
+                    cl as i32,
+                    n as u32,
+                )
+            }
+        });
+    }
+}
+
+#[test]
+fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
+    // Every Map (broadcast, transpose, concat, slice, copies between layouts) and Pool of
+    // these graphs runs through kernels.cu compiled for the host; the result must match tract
+    // and the host reference in both layouts.
+    let k = HostKernels::load();
+    let mut graphs = Vec::new();
+    let mut g = G::new(8, 14, 14);
+    let p = g.op(
+        "MaxPool",
+        &["x"],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("strides", &[2, 2]),
+            int("ceil_mode", 1),
+        ],
+    );
+    let a = g.conv(&p, 8, 4, 1, 1, 1);
+    let b = g.op(
+        "AveragePool",
+        &[&p],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("pads", &[1, 1, 1, 1]),
+            int("count_include_pad", 0),
+        ],
+    );
+    let c = g.op("Concat", &[&a, &b], vec![int("axis", 1)]);
+    let scale = g.weight(&[12, 1, 1], 1.0);
+    let m = g.op("Mul", &[&c, &scale], vec![]);
+    let e = g.op("Erf", &[&m], vec![]);
+    let t = g.op("Transpose", &[&e], vec![ints("perm", &[0, 3, 1, 2])]);
+    let split = g.init_i(&[6, 6]);
+    let parts = g.op_n("Split", &[&t, &split], vec![int("axis", 2)], 2);
+    let y = g.op("Sub", &[&parts[1], &parts[0]], vec![]);
+    graphs.push((g, y));
+    let mut g = G::new(6, 5, 5);
+    let x = g.conv("x", 6, 6, 3, 1, 1);
+    let hs = g.op("HardSwish", &[&x], vec![]);
+    let r = g.init_i(&[0, 6, 25]);
+    let v = g.op("Reshape", &[&hs, &r], vec![]);
+    let sm = g.op("Sigmoid", &[&v], vec![]);
+    graphs.push((g, sm));
+    for (g, y) in &graphs {
+        let model = g.model(y);
+        let n = 2;
+        let x = noise(n * g.c * g.h * g.w, 7);
+        for cl in [true, false] {
+            let plan = build(&model, cl).unwrap();
+            assert!(plan.steps.iter().any(|s| matches!(s, Step::Map(_))));
+            let want = reference::run(&plan, &x, n);
+            let got = reference::run_with(&plan, &x, n, Some(&k));
+            assert!(got.iter().all(|v| v.is_finite()), "unwritten output");
+            let err = rel_l2(&got, &want);
+            assert!(err < 1e-6, "channels_last {cl}: relative L2 {err}");
+        }
+    }
+    check(&graphs[0].0, &graphs[0].1, 1e-5);
+}
