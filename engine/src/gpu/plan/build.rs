@@ -16,7 +16,7 @@ use super::{
 
 /// The ops the GPU engine runs (folded-only ops such as Shape or Gather are not listed).
 pub const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Clip, Sigmoid, HardSigmoid, \
-    HardSwish, Erf, Sqrt, Exp, Tanh, Neg, Reciprocal, Abs, Add, Sub, Mul, Div, Pow, Max, Min, \
+    HardSwish, Erf, Gelu, Sqrt, Exp, Tanh, Neg, Reciprocal, Abs, Add, Sub, Mul, Div, Pow, Max, Min, \
     MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, ReduceSum, ReduceMax, \
     ReduceMin, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Gemm, \
     MatMul, Softmax, LogSoftmax, LayerNormalization, Identity, Dropout (and, folded at load \
@@ -168,15 +168,81 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// A Relu that alone reads `out` is absorbed: the name to define and the unary to apply.
+    /// A Relu, or the exporter's GELU chain, that alone reads `out` is absorbed: the name to
+    /// define and the unary to apply.
     fn absorb_relu(&mut self, out: String) -> R<(String, Unary)> {
-        match self.sole_consumer(&out, "Relu") {
-            Some(r) => {
-                self.done[r] = true;
-                Ok((self.out(r)?, Unary::Relu))
-            }
-            None => Ok((out, Unary::Identity)),
+        if let Some(r) = self.sole_consumer(&out, "Relu") {
+            self.done[r] = true;
+            return Ok((self.out(r)?, Unary::Relu));
         }
+        if let Some((nodes, y)) = self.gelu_chain(&out) {
+            for k in nodes {
+                self.done[k] = true;
+            }
+            return Ok((y, Unary::Gelu));
+        }
+        Ok((out, Unary::Identity))
+    }
+
+    /// Whether `name` is a folded scalar within 1e-6 of `v`.
+    fn is_scalar(&self, name: &str, v: f64) -> bool {
+        self.folded
+            .get(name)
+            .and_then(|f| f.floats().ok())
+            .is_some_and(|d| d.len() == 1 && (d[0] as f64 - v).abs() < 1e-6)
+    }
+
+    /// GELU as PyTorch's exporter writes it, read from its input `x`:
+    /// `Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)`. Returns the chain's nodes and its output.
+    fn gelu_chain(&self, x: &str) -> Option<(Vec<usize>, String)> {
+        if self.graph_outputs.contains(x) {
+            return None;
+        }
+        let readers = self.consumers.get(x)?;
+        let [r0, r1] = readers[..] else {
+            return None;
+        };
+        let (div, mul1) = if self.nodes[r0].op_type == "Div" {
+            (r0, r1)
+        } else {
+            (r1, r0)
+        };
+        let other = |k: usize, known: &str| {
+            self.nodes[k]
+                .input
+                .iter()
+                .find(|n| n.as_str() != known)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (d, m1) = (&self.nodes[div], &self.nodes[mul1]);
+        let div_ok = d.op_type == "Div"
+            && d.input.first().is_some_and(|n| n == x)
+            && d.input
+                .get(1)
+                .is_some_and(|c| self.is_scalar(c, std::f64::consts::SQRT_2));
+        if !div_ok || m1.op_type != "Mul" || self.done[div] || self.done[mul1] {
+            return None;
+        }
+        let erf = self.sole_consumer(d.output.first()?, "Erf")?;
+        let e_out = self.nodes[erf].output.first()?;
+        let add = self.sole_consumer(e_out, "Add")?;
+        if !self.is_scalar(&other(add, e_out), 1.0) {
+            return None;
+        }
+        let a_out = self.nodes[add].output.first()?;
+        if self.sole_consumer(a_out, "Mul") != Some(mul1) || other(mul1, a_out) != x {
+            return None;
+        }
+        let m_out = m1.output.first()?;
+        let mul2 = self.sole_consumer(m_out, "Mul")?;
+        if !self.is_scalar(&other(mul2, m_out), 0.5) {
+            return None;
+        }
+        Some((
+            vec![div, erf, add, mul1, mul2],
+            self.nodes[mul2].output.first()?.clone(),
+        ))
     }
 
     fn map(&mut self, m: MapStep) {
@@ -305,7 +371,33 @@ impl<'a> Builder<'a> {
             "Add" => self.binary(i, Binary::Add),
             "Sub" => self.binary(i, Binary::Sub),
             "Mul" => self.binary(i, Binary::Mul),
-            "Div" => self.binary(i, Binary::Div),
+            "Div" => {
+                // The start of a GELU chain on a tensor nothing absorbed: one step.
+                let x = self.input(i, 0)?.to_string();
+                if let (Some(&v), Some((nodes, y))) = (self.value_of.get(&x), self.gelu_chain(&x)) {
+                    let dims = self.values[v].dims.clone();
+                    let cl = self.values[v].channels_last;
+                    for k in nodes {
+                        self.done[k] = true;
+                    }
+                    let output = self.define(&y, dims, cl);
+                    self.map(MapStep {
+                        unary: Unary::Gelu,
+                        ..Self::copy_step(v, output)
+                    });
+                    return Ok(());
+                }
+                self.binary(i, Binary::Div)
+            }
+            "Gelu" => {
+                let approx = attr(&self.nodes[i], "approximate")
+                    .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+                    .unwrap_or_default();
+                if !approx.is_empty() && approx != "none" {
+                    return Err(self.err(i, format!("Gelu with approximate = {approx}")));
+                }
+                self.unary(i, Unary::Gelu, 0.0, 0.0)
+            }
             "Pow" => self.binary(i, Binary::Pow),
             "Max" => self.binary(i, Binary::Max),
             "Min" => self.binary(i, Binary::Min),

@@ -536,6 +536,15 @@ fn convnext_block_layer_norm_linear_gelu_and_permutes() {
     let back = g.op("Transpose", &[&m2], vec![ints("perm", &[0, 3, 1, 2])]);
     let y = g.op("Add", &[&back, &x], vec![]);
     let plan = check(&g, &y, 1e-5);
+    // The bias add and the five-node GELU are one elementwise step.
+    assert!(plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Map(m) if m.binary == Binary::Add && m.unary == Unary::Gelu)));
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Map(m) if m.unary == Unary::Erf)));
     // The two permutes between NCHW and NHWC move no data in channels-last storage.
     assert_eq!(
         plan.steps
@@ -798,6 +807,28 @@ impl reference::Kernels for HostKernels {
     }
 }
 
+/// GELU as PyTorch's exporter writes it: `x · (1 + erf(x / √2)) · 0.5`.
+fn gelu(g: &mut G, x: &str) -> String {
+    let sq = g.init_f(&[], vec![std::f32::consts::SQRT_2]);
+    let d = g.op("Div", &[x, &sq], vec![]);
+    let e = g.op("Erf", &[&d], vec![]);
+    let one = g.init_f(&[], vec![1.0]);
+    let e1 = g.op("Add", &[&e, &one], vec![]);
+    let m = g.op("Mul", &[x, &e1], vec![]);
+    let half = g.init_f(&[], vec![0.5]);
+    g.op("Mul", &[&m, &half], vec![])
+}
+
+#[test]
+fn a_gelu_chain_on_its_own_is_one_step() {
+    let mut g = G::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let y = gelu(&mut g, &x);
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.steps.len(), 2);
+    assert!(matches!(&plan.steps[1], Step::Map(m) if m.unary == Unary::Gelu));
+}
+
 #[test]
 fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
     // Every Map (broadcast, transpose, concat, slice, copies between layouts) and Pool of
@@ -835,7 +866,8 @@ fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
     let y = g.op("Sub", &[&parts[1], &parts[0]], vec![]);
     graphs.push((g, y));
     let mut g = G::new(6, 5, 5);
-    let x = g.conv("x", 6, 6, 3, 1, 1);
+    let x0 = g.conv("x", 6, 6, 3, 1, 1);
+    let x = gelu(&mut g, &x0);
     let hs = g.op("HardSwish", &[&x], vec![]);
     let r = g.init_i(&[0, 6, 25]);
     let v = g.op("Reshape", &[&hs, &r], vec![]);
