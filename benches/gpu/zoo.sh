@@ -8,7 +8,10 @@
 # batch) and timed by PyTorch (fp16 channels_last CUDA graph); model-check fp16 at BATCHES
 # (GPU vs CPU engine on benches/imgs, CUDA-graph time) and fp32 at batch 1. SEED_FLOW=1 also
 # serves the exported resnet50 with the seed's TOML (model path changed only) and classifies
-# benches/imgs with client_qps. Everything lands in $OUT/zoo-$PART.tgz (few files come back).
+# benches/imgs with client_qps. Everything lands in $OUT/zoo-$PART.tgz (few files come back);
+# here, unpack each call's tarball into a folder and run
+#   python3 benches/gpu/summarise_zoo.py benches/results/gpu-zoo-<date>.json DIR [DIR ...]
+# for the JSON (issue 13's format) and the README's table.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 BATCHES=${BATCHES:-1,8,32}
