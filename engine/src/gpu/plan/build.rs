@@ -807,10 +807,7 @@ impl<'a> Builder<'a> {
         let x = self.value(i, 0)?;
         let b = self.operand(i, 1)?;
         if let Operand::Const(c) = b {
-            if self.consts[c].dims.len() == 2 && self.is_flat(x) {
-                let [cin, cout] = self.consts[c].dims[..] else {
-                    unreachable!("checked: two dims")
-                };
+            if let (&[cin, cout], true) = (self.consts[c].dims.as_slice(), self.is_flat(x)) {
                 let w = &self.consts[c].data;
                 let mut weight = vec![0.0; cout * cin];
                 for k in 0..cin {
@@ -864,11 +861,8 @@ impl<'a> Builder<'a> {
             return x;
         };
         let src = self.row_major(src);
-        let dims = self.values[x].dims.clone();
-        let storage = self.values[src].storage;
-        self.values[x].storage = storage;
+        self.values[x].storage = self.values[src].storage;
         self.values[x].channels_last = false;
-        let _ = dims;
         x
     }
 
