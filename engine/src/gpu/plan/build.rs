@@ -99,6 +99,18 @@ impl<'a> Builder<'a> {
             .ok_or_else(|| self.err(i, format!("input `{name}` must be a constant")))
     }
 
+    /// Integers given as input `k` (newer opsets) or as attribute `name` (older ones).
+    fn ints_arg(&self, i: usize, k: usize, name: &str) -> R<Option<Vec<i64>>> {
+        match self.nodes[i].input.get(k).filter(|s| !s.is_empty()) {
+            Some(_) => self
+                .folded(i, k)?
+                .known_ints()
+                .map(Some)
+                .map_err(|e| self.err(i, e)),
+            None => Ok(attr_ints(&self.nodes[i], name)),
+        }
+    }
+
     fn floats(&self, i: usize, k: usize) -> R<Vec<f32>> {
         self.folded(i, k)?.floats().map_err(|e| self.err(i, e))
     }
@@ -317,13 +329,7 @@ impl<'a> Builder<'a> {
             "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
                 let x = self.value(i, 0)?;
                 let rank = self.values[x].dims.len() + 1;
-                let axes = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
-                    Some(_) => self
-                        .folded(i, 1)?
-                        .known_ints()
-                        .map_err(|e| self.err(i, e))?,
-                    None => attr_ints(&self.nodes[i], "axes").unwrap_or_default(),
-                };
+                let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
                 let mut axes = axes
                     .iter()
                     .map(|&a| fold::axis(a, rank))
@@ -846,12 +852,8 @@ impl<'a> Builder<'a> {
         dims[last] = bd[bd.len() - 1];
         let out = self.out(i)?;
         let output = self.define(&out, dims, false);
-        self.steps.push(Step::MatMul(MatMulStep {
-            name: self.label(i),
-            a: x,
-            b,
-            output,
-        }));
+        self.steps
+            .push(Step::MatMul(MatMulStep { a: x, b, output }));
         Ok(())
     }
 
@@ -1213,13 +1215,7 @@ impl<'a> Builder<'a> {
         let full: Vec<usize> = std::iter::once(BATCH)
             .chain(self.values[x].dims.iter().copied())
             .collect();
-        let axes = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
-            Some(_) => self
-                .folded(i, 1)?
-                .known_ints()
-                .map_err(|e| self.err(i, e))?,
-            None => attr_ints(&self.nodes[i], "axes").unwrap_or_default(),
-        };
+        let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
         let squeeze = self.nodes[i].op_type == "Squeeze";
         let rank = if squeeze {
             full.len()
@@ -1399,24 +1395,15 @@ impl<'a> Builder<'a> {
         }
         let outs: Vec<String> = self.nodes[i].output.clone();
         let total = dims[axis - 1];
-        let sizes: Vec<usize> = match self.nodes[i].input.get(1).filter(|s| !s.is_empty()) {
-            Some(_) => self
-                .folded(i, 1)?
-                .known_ints()
-                .map_err(|e| self.err(i, e))?
-                .iter()
-                .map(|&v| v.max(0) as usize)
-                .collect(),
-            None => match attr_ints(&self.nodes[i], "split") {
-                Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
-                None => {
-                    let k = outs.len().max(1);
-                    let each = total.div_ceil(k);
-                    (0..k)
-                        .map(|j| each.min(total.saturating_sub(j * each)))
-                        .collect()
-                }
-            },
+        let sizes: Vec<usize> = match self.ints_arg(i, 1, "split")? {
+            Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
+            None => {
+                let k = outs.len().max(1);
+                let each = total.div_ceil(k);
+                (0..k)
+                    .map(|j| each.min(total.saturating_sub(j * each)))
+                    .collect()
+            }
         };
         if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != total {
             return Err(self.err(i, format!("split sizes {sizes:?} do not cover {total}")));

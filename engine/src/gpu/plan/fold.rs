@@ -484,10 +484,7 @@ pub fn eval(
             }
         }
         "Unsqueeze" => {
-            let axes = match known.get(1) {
-                Some(a) => a.known_ints()?,
-                None => attr_ints(node, "axes").unwrap_or_default(),
-            };
+            let axes = axes_arg(node, &known)?;
             let r = x.dims().len() + axes.len();
             let mut ax = axes
                 .iter()
@@ -502,10 +499,7 @@ pub fn eval(
         }
         "Squeeze" => {
             let r = x.dims().len();
-            let axes = match known.get(1) {
-                Some(a) => a.known_ints()?,
-                None => attr_ints(node, "axes").unwrap_or_default(),
-            };
+            let axes = axes_arg(node, &known)?;
             let ax = axes
                 .iter()
                 .map(|&a| axis(a, r))
@@ -730,45 +724,54 @@ pub fn eval(
         "Where" if known.len() == 3 => {
             let (c, a, b) = (known[0], known[1], known[2]);
             let out = broadcast(&broadcast(c.dims(), a.dims())?, b.dims())?;
-            let n: usize = out.iter().product();
             let cv = c.ints();
             let pick = |i: usize| cv[broadcast_index(i, &out, c.dims())].c != 0;
             match (a, b) {
-                (Folded::Int { .. }, Folded::Int { .. }) => {
-                    let (av, bv) = (a.ints(), b.ints());
-                    Folded::Int {
-                        dims: out.clone(),
-                        data: (0..n)
-                            .map(|i| {
-                                if pick(i) {
-                                    av[broadcast_index(i, &out, a.dims())]
-                                } else {
-                                    bv[broadcast_index(i, &out, b.dims())]
-                                }
-                            })
-                            .collect(),
-                    }
-                }
-                _ => {
-                    let (av, bv) = (a.floats()?, b.floats()?);
-                    Folded::Float(Const {
-                        dims: out.clone(),
-                        data: (0..n)
-                            .map(|i| {
-                                if pick(i) {
-                                    av[broadcast_index(i, &out, a.dims())]
-                                } else {
-                                    bv[broadcast_index(i, &out, b.dims())]
-                                }
-                            })
-                            .collect(),
-                    })
-                }
+                (Folded::Int { .. }, Folded::Int { .. }) => Folded::Int {
+                    data: select(&out, pick, (&a.ints(), a.dims()), (&b.ints(), b.dims())),
+                    dims: out,
+                },
+                _ => Folded::Float(Const {
+                    data: select(
+                        &out,
+                        pick,
+                        (&a.floats()?, a.dims()),
+                        (&b.floats()?, b.dims()),
+                    ),
+                    dims: out,
+                }),
             }
         }
         _ => return Ok(None),
     };
     Ok(Some(folded))
+}
+
+/// Unsqueeze/Squeeze axes: input 1 (opset 13 on) or the `axes` attribute.
+fn axes_arg(node: &pb::NodeProto, known: &[&Folded]) -> Result<Vec<i64>, String> {
+    match known.get(1) {
+        Some(a) => a.known_ints(),
+        None => Ok(attr_ints(node, "axes").unwrap_or_default()),
+    }
+}
+
+/// `out`'s elements from `a` where `pick`, else from `b`, each broadcast from its dims.
+fn select<T: Copy>(
+    out: &[usize],
+    pick: impl Fn(usize) -> bool,
+    (a, ad): (&[T], &[usize]),
+    (b, bd): (&[T], &[usize]),
+) -> Vec<T> {
+    let n: usize = out.iter().product();
+    (0..n)
+        .map(|i| {
+            if pick(i) {
+                a[broadcast_index(i, out, ad)]
+            } else {
+                b[broadcast_index(i, out, bd)]
+            }
+        })
+        .collect()
 }
 
 fn constant(node: &pb::NodeProto) -> Result<Folded, String> {

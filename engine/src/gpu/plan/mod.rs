@@ -220,7 +220,6 @@ pub struct RowStep {
 /// stored row-major; `b` a constant `[K, P]` or a value with the same leading dims as `a`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MatMulStep {
-    pub name: String,
     pub a: usize,
     pub b: Operand,
     pub output: usize,

@@ -357,19 +357,24 @@ fn grouped_and_depthwise_convolutions() {
     check(&g, &b, 1e-5);
 }
 
-#[test]
-fn concat_of_branches_and_ceil_mode_max_pool() {
-    // squeezenet's fire module and googlenet's pools.
-    let mut g = G::new(8, 14, 14);
-    let p = g.op(
+/// googlenet's and squeezenet's pool: 3×3, stride 2, ceil_mode (14 → 7, not 6).
+fn ceil_max_pool(g: &mut G, x: &str) -> String {
+    g.op(
         "MaxPool",
-        &["x"],
+        &[x],
         vec![
             ints("kernel_shape", &[3, 3]),
             ints("strides", &[2, 2]),
             int("ceil_mode", 1),
         ],
-    );
+    )
+}
+
+#[test]
+fn concat_of_branches_and_ceil_mode_max_pool() {
+    // squeezenet's fire module and googlenet's pools.
+    let mut g = G::new(8, 14, 14);
+    let p = ceil_max_pool(&mut g, "x");
     let a = g.conv(&p, 8, 4, 1, 1, 1);
     let b = g.conv(&p, 8, 6, 3, 1, 1);
     let r = g.op("Relu", &[&b], vec![]);
@@ -837,15 +842,7 @@ fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
     let k = HostKernels::load();
     let mut graphs = Vec::new();
     let mut g = G::new(8, 14, 14);
-    let p = g.op(
-        "MaxPool",
-        &["x"],
-        vec![
-            ints("kernel_shape", &[3, 3]),
-            ints("strides", &[2, 2]),
-            int("ceil_mode", 1),
-        ],
-    );
+    let p = ceil_max_pool(&mut g, "x");
     let a = g.conv(&p, 8, 4, 1, 1, 1);
     let b = g.op(
         "AveragePool",
