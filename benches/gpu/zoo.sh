@@ -3,12 +3,14 @@
 # limit allows (MODELS splits the zoo between calls). Binaries built on the development machine:
 #   cargo build --release -p server -p client_qps --features server/cuda --bins
 #   strip into dist/ (model-check, server, client_qps), tar czf dist.tgz, carry it
-# then: COMMIT=<sha> MODELS="resnet18 ..." [SEED_FLOW=1] bash benches/gpu/zoo.sh
+# then: COMMIT=<sha> MODELS="resnet18 ..." [SEED_FLOW=1] [PROFILE=1] [FP32="vit_b_16"] \
+#   bash benches/gpu/zoo.sh
 # For each model: exported by PyTorch (benches/gpu/zoo.py: seeded weights, opset 17, dynamic
 # batch) and timed by PyTorch (fp16 channels_last CUDA graph); model-check fp16 at BATCHES
 # (GPU vs CPU engine on benches/imgs, CUDA-graph time) and fp32 at batch 1. SEED_FLOW=1 also
 # serves the exported resnet50 with the seed's TOML (model path changed only) and classifies
-# benches/imgs with client_qps. Everything lands in $OUT/zoo-$PART.tgz (few files come back);
+# benches/imgs with client_qps. PROFILE=1 adds model-check's per-step device times (--profile)
+# to each fp16 log and JSON. Everything lands in $OUT/zoo-$PART.tgz (few files come back);
 # here, unpack each call's tarball into a folder and run
 #   python3 benches/gpu/summarise_zoo.py benches/results/gpu-zoo-<date>.json DIR [DIR ...]
 # for the JSON (issue 13's format) and the README's table.
@@ -34,9 +36,12 @@ for m in $MODELS; do
   f=/tmp/onnx/$m.onnx
   [ -f "$f" ] || { echo "$m: not exported"; continue; }
   timeout 200 dist/model-check --model "$f" --precision fp16 --batches "$BATCHES" \
-    --concurrent-batches 0 --rounds 15 --json "$W/$m.fp16.json" > "$W/$m.fp16.log" 2>&1
+    --concurrent-batches 0 --rounds 15 ${PROFILE:+--profile} --json "$W/$m.fp16.json" \
+    > "$W/$m.fp16.log" 2>&1
   echo "$m fp16 rc=$? $(grep -E '^ +[0-9]+ ' "$W/$m.fp16.log" | tr -s ' ' | tr '\n' '|')"
   grep -m1 -iE "error|panicked" "$W/$m.fp16.log" | cut -c1-400
+  # FP32="m1 m2": the fp32 check only for those (the rest were checked by an earlier call).
+  case " ${FP32:-$m} " in *" $m "*) ;; *) continue ;; esac
   timeout 100 dist/model-check --model "$f" --precision fp32 --batches 1 \
     --concurrent-batches 0 --rounds 3 --json "$W/$m.fp32.json" > "$W/$m.fp32.log" 2>&1
   echo "$m fp32 rc=$? $(grep -E '^ +[0-9]+ ' "$W/$m.fp32.log" | tr -s ' ' | tr '\n' '|')"

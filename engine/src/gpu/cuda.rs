@@ -410,6 +410,56 @@ impl Timer {
     }
 }
 
+/// A row of events recorded on one stream, for the time between consecutive ones.
+pub struct Events(Vec<cu::CUevent>);
+
+impl Events {
+    pub fn new(k: usize) -> Result<Events> {
+        let mut v = Vec::with_capacity(k);
+        for _ in 0..k {
+            let flags = cu::CUevent_flags::CU_EVENT_DEFAULT;
+            v.push(drv::event::create(flags).call("cuEventCreate")?);
+        }
+        Ok(Events(v))
+    }
+
+    pub fn record(&self, i: usize, stream: &CudaStream) -> Result<()> {
+        let e = self
+            .0
+            .get(i)
+            .copied()
+            .ok_or_else(|| GpuError::Plan(format!("event {i} of {} recorded", self.0.len())))?;
+        // SAFETY: a live event and stream.
+        unsafe { drv::event::record(e, stream.cu_stream()) }.call("cuEventRecord")
+    }
+
+    /// Milliseconds between each recorded event and the next (waits for the last).
+    pub fn gaps(&self) -> Result<Vec<f32>> {
+        let Some(&last) = self.0.last() else {
+            return Ok(Vec::new());
+        };
+        // SAFETY: live events, every one recorded before this call.
+        unsafe {
+            drv::event::synchronize(last).call("cuEventSynchronize")?;
+            self.0
+                .windows(2)
+                .map(|w| drv::event::elapsed(w[0], w[1]).call("cuEventElapsedTime"))
+                .collect()
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        for &e in &self.0 {
+            // SAFETY: created in `new`, destroyed once.
+            unsafe {
+                let _ = drv::event::destroy(e);
+            }
+        }
+    }
+}
+
 impl Drop for Timer {
     fn drop(&mut self) {
         // SAFETY: created above, destroyed once.

@@ -17,7 +17,7 @@ use super::conv::{
 };
 use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
-    Dnn, GpuError, PinnedBuf, Result, TensorDesc, Timer,
+    Dnn, Events, GpuError, PinnedBuf, Result, TensorDesc, Timer,
 };
 use super::kernels::{self, KView, Kernels};
 use super::plan::view::{self, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch};
@@ -561,12 +561,13 @@ impl GpuInstance {
         self.enqueue_traced(n, None)
     }
 
-    /// `enqueue`, calling `after(step)` once each step is enqueued (the trace synchronises and
-    /// reads the step's output there).
+    /// `enqueue`, calling `at(k)` once the steps before step `k` are enqueued, for `k` from 0
+    /// to the number of steps (the trace synchronises and reads step `k − 1`'s output there;
+    /// the profile records an event).
     fn enqueue_traced(
         &self,
         n: usize,
-        mut after: Option<&mut dyn FnMut(usize) -> Result<()>>,
+        mut at: Option<&mut dyn FnMut(usize) -> Result<()>>,
     ) -> Result<()> {
         let m = &self.model;
         let p = &m.plan;
@@ -594,10 +595,8 @@ impl GpuInstance {
         unsafe { launch.launch(kernels::launch_1d(n * hw as usize)) }.call("cuLaunchKernel")?;
         let mut conv_i = 0;
         for (index, (step, d)) in p.steps.iter().zip(descs).enumerate() {
-            if index > 0 {
-                if let Some(f) = after.as_mut() {
-                    f(index - 1)?;
-                }
+            if let Some(f) = at.as_mut() {
+                f(index)?;
             }
             match (step, d) {
                 (Step::Conv(cv), StepDescs::Conv { x, y, graph }) => {
@@ -721,8 +720,8 @@ impl GpuInstance {
                 _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
             }
         }
-        if let Some(f) = after.as_mut() {
-            f(p.steps.len().saturating_sub(1))?;
+        if let Some(f) = at.as_mut() {
+            f(p.steps.len())?;
         }
         let out_bytes = p.output_len() * m.precision.bytes() * n;
         // SAFETY: pinned memory owned by this instance, sized for max ≥ n items; the host
@@ -744,7 +743,10 @@ impl GpuInstance {
         self.run(n, input)?;
         let m = self.model.clone();
         let mut lines = Vec::new();
-        let mut after = |i: usize| -> Result<()> {
+        let mut after = |k: usize| -> Result<()> {
+            let Some(i) = k.checked_sub(1) else {
+                return Ok(());
+            };
             self.stream.synchronize().call("cuStreamSynchronize")?;
             let step = &m.plan.steps[i];
             let out = step.output();
@@ -757,24 +759,51 @@ impl GpuInstance {
             let (dims, strides) = view::value_layout(&m.plan, out, n);
             let v = view::View::new(&dims, &strides, 0).map_err(GpuError::Plan)?;
             let logical: Vec<f32> = (0..v.len()).map(|k| vals[v.at(k) as usize]).collect();
-            let name = match step {
-                Step::Conv(c) => c.name.clone(),
-                Step::Map(s) => format!("{:?}/{:?}", s.binary, s.unary),
-                other => other.kind().to_string(),
-            };
-            lines.push((
-                format!(
-                    "{i:>4} {:<11} {name:<48} {:?}",
-                    step.kind(),
-                    m.plan.values[out].dims
-                ),
-                logical,
-            ));
+            lines.push((step_label(&m.plan, i), logical));
             Ok(())
         };
         self.enqueue_traced(n, Some(&mut after))?;
         self.stream.synchronize().call("cuStreamSynchronize")?;
         Ok(lines)
+    }
+
+    /// Each step's label and device time at batch `n` in ms, the median of `rounds` eager
+    /// runs with an event between consecutive steps: where a model's time goes. Launch gaps
+    /// count wherever the host enqueues more slowly than the GPU runs (small batches), so
+    /// read it where kernels are long; the first step includes the input conversion.
+    pub fn profile(
+        &mut self,
+        n: usize,
+        input: &[f32],
+        rounds: usize,
+    ) -> Result<Vec<(String, f32)>> {
+        self.run(n, input)?;
+        let steps = self.model.plan.steps.len();
+        let events = Events::new(steps + 1)?;
+        let mut times: Vec<Vec<f32>> = vec![Vec::with_capacity(rounds); steps];
+        for _ in 0..rounds.max(1) {
+            let stream = self.stream.clone();
+            let mut at = |k: usize| -> Result<()> {
+                if k == 0 {
+                    // The stream is idle before the first event, so no earlier work counts.
+                    stream.synchronize().call("cuStreamSynchronize")?;
+                }
+                events.record(k, &stream)
+            };
+            self.enqueue_traced(n, Some(&mut at))?;
+            for (t, g) in times.iter_mut().zip(events.gaps()?) {
+                t.push(g);
+            }
+        }
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        Ok(times
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut t)| {
+                t.sort_by(f32::total_cmp);
+                (step_label(&self.model.plan, i), t[t.len() / 2])
+            })
+            .collect())
     }
 
     pub fn batch_range(&self) -> (usize, usize) {
@@ -917,6 +946,21 @@ impl GpuInstance {
         }
         Ok(timer.stop(&self.stream)? / reps.max(1) as f32)
     }
+}
+
+/// `index kind name dims` of step `i`, as the trace and the profile print it.
+fn step_label(plan: &Plan, i: usize) -> String {
+    let step = &plan.steps[i];
+    let name = match step {
+        Step::Conv(c) => c.name.clone(),
+        Step::Map(s) => format!("{:?}/{:?}", s.binary, s.unary),
+        other => other.kind().to_string(),
+    };
+    format!(
+        "{i:>4} {:<11} {name:<48} {:?}",
+        step.kind(),
+        plan.values[step.output()].dims
+    )
 }
 
 // SAFETY: an instance is owned by one node instance and used by one thread at a time (&mut for

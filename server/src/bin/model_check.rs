@@ -69,6 +69,11 @@ struct Args {
     /// wrong.
     #[arg(long)]
     trace: bool,
+    /// After timing each batch size, run it step by step with an event between steps and
+    /// print where the time goes: every step's median device time, and the totals by kind
+    /// (eager runs, so read it at batch sizes whose kernels outlast their launches).
+    #[arg(long)]
+    profile: bool,
     /// Write the first images' raw inputs and CPU logits here (f32 little-endian, with a
     /// `.json` beside describing shapes), for other tools to compare against.
     #[arg(long)]
@@ -105,6 +110,42 @@ fn images(dir: &std::path::Path, hw: (usize, usize)) -> Result<Vec<Vec<f32>>> {
         bail!("no images in {}", dir.display());
     }
     Ok(out)
+}
+
+/// `--profile` at batch `n`: prints the steps (in order) and the totals by kind, returns both.
+fn profile(
+    inst: &mut GpuInstance,
+    n: usize,
+    input: &[f32],
+    rounds: usize,
+    graph_ms: f64,
+) -> Result<serde_json::Value> {
+    let steps = inst.profile(n, input, rounds)?;
+    let sum: f64 = steps.iter().map(|(_, t)| f64::from(*t)).sum();
+    println!("profile, batch {n}: step, median ms, share of the steps' sum");
+    let mut by_kind: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for (label, t) in &steps {
+        let t = f64::from(*t);
+        println!("{label} {t:>8.4} {:>5.1}%", 100.0 * t / sum.max(1e-12));
+        let kind = label.split_whitespace().nth(1).unwrap_or("?").to_string();
+        let e = by_kind.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += t;
+    }
+    println!("profile, batch {n}: by kind (steps' sum {sum:.3} ms, graph replay {graph_ms:.3} ms)");
+    for (kind, (count, t)) in &by_kind {
+        println!(
+            "  {kind:<12} {count:>4} steps {t:>8.3} ms {:>5.1}%",
+            100.0 * t / sum.max(1e-12)
+        );
+    }
+    Ok(serde_json::json!({
+        "sum_ms": sum,
+        "steps": steps.iter().map(|(l, t)| serde_json::json!({"step": l.trim(), "ms": t}))
+            .collect::<Vec<_>>(),
+        "by_kind": by_kind.iter().map(|(k, (c, t))| (k.clone(), serde_json::json!({"steps": c, "ms": t})))
+            .collect::<serde_json::Map<_, _>>(),
+    }))
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
@@ -327,10 +368,14 @@ fn main() -> Result<()> {
                 .collect::<std::result::Result<_, _>>()?,
         );
         println!("{n:>5} {graph_ms:>10.3} {run_ms:>10.3} {worst:>12.3e} {agree:>4}/{total}");
-        rows.push(serde_json::json!({
+        let mut row = serde_json::json!({
             "batch": n, "ours_ms": graph_ms, "ours_run_ms": run_ms,
             "rel_l2": worst, "argmax_agree": agree, "argmax_total": total,
-        }));
+        });
+        if a.profile {
+            row["profile"] = profile(inst, n, &input, a.rounds, graph_ms)?;
+        }
+        rows.push(row);
     }
     json["batches"] = serde_json::Value::Array(rows);
     json["argmax_all_agree"] = all_agree.into();

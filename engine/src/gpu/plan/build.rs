@@ -4,6 +4,8 @@
 //! Sigmoid absorbs the Mul that makes it SiLU; Flatten + Gemm becomes one convolution over the
 //! whole map; Transposes between NCHW and NHWC that the storage already has move nothing.
 
+mod moved;
+
 use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb;
@@ -13,15 +15,16 @@ use super::{
     Binary, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind, PoolStep,
     ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value,
 };
+use moved::Moved;
 
 /// The ops the GPU engine runs (folded-only ops such as Shape or Gather are not listed).
 pub const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Clip, Sigmoid, HardSigmoid, \
     HardSwish, Erf, Gelu, Sqrt, Exp, Tanh, Neg, Reciprocal, Abs, Add, Sub, Mul, Div, Pow, Max, Min, \
     MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, ReduceSum, ReduceMax, \
-    ReduceMin, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Gemm, \
-    MatMul, Softmax, LogSoftmax, LayerNormalization, Identity, Dropout (and, folded at load \
-    time: Constant, Shape, Gather, Cast, ConstantOfShape, Range, Expand, Where, Equal on \
-    constants)";
+    ReduceMin, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Gather, \
+    Gemm, MatMul, Softmax, LogSoftmax, LayerNormalization, Identity, Dropout (and, folded at load \
+    time: Constant, Shape, Gather, Cast, ConstantOfShape, Range, Expand, Where, Equal, Mod \
+    on constants)";
 
 /// The batch dimension in the broadcasting of full shapes.
 const BATCH: usize = usize::MAX / 2;
@@ -36,6 +39,8 @@ struct Builder<'a> {
     value_of: HashMap<String, usize>,
     /// Flatten outputs not materialised yet: the rank-3 value they flatten (for Gemm).
     flat_of: HashMap<usize, usize>,
+    /// Tensors whose batch is not their first dim (see `moved`), by ONNX name.
+    moved: HashMap<String, Moved>,
     values: Vec<Value>,
     consts: Vec<Const>,
     steps: Vec<Step>,
@@ -308,6 +313,13 @@ impl<'a> Builder<'a> {
     }
 
     fn step(&mut self, i: usize) -> R<()> {
+        if self.nodes[i]
+            .input
+            .iter()
+            .any(|n| self.moved.contains_key(n))
+        {
+            return self.moved_step(i);
+        }
         let op = self.nodes[i].op_type.clone();
         match op.as_str() {
             "Conv" => self.conv(i),
@@ -431,6 +443,7 @@ impl<'a> Builder<'a> {
             "Split" => self.split(i),
             "Slice" => self.slice(i),
             "Expand" => self.expand(i),
+            "Gather" => self.gather(i),
             "Identity" | "Dropout" => {
                 let x = self.value(i, 0)?;
                 let out = self.out(i)?;
@@ -1181,18 +1194,12 @@ impl<'a> Builder<'a> {
             })
             .collect();
         let (true, Some(rest)) = (keeps_batch, rest) else {
-            return Err(self.err(
-                i,
-                format!(
-                    "a Reshape to [{}] moves the batch dimension; the GPU engine keeps the \
-                     batch first",
-                    target
-                        .iter()
-                        .map(Sym::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
+            // The batch merged or moved: regrouped over the same storage (see `moved`).
+            let m = self.leave_batch_first(x);
+            let r = self.regroup(i, m, &target, allowzero)?;
+            let out = self.out(i)?;
+            self.bind(&out, r);
+            return Ok(());
         };
         let new = fold::reshape_dims(&dims, &rest, allowzero).map_err(|e| self.err(i, e))?;
         self.reshape_to(i, x, new)
@@ -1269,11 +1276,15 @@ impl<'a> Builder<'a> {
         };
         let mut seen = perm.clone();
         seen.sort_unstable();
-        if seen != (0..rank).collect::<Vec<_>>() || perm[0] != 0 {
-            return Err(self.err(
-                i,
-                format!("perm {perm:?}: the batch dimension must stay first"),
-            ));
+        if seen != (0..rank).collect::<Vec<_>>() {
+            return Err(self.err(i, format!("perm {perm:?} of a rank-{rank} tensor")));
+        }
+        if perm[0] != 0 {
+            let m = self.leave_batch_first(x);
+            let groups = perm.iter().map(|&p| m.groups[p].clone()).collect();
+            let out = self.out(i)?;
+            self.bind(&out, Moved { groups, ..m });
+            return Ok(());
         }
         let full: Vec<usize> = std::iter::once(0).chain(dims.iter().copied()).collect();
         let out_dims: Dims = perm[1..].iter().map(|&p| full[p]).collect();
@@ -1295,6 +1306,40 @@ impl<'a> Builder<'a> {
             perm_a: Some(perm),
             ..Self::copy_step(x, output)
         });
+        Ok(())
+    }
+
+    /// `x[:, k]` (ViT's class token read back): one index along an axis other than the batch.
+    fn gather(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let rank = self.values[x].dims.len() + 1;
+        let a =
+            fold::axis(attr_int(&self.nodes[i], "axis", 0), rank).map_err(|e| self.err(i, e))?;
+        let idx = self.folded(i, 1)?.clone();
+        let ids = idx.known_ints().map_err(|e| self.err(i, e))?;
+        let (&[k], true) = (ids.as_slice(), a > 0 && idx.dims().len() <= 1) else {
+            return Err(self.err(
+                i,
+                "only a Gather of one index along an axis other than the batch is supported",
+            ));
+        };
+        let len = self.values[x].dims[a - 1] as i64;
+        let k = if k < 0 { k + len } else { k };
+        if !(0..len).contains(&k) {
+            return Err(self.err(i, format!("index {k} out of range {len}")));
+        }
+        let out = self.out(i)?;
+        if !idx.dims().is_empty() {
+            self.slice_to(&out, x, a, k as usize, 1);
+            return Ok(());
+        }
+        let name = format!("{out}#gathered");
+        let g = self.slice_to(&name, x, a, k as usize, 1);
+        let g = self.row_major(g);
+        let mut dims = self.values[g].dims.clone();
+        dims.remove(a - 1);
+        self.alias(&out, g, dims, false);
         Ok(())
     }
 
@@ -1528,6 +1573,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         const_of: HashMap::new(),
         value_of: HashMap::new(),
         flat_of: HashMap::new(),
+        moved: HashMap::new(),
         values: Vec::new(),
         consts: Vec::new(),
         steps: Vec::new(),
@@ -1557,13 +1603,19 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         }
         let node = &g.node[i];
         let known: Vec<Option<&Folded>> = node.input.iter().map(|n| b.folded.get(n)).collect();
-        let dims_of = |name: &str| -> Option<Dims> {
+        let dims_of = |name: &str| -> Option<Vec<Sym>> {
+            if let Some(m) = b.moved.get(name) {
+                return Some(b.moved_shape(m));
+            }
             b.value_of.get(name).map(|&v| {
-                if v == 0 {
+                let dims = if v == 0 {
                     vec![c, h, w]
                 } else {
                     b.values[v].dims.clone()
-                }
+                };
+                std::iter::once(Sym::BATCH)
+                    .chain(dims.iter().map(|&d| Sym::known(d as i64)))
+                    .collect()
             })
         };
         let f = fold::eval(node, &known, &dims_of).map_err(|e| b.err(i, e))?;
@@ -1597,6 +1649,16 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
     }
     let out = match b.value_of.get(&output.name) {
         Some(&v) => b.materialise(v),
+        None if b.moved.contains_key(&output.name) => {
+            let shape = b.moved_shape(&b.moved[&output.name]);
+            let shape: Vec<String> = shape.iter().map(Sym::to_string).collect();
+            return Err(format!(
+                "the model output `{}` has shape [{}]: a Reshape or Transpose moves the batch \
+                 dimension and nothing moves it back; the GPU engine returns the batch first",
+                output.name,
+                shape.join(", ")
+            ));
+        }
         None if b.folded.contains_key(&output.name) => {
             return Err("the model's output does not depend on its input".into())
         }

@@ -6,8 +6,6 @@
 
 use tract_onnx::pb;
 
-use super::Dims;
-
 /// A float constant the GPU reads (a weight, a scale, a bias).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Const {
@@ -321,6 +319,12 @@ fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, String> {
             (Some(x), Some(y)) => Sym::known(if op == "Max" { x.max(y) } else { x.min(y) }),
             _ => return Err(both()),
         },
+        // ONNX's integer Mod (fmod = 0): the remainder takes the divisor's sign, as Python's.
+        "Mod" => match (a.value(), b.value()) {
+            (_, Some(0)) => return Err(format!("{a} mod 0 in shape arithmetic")),
+            (Some(x), Some(y)) => Sym::known(((x % y) + y) % y),
+            _ => return Err(both()),
+        },
         "Equal" => {
             // N ≥ 1: n·N + c with n and c of one sign (and n ≠ 0) is never 0.
             let d = Sym {
@@ -346,6 +350,8 @@ fn float_bin(op: &str, a: f32, b: f32) -> Result<f32, String> {
         "Pow" => a.powf(b),
         "Max" => a.max(b),
         "Min" => a.min(b),
+        // Float Mod is C's fmod (ONNX requires fmod = 1 for floats): the dividend's sign.
+        "Mod" => a % b,
         "Equal" => (a == b) as i32 as f32,
         _ => return Err(format!("{op} is not foldable")),
     })
@@ -367,12 +373,12 @@ fn float_unary(op: &str, x: f32) -> Option<f32> {
 }
 
 /// Evaluates `node` when every input is known (`inputs[i]` is `None` for an activation).
-/// `dims_of` gives an activation's per-item dims, for `Shape`. `Ok(None)`: not foldable here
-/// (the op runs on the GPU).
+/// `dims_of` gives an activation's full shape (batch included), for `Shape`. `Ok(None)`: not
+/// foldable here (the op runs on the GPU).
 pub fn eval(
     node: &pb::NodeProto,
     inputs: &[Option<&Folded>],
-    dims_of: &dyn Fn(&str) -> Option<Dims>,
+    dims_of: &dyn Fn(&str) -> Option<Vec<Sym>>,
 ) -> Result<Option<Folded>, String> {
     let op = node.op_type.as_str();
     if op == "Constant" {
@@ -384,9 +390,7 @@ pub fn eval(
         };
         let full: Vec<Sym> = match (inputs.first().copied().flatten(), dims_of(name)) {
             (Some(f), _) => f.dims().iter().map(|&d| Sym::known(d as i64)).collect(),
-            (None, Some(d)) => std::iter::once(Sym::BATCH)
-                .chain(d.iter().map(|&v| Sym::known(v as i64)))
-                .collect(),
+            (None, Some(d)) => d,
             _ => return Ok(None),
         };
         let r = full.len() as i64;
@@ -432,7 +436,9 @@ pub fn eval(
                 }
             }
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Equal" if known.len() == 2 => {
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Mod" | "Equal"
+            if known.len() == 2 =>
+        {
             let (a, b) = (known[0], known[1]);
             let out = broadcast(a.dims(), b.dims())?;
             let n: usize = out.iter().product();

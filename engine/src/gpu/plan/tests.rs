@@ -81,6 +81,15 @@ impl G {
         name
     }
 
+    /// A 0-d int64 initializer (a Gather's scalar index).
+    fn scalar_i(&mut self, v: i64) -> String {
+        let name = self.init_i(&[v]);
+        if let Some(t) = self.inits.last_mut() {
+            t.dims.clear();
+        }
+        name
+    }
+
     fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
         let out = format!("t{}", self.nodes.len());
         self.op_n(op, inputs, attrs, 1);
@@ -206,16 +215,30 @@ fn check(g: &G, y: &str, tol: f64) -> Plan {
     ));
     let path = dir.join("m.onnx");
     modelgen::write(&model, &path).unwrap();
-    let cpu = CpuModel::load(&path).unwrap();
-    let n = 2;
-    let x = noise(n * g.c * g.h * g.w, 99);
+    let plan = compare(&model, &path, [g.c, g.h, g.w], 2, tol);
+    let _ = std::fs::remove_dir_all(dir);
+    plan
+}
+
+/// `model` (saved at `path`) on `n` items of `chw` through the plan on the host in both
+/// layouts, against tract; returns the channels-last plan.
+fn compare(
+    model: &pb::ModelProto,
+    path: &std::path::Path,
+    chw: [usize; 3],
+    n: usize,
+    tol: f64,
+) -> Plan {
+    let cpu = CpuModel::load(path).unwrap();
+    let [c, h, w] = chw;
+    let x = noise(n * c * h * w, 99);
     let want = cpu
-        .run(Tensor::new(vec![n, g.c, g.h, g.w], x.clone()))
+        .run(Tensor::new(vec![n, c, h, w], x.clone()))
         .unwrap()
         .data;
     let mut last = None;
     for channels_last in [true, false] {
-        let plan = build(&model, channels_last).unwrap_or_else(|e| panic!("{e}"));
+        let plan = build(model, channels_last).unwrap_or_else(|e| panic!("{e}"));
         let got = reference::run(&plan, &x, n);
         assert_eq!(got.len(), want.len(), "channels_last {channels_last}");
         assert!(got.iter().all(|v| v.is_finite()), "unwritten output");
@@ -226,7 +249,6 @@ fn check(g: &G, y: &str, tol: f64) -> Plan {
         );
         last.get_or_insert(plan);
     }
-    let _ = std::fs::remove_dir_all(dir);
     last.unwrap()
 }
 
@@ -602,6 +624,125 @@ fn a_class_token_expanded_to_the_batch_and_concatenated() {
     let y = g.op("Concat", &[&e, &p], vec![int("axis", 1)]);
     let plan = check(&g, &y, 1e-5);
     assert_eq!(plan.values[plan.output].dims, vec![5, 4]);
+}
+
+/// `nn.MultiheadAttention(batch_first=True)` on `[N, L, E]` as PyTorch's TorchScript exporter
+/// writes it for ViT: the sequence-first kernel between two transposes, head reshapes whose
+/// targets come from `Shape`, the packed projection split by Unsqueeze/Transpose/Squeeze/Gather,
+/// the output flattened to `[L·N, E]` for a Gemm.
+fn torch_attention(g: &mut G, x: &str, l: usize, e: usize, heads: usize) -> String {
+    let d = e / heads;
+    let t = g.op("Transpose", &[x], vec![ints("perm", &[1, 0, 2])]);
+    let w = g.weight(&[e, 3 * e], 0.3);
+    let b = g.weight(&[3 * e], 0.1);
+    let mm = g.op("MatMul", &[&t, &w], vec![]);
+    let proj = g.op("Add", &[&b, &mm], vec![]);
+    // unflatten(-1, (3, E)) with the leading dims read from the tensor.
+    let s = g.op("Shape", &[&proj], vec![]);
+    let (z, one) = (g.init_i(&[0]), g.init_i(&[1]));
+    let s_l = g.op("Gather", &[&s, &z], vec![int("axis", 0)]);
+    let s_n = g.op("Gather", &[&s, &one], vec![int("axis", 0)]);
+    let three_e = g.init_i(&[3, e as i64]);
+    let target = g.op("Concat", &[&s_l, &s_n, &three_e], vec![int("axis", 0)]);
+    let r = g.op("Reshape", &[&proj, &target], vec![]);
+    let u = g.op("Unsqueeze", &[&r, &z], vec![]);
+    let tr = g.op("Transpose", &[&u], vec![ints("perm", &[3, 1, 2, 0, 4])]);
+    let m2 = g.init_i(&[-2]);
+    let sq = g.op("Squeeze", &[&tr, &m2], vec![]);
+    let h = g.init_i(&[heads as i64]);
+    let nh = g.op("Mul", &[&s_n, &h], vec![]);
+    let dd = g.init_i(&[d as i64]);
+    let hd = g.init_i(&[heads as i64]);
+    let to_heads = g.op("Concat", &[&s_l, &nh, &dd], vec![int("axis", 0)]);
+    let to_batch = g.op("Concat", &[&s_n, &hd, &s_l, &dd], vec![int("axis", 0)]);
+    let mut qkv = Vec::new();
+    for k in 0..3 {
+        let idx = g.scalar_i(k);
+        let p = g.op("Gather", &[&sq, &idx], vec![int("axis", 0)]);
+        let p = g.op("Reshape", &[&p, &to_heads], vec![]);
+        let p = g.op("Transpose", &[&p], vec![ints("perm", &[1, 0, 2])]);
+        qkv.push(g.op("Reshape", &[&p, &to_batch], vec![]));
+    }
+    // scaled_dot_product_attention's export: both operands scaled by √scale.
+    let sc = g.init_f(&[], vec![(1.0 / (d as f32).sqrt()).sqrt()]);
+    let q = g.op("Mul", &[&qkv[0], &sc], vec![]);
+    let kt = g.op("Transpose", &[&qkv[1]], vec![ints("perm", &[0, 1, 3, 2])]);
+    let kt = g.op("Mul", &[&kt, &sc], vec![]);
+    let att = g.op("MatMul", &[&q, &kt], vec![]);
+    let att = g.op("Softmax", &[&att], vec![int("axis", -1)]);
+    let o = g.op("MatMul", &[&att, &qkv[2]], vec![]);
+    let o = g.op("Transpose", &[&o], vec![ints("perm", &[2, 0, 1, 3])]);
+    let flat = g.init_i(&[-1, e as i64]);
+    let o = g.op("Reshape", &[&o, &flat], vec![]);
+    // An elementwise constant across a dim whose storage axes are apart (heads, head dim),
+    // and one with the constant first.
+    let gain = g.weight(&[e], 1.0);
+    let o = g.op("Mul", &[&o, &gain], vec![]);
+    let half = g.init_f(&[1], vec![0.5]);
+    let o = g.op("Sub", &[&half, &o], vec![]);
+    let wo = g.weight(&[e, e], 0.3);
+    let bo = g.weight(&[e], 0.1);
+    let o = g.op("Gemm", &[&o, &wo, &bo], vec![int("transB", 1)]);
+    let st = g.op("Shape", &[&t], vec![]);
+    let o = g.op("Reshape", &[&o, &st], vec![]);
+    let _ = l;
+    g.op("Transpose", &[&o], vec![ints("perm", &[1, 0, 2])])
+}
+
+#[test]
+fn torch_multi_head_attention_with_the_batch_moved_and_back() {
+    // ViT's shape in small: 8 channels on a 2 × 3 map → 6 tokens of 8, 2 heads of 4.
+    let mut g = G::new(8, 2, 3);
+    let x = g.conv("x", 8, 8, 1, 1, 1);
+    let s = g.init_i(&[0, 8, 6]);
+    let r = g.op("Reshape", &[&x, &s], vec![]);
+    let tokens = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
+    let a = torch_attention(&mut g, &tokens, 6, 8, 2);
+    let y = g.op("Add", &[&a, &tokens], vec![]);
+    // x[:, 0]: the class token's row, then the head.
+    let z = g.scalar_i(0);
+    let cls = g.op("Gather", &[&y, &z], vec![int("axis", 1)]);
+    let wh = g.weight(&[5, 8], 0.3);
+    let bh = g.weight(&[5], 0.1);
+    let out = g.op("Gemm", &[&cls, &wh, &bh], vec![int("transB", 1)]);
+    let plan = check(&g, &out, 1e-5);
+    assert_eq!(plan.values[plan.output].dims, vec![5]);
+    // Reordering copies: the tokens' and kᵀ's transposes (batch first, as before), q, k, v
+    // into the batch-first head layout, and the attention's output before its Gemm (its rows
+    // are not contiguous); the transposes, reshapes and constants in between move nothing.
+    let copies = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some()))
+        .count();
+    assert_eq!(copies, 6, "{:#?}", plan.steps);
+}
+
+/// A ViT exported by PyTorch itself (`engine/tests/fixtures/onnx/make_tiny_vit.py`): the
+/// real exporter's attention, class token and shape arithmetic, on 3 items.
+#[test]
+fn a_vision_transformer_as_pytorch_exports_it() {
+    use prost::Message;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/tiny_vit.onnx");
+    let model = pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let plan = compare(&model, &path, [3, 32, 32], 3, 1e-5);
+    assert_eq!(plan.values[plan.output].dims, vec![10]);
+    assert_eq!(plan.convs().count(), 2, "the patch embedding and the head");
+}
+
+#[test]
+fn a_batch_merged_into_another_dim_is_refused_where_it_is_used() {
+    let mut g = G::new(8, 4, 4);
+    let t = g.init_i(&[-1, 4, 4]);
+    let r = g.op("Reshape", &["x", &t], vec![]);
+    let y = g.op("Softmax", &[&r], vec![int("axis", 0)]);
+    let err = build(&g.model(&y), true).unwrap_err();
+    assert!(
+        err.contains("Softmax `Softmax_1`") && err.contains("[8N, 4, 4]"),
+        "{err}"
+    );
+    assert!(err.contains("batch dimension has moved"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,695 @@
+//! Tensors whose batch is not their first dimension. PyTorch exports ViT's
+//! `nn.MultiheadAttention` (batch first) through the sequence-first kernel: `[N, L, E]` is
+//! transposed to `[L, N, E]`, the packed projection reshaped to `[3, L, N, E]`, each head
+//! reshaped to `[L, N·H, d]` and transposed to `[N·H, L, d]`, the attention's output permuted
+//! to `[L, N, H, d]` and flattened to `[L·N, E]` for the output projection, then everything is
+//! transposed back. Plan values keep the batch first, so such a tensor is a `Moved`: a
+//! batch-first value (its storage, row-major) read through a grouping of the storage's axes.
+//! Transposes, reshapes and squeezes regroup axes and move no data; elementwise ops and
+//! products whose rows are contiguous run on the storage; a copy is made only where a product
+//! needs its rows contiguous, or where the tensor becomes batch-first again in another order.
+
+use super::*;
+use crate::gpu::plan::view;
+
+/// Logical dim `i` of the ONNX tensor is the product of the storage's full axes `groups[i]`
+/// (axis 0 is the batch), the first listed outermost; an empty group is a dim of 1. After
+/// `squeezed`, every storage axis but the batch is larger than 1 and appears exactly once.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Moved {
+    pub value: usize,
+    pub groups: Vec<Vec<usize>>,
+}
+
+impl Moved {
+    /// `x` itself: each full axis its own group.
+    fn of(x: usize, rank: usize) -> Moved {
+        Moved {
+            value: x,
+            groups: (0..rank).map(|a| vec![a]).collect(),
+        }
+    }
+}
+
+/// `data` of row-major `dims`, permuted so that axis `i` of the result is axis `perm[i]`.
+fn permute(data: &[f32], dims: &[usize], perm: &[usize]) -> Vec<f32> {
+    let src = view::row_major(dims);
+    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+    let mut out = Vec::with_capacity(data.len());
+    let mut idx = vec![0usize; out_dims.len()];
+    for _ in 0..data.len() {
+        let at: i64 = idx.iter().zip(perm).map(|(&i, &p)| i as i64 * src[p]).sum();
+        out.push(data[at as usize]);
+        for k in (0..idx.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < out_dims[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    out
+}
+
+impl<'a> Builder<'a> {
+    /// The moved tensor behind input `k` of node `i`, if it is one.
+    fn moved_input(&self, i: usize, k: usize) -> Option<Moved> {
+        let name = self.nodes[i].input.get(k)?;
+        self.moved.get(name).cloned()
+    }
+
+    /// Full dims of a plain value: the batch as `BATCH`.
+    fn storage_dims(&self, v: usize) -> Vec<usize> {
+        std::iter::once(BATCH)
+            .chain(self.values[v].dims.iter().copied())
+            .collect()
+    }
+
+    /// ONNX's shape of a moved tensor.
+    pub(super) fn moved_shape(&self, m: &Moved) -> Vec<Sym> {
+        let full = self.storage_dims(m.value);
+        m.groups
+            .iter()
+            .map(|g| {
+                let known: usize = g.iter().filter(|&&a| a != 0).map(|&a| full[a]).product();
+                if g.contains(&0) {
+                    Sym {
+                        n: known as i64,
+                        c: 0,
+                    }
+                } else {
+                    Sym::known(known as i64)
+                }
+            })
+            .collect()
+    }
+
+    fn show(shape: &[Sym]) -> String {
+        let s: Vec<String> = shape.iter().map(Sym::to_string).collect();
+        format!("[{}]", s.join(", "))
+    }
+
+    /// The same tensor over a storage without its axes of size 1 (an alias: nothing moves).
+    fn squeezed(&mut self, m: Moved) -> Moved {
+        let v = self.row_major(m.value);
+        let full = self.storage_dims(v);
+        let mut new_of = vec![usize::MAX; full.len()];
+        let mut kept = Vec::new();
+        for (a, &d) in full.iter().enumerate() {
+            if a == 0 || d != 1 {
+                new_of[a] = kept.len();
+                kept.push(d);
+            }
+        }
+        let groups = m
+            .groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .filter(|&&a| new_of[a] != usize::MAX)
+                    .map(|&a| new_of[a])
+                    .collect()
+            })
+            .collect();
+        let value = if kept.len() == full.len() {
+            v
+        } else {
+            let name = format!("{}#squeezed", self.values.len());
+            self.alias(&name, v, kept[1..].to_vec(), false)
+        };
+        Moved { value, groups }
+    }
+
+    /// A copy of `m`'s (squeezed) storage with its axes in `order` (a permutation of them,
+    /// the batch first); the groups follow.
+    fn reorder(&mut self, m: &Moved, order: Vec<usize>) -> Moved {
+        let full = self.storage_dims(m.value);
+        let dims: Dims = order[1..].iter().map(|&a| full[a]).collect();
+        let name = format!("{}#reordered", self.values.len());
+        let output = self.define(&name, dims, false);
+        self.map(MapStep {
+            perm_a: Some(order.clone()),
+            ..Self::copy_step(m.value, output)
+        });
+        let mut pos = vec![0; order.len()];
+        for (to, &from) in order.iter().enumerate() {
+            pos[from] = to;
+        }
+        Moved {
+            value: output,
+            groups: m
+                .groups
+                .iter()
+                .map(|g| g.iter().map(|&a| pos[a]).collect())
+                .collect(),
+        }
+    }
+
+    /// Names the result of node `i`: a plain value when the batch is first and alone in its
+    /// dim (a copy when the storage holds the other dims in another order), else a moved one.
+    pub(super) fn bind(&mut self, name: &str, m: Moved) {
+        let m = self.squeezed(m);
+        let plain = m.groups.first().is_some_and(|g| g == &[0])
+            && m.groups[1..].iter().all(|g| g.len() <= 1);
+        if !plain {
+            self.value_of.remove(name);
+            self.moved.insert(name.to_string(), m);
+            return;
+        }
+        let shape = self.moved_shape(&m);
+        let logical: Dims = shape[1..].iter().map(|s| s.c as usize).collect();
+        let order: Vec<usize> = m.groups.concat();
+        let v = if order.windows(2).all(|w| w[0] < w[1]) {
+            m.value
+        } else {
+            self.reorder(&m, order).value
+        };
+        if self.values[v].dims == logical {
+            self.value_of.insert(name.to_string(), v);
+        } else {
+            self.alias(name, v, logical, false);
+        }
+    }
+
+    /// Transpose or Reshape of a plain value that moves or merges the batch.
+    pub(super) fn leave_batch_first(&mut self, x: usize) -> Moved {
+        let x = self.row_major(x);
+        Moved::of(x, self.values[x].dims.len() + 1)
+    }
+
+    /// A node reading a moved tensor.
+    pub(super) fn moved_step(&mut self, i: usize) -> R<()> {
+        let op = self.nodes[i].op_type.clone();
+        let Some(m) = self.moved_input(i, 0).or_else(|| self.moved_input(i, 1)) else {
+            return Err(self.err(i, "no moved input"));
+        };
+        let shape = self.moved_shape(&m);
+        let unsupported = |b: &Self| {
+            b.err(
+                i,
+                format!(
+                    "reads a tensor of shape {} whose batch dimension has moved; the GPU \
+                     engine runs Transpose, Reshape, Squeeze, Unsqueeze, Gather, MatMul, Gemm \
+                     and elementwise ops on such tensors",
+                    Self::show(&shape)
+                ),
+            )
+        };
+        let out = self.out(i)?;
+        match op.as_str() {
+            "Identity" | "Dropout" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                self.moved.insert(out, m);
+                Ok(())
+            }
+            "Transpose" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                let rank = m.groups.len();
+                let perm: Vec<usize> = match attr_ints(&self.nodes[i], "perm") {
+                    Some(p) => p
+                        .iter()
+                        .map(|&a| fold::axis(a, rank))
+                        .collect::<R<_>>()
+                        .map_err(|e| self.err(i, e))?,
+                    None => (0..rank).rev().collect(),
+                };
+                let mut seen = perm.clone();
+                seen.sort_unstable();
+                if seen != (0..rank).collect::<Vec<_>>() {
+                    return Err(self.err(i, format!("perm {perm:?} of a rank-{rank} tensor")));
+                }
+                let groups = perm.iter().map(|&p| m.groups[p].clone()).collect();
+                self.bind(&out, Moved { groups, ..m });
+                Ok(())
+            }
+            "Reshape" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                let target = self.folded(i, 1)?.ints();
+                let allowzero = attr_int(&self.nodes[i], "allowzero", 0) != 0;
+                let r = self.regroup(i, m, &target, allowzero)?;
+                self.bind(&out, r);
+                Ok(())
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
+                let squeeze = op == "Squeeze";
+                let rank = if squeeze {
+                    m.groups.len()
+                } else {
+                    m.groups.len() + axes.len()
+                };
+                let mut ax = axes
+                    .iter()
+                    .map(|&a| fold::axis(a, rank))
+                    .collect::<R<Vec<_>>>()
+                    .map_err(|e| self.err(i, e))?;
+                ax.sort_unstable();
+                let mut groups = m.groups.clone();
+                if squeeze {
+                    let drop: Vec<usize> = if ax.is_empty() {
+                        (0..rank).filter(|&k| shape[k] == Sym::known(1)).collect()
+                    } else {
+                        ax
+                    };
+                    for &k in drop.iter().rev() {
+                        if shape[k] != Sym::known(1) {
+                            return Err(
+                                self.err(i, format!("axis {k} of {} is not 1", Self::show(&shape)))
+                            );
+                        }
+                        // Only size-1 storage axes (if any) live there: they may go anywhere.
+                        groups.remove(k);
+                    }
+                } else {
+                    for a in ax {
+                        groups.insert(a, Vec::new());
+                    }
+                }
+                self.bind(&out, Moved { groups, ..m });
+                Ok(())
+            }
+            "Gather" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                self.moved_gather(i, m, &shape)
+            }
+            "MatMul" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                let Operand::Const(b) = self.operand(i, 1)? else {
+                    return Err(unsupported(self));
+                };
+                let &[k, p] = self.consts[b].dims.as_slice() else {
+                    return Err(unsupported(self));
+                };
+                let data = self.consts[b].data.clone();
+                let y = self.moved_product(i, m, k, p, data)?;
+                self.bind(&out, y);
+                Ok(())
+            }
+            "Gemm" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                self.moved_gemm(i, m, &shape)
+            }
+            "Relu" | "Sigmoid" | "Erf" | "Sqrt" | "Exp" | "Tanh" | "Neg" | "Reciprocal" | "Abs" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                let unary = match op.as_str() {
+                    "Relu" => Unary::Relu,
+                    "Sigmoid" => Unary::Sigmoid,
+                    "Erf" => Unary::Erf,
+                    "Sqrt" => Unary::Sqrt,
+                    "Exp" => Unary::Exp,
+                    "Tanh" => Unary::Tanh,
+                    "Neg" => Unary::Neg,
+                    "Reciprocal" => Unary::Reciprocal,
+                    _ => Unary::Abs,
+                };
+                let m = self.squeezed(m);
+                let name = format!("{out}#storage");
+                let output = self.define(&name, self.values[m.value].dims.clone(), false);
+                self.map(MapStep {
+                    unary,
+                    ..Self::copy_step(m.value, output)
+                });
+                self.bind(&out, Moved { value: output, ..m });
+                Ok(())
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" => {
+                let binary = match op.as_str() {
+                    "Add" => Binary::Add,
+                    "Sub" => Binary::Sub,
+                    "Mul" => Binary::Mul,
+                    "Div" => Binary::Div,
+                    "Pow" => Binary::Pow,
+                    "Max" => Binary::Max,
+                    _ => Binary::Min,
+                };
+                self.moved_binary(i, binary).map_err(|e| match e {
+                    Some(e) => e,
+                    None => unsupported(self),
+                })
+            }
+            _ => Err(unsupported(self)),
+        }
+    }
+
+    /// ONNX Reshape of a moved tensor: the target's dims are runs of the groups' axes in
+    /// order, a storage axis split where a dim needs part of it (never the batch).
+    pub(super) fn regroup(
+        &mut self,
+        i: usize,
+        m: Moved,
+        target: &[Sym],
+        allowzero: bool,
+    ) -> R<Moved> {
+        let m = self.squeezed(m);
+        let shape = self.moved_shape(&m);
+        let full = self.storage_dims(m.value);
+        let fail = |b: &Self, why: &str| {
+            b.err(
+                i,
+                format!(
+                    "a Reshape of {} to {}: {why}",
+                    Self::show(&shape),
+                    Self::show(target)
+                ),
+            )
+        };
+        // (coefficient, has the batch) of each target dim, 0 and −1 resolved.
+        let total: usize = full[1..].iter().product();
+        let mut dims: Vec<Option<(usize, bool)>> = Vec::with_capacity(target.len());
+        for (k, t) in target.iter().enumerate() {
+            let d = match (t.n, t.c) {
+                (0, 0) if !allowzero => {
+                    let s = shape
+                        .get(k)
+                        .ok_or_else(|| fail(self, "0 past the input's rank"))?;
+                    Some((s.n.max(s.c) as usize, s.n != 0))
+                }
+                (0, -1) => None,
+                (0, c) if c >= 0 => Some((c as usize, false)),
+                (n, 0) if n > 0 => Some((n as usize, true)),
+                _ => return Err(fail(self, "a dim the GPU engine cannot place")),
+            };
+            dims.push(d);
+        }
+        let known: usize = dims.iter().flatten().map(|d| d.0).product();
+        let batched = dims.iter().flatten().filter(|d| d.1).count();
+        if batched > 1 {
+            return Err(fail(self, "the batch in two dims"));
+        }
+        let dims: Vec<(usize, bool)> = dims
+            .iter()
+            .map(|d| match d {
+                Some(d) => Ok(*d),
+                None if known > 0 && total.is_multiple_of(known) => {
+                    Ok((total / known, batched == 0))
+                }
+                None => Err(fail(self, "the sizes do not match")),
+            })
+            .collect::<R<_>>()?;
+        // Pieces of storage axes, in the tensor's order: (axis, part, size).
+        let mut work: std::collections::VecDeque<(usize, usize, usize)> = m
+            .groups
+            .iter()
+            .flatten()
+            .map(|&a| (a, 0, if a == 0 { 0 } else { full[a] }))
+            .collect();
+        let mut pieces: Vec<Vec<(usize, usize, usize)>> = Vec::new();
+        for &(coef, batch) in &dims {
+            let mut group = Vec::new();
+            let (mut prod, mut has_batch) = (1usize, false);
+            while prod != coef || has_batch != batch {
+                let Some(p) = work.pop_front() else {
+                    return Err(fail(self, "the sizes do not match"));
+                };
+                if p.0 == 0 {
+                    if !batch || has_batch {
+                        return Err(fail(self, "it would split or move the batch"));
+                    }
+                    has_batch = true;
+                    group.push(p);
+                } else if coef.is_multiple_of(prod * p.2) {
+                    prod *= p.2;
+                    group.push(p);
+                } else if coef.is_multiple_of(prod) && p.2.is_multiple_of(coef / prod) {
+                    let f = coef / prod;
+                    group.push((p.0, p.1, f));
+                    work.push_front((p.0, p.1 + 1, p.2 / f));
+                    prod = coef;
+                } else {
+                    return Err(fail(self, "the dims do not split the input's"));
+                }
+            }
+            pieces.push(group);
+        }
+        if !work.is_empty() {
+            return Err(fail(self, "the sizes do not match"));
+        }
+        // The storage with split axes: pieces in storage order (a row-major alias).
+        let mut all: Vec<(usize, usize, usize)> = pieces.iter().flatten().copied().collect();
+        all.sort_unstable();
+        let value = if all.len() == full.len() {
+            m.value
+        } else {
+            let name = format!("{}#split", self.values.len());
+            let dims: Dims = all[1..].iter().map(|p| p.2).collect();
+            self.alias(&name, m.value, dims, false)
+        };
+        let at = |p: &(usize, usize, usize)| all.iter().position(|q| q == p).unwrap_or(0);
+        Ok(Moved {
+            value,
+            groups: pieces.iter().map(|g| g.iter().map(at).collect()).collect(),
+        })
+    }
+
+    /// `x[..., k, ...]` along one logical axis of a moved tensor: a copy of one slice of the
+    /// storage axis behind it.
+    fn moved_gather(&mut self, i: usize, m: Moved, shape: &[Sym]) -> R<()> {
+        let out = self.out(i)?;
+        let a = fold::axis(attr_int(&self.nodes[i], "axis", 0), shape.len())
+            .map_err(|e| self.err(i, e))?;
+        let idx = self.folded(i, 1)?.clone();
+        let ids = idx.known_ints().map_err(|e| self.err(i, e))?;
+        let m = self.squeezed(m);
+        let (&[k], [s]) = (ids.as_slice(), m.groups[a].as_slice()) else {
+            return Err(self.err(
+                i,
+                format!(
+                    "only a Gather of one index along an axis of its own is supported on {}",
+                    Self::show(shape)
+                ),
+            ));
+        };
+        let s = *s;
+        if s == 0 {
+            return Err(self.err(i, "a Gather along the batch is not supported"));
+        }
+        let len = self.values[m.value].dims[s - 1] as i64;
+        let k = if k < 0 { k + len } else { k };
+        if !(0..len).contains(&k) {
+            return Err(self.err(i, format!("index {k} out of range {len}")));
+        }
+        let name = format!("{out}#gathered");
+        let value = self.slice_to(&name, m.value, s, k as usize, 1);
+        let mut groups = m.groups.clone();
+        if idx.dims().is_empty() {
+            groups.remove(a);
+        }
+        self.bind(&out, Moved { value, groups });
+        Ok(())
+    }
+
+    /// `m · b` with `b` a `[k, p]` constant (row-major data): the storage's rows must be the
+    /// last dim's axes, trailing and in order, else the storage is reordered first.
+    fn moved_product(&mut self, i: usize, m: Moved, k: usize, p: usize, b: Vec<f32>) -> R<Moved> {
+        let m = self.squeezed(m);
+        let shape = self.moved_shape(&m);
+        let last = m.groups.last().cloned().unwrap_or_default();
+        if last.contains(&0) || shape.last() != Some(&Sym::known(k as i64)) {
+            return Err(self.err(
+                i,
+                format!(
+                    "a product of {} and [{k}, {p}]: the last dim must be {k} and hold no batch",
+                    Self::show(&shape)
+                ),
+            ));
+        }
+        let rank = self.values[m.value].dims.len() + 1;
+        let trailing: Vec<usize> = (rank - last.len()..rank).collect();
+        let m = if last == trailing {
+            m
+        } else {
+            let mut order: Vec<usize> = (0..rank).filter(|a| !last.contains(a)).collect();
+            order.extend(&last);
+            self.reorder(&m, order)
+        };
+        // The last dim's axes merged into one (an alias), then one product over its rows.
+        let lead = rank - last.len();
+        let mut rows: Dims = self.values[m.value].dims[..lead - 1].to_vec();
+        rows.push(k);
+        let name = format!("{}#rows", self.values.len());
+        let a = if rows == self.values[m.value].dims {
+            m.value
+        } else {
+            self.alias(&name, m.value, rows.clone(), false)
+        };
+        let c = self.new_const(vec![k, p], b);
+        let mut dims = rows;
+        if let Some(d) = dims.last_mut() {
+            *d = p;
+        }
+        let name = format!("{}#product", self.values.len());
+        let output = self.define(&name, dims, false);
+        self.steps.push(Step::MatMul(MatMulStep {
+            a,
+            b: Operand::Const(c),
+            output,
+        }));
+        let mut groups = m.groups.clone();
+        if let Some(g) = groups.last_mut() {
+            *g = vec![lead];
+        }
+        groups
+            .iter_mut()
+            .take(m.groups.len() - 1)
+            .for_each(|g| g.retain(|&a| a < lead));
+        Ok(Moved {
+            value: output,
+            groups,
+        })
+    }
+
+    /// Gemm (`transA = 0`) of a moved `[rows, K]` tensor and a constant: a product, then the
+    /// bias.
+    fn moved_gemm(&mut self, i: usize, m: Moved, shape: &[Sym]) -> R<()> {
+        let node = &self.nodes[i];
+        let (ta, tb) = (attr_int(node, "transA", 0), attr_int(node, "transB", 0));
+        let (alpha, beta) = (
+            attr_float(node, "alpha", 1.0),
+            attr_float(node, "beta", 1.0),
+        );
+        if ta != 0 || shape.len() != 2 {
+            return Err(self.err(i, "only Gemm on a [rows, K] input with transA = 0"));
+        }
+        let w = self.folded(i, 1)?;
+        let [d0, d1] = w.dims()[..] else {
+            return Err(self.err(i, format!("weight dims {:?}; expected 2", w.dims())));
+        };
+        let wv = w.floats().map_err(|e| self.err(i, e))?;
+        let (k, p) = if tb != 0 { (d1, d0) } else { (d0, d1) };
+        let mut b = vec![0.0; k * p];
+        for r in 0..k {
+            for c in 0..p {
+                let v = if tb != 0 {
+                    wv[c * k + r]
+                } else {
+                    wv[r * p + c]
+                };
+                b[r * p + c] = alpha * v;
+            }
+        }
+        let y = self.moved_product(i, m, k, p, b)?;
+        let out = self.out(i)?;
+        let Some(_) = node.input.get(2).filter(|s| !s.is_empty()) else {
+            self.bind(&out, y);
+            return Ok(());
+        };
+        let bias: Vec<f32> = match self.floats(i, 2)? {
+            v if v.len() == p => v.iter().map(|x| beta * x).collect(),
+            v if v.len() == 1 => vec![beta * v[0]; p],
+            v => return Err(self.err(i, format!("bias of {} values for {p} outputs", v.len()))),
+        };
+        let c = self.new_const(vec![p], bias);
+        let dims = self.values[y.value].dims.clone();
+        let name = format!("{out}#biased");
+        let output = self.define(&name, dims, false);
+        self.map(MapStep {
+            a: Operand::Value(y.value),
+            b: Some(Operand::Const(c)),
+            binary: Binary::Add,
+            ..Self::copy_step(0, output)
+        });
+        self.bind(&out, Moved { value: output, ..y });
+        Ok(())
+    }
+
+    /// An elementwise op with a moved operand: the other one a constant (laid out like the
+    /// storage) or a moved tensor over the same storage layout. `Err(None)`: not supported.
+    fn moved_binary(&mut self, i: usize, binary: Binary) -> Result<(), Option<String>> {
+        let out = self.out(i).map_err(Some)?;
+        let (ma, mb) = (self.moved_input(i, 0), self.moved_input(i, 1));
+        let (a, b, m) = match (ma, mb) {
+            (Some(x), Some(y)) => {
+                let (x, y) = (self.squeezed(x), self.squeezed(y));
+                if x.groups != y.groups || self.values[x.value].dims != self.values[y.value].dims {
+                    return Err(None);
+                }
+                (Operand::Value(x.value), Operand::Value(y.value), x)
+            }
+            (Some(x), None) => {
+                let x = self.squeezed(x);
+                let c = self.storage_const(i, 1, &x)?;
+                (Operand::Value(x.value), Operand::Const(c), x)
+            }
+            (None, Some(y)) => {
+                let y = self.squeezed(y);
+                let c = self.storage_const(i, 0, &y)?;
+                (Operand::Const(c), Operand::Value(y.value), y)
+            }
+            (None, None) => return Err(None),
+        };
+        let name = format!("{out}#storage");
+        let output = self.define(&name, self.values[m.value].dims.clone(), false);
+        self.map(MapStep {
+            a,
+            b: Some(b),
+            binary,
+            ..Self::copy_step(0, output)
+        });
+        self.bind(&out, Moved { value: output, ..m });
+        Ok(())
+    }
+
+    /// Constant input `k` of node `i`, broadcast (ONNX's rules) against the moved `m`,
+    /// rewritten in `m`'s storage order with 1 where it broadcasts.
+    fn storage_const(&mut self, i: usize, k: usize, m: &Moved) -> Result<usize, Option<String>> {
+        let f = match self.folded(i, k) {
+            Ok(f) => f.clone(),
+            Err(_) => return Err(None),
+        };
+        let data = f.floats().map_err(|e| Some(self.err(i, e)))?;
+        let shape = self.moved_shape(m);
+        let cd = f.dims().to_vec();
+        if cd.len() > shape.len() {
+            return Err(None);
+        }
+        let full = self.storage_dims(m.value);
+        let pad = shape.len() - cd.len();
+        // The constant with each broadcast dim split into its group's axes: (axis, size).
+        let mut split: Vec<(usize, usize)> = Vec::new();
+        let mut cdims = vec![1usize; full.len()];
+        for (j, &d) in cd.iter().enumerate() {
+            let g = &m.groups[pad + j];
+            if d == 1 {
+                continue;
+            }
+            if g.contains(&0) || shape[pad + j] != Sym::known(d as i64) {
+                return Err(Some(self.err(
+                    i,
+                    format!(
+                        "a constant of {cd:?} does not broadcast to {}",
+                        Self::show(&shape)
+                    ),
+                )));
+            }
+            for &a in g {
+                split.push((a, full[a]));
+                cdims[a] = full[a];
+            }
+        }
+        let sdims: Vec<usize> = split.iter().map(|s| s.1).collect();
+        let mut perm: Vec<usize> = (0..split.len()).collect();
+        perm.sort_by_key(|&p| split[p].0);
+        let permuted = permute(&data, &sdims, &perm);
+        cdims[0] = 1;
+        Ok(self.new_const(cdims, permuted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permute;
+
+    #[test]
+    fn permute_moves_each_element_to_its_new_place() {
+        // [2, 3] → [3, 2]
+        let d: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        assert_eq!(permute(&d, &[2, 3], &[1, 0]), vec![0., 3., 1., 4., 2., 5.]);
+        // [2, 1, 3] with perm [2, 0, 1] → [3, 2, 1]
+        assert_eq!(
+            permute(&d, &[2, 1, 3], &[2, 0, 1]),
+            vec![0., 3., 1., 4., 2., 5.]
+        );
+        assert_eq!(permute(&d, &[6], &[0]), d);
+    }
+}
