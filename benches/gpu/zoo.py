@@ -37,7 +37,12 @@ def build(name):
         return ctor(weights=None, aux_logits=False, init_weights=True)
     if name == "inception_v3":
         return ctor(weights=None, aux_logits=False, init_weights=True)
-    return ctor(weights=None)
+    net = ctor(weights=None)
+    if name.startswith("vit_"):
+        # torchvision initialises ViT's classifier to zeros: every logit would be 0, and any
+        # engine would "match" PyTorch and the CPU engine. Linear's default init instead.
+        net.heads.head.reset_parameters()
+    return net
 
 
 def calibrate(net, dev):

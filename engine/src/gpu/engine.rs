@@ -494,7 +494,9 @@ impl GpuInstance {
                     conv_i += 1;
                     StepDescs::Conv { x, y, graph }
                 }
-                Step::Map(s) => StepDescs::Map(view::map(plan, s, n).map_err(bad)?),
+                Step::Map(s) => {
+                    StepDescs::Map(view::map(plan, s, n, m.precision.bytes()).map_err(bad)?)
+                }
                 Step::Reduce(s) => StepDescs::Reduce(view::reduce(plan, s, n).map_err(bad)?),
                 Step::Row(s) => StepDescs::Row(view::row(plan, s, n).map_err(bad)?),
                 Step::Pool(s) => StepDescs::Pool(view::pool(plan, s, n).map_err(bad)?),
@@ -626,10 +628,12 @@ impl GpuInstance {
                         .arg(&l.p0)
                         .arg(&l.p1)
                         .arg(&len)
-                        .arg(&l.linear);
+                        .arg(&l.linear)
+                        .arg(&l.vec);
+                    let threads = len.div_ceil(l.vec.max(1)) as usize;
                     // SAFETY: argument types match `map_*`; the views stay inside the buffers
-                    // the plan sized for `max` items.
-                    unsafe { b.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
+                    // the plan sized for `max` items (and, with `vec`, whole chunks of them).
+                    unsafe { b.launch(kernels::launch_1d(threads)) }.call("cuLaunchKernel")?;
                 }
                 (Step::Reduce(s), StepDescs::Reduce(l)) => {
                     let (px, py) = (self.ptr(s.input), self.ptr(s.output));

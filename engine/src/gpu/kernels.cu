@@ -127,12 +127,54 @@ extern "C" __global__ void bias_act_float(float* y, const float* z, const float*
     y[i] = unary_op(act, v, p0, p1);
 }
 
-// y[region] = unary(binary(a, b)), one thread per element of the region.
+// 16 bytes of T, moved by one 128-bit load or store where the address allows it.
+struct alignas(16) Chunk { unsigned int w[4]; };
+
+// The K = 16 / sizeof(T) elements at `off` (stride 1), or one element repeated (stride 0).
+template <typename T>
+__device__ __forceinline__ void ld_chunk(const T* p, long long off, long long stride, float* v) {
+    const int K = 16 / sizeof(T);
+    if (stride == 0) {
+        float x = ld(p, off);
+        for (int k = 0; k < K; k++) v[k] = x;
+        return;
+    }
+    Chunk c = *reinterpret_cast<const Chunk*>(p + off);
+    const T* e = reinterpret_cast<const T*>(&c);
+    for (int k = 0; k < K; k++) v[k] = ld(e, k);
+}
+
+template <typename T>
+__device__ __forceinline__ void st_chunk(T* p, long long off, const float* v) {
+    const int K = 16 / sizeof(T);
+    Chunk c;
+    T* e = reinterpret_cast<T*>(&c);
+    for (int k = 0; k < K; k++) st(e, k, v[k]);
+    *reinterpret_cast<Chunk*>(p + off) = c;
+}
+
+// y[region] = unary(binary(a, b)).
 // linear: bit 0/1/2 set where a/b/y is dense in the region's order (offset + i, no division).
+// vec > 1 (then 16 / sizeof(T)): each thread takes that many elements along the innermost dim,
+// 16 bytes per operand at once (view.rs checks that dim is whole chunks, dense in y, dense or
+// broadcast in a and b, and every row aligned), so the index arithmetic is paid once a chunk.
 template <typename T>
 __device__ void map_impl(View a, View b, View y, const T* pa, const T* pb, T* py,
-        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) {
+        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear,
+        unsigned int vec) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (vec > 1) {
+        const int K = 16 / sizeof(T);
+        unsigned int e = i * K;
+        if (e >= n) return;
+        float va[K], vb[K], r[K];
+        ld_chunk(pa, (linear & 1) ? a.offset + e : at(a, e), a.strides[RANK - 1], va);
+        if (binary) ld_chunk(pb, (linear & 2) ? b.offset + e : at(b, e), b.strides[RANK - 1], vb);
+        for (int k = 0; k < K; k++)
+            r[k] = unary_op(unary, binary_op(binary, va[k], binary ? vb[k] : 0.0f), p0, p1);
+        st_chunk(py, (linear & 4) ? y.offset + e : at(y, e), r);
+        return;
+    }
     if (i >= n) return;
     float va = ld(pa, (linear & 1) ? a.offset + i : at(a, i));
     float vb = binary ? ld(pb, (linear & 2) ? b.offset + i : at(b, i)) : 0.0f;
@@ -141,13 +183,13 @@ __device__ void map_impl(View a, View b, View y, const T* pa, const T* pb, T* py
 
 extern "C" __global__ void map_half(View a, View b, View y, const unsigned short* pa,
         const unsigned short* pb, unsigned short* py, int binary, int unary, float p0, float p1,
-        unsigned int n, unsigned int linear) {
-    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear);
+        unsigned int n, unsigned int linear, unsigned int vec) {
+    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear, vec);
 }
 extern "C" __global__ void map_float(View a, View b, View y, const float* pa, const float* pb,
         float* py, int binary, int unary, float p0, float p1, unsigned int n,
-        unsigned int linear) {
-    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear);
+        unsigned int linear, unsigned int vec) {
+    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear, vec);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

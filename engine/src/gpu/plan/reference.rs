@@ -93,7 +93,7 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
         let out_slot = slot_of[step.output()];
         match step {
             Step::Map(m) if k.is_some() => {
-                let l = view::map(plan, m, n).unwrap();
+                let l = view::map(plan, m, n, 4).unwrap();
                 let ptr = |o: Operand| -> *const f32 {
                     match o {
                         Operand::Value(v) => slots[slot_of[v]].as_ptr(),
@@ -115,7 +115,7 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                 }
             }
             Step::Map(m) => {
-                let l = view::map(plan, m, n).unwrap();
+                let l = view::map(plan, m, n, 4).unwrap();
                 let mut out = std::mem::take(&mut slots[out_slot]);
                 for i in 0..l.y.len() {
                     let rd = |o: Operand, off: i64| {

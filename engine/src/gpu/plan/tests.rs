@@ -236,6 +236,10 @@ fn compare(
         .run(Tensor::new(vec![n, c, h, w], x.clone()))
         .unwrap()
         .data;
+    assert!(
+        want.iter().any(|v| v.abs() > 1e-3),
+        "the reference output is all but zero: the comparison would prove nothing"
+    );
     let mut last = None;
     for channels_last in [true, false] {
         let plan = build(model, channels_last).unwrap_or_else(|e| panic!("{e}"));
@@ -773,16 +777,20 @@ fn a_linear_map_view_addresses_exactly_what_the_strided_walk_does() {
     for cl in [true, false] {
         plans.push(build(&g.model(&y), cl).unwrap());
     }
-    let mut linear = 0;
+    let (mut linear, mut vector) = (0, 0);
     for plan in &plans {
         for step in &plan.steps {
             if let Step::Map(m) = step {
-                for n in [1, 3] {
-                    let l = view::map(plan, m, n).unwrap();
+                for (n, bytes) in [(1, 2), (3, 2), (1, 4), (3, 4)] {
+                    let l = view::map(plan, m, n, bytes).unwrap();
                     for (bit, v) in [(1, l.a), (2, l.b), (4, l.y)] {
                         if l.linear & bit != 0 {
                             linear += 1;
                             assert!((0..l.y.len()).all(|i| v.at(i) == v.offset + i as i64));
+                        }
+                        if l.vec > 1 {
+                            vector += 1;
+                            check_chunks(&v, l.vec as usize, l.y.len());
                         }
                     }
                 }
@@ -790,6 +798,29 @@ fn a_linear_map_view_addresses_exactly_what_the_strided_walk_does() {
         }
     }
     assert!(linear > 0, "no view was marked linear");
+    assert!(vector > 0, "no step was marked for 16-byte chunks");
+}
+
+/// What the kernels assume of a view walked in chunks of `k`: each chunk is `k` consecutive
+/// elements starting on a multiple of `k` (a dense operand), or one element (a broadcast).
+fn check_chunks(v: &view::View, k: usize, len: usize) {
+    assert_eq!(len % k, 0);
+    let s = v.strides[view::RANK - 1];
+    for e in (0..len).step_by(k) {
+        let base = v.at(e);
+        assert!(
+            s == 0 || base % k as i64 == 0,
+            "chunk at {e} starts at {base}"
+        );
+        for j in 0..k {
+            assert_eq!(
+                v.at(e + j),
+                base + j as i64 * s,
+                "element {} of {v:?}",
+                e + j
+            );
+        }
+    }
 }
 
 /// `gpu/kernels.cu` compiled for the host with the system C++ compiler (CUDA's qualifiers
@@ -797,6 +828,8 @@ fn a_linear_map_view_addresses_exactly_what_the_strided_walk_does() {
 /// launch runs thread by thread.
 struct HostKernels {
     lib: libloading::Library,
+    /// Map launches that ran in 16-byte chunks.
+    chunked: std::cell::Cell<usize>,
 }
 
 const KERNELS_PRELUDE: &str = r#"
@@ -835,6 +868,7 @@ type MapFn = unsafe extern "C" fn(
     i32,
     f32,
     f32,
+    u32,
     u32,
     u32,
 );
@@ -879,7 +913,10 @@ impl HostKernels {
         );
         // SAFETY: a library we just built from our own source; its initialisers do nothing.
         let lib = unsafe { libloading::Library::new(&lib) }.unwrap();
-        HostKernels { lib }
+        HostKernels {
+            lib,
+            chunked: std::cell::Cell::new(0),
+        }
     }
 
     fn grid(&self, n: usize, mut launch: impl FnMut()) {
@@ -901,6 +938,7 @@ impl reference::Kernels for HostKernels {
         // SAFETY: `map_float`'s signature, as MapFn declares it.
         let f: libloading::Symbol<MapFn> = unsafe { self.lib.get(b"map_float") }.unwrap();
         let n = l.y.len();
+        self.chunked.set(self.chunked.get() + (l.vec > 1) as usize);
         self.grid(n, || {
             // SAFETY: the views stay inside the reference executor's buffers (the plan sized
             // them), as on the GPU.
@@ -918,6 +956,7 @@ impl reference::Kernels for HostKernels {
                     l.p1,
                     n as u32,
                     l.linear,
+                    l.vec,
                 )
             }
         });
@@ -1011,6 +1050,15 @@ fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
     let v = g.op("Reshape", &[&hs, &r], vec![]);
     let sm = g.op("Sigmoid", &[&v], vec![]);
     graphs.push((g, sm));
+    // Bias adds, residuals and head reorders along whole 16-byte rows: the chunked path.
+    let mut g = G::new(8, 2, 3);
+    let x = g.conv("x", 8, 8, 1, 1, 1);
+    let s = g.init_i(&[0, 8, 6]);
+    let r = g.op("Reshape", &[&x, &s], vec![]);
+    let tokens = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
+    let a = torch_attention(&mut g, &tokens, 6, 8, 2);
+    let y = g.op("Add", &[&a, &tokens], vec![]);
+    graphs.push((g, y));
     for (g, y) in &graphs {
         let model = g.model(y);
         let n = 2;
@@ -1025,5 +1073,6 @@ fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
             assert!(err < 1e-6, "channels_last {cl}: relative L2 {err}");
         }
     }
+    assert!(k.chunked.get() > 0, "no map ran in 16-byte chunks");
     check(&graphs[0].0, &graphs[0].1, 1e-5);
 }

@@ -156,13 +156,37 @@ pub struct MapLaunch {
     pub b: View,
     pub y: View,
     pub linear: u32,
+    /// Elements per thread: 1, or the 16 bytes' worth of `vector_width`.
+    pub vec: u32,
     pub binary: Binary,
     pub unary: Unary,
     pub p0: f32,
     pub p1: f32,
 }
 
-pub fn map(plan: &Plan, m: &MapStep, n: usize) -> Result<MapLaunch, String> {
+/// `16 / elem_bytes` where each thread can move 16 bytes of every operand at once: the
+/// region's innermost dim is whole chunks, dense in `y` and dense or broadcast in `a` (and `b`),
+/// and every row of a dense operand starts on a chunk. 1 otherwise.
+fn vector_width(a: &View, b: Option<&View>, y: &View, elem_bytes: usize) -> u32 {
+    let k = (16 / elem_bytes.max(1)) as i64;
+    let inner = RANK - 1;
+    let aligned =
+        |v: &View| v.offset % k == 0 && (0..inner).all(|d| v.dims[d] == 1 || v.strides[d] % k == 0);
+    let fits = |v: &View| match v.strides[inner] {
+        1 => aligned(v),
+        0 => true,
+        _ => false,
+    };
+    let whole = (y.dims[inner] as i64) % k == 0 && y.strides[inner] == 1 && aligned(y);
+    if k > 1 && whole && fits(a) && b.is_none_or(fits) {
+        k as u32
+    } else {
+        1
+    }
+}
+
+/// The launch of a map step at batch `n`, for elements of `elem_bytes` bytes.
+pub fn map(plan: &Plan, m: &MapStep, n: usize, elem_bytes: usize) -> Result<MapLaunch, String> {
     let (mut region, ys) = value_layout(plan, m.output, n);
     let mut offset = 0;
     if let Some((axis, off, len)) = m.region {
@@ -194,11 +218,14 @@ pub fn map(plan: &Plan, m: &MapStep, n: usize) -> Result<MapLaunch, String> {
     let same =
         |v: &View| dense && (0..RANK).all(|k| y.dims[k] == 1 || v.strides[k] == y.strides[k]);
     let linear = same(&a) as u32 | (same(&b) as u32) << 1 | (dense as u32) << 2;
+    let uses_b = m.binary != Binary::First;
+    let vec = vector_width(&a, uses_b.then_some(&b), &y, elem_bytes);
     Ok(MapLaunch {
         a,
         b,
         y,
         linear,
+        vec,
         binary: m.binary,
         unary: m.unary,
         p0: m.p0,
