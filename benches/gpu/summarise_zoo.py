@@ -1,6 +1,6 @@
 """Merges zoo.sh outputs (the zoo-<part>.tgz of one or more device calls, unpacked into
 folders) into benches/results/gpu-zoo-<date>.json in issue 13's format, and prints the table
-the README carries. A model present in several folders is taken from the last one given.
+the README carries. A model checked in several folders is taken from the last one given.
 
 usage: summarise_zoo.py OUT.json DIR [DIR ...]
 """
@@ -39,7 +39,10 @@ def main():
         dev = open(os.path.join(d, "device.txt")).read().split("\n")
         for t in glob.glob(os.path.join(d, "*.torch.json")):
             name = os.path.basename(t)[: -len(".torch.json")]
-            found[name] = d
+            # A later call on the same machine may carry an earlier call's torch.json along
+            # (its /tmp survives): only a folder with the model's own check replaces another.
+            if name not in found or os.path.exists(os.path.join(d, f"{name}.fp16.json")):
+                found[name] = d
         meta[d] = dev
     rows = []
     for name in sorted(found, key=lambda n: ORDER.index(n) if n in ORDER else 99):

@@ -25,6 +25,10 @@ pub struct Key {
     /// cudnnGetVersion(): algorithm ids and their speed are only meaningful for one version.
     pub cudnn: usize,
     pub precision: Precision,
+    /// Of the engine's kernel source: the cached PTX must be what this build would compile
+    /// (a kernel's arguments may have changed). Absent in older caches, so those never match.
+    #[serde(default)]
+    pub kernels_sha256: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -96,6 +100,9 @@ impl CacheFile {
                 key.precision.name()
             ));
         }
+        if k.kernels_sha256 != key.kernels_sha256 {
+            return Err("written by a build with other GPU kernels".into());
+        }
         Ok(CacheFile {
             header,
             weights: weights.to_vec(),
@@ -131,6 +138,7 @@ mod tests {
             device: "NVIDIA H100 80GB HBM3".into(),
             cudnn: 91000,
             precision: Precision::Fp16,
+            kernels_sha256: sha256_hex(b"kernels"),
         }
     }
 
@@ -174,6 +182,11 @@ mod tests {
         assert!(CacheFile::read(&path, &other)
             .unwrap_err()
             .contains("cuDNN"));
+        let mut other = key();
+        other.kernels_sha256 = sha256_hex(b"other kernels");
+        assert!(CacheFile::read(&path, &other)
+            .unwrap_err()
+            .contains("kernels"));
 
         std::fs::write(&path, b"garbage").unwrap();
         assert!(CacheFile::read(&path, &key())

@@ -153,44 +153,44 @@ __device__ __forceinline__ void st_chunk(T* p, long long off, const float* v) {
     *reinterpret_cast<Chunk*>(p + off) = c;
 }
 
-// y[region] = unary(binary(a, b)).
+// y[region] = unary(binary(a, b)), one thread per element of the region.
 // linear: bit 0/1/2 set where a/b/y is dense in the region's order (offset + i, no division).
-// vec > 1 (then 16 / sizeof(T)): each thread takes that many elements along the innermost dim,
-// 16 bytes per operand at once (view.rs checks that dim is whole chunks, dense in y, dense or
-// broadcast in a and b, and every row aligned), so the index arithmetic is paid once a chunk.
 template <typename T>
 __device__ void map_impl(View a, View b, View y, const T* pa, const T* pb, T* py,
-        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear,
-        unsigned int vec) {
+        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (vec > 1) {
-        const int K = 16 / sizeof(T);
-        unsigned int e = i * K;
-        if (e >= n) return;
-        float va[K], vb[K], r[K];
-        ld_chunk(pa, (linear & 1) ? a.offset + e : at(a, e), a.strides[RANK - 1], va);
-        if (binary) ld_chunk(pb, (linear & 2) ? b.offset + e : at(b, e), b.strides[RANK - 1], vb);
-        for (int k = 0; k < K; k++)
-            r[k] = unary_op(unary, binary_op(binary, va[k], binary ? vb[k] : 0.0f), p0, p1);
-        st_chunk(py, (linear & 4) ? y.offset + e : at(y, e), r);
-        return;
-    }
     if (i >= n) return;
     float va = ld(pa, (linear & 1) ? a.offset + i : at(a, i));
     float vb = binary ? ld(pb, (linear & 2) ? b.offset + i : at(b, i)) : 0.0f;
     st(py, (linear & 4) ? y.offset + i : at(y, i), unary_op(unary, binary_op(binary, va, vb), p0, p1));
 }
 
-extern "C" __global__ void map_half(View a, View b, View y, const unsigned short* pa,
-        const unsigned short* pb, unsigned short* py, int binary, int unary, float p0, float p1,
-        unsigned int n, unsigned int linear, unsigned int vec) {
-    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear, vec);
+// The same, each thread taking K = 16 / sizeof(T) elements along the innermost dim with one
+// 16-byte load or store per operand (view.rs checks that dim is whole chunks, dense in y,
+// dense or broadcast in a and b, every row aligned): the index arithmetic is paid once a chunk.
+template <typename T>
+__device__ void map_chunk_impl(View a, View b, View y, const T* pa, const T* pb, T* py,
+        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) {
+    const int K = 16 / sizeof(T);
+    unsigned int e = (blockIdx.x * blockDim.x + threadIdx.x) * K;
+    if (e >= n) return;
+    float va[K], vb[K], r[K];
+    ld_chunk(pa, (linear & 1) ? a.offset + e : at(a, e), a.strides[RANK - 1], va);
+    if (binary) ld_chunk(pb, (linear & 2) ? b.offset + e : at(b, e), b.strides[RANK - 1], vb);
+    for (int k = 0; k < K; k++)
+        r[k] = unary_op(unary, binary_op(binary, va[k], binary ? vb[k] : 0.0f), p0, p1);
+    st_chunk(py, (linear & 4) ? y.offset + e : at(y, e), r);
 }
-extern "C" __global__ void map_float(View a, View b, View y, const float* pa, const float* pb,
-        float* py, int binary, int unary, float p0, float p1, unsigned int n,
-        unsigned int linear, unsigned int vec) {
-    map_impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear, vec);
+
+#define MAP_ENTRY(name, impl, T) \
+extern "C" __global__ void name(View a, View b, View y, const T* pa, const T* pb, T* py, \
+        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) { \
+    impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear); \
 }
+MAP_ENTRY(map_half, map_impl, unsigned short)
+MAP_ENTRY(map_float, map_impl, float)
+MAP_ENTRY(map_chunk_half, map_chunk_impl, unsigned short)
+MAP_ENTRY(map_chunk_float, map_chunk_impl, float)
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

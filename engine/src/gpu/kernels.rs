@@ -9,7 +9,7 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use super::cuda::{Call, GpuError, Result};
 
-const SOURCE: &str = include_str!("kernels.cu");
+pub(crate) const SOURCE: &str = include_str!("kernels.cu");
 
 /// A kernel in its fp16 and fp32 forms.
 pub struct Pair {
@@ -21,6 +21,8 @@ pub struct Kernels {
     pub to_input: Pair,
     pub bias_act: Pair,
     pub map: Pair,
+    /// `map` moving 16 bytes per operand per thread (MapLaunch::vec).
+    pub map_chunk: Pair,
     pub reduce: Pair,
     pub row: Pair,
     pub pool: Pair,
@@ -110,6 +112,7 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
         to_input: pair("to_input")?,
         bias_act: pair("bias_act")?,
         map: pair("map")?,
+        map_chunk: pair("map_chunk")?,
         reduce: pair("reduce")?,
         row: pair("row")?,
         pool: pair("pool")?,

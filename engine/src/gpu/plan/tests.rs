@@ -870,7 +870,6 @@ type MapFn = unsafe extern "C" fn(
     f32,
     u32,
     u32,
-    u32,
 );
 type PoolFn = unsafe extern "C" fn(
     view::View,
@@ -935,8 +934,13 @@ impl HostKernels {
 
 impl reference::Kernels for HostKernels {
     fn map(&self, l: &view::MapLaunch, a: *const f32, b: *const f32, y: *mut f32) {
-        // SAFETY: `map_float`'s signature, as MapFn declares it.
-        let f: libloading::Symbol<MapFn> = unsafe { self.lib.get(b"map_float") }.unwrap();
+        // SAFETY: `map_float`'s and `map_chunk_float`'s signature, as MapFn declares it.
+        let name: &[u8] = if l.vec > 1 {
+            b"map_chunk_float"
+        } else {
+            b"map_float"
+        };
+        let f: libloading::Symbol<MapFn> = unsafe { self.lib.get(name) }.unwrap();
         let n = l.y.len();
         self.chunked.set(self.chunked.get() + (l.vec > 1) as usize);
         self.grid(n, || {
@@ -956,7 +960,6 @@ impl reference::Kernels for HostKernels {
                     l.p1,
                     n as u32,
                     l.linear,
-                    l.vec,
                 )
             }
         });
