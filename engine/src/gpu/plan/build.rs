@@ -1,8 +1,8 @@
 //! ONNX nodes → plan steps. Nodes are visited in the file's (topological) order; a node whose
 //! inputs are all known at load time is folded (`fold::eval`), the rest become steps. Fusions
 //! look one node ahead: Conv absorbs the BatchNormalization, residual Add and ReLU after it;
-//! Sigmoid absorbs the Mul that makes it SiLU; Flatten + Gemm becomes one convolution over the
-//! whole map; Transposes between NCHW and NHWC that the storage already has move nothing.
+//! Sigmoid absorbs the Mul that makes it SiLU; Flatten + Gemm becomes one 1×1 convolution over
+//! the map's memory; Transposes between NCHW and NHWC that the storage already has move nothing.
 
 mod moved;
 
@@ -715,18 +715,40 @@ impl<'a> Builder<'a> {
         bias: Vec<f32>,
         cout: usize,
     ) -> R<()> {
-        let (input, kernel) = match self.flat_of.get(&x) {
-            Some(&src) => {
-                let [_, h, w] = self.values[src].chw().unwrap_or([0, 1, 1]);
-                (self.with_layout(src, true), [h, w])
+        // Flatten + dense: the map's own memory read as one flat vector, in its storage order
+        // (NHWC: the weights are permuted to match), so the product is a 1×1 convolution,
+        // a GEMM for cuDNN. (As a convolution over the whole map it took 3.8 ms for vgg16's
+        // first classifier layer at batch 32 on the H200.)
+        let (input, weight) = match self.flat_of.get(&x).copied() {
+            Some(src) => {
+                let Some([c, h, w]) = self.values[src].chw() else {
+                    return Err(self.err(i, "expects a flat input"));
+                };
+                let k = c * h * w;
+                let weight = if self.values[src].channels_last && weight.len() == cout * k {
+                    let mut p = vec![0.0; weight.len()];
+                    for o in 0..cout {
+                        for ch in 0..c {
+                            for yx in 0..h * w {
+                                p[o * k + yx * c + ch] = weight[o * k + ch * h * w + yx];
+                            }
+                        }
+                    }
+                    p
+                } else {
+                    weight
+                };
+                let name = format!("{}#flat", self.values.len());
+                (self.alias(&name, src, vec![k], false), weight)
             }
-            None => (x, [1, 1]),
+            None => (x, weight),
         };
+        let kernel = [1, 1];
         let Some([c, _, _]) = self.values[input].chw() else {
             return Err(self.err(i, "expects a flat input"));
         };
         let cin = c;
-        if weight.len() != cout * cin * kernel[0] * kernel[1] {
+        if weight.len() != cout * cin {
             return Err(self.err(
                 i,
                 format!(

@@ -5,7 +5,7 @@
 //! - `fold`: the constants PyTorch's exporter leaves in a graph (initializers, `Constant`,
 //!   `Identity` over weights, shape arithmetic on `Shape`) evaluated at load time.
 //! - `build`: nodes → steps, with the fusions (BatchNorm into Conv; residual Add and ReLU into
-//!   the convolution's epilogue; Flatten + Gemm as one convolution over the whole map).
+//!   the convolution's epilogue; Flatten + Gemm as one 1×1 convolution over the map's memory).
 //! - `view`: how each step addresses memory at a batch size (the layout rules below), shared
 //!   by the GPU executor and the reference executor the tests run.
 //!

@@ -503,7 +503,8 @@ fn reduce_mean_clip_and_broadcast_constants() {
 
 #[test]
 fn flatten_of_a_map_keeps_nchw_order_into_the_classifier() {
-    // vgg / alexnet: Flatten of [C, H, W] then Linear: one convolution over the whole map.
+    // vgg / alexnet: Flatten of [C, H, W] then Linear: the map's memory read as one vector
+    // (NHWC in fp16, the weights permuted to match), one 1×1 convolution, nothing copied.
     let mut g = G::new(8, 3, 3);
     let x = g.conv("x", 8, 6, 3, 1, 1);
     let f = g.op("Flatten", &[&x], vec![int("axis", 1)]);
@@ -511,7 +512,9 @@ fn flatten_of_a_map_keeps_nchw_order_into_the_classifier() {
     let b = g.weight(&[10], 0.1);
     let y = g.op("Gemm", &[&f, &w, &b], vec![int("transB", 1)]);
     let plan = check(&g, &y, 1e-5);
-    assert_eq!(plan.convs().last().map(|c| c.kernel), Some([3, 3]));
+    assert_eq!(plan.steps.len(), 2, "{:#?}", plan.steps);
+    let dense = plan.convs().last().map(|c| (c.kernel, c.cin, c.cout));
+    assert_eq!(dense, Some(([1, 1], 54, 10)));
     // A flatten read by something else than a dense layer is materialised in NCHW order.
     let mut g = G::new(8, 3, 3);
     let x = g.conv("x", 8, 6, 3, 1, 1);
