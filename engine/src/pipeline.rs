@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     options: PipelineOptions,
     accepting: AtomicBool,
     in_flight: AtomicUsize,
+    /// Items of requests being admitted, not yet in their entry node's queue.
+    entering: AtomicUsize,
 }
 
 /// A cheap handle for backends that submit work themselves (`Jump`). It does not keep the
@@ -110,6 +112,16 @@ impl PipelineHandle {
 }
 
 impl Shared {
+    /// How many items may still reach a node whose ancestors are `upstream`: those being
+    /// admitted and those the ancestors hold (the scheduler's adaptive batching).
+    pub(crate) fn may_arrive(&self, upstream: &[usize]) -> usize {
+        self.entering.load(Ordering::SeqCst)
+            + upstream
+                .iter()
+                .map(|&a| self.nodes[a].held())
+                .sum::<usize>()
+    }
+
     fn submit(self: &Arc<Self>, items: Vec<Item>, done: Callback) -> Result<(), RequestError> {
         let mut entries = Vec::with_capacity(items.len());
         for item in &items {
@@ -157,7 +169,10 @@ impl Shared {
         });
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let deadline = now + self.options.request_timeout;
+        // The first items of a request wait (up to their timeout) for the rest to form a batch.
+        self.entering.fetch_add(items.len(), Ordering::SeqCst);
         for (index, (item, entry)) in items.into_iter().zip(entries).enumerate() {
+            self.entering.fetch_sub(1, Ordering::SeqCst);
             let task = Task {
                 item,
                 req: req.clone(),
@@ -386,8 +401,9 @@ impl Pipeline {
         }
         let mut nodes = Vec::with_capacity(config.nodes.len());
         let mut receivers = Vec::with_capacity(config.nodes.len());
-        for node in &config.nodes {
-            let (rt, rx) = NodeRuntime::new(node);
+        for (i, node) in config.nodes.iter().enumerate() {
+            let (mut rt, rx) = NodeRuntime::new(node);
+            rt.set_upstream(ancestors(&graph, i));
             nodes.push(rt);
             receivers.push(rx);
         }
@@ -397,6 +413,7 @@ impl Pipeline {
             options,
             accepting: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
+            entering: AtomicUsize::new(0),
         });
         let config = Arc::new(config);
         let registry = Arc::new(registry);
@@ -585,6 +602,8 @@ impl Instance {
                 .collect();
             let outcome = catch_unwind(AssertUnwindSafe(|| backend.forward(&mut items)));
             rt.metrics.record_busy(started.elapsed());
+            // Counted out before they move on: the next node must not wait for items it has.
+            rt.release(tasks.len());
             match outcome {
                 Ok(Ok(())) => {
                     for (mut task, item) in tasks.into_iter().zip(items) {
@@ -629,6 +648,22 @@ impl Instance {
             rt.set_idle(&self.shared, self.instance);
         }
     }
+}
+
+/// The nodes from which an item can reach node `i` along `next` (the graph has no cycles).
+fn ancestors(graph: &Graph, i: usize) -> Vec<usize> {
+    let mut seen = vec![false; graph.nodes.len()];
+    let mut stack = vec![i];
+    while let Some(n) = stack.pop() {
+        for (p, node) in graph.nodes.iter().enumerate() {
+            if node.next.contains(&n) && !seen[p] {
+                seen[p] = true;
+                stack.push(p);
+            }
+        }
+    }
+    seen[i] = false;
+    (0..seen.len()).filter(|&p| seen[p]).collect()
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {

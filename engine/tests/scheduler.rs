@@ -114,7 +114,7 @@ fn a_batch_closes_at_max_never_above() {
         .map(|o| extra(o.as_ref().unwrap(), "batch"))
         .collect();
     assert!(sizes.iter().all(|&s| s <= 4), "{sizes:?}");
-    // 10 items queued at once: two full batches go at once, the last 2 after the timeout.
+    // 10 items queued at once: two full batches, then the last 2 (nothing more can come).
     assert_eq!(sizes.iter().filter(|&&s| s == 4).count(), 8, "{sizes:?}");
     assert_eq!(&sizes[8..], [2, 2]);
     let stats = p.stats();
@@ -123,16 +123,61 @@ fn a_batch_closes_at_max_never_above() {
 }
 
 #[test]
-fn a_partial_batch_goes_after_the_timeout() {
-    let p = pipeline("[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 150\n");
+fn a_request_that_cannot_fill_a_batch_is_not_held_for_one() {
+    // Adaptive batching: 3 items, nothing else in flight: one batch of 3 at once, not after
+    // the 5 s timeout; likewise a lone item behind another node.
+    let p = pipeline("[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 5000\n");
     let started = Instant::now();
     let out = p.run(vec![text("a"), text("b"), text("c")]).unwrap();
-    let waited = started.elapsed();
     for o in &out {
         assert_eq!(extra(o.as_ref().unwrap(), "batch"), 3);
     }
-    assert!(waited >= Duration::from_millis(150), "{waited:?}");
-    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "waited for the timeout"
+    );
+    let p = pipeline(
+        "[a]\nbackend = \"Sleep\"\nsleep_ms = 5\nnext = \"n\"\n[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 5000\n",
+    );
+    let started = Instant::now();
+    let out = p.run(vec![text("x")]).unwrap();
+    assert_eq!(extra(out[0].as_ref().unwrap(), "batch"), 1);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "waited for the timeout"
+    );
+}
+
+#[test]
+fn a_partial_batch_waits_for_items_still_upstream() {
+    // [a] runs one item at a time (100 ms each): when the first reaches [n] the second is still
+    // held by [a], so [n] waits for it and runs both as one batch, long before its timeout.
+    let p = pipeline(
+        "[a]\nbackend = \"Sleep\"\nsleep_ms = 100\nnext = \"n\"\n[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 5000\n",
+    );
+    let started = Instant::now();
+    let out = p.run(vec![text("x"), text("y")]).unwrap();
+    for o in &out {
+        assert_eq!(extra(o.as_ref().unwrap(), "batch"), 2);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "waited for the timeout"
+    );
+}
+
+#[test]
+fn a_partial_batch_waits_no_longer_than_the_timeout() {
+    // The second item spends 400 ms in [a] after the first reached [n]: [n] gives up on it
+    // after its 100 ms timeout, so each goes in a batch of one.
+    let p = pipeline(
+        "[a]\nbackend = \"Sleep\"\nsleep_ms = 400\nnext = \"n\"\n[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 100\n",
+    );
+    let out = p.run(vec![text("x"), text("y")]).unwrap();
+    for o in &out {
+        assert_eq!(extra(o.as_ref().unwrap(), "batch"), 1);
+    }
+    assert_eq!(p.stats()[1].batch_sizes[1], 2);
 }
 
 #[test]

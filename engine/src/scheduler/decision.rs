@@ -15,14 +15,18 @@ pub enum Decision {
     Wait,
 }
 
-/// `queued` items wait, the oldest for `oldest_age`. A batch goes out as soon as it is as large
-/// as the largest idle instance takes, or once the oldest item has waited `batching_timeout`;
-/// then it goes to the idle instance whose [min, max] range fits it most tightly. If only a busy
-/// instance fits, it waits for that one (bucketing).
+/// `queued` items wait, the oldest for `oldest_age`; `upstream` more can still reach the node
+/// (items being submitted, or queued or running at a node before it). A batch goes out as soon
+/// as it is as large as the largest idle instance takes; a partial batch waits only while
+/// `upstream` items may still join it, and never past `batching_timeout` (adaptive batching: a
+/// lone request is not held for a batch that cannot fill). It then goes to the idle instance
+/// whose [min, max] range fits it most tightly. If only a busy instance fits, it waits for that
+/// one (bucketing).
 pub fn decide(
     queued: usize,
     oldest_age: Duration,
     batching_timeout: Duration,
+    upstream: usize,
     profiles: &[Profile],
     idle: &[bool],
 ) -> Decision {
@@ -40,7 +44,7 @@ pub fn decide(
             count: best_max,
         };
     }
-    if oldest_age < batching_timeout {
+    if upstream > 0 && oldest_age < batching_timeout {
         return Decision::WaitFor(batching_timeout - oldest_age);
     }
     if let Some(i) = idle_ids()
@@ -84,14 +88,14 @@ mod tests {
     fn full_batch_goes_at_once_never_above_max() {
         let profiles = [p(1, 4)];
         assert_eq!(
-            decide(10, Duration::ZERO, 5 * MS, &profiles, &[true]),
+            decide(10, Duration::ZERO, 5 * MS, 1, &profiles, &[true]),
             Decision::Dispatch {
                 instance: 0,
                 count: 4
             }
         );
         assert_eq!(
-            decide(4, Duration::ZERO, 5 * MS, &profiles, &[true]),
+            decide(4, Duration::ZERO, 5 * MS, 1, &profiles, &[true]),
             Decision::Dispatch {
                 instance: 0,
                 count: 4
@@ -103,11 +107,11 @@ mod tests {
     fn partial_batch_waits_for_the_timeout_then_goes() {
         let profiles = [p(1, 4)];
         assert_eq!(
-            decide(2, 2 * MS, 5 * MS, &profiles, &[true]),
+            decide(2, 2 * MS, 5 * MS, 1, &profiles, &[true]),
             Decision::WaitFor(3 * MS)
         );
         assert_eq!(
-            decide(2, 5 * MS, 5 * MS, &profiles, &[true]),
+            decide(2, 5 * MS, 5 * MS, 1, &profiles, &[true]),
             Decision::Dispatch {
                 instance: 0,
                 count: 2
@@ -115,7 +119,7 @@ mod tests {
         );
         // Zero timeout: no waiting at all.
         assert_eq!(
-            decide(1, Duration::ZERO, Duration::ZERO, &profiles, &[true]),
+            decide(1, Duration::ZERO, Duration::ZERO, 1, &profiles, &[true]),
             Decision::Dispatch {
                 instance: 0,
                 count: 1
@@ -124,9 +128,54 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_batch_that_nothing_can_join_goes_at_once() {
+        let profiles = [p(1, 4)];
+        // One item, nothing upstream: no waiting for a batch that cannot fill.
+        assert_eq!(
+            decide(1, Duration::ZERO, 5 * MS, 0, &profiles, &[true]),
+            Decision::Dispatch {
+                instance: 0,
+                count: 1
+            }
+        );
+        // The same item while three more are on their way: it waits for them, no longer than
+        // the timeout.
+        assert_eq!(
+            decide(1, MS, 5 * MS, 3, &profiles, &[true]),
+            Decision::WaitFor(4 * MS)
+        );
+        assert_eq!(
+            decide(1, 5 * MS, 5 * MS, 3, &profiles, &[true]),
+            Decision::Dispatch {
+                instance: 0,
+                count: 1
+            }
+        );
+        // Nothing upstream but every instance busy: the queue waits for an instance.
+        assert_eq!(
+            decide(2, Duration::ZERO, 5 * MS, 0, &profiles, &[false]),
+            Decision::Wait
+        );
+        // A burst that fills a batch goes whole, whatever is upstream.
+        assert_eq!(
+            decide(6, Duration::ZERO, 5 * MS, 0, &profiles, &[true]),
+            Decision::Dispatch {
+                instance: 0,
+                count: 4
+            }
+        );
+    }
+
+    #[test]
     fn nothing_goes_without_an_idle_instance() {
-        assert_eq!(decide(9, 9 * MS, MS, &[p(1, 4)], &[false]), Decision::Wait);
-        assert_eq!(decide(0, 9 * MS, MS, &[p(1, 4)], &[true]), Decision::Wait);
+        assert_eq!(
+            decide(9, 9 * MS, MS, 1, &[p(1, 4)], &[false]),
+            Decision::Wait
+        );
+        assert_eq!(
+            decide(0, 9 * MS, MS, 1, &[p(1, 4)], &[true]),
+            Decision::Wait
+        );
     }
 
     #[test]
@@ -134,7 +183,7 @@ mod tests {
         let profiles = [p(1, 4), p(5, 8)];
         // 6 items after the timeout fit only the [5, 8] instance.
         assert_eq!(
-            decide(6, 9 * MS, MS, &profiles, &[true, true]),
+            decide(6, 9 * MS, MS, 1, &profiles, &[true, true]),
             Decision::Dispatch {
                 instance: 1,
                 count: 6
@@ -142,7 +191,7 @@ mod tests {
         );
         // 2 items fit only the [1, 4] instance.
         assert_eq!(
-            decide(2, 9 * MS, MS, &profiles, &[true, true]),
+            decide(2, 9 * MS, MS, 1, &profiles, &[true, true]),
             Decision::Dispatch {
                 instance: 0,
                 count: 2
@@ -150,12 +199,12 @@ mod tests {
         );
         // 2 items, the small instance busy: wait for it rather than break the big one's min.
         assert_eq!(
-            decide(2, 9 * MS, MS, &profiles, &[false, true]),
+            decide(2, 9 * MS, MS, 1, &profiles, &[false, true]),
             Decision::Wait
         );
         // 9 items: a full batch for the largest idle instance.
         assert_eq!(
-            decide(9, Duration::ZERO, MS, &profiles, &[true, true]),
+            decide(9, Duration::ZERO, MS, 1, &profiles, &[true, true]),
             Decision::Dispatch {
                 instance: 1,
                 count: 8
@@ -164,7 +213,7 @@ mod tests {
         // Same ranges, tightest fit first.
         let profiles = [p(1, 8), p(1, 2)];
         assert_eq!(
-            decide(2, 9 * MS, MS, &profiles, &[true, true]),
+            decide(2, 9 * MS, MS, 1, &profiles, &[true, true]),
             Decision::Dispatch {
                 instance: 1,
                 count: 2

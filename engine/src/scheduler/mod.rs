@@ -5,6 +5,7 @@ pub mod decision;
 mod metrics;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -42,6 +43,11 @@ pub(crate) struct NodeRuntime {
     room: Condvar,
     senders: Vec<Sender<Work>>,
     pub metrics: NodeMetrics,
+    /// Items this node holds: queued, or in a batch an instance runs (counted out just before
+    /// they move on), so that the nodes after it know what may still reach them.
+    held: AtomicUsize,
+    /// The nodes from which items can reach this one (`Pipeline::build` sets them).
+    upstream: Vec<usize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,8 +78,28 @@ impl NodeRuntime {
             room: Condvar::new(),
             senders,
             metrics: NodeMetrics::new(cfg.max_batch()),
+            held: AtomicUsize::new(0),
+            upstream: Vec::new(),
         };
         (rt, receivers)
+    }
+
+    /// The nodes items reach this one from (its ancestors in the graph).
+    pub fn set_upstream(&mut self, nodes: Vec<usize>) {
+        self.upstream = nodes;
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// `n` items left this node (handed on, finished or failed).
+    pub fn release(&self, n: usize) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| {
+                Some(h.saturating_sub(n))
+            });
     }
 
     pub fn queue_len(&self) -> usize {
@@ -99,6 +125,7 @@ impl NodeRuntime {
         }
         task.enqueued = Instant::now();
         st.queue.push_back(task);
+        self.held.fetch_add(1, Ordering::SeqCst);
         self.pump_and_dispatch(shared, st);
         Ok(())
     }
@@ -126,6 +153,7 @@ impl NodeRuntime {
         }
         task.enqueued = Instant::now();
         st.queue.push_back(task);
+        self.held.fetch_add(1, Ordering::SeqCst);
         self.pump_and_dispatch(shared, st);
         Ok(())
     }
@@ -150,7 +178,11 @@ impl NodeRuntime {
 
     /// Takes every batch the decision allows now off the queue. Returns them with their
     /// instances, and how long until a partial batch's timeout, if one is pending.
-    fn pump(&self, st: &mut NodeState) -> (Vec<(usize, Vec<Task>)>, Option<Duration>) {
+    fn pump(
+        &self,
+        shared: &Shared,
+        st: &mut NodeState,
+    ) -> (Vec<(usize, Vec<Task>)>, Option<Duration>) {
         let mut ready = Vec::new();
         loop {
             let now = Instant::now();
@@ -161,6 +193,7 @@ impl NodeRuntime {
                 st.queue.len(),
                 oldest,
                 self.batching_timeout,
+                shared.may_arrive(&self.upstream),
                 &self.profiles,
                 &st.idle,
             ) {
@@ -178,7 +211,7 @@ impl NodeRuntime {
     /// goes straight to an instance without waking a batcher thread; the batcher thread only
     /// serves `batching_timeout`.
     fn pump_and_dispatch(&self, shared: &Shared, mut st: MutexGuard<'_, NodeState>) {
-        let (ready, timer) = self.pump(&mut st);
+        let (ready, timer) = self.pump(shared, &mut st);
         if timer.is_some() {
             self.wake_batcher.notify_one();
         }
@@ -211,7 +244,7 @@ impl NodeRuntime {
             if st.closed && st.queue.is_empty() {
                 break;
             }
-            let (ready, timer) = self.pump(&mut st);
+            let (ready, timer) = self.pump(shared, &mut st);
             if !ready.is_empty() {
                 self.hand_out(shared, st, ready);
                 st = lock(&self.state);
@@ -243,6 +276,7 @@ impl NodeRuntime {
             let deadline = node_deadline.map_or(task.deadline, |d| d.min(task.deadline));
             if now >= deadline {
                 let e = task.timeout_error(&self.name);
+                self.release(1);
                 shared.fail(task, e);
             } else {
                 self.metrics
@@ -258,6 +292,7 @@ impl NodeRuntime {
         if let Err(std::sync::mpsc::SendError(Work::Batch(tasks))) =
             self.senders[instance].send(Work::Batch(live))
         {
+            self.release(tasks.len());
             for t in tasks {
                 shared.fail(t, RequestError::ShuttingDown);
             }
