@@ -122,6 +122,15 @@ fn a_batch_closes_at_max_never_above() {
     assert_eq!(stats[0].batch_sizes[2], 1);
 }
 
+/// `[a]` sleeps `sleep_ms` per item (one instance), then `[n]` batches up to 8 with
+/// `timeout_ms` of batching timeout.
+fn sleep_then_batch(sleep_ms: u64, timeout_ms: u64) -> Pipeline {
+    pipeline(&format!(
+        "[a]\nbackend = \"Sleep\"\nsleep_ms = {sleep_ms}\nnext = \"n\"\n\
+         [n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = {timeout_ms}\n"
+    ))
+}
+
 #[test]
 fn a_request_that_cannot_fill_a_batch_is_not_held_for_one() {
     // Adaptive batching: 3 items, nothing else in flight: one batch of 3 at once, not after
@@ -136,9 +145,7 @@ fn a_request_that_cannot_fill_a_batch_is_not_held_for_one() {
         started.elapsed() < Duration::from_millis(2500),
         "waited for the timeout"
     );
-    let p = pipeline(
-        "[a]\nbackend = \"Sleep\"\nsleep_ms = 5\nnext = \"n\"\n[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 5000\n",
-    );
+    let p = sleep_then_batch(5, 5000);
     let started = Instant::now();
     let out = p.run(vec![text("x")]).unwrap();
     assert_eq!(extra(out[0].as_ref().unwrap(), "batch"), 1);
@@ -152,9 +159,7 @@ fn a_request_that_cannot_fill_a_batch_is_not_held_for_one() {
 fn a_partial_batch_waits_for_items_still_upstream() {
     // [a] runs one item at a time (100 ms each): when the first reaches [n] the second is still
     // held by [a], so [n] waits for it and runs both as one batch, long before its timeout.
-    let p = pipeline(
-        "[a]\nbackend = \"Sleep\"\nsleep_ms = 100\nnext = \"n\"\n[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 5000\n",
-    );
+    let p = sleep_then_batch(100, 5000);
     let started = Instant::now();
     let out = p.run(vec![text("x"), text("y")]).unwrap();
     for o in &out {
@@ -170,9 +175,7 @@ fn a_partial_batch_waits_for_items_still_upstream() {
 fn a_partial_batch_waits_no_longer_than_the_timeout() {
     // The second item spends 400 ms in [a] after the first reached [n]: [n] gives up on it
     // after its 100 ms timeout, so each goes in a batch of one.
-    let p = pipeline(
-        "[a]\nbackend = \"Sleep\"\nsleep_ms = 400\nnext = \"n\"\n[n]\nbackend = \"Probe\"\nmax = 8\nbatching_timeout = 100\n",
-    );
+    let p = sleep_then_batch(400, 100);
     let out = p.run(vec![text("x"), text("y")]).unwrap();
     for o in &out {
         assert_eq!(extra(o.as_ref().unwrap(), "batch"), 1);

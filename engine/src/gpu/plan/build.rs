@@ -802,46 +802,57 @@ impl<'a> Builder<'a> {
         self.flat_of.contains_key(&x) || self.values[x].dims.len() == 1
     }
 
-    fn gemm(&mut self, i: usize) -> R<()> {
+    /// Gemm's `B` as a row-major `[K, P]` matrix with `alpha` applied, and its `C` as `P`
+    /// values with `beta` applied (`None` when absent). `transA` is the caller's to check.
+    fn gemm_operands(&self, i: usize) -> R<(usize, usize, Vec<f32>, Option<Vec<f32>>)> {
         let node = &self.nodes[i];
-        let (ta, tb) = (attr_int(node, "transA", 0), attr_int(node, "transB", 0));
+        let tb = attr_int(node, "transB", 0);
         let (alpha, beta) = (
             attr_float(node, "alpha", 1.0),
             attr_float(node, "beta", 1.0),
         );
-        let x = self.value(i, 0)?;
-        if ta != 0 || !self.is_flat(x) {
-            return Err(self.err(i, "only Gemm on a flat [N, K] input with transA = 0"));
-        }
         let w = self.folded(i, 1)?;
         let [d0, d1] = w.dims()[..] else {
             return Err(self.err(i, format!("weight dims {:?}; expected 2", w.dims())));
         };
         let wv = w.floats().map_err(|e| self.err(i, e))?;
-        let (cout, cin) = if tb != 0 { (d0, d1) } else { (d1, d0) };
-        let mut weight = vec![0.0; cout * cin];
-        for o in 0..cout {
-            for k in 0..cin {
+        let (k, p) = if tb != 0 { (d1, d0) } else { (d0, d1) };
+        let mut b = vec![0.0; k * p];
+        for r in 0..k {
+            for c in 0..p {
                 let v = if tb != 0 {
-                    wv[o * cin + k]
+                    wv[c * k + r]
                 } else {
-                    wv[k * cout + o]
+                    wv[r * p + c]
                 };
-                weight[o * cin + k] = alpha * v;
+                b[r * p + c] = alpha * v;
             }
         }
         let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
-            Some(_) => {
-                let b = self.floats(i, 2)?;
-                match b.len() {
-                    n if n == cout => b.iter().map(|v| beta * v).collect(),
-                    1 => vec![beta * b[0]; cout],
-                    n => return Err(self.err(i, format!("bias of {n} values for {cout} outputs"))),
-                }
-            }
-            None => vec![0.0; cout],
+            Some(_) => Some(match self.floats(i, 2)? {
+                v if v.len() == p => v.iter().map(|x| beta * x).collect(),
+                v if v.len() == 1 => vec![beta * v[0]; p],
+                v => return Err(self.err(i, format!("bias of {} values for {p} outputs", v.len()))),
+            }),
+            None => None,
         };
-        self.dense(i, x, weight, bias, cout)
+        Ok((k, p, b, bias))
+    }
+
+    fn gemm(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        if attr_int(&self.nodes[i], "transA", 0) != 0 || !self.is_flat(x) {
+            return Err(self.err(i, "only Gemm on a flat [N, K] input with transA = 0"));
+        }
+        let (cin, cout, b, bias) = self.gemm_operands(i)?;
+        // The convolution's OIHW weights: `B` transposed.
+        let mut weight = vec![0.0; cout * cin];
+        for o in 0..cout {
+            for k in 0..cin {
+                weight[o * cin + k] = b[k * cout + o];
+            }
+        }
+        self.dense(i, x, weight, bias.unwrap_or_else(|| vec![0.0; cout]), cout)
     }
 
     fn matmul(&mut self, i: usize) -> R<()> {

@@ -593,10 +593,7 @@ fn convnext_block_layer_norm_linear_gelu_and_permutes() {
 fn batched_matmul_softmax_and_split() {
     // attention's shape: q · kᵀ, softmax over the last axis, · v, on [N, T, D] tensors.
     let mut g = G::new(6, 4, 4);
-    let x = g.conv("x", 6, 6, 1, 1, 1);
-    let s = g.init_i(&[0, 6, 16]);
-    let r = g.op("Reshape", &[&x, &s], vec![]);
-    let t = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
+    let t = tokens(&mut g);
     let split = g.init_i(&[2, 2, 2]);
     let qkv = g.op_n("Split", &[&t, &split], vec![int("axis", 2)], 3);
     let kt = g.op("Transpose", &[&qkv[1]], vec![ints("perm", &[0, 2, 1])]);
@@ -637,7 +634,7 @@ fn a_class_token_expanded_to_the_batch_and_concatenated() {
 /// writes it for ViT: the sequence-first kernel between two transposes, head reshapes whose
 /// targets come from `Shape`, the packed projection split by Unsqueeze/Transpose/Squeeze/Gather,
 /// the output flattened to `[L·N, E]` for a Gemm.
-fn torch_attention(g: &mut G, x: &str, l: usize, e: usize, heads: usize) -> String {
+fn torch_attention(g: &mut G, x: &str, e: usize, heads: usize) -> String {
     let d = e / heads;
     let t = g.op("Transpose", &[x], vec![ints("perm", &[1, 0, 2])]);
     let w = g.weight(&[e, 3 * e], 0.3);
@@ -692,19 +689,24 @@ fn torch_attention(g: &mut G, x: &str, l: usize, e: usize, heads: usize) -> Stri
     let o = g.op("Gemm", &[&o, &wo, &bo], vec![int("transB", 1)]);
     let st = g.op("Shape", &[&t], vec![]);
     let o = g.op("Reshape", &[&o, &st], vec![]);
-    let _ = l;
     g.op("Transpose", &[&o], vec![ints("perm", &[1, 0, 2])])
+}
+
+/// `[N, c, h, w]` → tokens `[N, h·w, c]` after a 1×1 convolution, as ViT's patch embedding.
+fn tokens(g: &mut G) -> String {
+    let (c, hw) = (g.c, g.h * g.w);
+    let x = g.conv("x", c, c, 1, 1, 1);
+    let s = g.init_i(&[0, c as i64, hw as i64]);
+    let r = g.op("Reshape", &[&x, &s], vec![]);
+    g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])])
 }
 
 #[test]
 fn torch_multi_head_attention_with_the_batch_moved_and_back() {
     // ViT's shape in small: 8 channels on a 2 × 3 map → 6 tokens of 8, 2 heads of 4.
     let mut g = G::new(8, 2, 3);
-    let x = g.conv("x", 8, 8, 1, 1, 1);
-    let s = g.init_i(&[0, 8, 6]);
-    let r = g.op("Reshape", &[&x, &s], vec![]);
-    let tokens = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
-    let a = torch_attention(&mut g, &tokens, 6, 8, 2);
+    let tokens = tokens(&mut g);
+    let a = torch_attention(&mut g, &tokens, 8, 2);
     let y = g.op("Add", &[&a, &tokens], vec![]);
     // x[:, 0]: the class token's row, then the head.
     let z = g.scalar_i(0);
@@ -1058,11 +1060,8 @@ fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
     graphs.push((g, sm));
     // Bias adds, residuals and head reorders along whole 16-byte rows: the chunked path.
     let mut g = G::new(8, 2, 3);
-    let x = g.conv("x", 8, 8, 1, 1, 1);
-    let s = g.init_i(&[0, 8, 6]);
-    let r = g.op("Reshape", &[&x, &s], vec![]);
-    let tokens = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
-    let a = torch_attention(&mut g, &tokens, 6, 8, 2);
+    let tokens = tokens(&mut g);
+    let a = torch_attention(&mut g, &tokens, 8, 2);
     let y = g.op("Add", &[&a, &tokens], vec![]);
     graphs.push((g, y));
     for (g, y) in &graphs {

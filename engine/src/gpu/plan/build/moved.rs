@@ -542,42 +542,15 @@ impl<'a> Builder<'a> {
     /// Gemm (`transA = 0`) of a moved `[rows, K]` tensor and a constant: a product, then the
     /// bias.
     fn moved_gemm(&mut self, i: usize, m: Moved, shape: &[Sym]) -> R<()> {
-        let node = &self.nodes[i];
-        let (ta, tb) = (attr_int(node, "transA", 0), attr_int(node, "transB", 0));
-        let (alpha, beta) = (
-            attr_float(node, "alpha", 1.0),
-            attr_float(node, "beta", 1.0),
-        );
-        if ta != 0 || shape.len() != 2 {
+        if attr_int(&self.nodes[i], "transA", 0) != 0 || shape.len() != 2 {
             return Err(self.err(i, "only Gemm on a [rows, K] input with transA = 0"));
         }
-        let w = self.folded(i, 1)?;
-        let [d0, d1] = w.dims()[..] else {
-            return Err(self.err(i, format!("weight dims {:?}; expected 2", w.dims())));
-        };
-        let wv = w.floats().map_err(|e| self.err(i, e))?;
-        let (k, p) = if tb != 0 { (d1, d0) } else { (d0, d1) };
-        let mut b = vec![0.0; k * p];
-        for r in 0..k {
-            for c in 0..p {
-                let v = if tb != 0 {
-                    wv[c * k + r]
-                } else {
-                    wv[r * p + c]
-                };
-                b[r * p + c] = alpha * v;
-            }
-        }
+        let (k, p, b, bias) = self.gemm_operands(i)?;
         let y = self.moved_product(i, m, k, p, b)?;
         let out = self.out(i)?;
-        let Some(_) = node.input.get(2).filter(|s| !s.is_empty()) else {
+        let Some(bias) = bias else {
             self.bind(&out, y);
             return Ok(());
-        };
-        let bias: Vec<f32> = match self.floats(i, 2)? {
-            v if v.len() == p => v.iter().map(|x| beta * x).collect(),
-            v if v.len() == 1 => vec![beta * v[0]; p],
-            v => return Err(self.err(i, format!("bias of {} values for {p} outputs", v.len()))),
         };
         let c = self.new_const(vec![p], bias);
         let dims = self.values[y.value].dims.clone();
