@@ -1294,11 +1294,8 @@ impl<'a> Builder<'a> {
         self.reshape_to(i, x, dims)
     }
 
-    fn transpose(&mut self, i: usize) -> R<()> {
-        let x = self.value(i, 0)?;
-        let x = self.materialise(x);
-        let dims = self.values[x].dims.clone();
-        let rank = dims.len() + 1;
+    /// Transpose `i`'s `perm` for a rank-`rank` input (reversed when absent), checked.
+    fn perm(&self, i: usize, rank: usize) -> R<Vec<usize>> {
         let perm: Vec<usize> = match attr_ints(&self.nodes[i], "perm") {
             Some(p) => p
                 .iter()
@@ -1312,6 +1309,15 @@ impl<'a> Builder<'a> {
         if seen != (0..rank).collect::<Vec<_>>() {
             return Err(self.err(i, format!("perm {perm:?} of a rank-{rank} tensor")));
         }
+        Ok(perm)
+    }
+
+    fn transpose(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let dims = self.values[x].dims.clone();
+        let rank = dims.len() + 1;
+        let perm = self.perm(i, rank)?;
         if perm[0] != 0 {
             let m = self.leave_batch_first(x);
             let groups = perm.iter().map(|&p| m.groups[p].clone()).collect();

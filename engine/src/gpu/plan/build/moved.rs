@@ -204,20 +204,7 @@ impl<'a> Builder<'a> {
             }
             "Transpose" => {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
-                let rank = m.groups.len();
-                let perm: Vec<usize> = match attr_ints(&self.nodes[i], "perm") {
-                    Some(p) => p
-                        .iter()
-                        .map(|&a| fold::axis(a, rank))
-                        .collect::<R<_>>()
-                        .map_err(|e| self.err(i, e))?,
-                    None => (0..rank).rev().collect(),
-                };
-                let mut seen = perm.clone();
-                seen.sort_unstable();
-                if seen != (0..rank).collect::<Vec<_>>() {
-                    return Err(self.err(i, format!("perm {perm:?} of a rank-{rank} tensor")));
-                }
+                let perm = self.perm(i, m.groups.len())?;
                 let groups = perm.iter().map(|&p| m.groups[p].clone()).collect();
                 self.bind(&out, Moved { groups, ..m });
                 Ok(())
