@@ -51,6 +51,15 @@ struct Builder<'a> {
 
 type R<T> = Result<T, String>;
 
+/// A Gemm's constants: `B` as a row-major `[k, p]` matrix with `alpha` applied, `C` as `p`
+/// values with `beta` applied (`None` when absent).
+struct GemmOperands {
+    k: usize,
+    p: usize,
+    b: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
 impl<'a> Builder<'a> {
     fn label(&self, i: usize) -> String {
         let n = &self.nodes[i];
@@ -802,9 +811,8 @@ impl<'a> Builder<'a> {
         self.flat_of.contains_key(&x) || self.values[x].dims.len() == 1
     }
 
-    /// Gemm's `B` as a row-major `[K, P]` matrix with `alpha` applied, and its `C` as `P`
-    /// values with `beta` applied (`None` when absent). `transA` is the caller's to check.
-    fn gemm_operands(&self, i: usize) -> R<(usize, usize, Vec<f32>, Option<Vec<f32>>)> {
+    /// Gemm's `B` and `C` as `GemmOperands` says. `transA` is the caller's to check.
+    fn gemm_operands(&self, i: usize) -> R<GemmOperands> {
         let node = &self.nodes[i];
         let tb = attr_int(node, "transB", 0);
         let (alpha, beta) = (
@@ -836,7 +844,7 @@ impl<'a> Builder<'a> {
             }),
             None => None,
         };
-        Ok((k, p, b, bias))
+        Ok(GemmOperands { k, p, b, bias })
     }
 
     fn gemm(&mut self, i: usize) -> R<()> {
@@ -844,7 +852,12 @@ impl<'a> Builder<'a> {
         if attr_int(&self.nodes[i], "transA", 0) != 0 || !self.is_flat(x) {
             return Err(self.err(i, "only Gemm on a flat [N, K] input with transA = 0"));
         }
-        let (cin, cout, b, bias) = self.gemm_operands(i)?;
+        let GemmOperands {
+            k: cin,
+            p: cout,
+            b,
+            bias,
+        } = self.gemm_operands(i)?;
         // The convolution's OIHW weights: `B` transposed.
         let mut weight = vec![0.0; cout * cin];
         for o in 0..cout {

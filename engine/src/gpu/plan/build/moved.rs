@@ -532,7 +532,7 @@ impl<'a> Builder<'a> {
         if attr_int(&self.nodes[i], "transA", 0) != 0 || shape.len() != 2 {
             return Err(self.err(i, "only Gemm on a [rows, K] input with transA = 0"));
         }
-        let (k, p, b, bias) = self.gemm_operands(i)?;
+        let GemmOperands { k, p, b, bias } = self.gemm_operands(i)?;
         let y = self.moved_product(i, m, k, p, b)?;
         let out = self.out(i)?;
         let Some(bias) = bias else {
