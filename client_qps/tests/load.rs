@@ -113,13 +113,20 @@ fn run_client(server: &Server, batch: usize) {
     assert_eq!(r["errors"], 0, "{r}");
     assert_eq!(r["request_batch"], batch);
     let qps = r["qps"].as_f64().unwrap();
-    // The whole process, start-up and connecting included, against the reported figure.
-    let outside = 2000.0 / wall;
-    let gap = (qps - outside).abs() / qps;
-    println!("batch {batch}: reported {qps:.1} QPS, 2000 / process wall time = {outside:.1}: {:.2}% apart", gap * 100.0);
+    let measured = r["wall_s"].as_f64().unwrap();
+    // The figure is the measured requests over the measured time, and that time is the
+    // process's own but for its start-up (images, connections) and exit: a fixed cost, so it
+    // is bounded in seconds rather than as a share of a run whose length depends on the server.
+    println!(
+        "batch {batch}: reported {qps:.1} QPS over {measured:.3} s; the process ran {wall:.3} s"
+    );
     assert!(
-        gap <= 0.02,
-        "reported {qps} QPS vs {outside} from the process wall time"
+        (qps * measured - 2000.0).abs() < 1.0,
+        "{qps} QPS × {measured} s is not the 2000 requests"
+    );
+    assert!(
+        measured <= wall && wall - measured < 0.5,
+        "measured {measured} s of a process that ran {wall} s"
     );
     assert!(r["server_cpu_pct"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["server_rss_mb"].as_f64().unwrap() > 1.0, "{r}");
