@@ -9,6 +9,6 @@ dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
   --gpu-toml configs/resnet50_gpu.toml --cpu-toml configs/resnet50.toml \
   --json "$OUT/preprocess-check.json" || exit 1
 python3 benches/gpu/torchvision_decode.py --check-json "$OUT/preprocess-check.json" \
-  --json "$OUT/torchvision.json" || exit 1
+  --images benches/imgs --extra engine/tests/fixtures/jpeg --json "$OUT/torchvision.json" || exit 1
 python3 benches/gpu/summarise_preprocess.py "$OUT/preprocess-check.json" "$OUT/torchvision.json" \
   "$OUT/gpu-preprocess-$(date +%F).json"

@@ -16,14 +16,24 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--check-json", required=True, help="preprocess-check's JSON (timing_files)")
     p.add_argument("--images", default="benches/imgs")
+    p.add_argument("--extra", help="preprocess-check's --extra folder: its files are timed too")
     p.add_argument("--batches", default="1,8,32")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--round-secs", type=float, default=0.5)
     p.add_argument("--json", required=True)
     a = p.parse_args()
     files = json.load(open(a.check_json))["timing_files"]
-    datas = [torch.frombuffer(bytearray(open(os.path.join(a.images, f), "rb").read()),
-                              dtype=torch.uint8) for f in files]
+    dirs = [d for d in (a.images, a.extra) if d]
+
+    def path(name):
+        # preprocess-check names each file by its name alone, from --images or --extra.
+        for d in dirs:
+            if os.path.isfile(os.path.join(d, name)):
+                return os.path.join(d, name)
+        raise SystemExit(f"{name} (a file preprocess-check timed) is in none of {dirs}")
+
+    datas = [torch.frombuffer(bytearray(open(path(f), "rb").read()), dtype=torch.uint8)
+             for f in files]
     out = {"files": files, "torch": torch.__version__, "timings": []}
 
     def decode(batch):
