@@ -420,6 +420,46 @@ fn a_request_that_outlives_its_deadline_times_out() {
 }
 
 #[test]
+fn a_queued_item_times_out_while_every_instance_is_busy() {
+    // The only instance sleeps 1 s on the first request; the second, queued behind it with a
+    // 100 ms deadline, fails at its deadline, not when the instance frees up.
+    let options = PipelineOptions {
+        request_timeout: Duration::from_millis(100),
+    };
+    let p = pipeline_with("[s]\nbackend = \"Sleep\"\nsleep_ms = 1000\n", options);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let first = tx.clone();
+    p.submit(vec![text("a")], move |out| {
+        let _ = first.send(("a", out));
+    })
+    .unwrap();
+    let started = Instant::now();
+    p.submit(vec![text("b")], move |out| {
+        let _ = tx.send(("b", out));
+    })
+    .unwrap();
+    let (who, out) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let took = started.elapsed();
+    assert_eq!(who, "b");
+    assert!(
+        matches!(out[0], Err(RequestError::Timeout { .. })),
+        "{:?}",
+        out[0]
+    );
+    assert!(
+        took < Duration::from_millis(700),
+        "failed only after {took:?}"
+    );
+    let (who, out) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(who, "a");
+    assert!(
+        out[0].is_ok(),
+        "the first was already running: {:?}",
+        out[0]
+    );
+}
+
+#[test]
 fn a_multi_item_request_completes_once_with_every_item() {
     let p = pipeline("[a]\nbackend = \"Tag\"\ntag = \"A\"\ninstance_num = 3\nmax = 2\n");
     let calls = Arc::new(AtomicUsize::new(0));

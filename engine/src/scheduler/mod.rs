@@ -19,6 +19,17 @@ pub use metrics::{NodeMetrics, NodeStats};
 /// A task the queue would not take, handed back with the reason (boxed: this is the rare path).
 pub(crate) type Refused = Box<(Task, RequestError)>;
 
+/// What one run of the decision took off the queue.
+#[derive(Default)]
+struct Pumped {
+    /// Batches for instances.
+    ready: Vec<(usize, Vec<Task>)>,
+    /// Items whose deadline passed while they waited.
+    expired: Vec<Task>,
+    /// When to look again with nothing new: a batching timeout or a deadline.
+    timer: Option<Duration>,
+}
+
 pub(crate) enum Work {
     Batch(Vec<Task>),
     Stop,
@@ -28,6 +39,8 @@ struct NodeState {
     queue: VecDeque<Task>,
     idle: Vec<bool>,
     closed: bool,
+    /// While the batcher sleeps: until when (`None`: until woken). `None` while it runs.
+    batcher_sleeps: Option<Option<Instant>>,
 }
 
 pub(crate) struct NodeRuntime {
@@ -73,6 +86,7 @@ impl NodeRuntime {
                 // Instances count as busy until they have built their backend.
                 idle: vec![false; cfg.instance_num],
                 closed: false,
+                batcher_sleeps: None,
             }),
             wake_batcher: Condvar::new(),
             room: Condvar::new(),
@@ -176,19 +190,33 @@ impl NodeRuntime {
         self.room.notify_all();
     }
 
-    /// Takes every batch the decision allows now off the queue. Returns them with their
-    /// instances, and how long until a partial batch's timeout, if one is pending.
-    fn pump(
-        &self,
-        shared: &Shared,
-        st: &mut NodeState,
-    ) -> (Vec<(usize, Vec<Task>)>, Option<Duration>) {
-        let mut ready = Vec::new();
+    /// When `task` must have left this node's queue: its request's deadline, or the node's
+    /// `timeout` after it was queued, whichever comes first.
+    fn deadline(&self, task: &Task) -> Instant {
+        let node = self.queue_timeout.map(|t| task.enqueued + t);
+        node.map_or(task.deadline, |d| d.min(task.deadline))
+    }
+
+    /// Takes every batch the decision allows now off the queue, and the items at its front
+    /// whose deadline has passed (every instance may be busy: they must not wait for one).
+    /// Returns them, and how long until a partial batch's timeout or the front item's
+    /// deadline, if the queue is not empty.
+    fn pump(&self, shared: &Shared, st: &mut NodeState) -> Pumped {
+        let mut out = Pumped::default();
         loop {
             let now = Instant::now();
+            // Deadlines follow arrival (one request timeout, one node timeout), so the expired
+            // items are at the front; a later one that expires first fails at its dispatch.
+            while st.queue.front().is_some_and(|t| now >= self.deadline(t)) {
+                out.expired.extend(st.queue.pop_front());
+            }
             let oldest = st.queue.front().map_or(Duration::ZERO, |t| {
                 now.saturating_duration_since(t.enqueued)
             });
+            let expiry = st
+                .queue
+                .front()
+                .map(|t| self.deadline(t).saturating_duration_since(now));
             match decide(
                 st.queue.len(),
                 oldest,
@@ -199,39 +227,50 @@ impl NodeRuntime {
             ) {
                 Decision::Dispatch { instance, count } => {
                     st.idle[instance] = false;
-                    ready.push((instance, st.queue.drain(..count).collect()));
+                    out.ready
+                        .push((instance, st.queue.drain(..count).collect()));
                 }
-                Decision::WaitFor(d) => return (ready, Some(d)),
-                Decision::Wait => return (ready, None),
+                Decision::WaitFor(d) => {
+                    out.timer = Some(expiry.map_or(d, |e| e.min(d)));
+                    return out;
+                }
+                Decision::Wait => {
+                    out.timer = expiry;
+                    return out;
+                }
             }
         }
     }
 
     /// Whoever changes the queue or frees an instance runs the decision at once, so an item
     /// goes straight to an instance without waking a batcher thread; the batcher thread only
-    /// serves `batching_timeout`.
+    /// serves timeouts (`batching_timeout`, and deadlines of items that wait).
     fn pump_and_dispatch(&self, shared: &Shared, mut st: MutexGuard<'_, NodeState>) {
-        let (ready, timer) = self.pump(shared, &mut st);
-        if timer.is_some() {
-            self.wake_batcher.notify_one();
+        let pumped = self.pump(shared, &mut st);
+        // Wake the batcher only when it would sleep past the new timer (a queue that waits
+        // for busy instances must not cost a wake-up per item).
+        if let (Some(d), Some(until)) = (pumped.timer, st.batcher_sleeps) {
+            if until.is_none_or(|t| t > Instant::now() + d) {
+                self.wake_batcher.notify_one();
+            }
         }
-        if !ready.is_empty() {
-            self.hand_out(shared, st, ready);
+        if !pumped.ready.is_empty() || !pumped.expired.is_empty() {
+            self.hand_out(shared, st, pumped);
         }
     }
 
-    /// Releases the lock (room was made: pushers may go on), then gives each batch to its
-    /// instance.
-    fn hand_out(
-        &self,
-        shared: &Shared,
-        st: MutexGuard<'_, NodeState>,
-        ready: Vec<(usize, Vec<Task>)>,
-    ) {
+    /// Releases the lock (room was made: pushers may go on), then fails the expired items
+    /// and gives each batch to its instance.
+    fn hand_out(&self, shared: &Shared, st: MutexGuard<'_, NodeState>, pumped: Pumped) {
         self.room.notify_all();
         drop(st);
+        for task in pumped.expired {
+            let e = task.timeout_error(&self.name);
+            self.release(1);
+            shared.fail(task, e);
+        }
         let now = Instant::now();
-        for (instance, batch) in ready {
+        for (instance, batch) in pumped.ready {
             self.dispatch(shared, instance, batch, now);
         }
     }
@@ -244,12 +283,14 @@ impl NodeRuntime {
             if st.closed && st.queue.is_empty() {
                 break;
             }
-            let (ready, timer) = self.pump(shared, &mut st);
-            if !ready.is_empty() {
-                self.hand_out(shared, st, ready);
+            let pumped = self.pump(shared, &mut st);
+            let timer = pumped.timer;
+            if !pumped.ready.is_empty() || !pumped.expired.is_empty() {
+                self.hand_out(shared, st, pumped);
                 st = lock(&self.state);
                 continue;
             }
+            st.batcher_sleeps = Some(timer.map(|d| Instant::now() + d));
             st = match timer {
                 Some(d) => {
                     self.wake_batcher
@@ -262,6 +303,7 @@ impl NodeRuntime {
                     .wait(st)
                     .unwrap_or_else(|p| p.into_inner()),
             };
+            st.batcher_sleeps = None;
         }
         drop(st);
         for s in &self.senders {
@@ -272,9 +314,7 @@ impl NodeRuntime {
     fn dispatch(&self, shared: &Shared, instance: usize, batch: Vec<Task>, now: Instant) {
         let mut live = Vec::with_capacity(batch.len());
         for task in batch {
-            let node_deadline = self.queue_timeout.map(|t| task.enqueued + t);
-            let deadline = node_deadline.map_or(task.deadline, |d| d.min(task.deadline));
-            if now >= deadline {
+            if now >= self.deadline(&task) {
                 let e = task.timeout_error(&self.name);
                 self.release(1);
                 shared.fail(task, e);
