@@ -1268,19 +1268,7 @@ impl<'a> Builder<'a> {
         let full: Vec<usize> = std::iter::once(BATCH)
             .chain(self.values[x].dims.iter().copied())
             .collect();
-        let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
-        let squeeze = self.nodes[i].op_type == "Squeeze";
-        let rank = if squeeze {
-            full.len()
-        } else {
-            full.len() + axes.len()
-        };
-        let mut ax = axes
-            .iter()
-            .map(|&a| fold::axis(a, rank))
-            .collect::<R<Vec<_>>>()
-            .map_err(|e| self.err(i, e))?;
-        ax.sort_unstable();
+        let (squeeze, ax) = self.squeeze_axes(i, full.len())?;
         if ax.contains(&0) {
             return Err(self.err(i, "the batch dimension cannot be squeezed or inserted"));
         }
@@ -1323,6 +1311,25 @@ impl<'a> Builder<'a> {
             return Err(self.err(i, format!("perm {perm:?} of a rank-{rank} tensor")));
         }
         Ok(perm)
+    }
+
+    /// Whether Squeeze/Unsqueeze `i` squeezes, and its axes (sorted, resolved against the
+    /// output's rank for Unsqueeze) for an input of rank `rank_in`.
+    fn squeeze_axes(&self, i: usize, rank_in: usize) -> R<(bool, Vec<usize>)> {
+        let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
+        let squeeze = self.nodes[i].op_type == "Squeeze";
+        let rank = if squeeze {
+            rank_in
+        } else {
+            rank_in + axes.len()
+        };
+        let mut ax = axes
+            .iter()
+            .map(|&a| fold::axis(a, rank))
+            .collect::<R<Vec<_>>>()
+            .map_err(|e| self.err(i, e))?;
+        ax.sort_unstable();
+        Ok((squeeze, ax))
     }
 
     fn transpose(&mut self, i: usize) -> R<()> {

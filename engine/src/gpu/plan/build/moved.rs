@@ -219,19 +219,8 @@ impl<'a> Builder<'a> {
             }
             "Squeeze" | "Unsqueeze" => {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
-                let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
-                let squeeze = op == "Squeeze";
-                let rank = if squeeze {
-                    m.groups.len()
-                } else {
-                    m.groups.len() + axes.len()
-                };
-                let mut ax = axes
-                    .iter()
-                    .map(|&a| fold::axis(a, rank))
-                    .collect::<R<Vec<_>>>()
-                    .map_err(|e| self.err(i, e))?;
-                ax.sort_unstable();
+                let (squeeze, ax) = self.squeeze_axes(i, m.groups.len())?;
+                let rank = m.groups.len();
                 let mut groups = m.groups.clone();
                 if squeeze {
                     let drop: Vec<usize> = if ax.is_empty() {
