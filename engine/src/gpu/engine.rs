@@ -70,13 +70,7 @@ impl GpuModel {
         drop(bytes);
         let mut plan = plan::build(&proto, precision == Precision::Fp16).map_err(GpuError::Plan)?;
         drop(proto);
-        let key = cache::Key {
-            onnx_sha256: onnx_sha256.clone(),
-            device: device.clone(),
-            cudnn: cudnn_version(),
-            precision,
-            kernels_sha256: cache::sha256_hex(kernels::SOURCE.as_bytes()),
-        };
+        let key = cache_key(&onnx_sha256, &device, precision);
         let (cached, cache_note) = match cache_path {
             Some(p) => match CacheFile::read(p, &key) {
                 Ok(c) => (Some(c), format!("used {}", p.display())),
@@ -229,13 +223,7 @@ impl GpuModel {
         if let (Some(path), Some(weights)) = (&self.cache_path, &self.host_weights) {
             let header = cache::Header {
                 format: cache::FORMAT,
-                key: cache::Key {
-                    onnx_sha256: self.onnx_sha256.clone(),
-                    device: self.device.clone(),
-                    cudnn: cudnn_version(),
-                    precision: self.precision,
-                    kernels_sha256: cache::sha256_hex(kernels::SOURCE.as_bytes()),
-                },
+                key: cache_key(&self.onnx_sha256, &self.device, self.precision),
                 ptx: self.ptx.clone(),
                 tuning: tuning.clone(),
                 plans: self
@@ -956,6 +944,17 @@ impl GpuInstance {
             self.launch(n)?;
         }
         Ok(timer.stop(&self.stream)? / reps.max(1) as f32)
+    }
+}
+
+/// What a `model::cache` must have been written for to be used by this build.
+fn cache_key(onnx_sha256: &str, device: &str, precision: Precision) -> cache::Key {
+    cache::Key {
+        onnx_sha256: onnx_sha256.to_string(),
+        device: device.to_string(),
+        cudnn: cudnn_version(),
+        precision,
+        kernels_sha256: cache::sha256_hex(kernels::SOURCE.as_bytes()),
     }
 }
 

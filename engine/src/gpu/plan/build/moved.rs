@@ -58,16 +58,9 @@ impl<'a> Builder<'a> {
         self.moved.get(name).cloned()
     }
 
-    /// Full dims of a plain value: the batch as `BATCH`.
-    fn storage_dims(&self, v: usize) -> Vec<usize> {
-        std::iter::once(BATCH)
-            .chain(self.values[v].dims.iter().copied())
-            .collect()
-    }
-
     /// ONNX's shape of a moved tensor.
     pub(super) fn moved_shape(&self, m: &Moved) -> Vec<Sym> {
-        let full = self.storage_dims(m.value);
+        let full = self.full_dims(Operand::Value(m.value));
         m.groups
             .iter()
             .map(|g| {
@@ -92,7 +85,7 @@ impl<'a> Builder<'a> {
     /// The same tensor over a storage without its axes of size 1 (an alias: nothing moves).
     fn squeezed(&mut self, m: Moved) -> Moved {
         let v = self.row_major(m.value);
-        let full = self.storage_dims(v);
+        let full = self.full_dims(Operand::Value(v));
         let mut new_of = vec![usize::MAX; full.len()];
         let mut kept = Vec::new();
         for (a, &d) in full.iter().enumerate() {
@@ -123,7 +116,7 @@ impl<'a> Builder<'a> {
     /// A copy of `m`'s (squeezed) storage with its axes in `order` (a permutation of them,
     /// the batch first); the groups follow.
     fn reorder(&mut self, m: &Moved, order: Vec<usize>) -> Moved {
-        let full = self.storage_dims(m.value);
+        let full = self.full_dims(Operand::Value(m.value));
         let dims: Dims = order[1..].iter().map(|&a| full[a]).collect();
         let name = format!("{}#reordered", self.values.len());
         let output = self.define(&name, dims, false);
@@ -319,7 +312,7 @@ impl<'a> Builder<'a> {
     ) -> R<Moved> {
         let m = self.squeezed(m);
         let shape = self.moved_shape(&m);
-        let full = self.storage_dims(m.value);
+        let full = self.full_dims(Operand::Value(m.value));
         let fail = |b: &Self, why: &str| {
             b.err(
                 i,
@@ -592,7 +585,7 @@ impl<'a> Builder<'a> {
         if cd.len() > shape.len() {
             return Err(None);
         }
-        let full = self.storage_dims(m.value);
+        let full = self.full_dims(Operand::Value(m.value));
         let pad = shape.len() - cd.len();
         // The constant with each broadcast dim split into its group's axes: (axis, size).
         let mut split: Vec<(usize, usize)> = Vec::new();
