@@ -14,10 +14,10 @@ use super::cuda::{
     dnn_call, ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, Result, TensorDesc,
     Timer,
 };
-use super::engine::GpuModel;
+use super::engine::{ConvWeights, GpuModel};
 use super::graph_api;
 use super::kernels::{self, KView, Kernels};
-use super::plan::view::View;
+use super::plan::view::{chunked_epilogue, depthwise_nhwc_threads, View};
 use super::plan::{ConvStep, Plan, Unary};
 use super::precision::Precision;
 
@@ -39,6 +39,20 @@ pub enum Mode {
 /// Whether a convolution runs on our depthwise kernel.
 pub(super) fn is_depthwise(c: &ConvStep) -> bool {
     c.groups > 1 && c.cin == c.groups && c.cout == c.cin
+}
+
+/// `Mode::Depthwise`'s algorithm number for `depthwise_nhwc` (0 is the strided kernel).
+pub(super) const DEPTHWISE_NHWC: u32 = 1;
+
+/// Elements in the kernels' 16-byte chunk.
+pub(super) fn chunk_elements(precision: Precision) -> usize {
+    16 / precision.bytes()
+}
+
+/// Whether `depthwise_nhwc` can run a depthwise convolution: its values dense NHWC, the
+/// channels whole chunks, and the filters transposed for it at upload.
+pub(super) fn nhwc_depthwise(c: &ConvStep, cl: bool, precision: Precision, has_taps: bool) -> bool {
+    is_depthwise(c) && cl && has_taps && c.cout % chunk_elements(precision) == 0
 }
 
 /// The algorithm chosen for one convolution at one batch size.
@@ -202,8 +216,7 @@ pub(super) struct ConvCall<'a> {
     pub(super) x_desc: &'a TensorDesc,
     pub(super) y_desc: &'a TensorDesc,
     pub(super) x: u64,
-    pub(super) w: &'a DeviceBuf,
-    pub(super) bias: &'a DeviceBuf,
+    pub(super) weights: &'a ConvWeights,
     pub(super) z: Option<u64>,
     pub(super) y: u64,
     pub(super) ws: u64,
@@ -232,8 +245,16 @@ impl ConvCall<'_> {
         y_shape: [usize; 3],
         json: Option<&str>,
     ) -> Result<GraphExec> {
-        let pack =
-            || graph_api::variant_pack(self.x, self.w.ptr, self.bias.ptr, self.z, self.y, self.ws);
+        let pack = || {
+            graph_api::variant_pack(
+                self.x,
+                self.weights.w.ptr,
+                self.weights.bias.ptr,
+                self.z,
+                self.y,
+                self.ws,
+            )
+        };
         if let Some(json) = json {
             match graph_api::plan_from_json(self.h, json) {
                 Ok(plan) => {
@@ -264,6 +285,72 @@ impl ConvCall<'_> {
         })
     }
 
+    fn depthwise_nhwc(&self) -> Result<()> {
+        let (xv, yv, cl) = self
+            .views
+            .ok_or_else(|| GpuError::Plan("a depthwise convolution without its views".into()))?;
+        let c = self.step;
+        let taps = match &self.weights.taps {
+            Some(t) if nhwc_depthwise(c, cl, self.precision, true) => t,
+            _ => {
+                return Err(GpuError::Plan(format!(
+                    "{}: the NHWC depthwise kernel cannot run this convolution",
+                    c.name
+                )))
+            }
+        };
+        // Views are [1, 1, N, C, H, W] (RANK 6, leading dims 1).
+        let d = |v: &View, k: usize| v.dims[k] as i32;
+        let i = |v: usize| v as i32;
+        let args = [
+            d(&yv, 3),
+            d(&xv, 4),
+            d(&xv, 5),
+            d(&yv, 4),
+            d(&yv, 5),
+            i(c.kernel[0]),
+            i(c.kernel[1]),
+            i(c.stride[0]),
+            i(c.stride[1]),
+            i(c.pad[0]),
+            i(c.pad[1]),
+            i(c.dilation[0]),
+            i(c.dilation[1]),
+            c.act as i32,
+            self.z.is_some() as i32,
+        ];
+        let [p0, p1] = c.act_p;
+        let z = self.z.unwrap_or(self.y);
+        let chunk = chunk_elements(self.precision);
+        let threads = depthwise_nhwc_threads(
+            yv.dims[2] as usize,
+            yv.dims[3] as usize,
+            yv.dims[4] as usize,
+            yv.dims[5] as usize,
+            chunk,
+        );
+        let f = match self.precision {
+            Precision::Fp16 => &self.kernels.depthwise_nhwc.half,
+            Precision::Fp32 => &self.kernels.depthwise_nhwc.float,
+        };
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&self.x)
+            .arg(&taps.ptr)
+            .arg(&self.weights.bias.ptr)
+            .arg(&z)
+            .arg(&self.y);
+        for a in &args {
+            l.arg(a);
+        }
+        let n = threads as u32;
+        l.arg(&p0).arg(&p1).arg(&n);
+        // SAFETY: argument types match `depthwise_nhwc_*`; x and y are dense NHWC buffers of
+        // the views' sizes with whole 16-byte chunks of channels (nhwc_depthwise), the taps
+        // hold kh × kw × C values.
+        unsafe { l.launch(kernels::launch_1d(threads)) }.call("cuLaunchKernel")?;
+        Ok(())
+    }
+
     pub(super) fn run(&self, algo: Algo, graph: Option<&GraphExec>) -> Result<()> {
         let one = 1.0f32;
         let zero = 0.0f32;
@@ -276,7 +363,7 @@ impl ConvCall<'_> {
                     self.x_desc.0,
                     self.x as *const c_void,
                     self.d.filter.0,
-                    self.w.ptr as *const c_void,
+                    self.weights.w.ptr as *const c_void,
                     self.d.conv.0,
                     algo_from(algo.algo)?,
                     self.ws as *mut c_void,
@@ -285,7 +372,7 @@ impl ConvCall<'_> {
                     self.y_desc.0,
                     self.z.unwrap_or(self.y) as *const c_void,
                     self.d.bias.0,
-                    self.bias.ptr as *const c_void,
+                    self.weights.bias.ptr as *const c_void,
                     self.d.act.0,
                     self.y_desc.0,
                     self.y as *mut c_void
@@ -298,7 +385,7 @@ impl ConvCall<'_> {
                     self.x_desc.0,
                     self.x as *const c_void,
                     self.d.filter.0,
-                    self.w.ptr as *const c_void,
+                    self.weights.w.ptr as *const c_void,
                     self.d.conv.0,
                     algo_from(algo.algo)?,
                     self.ws as *mut c_void,
@@ -311,14 +398,38 @@ impl ConvCall<'_> {
                 let (act, has_z) = (self.step.act as i32, self.z.is_some() as i32);
                 let [p0, p1] = self.step.act_p;
                 let z = self.z.unwrap_or(self.y);
-                let hw = self.y_hw as i32;
+                let cl = self.views.is_some_and(|(_, _, cl)| cl);
+                let hw = if cl { 1 } else { self.y_hw as i32 };
+                let chunk = chunk_elements(self.precision);
+                if chunked_epilogue(self.step.cout, self.y_hw, cl, chunk) {
+                    let f = match self.precision {
+                        Precision::Fp16 => &self.kernels.bias_act_chunk.half,
+                        Precision::Fp32 => &self.kernels.bias_act_chunk.float,
+                    };
+                    let mut l = self.stream.launch_builder(f);
+                    l.arg(&self.y)
+                        .arg(&z)
+                        .arg(&self.weights.bias.ptr)
+                        .arg(&len)
+                        .arg(&cout)
+                        .arg(&hw)
+                        .arg(&act)
+                        .arg(&p0)
+                        .arg(&p1)
+                        .arg(&has_z);
+                    // SAFETY: argument types match `bias_act_chunk_*`; y and z hold `len`
+                    // elements, whole chunks of 16 aligned bytes (chunked_epilogue).
+                    unsafe { l.launch(kernels::launch_1d(self.y_len / chunk)) }
+                        .call("cuLaunchKernel")?;
+                    return Ok(());
+                }
                 let mut l = match self.precision {
                     Precision::Fp16 => self.stream.launch_builder(&self.kernels.bias_act.half),
                     Precision::Fp32 => self.stream.launch_builder(&self.kernels.bias_act.float),
                 };
                 l.arg(&self.y)
                     .arg(&z)
-                    .arg(&self.bias.ptr)
+                    .arg(&self.weights.bias.ptr)
                     .arg(&len)
                     .arg(&cout);
                 if self.precision == Precision::Fp32 {
@@ -329,6 +440,7 @@ impl ConvCall<'_> {
                 unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
                 Ok(())
             }
+            Mode::Depthwise if algo.algo == DEPTHWISE_NHWC => self.depthwise_nhwc(),
             Mode::Depthwise => {
                 let (xv, yv, cl) = self.views.ok_or_else(|| {
                     GpuError::Plan("a depthwise convolution without its views".into())
@@ -360,8 +472,8 @@ impl ConvCall<'_> {
                 l.arg(&xv)
                     .arg(&yv)
                     .arg(&self.x)
-                    .arg(&self.w.ptr)
-                    .arg(&self.bias.ptr);
+                    .arg(&self.weights.w.ptr)
+                    .arg(&self.weights.bias.ptr);
                 l.arg(&z).arg(&self.y);
                 for a in &args {
                     l.arg(a);
@@ -614,7 +726,7 @@ impl Tuner {
         let mut jsons = Vec::new();
         let mut total_ms = 0f32;
         let mut modes = [0usize; 4];
-        for (c, (w, b)) in m.plan.convs().zip(&m.weights) {
+        for (c, cw) in m.plan.convs().zip(&m.weights) {
             let d = ConvDescs::new(c, m.precision)?;
             let (xs, ys) = conv_shapes(&m.plan, c)?;
             let xd = tensor_desc(m.precision, n, xs)?;
@@ -629,8 +741,7 @@ impl Tuner {
                 x_desc: &xd,
                 y_desc: &yd,
                 x: self.x.ptr,
-                w,
-                bias: b,
+                weights: cw,
                 z: c.residual.map(|_| self.z.ptr),
                 y: self.y.ptr,
                 ws: self.ws.ptr,
@@ -659,6 +770,15 @@ impl Tuner {
                     algo: 0,
                     workspace: 0,
                 });
+                let cl =
+                    m.plan.values[c.output].channels_last && m.plan.values[c.input].channels_last;
+                if nhwc_depthwise(c, cl, m.precision, cw.taps.is_some()) {
+                    candidates.push(Algo {
+                        mode: Mode::Depthwise,
+                        algo: DEPTHWISE_NHWC,
+                        workspace: 0,
+                    });
+                }
             }
             for p in perf.iter().take(found.max(0) as usize) {
                 let ok = p.status == dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS

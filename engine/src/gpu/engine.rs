@@ -13,7 +13,8 @@ use prost::Message;
 use super::blas::Blas;
 use super::cache::{self, CacheFile};
 use super::conv::{
-    conv_shapes, conv_views, tensor_desc, Algo, ConvCall, ConvDescs, GraphExec, Mode, Tuner,
+    conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, GraphExec, Mode,
+    Tuner,
 };
 use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
@@ -38,8 +39,8 @@ pub struct GpuModel {
     pub(super) ctx: Arc<CudaContext>,
     pub(super) plan: Plan,
     pub(super) precision: Precision,
-    /// Per convolution (in plan order): weights in the device layout, bias.
-    pub(super) weights: Vec<(DeviceBuf, DeviceBuf)>,
+    /// Per convolution, in plan order.
+    pub(super) weights: Vec<ConvWeights>,
     /// The plan's other constants (scales, biases, matrices), in the engine's precision.
     consts: Vec<DeviceBuf>,
     pub(super) kernels: Kernels,
@@ -288,7 +289,30 @@ fn conv_sizes(c: &ConvStep, precision: Precision) -> (usize, usize) {
     (w * precision.bytes(), c.cout * precision.bytes())
 }
 
-type Uploaded = (Vec<(DeviceBuf, DeviceBuf)>, Vec<DeviceBuf>);
+/// One convolution's constants on the device.
+pub(super) struct ConvWeights {
+    /// In the device layout (`device_weights`).
+    pub(super) w: DeviceBuf,
+    pub(super) bias: DeviceBuf,
+    /// A depthwise convolution's filters as `[kh, kw, C]`, for `depthwise_nhwc` (channels-last
+    /// plans only): one 16-byte load gives a tap of neighbouring channels.
+    pub(super) taps: Option<DeviceBuf>,
+}
+
+type Uploaded = (Vec<ConvWeights>, Vec<DeviceBuf>);
+
+/// `[C, taps]` elements of `esize` bytes → `[taps, C]`.
+fn transpose_taps(w: &[u8], c: usize, taps: usize, esize: usize) -> Vec<u8> {
+    let mut out = vec![0u8; w.len()];
+    for ch in 0..c {
+        for t in 0..taps {
+            let from = (ch * taps + t) * esize;
+            let to = (t * c + ch) * esize;
+            out[to..to + esize].copy_from_slice(&w[from..from + esize]);
+        }
+    }
+    out
+}
 
 fn upload_weights(
     ctx: &Arc<CudaContext>,
@@ -305,7 +329,17 @@ fn upload_weights(
                 "the weight blob is shorter than the plan".into(),
             ));
         };
-        out.push((DeviceBuf::from_host(ctx, w)?, DeviceBuf::from_host(ctx, b)?));
+        let taps = if plan.channels_last && is_depthwise(c) {
+            let t = transpose_taps(w, c.cout, c.kernel[0] * c.kernel[1], precision.bytes());
+            Some(DeviceBuf::from_host(ctx, &t)?)
+        } else {
+            None
+        };
+        out.push(ConvWeights {
+            w: DeviceBuf::from_host(ctx, w)?,
+            bias: DeviceBuf::from_host(ctx, b)?,
+            taps,
+        });
         at += wb + bb;
     }
     let mut consts = Vec::new();
@@ -505,7 +539,7 @@ impl GpuInstance {
         n: usize,
     ) -> Result<ConvCall<'a>> {
         let m = &self.model;
-        let (w, b) = &m.weights[conv_i];
+        let cw = &m.weights[conv_i];
         let (_, ys) = conv_shapes(&m.plan, c)?;
         Ok(ConvCall {
             h: self.dnn.h,
@@ -517,8 +551,7 @@ impl GpuInstance {
             x_desc: x,
             y_desc: y,
             x: self.ptr(c.input),
-            w,
-            bias: b,
+            weights: cw,
             z: c.residual.map(|r| self.ptr(r)),
             y: self.ptr(c.output),
             ws: self.workspace.ptr,

@@ -153,6 +153,34 @@ __device__ __forceinline__ void st_chunk(T* p, long long off, const float* v) {
     *reinterpret_cast<Chunk*>(p + off) = c;
 }
 
+// The convolution epilogue K = 16 / sizeof(T) elements per thread: NHWC (hw = 1, cout a
+// multiple of K, K consecutive channels) or NCHW (hw a multiple of K, one channel).
+template <typename T>
+__device__ void bias_act_chunk_impl(T* y, const T* z, const T* bias, long long n, int cout,
+        int hw, int act, float p0, float p1, int has_z) {
+    const int K = 16 / sizeof(T);
+    long long e = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * K;
+    if (e >= n) return;
+    float v[K], b[K], r[K];
+    ld_chunk(y, e, 1, v);
+    if (hw == 1) ld_chunk(bias, e % cout, 1, b);
+    else ld_chunk(bias, (e / hw) % cout, 0, b);
+    if (has_z) ld_chunk(z, e, 1, r);
+    for (int k = 0; k < K; k++)
+        r[k] = unary_op(act, v[k] + b[k] + (has_z ? r[k] : 0.0f), p0, p1);
+    st_chunk(y, e, r);
+}
+
+extern "C" __global__ void bias_act_chunk_half(unsigned short* y, const unsigned short* z,
+        const unsigned short* bias, long long n, int cout, int hw, int act, float p0, float p1,
+        int has_z) {
+    bias_act_chunk_impl(y, z, bias, n, cout, hw, act, p0, p1, has_z);
+}
+extern "C" __global__ void bias_act_chunk_float(float* y, const float* z, const float* bias,
+        long long n, int cout, int hw, int act, float p0, float p1, int has_z) {
+    bias_act_chunk_impl(y, z, bias, n, cout, hw, act, p0, p1, has_z);
+}
+
 // y[region] = unary(binary(a, b)), one thread per element of the region.
 // linear: bit 0/1/2 set where a/b/y is dense in the region's order (offset + i, no division).
 template <typename T>
@@ -395,3 +423,61 @@ extern "C" __global__ void depthwise_float(View xv, View yv, const float* x, con
     depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, act, has_z, cl, p0,
         p1, n);
 }
+
+// The same convolution over dense NHWC memory, C a multiple of K = 16 / sizeof(T): each thread
+// takes K channels (16-byte loads and stores) of TX neighbouring outputs along a row, so the
+// index arithmetic is paid once per K × TX outputs and the inputs the TX windows share come
+// from L1. Weights `wt` are [kh, kw, C] (a transposed copy, one 16-byte load per tap).
+#define DW_TX 4
+template <typename T>
+__device__ void depthwise_nhwc_impl(const T* x, const T* wt, const T* bias, const T* z, T* y,
+        int C, int IH, int IW, int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
+        int dh, int dw, int act, int has_z, float p0, float p1, unsigned int n) {
+    const int K = 16 / sizeof(T);
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    unsigned int CK = C / K, OWT = (OW + DW_TX - 1) / DW_TX;
+    unsigned int c0 = (i % CK) * K, r = i / CK;
+    int ox0 = (int)(r % OWT) * DW_TX;
+    r /= OWT;
+    int oy = (int)(r % OH);
+    long long b = r / OH;
+    float acc[DW_TX][K], v[K], wv[K];
+    ld_chunk(bias, c0, 1, v);
+    for (int t = 0; t < DW_TX; t++)
+        for (int k = 0; k < K; k++) acc[t][k] = v[k];
+    const T* xb = x + b * IH * IW * (long long)C + c0;
+    for (int ky = 0; ky < kh; ky++) {
+        int yy = oy * sh - ph + ky * dh;
+        if (yy < 0 || yy >= IH) continue;
+        const T* xr = xb + (long long)yy * IW * C;
+        for (int kx = 0; kx < kw; kx++) {
+            ld_chunk(wt, (long long)(ky * kw + kx) * C + c0, 1, wv);
+            for (int t = 0; t < DW_TX; t++) {
+                int xx = (ox0 + t) * sw - pw + kx * dw;
+                if (ox0 + t >= OW || xx < 0 || xx >= IW) continue;
+                ld_chunk(xr, (long long)xx * C, 1, v);
+                for (int k = 0; k < K; k++) acc[t][k] += v[k] * wv[k];
+            }
+        }
+    }
+    for (int t = 0; t < DW_TX && ox0 + t < OW; t++) {
+        long long yo = ((b * OH + oy) * OW + ox0 + t) * (long long)C + c0;
+        if (has_z) {
+            ld_chunk(z, yo, 1, v);
+            for (int k = 0; k < K; k++) acc[t][k] += v[k];
+        }
+        for (int k = 0; k < K; k++) acc[t][k] = unary_op(act, acc[t][k], p0, p1);
+        st_chunk(y, yo, acc[t]);
+    }
+}
+
+#define DW_NHWC_ENTRY(name, T) \
+extern "C" __global__ void name(const T* x, const T* wt, const T* bias, const T* z, T* y, \
+        int C, int IH, int IW, int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, \
+        int dh, int dw, int act, int has_z, float p0, float p1, unsigned int n) { \
+    depthwise_nhwc_impl(x, wt, bias, z, y, C, IH, IW, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, \
+        act, has_z, p0, p1, n); \
+}
+DW_NHWC_ENTRY(depthwise_nhwc_half, unsigned short)
+DW_NHWC_ENTRY(depthwise_nhwc_float, float)

@@ -20,6 +20,8 @@ pub struct Pair {
 pub struct Kernels {
     pub to_input: Pair,
     pub bias_act: Pair,
+    /// `bias_act` 16 bytes per thread (`conv::chunked_epilogue` says when).
+    pub bias_act_chunk: Pair,
     pub map: Pair,
     /// `map` moving 16 bytes per operand per thread (MapLaunch::vec).
     pub map_chunk: Pair,
@@ -27,6 +29,8 @@ pub struct Kernels {
     pub row: Pair,
     pub pool: Pair,
     pub depthwise: Pair,
+    /// The depthwise convolution over dense NHWC, 16 bytes of channels per thread.
+    pub depthwise_nhwc: Pair,
 }
 
 /// A strided view as the kernels take it, by value.
@@ -111,11 +115,13 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
     Ok(Kernels {
         to_input: pair("to_input")?,
         bias_act: pair("bias_act")?,
+        bias_act_chunk: pair("bias_act_chunk")?,
         map: pair("map")?,
         map_chunk: pair("map_chunk")?,
         reduce: pair("reduce")?,
         row: pair("row")?,
         pool: pair("pool")?,
         depthwise: pair("depthwise")?,
+        depthwise_nhwc: pair("depthwise_nhwc")?,
     })
 }

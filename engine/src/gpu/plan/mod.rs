@@ -20,6 +20,10 @@ mod fold;
 pub mod view;
 
 #[cfg(test)]
+mod conv_kernel_tests;
+#[cfg(test)]
+mod host_kernels;
+#[cfg(test)]
 mod reference;
 #[cfg(test)]
 mod tests;

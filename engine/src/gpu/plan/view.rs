@@ -350,3 +350,21 @@ pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, St
         }
     })
 }
+
+/// Outputs along a row each `depthwise_nhwc` thread computes: kernels.cu's DW_TX.
+pub const DEPTHWISE_TX: usize = 4;
+
+/// Whether the split epilogue can run 16 bytes per thread: NHWC with whole chunks of channels,
+/// or NCHW with whole chunks of each channel's map (so a chunk has one bias value).
+pub fn chunked_epilogue(cout: usize, hw: usize, cl: bool, chunk: usize) -> bool {
+    if cl || hw == 1 {
+        cout % chunk == 0
+    } else {
+        hw % chunk == 0
+    }
+}
+
+/// Threads of a `depthwise_nhwc` launch over `[n, c, oh, ow]`.
+pub fn depthwise_nhwc_threads(n: usize, c: usize, oh: usize, ow: usize, chunk: usize) -> usize {
+    n * oh * ow.div_ceil(DEPTHWISE_TX) * (c / chunk)
+}

@@ -1,0 +1,178 @@
+//! `gpu/kernels.cu` compiled for the host, so the plan tests and the kernel tests run the
+//! GPU's own kernel code on machines without a GPU.
+
+use super::reference;
+use super::view;
+use super::PoolStep;
+
+/// `gpu/kernels.cu` compiled for the host with the system C++ compiler (CUDA's qualifiers
+/// defined away, its fp16 conversions as `_Float16`), loaded as a shared library; the grid of a
+/// launch runs thread by thread.
+pub struct HostKernels {
+    pub lib: libloading::Library,
+    /// Map launches that ran in 16-byte chunks.
+    pub chunked: std::cell::Cell<usize>,
+}
+
+const KERNELS_PRELUDE: &str = r#"
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+using std::max;
+using std::min;
+#define KERNELS_HOST
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __restrict__
+struct Dim3 { unsigned x, y, z; };
+static Dim3 blockIdx, blockDim, threadIdx;
+extern "C" void tp_set_thread(unsigned b, unsigned t) {
+    blockIdx.x = b; blockDim.x = 256; threadIdx.x = t;
+}
+static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+static inline float __shfl_xor_sync(unsigned, float v, int) { return v; }
+static inline unsigned short f2h(float f) {
+    _Float16 h = (_Float16)f; unsigned short u; std::memcpy(&u, &h, 2); return u;
+}
+static inline float h2f(unsigned short u) { _Float16 h; std::memcpy(&h, &u, 2); return (float)h; }
+"#;
+
+type MapFn = unsafe extern "C" fn(
+    view::View,
+    view::View,
+    view::View,
+    *const f32,
+    *const f32,
+    *mut f32,
+    i32,
+    i32,
+    f32,
+    f32,
+    u32,
+    u32,
+);
+type PoolFn = unsafe extern "C" fn(
+    view::View,
+    view::View,
+    *const f32,
+    *mut f32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    u32,
+);
+
+impl HostKernels {
+    pub fn load() -> HostKernels {
+        let dir = std::env::temp_dir().join(format!("tp-kernels-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("kernels.cpp");
+        let lib = dir.join("libkernels.so");
+        let kernels = include_str!("../kernels.cu");
+        std::fs::write(&src, format!("{KERNELS_PRELUDE}\n{kernels}")).unwrap();
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        // No FMA contraction: the same roundings as the kernels' separate multiply and add.
+        let out = std::process::Command::new(&cxx)
+            .args(["-O1", "-shared", "-fPIC", "-ffp-contract=off", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
+        assert!(
+            out.status.success(),
+            "kernels.cu does not compile for the host:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // SAFETY: a library we just built from our own source; its initialisers do nothing.
+        let lib = unsafe { libloading::Library::new(&lib) }.unwrap();
+        HostKernels {
+            lib,
+            chunked: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn grid(&self, n: usize, mut launch: impl FnMut()) {
+        // SAFETY: the prelude's setter, `extern "C" void(unsigned, unsigned)`.
+        let set: libloading::Symbol<unsafe extern "C" fn(u32, u32)> =
+            unsafe { self.lib.get(b"tp_set_thread") }.unwrap();
+        for b in 0..n.div_ceil(256) {
+            for t in 0..256 {
+                // SAFETY: sets plain globals of the library.
+                unsafe { set(b as u32, t) };
+                launch();
+            }
+        }
+    }
+}
+
+impl reference::Kernels for HostKernels {
+    fn map(&self, l: &view::MapLaunch, a: *const f32, b: *const f32, y: *mut f32) {
+        // SAFETY: `map_float`'s and `map_chunk_float`'s signature, as MapFn declares it.
+        let name: &[u8] = if l.vec > 1 {
+            b"map_chunk_float"
+        } else {
+            b"map_float"
+        };
+        let f: libloading::Symbol<MapFn> = unsafe { self.lib.get(name) }.unwrap();
+        let n = l.y.len();
+        self.chunked.set(self.chunked.get() + (l.vec > 1) as usize);
+        self.grid(n, || {
+            // SAFETY: the views stay inside the reference executor's buffers (the plan sized
+            // them), as on the GPU.
+            unsafe {
+                f(
+                    l.a,
+                    l.b,
+                    l.y,
+                    a,
+                    b,
+                    y,
+                    l.binary as i32,
+                    l.unary as i32,
+                    l.p0,
+                    l.p1,
+                    n as u32,
+                    l.linear,
+                )
+            }
+        });
+    }
+
+    fn pool(&self, p: &PoolStep, l: &view::PoolLaunch, cl: bool, x: *const f32, y: *mut f32) {
+        // SAFETY: `pool_float`'s signature, as PoolFn declares it.
+        let f: libloading::Symbol<PoolFn> = unsafe { self.lib.get(b"pool_float") }.unwrap();
+        let n = l.y.len();
+        let i = |v: usize| v as i32;
+        self.grid(n, || {
+            // SAFETY: as for `map`.
+            unsafe {
+                f(
+                    l.x,
+                    l.y,
+                    x,
+                    y,
+                    p.kind as i32,
+                    i(p.kernel[0]),
+                    i(p.kernel[1]),
+                    i(p.stride[0]),
+                    i(p.stride[1]),
+                    i(p.pad_begin[0]),
+                    i(p.pad_begin[1]),
+                    i(p.pad_end[0]),
+                    i(p.pad_end[1]),
+                    cl as i32,
+                    n as u32,
+                )
+            }
+        });
+    }
+}
