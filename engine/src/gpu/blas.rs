@@ -69,7 +69,7 @@ impl Blas {
         Ok(b)
     }
 
-    /// `y = a · b` for every product of `l`, row-major: computed as the column-major
+    /// `y = alpha · a · b` for every product of `l`, row-major: computed as the column-major
     /// `yᵀ = bᵀ · aᵀ`, which has the same memory.
     pub fn matmul(
         &self,
@@ -83,7 +83,13 @@ impl Blas {
             Precision::Fp16 => blas::cudaDataType::CUDA_R_16F,
             Precision::Fp32 => blas::cudaDataType::CUDA_R_32F,
         };
-        let (one, zero) = (1.0f32, 0.0f32);
+        let (alpha, zero) = (l.alpha, 0.0f32);
+        // Column-major, b is the first operand: stored [p, k] row-major it is bᵀ already.
+        let (op_b, ld_b) = if l.b_trans {
+            (blas::cublasOperation_t::CUBLAS_OP_T, l.k)
+        } else {
+            (blas::cublasOperation_t::CUBLAS_OP_N, l.p)
+        };
         let int = |v: usize| {
             i32::try_from(v).map_err(|_| GpuError::Plan(format!("matrix dimension {v} too large")))
         };
@@ -93,15 +99,15 @@ impl Blas {
             unsafe {
                 blas::cublasGemmStridedBatchedEx(
                     self.h,
-                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    op_b,
                     blas::cublasOperation_t::CUBLAS_OP_N,
                     int(l.p)?,
                     int(l.m)?,
                     int(l.k)?,
-                    &one as *const f32 as *const std::ffi::c_void,
+                    &alpha as *const f32 as *const std::ffi::c_void,
                     b as *const std::ffi::c_void,
                     dtype,
-                    int(l.p)?,
+                    int(ld_b)?,
                     l.b_stride as i64,
                     a as *const std::ffi::c_void,
                     dtype,

@@ -5,6 +5,7 @@
 //! the map's memory; Transposes between NCHW and NHWC that the storage already has move nothing.
 
 mod moved;
+mod products;
 
 use std::collections::{HashMap, HashSet};
 
@@ -911,8 +912,7 @@ impl<'a> Builder<'a> {
         dims[last] = bd[bd.len() - 1];
         let out = self.out(i)?;
         let output = self.define(&out, dims, false);
-        self.steps
-            .push(Step::MatMul(MatMulStep { a: x, b, output }));
+        self.steps.push(Step::MatMul(MatMulStep::new(x, b, output)));
         Ok(())
     }
 
@@ -1731,7 +1731,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
     if out == 0 {
         return Err("the model's output is its input".into());
     }
-    Ok(Plan {
+    let mut plan = Plan {
         input: [c, h, w],
         input_padded_c,
         channels_last: b.channels_last,
@@ -1739,5 +1739,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         consts: b.consts,
         steps: b.steps,
         output: out,
-    })
+    };
+    products::fold_into_products(&mut plan);
+    Ok(plan)
 }

@@ -73,7 +73,11 @@ type PoolFn = unsafe extern "C" fn(
 
 impl HostKernels {
     pub fn load() -> HostKernels {
-        let dir = std::env::temp_dir().join(format!("tp-kernels-host-{}", std::process::id()));
+        // One folder per load: tests run in parallel threads of one process, and a library
+        // rewritten while another test has it loaded would run the wrong code.
+        static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let k = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tp-kernels-host-{}-{k}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("kernels.cpp");
         let lib = dir.join("libkernels.so");

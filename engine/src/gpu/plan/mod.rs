@@ -220,13 +220,28 @@ pub struct RowStep {
     pub kind: RowKind,
 }
 
-/// ONNX MatMul (numpy semantics): `a [N, …, M, K] · b [… , K, P] → [N, …, M, P]`, both
-/// stored row-major; `b` a constant `[K, P]` or a value with the same leading dims as `a`.
+/// ONNX MatMul (numpy semantics): `y = alpha · a [N, …, M, K] · b [… , K, P] → [N, …, M, P]`,
+/// both stored row-major; `b` a constant `[K, P]` or a value with the same leading dims as `a`,
+/// read transposed (stored `[…, P, K]`) when `b_trans`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MatMulStep {
     pub a: usize,
     pub b: Operand,
     pub output: usize,
+    pub alpha: f32,
+    pub b_trans: bool,
+}
+
+impl MatMulStep {
+    pub fn new(a: usize, b: Operand, output: usize) -> MatMulStep {
+        MatMulStep {
+            a,
+            b,
+            output,
+            alpha: 1.0,
+            b_trans: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

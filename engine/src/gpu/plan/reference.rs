@@ -321,10 +321,10 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                         for j in 0..l.p {
                             let mut acc = 0.0;
                             for k in 0..l.k {
-                                acc += a[c * l.a_stride + i * l.k + k]
-                                    * b[c * l.b_stride + k * l.p + j];
+                                let bi = if l.b_trans { j * l.k + k } else { k * l.p + j };
+                                acc += a[c * l.a_stride + i * l.k + k] * b[c * l.b_stride + bi];
                             }
-                            y[c * l.y_stride + i * l.p + j] = acc;
+                            y[c * l.y_stride + i * l.p + j] = l.alpha * acc;
                         }
                     }
                 }

@@ -717,15 +717,18 @@ fn torch_multi_head_attention_with_the_batch_moved_and_back() {
     let out = g.op("Gemm", &[&cls, &wh, &bh], vec![int("transB", 1)]);
     let plan = check(&g, &out, 1e-5);
     assert_eq!(plan.values[plan.output].dims, vec![5]);
-    // Reordering copies: the tokens' and kᵀ's transposes (batch first, as before), q, k, v
-    // into the batch-first head layout, and the attention's output before its Gemm (its rows
-    // are not contiguous); the transposes, reshapes and constants in between move nothing.
+    // Reordering copies: the tokens' transpose (batch first, as before), q, k, v into the
+    // batch-first head layout, and the attention's output before its Gemm (its rows are not
+    // contiguous); the transposes, reshapes and constants in between move nothing, and kᵀ
+    // and the scales of q and kᵀ are folded into the scores' product.
     let copies = plan
         .steps
         .iter()
         .filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some()))
         .count();
-    assert_eq!(copies, 6, "{:#?}", plan.steps);
+    assert_eq!(copies, 5, "{:#?}", plan.steps);
+    let scaled = |s: &Step| matches!(s, Step::MatMul(m) if m.b_trans && m.alpha != 1.0);
+    assert_eq!(plan.steps.iter().filter(|s| scaled(s)).count(), 1);
 }
 
 /// A ViT exported by PyTorch itself (`engine/tests/fixtures/onnx/make_tiny_vit.py`): the

@@ -308,7 +308,7 @@ pub fn pool(plan: &Plan, p: &PoolStep, n: usize) -> Result<PoolLaunch, String> {
 
 /// A (batched) row-major matrix product: `count` products of `[m, k] · [k, p]`, the i-th
 /// reading `a + i·a_stride`, `b + i·b_stride` (0: one shared `b`), writing `y + i·y_stride`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MatMulLaunch {
     pub m: usize,
     pub k: usize,
@@ -317,6 +317,9 @@ pub struct MatMulLaunch {
     pub a_stride: usize,
     pub b_stride: usize,
     pub y_stride: usize,
+    pub alpha: f32,
+    /// `b` stored `[p, k]` (MatMulStep::b_trans).
+    pub b_trans: bool,
 }
 
 pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, String> {
@@ -324,7 +327,17 @@ pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, St
     let (bd, _) = operand_layout(plan, mm.b, n);
     let r = ad.len();
     let (m, k) = (ad[r - 2], ad[r - 1]);
-    let p = bd[bd.len() - 1];
+    let (bk, p) = if mm.b_trans {
+        (bd[bd.len() - 1], bd[bd.len() - 2])
+    } else {
+        (bd[bd.len() - 2], bd[bd.len() - 1])
+    };
+    if bk != k {
+        return Err(format!(
+            "a product of {ad:?} and {bd:?}: inner dims {k} and {bk}"
+        ));
+    }
+    let (alpha, b_trans) = (mm.alpha, mm.b_trans);
     let lead: usize = ad[..r - 2].iter().product();
     let b_lead: usize = bd[..bd.len() - 2].iter().product();
     Ok(if b_lead == 1 {
@@ -337,6 +350,8 @@ pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, St
             a_stride: 0,
             b_stride: 0,
             y_stride: 0,
+            alpha,
+            b_trans,
         }
     } else {
         MatMulLaunch {
@@ -347,6 +362,8 @@ pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, St
             a_stride: m * k,
             b_stride: k * p,
             y_stride: m * p,
+            alpha,
+            b_trans,
         }
     })
 }

@@ -489,11 +489,8 @@ impl<'a> Builder<'a> {
         }
         let name = format!("{}#product", self.values.len());
         let output = self.define(&name, dims, false);
-        self.steps.push(Step::MatMul(MatMulStep {
-            a,
-            b: Operand::Const(c),
-            output,
-        }));
+        self.steps
+            .push(Step::MatMul(MatMulStep::new(a, Operand::Const(c), output)));
         let mut groups = m.groups.clone();
         if let Some(g) = groups.last_mut() {
             *g = vec![lead];
