@@ -52,7 +52,7 @@ pub(super) fn chunk_elements(precision: Precision) -> usize {
 /// Whether `depthwise_nhwc` can run a depthwise convolution: its values dense NHWC, the
 /// channels whole chunks, and the filters transposed for it at upload.
 pub(super) fn nhwc_depthwise(c: &ConvStep, cl: bool, precision: Precision, has_taps: bool) -> bool {
-    is_depthwise(c) && cl && has_taps && c.cout % chunk_elements(precision) == 0
+    is_depthwise(c) && cl && has_taps && c.cout.is_multiple_of(chunk_elements(precision))
 }
 
 /// The algorithm chosen for one convolution at one batch size.
@@ -300,7 +300,7 @@ impl ConvCall<'_> {
             }
         };
         // Views are [1, 1, N, C, H, W] (RANK 6, leading dims 1).
-        let d = |v: &View, k: usize| v.dims[k] as i32;
+        let d = |v: &View, k: usize| v.dims[k];
         let i = |v: usize| v as i32;
         let args = [
             d(&yv, 3),

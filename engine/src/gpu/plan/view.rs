@@ -375,9 +375,9 @@ pub const DEPTHWISE_TX: usize = 4;
 /// or NCHW with whole chunks of each channel's map (so a chunk has one bias value).
 pub fn chunked_epilogue(cout: usize, hw: usize, cl: bool, chunk: usize) -> bool {
     if cl || hw == 1 {
-        cout % chunk == 0
+        cout.is_multiple_of(chunk)
     } else {
-        hw % chunk == 0
+        hw.is_multiple_of(chunk)
     }
 }
 
