@@ -34,6 +34,9 @@ pub enum Mode {
     /// Our depthwise kernel (one filter per channel, a memory-bound loop), timed against
     /// cuDNN's choices like every other candidate.
     Depthwise,
+    /// The graph API's conv+bias[+add] (engine configuration `algo`), then the activation in
+    /// our epilogue: for activations no graph engine fuses (cuDNN 9.14 offers none for ReLU6).
+    GraphAct,
 }
 
 /// Whether a convolution runs on our depthwise kernel.
@@ -239,6 +242,7 @@ impl ConvCall<'_> {
     /// (no heuristics, no operation graph), else through the heuristics.
     pub(super) fn graph_exec(
         &self,
+        mode: Mode,
         cfg_index: usize,
         n: usize,
         x_shape: [usize; 3],
@@ -270,7 +274,7 @@ impl ConvCall<'_> {
                 ),
             }
         }
-        let g = graph_api::conv_graph(self.h, self.step, n, x_shape, y_shape)?;
+        let g = graph_api::conv_graph(self.h, &self.graph_step(mode), n, x_shape, y_shape)?;
         let cfgs = graph_api::engine_configs(&g, cfg_index + 1)?;
         let cfg = cfgs.get(cfg_index).ok_or_else(|| {
             GpuError::Plan(format!(
@@ -394,51 +398,7 @@ impl ConvCall<'_> {
                     self.y_desc.0,
                     self.y as *mut c_void
                 ))?;
-                let (len, cout) = (self.y_len as i64, self.step.cout as i32);
-                let (act, has_z) = (self.step.act as i32, self.z.is_some() as i32);
-                let [p0, p1] = self.step.act_p;
-                let z = self.z.unwrap_or(self.y);
-                let cl = self.views.is_some_and(|(_, _, cl)| cl);
-                let hw = if cl { 1 } else { self.y_hw as i32 };
-                let chunk = chunk_elements(self.precision);
-                if chunked_epilogue(self.step.cout, self.y_hw, cl, chunk) {
-                    let f = match self.precision {
-                        Precision::Fp16 => &self.kernels.bias_act_chunk.half,
-                        Precision::Fp32 => &self.kernels.bias_act_chunk.float,
-                    };
-                    let mut l = self.stream.launch_builder(f);
-                    l.arg(&self.y)
-                        .arg(&z)
-                        .arg(&self.weights.bias.ptr)
-                        .arg(&len)
-                        .arg(&cout)
-                        .arg(&hw)
-                        .arg(&act)
-                        .arg(&p0)
-                        .arg(&p1)
-                        .arg(&has_z);
-                    // SAFETY: argument types match `bias_act_chunk_*`; y and z hold `len`
-                    // elements, whole chunks of 16 aligned bytes (chunked_epilogue).
-                    unsafe { l.launch(kernels::launch_1d(self.y_len / chunk)) }
-                        .call("cuLaunchKernel")?;
-                    return Ok(());
-                }
-                let mut l = match self.precision {
-                    Precision::Fp16 => self.stream.launch_builder(&self.kernels.bias_act.half),
-                    Precision::Fp32 => self.stream.launch_builder(&self.kernels.bias_act.float),
-                };
-                l.arg(&self.y)
-                    .arg(&z)
-                    .arg(&self.weights.bias.ptr)
-                    .arg(&len)
-                    .arg(&cout);
-                if self.precision == Precision::Fp32 {
-                    l.arg(&hw);
-                }
-                l.arg(&act).arg(&p0).arg(&p1).arg(&has_z);
-                // SAFETY: argument types match the kernel; y and z hold `len` elements.
-                unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
-                Ok(())
+                self.epilogue(true, self.z)
             }
             Mode::Depthwise if algo.algo == DEPTHWISE_NHWC => self.depthwise_nhwc(),
             Mode::Depthwise => {
@@ -484,13 +444,81 @@ impl ConvCall<'_> {
                 unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
                 Ok(())
             }
-            Mode::Graph => {
+            Mode::Graph | Mode::GraphAct => {
                 let g = graph.ok_or_else(|| {
                     GpuError::Plan("graph-API convolution without its plan".into())
                 })?;
-                graph_api::execute(self.h, &g.plan, &g.pack)
+                graph_api::execute(self.h, &g.plan, &g.pack)?;
+                if algo.mode == Mode::GraphAct {
+                    // The graph added the bias and the residual.
+                    self.epilogue(false, None)?;
+                }
+                Ok(())
             }
         }
+    }
+
+    /// The convolution the graph API computes in `mode`: all of it, or all but the activation.
+    fn graph_step(&self, mode: Mode) -> ConvStep {
+        let mut c = ConvStep {
+            weight: Vec::new(),
+            bias: Vec::new(),
+            ..self.step.clone()
+        };
+        if mode == Mode::GraphAct {
+            c.act = Unary::Identity;
+        }
+        c
+    }
+
+    /// Our epilogue over y in place: y = act(y [+ bias] [+ z]), 16 bytes per thread where the
+    /// layout allows.
+    fn epilogue(&self, with_bias: bool, z: Option<u64>) -> Result<()> {
+        let (len, cout) = (self.y_len as i64, self.step.cout as i32);
+        let (act, has_z, has_bias) = (self.step.act as i32, z.is_some() as i32, with_bias as i32);
+        let [p0, p1] = self.step.act_p;
+        let z = z.unwrap_or(self.y);
+        let cl = self.views.is_some_and(|(_, _, cl)| cl);
+        let hw = if cl { 1 } else { self.y_hw as i32 };
+        let chunk = chunk_elements(self.precision);
+        if chunked_epilogue(self.step.cout, self.y_hw, cl, chunk) {
+            let f = match self.precision {
+                Precision::Fp16 => &self.kernels.bias_act_chunk.half,
+                Precision::Fp32 => &self.kernels.bias_act_chunk.float,
+            };
+            let mut l = self.stream.launch_builder(f);
+            l.arg(&self.y)
+                .arg(&z)
+                .arg(&self.weights.bias.ptr)
+                .arg(&len)
+                .arg(&cout)
+                .arg(&hw)
+                .arg(&act)
+                .arg(&p0)
+                .arg(&p1)
+                .arg(&has_z)
+                .arg(&has_bias);
+            // SAFETY: argument types match `bias_act_chunk_*`; y and z hold `len` elements,
+            // whole chunks of 16 aligned bytes (chunked_epilogue).
+            unsafe { l.launch(kernels::launch_1d(self.y_len / chunk)) }.call("cuLaunchKernel")?;
+            return Ok(());
+        }
+        let mut l = match self.precision {
+            Precision::Fp16 => self.stream.launch_builder(&self.kernels.bias_act.half),
+            Precision::Fp32 => self.stream.launch_builder(&self.kernels.bias_act.float),
+        };
+        l.arg(&self.y)
+            .arg(&z)
+            .arg(&self.weights.bias.ptr)
+            .arg(&len)
+            .arg(&cout);
+        if self.precision == Precision::Fp32 {
+            l.arg(&hw);
+        }
+        l.arg(&act).arg(&p0).arg(&p1).arg(&has_z).arg(&has_bias);
+        // SAFETY: argument types match the kernel; y and z hold `len` elements.
+        unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
+        Ok(())
     }
 }
 
@@ -656,8 +684,10 @@ impl Tuner {
     /// Times the graph API's precompiled engine configurations (the heuristics' first
     /// GRAPH_CONFIGS of them; runtime-compiled ones cost tens of ms per plan and start, and are
     /// tried only when no precompiled one exists).
+    #[allow(clippy::too_many_arguments)]
     fn tune_graph(
         &self,
+        mode: Mode,
         call: &ConvCall<'_>,
         n: usize,
         xs: [usize; 3],
@@ -665,8 +695,9 @@ impl Tuner {
         reference: Option<&[f32]>,
         choice: &mut Choice,
     ) -> Result<()> {
-        let g = graph_api::conv_graph(call.h, call.step, n, xs, ys)?;
+        let g = graph_api::conv_graph(call.h, &call.graph_step(mode), n, xs, ys)?;
         let cfgs = graph_api::engine_configs(&g, GRAPH_SCAN)?;
+        let offered = cfgs.len();
         let mut picks: Vec<usize> = cfgs
             .iter()
             .enumerate()
@@ -686,12 +717,17 @@ impl Tuner {
             }));
         }
         drop(cfgs);
+        if picks.is_empty() {
+            choice.report.push(format!(
+                "{mode:?}: none of the {offered} engine configurations offered is usable"
+            ));
+        }
         for i in picks {
             let built = Instant::now();
-            let exec = match call.graph_exec(i, n, xs, ys, None) {
+            let exec = match call.graph_exec(mode, i, n, xs, ys, None) {
                 Ok(e) => e,
                 Err(e) => {
-                    choice.report.push(format!("Graph/{i} plan failed: {e}"));
+                    choice.report.push(format!("{mode:?}/{i} plan failed: {e}"));
                     continue;
                 }
             };
@@ -699,21 +735,21 @@ impl Tuner {
                 continue;
             }
             let algo = Algo {
-                mode: Mode::Graph,
+                mode,
                 algo: i as u32,
                 workspace: exec.plan.workspace,
             };
             match self.time(call, algo, Some(&exec), reference) {
                 Ok(ms) => {
                     let line = format!(
-                        "Graph/{i} {ms:.4} (plan built in {:.1} ms)",
+                        "{mode:?}/{i} {ms:.4} (plan built in {:.1} ms)",
                         built.elapsed().as_secs_f64() * 1e3
                     );
                     if choice.offer(ms, algo, line) {
                         choice.json = graph_api::plan_json(&exec.plan).ok();
                     }
                 }
-                Err(e) => choice.report.push(format!("Graph/{i} failed: {e}")),
+                Err(e) => choice.report.push(format!("{mode:?}/{i} failed: {e}")),
             }
         }
         Ok(())
@@ -725,7 +761,7 @@ impl Tuner {
         let mut chosen = Vec::new();
         let mut jsons = Vec::new();
         let mut total_ms = 0f32;
-        let mut modes = [0usize; 4];
+        let mut modes = [0usize; 5];
         for (c, cw) in m.plan.convs().zip(&m.weights) {
             let d = ConvDescs::new(c, m.precision)?;
             let (xs, ys) = conv_shapes(&m.plan, c)?;
@@ -825,9 +861,20 @@ impl Tuner {
                 }
             }
             if m.precision == Precision::Fp16 {
-                if let Err(e) = self.tune_graph(&call, n, xs, ys, reference.as_deref(), &mut choice)
-                {
+                let r = reference.as_deref();
+                if let Err(e) = self.tune_graph(Mode::Graph, &call, n, xs, ys, r, &mut choice) {
                     choice.report.push(format!("graph API unavailable: {e}"));
+                }
+                // An activation no graph engine fused: the graph without it, then ours.
+                let fused = choice.best.is_some_and(|(_, a)| a.mode == Mode::Graph);
+                if c.act != Unary::Identity && !fused {
+                    if let Err(e) =
+                        self.tune_graph(Mode::GraphAct, &call, n, xs, ys, r, &mut choice)
+                    {
+                        choice
+                            .report
+                            .push(format!("graph API without the activation: {e}"));
+                    }
                 }
             }
             let Choice {
@@ -846,7 +893,7 @@ impl Tuner {
                 Some((t, a)) => {
                     total_ms += t;
                     modes[a.mode as usize] += 1;
-                    if a.mode == Mode::Graph {
+                    if matches!(a.mode, Mode::Graph | Mode::GraphAct) {
                         if let Some(j) = best_json.take() {
                             jsons.push((chosen.len(), j));
                         }
@@ -864,11 +911,12 @@ impl Tuner {
         }
         tracing::info!(
             "GPU engine: batch {n}: convolutions sum to {total_ms:.3} ms as tuned \
-             (fused {}, split {}, graph API {}, depthwise kernel {})",
+             (fused {}, split {}, graph API {}, depthwise kernel {}, graph API + our activation {})",
             modes[0],
             modes[1],
             modes[2],
-            modes[3]
+            modes[3],
+            modes[4]
         );
         Ok((chosen, jsons))
     }

@@ -504,14 +504,15 @@ impl GpuInstance {
                         tensor_desc(m.precision, n, ys)?,
                     );
                     let algo = algos[conv_i];
-                    let graph = if algo.mode == Mode::Graph {
+                    let graph = if matches!(algo.mode, Mode::Graph | Mode::GraphAct) {
                         let call = self.conv_call(conv_i, c, &x, &y, n)?;
                         let json = m
                             .plans
                             .lock()
                             .ok()
                             .and_then(|p| p.get(&(conv_i, n)).cloned());
-                        Some(call.graph_exec(algo.algo as usize, n, xs, ys, json.as_deref())?)
+                        let cfg = algo.algo as usize;
+                        Some(call.graph_exec(algo.mode, cfg, n, xs, ys, json.as_deref())?)
                     } else {
                         None
                     };

@@ -108,21 +108,22 @@ __device__ __forceinline__ float unary_op(int op, float x, float p0, float p1) {
 }
 
 // The epilogue of a convolution run without cuDNN's fusion: y = act(y + bias[c] + z), act a
-// unary code with its parameters (ConvStep::act).
+// unary code with its parameters (ConvStep::act); without the bias where cuDNN added it.
 extern "C" __global__ void bias_act_half(unsigned short* y, const unsigned short* z,
-        const unsigned short* bias, long n, int cout, int act, float p0, float p1, int has_z) {
+        const unsigned short* bias, long n, int cout, int act, float p0, float p1, int has_z,
+        int has_bias) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float v = h2f(y[i]) + h2f(bias[i % cout]);
+    float v = h2f(y[i]) + (has_bias ? h2f(bias[i % cout]) : 0.0f);
     if (has_z) v += h2f(z[i]);
     y[i] = f2h(unary_op(act, v, p0, p1));
 }
 
 extern "C" __global__ void bias_act_float(float* y, const float* z, const float* bias, long n,
-        int cout, int hw, int act, float p0, float p1, int has_z) {
+        int cout, int hw, int act, float p0, float p1, int has_z, int has_bias) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float v = y[i] + bias[(i / hw) % cout];
+    float v = y[i] + (has_bias ? bias[(i / hw) % cout] : 0.0f);
     if (has_z) v += z[i];
     y[i] = unary_op(act, v, p0, p1);
 }
@@ -157,13 +158,14 @@ __device__ __forceinline__ void st_chunk(T* p, long long off, const float* v) {
 // multiple of K, K consecutive channels) or NCHW (hw a multiple of K, one channel).
 template <typename T>
 __device__ void bias_act_chunk_impl(T* y, const T* z, const T* bias, long long n, int cout,
-        int hw, int act, float p0, float p1, int has_z) {
+        int hw, int act, float p0, float p1, int has_z, int has_bias) {
     const int K = 16 / sizeof(T);
     long long e = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * K;
     if (e >= n) return;
     float v[K], b[K], r[K];
     ld_chunk(y, e, 1, v);
-    if (hw == 1) ld_chunk(bias, e % cout, 1, b);
+    if (!has_bias) for (int k = 0; k < K; k++) b[k] = 0.0f;
+    else if (hw == 1) ld_chunk(bias, e % cout, 1, b);
     else ld_chunk(bias, (e / hw) % cout, 0, b);
     if (has_z) ld_chunk(z, e, 1, r);
     for (int k = 0; k < K; k++)
@@ -173,12 +175,12 @@ __device__ void bias_act_chunk_impl(T* y, const T* z, const T* bias, long long n
 
 extern "C" __global__ void bias_act_chunk_half(unsigned short* y, const unsigned short* z,
         const unsigned short* bias, long long n, int cout, int hw, int act, float p0, float p1,
-        int has_z) {
-    bias_act_chunk_impl(y, z, bias, n, cout, hw, act, p0, p1, has_z);
+        int has_z, int has_bias) {
+    bias_act_chunk_impl(y, z, bias, n, cout, hw, act, p0, p1, has_z, has_bias);
 }
 extern "C" __global__ void bias_act_chunk_float(float* y, const float* z, const float* bias,
-        long long n, int cout, int hw, int act, float p0, float p1, int has_z) {
-    bias_act_chunk_impl(y, z, bias, n, cout, hw, act, p0, p1, has_z);
+        long long n, int cout, int hw, int act, float p0, float p1, int has_z, int has_bias) {
+    bias_act_chunk_impl(y, z, bias, n, cout, hw, act, p0, p1, has_z, has_bias);
 }
 
 // y[region] = unary(binary(a, b)), one thread per element of the region.

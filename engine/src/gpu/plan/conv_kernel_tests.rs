@@ -306,9 +306,22 @@ fn the_depthwise_kernels_compute_the_convolution() {
 }
 
 type BiasActFn<T> =
-    unsafe extern "C" fn(*mut T, *const T, *const T, i64, i32, i32, i32, f32, f32, i32);
+    unsafe extern "C" fn(*mut T, *const T, *const T, i64, i32, i32, i32, f32, f32, i32, i32);
 
 fn epilogue_case<T: Elem>(k: &HostKernels, n: usize, cout: usize, hw: usize, nhwc: bool) {
+    for with_bias in [true, false] {
+        epilogue_run::<T>(k, n, cout, hw, nhwc, with_bias);
+    }
+}
+
+fn epilogue_run<T: Elem>(
+    k: &HostKernels,
+    n: usize,
+    cout: usize,
+    hw: usize,
+    nhwc: bool,
+    with_bias: bool,
+) {
     let chunk = 16 / std::mem::size_of::<T>();
     assert!(chunked_epilogue(cout, hw, nhwc, chunk));
     let len = n * cout * hw;
@@ -321,7 +334,8 @@ fn epilogue_case<T: Elem>(k: &HostKernels, n: usize, cout: usize, hw: usize, nhw
     let want: Vec<f32> = (0..len)
         .map(|i| {
             let ch = if nhwc { i % cout } else { (i / hw) % cout };
-            act(Unary::Swish, y0[i] + bias[ch] + z[i])
+            let b = if with_bias { bias[ch] } else { 0.0 };
+            act(Unary::Swish, y0[i] + b + z[i])
         })
         .collect();
     let (mut ys, zs, bs) = (store::<T>(&y0), store::<T>(&z), store::<T>(&bias));
@@ -344,11 +358,15 @@ fn epilogue_case<T: Elem>(k: &HostKernels, n: usize, cout: usize, hw: usize, nhw
                 0.0,
                 0.0,
                 1,
+                with_bias as i32,
             )
         }
     });
     let err = max_rel_err(&load(&ys), &want);
-    assert!(err <= 2e-3, "{name} nhwc {nhwc}: max error {err}");
+    assert!(
+        err <= 2e-3,
+        "{name} nhwc {nhwc} bias {with_bias}: max error {err}"
+    );
 }
 
 #[test]
