@@ -21,7 +21,9 @@ use super::cuda::{
     Dnn, Events, GpuError, PinnedBuf, Result, TensorDesc, Timer,
 };
 use super::kernels::{self, KView, Kernels};
-use super::plan::view::{self, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch};
+use super::plan::view::{
+    self, ConcatLaunch, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch,
+};
 use super::plan::{self, ConvStep, Operand, Plan, RowKind, Step};
 use super::pooling::CudnnPool;
 use super::precision::Precision;
@@ -373,6 +375,7 @@ enum StepDescs {
     Row(RowLaunch),
     Pool(PoolLaunch),
     MatMul(MatMulLaunch),
+    Concat(ConcatLaunch),
 }
 
 pub struct GpuInstance {
@@ -526,6 +529,9 @@ impl GpuInstance {
                 Step::Row(s) => StepDescs::Row(view::row(plan, s, n).map_err(bad)?),
                 Step::Pool(s) => StepDescs::Pool(view::pool(plan, s, n).map_err(bad)?),
                 Step::MatMul(s) => StepDescs::MatMul(view::matmul(plan, s, n).map_err(bad)?),
+                Step::Concat(s) => {
+                    StepDescs::Concat(view::concat(plan, s, n, m.precision.bytes()).map_err(bad)?)
+                }
             });
         }
         Ok(out)
@@ -749,6 +755,26 @@ impl GpuInstance {
                         self.operand(s.b),
                         self.ptr(s.output),
                     )?;
+                }
+                (Step::Concat(s), StepDescs::Concat(l)) => {
+                    // 16-byte units only for large copies, as for `map_chunk` (measured there).
+                    let unit = if l.vec > 1 && l.len() >= CHUNK_MIN_ELEMENTS as usize {
+                        l.vec
+                    } else {
+                        1
+                    };
+                    let ptrs: Vec<u64> = s.parts.iter().map(|&p| self.ptr(p)).collect();
+                    let (cat, row, base, units) = l.args(&ptrs, unit).map_err(GpuError::Plan)?;
+                    let cat = kernels::KCat(cat);
+                    let f = if unit > 1 { &k.concat_chunk } else { &k.concat };
+                    let py = self.ptr(s.output);
+                    let mut b = self.stream.launch_builder(self.kernel(f));
+                    b.arg(&cat).arg(&py).arg(&row).arg(&base).arg(&units);
+                    // SAFETY: argument types match `concat_*`; each part holds `outer` runs of
+                    // its length and the output `outer` rows (view::concat checked the
+                    // layouts; in 16-byte units every offset is a whole chunk).
+                    unsafe { b.launch(kernels::launch_1d(units as usize)) }
+                        .call("cuLaunchKernel")?;
                 }
                 _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
             }

@@ -222,6 +222,39 @@ MAP_ENTRY(map_float, map_impl, float)
 MAP_ENTRY(map_chunk_half, map_chunk_impl, unsigned short)
 MAP_ENTRY(map_chunk_float, map_chunk_impl, float)
 
+// Concat in storage order (plan::ConcatStep, view::ConcatLaunch): one thread per unit W of
+// the output (an element, or a 16-byte Chunk); part i fills units [start[i], start[i + 1]) of
+// every output row from its own rows.
+#define CAT_MAX 32
+struct Cat {
+    unsigned long long src[CAT_MAX];
+    unsigned int start[CAT_MAX + 1];
+    int parts;
+};
+
+template <typename W>
+__device__ void concat_impl(Cat c, W* y, unsigned int row, unsigned int base, unsigned int n) {
+    unsigned int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    unsigned int width = c.start[c.parts];
+    unsigned int o = t / width, j = t - o * width;
+    int i = 0;
+    while (i + 1 < c.parts && c.start[i + 1] <= j) i++;
+    unsigned int run = c.start[i + 1] - c.start[i];
+    const W* src = reinterpret_cast<const W*>(c.src[i]);
+    y[(long long)o * row + base + j] = src[(long long)o * run + (j - c.start[i])];
+}
+
+#define CONCAT_ENTRY(name, W) \
+extern "C" __global__ void name(Cat c, W* y, unsigned int row, unsigned int base, unsigned int n) { \
+    concat_impl(c, y, row, base, n); \
+}
+CONCAT_ENTRY(concat_half, unsigned short)
+CONCAT_ENTRY(concat_float, float)
+// 16-byte units: the same kernel for both precisions.
+CONCAT_ENTRY(concat_chunk_half, Chunk)
+CONCAT_ENTRY(concat_chunk_float, Chunk)
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

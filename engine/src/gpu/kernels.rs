@@ -31,6 +31,9 @@ pub struct Kernels {
     pub depthwise: Pair,
     /// The depthwise convolution over dense NHWC, 16 bytes of channels per thread.
     pub depthwise_nhwc: Pair,
+    pub concat: Pair,
+    /// `concat` in 16-byte units.
+    pub concat_chunk: Pair,
 }
 
 /// A strided view as the kernels take it, by value.
@@ -41,6 +44,15 @@ pub struct KView(pub crate::gpu::plan::view::View);
 // SAFETY: `View` is #[repr(C)] plain data (i32 and i64 arrays, an i64) laid out exactly as the
 // kernels' `struct View` (24 + 48 + 8 bytes, 8-byte aligned).
 unsafe impl cudarc::driver::DeviceRepr for KView {}
+
+/// The Concat kernels' arguments, passed by value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct KCat(pub crate::gpu::plan::view::ConcatArgs);
+
+// SAFETY: `ConcatArgs` is #[repr(C)] plain integers laid out exactly as kernels.cu's
+// `struct Cat` (256 + 132 + 4 bytes, 8-byte aligned).
+unsafe impl cudarc::driver::DeviceRepr for KCat {}
 
 /// One warp per output element, 8 warps per block: the reductions' and rows' launch shape.
 pub(crate) fn launch_warps(n: usize) -> LaunchConfig {
@@ -123,5 +135,7 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
         pool: pair("pool")?,
         depthwise: pair("depthwise")?,
         depthwise_nhwc: pair("depthwise_nhwc")?,
+        concat: pair("concat")?,
+        concat_chunk: pair("concat_chunk")?,
     })
 }

@@ -13,8 +13,8 @@ use tract_onnx::pb;
 
 use super::fold::{self, attr, attr_float, attr_int, attr_ints, Folded, Sym};
 use super::{
-    Binary, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind, PoolStep,
-    ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value,
+    Binary, ConcatStep, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind,
+    PoolStep, ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value, CONCAT_MAX_PARTS,
 };
 use moved::Moved;
 
@@ -1462,6 +1462,29 @@ impl<'a> Builder<'a> {
         let cl = self.values[parts[0]].channels_last;
         let out = self.out(i)?;
         let output = self.define(&out, dims, cl || rank == 4);
+        let out_cl = self.values[output].channels_last;
+        // One storage order (and an axis longer than 1, so that it has its own place in it):
+        // each launch copies up to CONCAT_MAX_PARTS parts.
+        if self.values[output].dims[axis - 1] > 1
+            && parts
+                .iter()
+                .all(|&p| self.values[p].channels_last == out_cl)
+        {
+            let mut at = 0;
+            for group in parts.chunks(CONCAT_MAX_PARTS) {
+                self.steps.push(Step::Concat(ConcatStep {
+                    parts: group.to_vec(),
+                    output,
+                    axis,
+                    at,
+                }));
+                at += group
+                    .iter()
+                    .map(|&p| self.values[p].dims[axis - 1])
+                    .sum::<usize>();
+            }
+            return Ok(());
+        }
         let mut at = 0;
         for p in parts {
             let len = self.values[p].dims[axis - 1];

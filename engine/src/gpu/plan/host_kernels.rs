@@ -179,4 +179,26 @@ impl reference::Kernels for HostKernels {
             }
         });
     }
+
+    fn concat(&self, l: &view::ConcatLaunch, parts: &[*const f32], y: *mut f32) {
+        // The 16-byte units wherever the layout allows (the engine uses them for large
+        // copies only), so that path is the one tested.
+        let unit = l.vec;
+        let ptrs: Vec<u64> = parts.iter().map(|&p| p as u64).collect();
+        let (cat, row, base, units) = l.args(&ptrs, unit).unwrap();
+        let name: &[u8] = if unit > 1 {
+            b"concat_chunk_float"
+        } else {
+            b"concat_float"
+        };
+        self.chunked.set(self.chunked.get() + (unit > 1) as usize);
+        // SAFETY: `concat_float`'s and `concat_chunk_float`'s signature, as ConcatFn says.
+        let f: libloading::Symbol<ConcatFn> = unsafe { self.lib.get(name) }.unwrap();
+        self.grid(units as usize, || {
+            // SAFETY: as for `map`; the parts hold `outer` runs each (view::concat).
+            unsafe { f(cat, y, row, base, units) }
+        });
+    }
 }
+
+type ConcatFn = unsafe extern "C" fn(view::ConcatArgs, *mut f32, u32, u32, u32);

@@ -244,6 +244,21 @@ impl MatMulStep {
     }
 }
 
+/// Concat of values stored in one order (all NHWC or all row-major) along a full axis: in
+/// storage order every part is `outer` runs of contiguous elements, so one launch copies every
+/// part. Writes `[at, at + Σ parts' dims)` along `axis` of the output (a Concat of more parts
+/// than one launch takes is several steps).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConcatStep {
+    pub parts: Vec<usize>,
+    pub output: usize,
+    pub axis: usize,
+    pub at: usize,
+}
+
+/// The most parts one ConcatStep copies (kernels.cu's CAT_MAX).
+pub const CONCAT_MAX_PARTS: usize = 32;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     Conv(ConvStep),
@@ -252,6 +267,7 @@ pub enum Step {
     Reduce(ReduceStep),
     Row(RowStep),
     MatMul(MatMulStep),
+    Concat(ConcatStep),
 }
 
 impl Step {
@@ -263,6 +279,7 @@ impl Step {
             Step::Reduce(r) => r.output,
             Step::Row(r) => r.output,
             Step::MatMul(m) => m.output,
+            Step::Concat(c) => c.output,
         }
     }
 
@@ -282,6 +299,7 @@ impl Step {
             Step::Reduce(r) => vec![r.input],
             Step::Row(r) => vec![r.input],
             Step::MatMul(m) => std::iter::once(m.a).chain(val(&m.b)).collect(),
+            Step::Concat(c) => c.parts.clone(),
         }
     }
 
@@ -313,6 +331,7 @@ impl Step {
             Step::Reduce(_) => "reduce",
             Step::Row(_) => "row",
             Step::MatMul(_) => "matmul",
+            Step::Concat(_) => "concat",
         }
     }
 }

@@ -58,11 +58,12 @@ pub fn binary(b: Binary, x: f32, y: f32) -> f32 {
     }
 }
 
-/// The GPU kernels compiled for the host (the tests' `HostKernels`): when given, elementwise and
-/// pooling steps run through them instead of this file's loops.
+/// The GPU kernels compiled for the host (the tests' `HostKernels`): when given, elementwise,
+/// pooling and concat steps run through them instead of this file's loops.
 pub trait Kernels {
     fn map(&self, l: &view::MapLaunch, a: *const f32, b: *const f32, y: *mut f32);
     fn pool(&self, p: &PoolStep, l: &view::PoolLaunch, cl: bool, x: *const f32, y: *mut f32);
+    fn concat(&self, l: &view::ConcatLaunch, parts: &[*const f32], y: *mut f32);
 }
 
 /// Runs `plan` on `input` (`[n, c, h, w]`, already normalised); returns the output in its
@@ -105,6 +106,36 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                 if let Some(k) = k {
                     k.map(&l, pa, pb, py);
                 }
+            }
+            Step::Concat(c) if k.is_some() => {
+                let l = view::concat(plan, c, n, 4).unwrap();
+                let parts: Vec<*const f32> = c
+                    .parts
+                    .iter()
+                    .map(|&p| slots[slot_of[p]].as_ptr())
+                    .collect();
+                let py = slots[out_slot].as_mut_ptr();
+                if let Some(k) = k {
+                    k.concat(&l, &parts, py);
+                }
+            }
+            Step::Concat(c) => {
+                // Element by element in logical order, each part into its region.
+                let (yd, ys) = view::value_layout(plan, c.output, n);
+                let mut at = c.at;
+                let mut out = std::mem::take(&mut slots[out_slot]);
+                for &p in &c.parts {
+                    let (pd, ps) = view::value_layout(plan, p, n);
+                    let mut region = yd.clone();
+                    region[c.axis] = pd[c.axis];
+                    let yv = View::new(&region, &ys, at as i64 * ys[c.axis]).unwrap();
+                    let pv = View::new(&pd, &ps, 0).unwrap();
+                    for j in 0..pv.len() {
+                        out[yv.at(j) as usize] = slots[slot_of[p]][pv.at(j) as usize];
+                    }
+                    at += pd[c.axis];
+                }
+                slots[out_slot] = out;
             }
             Step::Pool(p) if k.is_some() => {
                 let l = view::pool(plan, p, n).unwrap();

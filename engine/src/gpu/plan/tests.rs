@@ -913,3 +913,43 @@ fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
     assert!(k.chunked.get() > 0, "no map ran in 16-byte chunks");
     check(&graphs[0].0, &graphs[0].1, 1e-5);
 }
+
+#[test]
+fn concat_copies_every_part_in_one_launch_per_32_parts() {
+    // Along channels (parts of 8 and 4: whole and partial 16-byte chunks), along H and W of
+    // NHWC maps, along the token axis of row-major tensors, and 35 parts (two launches).
+    let k = HostKernels::load();
+    let mut g = G::new(8, 4, 6);
+    let a = g.conv("x", 8, 8, 1, 1, 1);
+    let b = g.conv("x", 8, 4, 3, 1, 1);
+    let c = g.op("Concat", &[&a, &b, &a], vec![int("axis", 1)]);
+    let h = g.op("Concat", &[&c, &c], vec![int("axis", 2)]);
+    let w = g.op("Concat", &[&h, &h, &h], vec![int("axis", 3)]);
+    let r = g.init_i(&[0, 20, 144]);
+    let t = g.op("Reshape", &[&w, &r], vec![]);
+    let many: Vec<&str> = std::iter::repeat_n(t.as_str(), 35).collect();
+    let y = g.op("Concat", &many, vec![int("axis", 1)]);
+    let plan = check(&g, &y, 1e-6);
+    let concats: Vec<&ConcatStep> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Concat(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(concats.len(), 5, "{:#?}", plan.steps);
+    assert_eq!(concats[4].at, 32 * 20);
+    let model = g.model(&y);
+    let n = 2;
+    let x = noise(n * g.c * g.h * g.w, 5);
+    for cl in [true, false] {
+        let plan = build(&model, cl).unwrap();
+        let want = reference::run(&plan, &x, n);
+        let got = reference::run_with(&plan, &x, n, Some(&k));
+        assert!(got.iter().all(|v| v.is_finite()), "unwritten output");
+        let err = rel_l2(&got, &want);
+        assert!(err < 1e-7, "channels_last {cl}: relative L2 {err}");
+    }
+    assert!(k.chunked.get() > 0, "no concat ran in 16-byte chunks");
+}

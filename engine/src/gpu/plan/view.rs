@@ -3,7 +3,10 @@
 //! these to its kernels by value; the tests' reference executor walks the same views on the
 //! host, so the layout rules are checked on every machine.
 
-use super::{Binary, MapStep, MatMulStep, Operand, Plan, PoolStep, ReduceStep, RowStep, Unary};
+use super::{
+    Binary, ConcatStep, MapStep, MatMulStep, Operand, Plan, PoolStep, ReduceStep, RowStep, Unary,
+    CONCAT_MAX_PARTS,
+};
 
 pub const RANK: usize = 6;
 
@@ -384,4 +387,117 @@ pub fn chunked_epilogue(cout: usize, hw: usize, cl: bool, chunk: usize) -> bool 
 /// Threads of a `depthwise_nhwc` launch over `[n, c, oh, ow]`.
 pub fn depthwise_nhwc_threads(n: usize, c: usize, oh: usize, ow: usize, chunk: usize) -> usize {
     n * oh * ow.div_ceil(DEPTHWISE_TX) * (c / chunk)
+}
+
+/// One ConcatStep at a batch size, in storage order and in elements: output row `o` (of
+/// `outer`) is `row` elements long; part `i` is `outer` runs of `starts[i + 1] − starts[i]`
+/// elements, copied to `base + starts[i]` of each row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConcatLaunch {
+    pub outer: usize,
+    pub row: usize,
+    pub base: usize,
+    pub starts: Vec<usize>,
+    /// The largest unit the copy may move: a 16-byte chunk where every run, the row and the
+    /// base are whole chunks, else 1 element.
+    pub vec: usize,
+}
+
+impl ConcatLaunch {
+    /// Elements written.
+    pub fn len(&self) -> usize {
+        self.outer * self.starts.last().copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `concat_*` kernels' arguments for parts at `ptrs`, in units of `unit` elements (1
+    /// or `vec`): the parts, the row length, the base, and the threads (one per unit).
+    pub fn args(&self, ptrs: &[u64], unit: usize) -> Result<(ConcatArgs, u32, u32, u32), String> {
+        let u32_of = |v: usize| u32::try_from(v).map_err(|_| format!("a concat of {v} elements"));
+        if ptrs.len() + 1 != self.starts.len() || ptrs.len() > CONCAT_MAX_PARTS {
+            return Err(format!("a concat of {} parts", ptrs.len()));
+        }
+        let mut args = ConcatArgs {
+            src: [0; CONCAT_MAX_PARTS],
+            start: [0; CONCAT_MAX_PARTS + 1],
+            parts: ptrs.len() as i32,
+        };
+        args.src[..ptrs.len()].copy_from_slice(ptrs);
+        for (i, &s) in self.starts.iter().enumerate() {
+            args.start[i] = u32_of(s / unit)?;
+        }
+        let units = self.len() / unit;
+        Ok((
+            args,
+            u32_of(self.row / unit)?,
+            u32_of(self.base / unit)?,
+            u32_of(units)?,
+        ))
+    }
+}
+
+/// A ConcatStep's parts as the `concat_*` kernels take them, by value: kernels.cu's
+/// `struct Cat` (CAT_MAX = CONCAT_MAX_PARTS = 32: 256 + 132 + 4 bytes, 8-byte aligned).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConcatArgs {
+    pub src: [u64; CONCAT_MAX_PARTS],
+    pub start: [u32; CONCAT_MAX_PARTS + 1],
+    pub parts: i32,
+}
+
+pub fn concat(
+    plan: &Plan,
+    c: &ConcatStep,
+    n: usize,
+    elem_bytes: usize,
+) -> Result<ConcatLaunch, String> {
+    let (yd, ys) = value_layout(plan, c.output, n);
+    // Storage order: full axes by decreasing stride (dense values; size-1 axes left out, the
+    // builder makes sure the concat axis is not one).
+    let order = |d: &[usize], s: &[i64]| -> Vec<usize> {
+        let mut o: Vec<usize> = (0..d.len()).filter(|&k| d[k] > 1 || k == c.axis).collect();
+        o.sort_by_key(|&k| std::cmp::Reverse(s[k]));
+        o
+    };
+    let y_order = order(&yd, &ys);
+    let pos = y_order
+        .iter()
+        .position(|&k| k == c.axis)
+        .ok_or("concat axis out of range")?;
+    let outer: usize = y_order[..pos].iter().map(|&k| yd[k]).product();
+    let inner = ys[c.axis] as usize;
+    let row = yd[c.axis] * inner;
+    let mut starts = vec![0];
+    for &p in &c.parts {
+        let (pd, ps) = value_layout(plan, p, n);
+        let p_order: Vec<usize> = order(&pd, &ps)
+            .into_iter()
+            .filter(|&k| yd[k] > 1 || k == c.axis)
+            .collect();
+        if p_order != y_order || ps[c.axis] as usize != inner {
+            return Err(format!(
+                "concat part {pd:?} (strides {ps:?}) is not stored as the output {yd:?} ({ys:?})"
+            ));
+        }
+        starts.push(starts[starts.len() - 1] + pd[c.axis] * inner);
+    }
+    let base = c.at * inner;
+    let k = 16 / elem_bytes;
+    let fits = |v: usize| v.is_multiple_of(k);
+    let vec = if fits(row) && fits(base) && starts.iter().all(|&s| fits(s)) {
+        k
+    } else {
+        1
+    };
+    Ok(ConcatLaunch {
+        outer,
+        row,
+        base,
+        starts,
+        vec,
+    })
 }
