@@ -1,5 +1,12 @@
 //! The load generator: `clients` concurrent clients, each with `batch` connections; a request
 //! is `batch` concurrent `infer_batch` calls, and its latency runs until the last answer.
+//!
+//! Closed loop (the default): a client sends its next request when its last one is answered.
+//! Open loop (`Spec::open_loop`): requests are due at times fixed before the run (evenly spaced
+//! or Poisson), each client takes the next due request when it is free, and a request's
+//! latency runs from its due time: a server that stalls cannot hide the stall by slowing the
+//! clients down (coordinated omission). A request sent more than `LATE` after its due time
+//! (every client busy) is counted as late.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -20,6 +27,44 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// Open-loop arrivals.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenLoop {
+    /// Requests per second.
+    pub rate: f64,
+    /// Exponential gaps (a Poisson process) instead of even ones.
+    pub poisson: bool,
+    pub seed: u64,
+}
+
+impl OpenLoop {
+    /// When each of `n` requests is due, from the start of the measured run.
+    pub fn schedule(&self, n: u64) -> Vec<Duration> {
+        use rand::SeedableRng;
+        use rand_distr::Distribution;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let gaps = rand_distr::Exp::new(self.rate).ok();
+        let mut at = 0.0f64;
+        (0..n)
+            .map(|k| {
+                let due = if self.poisson {
+                    let d = at;
+                    at += gaps
+                        .as_ref()
+                        .map_or(1.0 / self.rate, |e| e.sample(&mut rng));
+                    d
+                } else {
+                    k as f64 / self.rate
+                };
+                Duration::from_secs_f64(due)
+            })
+            .collect()
+    }
+}
+
+/// Sent this much after its due time, an open-loop request counts as late.
+pub const LATE: Duration = Duration::from_millis(1);
+
 pub struct Spec {
     pub target: Target,
     pub clients: usize,
@@ -29,6 +74,7 @@ pub struct Spec {
     pub duration: Option<Duration>,
     pub warmup: u64,
     pub images: Arc<Vec<Vec<u8>>>,
+    pub open_loop: Option<OpenLoop>,
 }
 
 pub struct Outcome {
@@ -38,6 +84,9 @@ pub struct Outcome {
     pub errors: u64,
     pub first_errors: Vec<String>,
     pub wall: Duration,
+    /// Open loop: requests sent more than LATE after their due time, and the largest lag.
+    pub late: u64,
+    pub max_lag: Duration,
 }
 
 /// Shared progress, for the progress line.
@@ -48,6 +97,10 @@ pub struct Progress {
 }
 
 struct Shared {
+    /// The measured run's start, set before the clients are let go.
+    started: Mutex<Option<Instant>>,
+    /// Open loop: when each measured request is due, from `started`.
+    schedule: Option<Vec<Duration>>,
     next: AtomicU64,
     stop: AtomicBool,
     errors: AtomicU64,
@@ -108,7 +161,17 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         }
         per_client.push(conns);
     }
+    let schedule = spec.open_loop.map(|o| {
+        let n = match (spec.total, spec.duration) {
+            (Some(t), _) => t,
+            (None, Some(d)) => (o.rate * d.as_secs_f64()).ceil() as u64,
+            (None, None) => 0,
+        };
+        o.schedule(n)
+    });
     let shared = Arc::new(Shared {
+        started: Mutex::new(None),
+        schedule,
         next: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         errors: AtomicU64::new(0),
@@ -137,21 +200,25 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
     progress.done.store(0, Ordering::SeqCst);
     progress.measuring.store(true, Ordering::SeqCst);
     let started = Instant::now();
+    *shared.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
     barrier.wait(); // go
-    if let Some(d) = spec.duration {
+                    // An open-loop run ends with its schedule, which already spans the duration.
+    if let (Some(d), None) = (spec.duration, &shared.schedule) {
         while started.elapsed() < d && handles.iter().any(|h| !h.is_finished()) {
             thread::sleep(Duration::from_millis(5).min(d.saturating_sub(started.elapsed())));
         }
         shared.stop.store(true, Ordering::SeqCst);
     }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let mut requests = 0;
+    let (mut requests, mut late, mut max_lag) = (0, 0, Duration::ZERO);
     for h in handles {
-        let (hist, n) = h
+        let c = h
             .join()
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
-        latency.add(&hist)?;
-        requests += n;
+        latency.add(&c.hist)?;
+        requests += c.requests;
+        late += c.late;
+        max_lag = max_lag.max(c.max_lag);
     }
     let wall = started.elapsed();
     let errors = shared.errors.load(Ordering::SeqCst);
@@ -167,7 +234,17 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         errors,
         first_errors,
         wall,
+        late,
+        max_lag,
     })
+}
+
+/// What one client measured.
+struct ClientResult {
+    hist: Histogram<u64>,
+    requests: u64,
+    late: u64,
+    max_lag: Duration,
 }
 
 /// One client: its first connection is driven by this thread, the others by helper threads,
@@ -179,7 +256,7 @@ fn client_loop(
     shared: &Shared,
     barrier: &Barrier,
     progress: &Progress,
-) -> (Histogram<u64>, u64) {
+) -> ClientResult {
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid");
     let mut own = conns.remove(0);
@@ -205,8 +282,12 @@ fn client_loop(
         .collect();
 
     let n_images = spec.images.len();
+    let (mut late, mut max_lag) = (0u64, Duration::ZERO);
     let mut run_phase = |limit: Option<u64>, record: bool, hist: &mut Histogram<u64>| -> u64 {
         let mut count = 0;
+        // The measured phase of an open-loop run follows the schedule.
+        let schedule = shared.schedule.as_deref().filter(|_| record);
+        let origin = *shared.started.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if shared.stop.load(Ordering::Relaxed) {
                 break;
@@ -215,7 +296,22 @@ fn client_loop(
             if limit.is_some_and(|l| t >= l) {
                 break;
             }
-            let started = Instant::now();
+            let started = match (schedule, origin) {
+                (Some(s), Some(origin)) => {
+                    let Some(due) = s.get(t as usize).map(|d| origin + *d) else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    if due > now {
+                        thread::sleep(due - now);
+                    }
+                    let lag = Instant::now().saturating_duration_since(due);
+                    late += (lag > LATE) as u64;
+                    max_lag = max_lag.max(lag);
+                    due
+                }
+                _ => Instant::now(),
+            };
             let base = (t as usize).wrapping_mul(spec.batch);
             for (j, (tx, _)) in helpers.iter().enumerate() {
                 let _ = tx.send((format!("{c}-{t}-{}", j + 1), (base + j + 1) % n_images));
@@ -261,5 +357,44 @@ fn client_loop(
         drop(tx);
         let _ = h.join();
     }
-    (hist, n)
+    ClientResult {
+        hist,
+        requests: n,
+        late,
+        max_lag,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_arrivals_are_evenly_spaced_and_poisson_ones_average_the_rate() {
+        let even = OpenLoop {
+            rate: 200.0,
+            poisson: false,
+            seed: 1,
+        }
+        .schedule(5);
+        let ms: Vec<f64> = even.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        assert_eq!(ms, vec![0.0, 5.0, 10.0, 15.0, 20.0]);
+        let p = OpenLoop {
+            rate: 200.0,
+            poisson: true,
+            seed: 7,
+        };
+        let s = p.schedule(20_000);
+        assert!(s.windows(2).all(|w| w[0] <= w[1]), "not in order");
+        let mean_gap = s[s.len() - 1].as_secs_f64() / (s.len() - 1) as f64;
+        assert!((mean_gap - 0.005).abs() < 0.0002, "mean gap {mean_gap}");
+        // Exponential gaps vary: about as many gaps are below half the mean as a 39% share.
+        let short = s
+            .windows(2)
+            .filter(|w| (w[1] - w[0]).as_secs_f64() < 0.0025)
+            .count() as f64
+            / (s.len() - 1) as f64;
+        assert!((short - 0.393).abs() < 0.02, "share of short gaps {short}");
+        assert_eq!(s, p.schedule(20_000), "the same seed gives the same schedule");
+    }
 }

@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use crate::connect::Framing;
-use crate::load::{Progress, Spec, Target};
+use crate::load::{OpenLoop, Progress, Spec, Target};
 use crate::report::Report;
 
 #[derive(Parser, Debug)]
@@ -30,7 +30,15 @@ with --request_batch connections; one request is --request_batch concurrent infe
 its latency lasts until the last answer. After --warmup requests (not counted), it measures \
 --total_number requests (or runs for --duration) and prints QPS (requests per second), avg \
 (request_client / QPS), TP50/TP90/TP99, mean and max latency from an hdrhistogram with microsecond \
-resolution, the errors and the first few of them."
+resolution, the errors and the first few of them.
+
+By default the load is a closed loop: each client sends its next request when the last one is \
+answered, so a slow server also slows the clients. With --request-rate R it is an open loop: the \
+measured requests are due at R per second (evenly spaced, or Poisson with --arrivals poisson), each \
+client (one connection per batch image) sends the next due request as soon as it is free, and \
+latency counts from the request's due time, so a stalled server shows its stall in full. The report \
+says how many requests were sent more than 1 ms late (every client busy): give enough clients for \
+the rate."
 )]
 struct Args {
     /// Folder of .jpg/.jpeg/.png/.bmp images (the first 999 by name are used)
@@ -74,6 +82,27 @@ struct Args {
     /// Seconds to wait for one answer (or a connection) before counting an error
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Open loop: measured requests due at this many per second, latency counted from each
+    /// request's due time (see above); without it, a closed loop
+    #[arg(long = "request-rate", alias = "request_rate")]
+    request_rate: Option<f64>,
+    /// How --request-rate's requests are spaced: evenly, or as a Poisson process
+    #[arg(
+        long,
+        value_enum,
+        default_value = "constant",
+        requires = "request_rate"
+    )]
+    arrivals: Arrivals,
+    /// Seed of the Poisson arrivals (the same seed, the same schedule)
+    #[arg(long, default_value_t = 1, requires = "request_rate")]
+    arrival_seed: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Arrivals {
+    Constant,
+    Poisson,
 }
 
 const MAX_IMAGES: usize = 999;
@@ -126,6 +155,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds");
     }
+    let open_loop = match args.request_rate {
+        Some(r) if r.is_finite() && r > 0.0 => Some(OpenLoop {
+            rate: r,
+            poisson: args.arrivals == Arrivals::Poisson,
+            seed: args.arrival_seed,
+        }),
+        Some(r) => {
+            bail!("--request-rate must be a positive number of requests per second, got {r}")
+        }
+        None => None,
+    };
     let images = Arc::new(load_images(&args.img_dir)?);
     eprintln!(
         "loaded {} images from {}",
@@ -153,6 +193,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             duration,
             warmup: args.warmup,
             images: images.clone(),
+            open_loop,
         });
         let progress = Arc::new(Progress::default());
         let ticker = start_progress(
@@ -165,7 +206,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         progress.measuring.store(false, Ordering::SeqCst);
         ticker.stop();
         let outcome = outcome?;
-        let report = Report::new(clients, args.request_batch, &outcome, usage);
+        let report = Report::new(clients, args.request_batch, &outcome, usage, open_loop);
         report.print();
         reports.push(report);
     }

@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::Outcome;
+use crate::load::{OpenLoop, Outcome};
 use crate::resources::Usage;
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +28,19 @@ pub struct Report {
     #[serde(flatten)]
     pub usage: Usage,
     pub first_errors: Vec<String>,
+    /// Present for an open-loop run (`--request-rate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop: Option<OpenLoopReport>,
+}
+
+/// An open-loop run's arrivals and how well the clients kept to them.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopReport {
+    pub request_rate: f64,
+    pub arrivals: &'static str,
+    /// Requests sent more than 1 ms after their due time (every client was busy).
+    pub late_sends: u64,
+    pub max_send_lag_ms: f64,
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -38,7 +51,13 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 impl Report {
-    pub fn new(clients: usize, batch: usize, o: &Outcome, usage: Usage) -> Report {
+    pub fn new(
+        clients: usize,
+        batch: usize,
+        o: &Outcome,
+        usage: Usage,
+        open_loop: Option<OpenLoop>,
+    ) -> Report {
         let wall = o.wall.as_secs_f64().max(1e-9);
         let qps = o.requests as f64 / wall;
         Report {
@@ -69,6 +88,12 @@ impl Report {
             },
             usage,
             first_errors: o.first_errors.clone(),
+            open_loop: open_loop.map(|l| OpenLoopReport {
+                request_rate: l.rate,
+                arrivals: if l.poisson { "poisson" } else { "constant" },
+                late_sends: o.late,
+                max_send_lag_ms: o.max_lag.as_secs_f64() * 1e3,
+            }),
         }
     }
 
@@ -81,6 +106,13 @@ impl Report {
             self.request_client, self.request_batch, self.total, self.errors, self.wall_s
         );
         println!("QPS: {:.2}  (images/s: {:.2})", self.qps, self.images_per_s);
+        if let Some(l) = &self.open_loop {
+            println!(
+                "open loop: {:.1} requests/s due ({}), latency from each due time; {} sent late \
+                 (> 1 ms), largest lag {:.2} ms",
+                l.request_rate, l.arrivals, l.late_sends, l.max_send_lag_ms
+            );
+        }
         println!(
             "avg: {:.2} ms  TP50: {:.2} ms  TP90: {:.2} ms  TP99: {:.2} ms  mean: {:.2} ms  max: {:.2} ms",
             self.avg_ms, self.tp50_ms, self.tp90_ms, self.tp99_ms, self.mean_ms, self.max_ms

@@ -181,3 +181,96 @@ fn nothing_listening_is_one_clear_line() {
     assert_eq!(last.len(), 1, "{err}");
     assert!(last[0].contains("cannot connect to 127.0.0.1:"), "{err}");
 }
+
+#[test]
+fn an_open_loop_run_shows_a_server_pause_in_its_latencies() {
+    // 100 requests/s for 2.5 s on 8 connections; 1 s in, the server is stopped for 400 ms.
+    // The ~40 requests due during the pause wait for it, and their latency counts from when
+    // they were due: TP90 and the maximum show the pause (a closed loop would have recorded
+    // only the 8 requests in flight and waited with the rest).
+    let server = start_server();
+    let json = std::env::temp_dir().join(format!("client-qps-open-{}.json", std::process::id()));
+    let client = Command::new(env!("CARGO_BIN_EXE_client_qps"))
+        .args([
+            "--img_dir",
+            repo_root().join("benches/imgs").to_str().unwrap(),
+        ])
+        .args(["--port", &server.1.to_string(), "--request_client", "8"])
+        .args([
+            "--request-rate",
+            "100",
+            "--duration",
+            "2.5",
+            "--warmup",
+            "20",
+        ])
+        .args(["--json", json.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let pid = server.0.id().to_string();
+    let signal = |s: &str| {
+        let ok = Command::new("kill").args([s, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {s} {pid}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_millis(400));
+    signal("-CONT");
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    assert!(
+        stdout.contains("open loop: 100.0 requests/s due (constant)"),
+        "{stdout}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["total"], 250, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let (tp90, max) = (
+        r["tp90_ms"].as_f64().unwrap(),
+        r["max_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        tp90 >= 50.0,
+        "TP90 {tp90} ms does not show a 400 ms pause: {r}"
+    );
+    assert!(
+        max >= 300.0,
+        "max {max} ms does not show a 400 ms pause: {r}"
+    );
+    let late = r["open_loop"]["late_sends"].as_u64().unwrap();
+    assert!(
+        late >= 10,
+        "only {late} requests were sent late during the pause: {r}"
+    );
+    // The run keeps to its schedule: 250 requests due over 2.5 s end soon after 2.5 s.
+    let wall = r["wall_s"].as_f64().unwrap();
+    assert!((2.45..3.5).contains(&wall), "wall {wall} s: {r}");
+}
+
+#[test]
+fn a_bad_request_rate_is_one_clear_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_client_qps"))
+        .args([
+            "--img_dir",
+            repo_root().join("benches/imgs").to_str().unwrap(),
+        ])
+        .args(["--port", "1", "--request-rate", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--request-rate must be a positive number"),
+        "{err}"
+    );
+}
