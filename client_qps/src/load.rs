@@ -395,6 +395,10 @@ mod tests {
             .count() as f64
             / (s.len() - 1) as f64;
         assert!((short - 0.393).abs() < 0.02, "share of short gaps {short}");
-        assert_eq!(s, p.schedule(20_000), "the same seed gives the same schedule");
+        assert_eq!(
+            s,
+            p.schedule(20_000),
+            "the same seed gives the same schedule"
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, Filter};
 use crate::error::{ConfigError, EngineError, RequestError};
 use crate::graph::Graph;
 use crate::item::Item;
+use crate::scheduler::deadlines::Deadlines;
 use crate::scheduler::{NodeRuntime, NodeStats, Work};
 
 #[derive(Clone, Debug)]
@@ -32,12 +33,44 @@ impl Default for PipelineOptions {
 pub type Outcome = Result<Item, RequestError>;
 type Callback = Box<dyn FnOnce(Vec<Outcome>) + Send>;
 
-struct RequestState {
+pub(crate) struct RequestState {
     slots: Mutex<Vec<Option<Outcome>>>,
     remaining: AtomicUsize,
     done: Mutex<Option<Callback>>,
     started: Instant,
     shared: Weak<Shared>,
+    /// The node an item of this request entered last (usize::MAX before any), for the error
+    /// of a request that expires while an instance holds it.
+    at_node: AtomicUsize,
+}
+
+impl RequestState {
+    /// The deadline passed with items still inside (running in an instance that has not
+    /// returned: waiting ones fail in their queue): answers now, with what is done and
+    /// `Timeout` for the rest; the late items' outcomes are dropped when they come.
+    fn expire(&self) {
+        let Some(callback) = self.done.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let node = match (self.shared.upgrade(), self.at_node.load(Ordering::SeqCst)) {
+            (Some(s), n) if n < s.graph.nodes.len() => s.graph.nodes[n].name.clone(),
+            _ => "?".into(),
+        };
+        let waited_ms = self.started.elapsed().as_millis() as u64;
+        let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        let results = slots
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(RequestError::Timeout {
+                        node: node.clone(),
+                        waited_ms,
+                    })
+                })
+            })
+            .collect();
+        callback(results);
+    }
 }
 
 /// Where fan-out branches of one item meet again.
@@ -82,6 +115,8 @@ pub(crate) struct Shared {
     in_flight: AtomicUsize,
     /// Items of requests being admitted, not yet in their entry node's queue.
     entering: AtomicUsize,
+    /// Every admitted request, expired at its deadline if still unanswered.
+    deadlines: Deadlines<RequestState>,
 }
 
 /// A cheap handle for backends that submit work themselves (`Jump`). It does not keep the
@@ -166,9 +201,11 @@ impl Shared {
             done: Mutex::new(Some(done)),
             started: now,
             shared: Arc::downgrade(self),
+            at_node: AtomicUsize::new(usize::MAX),
         });
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let deadline = now + self.options.request_timeout;
+        self.deadlines.add(deadline, &req);
         // The first items of a request wait (up to their timeout) for the rest to form a batch.
         self.entering.fetch_add(items.len(), Ordering::SeqCst);
         for (index, (item, entry)) in items.into_iter().zip(entries).enumerate() {
@@ -181,6 +218,7 @@ impl Shared {
                 deadline,
                 branch: None,
             };
+            req.at_node.store(entry, Ordering::SeqCst);
             if let Err(refused) = self.nodes[entry].try_push(self, task) {
                 let (task, e) = *refused;
                 self.complete(task, Err(e));
@@ -192,8 +230,11 @@ impl Shared {
     fn complete(&self, task: Task, outcome: Outcome) {
         let req = task.req;
         {
+            // Empty once the request expired (answered at its deadline): the outcome is late.
             let mut slots = req.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots[task.index] = Some(outcome);
+            if let Some(slot) = slots.get_mut(task.index) {
+                *slot = Some(outcome);
+            }
         }
         if req.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let results: Vec<Outcome> =
@@ -315,6 +356,7 @@ impl Shared {
     }
 
     fn enqueue(&self, task: Task, node: usize) {
+        task.req.at_node.store(node, Ordering::SeqCst);
         if let Err(refused) = self.nodes[node].push_wait(self, task) {
             let (task, e) = *refused;
             self.fail(task, e);
@@ -414,6 +456,8 @@ impl Pipeline {
             accepting: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
             entering: AtomicUsize::new(0),
+            deadlines: Deadlines::start(|r: Arc<RequestState>| r.expire())
+                .map_err(|e| EngineError::Io(format!("cannot start a thread: {e}")))?,
         });
         let config = Arc::new(config);
         let registry = Arc::new(registry);

@@ -1,6 +1,7 @@
 //! One node at run time: its bounded queue, its batcher thread and its instance threads
 //! (DESIGN §4). Routing between nodes lives in `pipeline`.
 
+pub(crate) mod deadlines;
 pub mod decision;
 mod metrics;
 
