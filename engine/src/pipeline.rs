@@ -45,11 +45,24 @@ pub(crate) struct RequestState {
 }
 
 impl RequestState {
+    /// The callback (None once the request was answered) and the outcomes so far, taken
+    /// together.
+    fn take_answer(&self) -> (Option<Callback>, Vec<Option<Outcome>>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let callback = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = if callback.is_some() {
+            std::mem::take(&mut *slots)
+        } else {
+            Vec::new()
+        };
+        (callback, taken)
+    }
+
     /// The deadline passed with items still inside (running in an instance that has not
     /// returned: waiting ones fail in their queue): answers now, with what is done and
     /// `Timeout` for the rest; the late items' outcomes are dropped when they come.
     fn expire(&self) {
-        let Some(callback) = self.done.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let (Some(callback), slots) = self.take_answer() else {
             return;
         };
         let node = match (self.shared.upgrade(), self.at_node.load(Ordering::SeqCst)) {
@@ -57,7 +70,6 @@ impl RequestState {
             _ => "?".into(),
         };
         let waited_ms = self.started.elapsed().as_millis() as u64;
-        let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()));
         let results = slots
             .into_iter()
             .map(|o| {
@@ -237,14 +249,14 @@ impl Shared {
             }
         }
         if req.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let results: Vec<Outcome> =
-                std::mem::take(&mut *req.slots.lock().unwrap_or_else(|p| p.into_inner()))
+            // The callback and the slots are taken together under the slots' lock, as `expire`
+            // takes them: whichever answers the request answers it with every outcome.
+            let (callback, slots) = req.take_answer();
+            if let Some(cb) = callback {
+                cb(slots
                     .into_iter()
                     .map(|o| o.unwrap_or_else(|| Err(RequestError::Other("item lost".into()))))
-                    .collect();
-            let callback = req.done.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(cb) = callback {
-                cb(results);
+                    .collect());
             }
             if let Some(shared) = req.shared.upgrade() {
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
