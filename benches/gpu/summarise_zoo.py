@@ -1,6 +1,7 @@
 """Merges zoo.sh outputs (the zoo-<part>.tgz of one or more device calls, unpacked into
 folders) into benches/results/gpu-zoo-<date>.json in issue 13's format, and prints the table
-the README carries. A model checked in several folders is taken from the last one given.
+the README carries. A model checked in several folders is taken from the last one given; its
+fp32 check, when that folder has none, from the last folder that has one (`fp32_commit`).
 
 usage: summarise_zoo.py OUT.json DIR [DIR ...]
 """
@@ -49,7 +50,12 @@ def main():
         d = found[name]
         torch = load(os.path.join(d, f"{name}.torch.json")) or {}
         f16 = load(os.path.join(d, f"{name}.fp16.json"))
-        f32 = load(os.path.join(d, f"{name}.fp32.json"))
+        # The fp32 check from the model's folder, else from the last folder that has one (a
+        # call that checked fp32 only at batch 1); its commit is recorded beside.
+        f32_dir = d if os.path.exists(os.path.join(d, f"{name}.fp32.json")) else next(
+            (x for x in reversed(dirs) if os.path.exists(os.path.join(x, f"{name}.fp32.json"))),
+            d)
+        f32 = load(os.path.join(f32_dir, f"{name}.fp32.json"))
         tb = {b["batch"]: b["torch_graph_ms"] for b in torch.get("batches", [])}
         row = {
             "model": name,
@@ -65,6 +71,7 @@ def main():
             "bn_calibrated": torch.get("bn_calibrated"),
             "weights_halved": torch.get("weights_halved"),
             "commit": meta[d][1].replace("commit ", ""),
+            "fp32_commit": meta[f32_dir][1].replace("commit ", "") if f32 else None,
             "batches": [],
         }
         for b in (f16 or {}).get("batches", []):

@@ -341,10 +341,18 @@ pub fn write(model: &pb::ModelProto, path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // Write then rename, so a concurrent reader never sees half a model.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, model.encode_to_vec())?;
-    std::fs::rename(&tmp, path)
+    // Write then rename, so a concurrent reader never sees half a model. The temporary name is
+    // unique per call (the process and a counter), since test threads of one process write the
+    // same models at once: a shared name let one thread rename away another's file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    let written =
+        std::fs::write(&tmp, model.encode_to_vec()).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Writes `resnet50.onnx` and `tiny_cnn.onnx` into `dir` unless they are already there.
@@ -369,6 +377,27 @@ pub fn ensure_models(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_writers_of_one_model_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("tp-modelgen-race-{}", std::process::id()));
+        let path = dir.join("tiny.onnx");
+        let model = tiny_cnn(TINY_SEED);
+        let want = model.encode_to_vec();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        write(&model, &path).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files left behind: {left:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn generation_is_deterministic() {
