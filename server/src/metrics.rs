@@ -199,6 +199,47 @@ fn render_nodes(out: &mut String, stats: &[engine::scheduler::NodeStats]) {
             s.name, s.batches
         );
     }
+    let waits: Vec<_> = stats
+        .iter()
+        .map(|s| (s.name.as_str(), &s.queue_wait))
+        .collect();
+    render_time_histograms(
+        out,
+        "torchpipe_node_queue_wait_duration_seconds",
+        "Each item's wait in the node's queue, until an instance takes it.",
+        &waits,
+    );
+    let runs: Vec<_> = stats.iter().map(|s| (s.name.as_str(), &s.run)).collect();
+    render_time_histograms(
+        out,
+        "torchpipe_node_run_duration_seconds",
+        "Each batch's time in the node's forward.",
+        &runs,
+    );
+}
+
+/// One histogram family of durations with a series per node (cumulative buckets, `+Inf` equal
+/// to `_count`).
+fn render_time_histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: &[(&str, &engine::scheduler::TimeHistogramSnapshot)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (node, h) in series {
+        for (b, c) in engine::scheduler::TIME_BOUNDS.iter().zip(&h.cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{node=\"{node}\",le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {}", h.sum_s);
+        let _ = writeln!(out, "{name}_count{{node=\"{node}\"}} {}", h.count);
+    }
 }
 
 /// Serves the metrics and health endpoints until the process ends.

@@ -132,6 +132,18 @@ fn damaged_jpegs_get_an_answer_or_a_clear_error_and_metrics_count_them() {
     );
     assert_eq!(value("torchpipe_node_instances{node=\"classifier\"} "), 2.0);
     assert!(text.contains("torchpipe_node_batch_size_bucket{node=\"classifier\",le=\"8\"}"));
+    // Per-node time histograms: one queue wait per item, one run per batch.
+    assert_eq!(
+        value("torchpipe_node_queue_wait_duration_seconds_count{node=\"cpu_decoder\"} "),
+        sent as f64
+    );
+    assert_eq!(
+        value("torchpipe_node_run_duration_seconds_count{node=\"classifier\"} "),
+        value("torchpipe_node_batches_total{node=\"classifier\"} ")
+    );
+    assert!(
+        value("torchpipe_node_run_duration_seconds_bucket{node=\"classifier\",le=\"10\"} ") > 0.0
+    );
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }

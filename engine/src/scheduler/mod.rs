@@ -15,7 +15,7 @@ use crate::config::{NodeConfig, Profile};
 use crate::error::RequestError;
 use crate::pipeline::{Shared, Task};
 pub use decision::{decide, Decision};
-pub use metrics::{NodeMetrics, NodeStats};
+pub use metrics::{NodeMetrics, NodeStats, TimeHistogramSnapshot, TIME_BOUNDS};
 
 /// A task the queue would not take, handed back with the reason (boxed: this is the rare path).
 pub(crate) type Refused = Box<(Task, RequestError)>;
