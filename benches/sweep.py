@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Issue 14's load sweep: for each server setting (the baseline, the pipeline on one or more
+TOMLs), the closed-loop client at each client count × batch, chosen settings repeated for the
+spread, and one open-loop run at a share of the best closed-loop QPS; writes
+<out-dir>/sweep-<date>-<machine>.{json,md}.
+
+Each setting: `client_qps` with its warm-up, then the measured part, with --server-pid (server CPU,
+RSS and GPU use sampled). The open-loop row (`--request-rate`) counts latency from each request's
+due time, so a server that stalls shows the stall (the closed loop's clients wait with it).
+Standard library only; the server handling is benches/compare.py's.
+
+  python3 benches/sweep.py --server dist/server --client dist/client_qps \\
+      --setting baseline=configs/resnet50.toml --setting seed=configs/resnet50.toml \\
+      --setting gpu=configs/resnet50_gpu.toml --duration 5 --machine h200
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402  (the Server class, commit(), device_name())
+
+
+def client(a, server, clients, batch, tmp, tag, rate=None):
+    out = os.path.join(tmp, f"client-{tag}-{clients}x{batch}-{rate or 'closed'}.json")
+    args = [a.client, "--img_dir", a.img_dir, "--port", str(server.port),
+            "--request_client", str(clients), "--request_batch", str(batch),
+            "--warmup", str(a.warmup), "--server-pid", str(server.proc.pid), "--json", out,
+            "--duration", str(a.duration)]
+    if rate:
+        args += ["--request-rate", f"{rate:.1f}"]
+    res = subprocess.run(args, capture_output=True, text=True)
+    if res.returncode != 0 or not os.path.exists(out):
+        raise SystemExit(f"client_qps failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    with open(out) as f:
+        r = json.load(f)
+    keys = ["qps", "tp50_ms", "tp90_ms", "tp99_ms", "max_ms", "server_cpu_pct", "gpu_util_pct",
+            "errors", "total"]
+    row = {"clients": clients, "batch": batch, **{k: r.get(k) for k in keys}}
+    if rate:
+        row["open_loop"] = r.get("open_loop")
+    return row
+
+
+def cpu_per_kqps(row):
+    cpu, qps = row.get("server_cpu_pct"), row.get("qps")
+    return round(cpu / 100 / (qps / 1000), 3) if cpu and qps else None
+
+
+def fmt(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--setting", action="append", required=True,
+                   help="NAME=TOML; the name `baseline` runs `server --baseline` on that TOML")
+    p.add_argument("--server", default="target/release/server")
+    p.add_argument("--client", default="target/release/client_qps")
+    p.add_argument("--img_dir", "--img-dir", dest="img_dir", default="benches/imgs")
+    p.add_argument("--clients", default="1,4,10,20,40,64,128",
+                   help="closed-loop client counts at batch 1")
+    p.add_argument("--extra", default="10x4", help="more CLIENTSxBATCH settings, comma-separated")
+    p.add_argument("--repeat", default="20x1,128x1",
+                   help="settings run three times in all, for the spread")
+    p.add_argument("--open-share", type=float, default=0.8,
+                   help="the open-loop run's rate as a share of the best closed-loop QPS")
+    p.add_argument("--open-clients", type=int, default=128,
+                   help="connections of the open-loop run")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per setting")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--machine", default="dev")
+    p.add_argument("--out-dir", default="benches/results")
+    p.add_argument("--ready-timeout", type=float, default=600)
+    a = p.parse_args()
+
+    def pairs(text):
+        out = []
+        for s in filter(None, text.split(",")):
+            c, b = s.split("x")
+            out.append((int(c), int(b)))
+        return out
+
+    plan = [(int(c), 1) for c in a.clients.split(",")] + pairs(a.extra)
+    repeat = pairs(a.repeat)
+    date = datetime.date.today().isoformat()
+    doc = {"date": date, "commit": compare.commit(), "device": compare.device_name(),
+           "duration_s": a.duration, "settings": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in a.setting:
+            name, toml = spec.split("=", 1)
+            baseline = name == "baseline"
+            log = os.path.join(a.out_dir, f"sweep-{date}-{a.machine}-{name}.log")
+            server = compare.Server(a.server, toml, baseline, log, a.ready_timeout)
+            runs = []
+            try:
+                for clients, batch in plan:
+                    reps = 3 if (clients, batch) in repeat else 1
+                    for rep in range(reps):
+                        row = client(a, server, clients, batch, tmp, name)
+                        row["rep"] = rep
+                        row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
+                        runs.append(row)
+                        print(f"{name} {clients}x{batch} #{rep}: {row['qps']:.0f} QPS, "
+                              f"TP99 {row['tp99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, "
+                              f"errors {row['errors']}", flush=True)
+                best = max(r["qps"] for r in runs if r["batch"] == 1)
+                rate = best * a.open_share
+                row = client(a, server, a.open_clients, 1, tmp, name, rate=rate)
+                row["rep"] = 0
+                row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
+                runs.append(row)
+                print(f"{name} open loop at {rate:.0f}/s: {row['qps']:.0f} QPS, TP99 "
+                      f"{row['tp99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, late "
+                      f"{row['open_loop']['late_sends']}", flush=True)
+            finally:
+                server.stop()
+            doc["settings"].append({"name": name, "toml": toml, "baseline": baseline,
+                                    "runs": runs})
+    base = os.path.join(a.out_dir, f"sweep-{date}-{a.machine}")
+    with open(base + ".json", "w") as f:
+        json.dump(doc, f, indent=1)
+    lines = [f"# Load sweep, {date}, {doc['device']}, commit {doc['commit']}", "",
+             f"`benches/sweep.py`, {a.duration:g} s per setting after {a.warmup} warm-up "
+             "requests; the open-loop row's latency counts from each request's due time.", "",
+             "| setting | clients × batch | loop | QPS | TP50 ms | TP90 ms | TP99 ms | max ms | "
+             "server CPU % | cores per 1k QPS | GPU % | errors |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in doc["settings"]:
+        for r in s["runs"]:
+            loop = (f"open {r['open_loop']['request_rate']:.0f}/s "
+                    f"({r['open_loop']['late_sends']} late)" if r.get("open_loop") else "closed")
+            lines.append(
+                f"| {s['name']} | {r['clients']} × {r['batch']} | {loop} | {fmt(r['qps'], 0)} | "
+                f"{fmt(r['tp50_ms'], 2)} | {fmt(r['tp90_ms'], 2)} | {fmt(r['tp99_ms'], 2)} | "
+                f"{fmt(r['max_ms'])} | {fmt(r['server_cpu_pct'])} | "
+                f"{fmt(r['cpu_cores_per_kqps'], 2)} | {fmt(r['gpu_util_pct'])} | {r['errors']} |")
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {base}.json and {base}.md")
+
+
+if __name__ == "__main__":
+    main()
