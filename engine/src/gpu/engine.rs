@@ -644,13 +644,15 @@ impl GpuInstance {
                     pool.run(self.dnn.h, self.ptr(input), self.ptr(s.output()))?;
                 }
                 (Step::Map(s), StepDescs::Map(l)) => {
-                    let (pa, pb, py) = (
-                        self.operand(s.a),
-                        s.b.map_or(0, |b| self.operand(b)),
+                    let pa = self.operand(s.a);
+                    let (pb, pc, py) = (
+                        s.b.map_or(pa, |b| self.operand(b)),
+                        s.c.map_or(pa, |c| self.operand(c)),
                         self.ptr(s.output),
                     );
                     let (bin, un, len) = (l.binary as i32, l.unary as i32, l.y.len() as u32);
-                    let (va, vb, vy) = (KView(l.a), KView(l.b), KView(l.y));
+                    let (va, vb, vc, vy) = (KView(l.a), KView(l.b), KView(l.c), KView(l.y));
+                    let has_c = l.has_c as i32;
                     let chunked = l.vec > 1 && len >= CHUNK_MIN_ELEMENTS;
                     let (f, threads) = if chunked {
                         (&k.map_chunk, len.div_ceil(l.vec) as usize)
@@ -658,13 +660,15 @@ impl GpuInstance {
                         (&k.map, len as usize)
                     };
                     let mut b = self.stream.launch_builder(self.kernel(f));
-                    b.arg(&va).arg(&vb).arg(&vy).arg(&pa).arg(&pb).arg(&py);
+                    b.arg(&va).arg(&vb).arg(&vc).arg(&vy);
+                    b.arg(&pa).arg(&pb).arg(&pc).arg(&py);
                     b.arg(&bin)
                         .arg(&un)
                         .arg(&l.p0)
                         .arg(&l.p1)
                         .arg(&len)
-                        .arg(&l.linear);
+                        .arg(&l.linear)
+                        .arg(&has_c);
                     // SAFETY: argument types match `map_*` and `map_chunk_*`; the views stay
                     // inside the buffers the plan sized for `max` items (in whole chunks where
                     // `vec` says so).

@@ -183,39 +183,48 @@ extern "C" __global__ void bias_act_chunk_float(float* y, const float* z, const 
     bias_act_chunk_impl(y, z, bias, n, cout, hw, act, p0, p1, has_z, has_bias);
 }
 
-// y[region] = unary(binary(a, b)), one thread per element of the region.
-// linear: bit 0/1/2 set where a/b/y is dense in the region's order (offset + i, no division).
+// y[region] = unary(binary(a, b) + c), one thread per element of the region (c where has_c).
+// linear: bit 0/1/2/3 set where a/b/y/c is dense in the region's order (offset + i, no
+// division).
 template <typename T>
-__device__ void map_impl(View a, View b, View y, const T* pa, const T* pb, T* py,
-        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) {
+__device__ void map_impl(View a, View b, View c, View y, const T* pa, const T* pb, const T* pc,
+        T* py, int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear,
+        int has_c) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float va = ld(pa, (linear & 1) ? a.offset + i : at(a, i));
     float vb = binary ? ld(pb, (linear & 2) ? b.offset + i : at(b, i)) : 0.0f;
-    st(py, (linear & 4) ? y.offset + i : at(y, i), unary_op(unary, binary_op(binary, va, vb), p0, p1));
+    float v = binary_op(binary, va, vb);
+    if (has_c) v += ld(pc, (linear & 8) ? c.offset + i : at(c, i));
+    st(py, (linear & 4) ? y.offset + i : at(y, i), unary_op(unary, v, p0, p1));
 }
 
 // The same, each thread taking K = 16 / sizeof(T) elements along the innermost dim with one
 // 16-byte load or store per operand (view.rs checks that dim is whole chunks, dense in y,
 // dense or broadcast in a and b, every row aligned): the index arithmetic is paid once a chunk.
 template <typename T>
-__device__ void map_chunk_impl(View a, View b, View y, const T* pa, const T* pb, T* py,
-        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) {
+__device__ void map_chunk_impl(View a, View b, View c, View y, const T* pa, const T* pb,
+        const T* pc, T* py, int binary, int unary, float p0, float p1, unsigned int n,
+        unsigned int linear, int has_c) {
     const int K = 16 / sizeof(T);
     unsigned int e = (blockIdx.x * blockDim.x + threadIdx.x) * K;
     if (e >= n) return;
-    float va[K], vb[K], r[K];
+    float va[K], vb[K], vc[K], r[K];
     ld_chunk(pa, (linear & 1) ? a.offset + e : at(a, e), a.strides[RANK - 1], va);
     if (binary) ld_chunk(pb, (linear & 2) ? b.offset + e : at(b, e), b.strides[RANK - 1], vb);
-    for (int k = 0; k < K; k++)
-        r[k] = unary_op(unary, binary_op(binary, va[k], binary ? vb[k] : 0.0f), p0, p1);
+    if (has_c) ld_chunk(pc, (linear & 8) ? c.offset + e : at(c, e), c.strides[RANK - 1], vc);
+    for (int k = 0; k < K; k++) {
+        float v = binary_op(binary, va[k], binary ? vb[k] : 0.0f);
+        r[k] = unary_op(unary, has_c ? v + vc[k] : v, p0, p1);
+    }
     st_chunk(py, (linear & 4) ? y.offset + e : at(y, e), r);
 }
 
 #define MAP_ENTRY(name, impl, T) \
-extern "C" __global__ void name(View a, View b, View y, const T* pa, const T* pb, T* py, \
-        int binary, int unary, float p0, float p1, unsigned int n, unsigned int linear) { \
-    impl(a, b, y, pa, pb, py, binary, unary, p0, p1, n, linear); \
+extern "C" __global__ void name(View a, View b, View c, View y, const T* pa, const T* pb, \
+        const T* pc, T* py, int binary, int unary, float p0, float p1, unsigned int n, \
+        unsigned int linear, int has_c) { \
+    impl(a, b, c, y, pa, pb, pc, py, binary, unary, p0, p1, n, linear, has_c); \
 }
 MAP_ENTRY(map_half, map_impl, unsigned short)
 MAP_ENTRY(map_float, map_impl, float)

@@ -4,6 +4,7 @@
 //! Sigmoid absorbs the Mul that makes it SiLU; Flatten + Gemm becomes one 1×1 convolution over
 //! the map's memory; Transposes between NCHW and NHWC that the storage already has move nothing.
 
+mod adds;
 mod moved;
 mod products;
 
@@ -288,6 +289,7 @@ impl<'a> Builder<'a> {
             p1: 0.0,
             output,
             region: None,
+            c: None,
         }
     }
 
@@ -1136,6 +1138,7 @@ impl<'a> Builder<'a> {
             p1: 0.0,
             output,
             region: None,
+            c: None,
         });
         Ok(())
     }
@@ -1764,5 +1767,6 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         output: out,
     };
     products::fold_into_products(&mut plan);
+    adds::fold_adds(&mut plan);
     Ok(plan)
 }

@@ -43,6 +43,8 @@ type MapFn = unsafe extern "C" fn(
     view::View,
     view::View,
     view::View,
+    view::View,
+    *const f32,
     *const f32,
     *const f32,
     *mut f32,
@@ -52,6 +54,7 @@ type MapFn = unsafe extern "C" fn(
     f32,
     u32,
     u32,
+    i32,
 );
 type PoolFn = unsafe extern "C" fn(
     view::View,
@@ -119,7 +122,7 @@ impl HostKernels {
 }
 
 impl reference::Kernels for HostKernels {
-    fn map(&self, l: &view::MapLaunch, a: *const f32, b: *const f32, y: *mut f32) {
+    fn map(&self, l: &view::MapLaunch, [a, b, c]: [*const f32; 3], y: *mut f32) {
         // SAFETY: `map_float`'s and `map_chunk_float`'s signature, as MapFn declares it.
         let name: &[u8] = if l.vec > 1 {
             b"map_chunk_float"
@@ -136,9 +139,11 @@ impl reference::Kernels for HostKernels {
                 f(
                     l.a,
                     l.b,
+                    l.c,
                     l.y,
                     a,
                     b,
+                    c,
                     y,
                     l.binary as i32,
                     l.unary as i32,
@@ -146,6 +151,7 @@ impl reference::Kernels for HostKernels {
                     l.p1,
                     n as u32,
                     l.linear,
+                    l.has_c as i32,
                 )
             }
         });

@@ -162,8 +162,9 @@ pub enum Unary {
     Abs,
 }
 
-/// `y[region] = unary(binary(a, b))` with ONNX broadcasting of `a` and `b` to the region.
-/// Also the data movement: Transpose (`perm_a`), Concat (`region`), a layout change (a copy).
+/// `y[region] = unary(binary(a, b) + c)` with ONNX broadcasting of `a`, `b` and `c` to the
+/// region (`c` an Add folded into the step before it: BatchNorm's shift, a residual after a
+/// bias). Also the data movement: Transpose (`perm_a`), Concat (`region`), a layout change.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MapStep {
     pub a: Operand,
@@ -180,6 +181,7 @@ pub struct MapStep {
     pub output: usize,
     /// Writes only `[offset, offset + len)` along full axis `axis` of the output (Concat).
     pub region: Option<(usize, usize, usize)>,
+    pub c: Option<Operand>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,6 +297,7 @@ impl Step {
             Step::Map(m) => val(&m.a)
                 .into_iter()
                 .chain(m.b.as_ref().and_then(val))
+                .chain(m.c.as_ref().and_then(val))
                 .collect(),
             Step::Reduce(r) => vec![r.input],
             Step::Row(r) => vec![r.input],
@@ -313,6 +316,7 @@ impl Step {
             Step::Map(m) => cst(&m.a)
                 .into_iter()
                 .chain(m.b.as_ref().and_then(cst))
+                .chain(m.c.as_ref().and_then(cst))
                 .collect(),
             Step::Row(RowStep {
                 kind: RowKind::LayerNorm { scale, bias, .. },

@@ -61,7 +61,8 @@ pub fn binary(b: Binary, x: f32, y: f32) -> f32 {
 /// The GPU kernels compiled for the host (the tests' `HostKernels`): when given, elementwise,
 /// pooling and concat steps run through them instead of this file's loops.
 pub trait Kernels {
-    fn map(&self, l: &view::MapLaunch, a: *const f32, b: *const f32, y: *mut f32);
+    /// `[a, b, c]`: the operands (null where the step has none).
+    fn map(&self, l: &view::MapLaunch, operands: [*const f32; 3], y: *mut f32);
     fn pool(&self, p: &PoolStep, l: &view::PoolLaunch, cl: bool, x: *const f32, y: *mut f32);
     fn concat(&self, l: &view::ConcatLaunch, parts: &[*const f32], y: *mut f32);
 }
@@ -101,10 +102,11 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                         Operand::Const(c) => plan.consts[c].data.as_ptr(),
                     }
                 };
-                let (pa, pb) = (ptr(m.a), m.b.map_or(std::ptr::null(), ptr));
+                let pa = ptr(m.a);
+                let (pb, pc) = (m.b.map_or(pa, ptr), m.c.map_or(pa, ptr));
                 let py = slots[out_slot].as_mut_ptr();
                 if let Some(k) = k {
-                    k.map(&l, pa, pb, py);
+                    k.map(&l, [pa, pb, pc], py);
                 }
             }
             Step::Concat(c) if k.is_some() => {
@@ -154,7 +156,9 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                     };
                     let a = rd(m.a, l.a.at(i));
                     let b = m.b.map_or(0.0, |b| rd(b, l.b.at(i)));
-                    out[l.y.at(i) as usize] = unary(m.unary, binary(m.binary, a, b), m.p0, m.p1);
+                    let c = m.c.map_or(0.0, |c| rd(c, l.c.at(i)));
+                    let v = binary(m.binary, a, b) + c;
+                    out[l.y.at(i) as usize] = unary(m.unary, v, m.p0, m.p1);
                 }
                 slots[out_slot] = out;
             }

@@ -953,3 +953,66 @@ fn concat_copies_every_part_in_one_launch_per_32_parts() {
     }
     assert!(k.chunked.get() > 0, "no concat ran in 16-byte chunks");
 }
+
+#[test]
+fn an_add_folds_into_the_step_that_computes_its_operand() {
+    // densenet's pre-activation BatchNorm on a concatenation (x · s, then + t and ReLU) and a
+    // transformer's bias then residual: each pair one step; a sum read twice stays two. On
+    // 8 + 8 channels of 4 × 4 (16-byte chunks) and 8 + 5 of 3 × 5 (one element per thread).
+    let k = HostKernels::load();
+    for (cout, h, w) in [(8, 4, 4), (5, 3, 5)] {
+        let c = 8 + cout;
+        let mut g = G::new(8, h, w);
+        let a = g.conv("x", 8, cout, 3, 1, 1);
+        let cat = g.op("Concat", &["x", &a], vec![int("axis", 1)]);
+        let s = g.weight(&[c, 1, 1], 1.0);
+        let t = g.weight(&[c, 1, 1], 0.5);
+        let m = g.op("Mul", &[&cat, &s], vec![]);
+        let bn = g.op("Add", &[&m, &t], vec![]);
+        let r = g.op("Relu", &[&bn], vec![]);
+        let tok = g.init_i(&[0, c as i64, (h * w) as i64]);
+        let x = g.op("Reshape", &[&r, &tok], vec![]);
+        let wt = g.weight(&[h * w, h * w], 0.3);
+        let bias = g.weight(&[h * w], 0.1);
+        let mm = g.op("MatMul", &[&x, &wt], vec![]);
+        let biased = g.op("Add", &[&mm, &bias], vec![]);
+        let res = g.op("Add", &[&x, &biased], vec![]);
+        // A sum with a second reader: its Add is not folded away.
+        let twice = g.op("Add", &[&res, &x], vec![]);
+        let y = g.op("Mul", &[&twice, &res], vec![]);
+        let plan = check(&g, &y, 1e-5);
+        let folded: Vec<&MapStep> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Map(m) if m.c.is_some() => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(folded.len(), 2, "{:#?}", plan.steps);
+        assert!(folded[0].binary == Binary::Mul && folded[0].unary == Unary::Relu);
+        assert_eq!(folded[1].binary, Binary::Add);
+        // BN, the NHWC → row-major copy for the Reshape, bias + residual, the sum read twice,
+        // the Mul.
+        let maps = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Map(_)))
+            .count();
+        assert_eq!(maps, 5, "{:#?}", plan.steps);
+        // The same through kernels.cu compiled for the host, in both layouts.
+        let model = g.model(&y);
+        let n = 2;
+        let input = noise(n * g.c * g.h * g.w, 3);
+        for cl in [true, false] {
+            let plan = build(&model, cl).unwrap();
+            let want = reference::run(&plan, &input, n);
+            let got = reference::run_with(&plan, &input, n, Some(&k));
+            let err = rel_l2(&got, &want);
+            assert!(
+                err < 1e-6,
+                "{cout} channels, channels_last {cl}: relative L2 {err}"
+            );
+        }
+    }
+}

@@ -157,6 +157,9 @@ fn dense(v: &View) -> bool {
 pub struct MapLaunch {
     pub a: View,
     pub b: View,
+    /// The added operand (`a`'s view again when the step has none: `has_c` says).
+    pub c: View,
+    pub has_c: bool,
     pub y: View,
     pub linear: u32,
     /// Elements per thread: 1, or the 16 bytes' worth of `vector_width`.
@@ -170,7 +173,7 @@ pub struct MapLaunch {
 /// `16 / elem_bytes` where each thread can move 16 bytes of every operand at once: the
 /// region's innermost dim is whole chunks, dense in `y` and dense or broadcast in `a` (and `b`),
 /// and every row of a dense operand starts on a chunk. 1 otherwise.
-fn vector_width(a: &View, b: Option<&View>, y: &View, elem_bytes: usize) -> u32 {
+fn vector_width(a: &View, b: Option<&View>, c: Option<&View>, y: &View, elem_bytes: usize) -> u32 {
     let k = (16 / elem_bytes.max(1)) as i64;
     let inner = RANK - 1;
     let aligned =
@@ -181,7 +184,7 @@ fn vector_width(a: &View, b: Option<&View>, y: &View, elem_bytes: usize) -> u32 
         _ => false,
     };
     let whole = (y.dims[inner] as i64) % k == 0 && y.strides[inner] == 1 && aligned(y);
-    if k > 1 && whole && fits(a) && b.is_none_or(fits) {
+    if k > 1 && whole && fits(a) && b.is_none_or(fits) && c.is_none_or(fits) {
         k as u32
     } else {
         1
@@ -216,16 +219,33 @@ pub fn map(plan: &Plan, m: &MapStep, n: usize, elem_bytes: usize) -> Result<MapL
         }
         None => a,
     };
-    let [a, b, y] = storage_order([a, b, y]);
+    let c = match m.c {
+        Some(c) => {
+            let (cd, cs) = operand_layout(plan, c, n);
+            broadcast(&cd, &cs, &region)?
+        }
+        None => a,
+    };
+    let [a, b, c, y] = storage_order([a, b, c, y]);
     let dense = dense(&y);
     let same =
         |v: &View| dense && (0..RANK).all(|k| y.dims[k] == 1 || v.strides[k] == y.strides[k]);
-    let linear = same(&a) as u32 | (same(&b) as u32) << 1 | (dense as u32) << 2;
+    let linear =
+        same(&a) as u32 | (same(&b) as u32) << 1 | (dense as u32) << 2 | (same(&c) as u32) << 3;
     let uses_b = m.binary != Binary::First;
-    let vec = vector_width(&a, uses_b.then_some(&b), &y, elem_bytes);
+    let has_c = m.c.is_some();
+    let vec = vector_width(
+        &a,
+        uses_b.then_some(&b),
+        has_c.then_some(&c),
+        &y,
+        elem_bytes,
+    );
     Ok(MapLaunch {
         a,
         b,
+        c,
+        has_c,
         y,
         linear,
         vec,

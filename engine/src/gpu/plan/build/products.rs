@@ -167,6 +167,7 @@ mod tests {
             p1: 0.0,
             output,
             region: None,
+            c: None,
         })
     }
 

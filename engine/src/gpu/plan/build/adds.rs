@@ -1,0 +1,105 @@
+//! An Add folded into the elementwise step that computes one of its operands: `y = unary(p + x)`
+//! where `p = binary(a, b)` is read by that Add alone becomes one step `y = unary(binary(a, b) +
+//! x)`, one pass over memory instead of two. PyTorch's exports have it in every pre-activation
+//! BatchNorm (`x · s`, then `+ t` and ReLU: densenet) and after every transformer product (the
+//! bias, then the residual: ViT).
+
+use super::super::{Binary, MapStep, Operand, Plan, Step, Unary};
+
+pub(in crate::gpu::plan) fn fold_adds(plan: &mut Plan) {
+    while let Some((p, q, x)) = find(plan) {
+        let Step::Map(add) = plan.steps[q].clone() else {
+            continue;
+        };
+        if let Step::Map(m) = &mut plan.steps[p] {
+            m.c = Some(x);
+            m.unary = add.unary;
+            m.p0 = add.p0;
+            m.p1 = add.p1;
+            m.output = add.output;
+        }
+        plan.steps.remove(q);
+    }
+}
+
+/// The first (step p, its Add q, the Add's other operand) that can merge.
+fn find(plan: &Plan) -> Option<(usize, usize, Operand)> {
+    for (q, step) in plan.steps.iter().enumerate() {
+        let Step::Map(add) = step else { continue };
+        if !whole_add(add) {
+            continue;
+        }
+        let Some(other) = add.b else { continue };
+        for (v, x) in [(add.a, other), (other, add.a)] {
+            let Operand::Value(v) = v else { continue };
+            if x == Operand::Value(v) || plan.values[add.output].dims != plan.values[v].dims {
+                continue;
+            }
+            let Some(p) = sole_writer(plan, v, q) else {
+                continue;
+            };
+            let Step::Map(m) = &plan.steps[p] else {
+                continue;
+            };
+            if m.c.is_none()
+                && m.unary == Unary::Identity
+                && m.region.is_none()
+                && ready(plan, x, p)
+            {
+                return Some((p, q, x));
+            }
+        }
+    }
+    None
+}
+
+/// An Add of two operands over its whole output, nothing moved.
+fn whole_add(m: &MapStep) -> bool {
+    m.binary == Binary::Add
+        && m.c.is_none()
+        && m.perm_a.is_none()
+        && m.a_slice.is_none()
+        && m.region.is_none()
+}
+
+/// The step writing `v` when step `reader` is its only reader and `v` is an intermediate of its
+/// own (not the output, not an alias's memory).
+fn sole_writer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
+    if v == 0 || v == plan.output || plan.values[v].storage != v {
+        return None;
+    }
+    if plan
+        .values
+        .iter()
+        .enumerate()
+        .any(|(w, val)| w != v && val.storage == v)
+    {
+        return None;
+    }
+    let readers = plan
+        .steps
+        .iter()
+        .filter(|s| s.inputs().contains(&v))
+        .count();
+    let writers: Vec<usize> = (0..plan.steps.len())
+        .filter(|&i| plan.steps[i].output() == v)
+        .collect();
+    match (readers, writers.as_slice()) {
+        (1, &[p]) if p < reader => Some(p),
+        _ => None,
+    }
+}
+
+/// Whether operand `x` holds its value already when step `p` runs.
+fn ready(plan: &Plan, x: Operand, p: usize) -> bool {
+    match x {
+        Operand::Const(_) => true,
+        Operand::Value(x) => {
+            let root = plan.values[x].storage;
+            plan.steps
+                .iter()
+                .enumerate()
+                .all(|(i, s)| i < p || (s.output() != x && s.output() != root))
+        }
+    }
+}
