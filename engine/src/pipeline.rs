@@ -444,15 +444,26 @@ impl Pipeline {
 
     /// Validates the graph and every backend name, then builds each node's instances on their
     /// own threads and waits until all are ready (or one failed).
+    /// What `build` checks before it starts anything: the graph (`next`, cycles, entries) and
+    /// every node's backend expression against `registry` (names, with did-you-mean).
+    pub fn check(config: &Config, registry: &Registry) -> Result<(), EngineError> {
+        Self::checked_graph(config, registry).map(|_| ())
+    }
+
+    fn checked_graph(config: &Config, registry: &Registry) -> Result<Graph, EngineError> {
+        let graph = Graph::build(config)?;
+        for node in &config.nodes {
+            registry.check(&node.backend, &node.params)?;
+        }
+        Ok(graph)
+    }
+
     pub fn build(
         config: Config,
         registry: Registry,
         options: PipelineOptions,
     ) -> Result<Pipeline, EngineError> {
-        let graph = Graph::build(&config)?;
-        for node in &config.nodes {
-            registry.check(&node.backend, &node.params)?;
-        }
+        let graph = Self::checked_graph(&config, &registry)?;
         let mut nodes = Vec::with_capacity(config.nodes.len());
         let mut receivers = Vec::with_capacity(config.nodes.len());
         for (i, node) in config.nodes.iter().enumerate() {

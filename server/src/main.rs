@@ -36,8 +36,13 @@ request's thread and one locked, batch-1 model instance."
 struct Args {
     /// The pipeline: a TorchPipe TOML (relative model paths resolve against its folder, then the
     /// working directory)
-    #[arg(long)]
-    toml: PathBuf,
+    #[arg(long, required_unless_present = "check_config")]
+    toml: Option<PathBuf>,
+    /// Check this TOML as --toml would be checked before anything starts (syntax, keys' types,
+    /// the graph, backend names) and exit: 0 and one line when it is good, else the errors;
+    /// no model is loaded and no port opened
+    #[arg(long, value_name = "FILE", conflicts_with = "toml")]
+    check_config: Option<PathBuf>,
     /// Address to listen on
     #[arg(long, default_value = "0.0.0.0")]
     host: String,
@@ -100,6 +105,21 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.check_config {
+        let config = Config::load(path)?;
+        Pipeline::check(&config, &Registry::with_defaults())?;
+        let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+        println!(
+            "{}: ok ({} nodes: {})",
+            path.display(),
+            names.len(),
+            names.join(", ")
+        );
+        return Ok(());
+    }
+    let Some(toml) = args.toml.clone() else {
+        anyhow::bail!("--toml FILE is required");
+    };
     let request_timeout = seconds("request-timeout", args.request_timeout)?;
     let limits = Limits {
         max_message: args.max_message_bytes,
@@ -116,7 +136,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let config = Config::load(&args.toml)?;
+    let config = Config::load(&toml)?;
     // Bind before loading models: a port in use is reported at once.
     let addr = format!("{}:{}", args.host, args.port);
     let listener =
@@ -152,7 +172,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         } else {
             "pipeline"
         },
-        args.toml.display(),
+        toml.display(),
         started.elapsed().as_secs_f64()
     );
     let metrics = metrics::Metrics::new();

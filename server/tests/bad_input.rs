@@ -209,3 +209,28 @@ fn cli_refusals_are_one_clear_line() {
         "{e}"
     );
 }
+
+#[test]
+fn check_config_says_ok_or_names_the_error_and_starts_nothing() {
+    let config = common::config_copy("tiny_cpu.toml", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["--check-config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(": ok (") && stdout.contains("nodes: "),
+        "{stdout}"
+    );
+    // The seed's TOML names a node that does not exist: the same error as --toml, at once.
+    let seed = common::repo_root().join("engine/tests/fixtures/seed_resnet50.toml");
+    let e = server_fails(&["--check-config", seed.to_str().unwrap()]);
+    assert!(e.contains("did you mean `cpu_posdecoder`?"), "{e}");
+    let e = server_fails(&["--check-config", "/no/such/file.toml"]);
+    assert!(e.contains("/no/such/file.toml"), "{e}");
+}
