@@ -289,6 +289,25 @@ impl ConvCall<'_> {
         })
     }
 
+    /// The depthwise kernels' window and epilogue arguments: kernel, stride, pad, dilation
+    /// (each height then width), the activation and whether a residual is added.
+    fn depthwise_args(&self) -> [i32; 10] {
+        let c = self.step;
+        let i = |v: usize| v as i32;
+        [
+            i(c.kernel[0]),
+            i(c.kernel[1]),
+            i(c.stride[0]),
+            i(c.stride[1]),
+            i(c.pad[0]),
+            i(c.pad[1]),
+            i(c.dilation[0]),
+            i(c.dilation[1]),
+            c.act as i32,
+            self.z.is_some() as i32,
+        ]
+    }
+
     fn depthwise_nhwc(&self) -> Result<()> {
         let (xv, yv, cl) = self
             .views
@@ -304,25 +323,7 @@ impl ConvCall<'_> {
             }
         };
         // Views are [1, 1, N, C, H, W] (RANK 6, leading dims 1).
-        let d = |v: &View, k: usize| v.dims[k];
-        let i = |v: usize| v as i32;
-        let args = [
-            d(&yv, 3),
-            d(&xv, 4),
-            d(&xv, 5),
-            d(&yv, 4),
-            d(&yv, 5),
-            i(c.kernel[0]),
-            i(c.kernel[1]),
-            i(c.stride[0]),
-            i(c.stride[1]),
-            i(c.pad[0]),
-            i(c.pad[1]),
-            i(c.dilation[0]),
-            i(c.dilation[1]),
-            c.act as i32,
-            self.z.is_some() as i32,
-        ];
+        let sizes = [yv.dims[3], xv.dims[4], xv.dims[5], yv.dims[4], yv.dims[5]];
         let [p0, p1] = c.act_p;
         let z = self.z.unwrap_or(self.y);
         let chunk = chunk_elements(self.precision);
@@ -343,7 +344,8 @@ impl ConvCall<'_> {
             .arg(&self.weights.bias.ptr)
             .arg(&z)
             .arg(&self.y);
-        for a in &args {
+        let window = self.depthwise_args();
+        for a in sizes.iter().chain(&window) {
             l.arg(a);
         }
         let n = threads as u32;
@@ -406,20 +408,8 @@ impl ConvCall<'_> {
                     GpuError::Plan("a depthwise convolution without its views".into())
                 })?;
                 let c = self.step;
-                let i = |v: usize| v as i32;
-                let args = [
-                    i(c.kernel[0]),
-                    i(c.kernel[1]),
-                    i(c.stride[0]),
-                    i(c.stride[1]),
-                    i(c.pad[0]),
-                    i(c.pad[1]),
-                    i(c.dilation[0]),
-                    i(c.dilation[1]),
-                    c.act as i32,
-                    self.z.is_some() as i32,
-                    cl as i32,
-                ];
+                let (geometry, cl) = (self.depthwise_args(), cl as i32);
+                let args = geometry.iter().chain(std::iter::once(&cl));
                 let [p0, p1] = c.act_p;
                 let z = self.z.unwrap_or(self.y);
                 let n = self.y_len as u32;
@@ -435,7 +425,7 @@ impl ConvCall<'_> {
                     .arg(&self.weights.w.ptr)
                     .arg(&self.weights.bias.ptr);
                 l.arg(&z).arg(&self.y);
-                for a in &args {
+                for a in args {
                     l.arg(a);
                 }
                 l.arg(&p0).arg(&p1).arg(&n);

@@ -5,6 +5,7 @@
 //! bias, then the residual: ViT).
 
 use super::super::{Binary, MapStep, Operand, Plan, Step, Unary};
+use super::products::sole_producer;
 
 pub(in crate::gpu::plan) fn fold_adds(plan: &mut Plan) {
     while let Some((p, q, x)) = find(plan) {
@@ -35,7 +36,7 @@ fn find(plan: &Plan) -> Option<(usize, usize, Operand)> {
             if x == Operand::Value(v) || plan.values[add.output].dims != plan.values[v].dims {
                 continue;
             }
-            let Some(p) = sole_writer(plan, v, q) else {
+            let Some(p) = sole_producer(plan, v, q) else {
                 continue;
             };
             let Step::Map(m) = &plan.steps[p] else {
@@ -60,34 +61,6 @@ fn whole_add(m: &MapStep) -> bool {
         && m.perm_a.is_none()
         && m.a_slice.is_none()
         && m.region.is_none()
-}
-
-/// The step writing `v` when step `reader` is its only reader and `v` is an intermediate of its
-/// own (not the output, not an alias's memory).
-fn sole_writer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
-    if v == 0 || v == plan.output || plan.values[v].storage != v {
-        return None;
-    }
-    if plan
-        .values
-        .iter()
-        .enumerate()
-        .any(|(w, val)| w != v && val.storage == v)
-    {
-        return None;
-    }
-    let readers = plan
-        .steps
-        .iter()
-        .filter(|s| s.inputs().contains(&v))
-        .count();
-    let writers: Vec<usize> = (0..plan.steps.len())
-        .filter(|&i| plan.steps[i].output() == v)
-        .collect();
-    match (readers, writers.as_slice()) {
-        (1, &[p]) if p < reader => Some(p),
-        _ => None,
-    }
 }
 
 /// Whether operand `x` holds its value already when step `p` runs.

@@ -65,7 +65,7 @@ fn find(plan: &Plan) -> Option<(usize, usize, Fold)> {
 
 /// The step writing `v` when step `reader` is its only reader, `v` owns its memory, no other
 /// value shares it and it is not the plan's output.
-fn sole_producer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
+pub(super) fn sole_producer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
     if v == plan.output || v == 0 || plan.values[v].storage != v {
         return None;
     }
