@@ -69,6 +69,19 @@ fn start_server() -> Server {
     Server(child, port)
 }
 
+/// A finished client_qps run: it succeeded; its printed report and its JSON.
+fn report(out: &std::process::Output, json: &Path) -> (String, serde_json::Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    let r = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (stdout, r)
+}
+
 fn run_client(server: &Server, batch: usize) {
     let json = std::env::temp_dir().join(format!("client-qps-{}-{batch}.json", std::process::id()));
     let started = Instant::now();
@@ -95,20 +108,12 @@ fn run_client(server: &Server, batch: usize) {
         .output()
         .unwrap();
     let wall = started.elapsed().as_secs_f64();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{stdout}");
+    let (stdout, r) = report(&out, &json);
     assert!(
         stdout.contains("request_client: 20  request_batch"),
         "{stdout}"
     );
     assert!(stdout.contains("TP99"), "{stdout}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["total"], 2000);
     assert_eq!(r["errors"], 0, "{r}");
     assert_eq!(r["request_batch"], batch);
@@ -219,19 +224,11 @@ fn an_open_loop_run_shows_a_server_pause_in_its_latencies() {
     std::thread::sleep(Duration::from_millis(400));
     signal("-CONT");
     let out = client.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{stdout}");
+    let (stdout, r) = report(&out, &json);
     assert!(
         stdout.contains("open loop: 100.0 requests/s due (constant)"),
         "{stdout}"
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["total"], 250, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     let (tp90, max) = (
