@@ -41,7 +41,14 @@ struct State<T> {
     heap: BinaryHeap<Entry<T>>,
     seq: u64,
     stop: bool,
+    /// The heap's size after its last compaction: when it has doubled, entries whose target
+    /// is gone (answered requests) are dropped, so memory follows what is in flight, not the
+    /// request rate times the timeout.
+    compacted: usize,
 }
+
+/// No compaction below this many entries.
+const COMPACT_MIN: usize = 1024;
 
 struct Inner<T> {
     state: Mutex<State<T>>,
@@ -60,6 +67,7 @@ impl<T: Send + Sync + 'static> Deadlines<T> {
                 heap: BinaryHeap::new(),
                 seq: 0,
                 stop: false,
+                compacted: 0,
             }),
             wake: Condvar::new(),
         });
@@ -76,6 +84,10 @@ impl<T: Send + Sync + 'static> Deadlines<T> {
     /// `target` expires at `at` unless it has been dropped by then (held weakly).
     pub(crate) fn add(&self, at: Instant, target: &Arc<T>) {
         let mut st = self.inner.lock();
+        if st.heap.len() >= COMPACT_MIN.max(2 * st.compacted) {
+            st.heap.retain(|e| e.target.strong_count() > 0);
+            st.compacted = st.heap.len();
+        }
         let seq = st.seq;
         st.seq += 1;
         // Only a new earliest deadline needs the thread to look again.
@@ -126,6 +138,13 @@ impl<T> Inner<T> {
     }
 }
 
+#[cfg(test)]
+impl<T: Send + Sync + 'static> Deadlines<T> {
+    fn pending(&self) -> usize {
+        self.inner.lock().heap.len()
+    }
+}
+
 impl<T: Send + Sync + 'static> Drop for Deadlines<T> {
     fn drop(&mut self) {
         self.inner.lock().stop = true;
@@ -165,5 +184,24 @@ mod tests {
         assert!(at1 >= start + Duration::from_millis(40));
         assert!(at2 >= start + Duration::from_millis(120));
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn answered_targets_do_not_pile_up_until_their_deadline() {
+        let d = Deadlines::start(|_: Arc<u32>| {}).unwrap();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let live: Vec<Arc<u32>> = (0..10).map(Arc::new).collect();
+        for t in &live {
+            d.add(far, t);
+        }
+        for i in 0..100_000 {
+            // Each dropped right away, as an answered request's state is.
+            d.add(far, &Arc::new(i));
+        }
+        assert!(
+            d.pending() <= 2 * COMPACT_MIN + 10,
+            "{} entries kept",
+            d.pending()
+        );
     }
 }

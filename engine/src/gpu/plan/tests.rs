@@ -922,10 +922,12 @@ fn concat_copies_every_part_in_one_launch_per_32_parts() {
     let mut g = G::new(8, 4, 6);
     let a = g.conv("x", 8, 8, 1, 1, 1);
     let b = g.conv("x", 8, 4, 3, 1, 1);
-    let c = g.op("Concat", &[&a, &b, &a], vec![int("axis", 1)]);
+    // One channel: in NHWC its channel stride ties its W stride (both 1).
+    let one = g.conv("x", 8, 1, 1, 1, 1);
+    let c = g.op("Concat", &[&a, &b, &one, &a], vec![int("axis", 1)]);
     let h = g.op("Concat", &[&c, &c], vec![int("axis", 2)]);
     let w = g.op("Concat", &[&h, &h, &h], vec![int("axis", 3)]);
-    let r = g.init_i(&[0, 20, 144]);
+    let r = g.init_i(&[0, 21, 144]);
     let t = g.op("Reshape", &[&w, &r], vec![]);
     let many: Vec<&str> = std::iter::repeat_n(t.as_str(), 35).collect();
     let y = g.op("Concat", &many, vec![int("axis", 1)]);
@@ -939,7 +941,7 @@ fn concat_copies_every_part_in_one_launch_per_32_parts() {
         })
         .collect();
     assert_eq!(concats.len(), 5, "{:#?}", plan.steps);
-    assert_eq!(concats[4].at, 32 * 20);
+    assert_eq!(concats[4].at, 32 * 21);
     let model = g.model(&y);
     let n = 2;
     let x = noise(n * g.c * g.h * g.w, 5);

@@ -493,12 +493,18 @@ pub fn concat(
     let row = yd[c.axis] * inner;
     let mut starts = vec![0];
     for &p in &c.parts {
+        // The part must be dense in the output's storage order. Checked axis by axis rather
+        // than by sorting its own strides: a part whose concat axis is 1 long ties that axis's
+        // stride with another's, and a sort would put it in either place.
         let (pd, ps) = value_layout(plan, p, n);
-        let p_order: Vec<usize> = order(&pd, &ps)
-            .into_iter()
-            .filter(|&k| yd[k] > 1 || k == c.axis)
-            .collect();
-        if p_order != y_order || ps[c.axis] as usize != inner {
+        let mut expect = 1i64;
+        let mut dense = true;
+        for &k in y_order.iter().rev() {
+            dense &= pd[k] == 1 || ps[k] == expect;
+            expect *= pd[k] as i64;
+        }
+        let others_one = (0..pd.len()).all(|k| y_order.contains(&k) || pd[k] == 1);
+        if !dense || !others_one || expect as usize != pd.iter().product::<usize>() {
             return Err(format!(
                 "concat part {pd:?} (strides {ps:?}) is not stored as the output {yd:?} ({ys:?})"
             ));

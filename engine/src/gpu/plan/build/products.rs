@@ -39,6 +39,11 @@ enum Fold {
 fn find(plan: &Plan) -> Option<(usize, usize, Fold)> {
     for (j, step) in plan.steps.iter().enumerate() {
         let Step::MatMul(mm) = step else { continue };
+        // A product of a value with itself reads it twice: folding its producer into one
+        // operand would leave the other without a writer.
+        if mm.b == Operand::Value(mm.a) {
+            continue;
+        }
         let operands = [(mm.a, true)].into_iter().chain(match mm.b {
             Operand::Value(v) => Some((v, false)),
             Operand::Const(_) => None,
@@ -227,6 +232,22 @@ mod tests {
             (mm.a, mm.b, mm.alpha, mm.b_trans),
             (0, Operand::Value(0), 0.25, true)
         );
+    }
+
+    #[test]
+    fn a_product_of_a_value_with_itself_keeps_its_producer() {
+        // (x·s) · (x·s) on square [4, 4] items: the scale cannot fold into one operand only.
+        let mut plan = attention_scores(false);
+        for v in [0, 1, 4] {
+            plan.values[v].dims = vec![4, 4];
+        }
+        plan.steps = vec![
+            copy(Operand::Value(0), Some(Operand::Const(0)), Binary::Mul, 1),
+            Step::MatMul(MatMulStep::new(1, Operand::Value(1), 4)),
+        ];
+        let before = plan.steps.clone();
+        fold_into_products(&mut plan);
+        assert_eq!(plan.steps, before);
     }
 
     #[test]
