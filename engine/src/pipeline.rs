@@ -592,11 +592,25 @@ impl Pipeline {
         for node in &self.shared.nodes {
             node.close();
         }
+        // Instances stop after their current batch. One that does not return (a hung backend)
+        // is left behind after a further second rather than holding the shutdown forever.
+        let until = until.max(Instant::now()) + STOP_WAIT;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                let name = t.thread().name().unwrap_or("?").to_string();
+                tracing::warn!(thread = %name, "an instance did not stop; leaving it running");
+            }
         }
     }
 }
+
+/// How long shutdown waits for instances to stop once their queues are closed.
+const STOP_WAIT: Duration = Duration::from_secs(1);
 
 impl Drop for Pipeline {
     fn drop(&mut self) {

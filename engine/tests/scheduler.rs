@@ -579,3 +579,21 @@ fn a_hung_backend_fails_its_request_within_the_timeout() {
     );
     assert_eq!(p.in_flight(), 1, "the instance still holds the item");
 }
+
+#[test]
+fn shutdown_does_not_wait_for_a_hung_instance_forever() {
+    let options = PipelineOptions {
+        request_timeout: Duration::from_millis(100),
+    };
+    let mut p = pipeline_with("[stuck]\nbackend = \"Sleep\"\nsleep_ms = 10000\n", options);
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.submit(vec![text("a")], move |out| {
+        let _ = tx.send(out);
+    })
+    .unwrap();
+    assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap()[0].is_err());
+    let started = Instant::now();
+    p.shutdown(Duration::from_millis(100));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+}
