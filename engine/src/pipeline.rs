@@ -39,9 +39,9 @@ pub(crate) struct RequestState {
     done: Mutex<Option<Callback>>,
     started: Instant,
     shared: Weak<Shared>,
-    /// The node an item of this request entered last (usize::MAX before any), for the error
-    /// of a request that expires while an instance holds it.
-    at_node: AtomicUsize,
+    /// Per item, the node it entered last (usize::MAX before any), for the error of a request
+    /// that expires while an instance holds the item.
+    at_node: Vec<AtomicUsize>,
 }
 
 impl RequestState {
@@ -65,17 +65,22 @@ impl RequestState {
         let (Some(callback), slots) = self.take_answer() else {
             return;
         };
-        let node = match (self.shared.upgrade(), self.at_node.load(Ordering::SeqCst)) {
-            (Some(s), n) if n < s.graph.nodes.len() => s.graph.nodes[n].name.clone(),
-            _ => "?".into(),
+        let shared = self.shared.upgrade();
+        let node = |i: usize| {
+            let n = self.at_node[i].load(Ordering::SeqCst);
+            match &shared {
+                Some(s) if n < s.graph.nodes.len() => s.graph.nodes[n].name.clone(),
+                _ => "?".into(),
+            }
         };
         let waited_ms = self.started.elapsed().as_millis() as u64;
         let results = slots
             .into_iter()
-            .map(|o| {
+            .enumerate()
+            .map(|(i, o)| {
                 o.unwrap_or_else(|| {
                     Err(RequestError::Timeout {
-                        node: node.clone(),
+                        node: node(i),
                         waited_ms,
                     })
                 })
@@ -213,7 +218,9 @@ impl Shared {
             done: Mutex::new(Some(done)),
             started: now,
             shared: Arc::downgrade(self),
-            at_node: AtomicUsize::new(usize::MAX),
+            at_node: (0..items.len())
+                .map(|_| AtomicUsize::new(usize::MAX))
+                .collect(),
         });
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let deadline = now + self.options.request_timeout;
@@ -230,7 +237,7 @@ impl Shared {
                 deadline,
                 branch: None,
             };
-            req.at_node.store(entry, Ordering::SeqCst);
+            req.at_node[index].store(entry, Ordering::SeqCst);
             if let Err(refused) = self.nodes[entry].try_push(self, task) {
                 let (task, e) = *refused;
                 self.complete(task, Err(e));
@@ -368,7 +375,7 @@ impl Shared {
     }
 
     fn enqueue(&self, task: Task, node: usize) {
-        task.req.at_node.store(node, Ordering::SeqCst);
+        task.req.at_node[task.index].store(node, Ordering::SeqCst);
         if let Err(refused) = self.nodes[node].push_wait(self, task) {
             let (task, e) = *refused;
             self.fail(task, e);

@@ -597,3 +597,28 @@ fn shutdown_does_not_wait_for_a_hung_instance_forever() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
 }
+
+#[test]
+fn an_expired_request_names_the_node_holding_each_unfinished_item() {
+    // Two entry nodes: "b" sits in [stuck] past the 200 ms deadline; "a", entering [fast]
+    // after it, is answered at once. The answer keeps a's result and names [stuck] for b (not
+    // the node the request entered last).
+    let options = PipelineOptions {
+        request_timeout: Duration::from_millis(200),
+    };
+    let p = pipeline_with(
+        "[fast]\nbackend = \"Tag\"\ntag = \"F\"\n\
+         [stuck]\nbackend = \"Sleep\"\nsleep_ms = 3000\n",
+        options,
+    );
+    let mut a = text("a");
+    a.node_name = Some("fast".into());
+    let mut b = text("b");
+    b.node_name = Some("stuck".into());
+    let out = p.run(vec![b, a]).unwrap();
+    match &out[0] {
+        Err(RequestError::Timeout { node, .. }) => assert_eq!(node, "stuck"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(result_text(&out[1]), "aF");
+}
