@@ -102,19 +102,23 @@ class Server:
         self.log.close()
 
 
-def run_client(a, server, clients, batch, tmp):
-    out = os.path.join(tmp, f"client-{server.port}-{clients}x{batch}.json")
+def run_client(a, server, clients, batch, tmp, rate=None):
+    """One client_qps run; `rate`: open loop at that many requests per second (the report's
+    `open_loop` then comes along)."""
+    out = os.path.join(tmp, f"client-{server.port}-{clients}x{batch}-{rate or 'closed'}.json")
     args = [a.client, "--img_dir", a.img_dir, "--port", str(server.port),
             "--request_client", str(clients), "--request_batch", str(batch),
             "--warmup", str(a.warmup), "--server-pid", str(server.proc.pid), "--json", out]
     args += ["--duration", str(a.duration)] if a.duration else ["--total_number", str(a.total)]
+    if rate:
+        args += ["--request-rate", f"{rate:.1f}"]
     res = subprocess.run(args, capture_output=True, text=True)
     if res.returncode != 0 or not os.path.exists(out):
         raise SystemExit(f"client_qps failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     with open(out) as f:
         r = json.load(f)
     keys = ["qps", "tp50_ms", "tp90_ms", "tp99_ms", "mean_ms", "max_ms", "server_cpu_pct",
-            "gpu_util_pct", "server_rss_mb", "errors", "total"]
+            "gpu_util_pct", "server_rss_mb", "errors", "total"] + (["open_loop"] if rate else [])
     return {k: r.get(k) for k in keys}
 
 

@@ -17,32 +17,16 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import compare  # noqa: E402  (the Server class, commit(), device_name())
+import compare  # noqa: E402  (the Server class, run_client(), commit(), device_name())
 
 
-def client(a, server, clients, batch, tmp, tag, rate=None):
-    out = os.path.join(tmp, f"client-{tag}-{clients}x{batch}-{rate or 'closed'}.json")
-    args = [a.client, "--img_dir", a.img_dir, "--port", str(server.port),
-            "--request_client", str(clients), "--request_batch", str(batch),
-            "--warmup", str(a.warmup), "--server-pid", str(server.proc.pid), "--json", out,
-            "--duration", str(a.duration)]
-    if rate:
-        args += ["--request-rate", f"{rate:.1f}"]
-    res = subprocess.run(args, capture_output=True, text=True)
-    if res.returncode != 0 or not os.path.exists(out):
-        raise SystemExit(f"client_qps failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    with open(out) as f:
-        r = json.load(f)
-    keys = ["qps", "tp50_ms", "tp90_ms", "tp99_ms", "max_ms", "server_cpu_pct", "gpu_util_pct",
-            "errors", "total"]
-    row = {"clients": clients, "batch": batch, **{k: r.get(k) for k in keys}}
-    if rate:
-        row["open_loop"] = r.get("open_loop")
+def client(a, server, clients, batch, tmp, rate=None):
+    row = {"clients": clients, "batch": batch}
+    row.update(compare.run_client(a, server, clients, batch, tmp, rate))
     return row
 
 
@@ -71,12 +55,15 @@ def main():
                    help="the open-loop run's rate as a share of the best closed-loop QPS")
     p.add_argument("--open-clients", type=int, default=128,
                    help="connections of the open-loop run")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per setting")
+    p.add_argument("--duration", type=float, default=5.0,
+                   help="seconds per setting (more than 0)")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--machine", default="dev")
     p.add_argument("--out-dir", default="benches/results")
     p.add_argument("--ready-timeout", type=float, default=600)
     a = p.parse_args()
+    if not a.duration > 0:
+        p.error("--duration must be more than 0 seconds")
 
     def pairs(text):
         out = []
@@ -101,7 +88,7 @@ def main():
                 for clients, batch in plan:
                     reps = 3 if (clients, batch) in repeat else 1
                     for rep in range(reps):
-                        row = client(a, server, clients, batch, tmp, name)
+                        row = client(a, server, clients, batch, tmp)
                         row["rep"] = rep
                         row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
                         runs.append(row)
@@ -110,7 +97,7 @@ def main():
                               f"errors {row['errors']}", flush=True)
                 best = max(r["qps"] for r in runs if r["batch"] == 1)
                 rate = best * a.open_share
-                row = client(a, server, a.open_clients, 1, tmp, name, rate=rate)
+                row = client(a, server, a.open_clients, 1, tmp, rate=rate)
                 row["rep"] = 0
                 row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
                 runs.append(row)

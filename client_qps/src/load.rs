@@ -202,7 +202,8 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
     let started = Instant::now();
     *shared.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
     barrier.wait(); // go
-                    // An open-loop run ends with its schedule, which already spans the duration.
+
+    // An open-loop run ends with its schedule, which already spans the duration.
     if let (Some(d), None) = (spec.duration, &shared.schedule) {
         while started.elapsed() < d && handles.iter().any(|h| !h.is_finished()) {
             thread::sleep(Duration::from_millis(5).min(d.saturating_sub(started.elapsed())));

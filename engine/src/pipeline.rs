@@ -449,8 +449,6 @@ impl Pipeline {
         )
     }
 
-    /// Validates the graph and every backend name, then builds each node's instances on their
-    /// own threads and waits until all are ready (or one failed).
     /// What `build` checks before it starts anything: the graph (`next`, cycles, entries) and
     /// every node's backend expression against `registry` (names, with did-you-mean).
     pub fn check(config: &Config, registry: &Registry) -> Result<(), EngineError> {
@@ -465,6 +463,8 @@ impl Pipeline {
         Ok(graph)
     }
 
+    /// Validates the graph and every backend name, then builds each node's instances on their
+    /// own threads and waits until all are ready (or one failed).
     pub fn build(
         config: Config,
         registry: Registry,

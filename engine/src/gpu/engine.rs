@@ -653,8 +653,7 @@ impl GpuInstance {
                     let (bin, un, len) = (l.binary as i32, l.unary as i32, l.y.len() as u32);
                     let (va, vb, vc, vy) = (KView(l.a), KView(l.b), KView(l.c), KView(l.y));
                     let has_c = l.has_c as i32;
-                    let chunked = l.vec > 1 && len >= CHUNK_MIN_ELEMENTS;
-                    let (f, threads) = if chunked {
+                    let (f, threads) = if chunked(l.vec as usize, len as usize) {
                         (&k.map_chunk, len.div_ceil(l.vec) as usize)
                     } else {
                         (&k.map, len as usize)
@@ -762,11 +761,7 @@ impl GpuInstance {
                 }
                 (Step::Concat(s), StepDescs::Concat(l)) => {
                     // 16-byte units only for large copies, as for `map_chunk` (measured there).
-                    let unit = if l.vec > 1 && l.len() >= CHUNK_MIN_ELEMENTS as usize {
-                        l.vec
-                    } else {
-                        1
-                    };
+                    let unit = if chunked(l.vec, l.len()) { l.vec } else { 1 };
                     let ptrs: Vec<u64> = s.parts.iter().map(|&p| self.ptr(p)).collect();
                     let (cat, row, base, units) = l.args(&ptrs, unit).map_err(GpuError::Plan)?;
                     let cat = kernels::KCat(cat);
@@ -1026,7 +1021,12 @@ fn cache_key(onnx_sha256: &str, device: &str, precision: Precision) -> cache::Ke
 /// element per thread is faster: on the H200 (2026-12-01, model-check --profile) chunked steps
 /// of 1k–500k fp16 elements took 1–2 µs longer (densenet121's batch-1 copies 5.2 → 6.3 µs),
 /// from 500k on they were faster (ViT's batch-8 bias adds of 2–8M elements 26–38 → 15–19 µs).
-const CHUNK_MIN_ELEMENTS: u32 = 1 << 19;
+const CHUNK_MIN_ELEMENTS: usize = 1 << 19;
+
+/// Whether a step of `len` elements whose views allow chunks of `vec` runs chunked.
+fn chunked(vec: usize, len: usize) -> bool {
+    vec > 1 && len >= CHUNK_MIN_ELEMENTS
+}
 
 /// `index kind name dims` of step `i`, as the trace and the profile print it.
 fn step_label(plan: &Plan, i: usize) -> String {

@@ -201,7 +201,8 @@ __device__ void map_impl(View a, View b, View c, View y, const T* pa, const T* p
 
 // The same, each thread taking K = 16 / sizeof(T) elements along the innermost dim with one
 // 16-byte load or store per operand (view.rs checks that dim is whole chunks, dense in y,
-// dense or broadcast in a and b, every row aligned): the index arithmetic is paid once a chunk.
+// dense or broadcast in a, b and c, every row aligned): the index arithmetic is paid once a
+// chunk.
 template <typename T>
 __device__ void map_chunk_impl(View a, View b, View c, View y, const T* pa, const T* pb,
         const T* pc, T* py, int binary, int unary, float p0, float p1, unsigned int n,

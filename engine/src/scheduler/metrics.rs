@@ -64,11 +64,10 @@ pub struct NodeMetrics {
     pub instances: AtomicU64,
     items: AtomicU64,
     batches: AtomicU64,
-    queue_wait_us: AtomicU64,
-    busy_us: AtomicU64,
     /// Index = batch size.
     batch_sizes: Vec<AtomicU64>,
-    /// Each item's wait in the queue, and each batch's time in `forward`.
+    /// Each item's wait in the queue, and each batch's time in `forward` (their sums are the
+    /// totals NodeStats reports).
     queue_wait: TimeHistogram,
     run: TimeHistogram,
 }
@@ -97,8 +96,6 @@ impl NodeMetrics {
             instances: AtomicU64::new(0),
             items: AtomicU64::new(0),
             batches: AtomicU64::new(0),
-            queue_wait_us: AtomicU64::new(0),
-            busy_us: AtomicU64::new(0),
             batch_sizes: (0..=max_batch).map(|_| AtomicU64::new(0)).collect(),
             queue_wait: TimeHistogram::new(),
             run: TimeHistogram::new(),
@@ -106,8 +103,6 @@ impl NodeMetrics {
     }
 
     pub fn record_wait(&self, wait: Duration) {
-        self.queue_wait_us
-            .fetch_add(wait.as_micros() as u64, Relaxed);
         self.queue_wait.record(wait);
     }
 
@@ -120,7 +115,6 @@ impl NodeMetrics {
     }
 
     pub fn record_busy(&self, busy: Duration) {
-        self.busy_us.fetch_add(busy.as_micros() as u64, Relaxed);
         self.run.record(busy);
     }
 
@@ -131,8 +125,8 @@ impl NodeMetrics {
             instances: self.instances.load(Relaxed),
             items: self.items.load(Relaxed),
             batches: self.batches.load(Relaxed),
-            queue_wait_us: self.queue_wait_us.load(Relaxed),
-            busy_us: self.busy_us.load(Relaxed),
+            queue_wait_us: self.queue_wait.sum_us.load(Relaxed),
+            busy_us: self.run.sum_us.load(Relaxed),
             batch_sizes: self.batch_sizes.iter().map(|c| c.load(Relaxed)).collect(),
             queue_wait: self.queue_wait.snapshot(),
             run: self.run.snapshot(),

@@ -1592,6 +1592,35 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The step writing `v` when step `reader` is its only reader, `v` owns its memory, no other
+/// value shares it and it is not the plan's output or input: a step the plan's later folds
+/// (into products, into Adds) may merge into its reader.
+fn sole_producer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
+    if v == plan.output || v == 0 || plan.values[v].storage != v {
+        return None;
+    }
+    if plan
+        .values
+        .iter()
+        .enumerate()
+        .any(|(w, val)| w != v && val.storage == v)
+    {
+        return None;
+    }
+    let readers = plan
+        .steps
+        .iter()
+        .filter(|s| s.inputs().contains(&v))
+        .count();
+    let writers: Vec<usize> = (0..plan.steps.len())
+        .filter(|&i| plan.steps[i].output() == v)
+        .collect();
+    match (readers, writers.as_slice()) {
+        (1, &[p]) if p < reader => Some(p),
+        _ => None,
+    }
+}
+
 /// Builds the plan of an ONNX model; `channels_last`: rank-4 values stored NHWC (fp16).
 pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String> {
     let g = model.graph.as_ref().ok_or("the ONNX file has no graph")?;

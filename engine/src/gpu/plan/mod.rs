@@ -181,6 +181,7 @@ pub struct MapStep {
     pub output: usize,
     /// Writes only `[offset, offset + len)` along full axis `axis` of the output (Concat).
     pub region: Option<(usize, usize, usize)>,
+    /// Added after the binary part, before the unary one.
     pub c: Option<Operand>,
 }
 

@@ -61,7 +61,7 @@ pub fn binary(b: Binary, x: f32, y: f32) -> f32 {
 /// The GPU kernels compiled for the host (the tests' `HostKernels`): when given, elementwise,
 /// pooling and concat steps run through them instead of this file's loops.
 pub trait Kernels {
-    /// `[a, b, c]`: the operands (null where the step has none).
+    /// `[a, b, c]`: the operands (`a` again where the step has no `b` or `c`).
     fn map(&self, l: &view::MapLaunch, operands: [*const f32; 3], y: *mut f32);
     fn pool(&self, p: &PoolStep, l: &view::PoolLaunch, cl: bool, x: *const f32, y: *mut f32);
     fn concat(&self, l: &view::ConcatLaunch, parts: &[*const f32], y: *mut f32);

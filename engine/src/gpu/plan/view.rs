@@ -171,8 +171,8 @@ pub struct MapLaunch {
 }
 
 /// `16 / elem_bytes` where each thread can move 16 bytes of every operand at once: the
-/// region's innermost dim is whole chunks, dense in `y` and dense or broadcast in `a` (and `b`),
-/// and every row of a dense operand starts on a chunk. 1 otherwise.
+/// region's innermost dim is whole chunks, dense in `y` and dense or broadcast in `a` (and `b`,
+/// `c`), and every row of a dense operand starts on a chunk. 1 otherwise.
 fn vector_width(a: &View, b: Option<&View>, c: Option<&View>, y: &View, elem_bytes: usize) -> u32 {
     let k = (16 / elem_bytes.max(1)) as i64;
     let inner = RANK - 1;
@@ -476,14 +476,12 @@ pub fn concat(
     elem_bytes: usize,
 ) -> Result<ConcatLaunch, String> {
     let (yd, ys) = value_layout(plan, c.output, n);
-    // Storage order: full axes by decreasing stride (dense values; size-1 axes left out, the
-    // builder makes sure the concat axis is not one).
-    let order = |d: &[usize], s: &[i64]| -> Vec<usize> {
-        let mut o: Vec<usize> = (0..d.len()).filter(|&k| d[k] > 1 || k == c.axis).collect();
-        o.sort_by_key(|&k| std::cmp::Reverse(s[k]));
-        o
-    };
-    let y_order = order(&yd, &ys);
+    // The output's storage order: its full axes by decreasing stride (a dense value; size-1
+    // axes left out, the builder makes sure the concat axis is not one).
+    let mut y_order: Vec<usize> = (0..yd.len())
+        .filter(|&k| yd[k] > 1 || k == c.axis)
+        .collect();
+    y_order.sort_by_key(|&k| std::cmp::Reverse(ys[k]));
     let pos = y_order
         .iter()
         .position(|&k| k == c.axis)
@@ -498,13 +496,13 @@ pub fn concat(
         // stride with another's, and a sort would put it in either place.
         let (pd, ps) = value_layout(plan, p, n);
         let mut expect = 1i64;
-        let mut dense = true;
+        let mut packed = true;
         for &k in y_order.iter().rev() {
-            dense &= pd[k] == 1 || ps[k] == expect;
+            packed &= pd[k] == 1 || ps[k] == expect;
             expect *= pd[k] as i64;
         }
         let others_one = (0..pd.len()).all(|k| y_order.contains(&k) || pd[k] == 1);
-        if !dense || !others_one || expect as usize != pd.iter().product::<usize>() {
+        if !packed || !others_one {
             return Err(format!(
                 "concat part {pd:?} (strides {ps:?}) is not stored as the output {yd:?} ({ys:?})"
             ));

@@ -5,21 +5,18 @@
 //! bias, then the residual: ViT).
 
 use super::super::{Binary, MapStep, Operand, Plan, Step, Unary};
-use super::products::sole_producer;
+use super::sole_producer;
 
 pub(in crate::gpu::plan) fn fold_adds(plan: &mut Plan) {
     while let Some((p, q, x)) = find(plan) {
-        let Step::Map(add) = plan.steps[q].clone() else {
-            continue;
-        };
-        if let Step::Map(m) = &mut plan.steps[p] {
+        // p < q: removing the Add leaves p where it is.
+        if let (Step::Map(add), Step::Map(m)) = (plan.steps.remove(q), &mut plan.steps[p]) {
             m.c = Some(x);
             m.unary = add.unary;
             m.p0 = add.p0;
             m.p1 = add.p1;
             m.output = add.output;
         }
-        plan.steps.remove(q);
     }
 }
 

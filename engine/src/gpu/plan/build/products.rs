@@ -4,6 +4,7 @@
 //! three copies of the operands each layer that the product can do without.
 
 use super::super::{Binary, MapStep, Operand, Plan, Step, Unary};
+use super::sole_producer;
 
 /// Folds, until none is left, every foldable step whose only reader is a product.
 pub(in crate::gpu::plan) fn fold_into_products(plan: &mut Plan) {
@@ -66,34 +67,6 @@ fn find(plan: &Plan) -> Option<(usize, usize, Fold)> {
         }
     }
     None
-}
-
-/// The step writing `v` when step `reader` is its only reader, `v` owns its memory, no other
-/// value shares it and it is not the plan's output.
-pub(super) fn sole_producer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
-    if v == plan.output || v == 0 || plan.values[v].storage != v {
-        return None;
-    }
-    if plan
-        .values
-        .iter()
-        .enumerate()
-        .any(|(w, val)| w != v && val.storage == v)
-    {
-        return None;
-    }
-    let readers = plan
-        .steps
-        .iter()
-        .filter(|s| s.inputs().contains(&v))
-        .count();
-    let writers: Vec<usize> = (0..plan.steps.len())
-        .filter(|&i| plan.steps[i].output() == v)
-        .collect();
-    match (readers, writers.as_slice()) {
-        (1, &[p]) if p < reader => Some(p),
-        _ => None,
-    }
 }
 
 /// A plain elementwise step over the whole of `v`: no permutation, slice or region, no
@@ -163,16 +136,9 @@ mod tests {
     fn copy(a: Operand, b: Option<Operand>, binary: Binary, output: usize) -> Step {
         Step::Map(MapStep {
             a,
-            perm_a: None,
-            a_slice: None,
             b,
             binary,
-            unary: Unary::Identity,
-            p0: 0.0,
-            p1: 0.0,
-            output,
-            region: None,
-            c: None,
+            ..super::super::Builder::copy_step(0, output)
         })
     }
 
