@@ -56,6 +56,7 @@ def main():
             (x for x in reversed(dirs) if os.path.exists(os.path.join(x, f"{name}.fp32.json"))),
             d)
         f32 = load(os.path.join(f32_dir, f"{name}.fp32.json"))
+        ref = load(os.path.join(d, f"{name}.torchref.json")) or {}
         tb = {b["batch"]: b["torch_graph_ms"] for b in torch.get("batches", [])}
         row = {
             "model": name,
@@ -68,6 +69,12 @@ def main():
             "argmax_agree_fp32": (sum(b["argmax_agree"] for b in f32["batches"]),
                                   sum(b["argmax_total"] for b in f32["batches"])) if f32 else None,
             "torch_fp16_rel_l2_random_input": torch.get("torch_fp16_rel_l2"),
+            # PyTorch's fp16 on the same weights and photos against the same CPU logits
+            # (zoo_ref.py), the reference for rel_l2_fp16 and argmax_agree.
+            "torch_fp16_rel_l2": ref.get("torch_fp16_rel_l2"),
+            "torch_fp16_argmax_agree": (ref["torch_fp16_argmax_agree"], ref["images"])
+            if "images" in ref else None,
+            "torch_fp32_rel_l2": ref.get("torch_fp32_rel_l2"),
             "bn_calibrated": torch.get("bn_calibrated"),
             "weights_halved": torch.get("weights_halved"),
             "commit": meta[d][1].replace("commit ", ""),
@@ -95,8 +102,8 @@ def main():
                   "fp16 channels_last CUDA graph on the same weights in the same call",
            "models": rows}
     json.dump(doc, open(out, "w"), indent=1)
-    print("| model | loads | rel L2 fp16 | rel L2 fp32 | arg-max fp16 | b1 ours / torch ms "
-          "| b8 | b32 |")
+    print("| model | loads | rel L2 fp16 (PyTorch fp16) | rel L2 fp32 | arg-max fp16 "
+          "(PyTorch) | b1 ours / torch ms | b8 | b32 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         cells = []
@@ -109,6 +116,10 @@ def main():
                 cells.append("–")
         am = f'{r["argmax_agree"][0]}/{r["argmax_agree"][1]}' if r["argmax_agree"] else "–"
         f16 = f'{r["rel_l2_fp16"]:.1e}' if r["rel_l2_fp16"] is not None else "–"
+        if r["torch_fp16_rel_l2"] is not None:
+            f16 += f' ({r["torch_fp16_rel_l2"]:.1e})'
+        if r["torch_fp16_argmax_agree"]:
+            am += " ({}/{})".format(*r["torch_fp16_argmax_agree"])
         f32 = f'{r["rel_l2_fp32"]:.1e}' if r["rel_l2_fp32"] is not None else "–"
         print(f'| {r["model"]} | {"yes" if r["loads"] else "no"} | {f16} | {f32} | {am} | '
               + " | ".join(cells) + " |")

@@ -16,7 +16,8 @@ them: running mean/variance over 4 batches of 16 random images (train mode, cumu
 average). Where PyTorch's fp16 output is still not finite, conv/linear weights are halved until
 it is (at most 8 times). The adjusted model is what gets exported; the JSON says what was done
 and how far PyTorch's own fp16 output is from its fp32 output.
-Writes OUTDIR/<model>.torch.json.
+Writes OUTDIR/<model>.torch.json, and the adjusted weights as OUTDIR/<model>.pt for
+zoo_ref.py (PyTorch's own fp16 error on the photos model-check uses).
 """
 import json
 import sys
@@ -140,6 +141,7 @@ def main():
             rec["torch_fp16_finite"] = finite_fp16(net, probe)
             rec["torch_fp16_rel_l2"] = fp16_error(net, probe)
             rec["exporter"] = export(net.float().cpu(), f"{out}/{name}.onnx")
+            torch.save(net.state_dict(), f"{out}/{name}.pt")
             net = net.to(dev).half().to(memory_format=torch.channels_last)
             rec["batches"] = []
             for b in batches:

@@ -10,7 +10,9 @@
 # (GPU vs CPU engine on benches/imgs, CUDA-graph time) and fp32 at batch 1. SEED_FLOW=1 also
 # serves the exported resnet50 with the seed's TOML (model path changed only) and classifies
 # benches/imgs with client_qps. PROFILE=1 adds model-check's per-step device times (--profile)
-# to each fp16 log and JSON. Everything lands in $OUT/zoo-$PART.tgz (few files come back);
+# to each fp16 log and JSON. TRACE="m ..." adds model-check --trace (per-step fp16 error) for
+# those. zoo_ref.py then runs PyTorch fp16 on the photos model-check used (from the fp32 run's
+# --dump-reference) against the CPU engine's logits: the reference for our fp16 error. Everything lands in $OUT/zoo-$PART.tgz (few files come back);
 # here, unpack each call's tarball into a folder and run
 #   python3 benches/gpu/summarise_zoo.py benches/results/gpu-zoo-<date>.json DIR [DIR ...]
 # for the JSON (issue 13's format) and the README's table.
@@ -43,9 +45,19 @@ for m in $MODELS; do
   # FP32="m1 m2": the fp32 check only for those (the rest were checked by an earlier call).
   case " ${FP32:-$m} " in *" $m "*) ;; *) continue ;; esac
   timeout 100 dist/model-check --model "$f" --precision fp32 --batches 1 \
-    --concurrent-batches 0 --rounds 3 --json "$W/$m.fp32.json" > "$W/$m.fp32.log" 2>&1
+    --concurrent-batches 0 --rounds 3 --json "$W/$m.fp32.json" \
+    --dump-reference "/tmp/onnx/$m.ref.bin" > "$W/$m.fp32.log" 2>&1
   echo "$m fp32 rc=$? $(grep -E '^ +[0-9]+ ' "$W/$m.fp32.log" | tr -s ' ' | tr '\n' '|')"
+  # TRACE="m1 m2": each step's fp16 error against fp32 on the first photo (where it goes wrong).
+  case " ${TRACE:-} " in *" $m "*) ;; *) continue ;; esac
+  timeout 100 dist/model-check --model "$f" --precision fp16 --batches 1 \
+    --concurrent-batches 0 --rounds 1 --trace > "$W/$m.trace.log" 2>&1
+  echo "$m trace rc=$? worst steps:"; grep 'rel_l2' "$W/$m.trace.log" | \
+    awk '{print $NF, $0}' | sort -g | tail -n 5 | cut -c1-200
 done
+
+log "PyTorch's fp16 on the same photos (zoo_ref.py)"
+(cd benches/gpu && PYTHONUNBUFFERED=1 python3 zoo_ref.py /tmp/onnx "$W" $MODELS 2>&1 | cut -c1-400)
 
 if [ -n "${SEED_FLOW:-}" ] && [ -f /tmp/onnx/resnet50.onnx ]; then
   log "seed flow: exported resnet50 behind the seed TOML"

@@ -74,8 +74,8 @@ struct Args {
     /// (eager runs, so read it at batch sizes whose kernels outlast their launches).
     #[arg(long)]
     profile: bool,
-    /// Write the first images' raw inputs and CPU logits here (f32 little-endian, with a
-    /// `.json` beside describing shapes), for other tools to compare against.
+    /// Write every image's raw input and CPU logits here (f32 little-endian, inputs first,
+    /// with a `.json` beside describing shapes), for other tools to compare against.
     #[arg(long)]
     dump_reference: Option<PathBuf>,
 }
@@ -276,7 +276,7 @@ fn main() -> Result<()> {
     })?;
     let outputs = reference[0].len();
     if let Some(path) = &a.dump_reference {
-        let k = imgs.len().min(4);
+        let k = imgs.len();
         let mut bytes = Vec::new();
         for x in &imgs[..k] {
             x.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
