@@ -72,6 +72,7 @@ def main():
             # PyTorch's fp16 on the same weights and photos against the same CPU logits
             # (zoo_ref.py), the reference for rel_l2_fp16 and argmax_agree.
             "torch_fp16_rel_l2": ref.get("torch_fp16_rel_l2"),
+            "torch_fp16_rel_l2_worst_image": ref.get("torch_fp16_rel_l2_worst_image"),
             "torch_fp16_argmax_agree": (ref["torch_fp16_argmax_agree"], ref["images"])
             if "images" in ref else None,
             "torch_fp32_rel_l2": ref.get("torch_fp32_rel_l2"),

@@ -48,9 +48,10 @@ for m in $MODELS; do
     --concurrent-batches 0 --rounds 3 --json "$W/$m.fp32.json" \
     --dump-reference "/tmp/onnx/$m.ref.bin" > "$W/$m.fp32.log" 2>&1
   echo "$m fp32 rc=$? $(grep -E '^ +[0-9]+ ' "$W/$m.fp32.log" | tr -s ' ' | tr '\n' '|')"
-  # TRACE="m1 m2": each step's fp16 error against fp32 on the first photo (where it goes wrong).
+  # TRACE="m1 m2": each step's fp16 error against fp32 on the first TRACE_BATCH (default 1)
+  # photos: where it goes wrong.
   case " ${TRACE:-} " in *" $m "*) ;; *) continue ;; esac
-  timeout 100 dist/model-check --model "$f" --precision fp16 --batches 1 \
+  timeout 100 dist/model-check --model "$f" --precision fp16 --batches "${TRACE_BATCH:-1}" \
     --concurrent-batches 0 --rounds 1 --trace > "$W/$m.trace.log" 2>&1
   echo "$m trace rc=$? worst steps:"; grep 'rel_l2' "$W/$m.trace.log" | \
     awk '{print $NF, $0}' | sort -g | tail -n 5 | cut -c1-200

@@ -207,7 +207,7 @@ pub fn conv_graph(
     ops.push(op.finalize()?);
 
     // conv_out + bias → [+ z] → [activation]; the last op writes y. Relu, ReLU6 (a Relu with
-    // an upper clip), Sigmoid and SiLU have pointwise modes; the rest run split.
+    // an upper clip), Sigmoid, SiLU and GELU have pointwise modes; the rest run split.
     let act = match (c.act, c.act_p) {
         (Unary::Identity, _) => None,
         (Unary::Relu, _) => Some((dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_RELU_FWD, None)),
@@ -217,6 +217,8 @@ pub fn conv_graph(
         )),
         (Unary::Sigmoid, _) => Some((dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_SIGMOID_FWD, None)),
         (Unary::Swish, _) => Some((dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_SWISH_FWD, None)),
+        // GELU_FWD is the erf form ONNX's chain computes (GELU_APPROX_TANH_FWD is the other).
+        (Unary::Gelu, _) => Some((dnn::cudnnPointwiseMode_t::CUDNN_POINTWISE_GELU_FWD, None)),
         (other, _) => {
             return Err(super::cuda::GpuError::Plan(format!(
                 "the graph API has no fused {other:?}"

@@ -7,6 +7,7 @@
 mod adds;
 mod moved;
 mod products;
+mod residuals;
 
 use std::collections::{HashMap, HashSet};
 
@@ -579,10 +580,18 @@ impl<'a> Builder<'a> {
     }
 
     /// The activation that alone reads a convolution's output, absorbed into its epilogue:
-    /// Relu, Clip (ReLU6), Sigmoid, or Sigmoid times its own input (SiLU).
+    /// Relu, Clip (ReLU6), Sigmoid, Sigmoid times its own input (SiLU), or the exporter's
+    /// GELU chain.
     fn fuse_act(&mut self, out: String, conv: &mut ConvStep) -> R<String> {
         if self.graph_outputs.contains(out.as_str()) {
             return Ok(out);
+        }
+        if let Some((nodes, y)) = self.gelu_chain(&out) {
+            for k in nodes {
+                self.done[k] = true;
+            }
+            conv.act = Unary::Gelu;
+            return Ok(y);
         }
         let readers = self
             .consumers
@@ -791,22 +800,128 @@ impl<'a> Builder<'a> {
         let mut out = self.out(i)?;
         let mut conv = conv;
         if self.nodes[i].op_type == "MatMul" {
-            if let Some(add) = self.sole_consumer(&out, "Add") {
-                let a = &self.nodes[add];
-                if let Some(bn) = a.input.iter().find(|n| **n != out) {
-                    if let Some(b) = self.folded.get(bn).and_then(|f| f.floats().ok()) {
-                        if b.len() == cout {
-                            conv.bias = b;
-                            self.done[add] = true;
-                            out = self.out(add)?;
-                        }
-                    }
-                }
-            }
+            out = self.absorb_bias(out, &mut conv)?;
         }
         let out = self.fuse_act(out, &mut conv)?;
         conv.output = self.define(&out, vec![cout], false);
         self.steps.push(Step::Conv(conv));
+        Ok(())
+    }
+
+    /// The Add of a constant `[cout]` that alone reads a product's output, as its bias.
+    fn absorb_bias(&mut self, out: String, conv: &mut ConvStep) -> R<String> {
+        let Some(add) = self.sole_consumer(&out, "Add") else {
+            return Ok(out);
+        };
+        let a = &self.nodes[add];
+        let Some(bn) = a.input.iter().find(|n| **n != out) else {
+            return Ok(out);
+        };
+        let Some(f) = self.folded.get(bn) else {
+            return Ok(out);
+        };
+        // `[cout]` or `[1, …, cout]`: along the output's last dim.
+        let along_last = f.dims().iter().rev().skip(1).all(|&d| d == 1);
+        match f.floats().ok() {
+            Some(b) if along_last && b.len() == conv.cout => {
+                conv.bias = b;
+                self.done[add] = true;
+                self.out(add)
+            }
+            _ => Ok(out),
+        }
+    }
+
+    /// A product of row-major rows `x` (`[..., K]`) by a constant `[K, P]` (`b`, row-major)
+    /// as a 1×1 convolution: in a channels-last plan the rows' memory is an NHWC map
+    /// `[K, rows, 1]` byte for byte, so cuDNN runs the product and its epilogue takes the
+    /// bias, a residual Add and the activation that follow (ViT's and ConvNeXt's linear
+    /// layers; after a cuBLAS product each of those was a pass over the output of its own).
+    /// Row-major plans (fp32) keep the cuBLAS product: an NCHW map puts the channels
+    /// outermost. The step is finished by `push_rows_conv`.
+    fn rows_conv(
+        &mut self,
+        i: usize,
+        x: usize,
+        b: &[f32],
+        k: usize,
+        p: usize,
+    ) -> (ConvStep, usize) {
+        let rows = self.values[x].len() / k.max(1);
+        let name = format!("{}#rows", self.values.len());
+        let input = self.alias(&name, x, vec![k, rows, 1], true);
+        let mut weight = vec![0.0; p * k];
+        for r in 0..k {
+            for o in 0..p {
+                weight[o * k + r] = b[r * p + o];
+            }
+        }
+        let conv = ConvStep {
+            name: self.label(i),
+            input,
+            residual: None,
+            output: 0,
+            cin: k,
+            cout: p,
+            kernel: [1, 1],
+            stride: [1, 1],
+            pad: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            act: Unary::Identity,
+            act_p: [0.0, 0.0],
+            weight,
+            bias: vec![0.0; p],
+        };
+        (conv, rows)
+    }
+
+    /// Whether products of rows by a constant run as `rows_conv`.
+    fn rows_as_conv(&self) -> bool {
+        self.channels_last
+    }
+
+    /// Defines `conv`'s output (`[P, rows, 1]` NHWC), pushes the step, and returns its memory
+    /// as the row-major value of `dims`.
+    fn push_rows_conv(&mut self, mut conv: ConvStep, rows: usize, dims: Dims) -> usize {
+        let name = format!("{}#rows", self.values.len());
+        let y = self.define(&name, vec![conv.cout, rows, 1], true);
+        conv.output = y;
+        self.steps.push(Step::Conv(conv));
+        let name = format!("{}#rows", self.values.len());
+        self.alias(&name, y, dims, false)
+    }
+
+    /// MatMul of batch-first rows `[..., K]` by a constant (see `rows_conv`), with the bias
+    /// Add, residual Add and activation that follow folded in.
+    fn dense_rows(&mut self, i: usize, x: usize, b: Vec<f32>, k: usize, p: usize) -> R<()> {
+        let x = self.materialise(x);
+        let x = self.row_major(x);
+        let (mut conv, rows) = self.rows_conv(i, x, &b, k, p);
+        let out = self.out(i)?;
+        let mut out = self.absorb_bias(out, &mut conv)?;
+        let mut out_dims = self.values[x].dims.clone();
+        if let Some(last) = out_dims.last_mut() {
+            *last = p;
+        }
+        if let Some(add) = self.sole_consumer(&out, "Add") {
+            let node = &self.nodes[add];
+            let other = node.input.iter().find(|n| **n != out).cloned();
+            let id = other.and_then(|o| self.value_of.get(&o).copied());
+            if let (Some(id), 2) = (id, node.input.len()) {
+                if self.values[id].dims == out_dims {
+                    let id = self.materialise(id);
+                    let id = self.row_major(id);
+                    let name = format!("{}#rows", self.values.len());
+                    conv.residual = Some(self.alias(&name, id, vec![p, rows, 1], true));
+                    self.done[add] = true;
+                    out = self.out(add)?;
+                }
+            }
+        }
+        let out = self.fuse_act(out, &mut conv)?;
+        let y = self.push_rows_conv(conv, rows, out_dims);
+        self.value_of.insert(out, y);
         Ok(())
     }
 
@@ -884,6 +999,14 @@ impl<'a> Builder<'a> {
                     }
                 }
                 return self.dense(i, x, weight, vec![0.0; cout], cout);
+            }
+            let rows_of_k = self.values[x].dims.len() >= 2
+                && self.consts[c].dims.len() == 2
+                && self.values[x].dims.last() == self.consts[c].dims.first();
+            if self.rows_as_conv() && rows_of_k && !self.is_flat(x) {
+                let (k, p) = (self.consts[c].dims[0], self.consts[c].dims[1]);
+                let b = self.consts[c].data.clone();
+                return self.dense_rows(i, x, b, k, p);
             }
         }
         let x = self.materialise(x);
@@ -1796,6 +1919,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         output: out,
     };
     products::fold_into_products(&mut plan);
+    residuals::fold_conv_tails(&mut plan);
     adds::fold_adds(&mut plan);
     Ok(plan)
 }

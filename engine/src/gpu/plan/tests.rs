@@ -567,16 +567,30 @@ fn convnext_block_layer_norm_linear_gelu_and_permutes() {
     let half = g.init_f(&[], vec![0.5]);
     let gelu = g.op("Mul", &[&m, &half], vec![]);
     let w2 = g.weight(&[16, 8], 0.3);
+    let b2 = g.weight(&[8], 0.1);
     let m2 = g.op("MatMul", &[&gelu, &w2], vec![]);
-    let back = g.op("Transpose", &[&m2], vec![ints("perm", &[0, 3, 1, 2])]);
-    let y = g.op("Add", &[&back, &x], vec![]);
+    let a2 = g.op("Add", &[&m2, &b2], vec![]);
+    let back = g.op("Transpose", &[&a2], vec![ints("perm", &[0, 3, 1, 2])]);
+    // The layer scale, [C, 1, 1] on the NCHW map.
+    let gamma = g.weight(&[8, 1, 1], 0.5);
+    let scaled = g.op("Mul", &[&gamma, &back], vec![]);
+    let y = g.op("Add", &[&scaled, &x], vec![]);
     let plan = check(&g, &y, 1e-5);
-    // The bias add and the five-node GELU are one elementwise step.
-    assert!(plan
+    // Channels-last: the linear layers are 1×1 convolutions; the first with its bias and
+    // the five-node GELU, the second with its bias, the layer scale (in its weights) and the
+    // residual: no elementwise step left.
+    let convs: Vec<&ConvStep> = plan.convs().collect();
+    assert_eq!(convs.len(), 3, "{:#?}", plan.steps);
+    assert_eq!(convs[1].act, Unary::Gelu);
+    assert!(convs[2].residual.is_some());
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Map(_))));
+    // Row-major: the products on cuBLAS, the bias add and GELU one elementwise step.
+    let rm = build(&g.model(&y), false).unwrap();
+    assert!(rm
         .steps
         .iter()
         .any(|s| matches!(s, Step::Map(m) if m.binary == Binary::Add && m.unary == Unary::Gelu)));
-    assert!(!plan
+    assert!(!rm
         .steps
         .iter()
         .any(|s| matches!(s, Step::Map(m) if m.unary == Unary::Erf)));
@@ -741,7 +755,21 @@ fn a_vision_transformer_as_pytorch_exports_it() {
     let model = pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
     let plan = compare(&model, &path, [3, 32, 32], 3, 1e-5);
     assert_eq!(plan.values[plan.output].dims, vec![10]);
-    assert_eq!(plan.convs().count(), 2, "the patch embedding and the head");
+    // The patch embedding, the head, and per layer (2) the four linear layers as 1×1
+    // convolutions: qkv and its bias; the output projection (a Gemm on moved rows) with the
+    // residual Add after the rows are batch first again; the MLP's GELU; its second layer
+    // with the residual.
+    let convs: Vec<&ConvStep> = plan.convs().collect();
+    assert_eq!(convs.len(), 10);
+    assert_eq!(convs.iter().filter(|c| c.act == Unary::Gelu).count(), 2);
+    assert_eq!(convs.iter().filter(|c| c.residual.is_some()).count(), 4);
+    assert!(!plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::MatMul(m) if matches!(m.b, Operand::Const(_)))));
+    // Row-major (fp32) plans keep cuBLAS's products.
+    let rm = build(&model, false).unwrap();
+    assert_eq!(rm.convs().count(), 2);
 }
 
 #[test]
@@ -850,8 +878,9 @@ fn a_gelu_chain_on_its_own_is_one_step() {
     let x = g.conv("x", 8, 8, 3, 1, 1);
     let y = gelu(&mut g, &x);
     let plan = check(&g, &y, 1e-5);
-    assert_eq!(plan.steps.len(), 2);
-    assert!(matches!(&plan.steps[1], Step::Map(m) if m.unary == Unary::Gelu));
+    // In the convolution's epilogue (cuDNN's GELU_FWD or ours).
+    assert_eq!(plan.steps.len(), 1);
+    assert!(matches!(&plan.steps[0], Step::Conv(c) if c.act == Unary::Gelu));
 }
 
 #[test]
@@ -982,7 +1011,23 @@ fn an_add_folds_into_the_step_that_computes_its_operand() {
         // A sum with a second reader: its Add is not folded away.
         let twice = g.op("Add", &[&res, &x], vec![]);
         let y = g.op("Mul", &[&twice, &res], vec![]);
-        let plan = check(&g, &y, 1e-5);
+        let cl_plan = check(&g, &y, 1e-5);
+        // Channels-last: the product is a 1×1 convolution with the bias and the residual in
+        // its epilogue; BN's Add folded as below.
+        let cl_maps: Vec<&MapStep> = cl_plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Map(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cl_maps.iter().filter(|m| m.c.is_some()).count(), 1);
+        assert_eq!(cl_maps.len(), 4, "{:#?}", cl_plan.steps);
+        assert!(cl_plan
+            .convs()
+            .any(|c| c.name.starts_with("MatMul") && c.residual.is_some()));
+        let plan = build(&g.model(&y), false).unwrap();
         let folded: Vec<&MapStep> = plan
             .steps
             .iter()
@@ -994,14 +1039,13 @@ fn an_add_folds_into_the_step_that_computes_its_operand() {
         assert_eq!(folded.len(), 2, "{:#?}", plan.steps);
         assert!(folded[0].binary == Binary::Mul && folded[0].unary == Unary::Relu);
         assert_eq!(folded[1].binary, Binary::Add);
-        // BN, the NHWC → row-major copy for the Reshape, bias + residual, the sum read twice,
-        // the Mul.
+        // Row-major (the products on cuBLAS): BN, bias + residual, the sum read twice, the Mul.
         let maps = plan
             .steps
             .iter()
             .filter(|s| matches!(s, Step::Map(_)))
             .count();
-        assert_eq!(maps, 5, "{:#?}", plan.steps);
+        assert_eq!(maps, 4, "{:#?}", plan.steps);
         // The same through kernels.cu compiled for the host, in both layouts.
         let model = g.model(&y);
         let n = 2;

@@ -52,7 +52,7 @@ fn find(plan: &Plan) -> Option<(usize, usize, Operand)> {
 }
 
 /// An Add of two operands over its whole output, nothing moved.
-fn whole_add(m: &MapStep) -> bool {
+pub(super) fn whole_add(m: &MapStep) -> bool {
     m.binary == Binary::Add
         && m.c.is_none()
         && m.perm_a.is_none()

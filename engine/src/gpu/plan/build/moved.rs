@@ -251,8 +251,23 @@ impl<'a> Builder<'a> {
                     return Err(unsupported(self));
                 };
                 let data = self.consts[b].data.clone();
-                let y = self.moved_product(i, m, k, p, data)?;
-                self.bind(&out, y);
+                // The bias Add after the product, into the convolution when it is one.
+                let bias = self.sole_consumer(&out, "Add").and_then(|add| {
+                    let other = self.nodes[add].input.iter().find(|n| **n != out)?;
+                    let f = self.folded.get(other)?;
+                    let along_last = f.dims().iter().rev().skip(1).all(|&d| d == 1);
+                    let b = f.floats().ok()?;
+                    (self.rows_as_conv() && along_last && b.len() == p).then_some((add, b))
+                });
+                let y = self.moved_product(i, m, k, p, data, bias.as_ref().map(|b| b.1.clone()))?;
+                match bias {
+                    Some((add, _)) => {
+                        self.done[add] = true;
+                        let out = self.out(add)?;
+                        self.bind(&out, y);
+                    }
+                    None => self.bind(&out, y),
+                }
                 Ok(())
             }
             "Gemm" => {
@@ -448,9 +463,19 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// `m · b` with `b` a `[k, p]` constant (row-major data): the storage's rows must be the
-    /// last dim's axes, trailing and in order, else the storage is reordered first.
-    fn moved_product(&mut self, i: usize, m: Moved, k: usize, p: usize, b: Vec<f32>) -> R<Moved> {
+    /// `m · b (+ bias)` with `b` a `[k, p]` constant (row-major data): the storage's rows
+    /// must be the last dim's axes, trailing and in order, else the storage is reordered
+    /// first. A 1×1 convolution where `rows_as_conv` (the bias in its epilogue), else a
+    /// cuBLAS product and the bias as a step of its own.
+    fn moved_product(
+        &mut self,
+        i: usize,
+        m: Moved,
+        k: usize,
+        p: usize,
+        b: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    ) -> R<Moved> {
         let m = self.squeezed(m);
         let shape = self.moved_shape(&m);
         let last = m.groups.last().cloned().unwrap_or_default();
@@ -482,15 +507,38 @@ impl<'a> Builder<'a> {
         } else {
             self.alias(&name, m.value, rows.clone(), false)
         };
-        let c = self.new_const(vec![k, p], b);
         let mut dims = rows;
         if let Some(d) = dims.last_mut() {
             *d = p;
         }
-        let name = format!("{}#product", self.values.len());
-        let output = self.define(&name, dims, false);
-        self.steps
-            .push(Step::MatMul(MatMulStep::new(a, Operand::Const(c), output)));
+        let output = if self.rows_as_conv() {
+            let (mut conv, rows) = self.rows_conv(i, a, &b, k, p);
+            if let Some(bias) = bias {
+                conv.bias = bias;
+            }
+            self.push_rows_conv(conv, rows, dims)
+        } else {
+            let c = self.new_const(vec![k, p], b);
+            let name = format!("{}#product", self.values.len());
+            let product = self.define(&name, dims.clone(), false);
+            self.steps
+                .push(Step::MatMul(MatMulStep::new(a, Operand::Const(c), product)));
+            match bias {
+                Some(bias) => {
+                    let c = self.new_const(vec![p], bias);
+                    let name = format!("{}#biased", self.values.len());
+                    let output = self.define(&name, dims, false);
+                    self.map(MapStep {
+                        a: Operand::Value(product),
+                        b: Some(Operand::Const(c)),
+                        binary: Binary::Add,
+                        ..Self::copy_step(0, output)
+                    });
+                    output
+                }
+                None => product,
+            }
+        };
         let mut groups = m.groups.clone();
         if let Some(g) = groups.last_mut() {
             *g = vec![lead];
@@ -512,23 +560,9 @@ impl<'a> Builder<'a> {
             return Err(self.err(i, "only Gemm on a [rows, K] input with transA = 0"));
         }
         let GemmOperands { k, p, b, bias } = self.gemm_operands(i)?;
-        let y = self.moved_product(i, m, k, p, b)?;
+        let y = self.moved_product(i, m, k, p, b, bias)?;
         let out = self.out(i)?;
-        let Some(bias) = bias else {
-            self.bind(&out, y);
-            return Ok(());
-        };
-        let c = self.new_const(vec![p], bias);
-        let dims = self.values[y.value].dims.clone();
-        let name = format!("{out}#biased");
-        let output = self.define(&name, dims, false);
-        self.map(MapStep {
-            a: Operand::Value(y.value),
-            b: Some(Operand::Const(c)),
-            binary: Binary::Add,
-            ..Self::copy_step(0, output)
-        });
-        self.bind(&out, Moved { value: output, ..y });
+        self.bind(&out, y);
         Ok(())
     }
 
