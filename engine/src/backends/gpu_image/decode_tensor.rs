@@ -32,7 +32,10 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
         Some(v) => return Err(p.error("nvjpeg_hardware", v, "`true` or `false`")),
     };
     let gpu = super::open_gpu(ctx, false)?;
-    let decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware)
+    let mut decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware)
+        .map_err(|e| super::gpu_error(ctx, e))?;
+    decoder
+        .prepare_batches(ctx.node.max_batch())
         .map_err(|e| super::gpu_error(ctx, e))?;
     if ctx.instance == 0 {
         tracing::info!(
