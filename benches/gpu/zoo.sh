@@ -22,6 +22,9 @@ BATCHES=${BATCHES:-1,8,32}
 PART=${PART:-1}
 MODELS=${MODELS:-"resnet18 resnet50 resnet101 resnext50_32x4d wide_resnet50_2 mobilenet_v2 mobilenet_v3_large efficientnet_b0 regnet_y_400mf mnasnet1_0 densenet121 squeezenet1_1 shufflenet_v2_x1_0 googlenet vgg16 alexnet convnext_tiny vit_b_16"}
 W=/tmp/zoo-$PART
+# A fresh folder: the box can keep /tmp between calls, and a stale model's files would be
+# taken for this call's.
+rm -rf "$W"
 mkdir -p "$W" /tmp/onnx
 log() { echo "== $*"; }
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $COMMIT"; date -u +%F; } > "$W/device.txt"
