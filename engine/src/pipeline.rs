@@ -164,6 +164,12 @@ impl PipelineHandle {
 }
 
 impl Shared {
+    /// An item of a request being admitted has reached its entry node's queue (or was refused
+    /// there): it no longer counts as arriving.
+    pub(crate) fn item_entered(&self) {
+        self.entering.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// How many items may still reach a node whose ancestors are `upstream`: those being
     /// admitted and those the ancestors hold (the scheduler's adaptive batching).
     pub(crate) fn may_arrive(&self, upstream: &[usize]) -> usize {
@@ -228,7 +234,7 @@ impl Shared {
         // The first items of a request wait (up to their timeout) for the rest to form a batch.
         self.entering.fetch_add(items.len(), Ordering::SeqCst);
         for (index, (item, entry)) in items.into_iter().zip(entries).enumerate() {
-            self.entering.fetch_sub(1, Ordering::SeqCst);
+            // `try_push` takes the item off `entering` under the node's lock, as it queues it.
             let task = Task {
                 item,
                 req: req.clone(),
@@ -656,8 +662,13 @@ impl Instance {
     fn run(self, rx: Receiver<Work>, ready: std::sync::mpsc::Sender<Result<(), EngineError>>) {
         let name = self.config.nodes[self.node].name.clone();
         let built = catch_unwind(AssertUnwindSafe(|| self.build()));
+        let rt = &self.shared.nodes[self.node];
         let mut backend = match built {
             Ok(Ok(b)) => {
+                // Idle before ready: a request sent the moment the pipeline is built must see
+                // every instance (bucketing would send it to whichever had registered).
+                rt.metrics.instances.fetch_add(1, Ordering::SeqCst);
+                rt.set_idle(&self.shared, self.instance);
                 let _ = ready.send(Ok(()));
                 b
             }
@@ -675,9 +686,6 @@ impl Instance {
             }
         };
         drop(ready);
-        let rt = &self.shared.nodes[self.node];
-        rt.metrics.instances.fetch_add(1, Ordering::SeqCst);
-        rt.set_idle(&self.shared, self.instance);
         while let Ok(Work::Batch(mut tasks)) = rx.recv() {
             let started = Instant::now();
             let mut items: Vec<Item> = tasks

@@ -125,9 +125,12 @@ impl NodeRuntime {
         lock(&self.state).queue.len() + n <= self.capacity
     }
 
-    /// Admission: refuses at once when the queue is full.
+    /// Admission: refuses at once when the queue is full. The item stops counting as arriving
+    /// (`Shared::item_entered`) under the queue's lock, so that no decision sees it neither
+    /// queued nor arriving (a request's last item would go in a batch of its own).
     pub fn try_push(&self, shared: &Shared, mut task: Task) -> Result<(), Refused> {
         let mut st = lock(&self.state);
+        shared.item_entered();
         if st.closed {
             return Err(Box::new((task, RequestError::ShuttingDown)));
         }
