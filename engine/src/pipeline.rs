@@ -455,8 +455,9 @@ impl Pipeline {
         )
     }
 
-    /// What `build` checks before it starts anything: the graph (`next`, cycles, entries) and
-    /// every node's backend expression against `registry` (names, with did-you-mean).
+    /// What `build` checks before it starts anything: the graph (`next`, cycles, entries),
+    /// every node's backend expression against `registry` (names, with did-you-mean) and every
+    /// key against the scheduling keys and the keys of the node's backends (did-you-mean).
     pub fn check(config: &Config, registry: &Registry) -> Result<(), EngineError> {
         Self::checked_graph(config, registry).map(|_| ())
     }
@@ -466,6 +467,7 @@ impl Pipeline {
         for node in &config.nodes {
             registry.check(&node.backend, &node.params)?;
         }
+        registry.check_keys(config)?;
         Ok(graph)
     }
 

@@ -40,6 +40,13 @@ impl Backend for Probe {
 /// panics on "panic", and fails the whole batch on "batch-error".
 struct Tag(String);
 
+const TAG_KEYS: &[engine::backend::Key] = &[engine::backend::key(
+    "tag",
+    "text",
+    "?",
+    "appended to each result",
+)];
+
 fn tag(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     Ok(Box::new(Tag(ctx.params().str_or("tag", "?").to_string())))
 }
@@ -68,8 +75,8 @@ impl Backend for Tag {
 
 fn registry() -> Registry {
     let mut r = Registry::with_defaults();
-    r.register("Probe", probe);
-    r.register("Tag", tag);
+    r.register("Probe", probe, &[]);
+    r.register("Tag", tag, TAG_KEYS);
     r
 }
 

@@ -2,6 +2,7 @@
 //! constructor gets (DESIGN §4).
 
 pub mod expr;
+pub mod keys;
 mod shared;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use crate::error::{BackendError, ConfigError};
 use crate::item::Item;
 use crate::pipeline::PipelineHandle;
 pub use expr::Expr;
+pub use keys::{key, Key};
 pub use shared::SharedCache;
 
 /// One stage of work on a batch. Each instance of a node owns its own backend object and calls
@@ -111,6 +113,7 @@ struct Entry {
     constructor: Constructor,
     /// Arguments are node names, not backends (`Jump[node]`).
     args_are_nodes: bool,
+    keys: &'static [Key],
 }
 
 #[derive(Default)]
@@ -130,29 +133,126 @@ impl Registry {
         r
     }
 
-    pub fn register(&mut self, name: &str, constructor: Constructor) {
+    /// Registers a backend under the name users write, with the keys it reads from its
+    /// node's table (besides the scheduling keys every node has).
+    pub fn register(&mut self, name: &str, constructor: Constructor, keys: &'static [Key]) {
         self.entries.insert(
             name.to_string(),
             Entry {
                 constructor,
                 args_are_nodes: false,
+                keys,
             },
         );
     }
 
     /// Registers a backend whose arguments name nodes (`Jump[node]`).
-    pub fn register_with_node_args(&mut self, name: &str, constructor: Constructor) {
+    pub fn register_with_node_args(
+        &mut self,
+        name: &str,
+        constructor: Constructor,
+        keys: &'static [Key],
+    ) {
         self.entries.insert(
             name.to_string(),
             Entry {
                 constructor,
                 args_are_nodes: true,
+                keys,
             },
         );
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+
+    /// The keys backend `name` declares (None: not registered).
+    pub fn keys(&self, name: &str) -> Option<&'static [Key]> {
+        self.entries.get(name).map(|e| e.keys)
+    }
+
+    /// The names of the keys a node running `expr` may set: the scheduling keys and those of
+    /// every backend in the expression.
+    fn keys_of(&self, expr: &Expr, out: &mut Vec<&'static str>) {
+        if let Some(e) = self.entries.get(&expr.name) {
+            out.extend(e.keys.iter().map(|k| k.name));
+            if !e.args_are_nodes {
+                for arg in &expr.args {
+                    self.keys_of(arg, out);
+                }
+            }
+        }
+    }
+
+    /// Every key of `config` is read by someone: each node's own keys by the scheduler or a
+    /// backend of its expression, each global key by the scheduler or some registered backend.
+    /// Run after `check` (the backend names are known).
+    pub fn check_keys(&self, config: &crate::config::Config) -> Result<(), ConfigError> {
+        let scheduling = keys::SCHEDULING.iter().map(|k| k.name);
+        let mut everywhere: Vec<&str> = scheduling.clone().collect();
+        everywhere.extend(
+            self.entries
+                .values()
+                .flat_map(|e| e.keys.iter().map(|k| k.name)),
+        );
+        everywhere.sort_unstable();
+        everywhere.dedup();
+        for key in &config.global_keys {
+            if !everywhere.contains(&key.as_str()) {
+                let hint = crate::config::suggest::did_you_mean(key, everywhere.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return Err(ConfigError {
+                    file: config.file.clone(),
+                    node: None,
+                    key: Some(key.clone()),
+                    value: None,
+                    expected: format!(
+                        "a key the scheduler or a backend reads{hint}; a global key is a \
+                         default for every node"
+                    ),
+                });
+            }
+        }
+        for node in &config.nodes {
+            let mut allowed: Vec<&str> = scheduling.clone().collect();
+            self.keys_of(&node.backend, &mut allowed);
+            allowed.sort_unstable();
+            allowed.dedup();
+            for key in &node.own_keys {
+                if allowed.contains(&key.as_str()) {
+                    continue;
+                }
+                let hint = crate::config::suggest::did_you_mean(key, allowed.iter().copied())
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                let backend_keys: Vec<&str> = allowed
+                    .iter()
+                    .copied()
+                    .filter(|k| !keys::SCHEDULING.iter().any(|s| s.name == *k))
+                    .collect();
+                let theirs = if backend_keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    backend_keys.join(", ")
+                };
+                return Err(node.params.error(
+                    key,
+                    node.params.raw(key).unwrap_or_default(),
+                    format!(
+                        "a key this node reads: {hint}its backends' keys: {theirs}; the \
+                         scheduling keys: {}",
+                        keys::SCHEDULING
+                            .iter()
+                            .map(|k| k.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks every name in `expr` at load time, before any instance is built.

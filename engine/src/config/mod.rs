@@ -91,6 +91,8 @@ pub struct NodeConfig {
     pub queue_size: usize,
     /// Every merged key (globals + node), for the backends' own settings.
     pub params: Params,
+    /// The keys written in the node's own table (checked by `Registry::check_keys`).
+    pub own_keys: Vec<String>,
 }
 
 impl NodeConfig {
@@ -104,6 +106,8 @@ pub struct Config {
     pub file: PathBuf,
     /// Nodes in file order.
     pub nodes: Vec<NodeConfig>,
+    /// The keys of the global section (defaults for every node).
+    pub global_keys: Vec<String>,
 }
 
 /// Items a node's queue holds before it pushes back; large enough for bursts of thousands of
@@ -172,11 +176,14 @@ impl Config {
                 values.insert(key.clone(), text);
             }
             let params = Params::new(path, name, values);
-            nodes.push(node_config(name, params)?);
+            let mut node = node_config(name, params)?;
+            node.own_keys = t.keys().cloned().collect();
+            nodes.push(node);
         }
 
         let config = Config {
             file: path.to_path_buf(),
+            global_keys: globals.keys().cloned().collect(),
             nodes,
         };
         config.check_next_and_map()?;
@@ -323,6 +330,7 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
         timeout,
         queue_size,
         params,
+        own_keys: Vec::new(),
     })
 }
 

@@ -14,11 +14,11 @@ use crate::backend::Registry;
 pub use softmax_argmax::softmax_argmax;
 
 pub fn register(r: &mut Registry) {
-    r.register("Sequential", sequential::new);
-    r.register("SyncTensor", sync_tensor::new);
-    r.register("Torch", torch::new);
-    r.register_with_node_args("Jump", jump::new);
-    r.register("Identity", identity::new);
-    r.register("Sleep", sleep::new);
-    r.register("SoftmaxArgMax", softmax_argmax::new);
+    r.register("Sequential", sequential::new, &[]);
+    r.register("SyncTensor", sync_tensor::new, &[]);
+    r.register("Torch", torch::new, &[]);
+    r.register_with_node_args("Jump", jump::new, &[]);
+    r.register("Identity", identity::new, &[]);
+    r.register("Sleep", sleep::new, sleep::KEYS);
+    r.register("SoftmaxArgMax", softmax_argmax::new, &[]);
 }

@@ -1,3 +1,12 @@
+use crate::backend::{key, Key};
+
+pub(super) const KEYS: &[Key] = &[key(
+    "sleep_ms",
+    "milliseconds",
+    "10",
+    "how long each batch sleeps",
+)];
+
 use std::time::Duration;
 
 use crate::backend::{Backend, InitContext};

@@ -1,3 +1,12 @@
+use crate::backend::{key, Key};
+
+pub(super) const KEYS: &[Key] = &[key(
+    "color",
+    "`rgb` or `bgr`",
+    "required",
+    "the channel order written",
+)];
+
 use crate::backend::{Backend, InitContext};
 use crate::error::ConfigError;
 

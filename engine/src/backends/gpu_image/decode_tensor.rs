@@ -1,3 +1,26 @@
+use crate::backend::{key, Key};
+
+pub(super) const KEYS: &[Key] = &[
+    key(
+        "color",
+        "`rgb` or `bgr`",
+        "bgr",
+        "the channel order nvJPEG writes",
+    ),
+    key(
+        "max_pixels",
+        "a positive integer",
+        "50,000,000",
+        "larger images are refused from their header",
+    ),
+    key(
+        "nvjpeg_hardware",
+        "`true` or `false`",
+        "true",
+        "use the chip's hardware JPEG decoder where it has one",
+    ),
+];
+
 use crate::backend::{Backend, InitContext};
 use crate::error::ConfigError;
 

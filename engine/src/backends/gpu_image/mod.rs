@@ -12,10 +12,18 @@ use crate::backend::{InitContext, Registry};
 use crate::error::ConfigError;
 
 pub fn register(r: &mut Registry) {
-    r.register("DecodeTensor", decode_tensor::new);
-    r.register("ResizeTensor", resize_tensor::new);
-    r.register("cvtColorTensor", cvt_color_tensor::new);
-    r.register("CvtColorTensor", cvt_color_tensor::new);
+    r.register("DecodeTensor", decode_tensor::new, decode_tensor::KEYS);
+    r.register("ResizeTensor", resize_tensor::new, resize_tensor::KEYS);
+    r.register(
+        "cvtColorTensor",
+        cvt_color_tensor::new,
+        cvt_color_tensor::KEYS,
+    );
+    r.register(
+        "CvtColorTensor",
+        cvt_color_tensor::new,
+        cvt_color_tensor::KEYS,
+    );
 }
 
 #[cfg(feature = "cuda")]

@@ -1,3 +1,15 @@
+use crate::backend::{key, Key};
+
+pub(super) const KEYS: &[Key] = &[
+    key(
+        "resize_h",
+        "a positive integer",
+        "required",
+        "output height",
+    ),
+    key("resize_w", "a positive integer", "required", "output width"),
+];
+
 use crate::backend::{Backend, InitContext};
 use crate::error::ConfigError;
 

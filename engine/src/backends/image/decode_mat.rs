@@ -1,3 +1,12 @@
+use crate::backend::{key, Key};
+
+pub(super) const KEYS: &[Key] = &[key(
+    "max_pixels",
+    "a positive integer",
+    "50,000,000",
+    "larger images are refused from their header",
+)];
+
 use crate::backend::{Backend, InitContext};
 use crate::error::{BackendError, ConfigError};
 use crate::image;

@@ -32,12 +32,12 @@ pub(crate) fn required_color(ctx: &InitContext<'_>, what: &str) -> Result<bool, 
 }
 
 pub fn register(r: &mut Registry) {
-    r.register("DecodeMat", decode_mat::new);
-    r.register("ResizeMat", resize_mat::new);
+    r.register("DecodeMat", decode_mat::new, decode_mat::KEYS);
+    r.register("ResizeMat", resize_mat::new, resize_mat::KEYS);
     // TorchPipe spells it both ways.
-    r.register("cvtColorMat", cvt_color_mat::new);
-    r.register("CvtColorMat", cvt_color_mat::new);
-    r.register("Mat2Tensor", mat2tensor::new);
+    r.register("cvtColorMat", cvt_color_mat::new, cvt_color_mat::KEYS);
+    r.register("CvtColorMat", cvt_color_mat::new, cvt_color_mat::KEYS);
+    r.register("Mat2Tensor", mat2tensor::new, &[]);
 }
 
 /// Applies `f` to each item's image, failing the items whose data is not one. The image is

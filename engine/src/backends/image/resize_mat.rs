@@ -1,3 +1,10 @@
+use crate::backend::{key, Key};
+
+pub(super) const KEYS: &[Key] = &[
+    key("resize_h", "1 to 16384", "required", "output height"),
+    key("resize_w", "1 to 16384", "required", "output width"),
+];
+
 use crate::backend::{Backend, Fusable, InitContext};
 use crate::error::{BackendError, ConfigError};
 use crate::image;

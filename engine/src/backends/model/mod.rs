@@ -17,7 +17,11 @@ pub use cpu::CpuModel;
 pub use gpu::GpuEngine;
 
 pub fn register(r: &mut Registry) {
-    r.register("TensorrtTensor", tensorrt_tensor::new);
+    r.register(
+        "TensorrtTensor",
+        tensorrt_tensor::new,
+        tensorrt_tensor::KEYS,
+    );
 }
 
 /// What one instance of a node asks of a shared model.

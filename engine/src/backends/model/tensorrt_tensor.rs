@@ -1,3 +1,39 @@
+use crate::backend::{key, Key};
+
+pub(super) const KEYS: &[Key] = &[
+    key("model", "an ONNX file", "required", "the model"),
+    key(
+        "mean",
+        "3 numbers",
+        "none",
+        "subtracted per channel from the input",
+    ),
+    key(
+        "std",
+        "3 numbers",
+        "none",
+        "divides each channel of the input",
+    ),
+    key(
+        "precision",
+        "`fp16` or `fp32`",
+        "fp16",
+        "the GPU engine's precision",
+    ),
+    key(
+        "model::cache",
+        "a file",
+        "none",
+        "the GPU engine's tuning, read or written",
+    ),
+    key(
+        "device",
+        "`gpu` or `cpu`",
+        "gpu in a `cuda` build",
+        "which engine runs the model",
+    ),
+];
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
