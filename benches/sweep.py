@@ -97,13 +97,15 @@ def main():
                               f"errors {row['errors']}", flush=True)
                 best = max(r["qps"] for r in runs if r["batch"] == 1)
                 rate = best * a.open_share
-                row = client(a, server, a.open_clients, 1, tmp, rate=rate)
-                row["rep"] = 0
-                row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
-                runs.append(row)
-                print(f"{name} open loop at {rate:.0f}/s: {row['qps']:.0f} QPS, TP99 "
-                      f"{row['tp99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, late "
-                      f"{row['open_loop']['late_sends']}", flush=True)
+                # --open-share 0: no open-loop row.
+                if rate > 0:
+                    row = client(a, server, a.open_clients, 1, tmp, rate=rate)
+                    row["rep"] = 0
+                    row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
+                    runs.append(row)
+                    print(f"{name} open loop at {rate:.0f}/s: {row['qps']:.0f} QPS, TP99 "
+                          f"{row['tp99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, late "
+                          f"{row['open_loop']['late_sends']}", flush=True)
             finally:
                 server.stop()
             doc["settings"].append({"name": name, "toml": toml, "baseline": baseline,

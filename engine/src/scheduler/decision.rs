@@ -18,8 +18,9 @@ pub enum Decision {
 /// `queued` items wait, the oldest for `oldest_age`; `upstream` more can still reach the node
 /// (items being submitted, or queued or running at a node before it). A batch goes out as soon
 /// as it is as large as the largest idle instance takes; a partial batch waits only while
-/// `upstream` items may still join it, and never past `batching_timeout` (adaptive batching: a
-/// lone request is not held for a batch that cannot fill). It then goes to the idle instance
+/// `upstream` items may still join it and at most one idle instance would take it, and never
+/// past `batching_timeout` (adaptive batching: a lone request is not held for a batch that
+/// cannot fill, nor a batch while instances stand idle). It then goes to the idle instance
 /// whose [min, max] range fits it most tightly. If only a busy instance fits, it waits for that
 /// one (bucketing).
 pub fn decide(
@@ -44,7 +45,10 @@ pub fn decide(
             count: best_max,
         };
     }
-    if upstream > 0 && oldest_age < batching_timeout {
+    // Spare capacity: with two idle instances that take this batch, an item arriving later
+    // still finds one at once, so holding this batch would only add its wait to its latency.
+    let spare = idle_ids().filter(|&i| profiles[i].fits(queued)).count() >= 2;
+    if upstream > 0 && oldest_age < batching_timeout && !spare {
         return Decision::WaitFor(batching_timeout - oldest_age);
     }
     if let Some(i) = idle_ids()
@@ -124,6 +128,38 @@ mod tests {
                 instance: 0,
                 count: 1
             }
+        );
+    }
+
+    #[test]
+    fn a_partial_batch_waits_only_for_the_last_idle_instance() {
+        let profiles = [p(1, 4), p(1, 4), p(1, 4)];
+        // Two idle instances take it: it goes at once, though more items are on their way
+        // (the next finds the other idle instance).
+        assert_eq!(
+            decide(
+                1,
+                Duration::ZERO,
+                5 * MS,
+                3,
+                &profiles,
+                &[true, false, true]
+            ),
+            Decision::Dispatch {
+                instance: 0,
+                count: 1
+            }
+        );
+        // The last idle instance: it waits for the items on their way, up to the timeout.
+        assert_eq!(
+            decide(1, MS, 5 * MS, 3, &profiles, &[false, false, true]),
+            Decision::WaitFor(4 * MS)
+        );
+        // Two idle instances, but only one whose range takes 6: that one waits to fill.
+        let buckets = [p(1, 4), p(5, 8), p(1, 4)];
+        assert_eq!(
+            decide(5, MS, 5 * MS, 2, &buckets, &[true, true, true]),
+            Decision::WaitFor(4 * MS)
         );
     }
 
