@@ -2,9 +2,13 @@ use std::io::Cursor;
 
 use std::cell::RefCell;
 
-use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
+use super::turbo::Handle;
 
 use crate::item::Mat;
+
+/// Why a JPEG cut short is refused, on the CPU and the GPU path alike.
+pub const TRUNCATED_JPEG: &str =
+    "truncated JPEG: the data ends before the image does (OpenCV refuses it too)";
 
 /// Images above this many pixels are refused before any pixel is decoded: 50 megapixels is a
 /// 150 MB BGR buffer, above any photo a classifier is sent, below what a 2-core box can spare.
@@ -34,7 +38,7 @@ pub fn decode_bgr(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
 pub(crate) fn check_header(bytes: &[u8], max_pixels: usize) -> Result<(), String> {
     match bytes {
         [0xFF, 0xD8, ..] => {
-            let header = turbojpeg::read_header(bytes).map_err(|e| format!("corrupt JPEG: {e}"))?;
+            let header = Handle::new()?.header(bytes)?;
             check_size(header.width, header.height, max_pixels)
         }
         [0x89, b'P', b'N', b'G', ..] => other_dims(bytes, image::ImageFormat::Png)
@@ -68,7 +72,7 @@ fn check_size(width: usize, height: usize, max_pixels: usize) -> Result<(), Stri
 thread_local! {
     // A TurboJPEG handle holds its error state and scratch buffers; one per thread saves an
     // allocation per image and is never shared.
-    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<Handle>> = const { RefCell::new(None) };
 }
 
 /// libjpeg-turbo (built from the turbojpeg-sys crate's bundled source), the decoder OpenCV
@@ -78,46 +82,42 @@ fn decode_jpeg(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
         let mut slot = cell.borrow_mut();
         let mut d = match slot.take() {
             Some(d) => d,
-            None => {
-                Decompressor::new().map_err(|e| format!("cannot start the JPEG decoder: {e}"))?
-            }
+            None => Handle::new()?,
         };
         let out = decode_with(&mut d, bytes, max_pixels);
         // A handle that has seen an error can refuse the next good image (measured with a
         // corrupt SOF marker), so only a clean handle goes back for reuse.
-        if out.is_ok() {
-            *slot = Some(d);
+        if let Ok((mat, clean)) = out {
+            if clean {
+                *slot = Some(d);
+            }
+            return Ok(mat);
         }
-        out
+        out.map(|(m, _)| m)
     })
 }
 
-fn decode_with(d: &mut Decompressor, bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
-    let header = d
-        .read_header(bytes)
-        .map_err(|e| format!("corrupt JPEG: {e}"))?;
+/// The image, and whether it decoded without a warning. As OpenCV's imdecode: a file whose
+/// data ends before its end-of-image marker is refused (libjpeg would pad it with gray); damage
+/// libjpeg recovers from (extraneous bytes, an unknown marker or a bad Huffman code inside a
+/// scan) is a warning, and the image it recovers is returned.
+fn decode_with(d: &mut Handle, bytes: &[u8], max_pixels: usize) -> Result<(Mat, bool), String> {
+    let header = d.header(bytes)?;
     let (w, h) = (header.width, header.height);
     check_size(w, h, max_pixels)?;
-    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    let (format, channels) = if cmyk {
-        (PixelFormat::CMYK, 4)
-    } else {
-        (PixelFormat::BGR, 3)
-    };
+    if !super::jpeg_end::reaches_eoi(bytes) {
+        return Err(TRUNCATED_JPEG.into());
+    }
+    let channels = if header.cmyk { 4 } else { 3 };
     let mut pixels = vec![0u8; w * h * channels];
-    let image = Image {
-        pixels: pixels.as_mut_slice(),
-        width: w,
-        pitch: w * channels,
-        height: h,
-        format,
-    };
-    d.decompress(bytes, image)
-        .map_err(|e| format!("corrupt JPEG: {e}"))?;
-    if cmyk {
+    let warning = d.decode(bytes, &header, &mut pixels)?;
+    if let Some(w) = &warning {
+        tracing::debug!("JPEG decoded with libjpeg's warning `{w}` (OpenCV decodes it too)");
+    }
+    if header.cmyk {
         pixels = cmyk_to_bgr(&pixels);
     }
-    Ok(Mat::new(h, w, 3, pixels))
+    Ok((Mat::new(h, w, 3, pixels), warning.is_none()))
 }
 
 /// OpenCV's conversion for the (Adobe, inverted) CMYK JPEGs libjpeg hands back.

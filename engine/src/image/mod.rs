@@ -4,7 +4,9 @@
 #[cfg(feature = "opencv")]
 pub mod cv;
 mod decode;
+pub mod jpeg_end;
 mod resize;
+mod turbo;
 
 /// What the backends call: the pure-Rust kernels by default, OpenCV's with the `opencv` feature.
 /// Fallible throughout, since OpenCV's calls can fail where ours cannot.
@@ -30,7 +32,7 @@ pub mod active {
     }
 }
 
-pub use decode::{decode_bgr, DEFAULT_MAX_PIXELS};
+pub use decode::{decode_bgr, DEFAULT_MAX_PIXELS, TRUNCATED_JPEG};
 pub use resize::{resize_bilinear, resize_to_chw};
 
 use crate::item::{Mat, Tensor};

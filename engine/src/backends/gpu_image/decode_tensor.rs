@@ -101,6 +101,13 @@ impl Backend for DecodeTensor {
                     continue;
                 }
             };
+            // What OpenCV refuses the GPU path refuses too (nvJPEG decodes a file cut short,
+            // gray where the data ran out): the `or` node after it then answers the CPU
+            // path's error, as a CPU pipeline would.
+            if bytes.starts_with(&[0xFF, 0xD8]) && !crate::image::jpeg_end::reaches_eoi(&bytes) {
+                item.fail(crate::image::TRUNCATED_JPEG);
+                continue;
+            }
             let info = match decoder.info(&bytes) {
                 Ok(info) => info,
                 Err(e) => {
