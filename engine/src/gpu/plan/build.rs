@@ -764,7 +764,6 @@ impl<'a> Builder<'a> {
             }
             None => (x, weight),
         };
-        let kernel = [1, 1];
         let Some([c, _, _]) = self.values[input].chw() else {
             return Err(self.err(i, "expects a flat input"));
         };
@@ -779,23 +778,7 @@ impl<'a> Builder<'a> {
                 ),
             ));
         }
-        let conv = ConvStep {
-            name: self.label(i),
-            input,
-            residual: None,
-            output: 0,
-            cin,
-            cout,
-            kernel,
-            stride: [1, 1],
-            pad: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-            act: Unary::Identity,
-            act_p: [0.0, 0.0],
-            weight,
-            bias,
-        };
+        let conv = ConvStep::pointwise(self.label(i), input, cin, cout, weight, bias);
         // A dense layer's output is flat `[cout]`.
         let mut out = self.out(i)?;
         let mut conv = conv;
@@ -856,23 +839,7 @@ impl<'a> Builder<'a> {
                 weight[o * k + r] = b[r * p + o];
             }
         }
-        let conv = ConvStep {
-            name: self.label(i),
-            input,
-            residual: None,
-            output: 0,
-            cin: k,
-            cout: p,
-            kernel: [1, 1],
-            stride: [1, 1],
-            pad: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-            act: Unary::Identity,
-            act_p: [0.0, 0.0],
-            weight,
-            bias: vec![0.0; p],
-        };
+        let conv = ConvStep::pointwise(self.label(i), input, k, p, weight, vec![0.0; p]);
         (conv, rows)
     }
 

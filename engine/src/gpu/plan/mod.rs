@@ -102,6 +102,37 @@ pub struct ConvStep {
     pub bias: Vec<f32>,
 }
 
+impl ConvStep {
+    /// A 1×1 convolution (a dense layer or a product of rows), no residual or activation yet,
+    /// its output to be defined by the builder.
+    pub fn pointwise(
+        name: String,
+        input: usize,
+        cin: usize,
+        cout: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> ConvStep {
+        ConvStep {
+            name,
+            input,
+            residual: None,
+            output: 0,
+            cin,
+            cout,
+            kernel: [1, 1],
+            stride: [1, 1],
+            pad: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            act: Unary::Identity,
+            act_p: [0.0, 0.0],
+            weight,
+            bias,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
