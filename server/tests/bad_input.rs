@@ -234,3 +234,26 @@ fn check_config_says_ok_or_names_the_error_and_starts_nothing() {
     let e = server_fails(&["--check-config", "/no/such/file.toml"]);
     assert!(e.contains("/no/such/file.toml"), "{e}");
 }
+
+#[test]
+fn a_misspelt_key_in_the_seed_toml_stops_the_server_at_start_up() {
+    // The seed's TOML (configs/resnet50.toml, model on the CPU here) with the global
+    // `batching_timeout` misspelt, and with a misspelt backend key on its resize node.
+    let global = common::config_copy(
+        "resnet50.toml",
+        &[("batching_timeout = 5", "batching_timout = 5")],
+    );
+    let e = server_fails(&["--toml", global.to_str().unwrap()]);
+    assert!(
+        e.contains("global section, key `batching_timout`")
+            && e.contains("did you mean `batching_timeout`?"),
+        "{e}"
+    );
+    let node = common::config_copy("resnet50.toml", &[("resize_h = 224", "resize_hh = 224")]);
+    let e = server_fails(&["--toml", node.to_str().unwrap()]);
+    assert!(
+        e.contains("node [cpu_posdecoder], key `resize_hh` = \"224\"")
+            && e.contains("did you mean `resize_h`?"),
+        "{e}"
+    );
+}
