@@ -120,15 +120,15 @@ impl Baseline {
         let mut rgb = false;
         for step in &self.steps {
             value = match (step, value) {
-                (Step::Decode { max_pixels }, Value::Bytes(b)) => {
-                    Value::Mat(image::active::decode_bgr(&b, *max_pixels)?)
-                }
+                (Step::Decode { max_pixels }, Value::Bytes(b)) => Value::Mat(
+                    image::active::decode_bgr(&b, *max_pixels).map_err(|e| e.to_string())?,
+                ),
                 (Step::Resize { h, w }, Value::Mat(m)) => {
-                    Value::Mat(image::active::resize(&m, *h, *w)?)
+                    Value::Mat(image::active::resize(&m, *h, *w).map_err(|e| e.to_string())?)
                 }
                 (Step::Color { rgb: want }, Value::Mat(m)) => {
                     let m = if *want != rgb {
-                        image::active::swap_red_blue(m)?
+                        image::active::swap_red_blue(m).map_err(|e| e.to_string())?
                     } else {
                         m
                     };

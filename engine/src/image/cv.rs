@@ -1,6 +1,7 @@
 //! The same kernels through OpenCV (cargo feature `opencv`, Debian's libopencv-dev): for users
 //! who want OpenCV's code path bit for bit, and as the in-process reference in tests.
 
+use super::ImageError;
 use opencv::core::{Mat as CvMat, MatTraitConst, MatTraitConstManual, Size, Vector};
 use opencv::{imgcodecs, imgproc};
 
@@ -27,22 +28,31 @@ fn from_cv(mat: &CvMat) -> opencv::Result<Mat> {
 }
 
 /// `cv::imdecode(IMREAD_COLOR)`, with the same pixel limit checked from the header first.
-pub fn decode_bgr(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
+pub fn decode_bgr(bytes: &[u8], max_pixels: usize) -> Result<Mat, ImageError> {
     if bytes.is_empty() {
-        return Err("empty data: expected JPEG, PNG or BMP bytes".into());
+        return Err(ImageError::Empty);
     }
     // The pure-Rust header readers are cheap and refuse image bombs before OpenCV allocates.
     super::decode::check_header(bytes, max_pixels)?;
     let buf = Vector::<u8>::from_slice(bytes);
-    let mat = imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)
-        .map_err(|e| format!("OpenCV cannot decode the image: {e}"))?;
+    let mat =
+        imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR).map_err(|e| ImageError::OpenCv {
+            call: "imdecode",
+            reason: e.to_string(),
+        })?;
     if mat.empty() {
-        return Err("OpenCV cannot decode the image (corrupt or unsupported)".into());
+        return Err(ImageError::OpenCv {
+            call: "imdecode",
+            reason: "no image (corrupt or unsupported)".into(),
+        });
     }
-    from_cv(&mat).map_err(|e| e.to_string())
+    from_cv(&mat).map_err(|e| ImageError::OpenCv {
+        call: "imdecode",
+        reason: e.to_string(),
+    })
 }
 
-pub fn resize(src: &Mat, dst_h: usize, dst_w: usize) -> Result<Mat, String> {
+pub fn resize(src: &Mat, dst_h: usize, dst_w: usize) -> Result<Mat, ImageError> {
     let run = || -> opencv::Result<Mat> {
         let input = to_cv(src)?;
         let mut out = CvMat::default();
@@ -50,10 +60,13 @@ pub fn resize(src: &Mat, dst_h: usize, dst_w: usize) -> Result<Mat, String> {
         imgproc::resize(&input, &mut out, size, 0.0, 0.0, imgproc::INTER_LINEAR)?;
         from_cv(&out)
     };
-    run().map_err(|e| format!("OpenCV resize failed: {e}"))
+    run().map_err(|e| ImageError::OpenCv {
+        call: "resize",
+        reason: e.to_string(),
+    })
 }
 
-pub fn swap_red_blue(mat: Mat) -> Result<Mat, String> {
+pub fn swap_red_blue(mat: Mat) -> Result<Mat, ImageError> {
     if mat.channels != 3 {
         return Ok(mat);
     }
@@ -63,5 +76,8 @@ pub fn swap_red_blue(mat: Mat) -> Result<Mat, String> {
         imgproc::cvt_color_def(&input, &mut out, imgproc::COLOR_BGR2RGB)?;
         from_cv(&out)
     };
-    run().map_err(|e| format!("OpenCV cvtColor failed: {e}"))
+    run().map_err(|e| ImageError::OpenCv {
+        call: "cvtColor",
+        reason: e.to_string(),
+    })
 }

@@ -3,12 +3,9 @@ use std::io::Cursor;
 use std::cell::RefCell;
 
 use super::turbo::Handle;
+use super::ImageError;
 
 use crate::item::Mat;
-
-/// Why a JPEG cut short is refused, on the CPU and the GPU path alike.
-pub const TRUNCATED_JPEG: &str =
-    "truncated JPEG: the data ends before the image does (OpenCV refuses it too)";
 
 /// Images above this many pixels are refused before any pixel is decoded: 50 megapixels is a
 /// 150 MB BGR buffer, above any photo a classifier is sent, below what a 2-core box can spare.
@@ -17,25 +14,22 @@ pub const DEFAULT_MAX_PIXELS: usize = 50_000_000;
 
 /// Decodes JPEG, PNG or BMP bytes into HWC u8 BGR, like `cv2.imdecode(buf, cv2.IMREAD_COLOR)`:
 /// grayscale becomes 3 equal channels, alpha is dropped.
-pub fn decode_bgr(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
+pub fn decode_bgr(bytes: &[u8], max_pixels: usize) -> Result<Mat, ImageError> {
     match bytes {
-        [] => Err("empty data: expected JPEG, PNG or BMP bytes".into()),
+        [] => Err(ImageError::Empty),
         [0xFF, 0xD8, ..] => decode_jpeg(bytes, max_pixels),
         [0x89, b'P', b'N', b'G', ..] => decode_other(bytes, image::ImageFormat::Png, max_pixels),
         [b'B', b'M', ..] => decode_other(bytes, image::ImageFormat::Bmp, max_pixels),
         _ => {
             let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
-            Err(format!(
-                "not a JPEG, PNG or BMP image (first bytes {})",
-                head.join(" ")
-            ))
+            Err(ImageError::UnknownFormat(head.join(" ")))
         }
     }
 }
 
 /// Reads only the header and refuses what `decode_bgr` would refuse for its size.
 #[allow(dead_code)] // used by the OpenCV path
-pub(crate) fn check_header(bytes: &[u8], max_pixels: usize) -> Result<(), String> {
+pub(crate) fn check_header(bytes: &[u8], max_pixels: usize) -> Result<(), ImageError> {
     match bytes {
         [0xFF, 0xD8, ..] => {
             let header = Handle::new()?.header(bytes)?;
@@ -49,23 +43,35 @@ pub(crate) fn check_header(bytes: &[u8], max_pixels: usize) -> Result<(), String
     }
 }
 
-fn other_dims(bytes: &[u8], format: image::ImageFormat) -> Result<(usize, usize), String> {
-    let name = format!("{format:?}").to_uppercase();
+fn other_dims(bytes: &[u8], format: image::ImageFormat) -> Result<(usize, usize), ImageError> {
     image::ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map(|(w, h)| (w as usize, h as usize))
-        .map_err(|e| format!("corrupt {name}: {e}"))
+        .map_err(|e| corrupt(format, e))
 }
 
-fn check_size(width: usize, height: usize, max_pixels: usize) -> Result<(), String> {
+fn corrupt(format: image::ImageFormat, e: image::ImageError) -> ImageError {
+    ImageError::Corrupt {
+        format: if format == image::ImageFormat::Png {
+            "PNG"
+        } else {
+            "BMP"
+        },
+        reason: e.to_string(),
+    }
+}
+
+fn check_size(width: usize, height: usize, max_pixels: usize) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
-        return Err(format!("image has no pixels ({width}x{height})"));
+        return Err(ImageError::NoPixels { width, height });
     }
     match width.checked_mul(height) {
         Some(n) if n <= max_pixels => Ok(()),
-        _ => Err(format!(
-            "image of {width}x{height} pixels is above the limit of {max_pixels} pixels (max_pixels)"
-        )),
+        _ => Err(ImageError::TooLarge {
+            width,
+            height,
+            max_pixels,
+        }),
     }
 }
 
@@ -77,7 +83,7 @@ thread_local! {
 
 /// libjpeg-turbo (built from the turbojpeg-sys crate's bundled source), the decoder OpenCV
 /// itself uses: its integer IDCT and fancy upsampling make our pixels OpenCV's pixels.
-fn decode_jpeg(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
+fn decode_jpeg(bytes: &[u8], max_pixels: usize) -> Result<Mat, ImageError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let mut d = match slot.take() {
@@ -101,12 +107,12 @@ fn decode_jpeg(bytes: &[u8], max_pixels: usize) -> Result<Mat, String> {
 /// data ends before its end-of-image marker is refused (libjpeg would pad it with gray); damage
 /// libjpeg recovers from (extraneous bytes, an unknown marker or a bad Huffman code inside a
 /// scan) is a warning, and the image it recovers is returned.
-fn decode_with(d: &mut Handle, bytes: &[u8], max_pixels: usize) -> Result<(Mat, bool), String> {
+fn decode_with(d: &mut Handle, bytes: &[u8], max_pixels: usize) -> Result<(Mat, bool), ImageError> {
     let header = d.header(bytes)?;
     let (w, h) = (header.width, header.height);
     check_size(w, h, max_pixels)?;
     if !super::jpeg_end::reaches_eoi(bytes) {
-        return Err(TRUNCATED_JPEG.into());
+        return Err(ImageError::TruncatedJpeg);
     }
     let channels = if header.cmyk { 4 } else { 3 };
     let mut pixels = vec![0u8; w * h * channels];
@@ -135,17 +141,14 @@ fn decode_other(
     bytes: &[u8],
     format: image::ImageFormat,
     max_pixels: usize,
-) -> Result<Mat, String> {
-    let name = format!("{format:?}").to_uppercase();
+) -> Result<Mat, ImageError> {
     let (w, h) = other_dims(bytes, format)?;
     check_size(w, h, max_pixels)?;
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some((max_pixels as u64).saturating_mul(16));
     reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| format!("corrupt {name}: {e}"))?;
+    let img = reader.decode().map_err(|e| corrupt(format, e))?;
     let mut rgb = img.into_rgb8().into_raw();
     for px in rgb.chunks_exact_mut(3) {
         px.swap(0, 2);
@@ -159,10 +162,12 @@ mod tests {
 
     #[test]
     fn refuses_non_images_and_empty_data() {
-        assert!(decode_bgr(&[], 100).unwrap_err().contains("empty"));
-        let e = decode_bgr(b"GIF89a", 100).unwrap_err();
+        assert_eq!(decode_bgr(&[], 100).unwrap_err(), ImageError::Empty);
+        let e = decode_bgr(b"GIF89a", 100).unwrap_err().to_string();
         assert!(e.contains("not a JPEG, PNG or BMP"), "{e}");
-        let e = decode_bgr(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10], 100).unwrap_err();
+        let e = decode_bgr(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10], 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("corrupt JPEG"), "{e}");
     }
 
@@ -187,6 +192,14 @@ mod tests {
         assert_eq!((m.height, m.width, m.channels), (1, 2, 3));
         assert_eq!(m.data, [30, 20, 10, 60, 50, 40]);
         let e = decode_bgr(&png, 1).unwrap_err();
-        assert!(e.contains("above the limit"), "{e}");
+        assert_eq!(
+            e,
+            ImageError::TooLarge {
+                width: 2,
+                height: 1,
+                max_pixels: 1
+            }
+        );
+        assert!(e.to_string().contains("above the limit"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 #[cfg(feature = "opencv")]
 pub mod cv;
 mod decode;
+mod error;
 pub mod jpeg_end;
 mod resize;
 mod turbo;
@@ -21,18 +22,19 @@ pub mod active {
         src: &crate::item::Mat,
         dst_h: usize,
         dst_w: usize,
-    ) -> Result<crate::item::Mat, String> {
+    ) -> Result<crate::item::Mat, super::ImageError> {
         Ok(super::resize_bilinear(src, dst_h, dst_w))
     }
 
     #[cfg(not(feature = "opencv"))]
-    pub fn swap_red_blue(mut mat: crate::item::Mat) -> Result<crate::item::Mat, String> {
+    pub fn swap_red_blue(mut mat: crate::item::Mat) -> Result<crate::item::Mat, super::ImageError> {
         super::swap_red_blue(&mut mat);
         Ok(mat)
     }
 }
 
-pub use decode::{decode_bgr, DEFAULT_MAX_PIXELS, TRUNCATED_JPEG};
+pub use decode::{decode_bgr, DEFAULT_MAX_PIXELS};
+pub use error::ImageError;
 pub use resize::{resize_bilinear, resize_to_chw};
 
 use crate::item::{Mat, Tensor};

@@ -6,6 +6,8 @@ use std::ffi::CStr;
 
 use turbojpeg_sys as tj;
 
+use super::ImageError;
+
 pub(super) struct Header {
     pub width: usize,
     pub height: usize,
@@ -17,11 +19,11 @@ pub(super) struct Header {
 pub(super) struct Handle(tj::tjhandle);
 
 impl Handle {
-    pub fn new() -> Result<Handle, String> {
+    pub fn new() -> Result<Handle, ImageError> {
         // SAFETY: no preconditions; a null handle is checked.
         let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as libc::c_int) };
         if h.is_null() {
-            return Err("cannot start the JPEG decoder".into());
+            return Err(ImageError::DecoderStart);
         }
         Ok(Handle(h))
     }
@@ -37,14 +39,14 @@ impl Handle {
         (code == tj::TJERR_TJERR_WARNING as libc::c_int, msg)
     }
 
-    pub fn header(&mut self, bytes: &[u8]) -> Result<Header, String> {
+    pub fn header(&mut self, bytes: &[u8]) -> Result<Header, ImageError> {
         // SAFETY: `bytes` is readable for its length.
         let r =
             unsafe { tj::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as tj::size_t) };
         // A warning (extraneous bytes before a marker of the header) still reads it.
         if r != 0 {
             if let (false, e) = self.last() {
-                return Err(format!("corrupt JPEG: {e}"));
+                return Err(corrupt(e));
             }
         }
         // SAFETY: a live handle that has just read a header.
@@ -61,7 +63,7 @@ impl Handle {
                 cmyk: cs == tj::TJCS_TJCS_CMYK as libc::c_int
                     || cs == tj::TJCS_TJCS_YCCK as libc::c_int,
             }),
-            _ => Err(format!("corrupt JPEG: a header of {w}x{h} pixels")),
+            _ => Err(corrupt(format!("a header of {w}x{h} pixels"))),
         }
     }
 
@@ -72,23 +74,22 @@ impl Handle {
         bytes: &[u8],
         h: &Header,
         out: &mut [u8],
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, ImageError> {
         let (format, channels) = if h.cmyk {
             (tj::TJPF_TJPF_CMYK, 4)
         } else {
             (tj::TJPF_TJPF_BGR, 3)
         };
         let pitch = h.width * channels;
+        let too_large = || ImageError::TooLarge {
+            width: h.width,
+            height: h.height,
+            max_pixels: out.len() / channels,
+        };
         if out.len() < pitch * h.height {
-            return Err(format!(
-                "a {}x{} image needs {} bytes, the buffer has {}",
-                h.width,
-                h.height,
-                pitch * h.height,
-                out.len()
-            ));
+            return Err(too_large());
         }
-        let pitch = libc::c_int::try_from(pitch).map_err(|_| "image too wide".to_string())?;
+        let pitch = libc::c_int::try_from(pitch).map_err(|_| too_large())?;
         // SAFETY: `bytes` is readable for its length; `out` holds height rows of `pitch` bytes
         // (checked above) for the unscaled image of this header, all tj3Decompress8 writes.
         let r = unsafe {
@@ -106,8 +107,15 @@ impl Handle {
         }
         match self.last() {
             (true, warning) => Ok(Some(warning)),
-            (false, e) => Err(format!("corrupt JPEG: {e}")),
+            (false, e) => Err(corrupt(e)),
         }
+    }
+}
+
+fn corrupt(reason: String) -> ImageError {
+    ImageError::Corrupt {
+        format: "JPEG",
+        reason,
     }
 }
 

@@ -84,7 +84,8 @@ fn backend(toml: &str) -> Result<Box<dyn Backend>> {
 /// The CPU path: decode (BGR), resize, to RGB: HWC u8.
 fn cpu_rgb(bytes: &[u8], size: usize) -> std::result::Result<Vec<u8>, String> {
     use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, DEFAULT_MAX_PIXELS};
-    let mut m = resize_bilinear(&decode_bgr(bytes, DEFAULT_MAX_PIXELS)?, size, size);
+    let decoded = decode_bgr(bytes, DEFAULT_MAX_PIXELS).map_err(|e| e.to_string())?;
+    let mut m = resize_bilinear(&decoded, size, size);
     swap_red_blue(&mut m);
     Ok(m.data)
 }

@@ -105,7 +105,7 @@ impl Backend for DecodeTensor {
             // gray where the data ran out): the `or` node after it then answers the CPU
             // path's error, as a CPU pipeline would.
             if bytes.starts_with(&[0xFF, 0xD8]) && !crate::image::jpeg_end::reaches_eoi(&bytes) {
-                item.fail(crate::image::TRUNCATED_JPEG);
+                item.fail(crate::image::ImageError::TruncatedJpeg.to_string());
                 continue;
             }
             let info = match decoder.info(&bytes) {

@@ -30,7 +30,9 @@ impl Backend for DecodeMat {
     fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
         for item in batch {
             let decoded = match &item.data {
-                Value::Bytes(bytes) => image::active::decode_bgr(bytes, self.max_pixels),
+                Value::Bytes(bytes) => {
+                    image::active::decode_bgr(bytes, self.max_pixels).map_err(|e| e.to_string())
+                }
                 other => Err(format!(
                     "DecodeMat expects encoded bytes as data, got {}",
                     other.kind()

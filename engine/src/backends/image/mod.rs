@@ -45,7 +45,7 @@ pub fn register(r: &mut Registry) {
 fn for_each_mat(
     batch: &mut [Item],
     backend: &str,
-    mut f: impl FnMut(Mat, &mut Item) -> Result<Value, String>,
+    mut f: impl FnMut(Mat, &mut Item) -> Result<Value, crate::image::ImageError>,
 ) {
     for item in batch {
         match std::mem::take(&mut item.data) {
