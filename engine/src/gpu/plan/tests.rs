@@ -209,11 +209,11 @@ impl G {
 /// channels-last plan.
 fn check(g: &G, y: &str, tol: f64) -> Plan {
     let model = g.model(y);
-    let dir = std::env::temp_dir().join(format!(
-        "tp-plan-{}-{y}-{}",
-        std::process::id(),
-        g.nodes.len()
-    ));
+    // One folder per call: tests run in parallel threads of one process, and two graphs may
+    // share an output name and a node count (a shared folder was removed under the other).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tp-plan-{}-{y}-{n}", std::process::id()));
     let path = dir.join("m.onnx");
     modelgen::write(&model, &path).unwrap();
     let plan = compare(&model, &path, [g.c, g.h, g.w], 2, tol);
