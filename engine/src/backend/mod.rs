@@ -216,22 +216,20 @@ impl Registry {
             }
         }
         for node in &config.nodes {
-            let mut allowed: Vec<&str> = scheduling.clone().collect();
-            self.keys_of(&node.backend, &mut allowed);
-            allowed.sort_unstable();
-            allowed.dedup();
+            let mut backend_keys: Vec<&str> = Vec::new();
+            self.keys_of(&node.backend, &mut backend_keys);
+            let is_scheduling = |k: &str| keys::SCHEDULING.iter().any(|s| s.name == k);
+            backend_keys.retain(|k| !is_scheduling(k));
+            backend_keys.sort_unstable();
+            backend_keys.dedup();
             for key in &node.own_keys {
-                if allowed.contains(&key.as_str()) {
+                if is_scheduling(key) || backend_keys.contains(&key.as_str()) {
                     continue;
                 }
-                let hint = crate::config::suggest::did_you_mean(key, allowed.iter().copied())
+                let candidates = scheduling.clone().chain(backend_keys.iter().copied());
+                let hint = crate::config::suggest::did_you_mean(key, candidates)
                     .map(|s| format!("did you mean `{s}`? "))
                     .unwrap_or_default();
-                let backend_keys: Vec<&str> = allowed
-                    .iter()
-                    .copied()
-                    .filter(|k| !keys::SCHEDULING.iter().any(|s| s.name == *k))
-                    .collect();
                 let theirs = if backend_keys.is_empty() {
                     "none".to_string()
                 } else {
@@ -243,11 +241,7 @@ impl Registry {
                     format!(
                         "a key this node reads: {hint}its backends' keys: {theirs}; the \
                          scheduling keys: {}",
-                        keys::SCHEDULING
-                            .iter()
-                            .map(|k| k.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        scheduling.clone().collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }

@@ -239,6 +239,31 @@ struct Hardware {
     stream: Stream,
 }
 
+impl Hardware {
+    /// The batched decode state for batches of `n`, made and initialised on first use.
+    fn state(&mut self, api: &Api, n: usize, format: c_int) -> Result<State> {
+        if let Some(&s) = self.by_size.get(&n) {
+            return Ok(s);
+        }
+        let handle = self.session.handle;
+        let mut s = std::ptr::null_mut();
+        // SAFETY: a live handle; the state is destroyed with the decoder (or here, when its
+        // initialisation fails).
+        unsafe {
+            check((api.state_create)(handle, &mut s), "nvjpegJpegStateCreate")?;
+            if let Err(e) = check(
+                (api.batched_init)(handle, s, n as c_int, 1, format),
+                "nvjpegDecodeBatchedInitialize",
+            ) {
+                (api.state_destroy)(s);
+                return Err(e);
+            }
+        }
+        self.by_size.insert(n, s);
+        Ok(s)
+    }
+}
+
 impl Drop for Hardware {
     fn drop(&mut self) {
         let api = self.session.api;
@@ -319,25 +344,7 @@ impl Decoder {
             return Ok(());
         };
         for n in 1..=max {
-            if hw.by_size.contains_key(&n) {
-                continue;
-            }
-            let mut s = std::ptr::null_mut();
-            // SAFETY: a live handle; the state is destroyed with the decoder (or below).
-            unsafe {
-                check(
-                    (api.state_create)(hw.session.handle, &mut s),
-                    "nvjpegJpegStateCreate",
-                )?;
-                if let Err(e) = check(
-                    (api.batched_init)(hw.session.handle, s, n as c_int, 1, format),
-                    "nvjpegDecodeBatchedInitialize",
-                ) {
-                    (api.state_destroy)(s);
-                    return Err(e);
-                }
-            }
-            hw.by_size.insert(n, s);
+            hw.state(api, n, format)?;
         }
         Ok(())
     }
@@ -468,22 +475,7 @@ impl Decoder {
             .ok_or_else(|| GpuError::Plan("no hardware decoder".into()))?;
         let n = which.len();
         let handle = hw.session.handle;
-        let state = match hw.by_size.get(&n) {
-            Some(&s) => s,
-            None => {
-                let mut s = std::ptr::null_mut();
-                check((api.state_create)(handle, &mut s), "nvjpegJpegStateCreate")?;
-                if let Err(e) = check(
-                    (api.batched_init)(handle, s, n as c_int, 1, format),
-                    "nvjpegDecodeBatchedInitialize",
-                ) {
-                    (api.state_destroy)(s);
-                    return Err(e);
-                }
-                hw.by_size.insert(n, s);
-                s
-            }
-        };
+        let state = hw.state(api, n, format)?;
         let data: Vec<*const u8> = which.iter().map(|&i| jobs[i].0.as_ptr()).collect();
         let lengths: Vec<usize> = which.iter().map(|&i| jobs[i].0.len()).collect();
         let mut images: Vec<Image> = which

@@ -155,7 +155,7 @@ mod tests {
             decide(1, MS, 5 * MS, 3, &profiles, &[false, false, true]),
             Decision::WaitFor(4 * MS)
         );
-        // Two idle instances, but only one whose range takes 6: that one waits to fill.
+        // Two idle instances, but only one whose range takes 5: that one waits to fill.
         let buckets = [p(1, 4), p(5, 8), p(1, 4)];
         assert_eq!(
             decide(5, MS, 5 * MS, 2, &buckets, &[true, true, true]),

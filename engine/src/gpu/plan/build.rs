@@ -559,19 +559,11 @@ impl<'a> Builder<'a> {
             }
         }
         let shape = self.conv_shape(&conv).map_err(|e| self.err(i, e))?;
-        if let Some(add) = self.sole_consumer(&out, "Add") {
-            let node = &self.nodes[add];
-            let other = node.input.iter().find(|n| **n != out).cloned();
-            if let (Some(other), 2) = (other, node.input.len()) {
-                if let Some(&id) = self.value_of.get(&other) {
-                    if self.values[id].dims == shape {
-                        let id = self.with_layout(id, true);
-                        conv.residual = Some(id);
-                        self.done[add] = true;
-                        out = self.out(add)?;
-                    }
-                }
-            }
+        if let Some((add, id)) = self.residual_add(&out, &shape) {
+            let id = self.with_layout(id, true);
+            conv.residual = Some(id);
+            self.done[add] = true;
+            out = self.out(add)?;
         }
         let out = self.fuse_act(out, &mut conv)?;
         conv.output = self.define(&out, shape, true);
@@ -791,28 +783,40 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// The Add of a constant `[cout]` that alone reads a product's output, as its bias.
-    fn absorb_bias(&mut self, out: String, conv: &mut ConvStep) -> R<String> {
-        let Some(add) = self.sole_consumer(&out, "Add") else {
-            return Ok(out);
-        };
-        let a = &self.nodes[add];
-        let Some(bn) = a.input.iter().find(|n| **n != out) else {
-            return Ok(out);
-        };
-        let Some(f) = self.folded.get(bn) else {
-            return Ok(out);
-        };
-        // `[cout]` or `[1, …, cout]`: along the output's last dim.
+    /// The Add of a constant `[cout]` (or `[1, …, cout]`: along the last dim) that alone reads
+    /// a product's output `out`: the Add's node and the bias.
+    fn bias_add(&self, out: &str, cout: usize) -> Option<(usize, Vec<f32>)> {
+        let add = self.sole_consumer(out, "Add")?;
+        let bn = self.nodes[add].input.iter().find(|n| n.as_str() != out)?;
+        let f = self.folded.get(bn)?;
         let along_last = f.dims().iter().rev().skip(1).all(|&d| d == 1);
-        match f.floats().ok() {
-            Some(b) if along_last && b.len() == conv.cout => {
+        let b = f.floats().ok()?;
+        (along_last && b.len() == cout).then_some((add, b))
+    }
+
+    /// `bias_add`, taken into `conv`: the name its output now defines.
+    fn absorb_bias(&mut self, out: String, conv: &mut ConvStep) -> R<String> {
+        match self.bias_add(&out, conv.cout) {
+            Some((add, b)) => {
                 conv.bias = b;
                 self.done[add] = true;
                 self.out(add)
             }
-            _ => Ok(out),
+            None => Ok(out),
         }
+    }
+
+    /// The Add that alone reads `out` with another value of `dims` (a residual branch): the
+    /// Add's node and that value.
+    fn residual_add(&self, out: &str, dims: &[usize]) -> Option<(usize, usize)> {
+        let add = self.sole_consumer(out, "Add")?;
+        let node = &self.nodes[add];
+        if node.input.len() != 2 {
+            return None;
+        }
+        let other = node.input.iter().find(|n| n.as_str() != out)?;
+        let id = *self.value_of.get(other)?;
+        (self.values[id].dims == dims).then_some((add, id))
     }
 
     /// A product of row-major rows `x` (`[..., K]`) by a constant `[K, P]` (`b`, row-major)
@@ -833,12 +837,7 @@ impl<'a> Builder<'a> {
         let rows = self.values[x].len() / k.max(1);
         let name = format!("{}#rows", self.values.len());
         let input = self.alias(&name, x, vec![k, rows, 1], true);
-        let mut weight = vec![0.0; p * k];
-        for r in 0..k {
-            for o in 0..p {
-                weight[o * k + r] = b[r * p + o];
-            }
-        }
+        let weight = oihw_of_kp(b, k, p);
         let conv = ConvStep::pointwise(self.label(i), input, k, p, weight, vec![0.0; p]);
         (conv, rows)
     }
@@ -871,20 +870,13 @@ impl<'a> Builder<'a> {
         if let Some(last) = out_dims.last_mut() {
             *last = p;
         }
-        if let Some(add) = self.sole_consumer(&out, "Add") {
-            let node = &self.nodes[add];
-            let other = node.input.iter().find(|n| **n != out).cloned();
-            let id = other.and_then(|o| self.value_of.get(&o).copied());
-            if let (Some(id), 2) = (id, node.input.len()) {
-                if self.values[id].dims == out_dims {
-                    let id = self.materialise(id);
-                    let id = self.row_major(id);
-                    let name = format!("{}#rows", self.values.len());
-                    conv.residual = Some(self.alias(&name, id, vec![p, rows, 1], true));
-                    self.done[add] = true;
-                    out = self.out(add)?;
-                }
-            }
+        if let Some((add, id)) = self.residual_add(&out, &out_dims) {
+            let id = self.materialise(id);
+            let id = self.row_major(id);
+            let name = format!("{}#rows", self.values.len());
+            conv.residual = Some(self.alias(&name, id, vec![p, rows, 1], true));
+            self.done[add] = true;
+            out = self.out(add)?;
         }
         let out = self.fuse_act(out, &mut conv)?;
         let y = self.push_rows_conv(conv, rows, out_dims);
@@ -943,13 +935,7 @@ impl<'a> Builder<'a> {
             b,
             bias,
         } = self.gemm_operands(i)?;
-        // The convolution's OIHW weights: `B` transposed.
-        let mut weight = vec![0.0; cout * cin];
-        for o in 0..cout {
-            for k in 0..cin {
-                weight[o * cin + k] = b[k * cout + o];
-            }
-        }
+        let weight = oihw_of_kp(&b, cin, cout);
         self.dense(i, x, weight, bias.unwrap_or_else(|| vec![0.0; cout]), cout)
     }
 
@@ -958,13 +944,7 @@ impl<'a> Builder<'a> {
         let b = self.operand(i, 1)?;
         if let Operand::Const(c) = b {
             if let (&[cin, cout], true) = (self.consts[c].dims.as_slice(), self.is_flat(x)) {
-                let w = &self.consts[c].data;
-                let mut weight = vec![0.0; cout * cin];
-                for k in 0..cin {
-                    for o in 0..cout {
-                        weight[o * cin + k] = w[k * cout + o];
-                    }
-                }
+                let weight = oihw_of_kp(&self.consts[c].data, cin, cout);
                 return self.dense(i, x, weight, vec![0.0; cout], cout);
             }
             let rows_of_k = self.values[x].dims.len() >= 2
@@ -1680,6 +1660,18 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+}
+
+/// A product's `[K, P]` right operand (row-major) as the OIHW weights `[P, K, 1, 1]` of the
+/// 1×1 convolution computing it.
+fn oihw_of_kp(b: &[f32], k: usize, p: usize) -> Vec<f32> {
+    let mut weight = vec![0.0; p * k];
+    for r in 0..k {
+        for o in 0..p {
+            weight[o * k + r] = b[r * p + o];
+        }
+    }
+    weight
 }
 
 /// The step writing `v` when step `reader` is its only reader, `v` owns its memory, no other

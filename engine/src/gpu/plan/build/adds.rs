@@ -52,7 +52,7 @@ fn find(plan: &Plan) -> Option<(usize, usize, Operand)> {
 }
 
 /// An Add of two operands over its whole output, nothing moved.
-pub(super) fn whole_add(m: &MapStep) -> bool {
+fn whole_add(m: &MapStep) -> bool {
     m.binary == Binary::Add
         && m.c.is_none()
         && m.perm_a.is_none()
@@ -60,8 +60,9 @@ pub(super) fn whole_add(m: &MapStep) -> bool {
         && m.region.is_none()
 }
 
-/// Whether operand `x` holds its value already when step `p` runs.
-fn ready(plan: &Plan, x: Operand, p: usize) -> bool {
+/// Whether operand `x` holds its value already when step `p` runs: no step from `p` on
+/// writes its memory (under any of its names).
+pub(super) fn ready(plan: &Plan, x: Operand, p: usize) -> bool {
     match x {
         Operand::Const(_) => true,
         Operand::Value(x) => {
@@ -69,7 +70,7 @@ fn ready(plan: &Plan, x: Operand, p: usize) -> bool {
             plan.steps
                 .iter()
                 .enumerate()
-                .all(|(i, s)| i < p || (s.output() != x && s.output() != root))
+                .all(|(i, s)| i < p || plan.values[s.output()].storage != root)
         }
     }
 }

@@ -252,13 +252,7 @@ impl<'a> Builder<'a> {
                 };
                 let data = self.consts[b].data.clone();
                 // The bias Add after the product, into the convolution when it is one.
-                let bias = self.sole_consumer(&out, "Add").and_then(|add| {
-                    let other = self.nodes[add].input.iter().find(|n| **n != out)?;
-                    let f = self.folded.get(other)?;
-                    let along_last = f.dims().iter().rev().skip(1).all(|&d| d == 1);
-                    let b = f.floats().ok()?;
-                    (self.rows_as_conv() && along_last && b.len() == p).then_some((add, b))
-                });
+                let bias = self.bias_add(&out, p).filter(|_| self.rows_as_conv());
                 let y = self.moved_product(i, m, k, p, data, bias.as_ref().map(|b| b.1.clone()))?;
                 match bias {
                     Some((add, _)) => {

@@ -8,8 +8,8 @@
 //!
 //! The convolution then writes where the step wrote: one pass over memory fewer each.
 
-use super::super::{Binary, MapStep, Operand, Plan, Step, Unary, Value};
-use super::adds::whole_add;
+use super::super::{Binary, Operand, Plan, Step, Unary, Value};
+use super::adds::ready;
 
 pub(in crate::gpu::plan) fn fold_conv_tails(plan: &mut Plan) {
     while let Some(t) = find(plan) {
@@ -61,10 +61,8 @@ struct Tail {
 fn find(plan: &Plan) -> Option<Tail> {
     for (q, step) in plan.steps.iter().enumerate() {
         let Step::Map(m) = step else { continue };
-        if !(whole_add(&MapStep {
-            c: None,
-            ..m.clone()
-        }) || m.binary == Binary::Mul)
+        // Over the whole output, nothing moved (an Add with a third operand is refused below).
+        if !matches!(m.binary, Binary::Add | Binary::Mul)
             || m.unary != Unary::Identity
             || m.perm_a.is_some()
             || m.a_slice.is_some()
@@ -145,13 +143,7 @@ fn conv_of(plan: &Plan, q: usize, out: usize, v: usize, x: Option<usize>) -> Opt
         .iter()
         .filter(|s| s.inputs().iter().any(|&w| vals[w].storage == root))
         .count();
-    let x_ready = x.is_none_or(|x| {
-        let x_root = vals[x].storage;
-        plan.steps
-            .iter()
-            .enumerate()
-            .all(|(i, s)| i < p || vals[s.output()].storage != x_root)
-    });
+    let x_ready = x.is_none_or(|x| ready(plan, Operand::Value(x), p));
     (readers == 1 && x_ready).then_some(p)
 }
 
