@@ -13,7 +13,8 @@ Random weights need one adjustment to be a fair fp16 test: with BatchNorm's init
 (mnasnet's reach 1e-6, below fp16's normal range) or grow past it (resnet101), so fp16 output
 is noise in any engine. So BatchNorm statistics are calibrated first, as training would leave
 them: running mean/variance over 4 batches of 16 random images (train mode, cumulative
-average). Where PyTorch's fp16 output is still not finite, conv/linear weights are halved until
+average), on the CPU so that every call exports the same weights (cuDNN's training kernels
+are not deterministic, and regnet_y_400mf's fp16 error moved 3× between two calls' weights). Where PyTorch's fp16 output is still not finite, conv/linear weights are halved until
 it is (at most 8 times). The adjusted model is what gets exported; the JSON says what was done
 and how far PyTorch's own fp16 output is from its fp32 output.
 Writes OUTDIR/<model>.torch.json, and the adjusted weights as OUTDIR/<model>.pt for
@@ -53,12 +54,12 @@ def calibrate(net, dev):
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
-    net.train()
-    gen = torch.Generator(device=dev).manual_seed(1)
+    net.cpu().train()
+    gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _ in range(4):
-            net(torch.randn(16, 3, 224, 224, device=dev, generator=gen))
-    net.eval()
+            net(torch.randn(16, 3, 224, 224, generator=gen))
+    net.eval().to(dev)
     return True
 
 

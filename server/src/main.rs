@@ -75,7 +75,8 @@ struct Args {
     /// infer_batch calls served at once, server-wide; more are answered with an overload error
     #[arg(long, default_value_t = 4096)]
     max_in_flight: u64,
-    /// Serve Prometheus text on /metrics and /health/live, /health/ready on this port
+    /// Serve Prometheus metrics on /metrics (the text format, or OpenMetrics for a scraper that
+    /// asks for it) and /health/live, /health/ready on this port
     #[arg(long)]
     metrics_port: Option<u16>,
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, PushKernelArg};
+use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, LaunchConfig, PushKernelArg};
 use prost::Message;
 
 use super::blas::Blas;
@@ -24,7 +24,7 @@ use super::kernels::{self, KView, Kernels};
 use super::plan::view::{
     self, ConcatLaunch, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch,
 };
-use super::plan::{self, ConvStep, Operand, Plan, RowKind, Step};
+use super::plan::{self, AttentionStep, ConvStep, HeadView, Operand, Plan, RowKind, Step};
 use super::pooling::CudnnPool;
 use super::precision::Precision;
 use crate::backends::model::Input;
@@ -376,6 +376,7 @@ enum StepDescs {
     Pool(PoolLaunch),
     MatMul(MatMulLaunch),
     Concat(ConcatLaunch),
+    Attention,
 }
 
 pub struct GpuInstance {
@@ -415,7 +416,11 @@ impl GpuInstance {
         let stream = ctx.new_stream().call("cuStreamCreate")?;
         let dnn = Dnn::new(&stream)?;
         let p = &model.plan;
-        let blas = if p.steps.iter().any(|s| matches!(s, Step::MatMul(_))) {
+        let mut on_blas = false;
+        for b in min..=max {
+            on_blas |= model.algos(b)?.iter().any(|a| a.mode == Mode::Blas);
+        }
+        let blas = if on_blas || p.steps.iter().any(|s| matches!(s, Step::MatMul(_))) {
             Some(Blas::new(&stream)?)
         } else {
             None
@@ -532,6 +537,12 @@ impl GpuInstance {
                 Step::Concat(s) => {
                     StepDescs::Concat(view::concat(plan, s, n, m.precision.bytes()).map_err(bad)?)
                 }
+                Step::Attention(_) if m.precision != Precision::Fp16 => {
+                    return Err(GpuError::Plan(
+                        "a fused attention step in an fp32 plan (only fp16 plans fuse)".into(),
+                    ))
+                }
+                Step::Attention(_) => StepDescs::Attention,
             });
         }
         Ok(out)
@@ -565,6 +576,7 @@ impl GpuInstance {
             y_len: ys.iter().product::<usize>() * n,
             y_hw: ys[1] * ys[2],
             views: Some(conv_views(&m.plan, c, n)?),
+            blas: self.blas.as_ref(),
         })
     }
 
@@ -577,6 +589,51 @@ impl GpuInstance {
             Operand::Value(v) => self.ptr(v),
             Operand::Const(c) => self.model.consts[c].ptr,
         }
+    }
+
+    /// Enqueues a fused attention step for `n` items: one block per 64 query rows of each
+    /// item's head.
+    fn attention(&self, a: &AttentionStep, n: usize) -> Result<()> {
+        let k = &self.model.kernels;
+        let f = plan::HEAD_DIMS
+            .iter()
+            .position(|&d| d == a.d)
+            .and_then(|i| k.attention.get(i))
+            .ok_or_else(|| GpuError::Plan(format!("no attention kernel for heads of {}", a.d)))?;
+        let heads = |h: &HeadView| kernels::KHeads {
+            offset: h.offset,
+            batch: h.batch,
+            head: h.head,
+            row: h.row,
+        };
+        let (q, kk, v, o) = (heads(&a.q), heads(&a.k), heads(&a.v), heads(&a.o));
+        let (pq, pk, pv, po) = (
+            self.ptr(a.q.value),
+            self.ptr(a.k.value),
+            self.ptr(a.v.value),
+            self.ptr(a.o.value),
+        );
+        let (lq, lk) = (a.lq as i32, a.lk as i32);
+        // The kernel takes exponents base 2.
+        let scale = a.alpha * std::f32::consts::LOG2_E;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&pq).arg(&pk).arg(&pv).arg(&po);
+        b.arg(&q).arg(&kk).arg(&v).arg(&o);
+        b.arg(&lq).arg(&lk).arg(&scale);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                a.lq.div_ceil(kernels::ATTENTION_ROWS) as u32,
+                a.heads as u32,
+                n as u32,
+            ),
+            block_dim: (kernels::ATTENTION_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument types match `attention_d*`; the views address `n` items of
+        // `heads × rows × d` inside the buffers the plan sized (build/attention.rs derived
+        // them from the copies it replaced), 16-byte aligned as the kernel loads them.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel")?;
+        Ok(())
     }
 
     fn kernel<'k>(&self, pair: &'k kernels::Pair) -> &'k cudarc::driver::CudaFunction {
@@ -775,6 +832,7 @@ impl GpuInstance {
                     unsafe { b.launch(kernels::launch_1d(units as usize)) }
                         .call("cuLaunchKernel")?;
                 }
+                (Step::Attention(a), StepDescs::Attention) => self.attention(a, n)?,
                 _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
             }
         }

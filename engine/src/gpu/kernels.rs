@@ -1,6 +1,7 @@
 //! The engine's own kernels (kernels.cu), compiled at start-up by NVRTC (or taken from
 //! `model::cache`): the input conversion, the convolution epilogue, and the strided
-//! elementwise, reduction, row (softmax, layer norm) and pooling kernels.
+//! elementwise, reduction, row (softmax, layer norm) and pooling kernels, and the fused
+//! attention (attention.cu, appended: it uses kernels.cu's conversions).
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use super::cuda::{Call, GpuError, Result};
 
-pub(crate) const SOURCE: &str = include_str!("kernels.cu");
+pub(crate) const SOURCE: &str = concat!(include_str!("kernels.cu"), include_str!("attention.cu"));
 
 /// A kernel in its fp16 and fp32 forms.
 pub struct Pair {
@@ -34,7 +35,26 @@ pub struct Kernels {
     pub concat: Pair,
     /// `concat` in 16-byte units.
     pub concat_chunk: Pair,
+    /// fp16 only, one per head size of `plan::HEAD_DIMS`, in that order.
+    pub attention: Vec<CudaFunction>,
 }
+
+/// The fused attention's arguments per operand (attention.cu's `struct Heads`), by value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct KHeads {
+    pub offset: i64,
+    pub batch: i64,
+    pub head: i64,
+    pub row: i64,
+}
+
+// SAFETY: #[repr(C)] of four i64, laid out exactly as attention.cu's `struct Heads`.
+unsafe impl cudarc::driver::DeviceRepr for KHeads {}
+
+/// attention.cu's block: four warps of 16 query rows each.
+pub(crate) const ATTENTION_ROWS: usize = 64;
+pub(crate) const ATTENTION_THREADS: u32 = 128;
 
 /// A strided view as the kernels take it, by value.
 #[repr(transparent)]
@@ -137,5 +157,13 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
         depthwise_nhwc: pair("depthwise_nhwc")?,
         concat: pair("concat")?,
         concat_chunk: pair("concat_chunk")?,
+        attention: crate::gpu::plan::HEAD_DIMS
+            .iter()
+            .map(|d| {
+                module
+                    .load_function(&format!("attention_d{d}"))
+                    .call("cuModuleGetFunction")
+            })
+            .collect::<Result<_>>()?,
     })
 }

@@ -36,6 +36,53 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An HTTP response as the tests look at it.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// One HTTP/1.0 GET to 127.0.0.1: the server closes the connection after the reply and sends
+/// no chunked body, so reading to the end is the whole reply (Prometheus' Go server and hyper
+/// alike).
+pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> HttpReply {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    for (k, v) in headers {
+        request += &format!("{k}: {v}\r\n");
+    }
+    s.write_all(format!("{request}\r\n").as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {raw:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    HttpReply {
+        status,
+        content_type,
+        body: body.to_string(),
+    }
+}
+
 pub struct Server {
     pub child: Child,
     pub port: u16,

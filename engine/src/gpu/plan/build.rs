@@ -5,6 +5,8 @@
 //! the map's memory; Transposes between NCHW and NHWC that the storage already has move nothing.
 
 mod adds;
+mod attention;
+pub use attention::HEAD_DIMS;
 mod moved;
 mod products;
 mod residuals;
@@ -1880,5 +1882,6 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
     products::fold_into_products(&mut plan);
     residuals::fold_conv_tails(&mut plan);
     adds::fold_adds(&mut plan);
+    attention::fuse_attention(&mut plan);
     Ok(plan)
 }

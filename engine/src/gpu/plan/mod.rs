@@ -20,17 +20,23 @@ mod fold;
 pub mod view;
 
 #[cfg(test)]
+mod attention_kernel_tests;
+#[cfg(test)]
 mod conv_kernel_tests;
 #[cfg(test)]
 mod host_kernels;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
+mod row_kernel_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warp_emulator;
 
 use std::collections::HashSet;
 
-pub use build::build;
+pub use build::{build, HEAD_DIMS};
 pub use fold::Const;
 
 /// Per-item logical dims of a value (ONNX order, the batch dimension excluded).
@@ -293,6 +299,36 @@ pub struct ConcatStep {
 /// The most parts one ConcatStep copies (kernels.cu's CAT_MAX).
 pub const CONCAT_MAX_PARTS: usize = 32;
 
+/// Where element `(n, h, i, j)` of a `[N, heads, rows, d]` operand of an attention step is:
+/// `offset + n·batch + h·head + i·row + j` elements into `value`'s memory (its storage's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadView {
+    pub value: usize,
+    pub offset: i64,
+    pub batch: i64,
+    pub head: i64,
+    pub row: i64,
+}
+
+/// `o = softmax(alpha · q · kᵀ) · v` for every item and head in one step, the scores never in
+/// memory (fp16 plans: `gpu/attention.cu`). Fused from the product, Softmax and product the
+/// builder makes of an attention, reading q, k and v where the copies before it read them and
+/// writing where the copy after it wrote (`build/attention.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionStep {
+    pub q: HeadView,
+    pub k: HeadView,
+    pub v: HeadView,
+    /// `o`; its value is the step's output.
+    pub o: HeadView,
+    pub heads: usize,
+    /// Query rows, key rows, and values per row.
+    pub lq: usize,
+    pub lk: usize,
+    pub d: usize,
+    pub alpha: f32,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     Conv(ConvStep),
@@ -302,6 +338,7 @@ pub enum Step {
     Row(RowStep),
     MatMul(MatMulStep),
     Concat(ConcatStep),
+    Attention(AttentionStep),
 }
 
 impl Step {
@@ -314,6 +351,7 @@ impl Step {
             Step::Row(r) => r.output,
             Step::MatMul(m) => m.output,
             Step::Concat(c) => c.output,
+            Step::Attention(a) => a.o.value,
         }
     }
 
@@ -335,6 +373,7 @@ impl Step {
             Step::Row(r) => vec![r.input],
             Step::MatMul(m) => std::iter::once(m.a).chain(val(&m.b)).collect(),
             Step::Concat(c) => c.parts.clone(),
+            Step::Attention(a) => vec![a.q.value, a.k.value, a.v.value],
         }
     }
 
@@ -368,6 +407,7 @@ impl Step {
             Step::Row(_) => "row",
             Step::MatMul(_) => "matmul",
             Step::Concat(_) => "concat",
+            Step::Attention(_) => "attention",
         }
     }
 }

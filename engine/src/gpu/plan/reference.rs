@@ -343,6 +343,38 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                     }
                 }
             }
+            Step::Attention(at) => {
+                let get = |x: &super::HeadView| slots[slot_of[x.value]].clone();
+                let (q, k, v) = (get(&at.q), get(&at.k), get(&at.v));
+                let y = &mut slots[out_slot];
+                let base = |x: &super::HeadView, b: usize, h: usize, i: usize| -> usize {
+                    (x.offset + b as i64 * x.batch + h as i64 * x.head + i as i64 * x.row) as usize
+                };
+                for b in 0..n {
+                    for h in 0..at.heads {
+                        for i in 0..at.lq {
+                            let qi = base(&at.q, b, h, i);
+                            let s: Vec<f32> = (0..at.lk)
+                                .map(|j| {
+                                    let kj = base(&at.k, b, h, j);
+                                    at.alpha
+                                        * (0..at.d).map(|e| q[qi + e] * k[kj + e]).sum::<f32>()
+                                })
+                                .collect();
+                            let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                            let p: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+                            let sum: f32 = p.iter().sum();
+                            let oi = base(&at.o, b, h, i);
+                            for e in 0..at.d {
+                                let acc: f32 = (0..at.lk)
+                                    .map(|j| p[j] * v[base(&at.v, b, h, j) + e])
+                                    .sum();
+                                y[oi + e] = acc / sum;
+                            }
+                        }
+                    }
+                }
+            }
             Step::MatMul(mm) => {
                 let l = view::matmul(plan, mm, n).unwrap();
                 let a = slots[slot_of[mm.a]].clone();

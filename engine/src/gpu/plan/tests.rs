@@ -649,7 +649,8 @@ fn a_class_token_expanded_to_the_batch_and_concatenated() {
 /// writes it for ViT: the sequence-first kernel between two transposes, head reshapes whose
 /// targets come from `Shape`, the packed projection split by Unsqueeze/Transpose/Squeeze/Gather,
 /// the output flattened to `[L·N, E]` for a Gemm.
-fn torch_attention(g: &mut G, x: &str, e: usize, heads: usize) -> String {
+/// `gained`: an elementwise Mul and Sub between the attention and its output projection.
+fn torch_attention(g: &mut G, x: &str, e: usize, heads: usize, gained: bool) -> String {
     let d = e / heads;
     let t = g.op("Transpose", &[x], vec![ints("perm", &[1, 0, 2])]);
     let w = g.weight(&[e, 3 * e], 0.3);
@@ -692,13 +693,15 @@ fn torch_attention(g: &mut G, x: &str, e: usize, heads: usize) -> String {
     let o = g.op("MatMul", &[&att, &qkv[2]], vec![]);
     let o = g.op("Transpose", &[&o], vec![ints("perm", &[2, 0, 1, 3])]);
     let flat = g.init_i(&[-1, e as i64]);
-    let o = g.op("Reshape", &[&o, &flat], vec![]);
-    // An elementwise constant across a dim whose storage axes are apart (heads, head dim),
-    // and one with the constant first.
-    let gain = g.weight(&[e], 1.0);
-    let o = g.op("Mul", &[&o, &gain], vec![]);
-    let half = g.init_f(&[1], vec![0.5]);
-    let o = g.op("Sub", &[&half, &o], vec![]);
+    let mut o = g.op("Reshape", &[&o, &flat], vec![]);
+    if gained {
+        // An elementwise constant across a dim whose storage axes are apart (heads, head
+        // dim), and one with the constant first.
+        let gain = g.weight(&[e], 1.0);
+        o = g.op("Mul", &[&o, &gain], vec![]);
+        let half = g.init_f(&[1], vec![0.5]);
+        o = g.op("Sub", &[&half, &o], vec![]);
+    }
     let wo = g.weight(&[e, e], 0.3);
     let bo = g.weight(&[e], 0.1);
     let o = g.op("Gemm", &[&o, &wo, &bo], vec![int("transB", 1)]);
@@ -721,7 +724,7 @@ fn torch_multi_head_attention_with_the_batch_moved_and_back() {
     // ViT's shape in small: 8 channels on a 2 × 3 map → 6 tokens of 8, 2 heads of 4.
     let mut g = G::new(8, 2, 3);
     let tokens = tokens(&mut g);
-    let a = torch_attention(&mut g, &tokens, 8, 2);
+    let a = torch_attention(&mut g, &tokens, 8, 2, true);
     let y = g.op("Add", &[&a, &tokens], vec![]);
     // x[:, 0]: the class token's row, then the head.
     let z = g.scalar_i(0);
@@ -922,7 +925,7 @@ fn the_elementwise_and_pooling_kernels_compute_what_the_plan_means() {
     // Bias adds, residuals and head reorders along whole 16-byte rows: the chunked path.
     let mut g = G::new(8, 2, 3);
     let tokens = tokens(&mut g);
-    let a = torch_attention(&mut g, &tokens, 8, 2);
+    let a = torch_attention(&mut g, &tokens, 8, 2, true);
     let y = g.op("Add", &[&a, &tokens], vec![]);
     graphs.push((g, y));
     for (g, y) in &graphs {
@@ -1060,5 +1063,67 @@ fn an_add_folds_into_the_step_that_computes_its_operand() {
                 "{cout} channels, channels_last {cl}: relative L2 {err}"
             );
         }
+    }
+}
+
+#[test]
+fn attention_with_heads_of_16_is_one_step_reading_the_projection() {
+    for gained in [true, false] {
+        // 6 tokens of 32, 2 heads of 16: a head size the fused kernel takes.
+        let mut g = G::new(32, 2, 3);
+        let tokens = tokens(&mut g);
+        let a = torch_attention(&mut g, &tokens, 32, 2, gained);
+        let y = g.op("Add", &[&a, &tokens], vec![]);
+        let z = g.scalar_i(0);
+        let cls = g.op("Gather", &[&y, &z], vec![int("axis", 1)]);
+        let wh = g.weight(&[5, 32], 0.3);
+        let bh = g.weight(&[5], 0.1);
+        let out = g.op("Gemm", &[&cls, &wh, &bh], vec![int("transB", 1)]);
+        // `check` runs both layouts against tract: the fused step (fp16's layout) and the
+        // products and Softmax it replaces (fp32's).
+        let plan = check(&g, &out, 1e-5);
+        let steps: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Map(m) => format!("map {:?} {:?} -> {}", m.a, m.perm_a, m.output),
+                Step::Attention(a) => format!("attention {a:?}"),
+                other => format!("{} -> {}", other.kind(), other.output()),
+            })
+            .collect();
+        let fused: Vec<&AttentionStep> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Attention(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fused.len(), 1, "{steps:#?}");
+        let a = fused[0];
+        assert_eq!((a.heads, a.lq, a.lk, a.d), (2, 6, 6, 16));
+        // q, k and v are read from one value (the packed projection's memory), 32 apart.
+        assert_eq!(a.q.value, a.k.value);
+        assert_eq!(a.k.value, a.v.value);
+        assert_eq!((a.k.offset - a.q.offset, a.v.offset - a.k.offset), (32, 32));
+        assert!(!plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Row(_) | Step::MatMul(_))));
+        // Of the five reordering copies, q's, k's and v's are gone, and so is the output's
+        // into token order where nothing stands between it and the projection (the attention
+        // writes there itself, rows of heads · 16 apart); left are the tokens' transpose and,
+        // after the Mul and Sub, the copy before the Gemm.
+        let copies = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some()))
+            .count();
+        assert_eq!(copies, if gained { 2 } else { 1 }, "{steps:#?}");
+        if !gained {
+            assert_eq!((a.o.row, a.o.head), (32, 16), "{steps:#?}");
+        }
+        let fp32 = build(&g.model(&out), false).unwrap();
+        assert!(!fp32.steps.iter().any(|s| matches!(s, Step::Attention(_))));
     }
 }
