@@ -322,9 +322,6 @@ extern "C" __global__ void reduce_float(View outer, View inner, View y, const fl
 }
 
 // kind: 0 softmax, 1 log-softmax, 2 layer norm. One warp per row of `len` elements.
-// Rows up to ROW_CACHED · 32 long are read once into registers (all their loads in flight at
-// once), then reduced and written from there; longer ones are walked three times.
-#define ROW_CACHED 32
 template <typename T>
 __device__ void row_impl(View xv, View yv, const T* x, T* y, int len, long long xs,
         long long ys, int kind, const T* scale, const T* bias, int has_bias, float eps,
@@ -333,55 +330,6 @@ __device__ void row_impl(View xv, View yv, const T* x, T* y, int len, long long 
     int lane = threadIdx.x & 31;
     if (r >= rows) return;
     long long xb = at(xv, r), yb = at(yv, r);
-    if (len <= 32 * ROW_CACHED) {
-        float v[ROW_CACHED];
-#pragma unroll
-        for (int i = 0; i < ROW_CACHED; i++) {
-            int k = lane + 32 * i;
-            v[i] = k < len ? ld(x, xb + k * xs) : 0.0f;
-        }
-        if (kind == 2) {
-            float s = 0.0f;
-#pragma unroll
-            for (int i = 0; i < ROW_CACHED; i++) s += v[i];
-            float mean = warp_sum(s) / (float)len;
-            float q = 0.0f;
-#pragma unroll
-            for (int i = 0; i < ROW_CACHED; i++) {
-                float d = lane + 32 * i < len ? v[i] - mean : 0.0f;
-                q += d * d;
-            }
-            float inv = rsqrtf(warp_sum(q) / (float)len + eps);
-#pragma unroll
-            for (int i = 0; i < ROW_CACHED; i++) {
-                int k = lane + 32 * i;
-                if (k >= len) break;
-                float o = (v[i] - mean) * inv * ld(scale, k);
-                if (has_bias) o += ld(bias, k);
-                st(y, yb + k * ys, o);
-            }
-            return;
-        }
-        float m = -INF;
-#pragma unroll
-        for (int i = 0; i < ROW_CACHED; i++)
-            if (lane + 32 * i < len) m = fmaxf(m, v[i]);
-        m = warp_max(m);
-        float s = 0.0f;
-#pragma unroll
-        for (int i = 0; i < ROW_CACHED; i++)
-            if (lane + 32 * i < len) s += expf(v[i] - m);
-        s = warp_sum(s);
-        float ls = logf(s);
-#pragma unroll
-        for (int i = 0; i < ROW_CACHED; i++) {
-            int k = lane + 32 * i;
-            if (k >= len) break;
-            float d = v[i] - m;
-            st(y, yb + k * ys, kind == 1 ? d - ls : expf(d) / s);
-        }
-        return;
-    }
     if (kind == 2) {
         float s = 0.0f;
         for (int k = lane; k < len; k += 32) s += ld(x, xb + k * xs);

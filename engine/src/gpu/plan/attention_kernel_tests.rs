@@ -5,9 +5,11 @@
 use super::warp_emulator::{self, Halves};
 use super::HeadView;
 
-
 /// As kernels.rs compiles it for the GPU: attention.cu after kernels.cu.
-const SOURCE: &str = concat!(include_str!("../kernels.cu"), include_str!("../attention.cu"));
+const SOURCE: &str = concat!(
+    include_str!("../kernels.cu"),
+    include_str!("../attention.cu")
+);
 
 const LAUNCHER: &str = r#"
 typedef void (*Entry)(const unsigned short*, const unsigned short*, const unsigned short*,

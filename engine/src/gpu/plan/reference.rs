@@ -357,8 +357,7 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                             let s: Vec<f32> = (0..at.lk)
                                 .map(|j| {
                                     let kj = base(&at.k, b, h, j);
-                                    at.alpha
-                                        * (0..at.d).map(|e| q[qi + e] * k[kj + e]).sum::<f32>()
+                                    at.alpha * (0..at.d).map(|e| q[qi + e] * k[kj + e]).sum::<f32>()
                                 })
                                 .collect();
                             let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -366,9 +365,8 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                             let sum: f32 = p.iter().sum();
                             let oi = base(&at.o, b, h, i);
                             for e in 0..at.d {
-                                let acc: f32 = (0..at.lk)
-                                    .map(|j| p[j] * v[base(&at.v, b, h, j) + e])
-                                    .sum();
+                                let acc: f32 =
+                                    (0..at.lk).map(|j| p[j] * v[base(&at.v, b, h, j) + e]).sum();
                                 y[oi + e] = acc / sum;
                             }
                         }

@@ -1,6 +1,6 @@
 //! kernels.cu's row kernel (LayerNorm, Softmax, LogSoftmax along one axis, one warp per row)
-//! run on the host through the warp emulator, against f64: rows short enough to be held in
-//! registers and longer ones, contiguous and strided.
+//! run on the host through the warp emulator, against f64: rows shorter and longer than a
+//! warp's width many times, contiguous and strided.
 
 use super::view::View;
 use super::warp_emulator;
@@ -41,7 +41,10 @@ fn rows(lib: &libloading::Library, kind: i32, rows: usize, len: usize, step: usi
         .iter()
         .map(|v| v * 4.0)
         .collect();
-    let scale: Vec<f32> = warp_emulator::values(len, 5).iter().map(|v| v + 1.5).collect();
+    let scale: Vec<f32> = warp_emulator::values(len, 5)
+        .iter()
+        .map(|v| v + 1.5)
+        .collect();
     let bias = warp_emulator::values(len, 9);
     let mut y = vec![f32::NAN; rows * row];
     let view = View::new(&[rows], &[row as i64], 0).unwrap();
@@ -95,7 +98,10 @@ fn rows(lib: &libloading::Library, kind: i32, rows: usize, len: usize, step: usi
         };
         for (k, w) in want.iter().enumerate() {
             let got = y[r * row + k * step] as f64;
-            assert!(got.is_finite(), "kind {kind} len {len}: row {r} element {k} is {got}");
+            assert!(
+                got.is_finite(),
+                "kind {kind} len {len}: row {r} element {k} is {got}"
+            );
             worst = worst.max((got - w).abs() / w.abs().max(1.0));
         }
     }
@@ -103,10 +109,10 @@ fn rows(lib: &libloading::Library, kind: i32, rows: usize, len: usize, step: usi
 }
 
 #[test]
-fn rows_held_in_registers_and_longer_ones_match_f64() {
+fn rows_of_any_length_match_f64() {
     let lib = warp_emulator::build("rows", include_str!("../kernels.cu"), LAUNCHER);
-    // 96 (ConvNeXt's first LayerNorm), 197 (ViT's scores), 768; 1500 takes the three-pass
-    // path; the first two also strided; 11 rows leave a block's last warps without a row.
+    // 96 (ConvNeXt's first LayerNorm), 197 (ViT's scores), 768 (ViT's LayerNorm), 1500; some
+    // strided; 11 rows leave a block's last warps without a row.
     for (len, step) in [(96, 1), (96, 3), (197, 1), (768, 1), (1500, 1), (1500, 2)] {
         for kind in [0, 1, 2] {
             let err = rows(&lib, kind, 11, len, step);

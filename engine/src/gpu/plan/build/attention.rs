@@ -57,7 +57,8 @@ fn find(plan: &Plan) -> Option<Found> {
         let Step::MatMul(qk) = &plan.steps[s] else {
             continue;
         };
-        let Some(pv) = (r + 1..plan.steps.len()).find(|&i| plan.steps[i].inputs().contains(&row.output))
+        let Some(pv) =
+            (r + 1..plan.steps.len()).find(|&i| plan.steps[i].inputs().contains(&row.output))
         else {
             continue;
         };
@@ -90,9 +91,9 @@ fn fused(
     }
     // [heads, rows, d] per item (or [rows, d]: one head).
     let heads_rows_d = |x: usize| -> Option<[usize; 3]> {
-        match plan.values[x].dims.as_slice() {
-            &[h, l, d] => Some([h, l, d]),
-            &[l, d] => Some([1, l, d]),
+        match *plan.values[x].dims.as_slice() {
+            [h, l, d] => Some([h, l, d]),
+            [l, d] => Some([1, l, d]),
             _ => None,
         }
     };
@@ -110,7 +111,11 @@ fn fused(
         None => (head_view(plan, pvm.output)?, None),
     };
     // 16-byte loads and stores of rows.
-    let aligned = |x: &HeadView| [x.offset, x.batch, x.head, x.row].iter().all(|s| s % 8 == 0);
+    let aligned = |x: &HeadView| {
+        [x.offset, x.batch, x.head, x.row]
+            .iter()
+            .all(|s| s % 8 == 0)
+    };
     if ![q, kv, vv, o].iter().all(aligned) {
         return None;
     }
@@ -317,8 +322,8 @@ fn copied_back(plan: &Plan, w: usize, sizes: [usize; 3]) -> Option<(HeadView, us
         if size <= 1 {
             continue;
         }
-        let k = (0..dims.len())
-            .find(|&k| !used[k] && dims[k].a == stride && dims[k].size == size)?;
+        let k =
+            (0..dims.len()).find(|&k| !used[k] && dims[k].a == stride && dims[k].size == size)?;
         if (j == 0) != (k == batch) {
             return None;
         }
