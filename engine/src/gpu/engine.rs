@@ -636,6 +636,31 @@ impl GpuInstance {
         Ok(())
     }
 
+    /// Enqueues a copy as the tiled transpose: one block of 32 × 8 threads per tile.
+    fn transpose(&self, t: &view::TransposeLaunch, pa: u64, py: u64) -> Result<()> {
+        let mut b = self
+            .stream
+            .launch_builder(self.kernel(&self.model.kernels.transpose));
+        let (outer, outer_y) = (KView(t.outer), KView(t.outer_y));
+        b.arg(&outer).arg(&outer_y).arg(&pa).arg(&py);
+        b.arg(&t.d0)
+            .arg(&t.d1)
+            .arg(&t.a0)
+            .arg(&t.a1)
+            .arg(&t.y0)
+            .arg(&t.y1);
+        b.arg(&t.tiles0).arg(&t.tiles1);
+        let cfg = LaunchConfig {
+            grid_dim: (t.blocks() as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument types match `transpose_*`; the views are the map step's own, inside
+        // the buffers the plan sized, split into outer dims and the two tile dims.
+        unsafe { b.launch(cfg) }.call("cuLaunchKernel")?;
+        Ok(())
+    }
+
     fn kernel<'k>(&self, pair: &'k kernels::Pair) -> &'k cudarc::driver::CudaFunction {
         match self.model.precision {
             Precision::Fp16 => &pair.half,
@@ -699,6 +724,11 @@ impl GpuInstance {
                             GpuError::Plan("a pooling step without an input".into())
                         })?;
                     pool.run(self.dnn.h, self.ptr(input), self.ptr(s.output()))?;
+                }
+                (Step::Map(s), StepDescs::Map(l)) if view::transpose(l).is_some() => {
+                    if let Some(t) = view::transpose(l) {
+                        self.transpose(&t, self.operand(s.a), self.ptr(s.output))?;
+                    }
                 }
                 (Step::Map(s), StepDescs::Map(l)) => {
                     let pa = self.operand(s.a);

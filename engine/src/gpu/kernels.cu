@@ -232,6 +232,48 @@ MAP_ENTRY(map_float, map_impl, float)
 MAP_ENTRY(map_chunk_half, map_chunk_impl, unsigned short)
 MAP_ENTRY(map_chunk_float, map_chunk_impl, float)
 
+// A copy whose reads would be strided where its writes are dense (a transpose: NHWC ↔ NCHW,
+// ShuffleNet's channel shuffle), in 32 × 32 tiles through shared memory so that both sides are
+// coalesced (view::transpose). Dim d0 is dense in a, d1 in y; `outer` (and `outer_y`) address
+// the tile's origin for outer index o (the views with both tile dims set to 1); a0/a1 and
+// y0/y1 are the two operands' strides along d0 and d1. 32 × 8 threads per block.
+#define TILE 32
+template <typename T>
+__device__ void transpose_impl(View outer, View outer_y, const T* pa, T* py, unsigned int d0,
+        unsigned int d1, long long a0, long long a1, long long y0, long long y1,
+        unsigned int tiles0, unsigned int tiles1) {
+    __shared__ T tile[TILE][TILE + 1];
+    const unsigned int tx = threadIdx.x % TILE, ty = threadIdx.x / TILE;
+    unsigned int b = blockIdx.x;
+    const unsigned int t1 = b % tiles1;
+    b /= tiles1;
+    const unsigned int t0 = b % tiles0;
+    const unsigned int o = b / tiles0;
+    const long long ba = at(outer, o), by = at(outer_y, o);
+    // Read along d0 (consecutive threads, consecutive addresses of a).
+    const unsigned int i0 = t0 * TILE + tx;
+    for (unsigned int r = ty; r < TILE; r += blockDim.x / TILE) {
+        const unsigned int i1 = t1 * TILE + r;
+        if (i0 < d0 && i1 < d1) tile[r][tx] = pa[ba + i0 * a0 + i1 * a1];
+    }
+    __syncthreads();
+    // Write along d1 (consecutive threads, consecutive addresses of y).
+    const unsigned int j1 = t1 * TILE + tx;
+    for (unsigned int r = ty; r < TILE; r += blockDim.x / TILE) {
+        const unsigned int j0 = t0 * TILE + r;
+        if (j0 < d0 && j1 < d1) py[by + j0 * y0 + j1 * y1] = tile[tx][r];
+    }
+}
+
+#define TRANSPOSE_ENTRY(name, T) \
+extern "C" __global__ void name(View outer, View outer_y, const T* pa, T* py, unsigned int d0, \
+        unsigned int d1, long long a0, long long a1, long long y0, long long y1, \
+        unsigned int tiles0, unsigned int tiles1) { \
+    transpose_impl(outer, outer_y, pa, py, d0, d1, a0, a1, y0, y1, tiles0, tiles1); \
+}
+TRANSPOSE_ENTRY(transpose_half, unsigned short)
+TRANSPOSE_ENTRY(transpose_float, float)
+
 // Concat in storage order (plan::ConcatStep, view::ConcatLaunch): one thread per unit W of
 // the output (an element, or a 16-byte Chunk); part i fills units [start[i], start[i + 1]) of
 // every output row from its own rows.

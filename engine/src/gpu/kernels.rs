@@ -35,6 +35,8 @@ pub struct Kernels {
     pub concat: Pair,
     /// `concat` in 16-byte units.
     pub concat_chunk: Pair,
+    /// A copy in 32 × 32 tiles through shared memory (view::transpose).
+    pub transpose: Pair,
     /// fp16 only, one per head size of `plan::HEAD_DIMS`, in that order.
     pub attention: Vec<CudaFunction>,
 }
@@ -157,6 +159,7 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
         depthwise_nhwc: pair("depthwise_nhwc")?,
         concat: pair("concat")?,
         concat_chunk: pair("concat_chunk")?,
+        transpose: pair("transpose")?,
         attention: crate::gpu::plan::HEAD_DIMS
             .iter()
             .map(|d| {

@@ -25,6 +25,8 @@ using std::min;
 #define __global__
 #define __forceinline__ inline
 #define __restrict__
+#define __shared__ static
+static inline void __syncthreads() {}
 struct Dim3 { unsigned x, y, z; };
 static Dim3 blockIdx, blockDim, threadIdx;
 extern "C" void tp_set_thread(unsigned b, unsigned t) {

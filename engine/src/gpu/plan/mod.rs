@@ -32,6 +32,8 @@ mod row_kernel_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod transpose_kernel_tests;
+#[cfg(test)]
 mod warp_emulator;
 
 use std::collections::HashSet;

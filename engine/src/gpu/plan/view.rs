@@ -256,6 +256,74 @@ pub fn map(plan: &Plan, m: &MapStep, n: usize, elem_bytes: usize) -> Result<MapL
     })
 }
 
+/// The tile side of kernels.cu's `transpose_*`.
+pub const TRANSPOSE_TILE: usize = 32;
+
+/// A copy run as kernels.cu's tiled transpose: dim `d0` is dense in the source, `d1` in the
+/// destination; `outer` / `outer_y` address a tile's origin for each outer index (the launch's
+/// views with both tile dims set to 1).
+#[derive(Clone, Copy, Debug)]
+pub struct TransposeLaunch {
+    pub outer: View,
+    pub outer_y: View,
+    pub d0: u32,
+    pub d1: u32,
+    pub a0: i64,
+    pub a1: i64,
+    pub y0: i64,
+    pub y1: i64,
+    pub tiles0: u32,
+    pub tiles1: u32,
+}
+
+impl TransposeLaunch {
+    pub fn blocks(&self) -> usize {
+        self.outer.len() * self.tiles0 as usize * self.tiles1 as usize
+    }
+}
+
+/// A map launch (in storage order) as a tiled transpose, when it is a plain copy whose source
+/// is strided along the destination's dense innermost dim and dense along another: the
+/// element-per-thread kernel then reads one element per 32-byte sector (NHWC ↔ NCHW copies,
+/// ShuffleNet's channel shuffles).
+pub fn transpose(l: &MapLaunch) -> Option<TransposeLaunch> {
+    if l.binary != Binary::First || l.unary != Unary::Identity || l.has_c {
+        return None;
+    }
+    let inner = RANK - 1;
+    let a_inner = l.a.strides[inner];
+    if l.y.strides[inner] != 1 || a_inner == 1 || a_inner == 0 {
+        return None;
+    }
+    let d0 = (0..inner).find(|&k| l.a.strides[k] == 1 && l.a.dims[k] > 1)?;
+    let (n0, n1) = (l.y.dims[d0] as u32, l.y.dims[inner] as u32);
+    // Below these a tile is mostly idle threads.
+    if n0 < 8 || n1 < 4 {
+        return None;
+    }
+    let flat = |v: &View| {
+        let mut o = *v;
+        for k in [d0, inner] {
+            o.dims[k] = 1;
+            o.strides[k] = 0;
+        }
+        o
+    };
+    let tile = TRANSPOSE_TILE as u32;
+    Some(TransposeLaunch {
+        outer: flat(&l.a),
+        outer_y: flat(&l.y),
+        d0: n0,
+        d1: n1,
+        a0: l.a.strides[d0],
+        a1: a_inner,
+        y0: l.y.strides[d0],
+        y1: 1,
+        tiles0: n0.div_ceil(tile),
+        tiles1: n1.div_ceil(tile),
+    })
+}
+
 /// One reduction: output element `o` reads `x.at(outer.at(o)) + inner.at(j)` for every `j`.
 /// `per_thread`: one thread per output walks its elements (when they are far apart in memory
 /// and neighbouring outputs are neighbours, as a global pool over NHWC); else one warp.
