@@ -76,35 +76,43 @@ type PoolFn = unsafe extern "C" fn(
     u32,
 );
 
+/// `source` compiled for the host with the system C++ compiler (`-O1`, no FMA contraction so
+/// that roundings are the kernels' separate multiply and add, plus `extra` flags) and loaded.
+/// One folder per call: tests run in parallel threads of one process, and a library rewritten
+/// while another test has it loaded would run the wrong code.
+pub fn compile(name: &str, source: &str, extra: &[&str]) -> libloading::Library {
+    static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tp-host-{name}-{}-{k}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, lib) = (dir.join("kernels.cpp"), dir.join("libkernels.so"));
+    std::fs::write(&src, source).unwrap();
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let out = std::process::Command::new(&cxx)
+        .args(["-O1", "-shared", "-fPIC", "-ffp-contract=off"])
+        .args(extra)
+        .arg("-o")
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
+    assert!(
+        out.status.success(),
+        "{name} does not compile for the host:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SAFETY: a library we just built from our own source; its initialisers do nothing.
+    let lib = unsafe { libloading::Library::new(&lib) }.unwrap();
+    // Mapped already: the folder can go.
+    let _ = std::fs::remove_dir_all(dir);
+    lib
+}
+
 impl HostKernels {
     pub fn load() -> HostKernels {
-        // One folder per load: tests run in parallel threads of one process, and a library
-        // rewritten while another test has it loaded would run the wrong code.
-        static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let k = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tp-kernels-host-{}-{k}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("kernels.cpp");
-        let lib = dir.join("libkernels.so");
         let kernels = include_str!("../kernels.cu");
-        std::fs::write(&src, format!("{KERNELS_PRELUDE}\n{kernels}")).unwrap();
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        // No FMA contraction: the same roundings as the kernels' separate multiply and add.
-        let out = std::process::Command::new(&cxx)
-            .args(["-O1", "-shared", "-fPIC", "-ffp-contract=off", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
-        assert!(
-            out.status.success(),
-            "kernels.cu does not compile for the host:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // SAFETY: a library we just built from our own source; its initialisers do nothing.
-        let lib = unsafe { libloading::Library::new(&lib) }.unwrap();
         HostKernels {
-            lib,
+            lib: compile("kernels", &format!("{KERNELS_PRELUDE}\n{kernels}"), &[]),
             chunked: std::cell::Cell::new(0),
         }
     }

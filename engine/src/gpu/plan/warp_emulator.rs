@@ -81,14 +81,6 @@ static void mma16816(float* c, const unsigned int* a, const unsigned int* b) {
     warp_bar[w]->arrive_and_wait();
     for (int i = 0; i < 4; i++) c[i] = d[i];
 }
-static inline float quad_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0u, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0u, v, 2));
-}
-static inline float quad_sum(float v) {
-    v += __shfl_xor_sync(0u, v, 1);
-    return v + __shfl_xor_sync(0u, v, 2);
-}
 
 // Runs `body` on `threads` threads (a multiple of 32, at most 256) as one block.
 template <typename F>
@@ -117,38 +109,11 @@ extern "C" float host_from_half(unsigned short h) { return h2f(h); }
 /// `PRELUDE`, then `source`, then `launcher`, compiled with the system C++ compiler and
 /// loaded.
 pub fn build(name: &str, source: &str, launcher: &str) -> libloading::Library {
-    static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("tp-warps-{name}-{}-{k}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (src, lib) = (dir.join("kernels.cpp"), dir.join("libkernels.so"));
-    std::fs::write(&src, format!("{PRELUDE}\n{source}\n{launcher}")).unwrap();
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    // No FMA contraction: the same roundings as the kernels' separate multiply and add.
-    let out = std::process::Command::new(&cxx)
-        .args([
-            "-std=c++20",
-            "-O1",
-            "-shared",
-            "-fPIC",
-            "-pthread",
-            "-ffp-contract=off",
-            "-Wno-unknown-pragmas",
-            "-o",
-        ])
-        .arg(&lib)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
-    assert!(
-        out.status.success(),
-        "{name} does not compile for the host:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // SAFETY: a library we just built from our own source; its initialisers do nothing.
-    let lib = unsafe { libloading::Library::new(&lib) }.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    lib
+    super::host_kernels::compile(
+        name,
+        &format!("{PRELUDE}\n{source}\n{launcher}"),
+        &["-std=c++20", "-pthread", "-Wno-unknown-pragmas"],
+    )
 }
 
 /// fp16 conversions as the emulated kernels make them.
