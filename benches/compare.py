@@ -4,7 +4,7 @@ in the request threads) against the pipeline, same TOML, same client, same machi
 
 For each server it starts the binary, waits for /health/ready, runs `client_qps` once per
 --request_client x --request_batch setting (its warm-up first, then the measured part, with
---server-pid so the server's CPU, RSS and GPU use are sampled), and stops it with SIGTERM. Then it
+--server-pid so the server's CPU, RSS and GPU use are sampled), and stops it with SIGINT. Then it
 prints the three tables (throughput; TP50/TP99; CPU, GPU, memory) with the ratios and writes
 benches/results/compare-<date>-<machine>-<config>.{json,md}.
 
@@ -93,7 +93,9 @@ class Server:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            # SIGINT: stop now. SIGTERM would first wait out the server's drain period
+            # (--drain-seconds), there for balancers, not for a benchmark that is done.
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -7,6 +7,13 @@
 //! latency runs from its due time: a server that stalls cannot hide the stall by slowing the
 //! clients down (coordinated omission). A request sent more than `LATE` after its due time
 //! (every client busy) is counted as late.
+//!
+//! A call whose connection the server closed before a single byte of the answer came back is
+//! sent again on a new connection (at most twice), and counted as resent rather than as an
+//! error: a server that drains (ours on SIGTERM) answers every call it has read before it closes
+//! a connection, so that call was never begun. This is what an HTTP client does with an
+//! idempotent request on a keep-alive connection that the server closed; `infer_batch` is one.
+//! A call that got part of an answer, or none within the timeout, is an error.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -17,7 +24,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use wire::InferenceParams;
 
-use crate::connect::{connect, Client, Framing};
+use crate::connect::{connect, Connection, Framing};
+use crate::phases::Phases;
 
 /// Where and how to connect.
 #[derive(Clone)]
@@ -75,6 +83,17 @@ pub struct Spec {
     pub warmup: u64,
     pub images: Arc<Vec<Vec<u8>>>,
     pub open_loop: Option<OpenLoop>,
+    /// Phases marked during the run, reported one by one.
+    pub phases: Option<Arc<Phases>>,
+}
+
+/// What the measured requests of one phase gave.
+pub struct PhaseOutcome {
+    pub name: String,
+    pub wall: Duration,
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: Histogram<u64>,
 }
 
 pub struct Outcome {
@@ -87,6 +106,10 @@ pub struct Outcome {
     /// Open loop: requests sent more than LATE after their due time, and the largest lag.
     pub late: u64,
     pub max_lag: Duration,
+    /// Calls sent again because the server closed their connection before answering.
+    pub resent: u64,
+    /// One per phase that had a share of the measured run (none without `Spec::phases`).
+    pub phases: Vec<PhaseOutcome>,
 }
 
 /// Shared progress, for the progress line.
@@ -105,6 +128,7 @@ struct Shared {
     stop: AtomicBool,
     errors: AtomicU64,
     first_errors: Mutex<Vec<String>>,
+    resent: Arc<AtomicU64>,
 }
 
 const KEEP_ERRORS: usize = 5;
@@ -119,29 +143,60 @@ impl Shared {
     }
 }
 
-/// A connection and what to reconnect it with after a transport error.
+/// Sends of one call at most: the first, and two more after connections that the server
+/// closed before answering. A replica that drains closes each connection once, so a second
+/// resend of the same call means that the balancer keeps routing to replicas that are leaving.
+const MAX_SENDS: u32 = 3;
+
+/// A connection, made again after a transport error.
 struct Conn {
-    client: Option<Client>,
+    link: Option<Connection>,
 }
 
 impl Conn {
-    fn call(&mut self, target: &Target, uuid: String, data: &[u8]) -> Result<(), String> {
-        if self.client.is_none() {
-            self.client = Some(
-                connect(&target.addr, target.framing, target.timeout)
-                    .map_err(|e| format!("{e:#}"))?,
-            );
-        }
-        let Some(client) = self.client.as_mut() else {
-            return Err("not connected".into());
-        };
-        match client.infer_batch(InferenceParams::new(uuid, data.to_vec())) {
-            Ok(_) => Ok(()),
-            Err(thrift::Error::Application(e)) => Err(format!("server error: {}", e.message)),
-            Err(e) => {
-                // A transport or protocol error leaves the connection unusable.
-                self.client = None;
-                Err(format!("connection error: {e}"))
+    fn call(
+        &mut self,
+        target: &Target,
+        uuid: &str,
+        data: &[u8],
+        resent: &AtomicU64,
+    ) -> Result<(), String> {
+        let mut sends = 0;
+        loop {
+            sends += 1;
+            if self.link.is_none() {
+                self.link = Some(
+                    connect(&target.addr, target.framing, target.timeout)
+                        .map_err(|e| format!("{e:#}"))?,
+                );
+            }
+            let Some(link) = self.link.as_mut() else {
+                return Err("not connected".into());
+            };
+            let before = link.wire.received();
+            let answer = link
+                .client
+                .infer_batch(InferenceParams::new(uuid.to_string(), data.to_vec()));
+            match answer {
+                Ok(_) => return Ok(()),
+                Err(thrift::Error::Application(e)) => {
+                    return Err(format!("server error: {}", e.message))
+                }
+                Err(e) => {
+                    let unanswered = link.wire.closed_by_peer() && link.wire.received() == before;
+                    // A transport or protocol error leaves the connection unusable.
+                    self.link = None;
+                    if !unanswered {
+                        return Err(format!("connection error: {e}"));
+                    }
+                    if sends >= MAX_SENDS {
+                        return Err(format!(
+                            "connection error: {e} (the connection closed before an answer, \
+                             {sends} times)"
+                        ));
+                    }
+                    resent.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -155,9 +210,10 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         for _ in 0..spec.batch {
             let t = &spec.target;
             let mut c = connect(&t.addr, t.framing, t.timeout)?;
-            c.ping()
+            c.client
+                .ping()
                 .map_err(|e| anyhow::anyhow!("ping to {} failed: {e}", t.addr))?;
-            conns.push(Conn { client: Some(c) });
+            conns.push(Conn { link: Some(c) });
         }
         per_client.push(conns);
     }
@@ -176,6 +232,7 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         stop: AtomicBool::new(false),
         errors: AtomicU64::new(0),
         first_errors: Mutex::new(Vec::new()),
+        resent: Arc::new(AtomicU64::new(0)),
     });
     // Warm-up first, with every client, then all start the measured run together.
     let barrier = Arc::new(Barrier::new(spec.clients + 1));
@@ -192,6 +249,7 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
     barrier.wait(); // warm-up done
     shared.next.store(0, Ordering::SeqCst);
     shared.errors.store(0, Ordering::SeqCst);
+    shared.resent.store(0, Ordering::SeqCst);
     shared
         .first_errors
         .lock()
@@ -212,6 +270,7 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
     }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let (mut requests, mut late, mut max_lag) = (0, 0, Duration::ZERO);
+    let mut tallies: Vec<Tally> = Vec::new();
     for h in handles {
         let c = h
             .join()
@@ -220,8 +279,34 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         requests += c.requests;
         late += c.late;
         max_lag = max_lag.max(c.max_lag);
+        for (i, t) in c.phases.into_iter().enumerate() {
+            if tallies.len() <= i {
+                tallies.push(Tally::new());
+            }
+            tallies[i].hist.add(&t.hist)?;
+            tallies[i].requests += t.requests;
+            tallies[i].errors += t.errors;
+        }
     }
     let wall = started.elapsed();
+    let phases = match &spec.phases {
+        Some(p) => p
+            .spans(started, started + wall)
+            .into_iter()
+            .map(|span| {
+                let t = tallies.get_mut(span.index).map(std::mem::take);
+                let t = t.unwrap_or_else(Tally::new);
+                PhaseOutcome {
+                    name: span.name,
+                    wall: span.wall,
+                    requests: t.requests,
+                    errors: t.errors,
+                    latency: t.hist,
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let errors = shared.errors.load(Ordering::SeqCst);
     let first_errors = std::mem::take(
         &mut *shared
@@ -237,7 +322,33 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         wall,
         late,
         max_lag,
+        resent: shared.resent.load(Ordering::SeqCst),
+        phases,
     })
+}
+
+/// One client's measured requests in one phase.
+struct Tally {
+    hist: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            hist: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+                .expect("static bounds are valid"),
+            requests: 0,
+            errors: 0,
+        }
+    }
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally::new()
+    }
 }
 
 /// What one client measured.
@@ -246,6 +357,8 @@ struct ClientResult {
     requests: u64,
     late: u64,
     max_lag: Duration,
+    /// By phase index, when the run has phases.
+    phases: Vec<Tally>,
 }
 
 /// One client: its first connection is driven by this thread, the others by helper threads,
@@ -270,9 +383,10 @@ fn client_loop(
             let done = done_tx.clone();
             let images = spec.images.clone();
             let target = spec.target.clone();
+            let resent = shared.resent.clone();
             let h = thread::spawn(move || {
                 while let Ok((uuid, img)) = rx.recv() {
-                    let r = conn.call(&target, uuid, &images[img]);
+                    let r = conn.call(&target, &uuid, &images[img], &resent);
                     if done.send(r).is_err() {
                         break;
                     }
@@ -284,6 +398,7 @@ fn client_loop(
 
     let n_images = spec.images.len();
     let (mut late, mut max_lag) = (0u64, Duration::ZERO);
+    let mut phases: Vec<Tally> = Vec::new();
     let mut run_phase = |limit: Option<u64>, record: bool, hist: &mut Histogram<u64>| -> u64 {
         let mut count = 0;
         // The measured phase of an open-loop run follows the schedule.
@@ -320,8 +435,9 @@ fn client_loop(
             let mut failure = own
                 .call(
                     &spec.target,
-                    format!("{c}-{t}-0"),
+                    &format!("{c}-{t}-0"),
                     &spec.images[base % n_images],
+                    &shared.resent,
                 )
                 .err();
             for _ in 0..helpers.len() {
@@ -333,11 +449,28 @@ fn client_loop(
             }
             let us = started.elapsed().as_micros().max(1) as u64;
             if record {
+                let phase = spec.phases.as_ref().map(|p| {
+                    let i = p.current();
+                    while phases.len() <= i {
+                        phases.push(Tally::new());
+                    }
+                    &mut phases[i]
+                });
                 match failure {
                     None => {
                         let _ = hist.record(us.min(600_000_000));
+                        if let Some(p) = phase {
+                            let _ = p.hist.record(us.min(600_000_000));
+                            p.requests += 1;
+                        }
                     }
-                    Some(e) => shared.error(e),
+                    Some(e) => {
+                        shared.error(e);
+                        if let Some(p) = phase {
+                            p.requests += 1;
+                            p.errors += 1;
+                        }
+                    }
                 }
                 count += 1;
             }
@@ -363,12 +496,126 @@ fn client_loop(
         requests: n,
         late,
         max_lag,
+        phases,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use wire::call::{decode_call, encode_infer_reply, Call};
+    use wire::skim::{skim, Skim};
+
+    /// What the fake server does with the call after the ones it answers.
+    #[derive(Clone, Copy)]
+    enum Then {
+        /// Closes the connection without a byte of the answer.
+        Close,
+        /// Sends half of the answer, then closes.
+        HalfAnswer,
+    }
+
+    /// The next whole `infer_batch` call's sequence number, or `None` at end of stream.
+    fn next_call(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<i32> {
+        loop {
+            match skim(buf, 1 << 20).ok()? {
+                Skim::Complete(n) => {
+                    let msg: Vec<u8> = buf.drain(..n).collect();
+                    return match decode_call(&msg).ok()? {
+                        Call::InferBatch { seq, .. } => Some(seq),
+                        _ => None,
+                    };
+                }
+                Skim::Need(_) => {
+                    let mut chunk = [0u8; 4096];
+                    let n = s.read(&mut chunk).ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    }
+
+    /// A server that answers the first `answered` calls on each connection and then does
+    /// `then` with the next one; its address.
+    fn fake_server(answered: usize, then: Then) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { break };
+                thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let reply = |seq| {
+                        encode_infer_reply(
+                            seq,
+                            &wire::InferenceResult::new("7".into(), thrift::OrderedFloat(0.5)),
+                        )
+                    };
+                    for _ in 0..answered {
+                        let Some(seq) = next_call(&mut s, &mut buf) else {
+                            return;
+                        };
+                        s.write_all(&reply(seq)).unwrap();
+                    }
+                    let Some(seq) = next_call(&mut s, &mut buf) else {
+                        return;
+                    };
+                    if let Then::HalfAnswer = then {
+                        let r = reply(seq);
+                        s.write_all(&r[..r.len() / 2]).unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn calls(addr: String, n: usize) -> (Vec<Result<(), String>>, u64) {
+        let target = Target {
+            addr,
+            framing: Framing::Buffered,
+            timeout: Duration::from_secs(10),
+        };
+        let mut conn = Conn { link: None };
+        let resent = AtomicU64::new(0);
+        let results = (0..n)
+            .map(|i| conn.call(&target, &format!("c-{i}"), b"jpeg", &resent))
+            .collect();
+        (results, resent.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn a_call_whose_connection_closed_before_its_answer_is_sent_again() {
+        // Each connection answers one call and closes on the next: every call after the first
+        // is sent twice.
+        let (results, resent) = calls(fake_server(1, Then::Close), 4);
+        assert_eq!(results, vec![Ok(()); 4]);
+        assert_eq!(resent, 3);
+    }
+
+    #[test]
+    fn a_call_is_sent_three_times_at_most() {
+        let (results, resent) = calls(fake_server(0, Then::Close), 1);
+        let e = results[0].as_ref().unwrap_err();
+        assert!(e.contains("closed before an answer, 3 times"), "{e}");
+        assert_eq!(resent, 2);
+    }
+
+    #[test]
+    fn a_call_that_got_part_of_an_answer_is_an_error_and_not_sent_again() {
+        let (results, resent) = calls(fake_server(0, Then::HalfAnswer), 2);
+        for r in &results {
+            let e = r.as_ref().unwrap_err();
+            assert!(e.starts_with("connection error: "), "{e}");
+            assert!(!e.contains("times"), "{e}");
+        }
+        assert_eq!(resent, 0);
+    }
 
     #[test]
     fn constant_arrivals_are_evenly_spaced_and_poisson_ones_average_the_rate() {

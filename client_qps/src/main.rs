@@ -3,6 +3,7 @@
 
 mod connect;
 mod load;
+mod phases;
 mod report;
 mod resources;
 
@@ -17,6 +18,7 @@ use clap::Parser;
 
 use crate::connect::Framing;
 use crate::load::{OpenLoop, Progress, Spec, Target};
+use crate::phases::Phases;
 use crate::report::Report;
 
 #[derive(Parser, Debug)]
@@ -38,7 +40,12 @@ measured requests are due at R per second (evenly spaced, or Poisson with --arri
 client (one connection per batch image) sends the next due request as soon as it is free, and \
 latency counts from the request's due time, so a stalled server shows its stall in full. The report \
 says how many requests were sent more than 1 ms late (every client busy): give enough clients for \
-the rate."
+the rate.
+
+A call whose connection the server closed before any byte of its answer came back (a replica \
+draining behind a balancer) is sent again on a new connection, at most twice, and reported as \
+resent, not as an error: the server answers every call it reads before it closes. A call that got \
+part of an answer, or none within --timeout, is an error."
 )]
 struct Args {
     /// Folder of .jpg/.jpeg/.png/.bmp images (the first 999 by name are used)
@@ -97,6 +104,11 @@ struct Args {
     /// Seed of the Poisson arrivals (the same seed, the same schedule)
     #[arg(long, default_value_t = 1, requires = "request_rate")]
     arrival_seed: u64,
+    /// Read phase names from stdin during the run: each line ends the current phase and starts
+    /// one of that name, and the report adds QPS, latency and errors per phase (for a script
+    /// that changes the servers while the same clients run: benches/scaleout.sh)
+    #[arg(long, conflicts_with = "concurrency_sweep")]
+    phases_from_stdin: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +191,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     if sweep.contains(&0) {
         bail!("--concurrency-sweep values must be at least 1");
     }
+    let phases = args.phases_from_stdin.then(|| {
+        let p = Phases::new("start");
+        p.follow(std::io::BufReader::new(std::io::stdin()));
+        p
+    });
     let mut reports = Vec::new();
     for clients in sweep {
         let spec = Arc::new(Spec {
@@ -194,6 +211,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             warmup: args.warmup,
             images: images.clone(),
             open_loop,
+            phases: phases.clone(),
         });
         let progress = Arc::new(Progress::default());
         let ticker = start_progress(

@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::{OpenLoop, Outcome};
+use crate::load::{OpenLoop, Outcome, PhaseOutcome};
 use crate::resources::Usage;
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,9 +28,48 @@ pub struct Report {
     #[serde(flatten)]
     pub usage: Usage,
     pub first_errors: Vec<String>,
+    /// Calls sent again, on a new connection, because the server had closed theirs before
+    /// answering them (not errors: see load.rs).
+    pub resent: u64,
     /// Present for an open-loop run (`--request-rate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_loop: Option<OpenLoopReport>,
+    /// Present for a run with `--phases-from-stdin`: the same figures for each phase.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub name: String,
+    pub wall_s: f64,
+    /// Measured requests that ended in this phase, errors included.
+    pub total: u64,
+    pub errors: u64,
+    pub qps: f64,
+    pub tp50_ms: f64,
+    pub tp99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl PhaseReport {
+    fn new(p: &PhaseOutcome) -> PhaseReport {
+        let wall = p.wall.as_secs_f64().max(1e-9);
+        PhaseReport {
+            name: p.name.clone(),
+            wall_s: wall,
+            total: p.requests,
+            errors: p.errors,
+            qps: p.requests as f64 / wall,
+            tp50_ms: ms(&p.latency, 0.50),
+            tp99_ms: ms(&p.latency, 0.99),
+            max_ms: if p.latency.is_empty() {
+                0.0
+            } else {
+                p.latency.max() as f64 / 1000.0
+            },
+        }
+    }
 }
 
 /// An open-loop run's arrivals and how well the clients kept to them.
@@ -88,12 +127,14 @@ impl Report {
             },
             usage,
             first_errors: o.first_errors.clone(),
+            resent: o.resent,
             open_loop: open_loop.map(|l| OpenLoopReport {
                 request_rate: l.rate,
                 arrivals: if l.poisson { "poisson" } else { "constant" },
                 late_sends: o.late,
                 max_send_lag_ms: o.max_lag.as_secs_f64() * 1e3,
             }),
+            phases: o.phases.iter().map(PhaseReport::new).collect(),
         }
     }
 
@@ -123,8 +164,25 @@ impl Report {
             opt(self.usage.server_rss_mb, " MB"),
             opt(self.usage.gpu_util_pct, "%")
         );
+        if self.resent > 0 {
+            println!(
+                "resent: {} calls, on a new connection, that the server had closed before \
+                 answering them",
+                self.resent
+            );
+        }
         for e in &self.first_errors {
             println!("error: {e}");
+        }
+        if !self.phases.is_empty() {
+            println!("| phase | wall s | requests | QPS | TP50 ms | TP99 ms | max ms | errors |");
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+            for p in &self.phases {
+                println!(
+                    "| {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    p.name, p.wall_s, p.total, p.qps, p.tp50_ms, p.tp99_ms, p.max_ms, p.errors
+                );
+            }
         }
     }
 }

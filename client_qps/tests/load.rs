@@ -4,6 +4,7 @@
 //! The server binary is the workspace's own (`cargo build --bins`, which scripts/test runs
 //! before the tests).
 
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -270,4 +271,57 @@ fn a_bad_request_rate_is_one_clear_line() {
         err.contains("--request-rate must be a positive number"),
         "{err}"
     );
+}
+
+#[test]
+fn lines_on_stdin_split_the_report_into_phases() {
+    // A phase marked at once and one a second later, while the same clients run: the phases'
+    // requests add up to the run's and their walls to its wall.
+    let server = start_server();
+    let json = std::env::temp_dir().join(format!("client-qps-phases-{}.json", std::process::id()));
+    let mut client = Command::new(env!("CARGO_BIN_EXE_client_qps"))
+        .args([
+            "--img_dir",
+            repo_root().join("benches/imgs").to_str().unwrap(),
+        ])
+        .args(["--port", &server.1.to_string(), "--request_client", "4"])
+        .args(["--duration", "2", "--warmup", "10", "--phases-from-stdin"])
+        .args(["--json", json.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    writeln!(stdin, "first").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    writeln!(stdin, "second").unwrap();
+    drop(stdin);
+    let out = client.wait_with_output().unwrap();
+    let (stdout, r) = report(&out, &json);
+    assert!(
+        stdout.contains("| phase | wall s | requests | QPS |"),
+        "{stdout}"
+    );
+    let phases = r["phases"].as_array().expect("phases in the JSON");
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .filter(|n| *n != "start") // had "first" come only after the warm-up
+        .collect();
+    assert_eq!(names, ["first", "second"], "{r}");
+    let total: u64 = phases.iter().map(|p| p["total"].as_u64().unwrap()).sum();
+    assert_eq!(total, r["total"].as_u64().unwrap(), "{r}");
+    let wall: f64 = phases.iter().map(|p| p["wall_s"].as_f64().unwrap()).sum();
+    assert!(
+        (wall - r["wall_s"].as_f64().unwrap()).abs() < 0.01,
+        "phases of {wall} s in a run of {}",
+        r["wall_s"]
+    );
+    for p in phases.iter().filter(|p| p["name"] != "start") {
+        assert!(p["total"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(p["errors"], 0, "{p}");
+        assert!(p["tp50_ms"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["tp50_ms"].as_f64() <= p["tp99_ms"].as_f64(), "{p}");
+    }
 }

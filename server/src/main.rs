@@ -79,12 +79,30 @@ struct Args {
     /// asks for it) and /health/live, /health/ready on this port
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Seconds to keep serving after SIGTERM while /health/ready answers 503, so that the
+    /// balancer's health check takes this replica out before it stops accepting: at least the
+    /// check's interval times the failures it needs, plus one interval (HAProxy's `inter 500ms
+    /// fall 2`: 1.5 s; Kubernetes: the readinessProbe's periodSeconds × failureThreshold, and the
+    /// time the endpoint change takes to reach every node). Then new connections are refused,
+    /// idle ones are closed, and every call in flight is answered before the connection closes
+    /// (within --request-timeout + 5 s). 0: stop accepting at once. A second SIGTERM, or a
+    /// SIGINT, ends the drain early; SIGINT alone stops at once
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    drain_seconds: f64,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
     anyhow::ensure!(
         v.is_finite() && v > 0.0 && v < 1e6,
         "--{name} must be a positive number of seconds, got {v}"
+    );
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn drain_period(v: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        v.is_finite() && (0.0..1e6).contains(&v),
+        "--drain-seconds must be 0 or a positive number of seconds, got {v}"
     );
     Ok(Duration::from_secs_f64(v))
 }
@@ -122,6 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--toml FILE is required");
     };
     let request_timeout = seconds("request-timeout", args.request_timeout)?;
+    let drain = drain_period(args.drain_seconds)?;
     let limits = Limits {
         max_message: args.max_message_bytes,
         idle: seconds("idle-timeout", args.idle_timeout)?,
@@ -198,7 +217,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         // Every instance is built (Pipeline::build waited for them): ready.
         metrics.ready.store(true, Ordering::SeqCst);
-        serve(listener, args.transport, service.clone(), limits).await
+        serve(listener, args.transport, service.clone(), limits, drain).await
     })?;
     drop(runtime);
     // Last reference: shuts the pipeline down (every admitted request already answered).
@@ -211,23 +230,29 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Accepts and serves until a signal, then stops in the order a balancer needs. SIGTERM: not
+/// ready at once (the health check sees it), still accepting and serving for `drain`, then no
+/// new connections. Both signals end in the same way: idle connections close, and the calls in
+/// progress are answered before theirs do.
 async fn serve(
     listener: std::net::TcpListener,
     framing: Framing,
     service: Arc<Service>,
     limits: Limits,
+    drain: Duration,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     info!(
         "listening on {} ({framing:?} transport, binary protocol)",
         listener.local_addr()?
     );
+    let mut signals = shutdown::Signals::new().context("cannot watch for SIGTERM and SIGINT")?;
     let (stop_tx, stop_rx) = shutdown::channel();
     let mut connections = tokio::task::JoinSet::new();
     // Calls read off the wire, and calls answered: equal at exit, or an accepted call was lost.
     let calls = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    let signal = shutdown::signal();
-    tokio::pin!(signal);
+    // When the drain that a SIGTERM began ends.
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -264,9 +289,23 @@ async fn serve(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            name = &mut signal => {
+            stop = signals.next() => {
                 service.metrics.ready.store(false, Ordering::SeqCst);
-                info!("{name}: no new connections; answering the calls in progress");
+                if stop == shutdown::Stop::Term && draining.is_none() && !drain.is_zero() {
+                    info!(
+                        "SIGTERM: not ready; still serving for {:.1} s (--drain-seconds) while \
+                         the balancer's health checks take this replica out",
+                        drain.as_secs_f64()
+                    );
+                    draining = Some(tokio::time::Instant::now() + drain);
+                    continue;
+                }
+                info!("{}: no new connections; answering the calls in progress", stop.name());
+                break;
+            }
+            _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)),
+                if draining.is_some() => {
+                info!("drain over: no new connections; answering the calls in progress");
                 break;
             }
         }

@@ -109,6 +109,9 @@ impl Connection {
             let old = self.buf.len();
             self.buf.resize(old + want, 0);
             let read = tokio::select! {
+                // Bytes that already arrived when shutdown begins are a call to answer: closing
+                // over them would reset the connection instead of ending it cleanly.
+                biased;
                 r = tokio::time::timeout(limit, self.stream.read(&mut self.buf[old..])) => r,
                 _ = shutdown.changed(), if idle => {
                     self.buf.truncate(old);

@@ -1,10 +1,12 @@
-//! SIGTERM under load: the server stops accepting, answers every call it had read, exits 0.
+//! SIGTERM: with no drain, under load, the server stops accepting, answers every call it had
+//! read and exits 0; with a drain, it first reports not ready and keeps serving.
 
 mod common;
 
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wire::serve::TInferenceServiceSyncClient;
 use wire::InferenceParams;
@@ -55,4 +57,142 @@ fn sigterm_under_load_answers_every_accepted_call() {
     assert_eq!(done, read, "{line}");
     assert!(done >= answered.load(Ordering::SeqCst), "{line}");
     assert!(log.contains("SIGTERM: no new connections"), "{log}");
+}
+
+/// The value of an unlabelled sample in the server's /metrics.
+fn sample(metrics_port: u16, name: &str) -> Option<f64> {
+    let text = common::http_get(metrics_port, "/metrics", &[]).body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `done` every 20 ms until it holds or `deadline` passes; whether it held.
+fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The drain a balancer needs, in order: at SIGTERM /health/ready turns 503 while /health/live
+/// stays 200 and connections, new and old, are still served; when the drain is over new
+/// connections are refused and idle ones closed; the call that was in flight all along is
+/// answered; the server exits 0.
+#[test]
+fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_flight() {
+    const DRAIN: Duration = Duration::from_secs(3);
+    // Longer than the drain and the checks after it: the call is still in flight then.
+    const SLOW: Duration = Duration::from_secs(8);
+    let config = common::config_copy(
+        "tiny_cpu.toml",
+        &[(
+            "std = \"58.395, 57.120, 57.375\"",
+            &format!(
+                "std = \"58.395, 57.120, 57.375\"\nnext = \"slow\"\n\n[slow]\nbackend = \
+                 \"Sleep\"\nsleep_ms = {}\n",
+                SLOW.as_millis()
+            ),
+        )],
+    );
+    let (server, metrics_port) = common::Server::start_with_metrics(&[
+        "--toml",
+        config.to_str().unwrap(),
+        "--drain-seconds",
+        &DRAIN.as_secs().to_string(),
+        "--request-timeout",
+        "60",
+    ]);
+    let port = server.port;
+    let health = |path: &str| common::http_get(metrics_port, path, &[]).status;
+    assert_eq!(health("/health/ready"), 200);
+
+    let mut idle = common::client(port);
+    idle.ping().expect("ping before SIGTERM");
+    let jpeg = std::fs::read(common::repo_root().join("benches/imgs/coffee.jpg")).unwrap();
+    let in_flight = std::thread::spawn(move || {
+        let mut c = common::client(port);
+        let answer = c.infer_batch(InferenceParams::new("in-flight".into(), jpeg));
+        (answer, Instant::now())
+    });
+    assert!(
+        poll_until(Instant::now() + Duration::from_secs(30), || {
+            sample(metrics_port, "torchpipe_in_flight_requests") == Some(1.0)
+        }),
+        "the slow call never showed as in flight"
+    );
+
+    let sent = Instant::now();
+    server.sigterm();
+    assert!(
+        poll_until(sent + DRAIN, || health("/health/ready") == 503),
+        "/health/ready still 200 {:?} after SIGTERM",
+        sent.elapsed()
+    );
+    assert_eq!(health("/health/live"), 200, "live during the drain");
+    let mut fresh = common::client(port);
+    fresh
+        .ping()
+        .expect("a connection made during the drain is served");
+    idle.ping()
+        .expect("a connection made before SIGTERM is still served during the drain");
+    let log = server.log();
+    assert!(log.contains("SIGTERM: not ready"), "{log}");
+    assert!(!log.contains("no new connections"), "{log}");
+    assert!(
+        sent.elapsed() < DRAIN,
+        "the checks of the drain took {:?}, longer than the drain itself: inconclusive",
+        sent.elapsed()
+    );
+
+    let refused = poll_until(sent + DRAIN + Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    let stopped_accepting = sent.elapsed();
+    assert!(
+        refused,
+        "still accepting {stopped_accepting:?} after SIGTERM"
+    );
+    assert!(
+        stopped_accepting >= DRAIN,
+        "stopped accepting after {stopped_accepting:?}, before the {DRAIN:?} drain was over"
+    );
+    assert!(
+        !in_flight.is_finished(),
+        "the slow call was answered before the drain was over: inconclusive"
+    );
+    assert!(
+        poll_until(Instant::now() + Duration::from_secs(10), || idle
+            .ping()
+            .is_err()),
+        "an idle connection is still served after the drain"
+    );
+    assert_eq!(health("/health/live"), 200, "live while answering");
+    assert_eq!(health("/health/ready"), 503);
+
+    let (answer, answered_at) = in_flight.join().unwrap();
+    let answer = answer.expect("the call in flight at SIGTERM is answered");
+    assert!(!answer.label.is_empty(), "{answer:?}");
+    assert!(answered_at.duration_since(sent) > stopped_accepting);
+    let (status, log) = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("the server exits once the call in flight is answered");
+    assert!(status.success(), "exit {status}: {log}");
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{log}"))
+    };
+    assert!(at("SIGTERM: not ready") < at("drain over: no new connections"));
+    assert!(at("drain over: no new connections") < at(" stopped\n"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("answered ") && l.contains(" calls"))
+        .expect("the summary line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "answered").unwrap();
+    assert_eq!(words[i + 1], words[i + 3], "{line}");
 }

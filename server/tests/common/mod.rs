@@ -113,6 +113,10 @@ impl Server {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
             cmd.args(args)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+            // The drain is for a balancer; a test that does not test it stops at once.
+            if !args.contains(&"--drain-seconds") {
+                cmd.args(["--drain-seconds", "0"]);
+            }
             if let Some(m) = mport {
                 cmd.args(["--metrics-port", &m.to_string()]);
             }
@@ -190,11 +194,39 @@ impl Server {
 
     /// SIGTERM, then the exit status and everything the server logged.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.sigterm();
+        let status = self.child.wait().unwrap();
+        self.finish(status)
+    }
+
+    pub fn sigterm(&self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
-        let status = self.child.wait().unwrap();
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The exit status once the server exits, and everything it logged; `None` if it is still
+    /// running after `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<(std::process::ExitStatus, String)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(self.finish(status));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(&mut self, status: std::process::ExitStatus) -> (std::process::ExitStatus, String) {
         if let Some(d) = self.drain.take() {
             let _ = d.join();
         }
