@@ -133,7 +133,7 @@ pub(super) fn conv_views(plan: &Plan, c: &ConvStep, n: usize) -> Result<(View, V
         } else {
             (d, s)
         };
-        View::new(&d, &s, 0).map_err(GpuError::Plan)
+        Ok(View::new(&d, &s, 0)?)
     };
     Ok((
         v(c.input)?,

@@ -21,6 +21,8 @@ pub enum GpuError {
     Nvrtc(String),
     #[error("{0}")]
     Plan(String),
+    #[error(transparent)]
+    Layout(#[from] super::plan::view::LayoutError),
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;

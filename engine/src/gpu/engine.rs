@@ -498,7 +498,6 @@ impl GpuInstance {
         let algos = self.model.algos(n)?;
         let mut conv_i = 0;
         let mut out = Vec::new();
-        let bad = |e: String| GpuError::Plan(e);
         for s in &plan.steps {
             if let Some(p) = CudnnPool::new(plan, s, m.precision, n)? {
                 out.push(StepDescs::CudnnPool(p));
@@ -527,15 +526,13 @@ impl GpuInstance {
                     conv_i += 1;
                     StepDescs::Conv { x, y, graph }
                 }
-                Step::Map(s) => {
-                    StepDescs::Map(view::map(plan, s, n, m.precision.bytes()).map_err(bad)?)
-                }
-                Step::Reduce(s) => StepDescs::Reduce(view::reduce(plan, s, n).map_err(bad)?),
-                Step::Row(s) => StepDescs::Row(view::row(plan, s, n).map_err(bad)?),
-                Step::Pool(s) => StepDescs::Pool(view::pool(plan, s, n).map_err(bad)?),
-                Step::MatMul(s) => StepDescs::MatMul(view::matmul(plan, s, n).map_err(bad)?),
+                Step::Map(s) => StepDescs::Map(view::map(plan, s, n, m.precision.bytes())?),
+                Step::Reduce(s) => StepDescs::Reduce(view::reduce(plan, s, n)?),
+                Step::Row(s) => StepDescs::Row(view::row(plan, s, n)?),
+                Step::Pool(s) => StepDescs::Pool(view::pool(plan, s, n)?),
+                Step::MatMul(s) => StepDescs::MatMul(view::matmul(plan, s, n)?),
                 Step::Concat(s) => {
-                    StepDescs::Concat(view::concat(plan, s, n, m.precision.bytes()).map_err(bad)?)
+                    StepDescs::Concat(view::concat(plan, s, n, m.precision.bytes())?)
                 }
                 Step::Attention(_) if m.precision != Precision::Fp16 => {
                     return Err(GpuError::Plan(
@@ -850,7 +847,7 @@ impl GpuInstance {
                     // 16-byte units only for large copies, as for `map_chunk` (measured there).
                     let unit = if chunked(l.vec, l.len()) { l.vec } else { 1 };
                     let ptrs: Vec<u64> = s.parts.iter().map(|&p| self.ptr(p)).collect();
-                    let (cat, row, base, units) = l.args(&ptrs, unit).map_err(GpuError::Plan)?;
+                    let (cat, row, base, units) = l.args(&ptrs, unit)?;
                     let cat = kernels::KCat(cat);
                     let f = if unit > 1 { &k.concat_chunk } else { &k.concat };
                     let py = self.ptr(s.output);
@@ -903,7 +900,7 @@ impl GpuInstance {
                 .call("cuMemcpyDtoH")?;
             let vals: Vec<f32> = m.precision.to_f32(&raw);
             let (dims, strides) = view::value_layout(&m.plan, out, n);
-            let v = view::View::new(&dims, &strides, 0).map_err(GpuError::Plan)?;
+            let v = view::View::new(&dims, &strides, 0)?;
             let logical: Vec<f32> = (0..v.len()).map(|k| vals[v.at(k) as usize]).collect();
             lines.push((step_label(&m.plan, i), logical));
             Ok(())
@@ -1079,7 +1076,7 @@ impl GpuInstance {
         if strides == view::row_major(&dims) {
             return Ok(flat);
         }
-        let v = view::View::new(&dims, &strides, 0).map_err(GpuError::Plan)?;
+        let v = view::View::new(&dims, &strides, 0)?;
         Ok((0..v.len()).map(|i| flat[v.at(i) as usize]).collect())
     }
 

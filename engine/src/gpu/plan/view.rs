@@ -10,6 +10,38 @@ use super::{
 
 pub const RANK: usize = 6;
 
+/// Why a step cannot be addressed at a batch size. The builder makes plans these never
+/// happen for, so one means a fault in the plan (the message says where).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("a tensor of rank {0} (the GPU engine handles up to {RANK})")]
+    Rank(usize),
+    #[error("dimension {0} too large")]
+    DimTooLarge(usize),
+    #[error("{from:?} does not broadcast to {to:?}")]
+    Broadcast { from: Vec<usize>, to: Vec<usize> },
+    #[error("a product of {a:?} and {b:?}: inner dims {k} and {bk}")]
+    InnerDims {
+        a: Vec<usize>,
+        b: Vec<usize>,
+        k: usize,
+        bk: usize,
+    },
+    #[error("a concat of {0} elements")]
+    ConcatTooLong(usize),
+    #[error("a concat of {0} parts")]
+    ConcatParts(usize),
+    #[error("concat axis out of range")]
+    ConcatAxis,
+    #[error("concat part {part:?} (strides {strides:?}) is not stored as the output {out:?} ({out_strides:?})")]
+    ConcatLayout {
+        part: Vec<usize>,
+        strides: Vec<i64>,
+        out: Vec<usize>,
+        out_strides: Vec<i64>,
+    },
+}
+
 /// A strided view in elements. Leading unused dims are 1 with stride 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,12 +52,9 @@ pub struct View {
 }
 
 impl View {
-    pub fn new(dims: &[usize], strides: &[i64], offset: i64) -> Result<View, String> {
+    pub fn new(dims: &[usize], strides: &[i64], offset: i64) -> Result<View, LayoutError> {
         if dims.len() > RANK || strides.len() != dims.len() {
-            return Err(format!(
-                "a tensor of rank {} (the GPU engine handles up to {RANK})",
-                dims.len()
-            ));
+            return Err(LayoutError::Rank(dims.len()));
         }
         let mut v = View {
             dims: [1; RANK],
@@ -34,7 +63,7 @@ impl View {
         };
         let at = RANK - dims.len();
         for (i, (&d, &s)) in dims.iter().zip(strides).enumerate() {
-            v.dims[at + i] = i32::try_from(d).map_err(|_| format!("dimension {d} too large"))?;
+            v.dims[at + i] = i32::try_from(d).map_err(|_| LayoutError::DimTooLarge(d))?;
             v.strides[at + i] = if d == 1 { 0 } else { s };
         }
         Ok(v)
@@ -94,9 +123,13 @@ fn operand_layout(plan: &Plan, o: Operand, n: usize) -> (Vec<usize>, Vec<i64>) {
 }
 
 /// `dims`/`strides` broadcast (right-aligned) onto `out`.
-fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, String> {
+fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, LayoutError> {
+    let refused = || LayoutError::Broadcast {
+        from: dims.to_vec(),
+        to: out.to_vec(),
+    };
     if dims.len() > out.len() {
-        return Err(format!("{dims:?} does not broadcast to {out:?}"));
+        return Err(refused());
     }
     let pad = out.len() - dims.len();
     let mut s = vec![0i64; out.len()];
@@ -104,7 +137,7 @@ fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, Str
         s[pad + i] = match (dims[i], out[pad + i]) {
             (a, b) if a == b => strides[i],
             (1, _) => 0,
-            _ => return Err(format!("{dims:?} does not broadcast to {out:?}")),
+            _ => return Err(refused()),
         };
     }
     View::new(out, &s, 0)
@@ -192,7 +225,12 @@ fn vector_width(a: &View, b: Option<&View>, c: Option<&View>, y: &View, elem_byt
 }
 
 /// The launch of a map step at batch `n`, for elements of `elem_bytes` bytes.
-pub fn map(plan: &Plan, m: &MapStep, n: usize, elem_bytes: usize) -> Result<MapLaunch, String> {
+pub fn map(
+    plan: &Plan,
+    m: &MapStep,
+    n: usize,
+    elem_bytes: usize,
+) -> Result<MapLaunch, LayoutError> {
     let (mut region, ys) = value_layout(plan, m.output, n);
     let mut offset = 0;
     if let Some((axis, off, len)) = m.region {
@@ -335,7 +373,7 @@ pub struct ReduceLaunch {
     pub per_thread: bool,
 }
 
-pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, String> {
+pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, LayoutError> {
     let (xd, xs) = value_layout(plan, r.input, n);
     let (yd, ys) = value_layout(plan, r.output, n);
     let inner_d: Vec<usize> = (0..xd.len())
@@ -367,7 +405,7 @@ pub struct RowLaunch {
     pub y_stride: i64,
 }
 
-pub fn row(plan: &Plan, r: &RowStep, n: usize) -> Result<RowLaunch, String> {
+pub fn row(plan: &Plan, r: &RowStep, n: usize) -> Result<RowLaunch, LayoutError> {
     let (mut xd, xs) = value_layout(plan, r.input, n);
     let (_, ys) = value_layout(plan, r.output, n);
     let len = xd[r.axis];
@@ -388,7 +426,7 @@ pub struct PoolLaunch {
     pub y: View,
 }
 
-pub fn pool(plan: &Plan, p: &PoolStep, n: usize) -> Result<PoolLaunch, String> {
+pub fn pool(plan: &Plan, p: &PoolStep, n: usize) -> Result<PoolLaunch, LayoutError> {
     let (xd, xs) = value_layout(plan, p.input, n);
     let (yd, ys) = value_layout(plan, p.output, n);
     Ok(PoolLaunch {
@@ -413,7 +451,7 @@ pub struct MatMulLaunch {
     pub b_trans: bool,
 }
 
-pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, String> {
+pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, LayoutError> {
     let (ad, _) = value_layout(plan, mm.a, n);
     let (bd, _) = operand_layout(plan, mm.b, n);
     let r = ad.len();
@@ -424,9 +462,12 @@ pub fn matmul(plan: &Plan, mm: &MatMulStep, n: usize) -> Result<MatMulLaunch, St
         (bd[bd.len() - 2], bd[bd.len() - 1])
     };
     if bk != k {
-        return Err(format!(
-            "a product of {ad:?} and {bd:?}: inner dims {k} and {bk}"
-        ));
+        return Err(LayoutError::InnerDims {
+            a: ad.clone(),
+            b: bd.clone(),
+            k,
+            bk,
+        });
     }
     let (alpha, b_trans) = (mm.alpha, mm.b_trans);
     let lead: usize = ad[..r - 2].iter().product();
@@ -503,10 +544,14 @@ impl ConcatLaunch {
 
     /// The `concat_*` kernels' arguments for parts at `ptrs`, in units of `unit` elements (1
     /// or `vec`): the parts, the row length, the base, and the threads (one per unit).
-    pub fn args(&self, ptrs: &[u64], unit: usize) -> Result<(ConcatArgs, u32, u32, u32), String> {
-        let u32_of = |v: usize| u32::try_from(v).map_err(|_| format!("a concat of {v} elements"));
+    pub fn args(
+        &self,
+        ptrs: &[u64],
+        unit: usize,
+    ) -> Result<(ConcatArgs, u32, u32, u32), LayoutError> {
+        let u32_of = |v: usize| u32::try_from(v).map_err(|_| LayoutError::ConcatTooLong(v));
         if ptrs.len() + 1 != self.starts.len() || ptrs.len() > CONCAT_MAX_PARTS {
-            return Err(format!("a concat of {} parts", ptrs.len()));
+            return Err(LayoutError::ConcatParts(ptrs.len()));
         }
         let mut args = ConcatArgs {
             src: [0; CONCAT_MAX_PARTS],
@@ -542,7 +587,7 @@ pub fn concat(
     c: &ConcatStep,
     n: usize,
     elem_bytes: usize,
-) -> Result<ConcatLaunch, String> {
+) -> Result<ConcatLaunch, LayoutError> {
     let (yd, ys) = value_layout(plan, c.output, n);
     // The output's storage order: its full axes by decreasing stride (a dense value; size-1
     // axes left out, the builder makes sure the concat axis is not one).
@@ -553,7 +598,7 @@ pub fn concat(
     let pos = y_order
         .iter()
         .position(|&k| k == c.axis)
-        .ok_or("concat axis out of range")?;
+        .ok_or(LayoutError::ConcatAxis)?;
     let outer: usize = y_order[..pos].iter().map(|&k| yd[k]).product();
     let inner = ys[c.axis] as usize;
     let row = yd[c.axis] * inner;
@@ -571,9 +616,12 @@ pub fn concat(
         }
         let others_one = (0..pd.len()).all(|k| y_order.contains(&k) || pd[k] == 1);
         if !packed || !others_one {
-            return Err(format!(
-                "concat part {pd:?} (strides {ps:?}) is not stored as the output {yd:?} ({ys:?})"
-            ));
+            return Err(LayoutError::ConcatLayout {
+                part: pd,
+                strides: ps,
+                out: yd,
+                out_strides: ys,
+            });
         }
         starts.push(starts[starts.len() - 1] + pd[c.axis] * inner);
     }
