@@ -140,8 +140,13 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
         .expect("a connection made during the drain is served");
     idle.ping()
         .expect("a connection made before SIGTERM is still served during the drain");
+    // The log reaches the test through a pipe: poll for the line rather than race it.
+    assert!(
+        poll_until(sent + DRAIN, || server.log().contains("SIGTERM: not ready")),
+        "no `SIGTERM: not ready` in the log during the drain:\n{}",
+        server.log()
+    );
     let log = server.log();
-    assert!(log.contains("SIGTERM: not ready"), "{log}");
     assert!(!log.contains("no new connections"), "{log}");
     assert!(
         sent.elapsed() < DRAIN,
