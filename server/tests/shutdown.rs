@@ -44,19 +44,26 @@ fn sigterm_under_load_answers_every_accepted_call() {
         c.join().unwrap();
     }
     assert!(status.success(), "exit {status}: {log}");
+    let (line, done, read) = summary(&log);
+    assert_eq!(done, read, "{line}");
+    assert!(done >= answered.load(Ordering::SeqCst), "{line}");
+    assert!(log.contains("SIGTERM: no new connections"), "{log}");
+}
+
+/// The server's `answered N of M calls` line, N and M.
+fn summary(log: &str) -> (String, u64, u64) {
     let line = log
         .lines()
         .find(|l| l.contains("answered ") && l.contains(" calls"))
         .expect("the summary line");
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words.iter().position(|w| *w == "answered").unwrap();
-    let (done, read): (u64, u64) = (
-        words[at + 1].parse().unwrap(),
-        words[at + 3].parse().unwrap(),
-    );
-    assert_eq!(done, read, "{line}");
-    assert!(done >= answered.load(Ordering::SeqCst), "{line}");
-    assert!(log.contains("SIGTERM: no new connections"), "{log}");
+    let count = |k: usize| -> u64 {
+        words[at + k]
+            .parse()
+            .unwrap_or_else(|_| panic!("a count in {line:?}"))
+    };
+    (line.to_string(), count(1), count(3))
 }
 
 /// The value of an unlabelled sample in the server's /metrics.
@@ -193,11 +200,6 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
     };
     assert!(at("SIGTERM: not ready") < at("drain over: no new connections"));
     assert!(at("drain over: no new connections") < at(" stopped\n"));
-    let line = log
-        .lines()
-        .find(|l| l.contains("answered ") && l.contains(" calls"))
-        .expect("the summary line");
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let i = words.iter().position(|w| *w == "answered").unwrap();
-    assert_eq!(words[i + 1], words[i + 3], "{line}");
+    let (line, done, read) = summary(&log);
+    assert_eq!(done, read, "{line}");
 }

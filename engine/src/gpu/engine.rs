@@ -376,6 +376,8 @@ enum StepDescs {
     Pool(PoolLaunch),
     MatMul(MatMulLaunch),
     Concat(ConcatLaunch),
+    /// A copy run as the tiled transpose (view::transpose).
+    Transpose(view::TransposeLaunch),
     Attention,
 }
 
@@ -526,7 +528,13 @@ impl GpuInstance {
                     conv_i += 1;
                     StepDescs::Conv { x, y, graph }
                 }
-                Step::Map(s) => StepDescs::Map(view::map(plan, s, n, m.precision.bytes())?),
+                Step::Map(s) => {
+                    let l = view::map(plan, s, n, m.precision.bytes())?;
+                    match view::transpose(&l) {
+                        Some(t) => StepDescs::Transpose(t),
+                        None => StepDescs::Map(l),
+                    }
+                }
                 Step::Reduce(s) => StepDescs::Reduce(view::reduce(plan, s, n)?),
                 Step::Row(s) => StepDescs::Row(view::row(plan, s, n)?),
                 Step::Pool(s) => StepDescs::Pool(view::pool(plan, s, n)?),
@@ -722,10 +730,8 @@ impl GpuInstance {
                         })?;
                     pool.run(self.dnn.h, self.ptr(input), self.ptr(s.output()))?;
                 }
-                (Step::Map(s), StepDescs::Map(l)) if view::transpose(l).is_some() => {
-                    if let Some(t) = view::transpose(l) {
-                        self.transpose(&t, self.operand(s.a), self.ptr(s.output))?;
-                    }
+                (Step::Map(s), StepDescs::Transpose(t)) => {
+                    self.transpose(t, self.operand(s.a), self.ptr(s.output))?
                 }
                 (Step::Map(s), StepDescs::Map(l)) => {
                     let pa = self.operand(s.a);

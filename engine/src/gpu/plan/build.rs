@@ -1676,6 +1676,13 @@ fn oihw_of_kp(b: &[f32], k: usize, p: usize) -> Vec<f32> {
     weight
 }
 
+/// The steps writing memory `root` (under any of its names: a value and its aliases).
+fn writers(plan: &Plan, root: usize) -> Vec<usize> {
+    (0..plan.steps.len())
+        .filter(|&i| plan.values[plan.steps[i].output()].storage == root)
+        .collect()
+}
+
 /// The step writing `v` when step `reader` is its only reader, `v` owns its memory, no other
 /// value shares it and it is not the plan's output or input: a step the plan's later folds
 /// (into products, into Adds) may merge into its reader.

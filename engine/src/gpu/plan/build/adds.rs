@@ -5,7 +5,7 @@
 //! bias, then the residual: ViT).
 
 use super::super::{Binary, MapStep, Operand, Plan, Step, Unary};
-use super::sole_producer;
+use super::{sole_producer, writers};
 
 pub(in crate::gpu::plan) fn fold_adds(plan: &mut Plan) {
     while let Some((p, q, x)) = find(plan) {
@@ -65,12 +65,6 @@ fn whole_add(m: &MapStep) -> bool {
 pub(super) fn ready(plan: &Plan, x: Operand, p: usize) -> bool {
     match x {
         Operand::Const(_) => true,
-        Operand::Value(x) => {
-            let root = plan.values[x].storage;
-            plan.steps
-                .iter()
-                .enumerate()
-                .all(|(i, s)| i < p || plan.values[s.output()].storage != root)
-        }
+        Operand::Value(x) => writers(plan, plan.values[x].storage).iter().all(|&i| i < p),
     }
 }

@@ -13,7 +13,8 @@ use super::super::view;
 use super::super::{
     AttentionStep, Binary, HeadView, MapStep, MatMulStep, Operand, Plan, RowKind, Step, Unary,
 };
-use super::sole_producer;
+use super::adds::ready;
+use super::{sole_producer, writers};
 
 /// Head sizes `gpu/attention.cu` is instantiated for.
 pub const HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
@@ -173,9 +174,8 @@ fn look_through(plan: &Plan, mut x: HeadView, sizes: [usize; 3], before: usize) 
             return x;
         };
         let Operand::Value(src) = m.a else { return x };
-        let src_fixed = writers(plan, plan.values[src].storage)
-            .iter()
-            .all(|&i| i < w);
+        // The fused step reads `src` later than the copy did: nothing may rewrite it between.
+        let src_fixed = ready(plan, Operand::Value(src), w);
         if !pure_copy(m) || m.output != root || w >= before || !src_fixed {
             return x;
         }
@@ -184,13 +184,6 @@ fn look_through(plan: &Plan, mut x: HeadView, sizes: [usize; 3], before: usize) 
             None => return x,
         }
     }
-}
-
-/// The steps writing memory `root` (under any of its names).
-fn writers(plan: &Plan, root: usize) -> Vec<usize> {
-    (0..plan.steps.len())
-        .filter(|&i| plan.values[plan.steps[i].output()].storage == root)
-        .collect()
 }
 
 fn pure_copy(m: &MapStep) -> bool {

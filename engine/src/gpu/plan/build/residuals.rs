@@ -10,6 +10,7 @@
 
 use super::super::{Binary, Operand, Plan, Step, Unary, Value};
 use super::adds::ready;
+use super::writers;
 
 pub(in crate::gpu::plan) fn fold_conv_tails(plan: &mut Plan) {
     while let Some(t) = find(plan) {
@@ -126,10 +127,7 @@ fn conv_of(plan: &Plan, q: usize, out: usize, v: usize, x: Option<usize>) -> Opt
     if vals[plan.output].storage == root {
         return None;
     }
-    let writers: Vec<usize> = (0..plan.steps.len())
-        .filter(|&i| vals[plan.steps[i].output()].storage == root)
-        .collect();
-    let &[p] = writers.as_slice() else {
+    let &[p] = writers(plan, root).as_slice() else {
         return None;
     };
     let Step::Conv(c) = &plan.steps[p] else {
