@@ -53,6 +53,8 @@ pub trait DeviceMemory: Send + Sync + std::fmt::Debug {
     fn ptr(&self) -> u64;
     /// How many bytes at `ptr` belong to this value.
     fn bytes(&self) -> usize;
+    /// The GPU (CUDA device index, as `device_id` names it) the memory is on.
+    fn device(&self) -> usize;
 }
 
 /// How the bytes of a GPU value are laid out.

@@ -655,6 +655,7 @@ impl Instance {
             registry: &self.registry,
             instance: self.instance,
             profile: &node.profiles[self.instance],
+            device: node.device_of(self.instance),
             shared: &self.cache,
             pipeline: &handle,
         };

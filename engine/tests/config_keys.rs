@@ -136,3 +136,23 @@ fn docs_config_md_lists_the_declared_keys() {
         );
     }
 }
+
+#[test]
+fn device_id_is_a_scheduling_key_and_its_misspellings_get_a_did_you_mean() {
+    check("device_id = 0\n[n]\nbackend = \"Identity\"\ndevice_id = \"0,1\"\n").unwrap();
+    let e = check("[n]\nbackend = \"Identity\"\ndevice_ids = 1\n").unwrap_err();
+    assert!(
+        e.starts_with("test.toml: node [n], key `device_ids` = \"1\": "),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `device_id`?"), "{e}");
+    let e = check("[m]\nbackend = \"TensorrtTensor\"\nmodel = \"Cargo.toml\"\ndevice_di = 1\n")
+        .unwrap_err();
+    assert!(e.contains("did you mean `device_id`?"), "{e}");
+    let e = check("devce_id = 1\n[n]\nbackend = \"Identity\"\n").unwrap_err();
+    assert!(
+        e.starts_with("test.toml: global section, key `devce_id`"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `device_id`?"), "{e}");
+}

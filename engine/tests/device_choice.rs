@@ -130,3 +130,68 @@ fn the_gpu_pipeline_refuses_to_start_without_a_gpu() {
         );
     }
 }
+
+/// `device_id` one past the machine's GPUs: on a GPU machine start-up fails naming the node,
+/// the key, the value and the GPUs found, for the model and for the GPU image backends; on a
+/// machine without a GPU it fails as without `device_id`.
+#[cfg(feature = "cuda")]
+#[test]
+fn a_device_id_beyond_the_machines_gpus_names_the_gpus_found() {
+    let found = engine::gpu::check_libraries()
+        .and_then(|()| engine::gpu::gpus())
+        .unwrap_or_default();
+    let n = found.len();
+    let gpu_list = (n > 0).then(|| {
+        let plural = if n == 1 { "" } else { "s" };
+        let names: Vec<String> = found
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{i} = {name}"))
+            .collect();
+        format!(
+            "there is no GPU {n}; found {n} GPU{plural}: {}",
+            names.join(", ")
+        )
+    });
+    // A list whose first GPU is missing: `n` (none repeated, whatever `n` is).
+    let ids = format!("{n},{}", n + 1);
+    let model = start(&config_with(
+        "device-id-missing",
+        &format!("device_id = \"{ids}\""),
+    ));
+    let err = model.err().expect("a node naming a missing GPU started");
+    println!("{err}");
+    match &gpu_list {
+        Some(list) => assert!(
+            err.contains(&format!("node [classifier], key `device_id` = \"{ids}\": "))
+                && err.contains(list),
+            "{err}"
+        ),
+        None => assert!(err.contains("no usable GPU"), "{err}"),
+    }
+
+    // The GPU TOML with the default for every node: DecodeTensor is the first to open a GPU.
+    let path = common::repo_root().join("configs/resnet50_gpu.toml");
+    let models = common::models_dir();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"models/", &format!("\"{}/", models.display()));
+    let text = format!("device_id = {n}\n{text}");
+    let config = engine::Config::parse(&text, &path).expect("the GPU TOML parses");
+    let err = engine::Pipeline::build(
+        config,
+        engine::Registry::with_defaults(),
+        engine::PipelineOptions::default(),
+    )
+    .err()
+    .expect("the GPU pipeline started on a missing GPU")
+    .to_string();
+    println!("{err}");
+    match &gpu_list {
+        Some(list) => assert!(
+            err.contains(&format!("key `device_id` = \"{n}\": ")) && err.contains(list),
+            "{err}"
+        ),
+        None => assert!(err.contains("no usable GPU"), "{err}"),
+    }
+}

@@ -41,6 +41,12 @@ pub const SCHEDULING: &[Key] = &[
         "instances, each on its own thread",
     ),
     key(
+        "device_id",
+        "a GPU index, or a list `\"0,1\"`",
+        "0",
+        "the GPUs of the node's GPU backends, instance i on the (i mod n)-th",
+    ),
+    key(
         "batching_timeout",
         "milliseconds",
         "0",

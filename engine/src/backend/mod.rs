@@ -49,13 +49,16 @@ pub enum Fusable {
 pub type Constructor = fn(&InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError>;
 
 /// What a constructor may look at: its node's settings, its own expression (for composites),
-/// the registry (to build inner backends), its instance's batch profile.
+/// the registry (to build inner backends), its instance's batch profile and GPU.
 pub struct InitContext<'a> {
     pub node: &'a NodeConfig,
     pub expr: &'a Expr,
     pub registry: &'a Registry,
     pub instance: usize,
     pub profile: &'a Profile,
+    /// The GPU this instance runs on (`NodeConfig::device_of`): GPU backends open this one,
+    /// CPU backends ignore it.
+    pub device: usize,
     /// Objects instances of a node share (a loaded model's weights).
     pub shared: &'a SharedCache,
     pub pipeline: &'a PipelineHandle,
@@ -290,6 +293,7 @@ impl Registry {
             registry: self,
             instance: 0,
             profile: &profile,
+            device: node.device_of(0),
             shared: &cache,
             pipeline: &handle,
         };

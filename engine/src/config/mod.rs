@@ -80,6 +80,9 @@ pub struct NodeConfig {
     pub name: String,
     pub backend: Expr,
     pub instance_num: usize,
+    /// The GPUs the node's instances run on (`device_id`): never empty, no repeats. Instance
+    /// `i` runs on `device_ids[i % len]` (`device_of`).
+    pub device_ids: Vec<usize>,
     pub batching_timeout: Duration,
     /// One per instance.
     pub profiles: Vec<Profile>,
@@ -98,6 +101,15 @@ pub struct NodeConfig {
 impl NodeConfig {
     pub fn max_batch(&self) -> usize {
         self.profiles.iter().map(|p| p.max).max().unwrap_or(1)
+    }
+
+    /// The GPU instance `instance` runs on: the node's `device_id` list, round robin, so that
+    /// `instance_num = 4` with `device_id = "0,1"` puts instances 0 and 2 on GPU 0, 1 and 3
+    /// on GPU 1.
+    pub fn device_of(&self, instance: usize) -> usize {
+        // `device_ids` is never empty when parsed; GPU 0 is the default otherwise too.
+        let n = self.device_ids.len().max(1);
+        self.device_ids.get(instance % n).copied().unwrap_or(0)
     }
 }
 
@@ -295,6 +307,7 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
             "an integer from 1 to 1024",
         ));
     }
+    let device_ids = device_ids(&params)?;
     let batching_timeout = params.millis_or("batching_timeout", Duration::ZERO)?;
     let timeout = params.millis("timeout")?;
     let queue_size = params.usize_or("queue_size", DEFAULT_QUEUE_SIZE)?;
@@ -322,6 +335,7 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
         name: name.to_string(),
         backend,
         instance_num,
+        device_ids,
         batching_timeout,
         profiles,
         next,
@@ -332,6 +346,44 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
         params,
         own_keys: Vec::new(),
     })
+}
+
+/// `device_id`: one GPU index (`1`) or several (`"0,1"`, or the array `[0, 1]`); GPU 0 when
+/// unset. Whether those GPUs exist is checked when a GPU backend opens its device
+/// (`gpu::devices::check`): a CPU-only node may name any.
+fn device_ids(params: &Params) -> Result<Vec<usize>, ConfigError> {
+    let Some(text) = params.raw("device_id") else {
+        return Ok(vec![0]);
+    };
+    let bad = |why: String| {
+        params.error(
+            "device_id",
+            text,
+            format!(
+                "a GPU index (`device_id = 1`) or a comma-separated list of them \
+                 (`device_id = \"0,1\"`), each a non-negative integer, none repeated: {why}"
+            ),
+        )
+    };
+    let mut ids: Vec<usize> = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(bad(if text.trim().is_empty() {
+                "found nothing".into()
+            } else {
+                "found an empty item".into()
+            }));
+        }
+        let id = part
+            .parse::<usize>()
+            .map_err(|_| bad(format!("`{part}` is not a non-negative integer")))?;
+        if ids.contains(&id) {
+            return Err(bad(format!("GPU {id} is named twice")));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 fn parse_map(text: &str) -> Option<Vec<MapEntry>> {

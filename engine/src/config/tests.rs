@@ -183,3 +183,103 @@ fn map_parses_sources_and_keys() {
     assert!(parse_map("a[result:data]x").is_none());
     assert!(parse_map("").is_none());
 }
+
+#[test]
+fn device_id_is_an_index_or_a_list_and_gpu_0_by_default() {
+    let c = parse(
+        r#"
+        [a]
+        backend = "Identity"
+        next = "b"
+        [b]
+        backend = "Identity"
+        device_id = 1
+        next = "c"
+        [c]
+        backend = "Identity"
+        device_id = " 2, 0 "
+        next = "d"
+        [d]
+        backend = "Identity"
+        device_id = [3, 1]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.node("a").unwrap().device_ids, [0]);
+    assert_eq!(c.node("b").unwrap().device_ids, [1]);
+    assert_eq!(c.node("c").unwrap().device_ids, [2, 0]);
+    assert_eq!(c.node("d").unwrap().device_ids, [3, 1]);
+}
+
+#[test]
+fn device_id_in_the_global_section_is_every_nodes_default() {
+    let c = parse(
+        "device_id = \"1,0\"\n[a]\nbackend = \"Identity\"\nnext = \"b\"\n\
+         [b]\nbackend = \"Identity\"\ndevice_id = 0\n",
+    )
+    .unwrap();
+    assert_eq!(c.node("a").unwrap().device_ids, [1, 0]);
+    assert_eq!(c.node("b").unwrap().device_ids, [0], "a node's own wins");
+}
+
+#[test]
+fn instances_take_the_listed_gpus_in_turn() {
+    let c = parse("[m]\nbackend = \"Identity\"\ninstance_num = 5\ndevice_id = \"0,1\"\n").unwrap();
+    let m = c.node("m").unwrap();
+    let gpus: Vec<usize> = (0..m.instance_num).map(|i| m.device_of(i)).collect();
+    assert_eq!(gpus, [0, 1, 0, 1, 0]);
+    let c = parse("[m]\nbackend = \"Identity\"\ninstance_num = 3\ndevice_id = 2\n").unwrap();
+    let m = c.node("m").unwrap();
+    assert_eq!(
+        (0..3).map(|i| m.device_of(i)).collect::<Vec<_>>(),
+        [2, 2, 2]
+    );
+    let c = parse("[m]\nbackend = \"Identity\"\ninstance_num = 2\n").unwrap();
+    let m = c.node("m").unwrap();
+    assert_eq!((0..2).map(|i| m.device_of(i)).collect::<Vec<_>>(), [0, 0]);
+}
+
+#[test]
+fn bad_device_ids_name_the_node_the_key_the_value_and_why() {
+    let bad = |value: &str| {
+        err(&format!(
+            "[m]\nbackend = \"Identity\"\ndevice_id = {value}\n"
+        ))
+    };
+    assert_eq!(
+        bad("-1").to_string(),
+        "test.toml: node [m], key `device_id` = \"-1\": a GPU index (`device_id = 1`) or a \
+         comma-separated list of them (`device_id = \"0,1\"`), each a non-negative integer, \
+         none repeated: `-1` is not a non-negative integer"
+    );
+    let e = bad("\"0,-1\"");
+    assert!(
+        e.expected.ends_with("`-1` is not a non-negative integer"),
+        "{e}"
+    );
+    let e = bad("\"\"");
+    assert_eq!(e.value.as_deref(), Some(""));
+    assert!(e.expected.ends_with("found nothing"), "{e}");
+    let e = bad("\"0,,1\"");
+    assert!(e.expected.ends_with("found an empty item"), "{e}");
+    let e = bad("\"1,0,1\"");
+    assert_eq!(e.value.as_deref(), Some("1,0,1"));
+    assert!(e.expected.ends_with("GPU 1 is named twice"), "{e}");
+    let e = bad("\"gpu1\"");
+    assert!(
+        e.expected.ends_with("`gpu1` is not a non-negative integer"),
+        "{e}"
+    );
+    let e = bad("1.5");
+    assert!(
+        e.expected.ends_with("`1.5` is not a non-negative integer"),
+        "{e}"
+    );
+    let e = err("device_id = \"x\"\n[m]\nbackend = \"Identity\"\n");
+    assert_eq!(
+        e.node.as_deref(),
+        Some("m"),
+        "a bad global default fails its nodes"
+    );
+    assert_eq!(e.key.as_deref(), Some("device_id"));
+}

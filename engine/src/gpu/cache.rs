@@ -43,6 +43,37 @@ pub struct Header {
     pub plans: Vec<(usize, usize, String)>,
 }
 
+/// Why a cache file cannot be used (start-up then rebuilds it and logs this).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("no cache file yet")]
+    Absent,
+    // Not a `source`: the log line shows this message alone, so it carries the cause.
+    #[error("unreadable: {0}")]
+    Unreadable(std::io::Error),
+    #[error("not a torchpipe-rs GPU cache")]
+    NotACache,
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("corrupt header: {0}")]
+    CorruptHeader(serde_json::Error),
+    #[error("written in format {0}, this build reads {FORMAT}")]
+    Format(u32),
+    #[error("the ONNX file changed (its SHA-256 differs)")]
+    ModelChanged,
+    #[error("tuned on {cached}, this is {this}")]
+    Device { cached: String, this: String },
+    #[error("tuned with cuDNN {cached}, this is {this}")]
+    Cudnn { cached: usize, this: usize },
+    #[error("built for {}, the node asks for {}", .cached.name(), .wanted.name())]
+    Precision {
+        cached: Precision,
+        wanted: Precision,
+    },
+    #[error("written by a build with other GPU kernels")]
+    Kernels,
+}
+
 #[derive(Debug)]
 pub struct CacheFile {
     pub header: Header,
@@ -58,50 +89,49 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl CacheFile {
     /// Reads a cache valid for `key`; the error says why it cannot be used.
-    pub fn read(path: &Path, key: &Key) -> Result<CacheFile, String> {
+    pub fn read(path: &Path, key: &Key) -> Result<CacheFile, CacheError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err("no cache file yet".into())
-            }
-            Err(e) => return Err(format!("unreadable: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CacheError::Absent),
+            Err(e) => return Err(CacheError::Unreadable(e)),
         };
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or("not a torchpipe-rs GPU cache")?;
-        let (len, rest) = rest.split_at_checked(8).ok_or("truncated header")?;
-        let len = u64::from_le_bytes(len.try_into().map_err(|_| "truncated header")?) as usize;
-        let (json, weights) = rest.split_at_checked(len).ok_or("truncated header")?;
-        let header: Header =
-            serde_json::from_slice(json).map_err(|e| format!("corrupt header: {e}"))?;
+        let rest = bytes.strip_prefix(MAGIC).ok_or(CacheError::NotACache)?;
+        let (len, rest) = rest
+            .split_at_checked(8)
+            .ok_or(CacheError::TruncatedHeader)?;
+        let len =
+            u64::from_le_bytes(len.try_into().map_err(|_| CacheError::TruncatedHeader)?) as usize;
+        let (json, weights) = rest
+            .split_at_checked(len)
+            .ok_or(CacheError::TruncatedHeader)?;
+        let header: Header = serde_json::from_slice(json).map_err(CacheError::CorruptHeader)?;
         if header.format != FORMAT {
-            return Err(format!(
-                "written in format {}, this build reads {FORMAT}",
-                header.format
-            ));
+            return Err(CacheError::Format(header.format));
         }
         let k = &header.key;
         if k.onnx_sha256 != key.onnx_sha256 {
-            return Err("the ONNX file changed (its SHA-256 differs)".into());
+            return Err(CacheError::ModelChanged);
         }
         if k.device != key.device {
-            return Err(format!("tuned on {}, this is {}", k.device, key.device));
+            return Err(CacheError::Device {
+                cached: k.device.clone(),
+                this: key.device.clone(),
+            });
         }
         if k.cudnn != key.cudnn {
-            return Err(format!(
-                "tuned with cuDNN {}, this is {}",
-                k.cudnn, key.cudnn
-            ));
+            return Err(CacheError::Cudnn {
+                cached: k.cudnn,
+                this: key.cudnn,
+            });
         }
         if k.precision != key.precision {
-            return Err(format!(
-                "built for {}, the node asks for {}",
-                k.precision.name(),
-                key.precision.name()
-            ));
+            return Err(CacheError::Precision {
+                cached: k.precision,
+                wanted: key.precision,
+            });
         }
         if k.kernels_sha256 != key.kernels_sha256 {
-            return Err("written by a build with other GPU kernels".into());
+            return Err(CacheError::Kernels);
         }
         Ok(CacheFile {
             header,
@@ -168,33 +198,27 @@ mod tests {
         assert_eq!(back.header.tuning, header.tuning);
         assert_eq!(back.header.ptx, "// ptx");
 
+        // What the start-up log says about a cache it rebuilds.
+        let why = |path: &Path, key: &Key| CacheFile::read(path, key).unwrap_err().to_string();
         let mut other = key();
         other.onnx_sha256 = sha256_hex(b"other");
-        assert!(CacheFile::read(&path, &other).unwrap_err().contains("ONNX"));
+        assert!(why(&path, &other).contains("ONNX"));
         let mut other = key();
         other.device = "NVIDIA A100".into();
-        assert!(CacheFile::read(&path, &other).unwrap_err().contains("A100"));
+        assert!(why(&path, &other).contains("A100"));
         let mut other = key();
         other.precision = Precision::Fp32;
-        assert!(CacheFile::read(&path, &other).unwrap_err().contains("fp32"));
+        assert!(why(&path, &other).contains("fp32"));
         let mut other = key();
         other.cudnn = 90100;
-        assert!(CacheFile::read(&path, &other)
-            .unwrap_err()
-            .contains("cuDNN"));
+        assert!(why(&path, &other).contains("cuDNN"));
         let mut other = key();
         other.kernels_sha256 = sha256_hex(b"other kernels");
-        assert!(CacheFile::read(&path, &other)
-            .unwrap_err()
-            .contains("kernels"));
+        assert!(why(&path, &other).contains("kernels"));
 
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(CacheFile::read(&path, &key())
-            .unwrap_err()
-            .contains("not a"));
-        assert!(CacheFile::read(&dir.join("absent"), &key())
-            .unwrap_err()
-            .contains("no cache"));
+        assert!(why(&path, &key()).contains("not a"));
+        assert!(why(&dir.join("absent"), &key()).contains("no cache"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

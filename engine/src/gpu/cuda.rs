@@ -1,8 +1,9 @@
 //! Every CUDA, cuDNN and NVRTC call of the GPU engine goes through this module: each one is
 //! checked and turned into a typed error naming the call, and every handle is freed on drop.
 
+use std::collections::BTreeMap;
 use std::ffi::CStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::cudnn::sys as dnn;
 use cudarc::driver::{result as drv, sys as cu, CudaContext, CudaStream};
@@ -23,6 +24,17 @@ pub enum GpuError {
     Plan(String),
     #[error(transparent)]
     Layout(#[from] super::plan::view::LayoutError),
+    /// An ONNX model the GPU engine cannot plan.
+    #[error(transparent)]
+    Build(#[from] super::plan::BuildError),
+    #[error(transparent)]
+    Nvjpeg(#[from] super::nvjpeg::NvjpegError),
+    /// A once-per-process set-up's failure (the image kernels'), given to every caller.
+    #[error(transparent)]
+    Shared(Arc<GpuError>),
+    /// A `device_id` beyond the GPUs the driver reports.
+    #[error(transparent)]
+    NoSuchGpu(#[from] super::devices::MissingGpu),
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;
@@ -127,30 +139,73 @@ pub fn check_needs(needs: Needs) -> Result<()> {
     }
 }
 
-/// Opens device 0 with its primary context, for the model engine.
-pub fn open_device() -> Result<Arc<CudaContext>> {
-    open_device_for(Needs::MODEL)
-}
-
-/// Opens device 0 with its primary context, checking the libraries `needs` names first.
-pub fn open_device_for(needs: Needs) -> Result<Arc<CudaContext>> {
-    check_needs(needs)?;
+/// The name of every GPU the driver reports, by index (the index `device_id` takes, as CUDA
+/// numbers the GPUs `CUDA_VISIBLE_DEVICES` leaves).
+pub fn gpus() -> Result<Vec<String>> {
+    check_needs(Needs {
+        cudnn: false,
+        nvrtc: false,
+    })?;
     let count = CudaContext::device_count().map_err(|e| {
         GpuError::Missing(format!(
             "no usable GPU: the CUDA driver reports {e:?} (no device, or a driver that does \
              not match)"
         ))
     })?;
-    if count < 1 {
+    (0..count)
+        .map(|i| {
+            let dev = drv::device::get(i).call("cuDeviceGet")?;
+            drv::device::get_name(dev).call("cuDeviceGetName")
+        })
+        .collect()
+}
+
+/// Checks the libraries `needs` names, then that every GPU in `ids` exists: a node checks its
+/// whole `device_id` list, so that one naming a missing GPU fails at start-up even when no
+/// instance would run there.
+pub fn check_gpus(needs: Needs, ids: &[usize]) -> Result<()> {
+    check_needs(needs)?;
+    let found = gpus()?;
+    if found.is_empty() {
         return Err(GpuError::Missing(
             "no usable GPU: the driver sees no device".into(),
         ));
     }
-    let ctx = CudaContext::new(0).call("cuCtxCreate (device 0)")?;
+    super::devices::check(ids, &found)?;
+    Ok(())
+}
+
+/// Opens GPU `ordinal` for the model engine.
+pub fn open_device(ordinal: usize) -> Result<Arc<CudaContext>> {
+    open_device_for(Needs::MODEL, ordinal)
+}
+
+/// Opens GPU `ordinal` (its primary context), checking first the libraries `needs` names and
+/// that the GPU exists.
+pub fn open_device_for(needs: Needs, ordinal: usize) -> Result<Arc<CudaContext>> {
+    check_gpus(needs, &[ordinal])?;
+    context(ordinal)
+}
+
+/// The process's context on GPU `ordinal`, made on first use and kept for the life of the
+/// process: every backend on that GPU shares it (it is CUDA's primary context of the device,
+/// which they would share anyway), and a peer copy finds the context of a value's GPU here.
+/// Callers check first that the GPU exists (`open_device_for`). The context is left current on
+/// the calling thread, as `CudaContext::new` leaves a new one.
+pub(crate) fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    static CONTEXTS: Mutex<BTreeMap<usize, Arc<CudaContext>>> = Mutex::new(BTreeMap::new());
+    let mut contexts = CONTEXTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = contexts.get(&ordinal) {
+        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        return Ok(ctx.clone());
+    }
+    let ctx = CudaContext::new(ordinal).call("cuDevicePrimaryCtxRetain")?;
     // Streams are ordered by hand and buffers are raw allocations: cudarc's per-slice
     // event tracking would only add event records to every launch (and to graph captures).
-    // SAFETY: called before any allocation or stream exists in this context.
+    // SAFETY: called on the context's first opening in this process, before any allocation
+    // or stream of ours exists in it.
     unsafe { ctx.disable_event_tracking() };
+    contexts.insert(ordinal, ctx.clone());
     Ok(ctx)
 }
 

@@ -60,10 +60,16 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// Loads an ONNX for the GPU: parses, folds and fuses it, uploads the weights, compiles (or
-    /// takes from `cache`) the kernels. Tuning happens per batch size as instances ask for it.
-    pub fn load(path: &Path, precision: Precision, cache_path: Option<&Path>) -> Result<GpuModel> {
-        let ctx = open_device()?;
+    /// Loads an ONNX for GPU `gpu`: parses, folds and fuses it, uploads the weights, compiles
+    /// (or takes from `cache`) the kernels. Tuning happens per batch size as instances ask for
+    /// it. A node on several GPUs loads one model per GPU.
+    pub fn load(
+        path: &Path,
+        precision: Precision,
+        cache_path: Option<&Path>,
+        gpu: usize,
+    ) -> Result<GpuModel> {
+        let ctx = open_device(gpu)?;
         let device = ctx.name().call("cuDeviceGetName")?;
         let bytes = std::fs::read(path)
             .map_err(|e| GpuError::Plan(format!("cannot read {}: {e}", path.display())))?;
@@ -71,7 +77,7 @@ impl GpuModel {
         let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
             .map_err(|e| GpuError::Plan(format!("not an ONNX model: {e}")))?;
         drop(bytes);
-        let mut plan = plan::build(&proto, precision == Precision::Fp16).map_err(GpuError::Plan)?;
+        let mut plan = plan::build(&proto, precision == Precision::Fp16)?;
         drop(proto);
         let key = cache_key(&onnx_sha256, &device, precision);
         let (cached, cache_note) = match cache_path {
@@ -235,6 +241,10 @@ impl GpuModel {
                     .map(|p| p.iter().map(|(&(c, b), j)| (c, b, j.clone())).collect())
                     .unwrap_or_default(),
             };
+            // The models of one node on several GPUs share its cache file, and `write`'s
+            // temporary file is named by the process: one writer at a time.
+            static WRITING: Mutex<()> = Mutex::new(());
+            let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
             match CacheFile::write(path, &header, weights) {
                 Ok(()) => tracing::info!("GPU engine: wrote model::cache {}", path.display()),
                 Err(e) => tracing::warn!(
@@ -957,6 +967,11 @@ impl GpuInstance {
 
     pub fn batch_range(&self) -> (usize, usize) {
         (self.min, self.max)
+    }
+
+    /// The instance's stream, on its model's GPU (for copies that must reach that GPU first).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
     }
 
     /// Runs `n` items of raw (un-normalised) input, `[n, c, h, w]` f32. The output buffer is

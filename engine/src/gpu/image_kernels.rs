@@ -32,11 +32,11 @@ pub struct ImageKernels {
 
 /// The kernels for this process's device, compiled on first use.
 pub fn get(ctx: &Arc<CudaContext>) -> Result<&'static ImageKernels> {
-    static KERNELS: OnceLock<std::result::Result<ImageKernels, String>> = OnceLock::new();
+    static KERNELS: OnceLock<std::result::Result<ImageKernels, Arc<GpuError>>> = OnceLock::new();
     KERNELS
-        .get_or_init(|| compile(ctx).map_err(|e| e.to_string()))
+        .get_or_init(|| compile(ctx).map_err(Arc::new))
         .as_ref()
-        .map_err(|e| GpuError::Nvrtc(e.clone()))
+        .map_err(|e| GpuError::Shared(e.clone()))
 }
 
 fn compile(ctx: &Arc<CudaContext>) -> Result<ImageKernels> {

@@ -6,6 +6,7 @@
 //! CUDA side needs the `cuda` feature and loads the driver, cuDNN and NVRTC at run time, so a
 //! `cuda` build still starts on a machine without a GPU and says so when a node asks for one.
 
+pub mod devices;
 pub mod plan;
 
 #[cfg(feature = "cuda")]
@@ -27,6 +28,8 @@ mod kernels;
 #[cfg(feature = "cuda")]
 pub mod nvjpeg;
 #[cfg(feature = "cuda")]
+pub mod peer;
+#[cfg(feature = "cuda")]
 pub mod pool;
 #[cfg(feature = "cuda")]
 mod pooling;
@@ -34,7 +37,7 @@ mod pooling;
 mod precision;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{check_libraries, open_device, open_device_for, GpuError, Needs};
+pub use cuda::{check_gpus, check_libraries, gpus, open_device, open_device_for, GpuError, Needs};
 #[cfg(feature = "cuda")]
 pub use engine::{GpuInstance, GpuModel, LoadReport};
 #[cfg(feature = "cuda")]

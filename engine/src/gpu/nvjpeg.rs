@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::{Arc, OnceLock};
 
-use cudarc::driver::{sys as cu, CudaContext, CudaStream};
+use cudarc::driver::{result::DriverError, sys as cu, CudaContext, CudaStream};
 use libloading::Library;
 
 use super::cuda::{Call, GpuError, Result};
@@ -58,6 +58,46 @@ fn status_name(s: Status) -> &'static str {
         10 => "INCOMPLETE_BITSTREAM",
         _ => "unknown status",
     }
+}
+
+/// Why nvJPEG cannot be used, or did not decode one image. Cloned: the library's absence is
+/// found once per process and told to every decoder, a failed batch to each of its images.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NvjpegError {
+    #[error(
+        "no usable GPU JPEG decoder: cannot load nvJPEG (CUDA's libnvjpeg; is the CUDA \
+         toolkit's lib folder on LD_LIBRARY_PATH?): {}",
+        tried(.0)
+    )]
+    NotLoaded(Vec<(&'static str, Arc<libloading::Error>)>),
+    /// The library loaded but lacks an entry point this module calls.
+    #[error("{library}: {why}")]
+    Symbol {
+        library: &'static str,
+        why: Arc<libloading::Error>,
+    },
+    /// A batch sent to the hardware decoder of a decoder that has none.
+    #[error("no hardware decoder")]
+    NoHardwareDecoder,
+    #[error("nvJPEG cannot read this image's header (NVJPEG_STATUS_{})", status_name(*.0))]
+    Header(Status),
+    #[error("nvJPEG read an image of zero size")]
+    ZeroSize,
+    #[error("nvJPEG could not decode this image (NVJPEG_STATUS_{})", status_name(*.0))]
+    Decode(Status),
+    #[error("cannot make the GPU context current: {0}")]
+    Context(DriverError),
+    #[error("the GPU failed while decoding: {0}")]
+    Gpu(DriverError),
+}
+
+/// The libraries `load` tried, each with the loader's answer.
+fn tried(tried: &[(&'static str, Arc<libloading::Error>)]) -> String {
+    let each: Vec<String> = tried
+        .iter()
+        .map(|(name, e)| format!("{name}: {e}"))
+        .collect();
+    each.join("; ")
 }
 
 fn check(s: Status, call: &'static str) -> Result<()> {
@@ -119,26 +159,27 @@ unsafe impl Sync for Api {}
 const LIBRARIES: [&str; 3] = ["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"];
 
 fn api() -> Result<&'static Api> {
-    static API: OnceLock<std::result::Result<Api, String>> = OnceLock::new();
+    static API: OnceLock<std::result::Result<Api, NvjpegError>> = OnceLock::new();
     API.get_or_init(load)
         .as_ref()
-        .map_err(|e| GpuError::Missing(e.clone()))
+        .map_err(|e| GpuError::Nvjpeg(e.clone()))
 }
 
-fn load() -> std::result::Result<Api, String> {
+fn load() -> std::result::Result<Api, NvjpegError> {
     let mut tried = Vec::new();
     for name in LIBRARIES {
         // SAFETY: loading nvJPEG runs no initialisers beyond its own.
         match unsafe { Library::new(name) } {
-            Ok(lib) => return resolve(lib).map_err(|e| format!("{name}: {e}")),
-            Err(e) => tried.push(format!("{name}: {e}")),
+            Ok(lib) => {
+                return resolve(lib).map_err(|e| NvjpegError::Symbol {
+                    library: name,
+                    why: Arc::new(e),
+                })
+            }
+            Err(e) => tried.push((name, Arc::new(e))),
         }
     }
-    Err(format!(
-        "no usable GPU JPEG decoder: cannot load nvJPEG (CUDA's libnvjpeg; is the CUDA toolkit's \
-         lib folder on LD_LIBRARY_PATH?): {}",
-        tried.join("; ")
-    ))
+    Err(NvjpegError::NotLoaded(tried))
 }
 
 fn resolve(lib: Library) -> std::result::Result<Api, libloading::Error> {
@@ -366,7 +407,7 @@ impl Decoder {
     }
 
     /// Reads the header: size and component count. An error means nvJPEG cannot read it.
-    pub fn info(&self, data: &[u8]) -> std::result::Result<Info, String> {
+    pub fn info(&self, data: &[u8]) -> std::result::Result<Info, NvjpegError> {
         let (mut n, mut sub) = (0, 0);
         let (mut w, mut h) = ([0 as c_int; 4], [0 as c_int; 4]);
         // SAFETY: `data` is a live slice; the arrays hold the 4 entries nvJPEG writes.
@@ -382,13 +423,10 @@ impl Decoder {
             )
         };
         if s != SUCCESS {
-            return Err(format!(
-                "nvJPEG cannot read this image's header (NVJPEG_STATUS_{})",
-                status_name(s)
-            ));
+            return Err(NvjpegError::Header(s));
         }
         if w[0] <= 0 || h[0] <= 0 {
-            return Err("nvJPEG read an image of zero size".into());
+            return Err(NvjpegError::ZeroSize);
         }
         Ok(Info {
             width: w[0] as usize,
@@ -423,12 +461,12 @@ impl Decoder {
     pub unsafe fn decode(
         &mut self,
         jobs: &[(&[u8], u64, usize)],
-    ) -> Vec<std::result::Result<Path, String>> {
-        let mut out: Vec<std::result::Result<Path, String>> = vec![Ok(Path::Hybrid); jobs.len()];
+    ) -> Vec<std::result::Result<Path, NvjpegError>> {
+        let mut out: Vec<std::result::Result<Path, NvjpegError>> =
+            vec![Ok(Path::Hybrid); jobs.len()];
         // nvJPEG works in the thread's current context: the primary one, as ours.
         if let Err(e) = self.stream.context().bind_to_thread() {
-            let msg = format!("cannot make the GPU context current: {e:?}");
-            return vec![Err(msg); jobs.len()];
+            return vec![Err(NvjpegError::Context(e)); jobs.len()];
         }
         let (hw_jobs, sw_jobs): (Vec<usize>, Vec<usize>) =
             (0..jobs.len()).partition(|&i| self.hardware_takes(jobs[i].0));
@@ -455,8 +493,7 @@ impl Decoder {
             out[i] = self.decode_hybrid(jobs[i]).map(|()| Path::Hybrid);
         }
         if let Err(e) = self.stream.synchronize() {
-            let msg = format!("the GPU failed while decoding: {e:?}");
-            out.iter_mut().for_each(|o| *o = Err(msg.clone()));
+            out.iter_mut().for_each(|o| *o = Err(NvjpegError::Gpu(e)));
         }
         out
     }
@@ -472,7 +509,7 @@ impl Decoder {
         let hw = self
             .hardware
             .as_mut()
-            .ok_or_else(|| GpuError::Plan("no hardware decoder".into()))?;
+            .ok_or(NvjpegError::NoHardwareDecoder)?;
         let n = which.len();
         let handle = hw.session.handle;
         let state = hw.state(api, n, format)?;
@@ -505,7 +542,7 @@ impl Decoder {
     unsafe fn decode_hybrid(
         &mut self,
         (data, dst, width): (&[u8], u64, usize),
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), NvjpegError> {
         let mut image = Image::interleaved(dst, width);
         let s = (self.api.decode)(
             self.hybrid.handle,
@@ -517,14 +554,9 @@ impl Decoder {
             self.stream.cu_stream(),
         );
         if s != SUCCESS {
-            return Err(format!(
-                "nvJPEG could not decode this image (NVJPEG_STATUS_{})",
-                status_name(s)
-            ));
+            return Err(NvjpegError::Decode(s));
         }
         // The state is reused by the next image: let this one finish first.
-        self.stream
-            .synchronize()
-            .map_err(|e| format!("the GPU failed while decoding: {e:?}"))
+        self.stream.synchronize().map_err(NvjpegError::Gpu)
     }
 }

@@ -4,8 +4,8 @@
 //! Classes step by quarters of a power of two, so a class wastes at most a fifth of a buffer
 //! and images of many sizes share few lists.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result as drv, CudaContext};
 
@@ -17,16 +17,19 @@ pub struct Pool {
     free: Mutex<HashMap<usize, Vec<u64>>>,
 }
 
-/// The pool of the process's device (every GPU node shares device 0's primary context).
+/// The pool of `ctx`'s GPU: the GPU backends of every node on that GPU share it.
 pub fn shared(ctx: &Arc<CudaContext>) -> Arc<Pool> {
-    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        Arc::new(Pool {
-            ctx: ctx.clone(),
-            free: Mutex::new(HashMap::new()),
+    static POOLS: Mutex<BTreeMap<usize, Arc<Pool>>> = Mutex::new(BTreeMap::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    pools
+        .entry(ctx.ordinal())
+        .or_insert_with(|| {
+            Arc::new(Pool {
+                ctx: ctx.clone(),
+                free: Mutex::new(HashMap::new()),
+            })
         })
-    })
-    .clone()
+        .clone()
 }
 
 /// The smallest class holding `bytes`: 4 steps per power of two, at least 64 KiB.
@@ -86,6 +89,9 @@ impl DeviceMemory for PooledBuf {
     }
     fn bytes(&self) -> usize {
         self.bytes
+    }
+    fn device(&self) -> usize {
+        self.pool.ctx.ordinal()
     }
 }
 

@@ -208,7 +208,12 @@ fn main() -> Result<()> {
     }
 
     let started = Instant::now();
-    let model = Arc::new(GpuModel::load(&model_path, precision, a.cache.as_deref())?);
+    let model = Arc::new(GpuModel::load(
+        &model_path,
+        precision,
+        a.cache.as_deref(),
+        0,
+    )?);
     // One instance per batch size checked, so only those sizes are tuned.
     let mut insts = std::collections::BTreeMap::new();
     for &n in &a.batches {
@@ -299,7 +304,7 @@ fn main() -> Result<()> {
         let input = batch(&imgs, n, 0);
         let inst = insts.get_mut(&n).context("an instance per batch size")?;
         let got = inst.trace(n, &input)?;
-        let reference = Arc::new(GpuModel::load(&model_path, Precision::Fp32, None)?);
+        let reference = Arc::new(GpuModel::load(&model_path, Precision::Fp32, None, 0)?);
         let want = GpuInstance::new(reference, n, n, &a.mean, &a.std)?.trace(n, &input)?;
         // The two plans differ only by layout copies: match steps by label and size.
         let mut j = 0;

@@ -160,7 +160,7 @@ fn main() -> Result<()> {
     }
     engine::gpu::check_libraries()?;
     // One context for every read-back of a GPU value to the host.
-    let gpu_ctx = engine::gpu::open_device()?;
+    let gpu_ctx = engine::gpu::open_device(0)?;
     let read_back =
         |v: &DeviceValue| -> Result<Vec<u8>> { Ok(engine::gpu::pool::read_back(&gpu_ctx, v)?) };
     let size = args.size;

@@ -59,6 +59,7 @@ impl Backend for CvtColorTensor {
             .bind_to_thread()
             .call("cuCtxSetCurrent")
             .map_err(super::backend_error)?;
+        crate::gpu::peer::items_here(batch, &self.stream).map_err(super::backend_error)?;
         let mut made = Vec::new();
         for (i, item) in batch.iter_mut().enumerate() {
             let value = match &item.data {

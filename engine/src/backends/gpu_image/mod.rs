@@ -30,8 +30,9 @@ pub fn register(r: &mut Registry) {
 use crate::backends::image::color_key;
 use crate::backends::image::required_color;
 
-/// Opens the GPU for a backend (the driver, and NVRTC when it compiles kernels; not cuDNN,
-/// which only the model needs), or says which node and key need one.
+/// Opens the instance's GPU for a backend (the driver, and NVRTC when it compiles kernels; not
+/// cuDNN, which only the model needs), or says which node and key need one. Every GPU of the
+/// node's `device_id` must exist, whichever this instance runs on.
 #[cfg(feature = "cuda")]
 fn open_gpu(
     ctx: &InitContext<'_>,
@@ -41,7 +42,8 @@ fn open_gpu(
         cudnn: false,
         nvrtc,
     };
-    crate::gpu::open_device_for(needs).map_err(|e| gpu_error(ctx, e))
+    crate::gpu::check_gpus(needs, &ctx.node.device_ids).map_err(|e| gpu_error(ctx, e))?;
+    crate::gpu::open_device_for(needs, ctx.device).map_err(|e| gpu_error(ctx, e))
 }
 
 /// What the image kernels' backends hold: the device, its compiled image kernels and a stream
@@ -57,6 +59,7 @@ struct KernelStream {
 fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     use crate::gpu::cuda::Call;
     let gpu = open_gpu(ctx, true)?;
+    one_kernels_gpu(ctx, gpu.ordinal())?;
     let made = (|| {
         let kernels = crate::gpu::image_kernels::get(&gpu)?;
         gpu.bind_to_thread().call("cuCtxSetCurrent")?;
@@ -71,9 +74,36 @@ fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     })
 }
 
+/// `image_kernels::get` compiles the image kernels once per process, into the context of the
+/// first GPU that asks, and a kernel launches only on the GPU whose context loaded it: until
+/// it keeps one set per GPU, ResizeTensor and cvtColorTensor run on that first GPU only and
+/// refuse another at start-up rather than launch there.
+#[cfg(feature = "cuda")]
+fn one_kernels_gpu(ctx: &InitContext<'_>, gpu: usize) -> Result<(), ConfigError> {
+    static KERNELS_GPU: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let first = *KERNELS_GPU.get_or_init(|| gpu);
+    if first == gpu {
+        return Ok(());
+    }
+    let p = ctx.params();
+    Err(p.error(
+        "device_id",
+        p.raw("device_id").unwrap_or("0"),
+        format!(
+            "GPU {first} for `{}`: the image kernels of ResizeTensor and cvtColorTensor run on \
+             one GPU per process for now (GPU {first} here, and instance {} asks for GPU {gpu}); \
+             DecodeTensor and TensorrtTensor run on any",
+            ctx.expr.name, ctx.instance
+        ),
+    ))
+}
+
 #[cfg(feature = "cuda")]
 fn gpu_error(ctx: &InitContext<'_>, e: crate::gpu::GpuError) -> ConfigError {
     let p = ctx.params();
+    if let crate::gpu::GpuError::NoSuchGpu(missing) = &e {
+        return missing.config_error(p);
+    }
     p.error(
         "backend",
         p.raw("backend").unwrap_or_default(),

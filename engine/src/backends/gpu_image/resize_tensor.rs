@@ -103,6 +103,7 @@ impl Backend for ResizeTensor {
         use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
         use std::sync::Arc;
         let (h, w) = (self.h, self.w);
+        crate::gpu::peer::items_here(batch, &self.gpu.stream).map_err(super::backend_error)?;
         let mut jobs = Vec::with_capacity(batch.len());
         let mut outputs = Vec::with_capacity(batch.len());
         for (i, item) in batch.iter_mut().enumerate() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use super::{InstanceSpec, ModelEngine, ModelInstance};
+use super::{InstanceSpec, ModelEngine, ModelError, ModelInstance};
 use crate::item::Tensor as ItemTensor;
 
 type Plan = Arc<TypedRunnableModel>;
@@ -20,20 +20,15 @@ pub struct CpuModel {
 impl CpuModel {
     /// Loads an ONNX whose single input is `[batch, …]` with a fixed item shape; the batch
     /// dimension is made symbolic so one optimised plan serves every batch size.
-    pub fn load(path: &Path) -> Result<CpuModel, String> {
+    pub fn load(path: &Path) -> Result<CpuModel, ModelError> {
         let model = tract_onnx::onnx()
             .model_for_path(path)
-            .map_err(|e| format!("cannot read ONNX: {e:#}"))?;
-        let inputs = model.input_outlets().map_err(|e| e.to_string())?;
+            .map_err(ModelError::ReadOnnx)?;
+        let inputs = model.input_outlets().map_err(ModelError::Inputs)?;
         if inputs.len() != 1 {
-            return Err(format!(
-                "expected a model with one input, found {}",
-                inputs.len()
-            ));
+            return Err(ModelError::InputCount(inputs.len()));
         }
-        let fact = model
-            .input_fact(0)
-            .map_err(|e| format!("cannot read the input shape: {e}"))?;
+        let fact = model.input_fact(0).map_err(ModelError::InputFact)?;
         let dims: Option<Vec<usize>> = fact
             .shape
             .dims()
@@ -46,11 +41,7 @@ impl CpuModel {
             .collect();
         let item_shape = match dims {
             Some(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => d,
-            _ => {
-                return Err(format!(
-                    "expected an input of shape [batch, …] with fixed item dims, found {fact:?}"
-                ))
-            }
+            _ => return Err(ModelError::InputShape(format!("{fact:?}"))),
         };
         let batch = model.sym("N");
         let mut shape: TVec<TDim> = tvec![batch.into()];
@@ -59,7 +50,7 @@ impl CpuModel {
             .with_input_fact(0, f32::fact(shape).into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("cannot prepare the model: {e:#}"))?;
+            .map_err(ModelError::Prepare)?;
         let description = format!(
             "CPU engine (tract), fp32, input [N, {}]",
             item_shape
@@ -78,25 +69,25 @@ impl CpuModel {
 
 impl CpuModel {
     /// Runs a batch of already normalised inputs `[N, …item_shape]`; returns `[N, outputs]`.
-    pub fn run(&self, batch: ItemTensor) -> Result<ItemTensor, String> {
+    pub fn run(&self, batch: ItemTensor) -> Result<ItemTensor, ModelError> {
         let n = batch.shape[0];
         let input = tract_ndarray::ArrayD::from_shape_vec(batch.shape.clone(), batch.data)
-            .map_err(|e| e.to_string())?;
+            .map_err(ModelError::BatchShape)?;
         let outputs = self
             .plan
             .run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| format!("inference failed: {e:#}"))?;
+            .map_err(ModelError::Inference)?;
         let data: Vec<f32> = outputs[0]
             .to_plain_array_view::<f32>()
-            .map_err(|e| format!("model output is not f32: {e}"))?
+            .map_err(ModelError::OutputType)?
             .iter()
             .copied()
             .collect();
         if n == 0 || !data.len().is_multiple_of(n) {
-            return Err(format!(
-                "model output of {} values for a batch of {n}",
-                data.len()
-            ));
+            return Err(ModelError::OutputSize {
+                values: data.len(),
+                batch: n,
+            });
         }
         let per_item = data.len() / n;
         Ok(ItemTensor::new(vec![n, per_item], data))
@@ -112,7 +103,10 @@ impl ModelEngine for CpuModel {
         self.description.clone()
     }
 
-    fn instance(self: Arc<Self>, spec: &InstanceSpec) -> Result<Box<dyn ModelInstance>, String> {
+    fn instance(
+        self: Arc<Self>,
+        spec: &InstanceSpec,
+    ) -> Result<Box<dyn ModelInstance>, ModelError> {
         Ok(Box::new(CpuInstance {
             model: self,
             mean: spec.mean.clone(),
@@ -129,7 +123,7 @@ struct CpuInstance {
 }
 
 impl ModelInstance for CpuInstance {
-    fn run(&mut self, mut batch: ItemTensor) -> Result<ItemTensor, String> {
+    fn run(&mut self, mut batch: ItemTensor) -> Result<ItemTensor, ModelError> {
         let plane: usize = self.model.item_shape[1..].iter().product();
         crate::image::normalise_planes(&mut batch.data, plane, &self.mean, &self.inv_std);
         self.model.run(batch)

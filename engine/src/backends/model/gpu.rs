@@ -3,18 +3,24 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Input, InstanceSpec, ModelEngine, ModelInstance};
+use super::{Input, InstanceSpec, ModelEngine, ModelError, ModelInstance};
 use crate::gpu::{GpuError, GpuInstance, GpuModel, Precision};
-use crate::item::Tensor;
+use crate::item::{DeviceValue, Tensor};
 
 pub struct GpuEngine {
     model: Arc<GpuModel>,
 }
 
 impl GpuEngine {
-    pub fn load(path: &Path, precision: Precision, cache: Option<&Path>) -> Result<Self, GpuError> {
+    /// Loads the model onto GPU `gpu`.
+    pub fn load(
+        path: &Path,
+        precision: Precision,
+        cache: Option<&Path>,
+        gpu: usize,
+    ) -> Result<Self, GpuError> {
         Ok(GpuEngine {
-            model: Arc::new(GpuModel::load(path, precision, cache)?),
+            model: Arc::new(GpuModel::load(path, precision, cache, gpu)?),
         })
     }
 
@@ -32,15 +38,17 @@ impl ModelEngine for GpuEngine {
         self.model.describe()
     }
 
-    fn instance(self: Arc<Self>, spec: &InstanceSpec) -> Result<Box<dyn ModelInstance>, String> {
+    fn instance(
+        self: Arc<Self>,
+        spec: &InstanceSpec,
+    ) -> Result<Box<dyn ModelInstance>, ModelError> {
         let inst = GpuInstance::new(
             self.model.clone(),
             spec.min,
             spec.max,
             &spec.mean,
             &spec.std,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(Box::new(GpuRunner {
             inst,
             outputs: self.model.outputs(),
@@ -54,7 +62,7 @@ struct GpuRunner {
 }
 
 impl ModelInstance for GpuRunner {
-    fn run(&mut self, batch: Tensor) -> Result<Tensor, String> {
+    fn run(&mut self, batch: Tensor) -> Result<Tensor, ModelError> {
         let n = batch.shape[0];
         let item = batch.data.len() / n.max(1);
         let items: Vec<Input<'_>> = batch
@@ -65,20 +73,49 @@ impl ModelInstance for GpuRunner {
         self.run_inputs(&items, &batch.shape[1..])
     }
 
-    fn run_inputs(&mut self, items: &[Input<'_>], _item_shape: &[usize]) -> Result<Tensor, String> {
+    fn run_inputs(
+        &mut self,
+        items: &[Input<'_>],
+        _item_shape: &[usize],
+    ) -> Result<Tensor, ModelError> {
         let n = items.len();
+        // A GPU value from another GPU (an earlier node's instance on another `device_id`)
+        // is copied to this instance's first; one already here is used as it is.
+        let devices: Vec<&DeviceValue> = items
+            .iter()
+            .filter_map(|x| match x {
+                Input::Device(v) => Some(*v),
+                Input::Host(_) => None,
+            })
+            .collect();
+        let copies = if devices.is_empty() {
+            Vec::new()
+        } else {
+            crate::gpu::peer::copy_here(&devices, self.inst.stream())?
+        };
+        let mut copies = copies.iter();
+        let items: Vec<Input<'_>> = items
+            .iter()
+            .map(|x| match x {
+                Input::Device(v) => match copies.next() {
+                    Some(Some(copy)) => Input::Device(copy),
+                    _ => Input::Device(v),
+                },
+                Input::Host(h) => Input::Host(h),
+            })
+            .collect();
         let inst = &mut self.inst;
         let (min, max) = inst.batch_range();
         // Batches larger than the captured graphs are split; smaller ones use their own graph.
         let mut out = Vec::with_capacity(n * self.outputs);
         for part in items.chunks(max.max(1)) {
             if part.len() < min {
-                return Err(format!(
-                    "a batch of {} is below this instance's min = {min}",
-                    part.len()
-                ));
+                return Err(ModelError::BelowMin {
+                    batch: part.len(),
+                    min,
+                });
             }
-            out.extend(inst.run_inputs(part).map_err(|e| e.to_string())?);
+            out.extend(inst.run_inputs(part)?);
         }
         Ok(Tensor::new(vec![n, self.outputs], out))
     }

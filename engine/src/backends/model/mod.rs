@@ -24,6 +24,42 @@ pub fn register(r: &mut Registry) {
     );
 }
 
+/// Why a model could not load, start an instance, or run a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read ONNX: {0:#}")]
+    ReadOnnx(tract_onnx::prelude::TractError),
+    #[error("cannot read the model's inputs: {0:#}")]
+    Inputs(tract_onnx::prelude::TractError),
+    #[error("expected a model with one input, found {0}")]
+    InputCount(usize),
+    #[error("cannot read the input shape: {0}")]
+    InputFact(tract_onnx::prelude::TractError),
+    /// The input's fact, as tract prints it.
+    #[error("expected an input of shape [batch, …] with fixed item dims, found {0}")]
+    InputShape(String),
+    #[error("cannot prepare the model: {0:#}")]
+    Prepare(tract_onnx::prelude::TractError),
+    #[error("a batch that does not fill its shape: {0}")]
+    BatchShape(tract_onnx::prelude::tract_ndarray::ShapeError),
+    #[error("inference failed: {0:#}")]
+    Inference(tract_onnx::prelude::TractError),
+    #[error("model output is not f32: {0}")]
+    OutputType(tract_onnx::prelude::TractError),
+    #[error("model output of {values} values for a batch of {batch}")]
+    OutputSize { values: usize, batch: usize },
+    #[error(
+        "a tensor on the GPU reached the CPU engine (device = \"cpu\"); run the model on the \
+         GPU or preprocess on the CPU"
+    )]
+    DeviceInputOnCpu,
+    #[error("a batch of {batch} is below this instance's min = {min}")]
+    BelowMin { batch: usize, min: usize },
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+}
+
 /// What one instance of a node asks of a shared model.
 #[derive(Clone, Debug)]
 pub struct InstanceSpec {
@@ -42,30 +78,29 @@ pub trait ModelEngine: Send + Sync {
     /// One line for the start-up log.
     fn describe(&self) -> String;
     /// The per-instance state (the GPU engine's stream, buffers and graphs).
-    fn instance(self: Arc<Self>, spec: &InstanceSpec) -> Result<Box<dyn ModelInstance>, String>;
+    fn instance(self: Arc<Self>, spec: &InstanceSpec)
+        -> Result<Box<dyn ModelInstance>, ModelError>;
 }
 
 /// One instance's runner; each node instance drives its own from its own thread.
 pub trait ModelInstance: Send {
     /// Runs a batch `[N, …item_shape]` of raw inputs (normalised here with the instance's
     /// mean/std); returns `[N, outputs]`.
-    fn run(&mut self, batch: Tensor) -> Result<Tensor, String>;
+    fn run(&mut self, batch: Tensor) -> Result<Tensor, ModelError>;
 
     /// The same for items held apart (`[…item_shape]` each), on the host or on the GPU:
     /// engines with their own staging memory copy them there directly instead of through an
     /// intermediate batch.
-    fn run_inputs(&mut self, items: &[Input<'_>], item_shape: &[usize]) -> Result<Tensor, String> {
+    fn run_inputs(
+        &mut self,
+        items: &[Input<'_>],
+        item_shape: &[usize],
+    ) -> Result<Tensor, ModelError> {
         let mut host = Vec::with_capacity(items.len());
         for x in items {
             match x {
                 Input::Host(values) => host.push(*values),
-                Input::Device(_) => {
-                    return Err(
-                        "a tensor on the GPU reached the CPU engine (device = \"cpu\"); \
-                                run the model on the GPU or preprocess on the CPU"
-                            .into(),
-                    )
-                }
+                Input::Device(_) => return Err(ModelError::DeviceInputOnCpu),
             }
         }
         let mut shape = vec![items.len()];

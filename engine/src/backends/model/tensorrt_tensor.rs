@@ -78,6 +78,9 @@ fn device(p: &Params) -> Result<Device, ConfigError> {
             v,
             "\"cpu\": this build has no GPU engine (build with `--features cuda`)",
         )),
+        Some(v) if v.parse::<usize>().is_ok() => {
+            Err(p.error("device", v, "\"gpu\" or \"cpu\" (which GPU is `device_id`)"))
+        }
         Some(v) => Err(p.error("device", v, "\"gpu\" or \"cpu\"")),
     }
 }
@@ -113,9 +116,40 @@ fn load_cpu(p: &Params, path: &Path) -> Result<Loaded, ConfigError> {
     Ok(Loaded(Arc::new(model)))
 }
 
+/// What a GPU error at start-up means for the node's settings.
 #[cfg(feature = "cuda")]
-fn load_gpu(p: &Params, path: &Path) -> Result<Loaded, ConfigError> {
-    use crate::gpu::{GpuError, Precision};
+fn gpu_config_error(p: &Params, e: crate::gpu::GpuError) -> ConfigError {
+    use crate::gpu::GpuError;
+    match e {
+        GpuError::NoSuchGpu(missing) => missing.config_error(p),
+        GpuError::Missing(why) => p.error(
+            "device",
+            p.raw("device")
+                .unwrap_or("gpu (the default of a cuda build)"),
+            format!("a usable GPU, or device = \"cpu\": {why}"),
+        ),
+        other => p.error(
+            "model",
+            p.raw("model").unwrap_or_default(),
+            format!("a model the GPU engine can run: {other}"),
+        ),
+    }
+}
+
+/// Checks that every GPU of the node's `device_id` exists, before any instance loads the model.
+#[cfg(feature = "cuda")]
+fn check_gpus(p: &Params, ids: &[usize]) -> Result<(), ConfigError> {
+    crate::gpu::check_gpus(crate::gpu::Needs::MODEL, ids).map_err(|e| gpu_config_error(p, e))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn check_gpus(_: &Params, _: &[usize]) -> Result<(), ConfigError> {
+    unreachable!("device() refuses gpu in a build without the cuda feature")
+}
+
+#[cfg(feature = "cuda")]
+fn load_gpu(p: &Params, path: &Path, gpu: usize) -> Result<Loaded, ConfigError> {
+    use crate::gpu::Precision;
     let precision = match p.raw("precision").map(str::trim) {
         None | Some("fp16") => Precision::Fp16,
         Some("fp32") => Precision::Fp32,
@@ -123,22 +157,11 @@ fn load_gpu(p: &Params, path: &Path) -> Result<Loaded, ConfigError> {
     };
     let cache = p.raw("model::cache").map(|raw| cache_path(p, raw.trim()));
     let started = std::time::Instant::now();
-    let engine =
-        super::GpuEngine::load(path, precision, cache.as_deref()).map_err(|e| match e {
-            GpuError::Missing(why) => p.error(
-                "device",
-                p.raw("device")
-                    .unwrap_or("gpu (the default of a cuda build)"),
-                format!("a usable GPU, or device = \"cpu\": {why}"),
-            ),
-            other => p.error(
-                "model",
-                p.raw("model").unwrap_or_default(),
-                format!("a model the GPU engine can run: {other}"),
-            ),
-        })?;
+    let engine = super::GpuEngine::load(path, precision, cache.as_deref(), gpu)
+        .map_err(|e| gpu_config_error(p, e))?;
     tracing::info!(
         node = p.node(),
+        gpu,
         "TensorrtTensor: TensorRT is not available here; {} loaded in {:.1} s, model::cache: {}",
         engine.describe(),
         started.elapsed().as_secs_f64(),
@@ -170,7 +193,7 @@ fn cache_path(p: &Params, raw: &str) -> std::path::PathBuf {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn load_gpu(_: &Params, _: &Path) -> Result<Loaded, ConfigError> {
+fn load_gpu(_: &Params, _: &Path, _: usize) -> Result<Loaded, ConfigError> {
     unreachable!("device() refuses gpu in a build without the cuda feature")
 }
 
@@ -179,14 +202,23 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     let p = ctx.params();
     let path = p.path("model")?;
     let device = device(p)?;
+    // The weights are loaded once per engine and, on the GPU, once per GPU: the node's
+    // instances on one GPU share that GPU's copy.
+    let on = match device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Gpu => {
+            check_gpus(p, &ctx.node.device_ids)?;
+            format!("gpu{}", ctx.device)
+        }
+    };
     let key = format!(
-        "model:{}:{device:?}:{}",
+        "model:{}:{on}:{}",
         path.display(),
         p.raw("precision").unwrap_or_default()
     );
     let loaded = ctx.shared.get_or_try_init(&key, || match device {
         Device::Cpu => load_cpu(p, &path),
-        Device::Gpu => load_gpu(p, &path),
+        Device::Gpu => load_gpu(p, &path, ctx.device),
     })?;
     let model = loaded.0.clone();
     let channels = model.item_shape()[0];
@@ -236,7 +268,7 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 
 impl TensorrtTensor {
     /// Checks an item's tensor (on the host or the GPU) against the model's input.
-    fn input<'a>(&self, data: &'a Value) -> Result<Input<'a>, String> {
+    fn input<'a>(&self, data: &'a Value) -> Result<Input<'a>, InputError> {
         let want = self.model.item_shape();
         let (shape, input) = match data {
             Value::Tensor(t) => (&t.shape, Input::Host(&t.data)),
@@ -246,31 +278,35 @@ impl TensorrtTensor {
                     ..
                 },
             ) => (shape, Input::Device(v)),
-            Value::Device(_) => {
-                return Err(
-                    "TensorrtTensor expects a tensor, got an image on the GPU: add \
-                            ResizeTensor, which makes the model's [3, h, w] tensor"
-                        .into(),
-                )
-            }
-            other => {
-                return Err(format!(
-                    "TensorrtTensor expects a tensor as data, got {}",
-                    other.kind()
-                ))
-            }
+            Value::Device(_) => return Err(InputError::GpuImage),
+            other => return Err(InputError::NotATensor(other.kind())),
         };
         let item_shape = match shape.as_slice() {
             [1, rest @ ..] if rest == want => rest,
             s => s,
         };
         if item_shape != want {
-            return Err(format!(
-                "input of shape {shape:?} does not match the model's {want:?}"
-            ));
+            return Err(InputError::Shape {
+                got: shape.clone(),
+                want: want.to_vec(),
+            });
         }
         Ok(input)
     }
+}
+
+/// Why one item cannot go into the model (that item fails; the others run).
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    #[error(
+        "TensorrtTensor expects a tensor, got an image on the GPU: add ResizeTensor, which \
+         makes the model's [3, h, w] tensor"
+    )]
+    GpuImage,
+    #[error("TensorrtTensor expects a tensor as data, got {0}")]
+    NotATensor(&'static str),
+    #[error("input of shape {got:?} does not match the model's {want:?}")]
+    Shape { got: Vec<usize>, want: Vec<usize> },
 }
 
 impl Backend for TensorrtTensor {
@@ -294,14 +330,14 @@ impl Backend for TensorrtTensor {
                 Ok(mut runner) => runner
                     .run_inputs(&inputs, self.model.item_shape())
                     .map(Some)
-                    .map_err(BackendError::new),
+                    .map_err(|e| BackendError::new(e.to_string())),
                 Err(_) => Err(BackendError::new("the model runner panicked earlier")),
             }
         };
         drop(inputs);
         // Items that could not go in fail with their own reason, whatever the batch did.
         for (i, e) in errors {
-            batch[i].fail(e);
+            batch[i].fail(e.to_string());
         }
         if let Some(out) = out? {
             let per_item = out.shape[1];
@@ -310,5 +346,31 @@ impl Backend for TensorrtTensor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    use super::*;
+    use crate::gpu::devices::MissingGpu;
+    use crate::gpu::GpuError;
+
+    #[test]
+    fn a_missing_gpu_is_an_error_of_device_id_naming_the_gpus_found() {
+        let p = Params::from_pairs("resnet", &[("device_id", "0,1")]);
+        let e = gpu_config_error(
+            &p,
+            GpuError::NoSuchGpu(MissingGpu {
+                missing: 1,
+                found: vec!["NVIDIA H200".into()],
+            }),
+        );
+        assert_eq!(
+            e.to_string(),
+            "<inline>: node [resnet], key `device_id` = \"0,1\": GPU indices this machine \
+             has: there is no GPU 1; found 1 GPU: 0 = NVIDIA H200"
+        );
+        let e = gpu_config_error(&p, GpuError::Missing("no usable GPU".into()));
+        assert_eq!(e.key.as_deref(), Some("device"));
     }
 }

@@ -7,6 +7,8 @@
 mod adds;
 mod attention;
 pub use attention::HEAD_DIMS;
+mod error;
+pub use error::{BuildError, NodeError, Regroup};
 mod moved;
 mod products;
 mod residuals;
@@ -15,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb;
 
-use super::fold::{self, attr, attr_float, attr_int, attr_ints, Folded, Sym};
+use super::fold::{self, attr, attr_float, attr_int, attr_ints, FoldError, Folded, Sym};
 use super::{
     Binary, ConcatStep, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind,
     PoolStep, ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value, CONCAT_MAX_PARTS,
@@ -54,7 +56,7 @@ struct Builder<'a> {
     input_c: usize,
 }
 
-type R<T> = Result<T, String>;
+type R<T> = Result<T, BuildError>;
 
 /// A Gemm's constants: `B` as a row-major `[k, p]` matrix with `alpha` applied, `C` as `p`
 /// values with `beta` applied (`None` when absent).
@@ -75,8 +77,11 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn err(&self, i: usize, msg: impl std::fmt::Display) -> String {
-        format!("{}: {msg}", self.label(i))
+    fn err(&self, i: usize, why: impl Into<NodeError>) -> BuildError {
+        BuildError::Node {
+            node: self.label(i),
+            why: why.into(),
+        }
     }
 
     fn input(&self, i: usize, k: usize) -> R<&'a str> {
@@ -85,7 +90,7 @@ impl<'a> Builder<'a> {
             .get(k)
             .filter(|s| !s.is_empty())
             .map(String::as_str)
-            .ok_or_else(|| self.err(i, format!("input {k} is missing")))
+            .ok_or_else(|| self.err(i, NodeError::MissingInput(k)))
     }
 
     fn out(&self, i: usize) -> R<String> {
@@ -93,7 +98,7 @@ impl<'a> Builder<'a> {
             .output
             .first()
             .cloned()
-            .ok_or_else(|| self.err(i, "no output"))
+            .ok_or_else(|| self.err(i, NodeError::NoOutput))
     }
 
     fn value(&self, i: usize, k: usize) -> R<usize> {
@@ -104,9 +109,9 @@ impl<'a> Builder<'a> {
         Err(self.err(
             i,
             if self.folded.contains_key(name) {
-                format!("input `{name}` is a constant where the GPU engine needs a tensor")
+                NodeError::ConstantInput(name.to_string())
             } else {
-                format!("input `{name}` is not produced by an earlier node")
+                NodeError::UnknownInput(name.to_string())
             },
         ))
     }
@@ -115,7 +120,7 @@ impl<'a> Builder<'a> {
         let name = self.input(i, k)?;
         self.folded
             .get(name)
-            .ok_or_else(|| self.err(i, format!("input `{name}` must be a constant")))
+            .ok_or_else(|| self.err(i, NodeError::NotConstant(name.to_string())))
     }
 
     /// Integers given as input `k` (newer opsets) or as attribute `name` (older ones).
@@ -145,7 +150,7 @@ impl<'a> Builder<'a> {
         ))
     }
 
-    fn add_const(&mut self, name: &str, f: &Folded) -> R<usize> {
+    fn add_const(&mut self, name: &str, f: &Folded) -> Result<usize, FoldError> {
         if let Some(&c) = self.const_of.get(name) {
             return Ok(c);
         }
@@ -360,7 +365,7 @@ impl<'a> Builder<'a> {
                 let mut axes = axes
                     .iter()
                     .map(|&a| fold::axis(a, rank))
-                    .collect::<R<Vec<_>>>()
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| self.err(i, e))?;
                 if axes.is_empty() {
                     if attr_int(&self.nodes[i], "noop_with_empty_axes", 0) != 0 {
@@ -371,7 +376,7 @@ impl<'a> Builder<'a> {
                     axes = (0..rank).collect();
                 }
                 if axes.contains(&0) {
-                    return Err(self.err(i, "reducing over the batch dimension is not supported"));
+                    return Err(self.err(i, NodeError::ReduceOverBatch));
                 }
                 let kind = match op.as_str() {
                     "ReduceMean" => ReduceKind::Mean,
@@ -427,7 +432,7 @@ impl<'a> Builder<'a> {
                     .map(|a| String::from_utf8_lossy(&a.s).into_owned())
                     .unwrap_or_default();
                 if !approx.is_empty() && approx != "none" {
-                    return Err(self.err(i, format!("Gelu with approximate = {approx}")));
+                    return Err(self.err(i, NodeError::GeluApproximate(approx)));
                 }
                 self.unary(i, Unary::Gelu, 0.0, 0.0)
             }
@@ -440,7 +445,7 @@ impl<'a> Builder<'a> {
                 let axis = fold::axis(attr_int(&self.nodes[i], "axis", -1), rank)
                     .map_err(|e| self.err(i, e))?;
                 if axis == 0 {
-                    return Err(self.err(i, "a softmax over the batch is not supported"));
+                    return Err(self.err(i, NodeError::SoftmaxOverBatch));
                 }
                 let kind = if op == "Softmax" {
                     RowKind::Softmax
@@ -465,13 +470,7 @@ impl<'a> Builder<'a> {
                 self.value_of.insert(out, x);
                 Ok(())
             }
-            other => Err(self.err(
-                i,
-                format!(
-                    "op `{other}` is not supported by the GPU engine (supported: {SUPPORTED}); \
-                     serve this model with `device = \"cpu\"`"
-                ),
-            )),
+            other => Err(self.err(i, NodeError::UnsupportedOp(other.to_string()))),
         }
     }
 
@@ -479,13 +478,7 @@ impl<'a> Builder<'a> {
         let node = &self.nodes[i];
         let x = self.value(i, 0)?;
         let Some([mut cin, _, _]) = self.values[x].chw() else {
-            return Err(self.err(
-                i,
-                format!(
-                    "only 2-D convolutions are supported (input {:?})",
-                    self.values[x].dims
-                ),
-            ));
+            return Err(self.err(i, NodeError::ConvRank(self.values[x].dims.clone())));
         };
         if x == 0 {
             // The padding channels get zero weights once the plan is built.
@@ -496,16 +489,17 @@ impl<'a> Builder<'a> {
         let w_dims = w.dims().to_vec();
         let weight = w.floats().map_err(|e| self.err(i, e))?;
         let [cout, cin_g, kh, kw] = w_dims[..] else {
-            return Err(self.err(i, format!("weights of shape {w_dims:?}; expected 4 dims")));
+            return Err(self.err(i, NodeError::ConvWeightRank(w_dims)));
         };
         let groups = attr_int(node, "group", 1).max(1) as usize;
         if cin_g * groups != cin || !cout.is_multiple_of(groups) {
             return Err(self.err(
                 i,
-                format!(
-                    "weights {w_dims:?} with group = {groups} do not fit an input of {cin} \
-                     channels"
-                ),
+                NodeError::ConvGroups {
+                    weights: w_dims,
+                    groups,
+                    cin,
+                },
             ));
         }
         let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
@@ -516,19 +510,16 @@ impl<'a> Builder<'a> {
             if k != [kh as i64, kw as i64] {
                 return Err(self.err(
                     i,
-                    format!("kernel_shape {k:?} does not match the weights {w_dims:?}"),
+                    NodeError::KernelShape {
+                        kernel: k,
+                        weights: w_dims,
+                    },
                 ));
             }
         }
         let (pb, pe) = self.pads(i)?;
         if pb != pe {
-            return Err(self.err(
-                i,
-                format!(
-                    "pads {:?} are asymmetric; cuDNN needs top = bottom and left = right",
-                    [pb[0], pb[1], pe[0], pe[1]]
-                ),
-            ));
+            return Err(self.err(i, NodeError::AsymmetricPads([pb[0], pb[1], pe[0], pe[1]])));
         }
         let conv = ConvStep {
             name: self.label(i),
@@ -634,16 +625,16 @@ impl<'a> Builder<'a> {
         self.out(next)
     }
 
-    fn conv_shape(&self, c: &ConvStep) -> R<Dims> {
+    fn conv_shape(&self, c: &ConvStep) -> Result<Dims, NodeError> {
         let Some([_, h, w]) = self.values[c.input].chw() else {
-            return Err("a convolution's input must be [C, H, W]".into());
+            return Err(NodeError::ConvInput);
         };
         let dim = |size: usize, k: usize, s: usize, p: usize, d: usize| {
             let span = d * (k - 1) + 1;
             (size + 2 * p)
                 .checked_sub(span)
                 .map(|v| v / s.max(1) + 1)
-                .ok_or_else(|| format!("`{}`: kernel larger than its padded input", c.name))
+                .ok_or(NodeError::KernelLargerThanInput)
         };
         Ok(vec![
             c.cout,
@@ -655,7 +646,7 @@ impl<'a> Builder<'a> {
     /// y = γ (x − μ) / √(σ² + ε) + β per channel: `(scale, shift)`.
     fn bn_params(&self, i: usize, channels: usize) -> R<(Vec<f32>, Vec<f32>)> {
         if self.nodes[i].input.len() != 5 {
-            return Err(self.err(i, "expected 5 inputs (x, scale, B, mean, var)"));
+            return Err(self.err(i, NodeError::BatchNormInputs));
         }
         let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
         let (gamma, beta, mean, var) = (
@@ -668,7 +659,7 @@ impl<'a> Builder<'a> {
             .iter()
             .any(|v| v.len() != channels)
         {
-            return Err(self.err(i, format!("parameters must have {channels} values")));
+            return Err(self.err(i, NodeError::BatchNormParameters(channels)));
         }
         let scale: Vec<f32> = (0..channels)
             .map(|o| gamma[o] / (var[o] + eps).sqrt())
@@ -696,7 +687,9 @@ impl<'a> Builder<'a> {
     fn batch_norm(&mut self, i: usize) -> R<()> {
         let x = self.value(i, 0)?;
         let dims = self.values[x].dims.clone();
-        let c = *dims.first().ok_or_else(|| self.err(i, "a scalar input"))?;
+        let c = *dims
+            .first()
+            .ok_or_else(|| self.err(i, NodeError::ScalarInput))?;
         let (scale, shift) = self.bn_params(i, c)?;
         let mut cd = vec![c];
         cd.extend(std::iter::repeat_n(1, dims.len() - 1));
@@ -737,7 +730,7 @@ impl<'a> Builder<'a> {
         let (input, weight) = match self.flat_of.get(&x).copied() {
             Some(src) => {
                 let Some([c, h, w]) = self.values[src].chw() else {
-                    return Err(self.err(i, "expects a flat input"));
+                    return Err(self.err(i, NodeError::NotFlat));
                 };
                 let k = c * h * w;
                 let weight = if self.values[src].channels_last && weight.len() == cout * k {
@@ -759,17 +752,16 @@ impl<'a> Builder<'a> {
             None => (x, weight),
         };
         let Some([c, _, _]) = self.values[input].chw() else {
-            return Err(self.err(i, "expects a flat input"));
+            return Err(self.err(i, NodeError::NotFlat));
         };
         let cin = c;
         if weight.len() != cout * cin {
             return Err(self.err(
                 i,
-                format!(
-                    "weights of {} values do not fit an input of {:?}",
-                    weight.len(),
-                    self.values[x].dims
-                ),
+                NodeError::DenseWeights {
+                    values: weight.len(),
+                    input: self.values[x].dims.clone(),
+                },
             ));
         }
         let conv = ConvStep::pointwise(self.label(i), input, cin, cout, weight, bias);
@@ -900,7 +892,7 @@ impl<'a> Builder<'a> {
         );
         let w = self.folded(i, 1)?;
         let [d0, d1] = w.dims()[..] else {
-            return Err(self.err(i, format!("weight dims {:?}; expected 2", w.dims())));
+            return Err(self.err(i, NodeError::GemmWeightRank(w.dims().to_vec())));
         };
         let wv = w.floats().map_err(|e| self.err(i, e))?;
         let (k, p) = if tb != 0 { (d1, d0) } else { (d0, d1) };
@@ -919,7 +911,15 @@ impl<'a> Builder<'a> {
             Some(_) => Some(match self.floats(i, 2)? {
                 v if v.len() == p => v.iter().map(|x| beta * x).collect(),
                 v if v.len() == 1 => vec![beta * v[0]; p],
-                v => return Err(self.err(i, format!("bias of {} values for {p} outputs", v.len()))),
+                v => {
+                    return Err(self.err(
+                        i,
+                        NodeError::GemmBias {
+                            values: v.len(),
+                            outputs: p,
+                        },
+                    ))
+                }
             }),
             None => None,
         };
@@ -929,7 +929,7 @@ impl<'a> Builder<'a> {
     fn gemm(&mut self, i: usize) -> R<()> {
         let x = self.value(i, 0)?;
         if attr_int(&self.nodes[i], "transA", 0) != 0 || !self.is_flat(x) {
-            return Err(self.err(i, "only Gemm on a flat [N, K] input with transA = 0"));
+            return Err(self.err(i, NodeError::GemmInput));
         }
         let GemmOperands {
             k: cin,
@@ -973,13 +973,7 @@ impl<'a> Builder<'a> {
             }
         };
         if xd.is_empty() || bd.len() < 2 || !ok || bd[bd.len() - 2] != xd[xd.len() - 1] {
-            return Err(self.err(
-                i,
-                format!(
-                    "a product of [N, {xd:?}] and {bd:?} is not supported (the right operand must \
-                     be a [K, P] constant or a tensor with the same leading dimensions)"
-                ),
-            ));
+            return Err(self.err(i, NodeError::MatMulShapes { a: xd, b: bd }));
         }
         let mut dims = xd.clone();
         let last = dims.len() - 1;
@@ -1006,10 +1000,7 @@ impl<'a> Builder<'a> {
         if let Some(p) = attr(node, "auto_pad") {
             let mode = String::from_utf8_lossy(&p.s);
             if mode != "NOTSET" && !mode.is_empty() && mode != "VALID" {
-                return Err(self.err(
-                    i,
-                    format!("auto_pad = {mode} is not supported; export with explicit pads"),
-                ));
+                return Err(self.err(i, NodeError::AutoPad(mode.into_owned())));
             }
         }
         match attr_ints(node, "pads").as_deref() {
@@ -1017,15 +1008,21 @@ impl<'a> Builder<'a> {
             Some([t, l, b, r]) if [t, l, b, r].iter().all(|v| **v >= 0) => {
                 Ok(([*t as usize, *l as usize], [*b as usize, *r as usize]))
             }
-            Some(p) => Err(self.err(i, format!("pads {p:?} are not supported"))),
+            Some(p) => Err(self.err(i, NodeError::Pads(p.to_vec()))),
         }
     }
 
-    fn pair(&self, i: usize, name: &str, default: usize) -> R<[usize; 2]> {
+    fn pair(&self, i: usize, name: &'static str, default: usize) -> R<[usize; 2]> {
         match attr_ints(&self.nodes[i], name).as_deref() {
             None => Ok([default, default]),
             Some([a, b]) if *a > 0 && *b > 0 => Ok([*a as usize, *b as usize]),
-            Some(v) => Err(self.err(i, format!("`{name}` = {v:?}; expected two positive values"))),
+            Some(v) => Err(self.err(
+                i,
+                NodeError::Pair {
+                    attribute: name,
+                    values: v.to_vec(),
+                },
+            )),
         }
     }
 
@@ -1036,10 +1033,10 @@ impl<'a> Builder<'a> {
             .chw()
             .filter(|_| self.values[x].dims.len() == 3)
         else {
-            return Err(self.err(i, "only 2-D pooling of [N, C, H, W] is supported"));
+            return Err(self.err(i, NodeError::PoolRank));
         };
         if node.output.len() > 1 && !node.output[1].is_empty() {
-            return Err(self.err(i, "the Indices output is not supported"));
+            return Err(self.err(i, NodeError::PoolIndices));
         }
         let ceil = attr_int(node, "ceil_mode", 0) != 0;
         let kind = match kind {
@@ -1049,10 +1046,10 @@ impl<'a> Builder<'a> {
         };
         let kernel = self.pair(i, "kernel_shape", 0)?;
         if kernel.contains(&0) {
-            return Err(self.err(i, "kernel_shape is required"));
+            return Err(self.err(i, NodeError::NoKernelShape));
         }
         if self.pair(i, "dilations", 1)? != [1, 1] {
-            return Err(self.err(i, "dilated pooling is not supported"));
+            return Err(self.err(i, NodeError::DilatedPool));
         }
         let stride = self.pair(i, "strides", 1)?;
         let (pb, pe) = self.pads(i)?;
@@ -1069,7 +1066,7 @@ impl<'a> Builder<'a> {
             dim(h, kernel[0], stride[0], pb[0], pe[0]),
             dim(w, kernel[1], stride[1], pb[1], pe[1]),
         ) else {
-            return Err(self.err(i, "window larger than its input"));
+            return Err(self.err(i, NodeError::WindowLargerThanInput));
         };
         let out = self.out(i)?;
         let output = self.define(&out, vec![c, oh, ow], true);
@@ -1169,7 +1166,7 @@ impl<'a> Builder<'a> {
             match node.input.get(k).filter(|n| !n.is_empty()) {
                 Some(_) => match self.floats(i, k)?.as_slice() {
                     [v] => Ok(*v),
-                    _ => Err(self.err(i, "bounds must be scalars")),
+                    _ => Err(self.err(i, NodeError::ClipBounds)),
                 },
                 None => Ok(attr_float(node, attr_name, default)),
             }
@@ -1186,10 +1183,7 @@ impl<'a> Builder<'a> {
         let (ad, bd) = (self.full_dims(a), self.full_dims(b));
         let full = fold::broadcast(&ad, &bd).map_err(|e| self.err(i, e))?;
         if full.first() != Some(&BATCH) {
-            return Err(self.err(
-                i,
-                format!("broadcasting {ad:?} with {bd:?} would change the batch dimension"),
-            ));
+            return Err(self.err(i, NodeError::BroadcastChangesBatch { a: ad, b: bd }));
         }
         let dims: Dims = full[1..].to_vec();
         // The output takes the layout of an operand of its own shape.
@@ -1235,13 +1229,10 @@ impl<'a> Builder<'a> {
         let axis =
             fold::axis(attr_int(&self.nodes[i], "axis", -1), rank).map_err(|e| self.err(i, e))?;
         if axis != rank - 1 {
-            return Err(self.err(
-                i,
-                "only a LayerNormalization over the last axis is supported",
-            ));
+            return Err(self.err(i, NodeError::LayerNormAxis));
         }
         if self.nodes[i].output.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(self.err(i, "the Mean and InvStdDev outputs are not supported"));
+            return Err(self.err(i, NodeError::LayerNormOutputs));
         }
         let len = self.values[x].dims[axis - 1];
         let name = self.input(i, 1)?.to_string();
@@ -1258,7 +1249,7 @@ impl<'a> Builder<'a> {
         if self.consts[scale].data.len() != len
             || bias.is_some_and(|b| self.consts[b].data.len() != len)
         {
-            return Err(self.err(i, format!("scale and bias must have {len} values")));
+            return Err(self.err(i, NodeError::LayerNormParameters(len)));
         }
         let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
         self.row(i, x, axis, RowKind::LayerNorm { scale, bias, eps })
@@ -1271,7 +1262,7 @@ impl<'a> Builder<'a> {
         let a = fold::axis(attr_int(&self.nodes[i], "axis", 1), rank + 1)
             .map_err(|e| self.err(i, e))?;
         if a != 1 {
-            return Err(self.err(i, "only Flatten with axis = 1 is supported"));
+            return Err(self.err(i, NodeError::FlattenAxis));
         }
         let out = self.out(i)?;
         let len = dims.iter().product();
@@ -1299,7 +1290,7 @@ impl<'a> Builder<'a> {
         let dims = self.values[x].dims.clone();
         let item: usize = dims.iter().product();
         let Some((&first, rest)) = target.split_first() else {
-            return Err(self.err(i, "a Reshape to a scalar is not supported"));
+            return Err(self.err(i, NodeError::ReshapeToScalar));
         };
         let keeps_batch = first == Sym::BATCH
             || (first == Sym::known(0) && !allowzero)
@@ -1345,7 +1336,7 @@ impl<'a> Builder<'a> {
             .collect();
         let (squeeze, ax) = self.squeeze_axes(i, full.len())?;
         if ax.contains(&0) {
-            return Err(self.err(i, "the batch dimension cannot be squeezed or inserted"));
+            return Err(self.err(i, NodeError::SqueezeBatch));
         }
         let dims: Vec<usize> = if squeeze {
             full.iter()
@@ -1376,14 +1367,14 @@ impl<'a> Builder<'a> {
             Some(p) => p
                 .iter()
                 .map(|&a| fold::axis(a, rank))
-                .collect::<R<_>>()
+                .collect::<Result<_, _>>()
                 .map_err(|e| self.err(i, e))?,
             None => (0..rank).rev().collect(),
         };
         let mut seen = perm.clone();
         seen.sort_unstable();
         if seen != (0..rank).collect::<Vec<_>>() {
-            return Err(self.err(i, format!("perm {perm:?} of a rank-{rank} tensor")));
+            return Err(self.err(i, NodeError::Perm { perm, rank }));
         }
         Ok(perm)
     }
@@ -1401,7 +1392,7 @@ impl<'a> Builder<'a> {
         let mut ax = axes
             .iter()
             .map(|&a| fold::axis(a, rank))
-            .collect::<R<Vec<_>>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(i, e))?;
         ax.sort_unstable();
         Ok((squeeze, ax))
@@ -1453,15 +1444,12 @@ impl<'a> Builder<'a> {
         let idx = self.folded(i, 1)?.clone();
         let ids = idx.known_ints().map_err(|e| self.err(i, e))?;
         let (&[k], true) = (ids.as_slice(), a > 0 && idx.dims().len() <= 1) else {
-            return Err(self.err(
-                i,
-                "only a Gather of one index along an axis other than the batch is supported",
-            ));
+            return Err(self.err(i, NodeError::GatherForm));
         };
         let len = self.values[x].dims[a - 1] as i64;
         let k = if k < 0 { k + len } else { k };
         if !(0..len).contains(&k) {
-            return Err(self.err(i, format!("index {k} out of range {len}")));
+            return Err(self.err(i, NodeError::GatherIndex { index: k, len }));
         }
         let out = self.out(i)?;
         if !idx.dims().is_empty() {
@@ -1482,20 +1470,20 @@ impl<'a> Builder<'a> {
         let x = self.operand(i, 0)?;
         let target = self.folded(i, 1)?.ints();
         let Some((first, rest)) = target.split_first() else {
-            return Err(self.err(i, "an Expand to a scalar is not supported"));
+            return Err(self.err(i, NodeError::ExpandToScalar));
         };
         let rest: Option<Vec<usize>> = rest
             .iter()
             .map(|s| s.value().map(|v| v.max(0) as usize))
             .collect();
         let (true, Some(rest)) = (*first == Sym::BATCH || *first == Sym::known(1), rest) else {
-            return Err(self.err(i, "only an Expand along the batch is supported"));
+            return Err(self.err(i, NodeError::ExpandForm));
         };
         let mut target_full = vec![BATCH];
         target_full.extend(rest);
         let full = fold::broadcast(&self.full_dims(x), &target_full).map_err(|e| self.err(i, e))?;
         if full.first() != Some(&BATCH) {
-            return Err(self.err(i, "only an Expand along the batch is supported"));
+            return Err(self.err(i, NodeError::ExpandForm));
         }
         let out = self.out(i)?;
         let output = self.define(&out, full[1..].to_vec(), false);
@@ -1518,7 +1506,7 @@ impl<'a> Builder<'a> {
         let axis =
             fold::axis(attr_int(&self.nodes[i], "axis", 0), rank).map_err(|e| self.err(i, e))?;
         if axis == 0 {
-            return Err(self.err(i, "concatenating along the batch is not supported"));
+            return Err(self.err(i, NodeError::ConcatBatch));
         }
         let mut dims = first.clone();
         dims[axis - 1] = 0;
@@ -1530,7 +1518,13 @@ impl<'a> Builder<'a> {
                     .enumerate()
                     .all(|(k, (a, b))| k == axis - 1 || a == b);
             if !same {
-                return Err(self.err(i, format!("inputs {first:?} and {d:?} do not concatenate")));
+                return Err(self.err(
+                    i,
+                    NodeError::ConcatShapes {
+                        a: first,
+                        b: d.clone(),
+                    },
+                ));
             }
             dims[axis - 1] += d[axis - 1];
         }
@@ -1593,7 +1587,7 @@ impl<'a> Builder<'a> {
         let axis =
             fold::axis(attr_int(&self.nodes[i], "axis", 0), rank).map_err(|e| self.err(i, e))?;
         if axis == 0 {
-            return Err(self.err(i, "splitting the batch is not supported"));
+            return Err(self.err(i, NodeError::SplitBatch));
         }
         let outs: Vec<String> = self.nodes[i].output.clone();
         let total = dims[axis - 1];
@@ -1608,7 +1602,7 @@ impl<'a> Builder<'a> {
             }
         };
         if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != total {
-            return Err(self.err(i, format!("split sizes {sizes:?} do not cover {total}")));
+            return Err(self.err(i, NodeError::SplitSizes { sizes, total }));
         }
         let mut at = 0;
         for (name, len) in outs.iter().zip(sizes) {
@@ -1644,7 +1638,7 @@ impl<'a> Builder<'a> {
         for (k, &a) in axes.iter().enumerate() {
             let a = fold::axis(a, rank).map_err(|e| self.err(i, e))?;
             if a == 0 || steps.get(k).copied().unwrap_or(1) != 1 {
-                return Err(self.err(i, "only slices with step 1 off the batch are supported"));
+                return Err(self.err(i, NodeError::SliceForm));
             }
             let n = self.values[cur].dims[a - 1] as i64;
             let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
@@ -1713,8 +1707,8 @@ fn sole_producer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
 }
 
 /// Builds the plan of an ONNX model; `channels_last`: rank-4 values stored NHWC (fp16).
-pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String> {
-    let g = model.graph.as_ref().ok_or("the ONNX file has no graph")?;
+pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildError> {
+    let g = model.graph.as_ref().ok_or(BuildError::NoGraph)?;
     let mut folded = HashMap::new();
     for t in &g.initializer {
         folded.insert(t.name.clone(), fold::tensor(t)?);
@@ -1725,10 +1719,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         .filter(|i| !folded.contains_key(&i.name))
         .collect();
     let [input] = inputs.as_slice() else {
-        return Err(format!(
-            "expected a model with one input, found {}",
-            inputs.len()
-        ));
+        return Err(BuildError::Inputs(inputs.len()));
     };
     let dims: Vec<Option<i64>> = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(pb::type_proto::Value::TensorType(t)) => t
@@ -1747,14 +1738,16 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         _ => Vec::new(),
     };
     let [_, Some(c), Some(h), Some(w)] = dims[..] else {
-        return Err(format!(
-            "the GPU engine needs an input of shape [batch, C, H, W] with fixed C, H, W; \
-             input `{}` has {dims:?}",
-            input.name
-        ));
+        return Err(BuildError::InputShape {
+            name: input.name.clone(),
+            dims,
+        });
     };
     if c <= 0 || h <= 0 || w <= 0 {
-        return Err(format!("input `{}` has dims {dims:?}", input.name));
+        return Err(BuildError::InputDims {
+            name: input.name.clone(),
+            dims,
+        });
     }
     let (c, h, w) = (c as usize, h as usize, w as usize);
     let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -1764,10 +1757,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
         }
     }
     let [output] = g.output.as_slice() else {
-        return Err(format!(
-            "expected a model with one output, found {}",
-            g.output.len()
-        ));
+        return Err(BuildError::Outputs(g.output.len()));
     };
     let mut b = Builder {
         nodes: &g.node,
@@ -1855,27 +1845,16 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, String
     let out = match b.value_of.get(&output.name) {
         Some(&v) => b.materialise(v),
         None if b.moved.contains_key(&output.name) => {
-            let shape = b.moved_shape(&b.moved[&output.name]);
-            let shape: Vec<String> = shape.iter().map(Sym::to_string).collect();
-            return Err(format!(
-                "the model output `{}` has shape [{}]: a Reshape or Transpose moves the batch \
-                 dimension and nothing moves it back; the GPU engine returns the batch first",
-                output.name,
-                shape.join(", ")
-            ));
+            return Err(BuildError::OutputMoved {
+                name: output.name.clone(),
+                shape: b.moved_shape(&b.moved[&output.name]),
+            });
         }
-        None if b.folded.contains_key(&output.name) => {
-            return Err("the model's output does not depend on its input".into())
-        }
-        None => {
-            return Err(format!(
-                "the model output `{}` is never produced",
-                output.name
-            ))
-        }
+        None if b.folded.contains_key(&output.name) => return Err(BuildError::OutputConstant),
+        None => return Err(BuildError::OutputMissing(output.name.clone())),
     };
     if out == 0 {
-        return Err("the model's output is its input".into());
+        return Err(BuildError::OutputIsInput);
     }
     let mut plan = Plan {
         input: [c, h, w],

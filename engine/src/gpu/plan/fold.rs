@@ -6,6 +6,61 @@
 
 use tract_onnx::pb;
 
+/// Why a load-time constant cannot be read or folded. The builder adds the node (or names the
+/// initializer) it came from.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("{0} depends on the batch size")]
+    DependsOnBatch(Sym),
+    #[error("initializer `{name}` holds the wrong number of values for dims {dims:?}")]
+    ValueCount { name: String, dims: Vec<i64> },
+    #[error(
+        "initializer `{name}` has ONNX data type {data_type}; the GPU engine reads float, double, \
+         float16 and integer constants"
+    )]
+    DataType { name: String, data_type: i32 },
+    #[error("axis {axis} is out of range for rank {rank}")]
+    Axis { axis: i64, rank: usize },
+    #[error("shapes {a:?} and {b:?} do not broadcast")]
+    Broadcast { a: Vec<usize>, b: Vec<usize> },
+    #[error("{a} {op} {b} mixes the batch size in a way that cannot be folded")]
+    MixesBatch { op: String, a: Sym, b: Sym },
+    #[error("{0} / 0 in shape arithmetic")]
+    DivisionByZero(Sym),
+    #[error("{0} mod 0 in shape arithmetic")]
+    ModuloByZero(Sym),
+    #[error("{0} is not foldable on integers")]
+    NotFoldableOnIntegers(String),
+    #[error("{0} is not foldable")]
+    NotFoldable(String),
+    #[error("Reshape without a shape")]
+    ReshapeWithoutShape,
+    #[error("Gather without indices")]
+    GatherWithoutIndices,
+    #[error("Gather index {index} out of range {len}")]
+    GatherIndex { index: i64, len: usize },
+    #[error("Slice with step 0")]
+    SliceStepZero,
+    #[error("a Constant node without a value")]
+    ConstantWithoutValue,
+    #[error("Constant `value` without a tensor")]
+    ConstantWithoutTensor,
+    #[error("Constant with `{0}` is not supported")]
+    ConstantAttribute(String),
+    #[error("Reshape: 0 at axis {axis} of a rank-{rank} input")]
+    ReshapeZeroPastRank { axis: usize, rank: usize },
+    #[error("Reshape target {0:?} is not valid")]
+    ReshapeTarget(Vec<i64>),
+    #[error("cannot reshape {input:?} to {target:?}")]
+    Reshape { input: Vec<usize>, target: Vec<i64> },
+    #[error("cannot reshape {input:?} ({total} values) to {target:?}")]
+    ReshapeCount {
+        input: Vec<usize>,
+        total: usize,
+        target: Vec<i64>,
+    },
+}
+
 /// A float constant the GPU reads (a weight, a scale, a bias).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Const {
@@ -66,7 +121,7 @@ impl Folded {
     }
 
     /// As floats (integers converted; the batch symbol cannot be).
-    pub fn floats(&self) -> Result<Vec<f32>, String> {
+    pub fn floats(&self) -> Result<Vec<f32>, FoldError> {
         match self {
             Folded::Float(c) => Ok(c.data.clone()),
             Folded::Int { data, .. } => data
@@ -74,7 +129,7 @@ impl Folded {
                 .map(|s| {
                     s.value()
                         .map(|v| v as f32)
-                        .ok_or_else(|| format!("{s} depends on the batch size"))
+                        .ok_or(FoldError::DependsOnBatch(*s))
                 })
                 .collect(),
         }
@@ -89,13 +144,10 @@ impl Folded {
     }
 
     /// Known integers (no batch symbol).
-    pub fn known_ints(&self) -> Result<Vec<i64>, String> {
+    pub fn known_ints(&self) -> Result<Vec<i64>, FoldError> {
         self.ints()
             .into_iter()
-            .map(|s| {
-                s.value()
-                    .ok_or_else(|| format!("{s} depends on the batch size"))
-            })
+            .map(|s| s.value().ok_or(FoldError::DependsOnBatch(s)))
             .collect()
     }
 
@@ -114,18 +166,16 @@ impl Folded {
 }
 
 /// Reads an initializer or a `Constant`'s tensor.
-pub fn tensor(t: &pb::TensorProto) -> Result<Folded, String> {
+pub fn tensor(t: &pb::TensorProto) -> Result<Folded, FoldError> {
     use pb::tensor_proto::DataType as D;
     let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
     let n: usize = dims.iter().product();
     let raw = &t.raw_data;
-    let bad = || {
-        format!(
-            "initializer `{}` holds the wrong number of values for dims {:?}",
-            t.name, t.dims
-        )
+    let bad = || FoldError::ValueCount {
+        name: t.name.clone(),
+        dims: t.dims.clone(),
     };
-    let float = |v: Vec<f32>| -> Result<Folded, String> {
+    let float = |v: Vec<f32>| -> Result<Folded, FoldError> {
         if v.len() != n {
             return Err(bad());
         }
@@ -134,7 +184,7 @@ pub fn tensor(t: &pb::TensorProto) -> Result<Folded, String> {
             data: v,
         }))
     };
-    let int = |v: Vec<i64>| -> Result<Folded, String> {
+    let int = |v: Vec<i64>| -> Result<Folded, FoldError> {
         if v.len() != n {
             return Err(bad());
         }
@@ -188,11 +238,10 @@ pub fn tensor(t: &pb::TensorProto) -> Result<Folded, String> {
         Ok(D::Int32 | D::Int16 | D::Int8 | D::Uint8 | D::Uint16 | D::Bool) => {
             int(t.int32_data.iter().map(|v| *v as i64).collect())
         }
-        _ => Err(format!(
-            "initializer `{}` has ONNX data type {}; the GPU engine reads float, double, \
-             float16 and integer constants",
-            t.name, t.data_type
-        )),
+        _ => Err(FoldError::DataType {
+            name: t.name.clone(),
+            data_type: t.data_type,
+        }),
     }
 }
 
@@ -225,13 +274,13 @@ pub fn attr_float(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
 }
 
 /// Normalises a possibly negative axis of a rank-`rank` tensor.
-pub fn axis(a: i64, rank: usize) -> Result<usize, String> {
+pub fn axis(a: i64, rank: usize) -> Result<usize, FoldError> {
     let r = rank as i64;
     let v = if a < 0 { a + r } else { a };
     if (0..r.max(1)).contains(&v) {
         Ok(v as usize)
     } else {
-        Err(format!("axis {a} is out of range for rank {rank}"))
+        Err(FoldError::Axis { axis: a, rank })
     }
 }
 
@@ -244,7 +293,7 @@ fn strides(dims: &[usize]) -> Vec<usize> {
 }
 
 /// Numpy broadcasting of two shapes.
-pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, FoldError> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
@@ -262,7 +311,10 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
                 (x, y) if x == y => Ok(x),
                 (1, y) => Ok(y),
                 (x, 1) => Ok(x),
-                _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+                _ => Err(FoldError::Broadcast {
+                    a: a.to_vec(),
+                    b: b.to_vec(),
+                }),
             }
         })
         .collect()
@@ -285,8 +337,12 @@ fn broadcast_index(i: usize, out: &[usize], dims: &[usize]) -> usize {
     idx
 }
 
-fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, String> {
-    let both = || format!("{a} {op} {b} mixes the batch size in a way that cannot be folded");
+fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, FoldError> {
+    let both = || FoldError::MixesBatch {
+        op: op.to_string(),
+        a,
+        b,
+    };
     Ok(match op {
         "Add" => Sym {
             n: a.n + b.n,
@@ -308,7 +364,7 @@ fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, String> {
             _ => return Err(both()),
         },
         "Div" => match b.value() {
-            Some(0) => return Err(format!("{a} / 0 in shape arithmetic")),
+            Some(0) => return Err(FoldError::DivisionByZero(a)),
             Some(y) if a.n % y == 0 => Sym {
                 n: a.n / y,
                 c: a.c.div_euclid(y),
@@ -321,7 +377,7 @@ fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, String> {
         },
         // ONNX's integer Mod (fmod = 0): the remainder takes the divisor's sign, as Python's.
         "Mod" => match (a.value(), b.value()) {
-            (_, Some(0)) => return Err(format!("{a} mod 0 in shape arithmetic")),
+            (_, Some(0)) => return Err(FoldError::ModuloByZero(a)),
             (Some(x), Some(y)) => Sym::known(((x % y) + y) % y),
             _ => return Err(both()),
         },
@@ -337,11 +393,11 @@ fn sym_bin(op: &str, a: Sym, b: Sym) -> Result<Sym, String> {
                 _ => return Err(both()),
             }
         }
-        _ => return Err(format!("{op} is not foldable on integers")),
+        _ => return Err(FoldError::NotFoldableOnIntegers(op.to_string())),
     })
 }
 
-fn float_bin(op: &str, a: f32, b: f32) -> Result<f32, String> {
+fn float_bin(op: &str, a: f32, b: f32) -> Result<f32, FoldError> {
     Ok(match op {
         "Add" => a + b,
         "Sub" => a - b,
@@ -353,7 +409,7 @@ fn float_bin(op: &str, a: f32, b: f32) -> Result<f32, String> {
         // Float Mod is C's fmod (ONNX requires fmod = 1 for floats): the dividend's sign.
         "Mod" => a % b,
         "Equal" => (a == b) as i32 as f32,
-        _ => return Err(format!("{op} is not foldable")),
+        _ => return Err(FoldError::NotFoldable(op.to_string())),
     })
 }
 
@@ -379,7 +435,7 @@ pub fn eval(
     node: &pb::NodeProto,
     inputs: &[Option<&Folded>],
     dims_of: &dyn Fn(&str) -> Option<Vec<Sym>>,
-) -> Result<Option<Folded>, String> {
+) -> Result<Option<Folded>, FoldError> {
     let op = node.op_type.as_str();
     if op == "Constant" {
         return constant(node).map(Some);
@@ -533,7 +589,7 @@ pub fn eval(
             } else {
                 let target = known
                     .get(1)
-                    .ok_or("Reshape without a shape")?
+                    .ok_or(FoldError::ReshapeWithoutShape)?
                     .known_ints()?;
                 reshape_dims(x.dims(), &target, attr_int(node, "allowzero", 0) != 0)?
             };
@@ -565,7 +621,7 @@ pub fn eval(
             )
         }
         "Gather" => {
-            let idx = known.get(1).ok_or("Gather without indices")?;
+            let idx = known.get(1).ok_or(FoldError::GatherWithoutIndices)?;
             let d = x.dims().to_vec();
             let a = axis(attr_int(node, "axis", 0), d.len())?;
             let ids: Vec<usize> = idx
@@ -576,7 +632,10 @@ pub fn eval(
                     if (0..d[a] as i64).contains(&v) {
                         Ok(v as usize)
                     } else {
-                        Err(format!("Gather index {v} out of range {}", d[a]))
+                        Err(FoldError::GatherIndex {
+                            index: v,
+                            len: d[a],
+                        })
                     }
                 })
                 .collect::<Result<_, _>>()?;
@@ -626,7 +685,7 @@ pub fn eval(
         }
         "Slice" => {
             let d = x.dims().to_vec();
-            let get = |k: usize| -> Result<Option<Vec<i64>>, String> {
+            let get = |k: usize| -> Result<Option<Vec<i64>>, FoldError> {
                 match known.get(k) {
                     Some(v) => v.known_ints().map(Some),
                     None => Ok(None),
@@ -649,7 +708,7 @@ pub fn eval(
                 let n = d[a] as i64;
                 let step = steps.get(k).copied().unwrap_or(1);
                 if step == 0 {
-                    return Err("Slice with step 0".into());
+                    return Err(FoldError::SliceStepZero);
                 }
                 let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v + n } else { v }).clamp(lo, hi);
                 let mut idx = Vec::new();
@@ -754,7 +813,7 @@ pub fn eval(
 }
 
 /// Unsqueeze/Squeeze axes: input 1 (opset 13 on) or the `axes` attribute.
-fn axes_arg(node: &pb::NodeProto, known: &[&Folded]) -> Result<Vec<i64>, String> {
+fn axes_arg(node: &pb::NodeProto, known: &[&Folded]) -> Result<Vec<i64>, FoldError> {
     match known.get(1) {
         Some(a) => a.known_ints(),
         None => Ok(attr_ints(node, "axes").unwrap_or_default()),
@@ -780,13 +839,13 @@ fn select<T: Copy>(
         .collect()
 }
 
-fn constant(node: &pb::NodeProto) -> Result<Folded, String> {
+fn constant(node: &pb::NodeProto) -> Result<Folded, FoldError> {
     let a = node
         .attribute
         .first()
-        .ok_or("a Constant node without a value")?;
+        .ok_or(FoldError::ConstantWithoutValue)?;
     Ok(match a.name.as_str() {
-        "value" => tensor(a.t.as_ref().ok_or("Constant `value` without a tensor")?)?,
+        "value" => tensor(a.t.as_ref().ok_or(FoldError::ConstantWithoutTensor)?)?,
         "value_float" => Folded::Float(Const {
             dims: vec![],
             data: vec![a.f],
@@ -803,7 +862,7 @@ fn constant(node: &pb::NodeProto) -> Result<Folded, String> {
             dims: vec![a.ints.len()],
             data: a.ints.iter().map(|&v| Sym::known(v)).collect(),
         },
-        other => return Err(format!("Constant with `{other}` is not supported")),
+        other => return Err(FoldError::ConstantAttribute(other.to_string())),
     })
 }
 
@@ -812,7 +871,7 @@ pub fn reshape_dims(
     input: &[usize],
     target: &[i64],
     allowzero: bool,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, FoldError> {
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -822,23 +881,29 @@ pub fn reshape_dims(
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
-                format!("Reshape: 0 at axis {i} of a rank-{} input", input.len())
+            0 if !allowzero => out.push(*input.get(i).ok_or(FoldError::ReshapeZeroPastRank {
+                axis: i,
+                rank: input.len(),
             })?),
             t if t >= 0 => out.push(t as usize),
-            _ => return Err(format!("Reshape target {target:?} is not valid")),
+            _ => return Err(FoldError::ReshapeTarget(target.to_vec())),
         }
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
-            return Err(format!("cannot reshape {input:?} to {target:?}"));
+            return Err(FoldError::Reshape {
+                input: input.to_vec(),
+                target: target.to_vec(),
+            });
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!(
-            "cannot reshape {input:?} ({total} values) to {target:?}"
-        ));
+        return Err(FoldError::ReshapeCount {
+            input: input.to_vec(),
+            total,
+            target: target.to_vec(),
+        });
     }
     Ok(out)
 }

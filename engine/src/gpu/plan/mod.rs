@@ -38,8 +38,8 @@ mod warp_emulator;
 
 use std::collections::HashSet;
 
-pub use build::{build, HEAD_DIMS};
-pub use fold::Const;
+pub use build::{build, BuildError, NodeError, Regroup, HEAD_DIMS};
+pub use fold::{Const, FoldError, Sym};
 
 /// Per-item logical dims of a value (ONNX order, the batch dimension excluded).
 pub type Dims = Vec<usize>;

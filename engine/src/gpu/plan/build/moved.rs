@@ -77,11 +77,6 @@ impl<'a> Builder<'a> {
             .collect()
     }
 
-    fn show(shape: &[Sym]) -> String {
-        let s: Vec<String> = shape.iter().map(Sym::to_string).collect();
-        format!("[{}]", s.join(", "))
-    }
-
     /// The same tensor over a storage without its axes of size 1 (an alias: nothing moves).
     fn squeezed(&mut self, m: Moved) -> Moved {
         let v = self.row_major(m.value);
@@ -174,20 +169,10 @@ impl<'a> Builder<'a> {
     pub(super) fn moved_step(&mut self, i: usize) -> R<()> {
         let op = self.nodes[i].op_type.clone();
         let Some(m) = self.moved_input(i, 0).or_else(|| self.moved_input(i, 1)) else {
-            return Err(self.err(i, "no moved input"));
+            return Err(self.err(i, NodeError::NoMovedInput));
         };
         let shape = self.moved_shape(&m);
-        let unsupported = |b: &Self| {
-            b.err(
-                i,
-                format!(
-                    "reads a tensor of shape {} whose batch dimension has moved; the GPU \
-                     engine runs Transpose, Reshape, Squeeze, Unsqueeze, Gather, MatMul, Gemm \
-                     and elementwise ops on such tensors",
-                    Self::show(&shape)
-                ),
-            )
-        };
+        let unsupported = |b: &Self| b.err(i, NodeError::MovedUnsupported(shape.clone()));
         let out = self.out(i)?;
         match op.as_str() {
             "Identity" | "Dropout" => {
@@ -223,9 +208,13 @@ impl<'a> Builder<'a> {
                     };
                     for &k in drop.iter().rev() {
                         if shape[k] != Sym::known(1) {
-                            return Err(
-                                self.err(i, format!("axis {k} of {} is not 1", Self::show(&shape)))
-                            );
+                            return Err(self.err(
+                                i,
+                                NodeError::MovedSqueeze {
+                                    axis: k,
+                                    shape: shape.clone(),
+                                },
+                            ));
                         }
                         // Only size-1 storage axes (if any) live there: they may go anywhere.
                         groups.remove(k);
@@ -322,14 +311,14 @@ impl<'a> Builder<'a> {
         let m = self.squeezed(m);
         let shape = self.moved_shape(&m);
         let full = self.full_dims(Operand::Value(m.value));
-        let fail = |b: &Self, why: &str| {
+        let fail = |b: &Self, why: Regroup| {
             b.err(
                 i,
-                format!(
-                    "a Reshape of {} to {}: {why}",
-                    Self::show(&shape),
-                    Self::show(target)
-                ),
+                NodeError::MovedReshape {
+                    shape: shape.clone(),
+                    target: target.to_vec(),
+                    why,
+                },
             )
         };
         // (coefficient, has the batch) of each target dim, 0 and −1 resolved.
@@ -340,20 +329,20 @@ impl<'a> Builder<'a> {
                 (0, 0) if !allowzero => {
                     let s = shape
                         .get(k)
-                        .ok_or_else(|| fail(self, "0 past the input's rank"))?;
+                        .ok_or_else(|| fail(self, Regroup::ZeroPastRank))?;
                     Some((s.n.max(s.c) as usize, s.n != 0))
                 }
                 (0, -1) => None,
                 (0, c) if c >= 0 => Some((c as usize, false)),
                 (n, 0) if n > 0 => Some((n as usize, true)),
-                _ => return Err(fail(self, "a dim the GPU engine cannot place")),
+                _ => return Err(fail(self, Regroup::Unplaceable)),
             };
             dims.push(d);
         }
         let known: usize = dims.iter().flatten().map(|d| d.0).product();
         let batched = dims.iter().flatten().filter(|d| d.1).count();
         if batched > 1 {
-            return Err(fail(self, "the batch in two dims"));
+            return Err(fail(self, Regroup::BatchTwice));
         }
         let dims: Vec<(usize, bool)> = dims
             .iter()
@@ -362,7 +351,7 @@ impl<'a> Builder<'a> {
                 None if known > 0 && total.is_multiple_of(known) => {
                     Ok((total / known, batched == 0))
                 }
-                None => Err(fail(self, "the sizes do not match")),
+                None => Err(fail(self, Regroup::Sizes)),
             })
             .collect::<R<_>>()?;
         // Pieces of storage axes, in the tensor's order: (axis, part, size).
@@ -378,11 +367,11 @@ impl<'a> Builder<'a> {
             let (mut prod, mut has_batch) = (1usize, false);
             while prod != coef || has_batch != batch {
                 let Some(p) = work.pop_front() else {
-                    return Err(fail(self, "the sizes do not match"));
+                    return Err(fail(self, Regroup::Sizes));
                 };
                 if p.0 == 0 {
                     if !batch || has_batch {
-                        return Err(fail(self, "it would split or move the batch"));
+                        return Err(fail(self, Regroup::MovesBatch));
                     }
                     has_batch = true;
                     group.push(p);
@@ -395,13 +384,13 @@ impl<'a> Builder<'a> {
                     work.push_front((p.0, p.1 + 1, p.2 / f));
                     prod = coef;
                 } else {
-                    return Err(fail(self, "the dims do not split the input's"));
+                    return Err(fail(self, Regroup::Split));
                 }
             }
             pieces.push(group);
         }
         if !work.is_empty() {
-            return Err(fail(self, "the sizes do not match"));
+            return Err(fail(self, Regroup::Sizes));
         }
         // The storage with split axes: pieces in storage order (a row-major alias).
         let mut all: Vec<(usize, usize, usize)> = pieces.iter().flatten().copied().collect();
@@ -430,22 +419,16 @@ impl<'a> Builder<'a> {
         let ids = idx.known_ints().map_err(|e| self.err(i, e))?;
         let m = self.squeezed(m);
         let (&[k], [s]) = (ids.as_slice(), m.groups[a].as_slice()) else {
-            return Err(self.err(
-                i,
-                format!(
-                    "only a Gather of one index along an axis of its own is supported on {}",
-                    Self::show(shape)
-                ),
-            ));
+            return Err(self.err(i, NodeError::MovedGatherForm(shape.to_vec())));
         };
         let s = *s;
         if s == 0 {
-            return Err(self.err(i, "a Gather along the batch is not supported"));
+            return Err(self.err(i, NodeError::MovedGatherBatch));
         }
         let len = self.values[m.value].dims[s - 1] as i64;
         let k = if k < 0 { k + len } else { k };
         if !(0..len).contains(&k) {
-            return Err(self.err(i, format!("index {k} out of range {len}")));
+            return Err(self.err(i, NodeError::GatherIndex { index: k, len }));
         }
         let name = format!("{out}#gathered");
         let value = self.slice_to(&name, m.value, s, k as usize, 1);
@@ -474,13 +457,7 @@ impl<'a> Builder<'a> {
         let shape = self.moved_shape(&m);
         let last = m.groups.last().cloned().unwrap_or_default();
         if last.contains(&0) || shape.last() != Some(&Sym::known(k as i64)) {
-            return Err(self.err(
-                i,
-                format!(
-                    "a product of {} and [{k}, {p}]: the last dim must be {k} and hold no batch",
-                    Self::show(&shape)
-                ),
-            ));
+            return Err(self.err(i, NodeError::MovedProduct { shape, k, p }));
         }
         let rank = self.values[m.value].dims.len() + 1;
         let trailing: Vec<usize> = (rank - last.len()..rank).collect();
@@ -551,7 +528,7 @@ impl<'a> Builder<'a> {
     /// bias.
     fn moved_gemm(&mut self, i: usize, m: Moved, shape: &[Sym]) -> R<()> {
         if attr_int(&self.nodes[i], "transA", 0) != 0 || shape.len() != 2 {
-            return Err(self.err(i, "only Gemm on a [rows, K] input with transA = 0"));
+            return Err(self.err(i, NodeError::MovedGemmInput));
         }
         let GemmOperands { k, p, b, bias } = self.gemm_operands(i)?;
         let y = self.moved_product(i, m, k, p, b, bias)?;
@@ -562,7 +539,7 @@ impl<'a> Builder<'a> {
 
     /// An elementwise op with a moved operand: the other one a constant (laid out like the
     /// storage) or a moved tensor over the same storage layout. `Err(None)`: not supported.
-    fn moved_binary(&mut self, i: usize, binary: Binary) -> Result<(), Option<String>> {
+    fn moved_binary(&mut self, i: usize, binary: Binary) -> Result<(), Option<BuildError>> {
         let out = self.out(i).map_err(Some)?;
         let (ma, mb) = (self.moved_input(i, 0), self.moved_input(i, 1));
         let (a, b, m) = match (ma, mb) {
@@ -599,7 +576,12 @@ impl<'a> Builder<'a> {
 
     /// Constant input `k` of node `i`, broadcast (ONNX's rules) against the moved `m`,
     /// rewritten in `m`'s storage order with 1 where it broadcasts.
-    fn storage_const(&mut self, i: usize, k: usize, m: &Moved) -> Result<usize, Option<String>> {
+    fn storage_const(
+        &mut self,
+        i: usize,
+        k: usize,
+        m: &Moved,
+    ) -> Result<usize, Option<BuildError>> {
         let f = match self.folded(i, k) {
             Ok(f) => f.clone(),
             Err(_) => return Err(None),
@@ -623,10 +605,10 @@ impl<'a> Builder<'a> {
             if g.contains(&0) || shape[pad + j] != Sym::known(d as i64) {
                 return Err(Some(self.err(
                     i,
-                    format!(
-                        "a constant of {cd:?} does not broadcast to {}",
-                        Self::show(&shape)
-                    ),
+                    NodeError::MovedConstant {
+                        dims: cd.clone(),
+                        shape: shape.clone(),
+                    },
                 )));
             }
             for &a in g {
