@@ -594,15 +594,6 @@ pub(super) struct Tuner {
 const SAMPLE: usize = 65536;
 const SAMPLE_ROWS: usize = 2048;
 
-/// EXPERIMENT (issue 13's fp16 accuracy; to be settled and removed): the fp16 bar, overridable
-/// by TORCHPIPE_FP16_TUNE_TOLERANCE for one device call.
-fn fp16_tolerance() -> f64 {
-    std::env::var("TORCHPIPE_FP16_TUNE_TOLERANCE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1e-3)
-}
-
 impl Tuner {
     pub(super) fn new(m: &GpuModel, max_batch: usize) -> Result<Tuner> {
         let stream = m.ctx.new_stream().call("cuStreamCreate")?;
@@ -710,7 +701,7 @@ impl Tuner {
                 // epilogue). An algorithm above 1e-3 loses precision inside (transforms or
                 // partial sums in fp16: resnet18's fp16 output was 2.3e-2 off at batch 32
                 // under 2e-3, 1.5e-3 at the batch sizes tuned otherwise).
-                Precision::Fp16 => fp16_tolerance(),
+                Precision::Fp16 => 1e-3,
                 // fp32 is the reference mode: only algorithms as exact as the implicit GEMM.
                 Precision::Fp32 => 1e-5,
             };
