@@ -4,7 +4,7 @@
 // kernels.cu by kernels.rs (it uses that file's f2h, h2f and Chunk).
 //
 // A block is four warps; each warp owns 16 query rows and walks the keys in tiles of 64 that
-// the block stages in shared memory (K as it is, V transposed), keeping the running maximum
+// the block stages in shared memory (K and V as they are), keeping the running maximum
 // and sum of each row (the online softmax), so any number of keys fits.
 //
 // Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"):
@@ -35,6 +35,17 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, const 
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+
+// Four 8 × 8 fp16 matrices from shared memory, transposed: lanes 8i .. 8i + 7 hand in the
+// addresses of matrix i's rows, and lane 4g + t receives, in r[i], matrix i's elements
+// [2t][g] and [2t + 1][g] (PTX ISA, ldmatrix). Reading row-major V this way yields the B
+// fragments of p · v, so V is staged as it is (16-byte stores) instead of transposed.
+__device__ __forceinline__ void ldsm_x4_trans(unsigned int* r, const unsigned short* p) {
+    unsigned int a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+        : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
 #endif
 
 // Across the four lanes that hold one row's columns (lanes 4g .. 4g + 3).
@@ -56,8 +67,10 @@ __device__ void attention_impl(const unsigned short* q, const unsigned short* k,
         const unsigned short* v, unsigned short* o, Heads qv, Heads kv, Heads vv, Heads ov,
         int lq, int lk, float scale_log2) {
     // Rows of 16-byte multiples, so that a key's 16-byte chunks stay aligned.
+    // Rows 144 bytes apart for D = 64 (D + 8 halves): the 8 rows one ldmatrix or one quad of
+    // fragment loads touches fall in distinct banks.
     alignas(16) __shared__ unsigned short ks[ATT_BK][D + 8];
-    alignas(16) __shared__ unsigned short vt[D][ATT_BK + 8];
+    alignas(16) __shared__ unsigned short vs[ATT_BK][D + 8];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     const long long h = blockIdx.y, n = blockIdx.z;
@@ -99,10 +112,7 @@ __device__ void attention_impl(const unsigned short* q, const unsigned short* k,
                 vc = *reinterpret_cast<const Chunk*>(vb + (long long)(j0 + r) * vv.row + c8);
             }
             *reinterpret_cast<Chunk*>(&ks[r][c8]) = kc;
-            for (int i = 0; i < 4; i++) {
-                vt[c8 + 2 * i][r] = (unsigned short)(vc.w[i] & 0xffffu);
-                vt[c8 + 2 * i + 1][r] = (unsigned short)(vc.w[i] >> 16);
-            }
+            *reinterpret_cast<Chunk*>(&vs[r][c8]) = vc;
         }
         __syncthreads();
         // Scores of this warp's rows against the 64 keys: 8 C fragments of 16 × 8.
@@ -159,12 +169,15 @@ __device__ void attention_impl(const unsigned short* q, const unsigned short* k,
             pa[1] = pack_h2(s[2 * kc][2], s[2 * kc][3]);
             pa[2] = pack_h2(s[2 * kc + 1][0], s[2 * kc + 1][1]);
             pa[3] = pack_h2(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            // Keys kc·16 .. + 15 by dims c·8 .. + 15: matrices (keys + 0..7, dims c), (keys
+            // + 8..15, dims c), then the same for dims c + 1.
 #pragma unroll
-            for (int c = 0; c < D / 8; c++) {
-                unsigned int b[2];
-                b[0] = *reinterpret_cast<const unsigned int*>(&vt[c * 8 + g][kc * 16 + 2 * t]);
-                b[1] = *reinterpret_cast<const unsigned int*>(&vt[c * 8 + g][kc * 16 + 2 * t + 8]);
+            for (int c = 0; c < D / 8; c += 2) {
+                unsigned int b[4];
+                ldsm_x4_trans(b, &vs[kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8]
+                                    [(c + (lane >> 4)) * 8]);
                 mma16816(acc[c], pa, b);
+                mma16816(acc[c + 1], pa, b + 2);
             }
         }
     }

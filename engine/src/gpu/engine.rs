@@ -808,6 +808,24 @@ impl GpuInstance {
                     let bias = bias.unwrap_or(0);
                     let (len, rows) = (l.len as i32, l.x.len() as u32);
                     let (vx, vy) = (KView(l.x), KView(l.y));
+                    // The dense kernel's 16-byte loads need 16-byte aligned rows, scale and bias.
+                    let dense = view::row_dense_shape(l, m.precision.bytes())
+                        .filter(|_| [px, py, scale, bias].iter().all(|a| a % 16 == 0));
+                    if let Some((chunks, group)) = dense {
+                        let g = group as i32;
+                        let mut b = self
+                            .stream
+                            .launch_builder(self.kernel(&k.row_dense[chunks - 1]));
+                        b.arg(&vx).arg(&vy).arg(&px).arg(&py).arg(&len).arg(&g);
+                        b.arg(&kind).arg(&scale).arg(&bias).arg(&has_bias);
+                        b.arg(&eps).arg(&rows);
+                        // SAFETY: as for `map_*`; row_dense_shape checked that each row is
+                        // `len` dense elements in whole 16-byte chunks, the addresses are
+                        // 16-byte aligned, and scale and bias hold `len` values.
+                        unsafe { b.launch(kernels::launch_1d(rows as usize * group)) }
+                            .call("cuLaunchKernel")?;
+                        continue;
+                    }
                     let mut b = self.stream.launch_builder(self.kernel(&k.row));
                     b.arg(&vx).arg(&vy).arg(&px).arg(&py).arg(&len);
                     b.arg(&l.x_stride)

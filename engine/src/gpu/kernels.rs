@@ -28,6 +28,8 @@ pub struct Kernels {
     pub map_chunk: Pair,
     pub reduce: Pair,
     pub row: Pair,
+    /// `row` over dense rows held in registers, 1 to 4 chunks per lane (view::row_dense_shape).
+    pub row_dense: Vec<Pair>,
     pub pool: Pair,
     pub depthwise: Pair,
     /// The depthwise convolution over dense NHWC, 16 bytes of channels per thread.
@@ -154,6 +156,9 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
         map_chunk: pair("map_chunk")?,
         reduce: pair("reduce")?,
         row: pair("row")?,
+        row_dense: (1..=4)
+            .map(|ch| pair(&format!("row_dense{ch}")))
+            .collect::<Result<_>>()?,
         pool: pair("pool")?,
         depthwise: pair("depthwise")?,
         depthwise_nhwc: pair("depthwise_nhwc")?,

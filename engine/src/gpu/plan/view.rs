@@ -419,6 +419,36 @@ pub fn row(plan: &Plan, r: &RowStep, n: usize) -> Result<RowLaunch, LayoutError>
     })
 }
 
+/// The dense row kernel's shape for a row launch over elements of `esize` bytes: `(chunks,
+/// group)`, each row held by `group` lanes of `chunks` 16-byte chunks each, or None when the
+/// rows are strided, not a whole number of chunks, start off a chunk boundary, or are longer
+/// than 128 chunks (the strided kernel takes those). Device addresses are checked at launch.
+pub fn row_dense_shape(l: &RowLaunch, esize: usize) -> Option<(usize, usize)> {
+    let k = (16 / esize) as i64;
+    let aligned = |v: &View| {
+        v.offset % k == 0
+            && v.dims
+                .iter()
+                .zip(&v.strides)
+                .all(|(d, s)| *d <= 1 || s % k == 0)
+    };
+    if l.x_stride != 1
+        || l.y_stride != 1
+        || l.len as i64 % k != 0
+        || !aligned(&l.x)
+        || !aligned(&l.y)
+    {
+        return None;
+    }
+    let packs = l.len / k as usize;
+    match packs {
+        0 => None,
+        1..=32 => Some((1, packs.next_power_of_two())),
+        33..=128 => Some((packs.div_ceil(32), 32)),
+        _ => None,
+    }
+}
+
 /// Pooling: views over the logical `[N, C, H, W]` input and output.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolLaunch {

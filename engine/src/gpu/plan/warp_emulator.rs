@@ -82,6 +82,22 @@ static void mma16816(float* c, const unsigned int* a, const unsigned int* b) {
     for (int i = 0; i < 4; i++) c[i] = d[i];
 }
 
+// ldmatrix .x4 .trans: lane l hands in the address of row l % 8 of matrix l / 8; lane 4g + t
+// gets, in r[i], elements [2t][g] and [2t + 1][g] of matrix i.
+static const unsigned short* xp[8][32];
+static void ldsm_x4_trans(unsigned int* r, const unsigned short* p) {
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    xp[w][lane] = p;
+    warp_bar[w]->arrive_and_wait();
+    const int g = lane / 4, t = lane % 4;
+    unsigned int got[4];
+    for (int i = 0; i < 4; i++)
+        got[i] = (unsigned int)xp[w][8 * i + 2 * t][g] |
+                 ((unsigned int)xp[w][8 * i + 2 * t + 1][g] << 16);
+    warp_bar[w]->arrive_and_wait();
+    for (int i = 0; i < 4; i++) r[i] = got[i];
+}
+
 // Runs `body` on `threads` threads (a multiple of 32, at most 256) as one block.
 template <typename F>
 static void run_block(Dim3 block, unsigned int threads, F body) {
