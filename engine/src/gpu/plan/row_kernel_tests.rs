@@ -90,31 +90,7 @@ fn rows(lib: &libloading::Library, kind: i32, rows: usize, len: usize, step: usi
     let mut worst = 0f64;
     for r in 0..rows {
         let v: Vec<f64> = (0..len).map(|k| x[r * row + k * step] as f64).collect();
-        let want: Vec<f64> = match kind {
-            2 => {
-                let mean = v.iter().sum::<f64>() / len as f64;
-                let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / len as f64;
-                v.iter()
-                    .enumerate()
-                    .map(|(k, a)| {
-                        (a - mean) / (var + 1e-5).sqrt() * scale[k] as f64 + bias[k] as f64
-                    })
-                    .collect()
-            }
-            _ => {
-                let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let s: f64 = v.iter().map(|a| (a - m).exp()).sum();
-                v.iter()
-                    .map(|a| {
-                        if kind == 1 {
-                            a - m - s.ln()
-                        } else {
-                            (a - m).exp() / s
-                        }
-                    })
-                    .collect()
-            }
-        };
+        let want = want_row(kind, &v, &scale, &bias);
         for (k, w) in want.iter().enumerate() {
             let got = y[r * row + k * step] as f64;
             assert!(
