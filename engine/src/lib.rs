@@ -5,6 +5,7 @@ pub mod backend;
 pub mod backends;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod graph;
 pub mod image;

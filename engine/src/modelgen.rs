@@ -338,21 +338,8 @@ pub const RESNET50_SEED: u64 = 50;
 pub const TINY_SEED: u64 = 7;
 
 pub fn write(model: &pb::ModelProto, path: &Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Write then rename, so a concurrent reader never sees half a model. The temporary name is
-    // unique per call (the process and a counter), since test threads of one process write the
-    // same models at once: a shared name let one thread rename away another's file.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    let written =
-        std::fs::write(&tmp, model.encode_to_vec()).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    use std::io::Write;
+    crate::files::write_atomically(path, |f| f.write_all(&model.encode_to_vec()))
 }
 
 /// Writes `resnet50.onnx` and `tiny_cnn.onnx` into `dir` unless they are already there.

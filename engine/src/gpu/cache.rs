@@ -142,19 +142,12 @@ impl CacheFile {
     /// Writes atomically (temporary file, then rename), so a concurrent reader never sees half.
     pub fn write(path: &Path, header: &Header, weights: &[u8]) -> std::io::Result<()> {
         let json = serde_json::to_vec(header).map_err(std::io::Error::other)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        crate::files::write_atomically(path, |f| {
             f.write_all(MAGIC)?;
             f.write_all(&(json.len() as u64).to_le_bytes())?;
             f.write_all(&json)?;
-            f.write_all(weights)?;
-            f.flush()?;
-        }
-        std::fs::rename(&tmp, path)
+            f.write_all(weights)
+        })
     }
 }
 

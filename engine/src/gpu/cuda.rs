@@ -146,6 +146,11 @@ pub fn gpus() -> Result<Vec<String>> {
         cudnn: false,
         nvrtc: false,
     })?;
+    gpu_names()
+}
+
+/// `gpus` once the driver is known to load.
+fn gpu_names() -> Result<Vec<String>> {
     let count = CudaContext::device_count().map_err(|e| {
         GpuError::Missing(format!(
             "no usable GPU: the CUDA driver reports {e:?} (no device, or a driver that does \
@@ -165,7 +170,7 @@ pub fn gpus() -> Result<Vec<String>> {
 /// instance would run there.
 pub fn check_gpus(needs: Needs, ids: &[usize]) -> Result<()> {
     check_needs(needs)?;
-    let found = gpus()?;
+    let found = gpu_names()?;
     if found.is_empty() {
         return Err(GpuError::Missing(
             "no usable GPU: the driver sees no device".into(),

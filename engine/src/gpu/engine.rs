@@ -241,10 +241,6 @@ impl GpuModel {
                     .map(|p| p.iter().map(|(&(c, b), j)| (c, b, j.clone())).collect())
                     .unwrap_or_default(),
             };
-            // The models of one node on several GPUs share its cache file, and `write`'s
-            // temporary file is named by the process: one writer at a time.
-            static WRITING: Mutex<()> = Mutex::new(());
-            let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
             match CacheFile::write(path, &header, weights) {
                 Ok(()) => tracing::info!("GPU engine: wrote model::cache {}", path.display()),
                 Err(e) => tracing::warn!(

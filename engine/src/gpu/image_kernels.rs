@@ -1,9 +1,9 @@
-//! The GPU image kernels of ResizeTensor and cvtColorTensor, compiled once per process by
-//! NVRTC. The resize reproduces `image::resize_bilinear` (OpenCV's INTER_LINEAR on u8) bit for
+//! The GPU image kernels of ResizeTensor and cvtColorTensor, compiled once per GPU by NVRTC. The resize reproduces `image::resize_bilinear` (OpenCV's INTER_LINEAR on u8) bit for
 //! bit: the taps are computed from the same IEEE operations, written with explicit `_rn`
 //! intrinsics so the compiler cannot contract them into FMAs that round differently.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -30,13 +30,16 @@ pub struct ImageKernels {
     swap_pixels: CudaFunction,
 }
 
-/// The kernels for this process's device, compiled on first use.
+/// The kernels for `ctx`'s GPU, compiled on its first use (a kernel launches only on the GPU
+/// whose context loaded it) and kept, with a failure, for the life of the process.
 pub fn get(ctx: &Arc<CudaContext>) -> Result<&'static ImageKernels> {
-    static KERNELS: OnceLock<std::result::Result<ImageKernels, Arc<GpuError>>> = OnceLock::new();
-    KERNELS
-        .get_or_init(|| compile(ctx).map_err(Arc::new))
-        .as_ref()
-        .map_err(|e| GpuError::Shared(e.clone()))
+    type Compiled = std::result::Result<ImageKernels, Arc<GpuError>>;
+    static KERNELS: Mutex<BTreeMap<usize, &'static Compiled>> = Mutex::new(BTreeMap::new());
+    let mut all = KERNELS.lock().unwrap_or_else(|p| p.into_inner());
+    let compiled: &'static Compiled = all
+        .entry(ctx.ordinal())
+        .or_insert_with(|| Box::leak(Box::new(compile(ctx).map_err(Arc::new))));
+    compiled.as_ref().map_err(|e| GpuError::Shared(e.clone()))
 }
 
 fn compile(ctx: &Arc<CudaContext>) -> Result<ImageKernels> {

@@ -59,7 +59,6 @@ struct KernelStream {
 fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     use crate::gpu::cuda::Call;
     let gpu = open_gpu(ctx, true)?;
-    one_kernels_gpu(ctx, gpu.ordinal())?;
     let made = (|| {
         let kernels = crate::gpu::image_kernels::get(&gpu)?;
         gpu.bind_to_thread().call("cuCtxSetCurrent")?;
@@ -72,30 +71,6 @@ fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
         kernels,
         stream,
     })
-}
-
-/// `image_kernels::get` compiles the image kernels once per process, into the context of the
-/// first GPU that asks, and a kernel launches only on the GPU whose context loaded it: until
-/// it keeps one set per GPU, ResizeTensor and cvtColorTensor run on that first GPU only and
-/// refuse another at start-up rather than launch there.
-#[cfg(feature = "cuda")]
-fn one_kernels_gpu(ctx: &InitContext<'_>, gpu: usize) -> Result<(), ConfigError> {
-    static KERNELS_GPU: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let first = *KERNELS_GPU.get_or_init(|| gpu);
-    if first == gpu {
-        return Ok(());
-    }
-    let p = ctx.params();
-    Err(p.error(
-        "device_id",
-        p.raw("device_id").unwrap_or("0"),
-        format!(
-            "GPU {first} for `{}`: the image kernels of ResizeTensor and cvtColorTensor run on \
-             one GPU per process for now (GPU {first} here, and instance {} asks for GPU {gpu}); \
-             DecodeTensor and TensorrtTensor run on any",
-            ctx.expr.name, ctx.instance
-        ),
-    ))
 }
 
 #[cfg(feature = "cuda")]

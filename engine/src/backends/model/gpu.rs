@@ -80,30 +80,37 @@ impl ModelInstance for GpuRunner {
     ) -> Result<Tensor, ModelError> {
         let n = items.len();
         // A GPU value from another GPU (an earlier node's instance on another `device_id`)
-        // is copied to this instance's first; one already here is used as it is.
-        let devices: Vec<&DeviceValue> = items
+        // is copied to this instance's first; when every value is here already (one GPU),
+        // the items are used as they are, with nothing collected per batch.
+        let here = self.inst.stream().context().ordinal();
+        let foreign = items
             .iter()
-            .filter_map(|x| match x {
-                Input::Device(v) => Some(*v),
-                Input::Host(_) => None,
-            })
-            .collect();
-        let copies = if devices.is_empty() {
-            Vec::new()
+            .any(|x| matches!(x, Input::Device(v) if v.mem.device() != here));
+        let (copies, moved);
+        let items: &[Input<'_>] = if foreign {
+            let devices: Vec<&DeviceValue> = items
+                .iter()
+                .filter_map(|x| match x {
+                    Input::Device(v) => Some(*v),
+                    Input::Host(_) => None,
+                })
+                .collect();
+            copies = crate::gpu::peer::copy_here(&devices, self.inst.stream())?;
+            let mut copied = copies.iter();
+            moved = items
+                .iter()
+                .map(|x| match x {
+                    Input::Device(v) => match copied.next() {
+                        Some(Some(copy)) => Input::Device(copy),
+                        _ => Input::Device(v),
+                    },
+                    Input::Host(h) => Input::Host(h),
+                })
+                .collect::<Vec<_>>();
+            &moved
         } else {
-            crate::gpu::peer::copy_here(&devices, self.inst.stream())?
+            items
         };
-        let mut copies = copies.iter();
-        let items: Vec<Input<'_>> = items
-            .iter()
-            .map(|x| match x {
-                Input::Device(v) => match copies.next() {
-                    Some(Some(copy)) => Input::Device(copy),
-                    _ => Input::Device(v),
-                },
-                Input::Host(h) => Input::Host(h),
-            })
-            .collect();
         let inst = &mut self.inst;
         let (min, max) = inst.batch_range();
         // Batches larger than the captured graphs are split; smaller ones use their own graph.

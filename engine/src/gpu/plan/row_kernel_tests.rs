@@ -310,30 +310,14 @@ fn strided_or_misaligned_rows_take_the_strided_kernel() {
         y_stride: 1,
     };
     assert_eq!(row_dense_shape(&l(768, 768, 0, 1), 2), Some((3, 32)));
-    assert_eq!(row_dense_shape(&l(768, 768, 0, 2), 2), None, "strided");
-    assert_eq!(
-        row_dense_shape(&l(768, 772, 0, 1), 2),
-        None,
-        "rows off a chunk"
-    );
-    assert_eq!(
-        row_dense_shape(&l(768, 768, 4, 1), 2),
-        None,
-        "offset off a chunk"
-    );
-    assert_eq!(
-        row_dense_shape(&l(197, 197, 0, 1), 2),
-        None,
-        "not whole chunks"
-    );
-    assert_eq!(
-        row_dense_shape(&l(1032, 1032, 0, 1), 2),
-        None,
-        "longer than 128 chunks"
-    );
-    assert_eq!(
-        row_dense_shape(&l(768, 768, 0, 1), 4),
-        None,
-        "f32: 192 chunks"
-    );
+    for (launch, esize, why) in [
+        (l(768, 768, 0, 2), 2, "strided"),
+        (l(768, 772, 0, 1), 2, "rows off a chunk"),
+        (l(768, 768, 4, 1), 2, "offset off a chunk"),
+        (l(197, 197, 0, 1), 2, "not whole chunks"),
+        (l(1032, 1032, 0, 1), 2, "longer than 128 chunks"),
+        (l(768, 768, 0, 1), 4, "f32: 192 chunks"),
+    ] {
+        assert_eq!(row_dense_shape(&launch, esize), None, "{why}");
+    }
 }
