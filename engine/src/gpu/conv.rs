@@ -11,6 +11,7 @@ use cudarc::driver::{CudaStream, PushKernelArg};
 use serde::{Deserialize, Serialize};
 
 use super::blas::Blas;
+use super::blas_lt::{self, Lt, LtPlan, LtShape};
 use super::cuda::{
     dnn_call, ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, Result, TensorDesc,
     Timer,
@@ -43,6 +44,9 @@ pub enum Mode {
     /// weights, then our epilogue: cuDNN's kernels with a heavy epilogue ran the H200's linear
     /// layers at half cuBLAS's speed (ViT's fc1 + GELU 0.098 ms, cuBLAS 0.049 + a pass).
     Blas,
+    /// The same product on cuBLASLt with bias, residual and activation in its epilogue
+    /// (blas_lt.rs), heuristic algorithm number `algo`.
+    Lt,
 }
 
 /// Whether a convolution is a product of NHWC rows with its weights (`Mode::Blas`): 1×1,
@@ -247,6 +251,15 @@ pub(super) struct ConvCall<'a> {
     pub(super) views: Option<(View, View, bool)>,
     /// cuBLAS on this call's stream, for `Mode::Blas`.
     pub(super) blas: Option<&'a Blas>,
+    /// cuBLASLt, for `Mode::Lt`, and the bytes of `ws`.
+    pub(super) lt: Option<&'a Lt>,
+    pub(super) ws_bytes: usize,
+}
+
+/// What a convolution's mode prepared at one batch size: a graph-API plan or a cuBLASLt one.
+pub(super) enum Exec {
+    Graph(GraphExec),
+    Lt(LtPlan),
 }
 
 /// A graph-API plan bound to one set of buffers.
@@ -376,7 +389,7 @@ impl ConvCall<'_> {
         Ok(())
     }
 
-    pub(super) fn run(&self, algo: Algo, graph: Option<&GraphExec>) -> Result<()> {
+    pub(super) fn run(&self, algo: Algo, exec: Option<&Exec>) -> Result<()> {
         let one = 1.0f32;
         let zero = 0.0f32;
         match algo.mode {
@@ -474,10 +487,29 @@ impl ConvCall<'_> {
                 blas.matmul(&rows, self.precision, self.x, self.weights.w.ptr, self.y)?;
                 self.epilogue(true, self.z)
             }
+            Mode::Lt => {
+                let (Some(lt), Some(Exec::Lt(plan))) = (self.lt, exec) else {
+                    return Err(GpuError::Plan(
+                        "a cuBLASLt convolution without cuBLASLt or its plan".into(),
+                    ));
+                };
+                lt.run(
+                    plan,
+                    self.stream,
+                    self.x,
+                    self.weights.w.ptr,
+                    self.z,
+                    self.y,
+                    self.ws,
+                    self.ws_bytes,
+                )
+            }
             Mode::Graph | Mode::GraphAct => {
-                let g = graph.ok_or_else(|| {
-                    GpuError::Plan("graph-API convolution without its plan".into())
-                })?;
+                let Some(Exec::Graph(g)) = exec else {
+                    return Err(GpuError::Plan(
+                        "graph-API convolution without its plan".into(),
+                    ));
+                };
                 graph_api::execute(self.h, &g.plan, &g.pack)?;
                 if algo.mode == Mode::GraphAct {
                     // The graph added the bias and the residual.
@@ -486,6 +518,29 @@ impl ConvCall<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// cuBLASLt's first `count` algorithms for this 1×1 convolution over NHWC rows, or none
+    /// where its epilogue cannot compute the activation.
+    pub(super) fn lt_plans(&self, count: usize) -> Result<Vec<LtPlan>> {
+        let (Some(lt), Some(epilogue)) =
+            (self.lt, blas_lt::epilogue(self.step.act, self.precision))
+        else {
+            return Ok(Vec::new());
+        };
+        let c = self.step;
+        lt.plans(
+            &LtShape {
+                m: self.y_len / c.cout,
+                k: c.cin,
+                p: c.cout,
+                precision: self.precision,
+                epilogue,
+                bias: self.weights.bias.ptr,
+                residual: self.z.is_some(),
+            },
+            count,
+        )
     }
 
     /// The convolution the graph API computes in `mode`: all of it, or all but the activation.
@@ -587,7 +642,11 @@ pub(super) struct Tuner {
     timer: Timer,
     precision: Precision,
     blas: Option<Blas>,
+    lt: Option<Lt>,
 }
+
+/// How many of cuBLASLt's heuristic algorithms the tuner times per linear layer.
+const LT_CONFIGS: usize = 3;
 
 /// Output elements compared with the reference when tuning (enough to catch an engine that
 /// computes something else anywhere in the batch; few enough to cost little).
@@ -598,6 +657,7 @@ impl Tuner {
     pub(super) fn new(m: &GpuModel, max_batch: usize) -> Result<Tuner> {
         let stream = m.ctx.new_stream().call("cuStreamCreate")?;
         let dnn = Dnn::new(&stream)?;
+        let rows = m.plan.convs().any(|c| is_rows_product(&m.plan, c));
         let largest = m.plan.values.iter().map(|s| s.len()).max().unwrap_or(1);
         let bytes = largest * max_batch * m.precision.bytes();
         // Small values of both signs, as activations have; never zeros (METHOD.md).
@@ -618,11 +678,12 @@ impl Tuner {
             ws: DeviceBuf::new(&m.ctx, WORKSPACE_LIMIT)?,
             timer: Timer::new()?,
             precision: m.precision,
-            blas: if m.plan.convs().any(|c| is_rows_product(&m.plan, c)) {
+            blas: if rows {
                 Some(Blas::new(&stream)?)
             } else {
                 None
             },
+            lt: if rows { Some(Lt::new()?) } else { None },
             stream,
             dnn,
         })
@@ -682,10 +743,10 @@ impl Tuner {
         &self,
         call: &ConvCall<'_>,
         algo: Algo,
-        graph: Option<&GraphExec>,
+        exec: Option<&Exec>,
         reference: Option<&[f32]>,
     ) -> Result<(f32, f64)> {
-        call.run(algo, graph)?;
+        call.run(algo, exec)?;
         let mut err = 0f64;
         if let Some(want) = reference {
             let got = self.sample(call)?;
@@ -717,7 +778,7 @@ impl Tuner {
         const REPS: usize = 5;
         self.timer.start(&self.stream)?;
         for _ in 0..REPS {
-            call.run(algo, graph)?;
+            call.run(algo, exec)?;
         }
         Ok((self.timer.stop(&self.stream)? / REPS as f32, err))
     }
@@ -766,19 +827,20 @@ impl Tuner {
         for i in picks {
             let built = Instant::now();
             let exec = match call.graph_exec(mode, i, n, xs, ys, None) {
-                Ok(e) => e,
+                Ok(e) => Exec::Graph(e),
                 Err(e) => {
                     choice.report.push(format!("{mode:?}/{i} plan failed: {e}"));
                     continue;
                 }
             };
-            if exec.plan.workspace > WORKSPACE_LIMIT {
+            let Exec::Graph(g) = &exec else { continue };
+            if g.plan.workspace > WORKSPACE_LIMIT {
                 continue;
             }
             let algo = Algo {
                 mode,
                 algo: i as u32,
-                workspace: exec.plan.workspace,
+                workspace: g.plan.workspace,
             };
             match self.time(call, algo, Some(&exec), reference) {
                 Ok((ms, err)) => {
@@ -787,7 +849,7 @@ impl Tuner {
                         built.elapsed().as_secs_f64() * 1e3
                     );
                     if choice.offer(ms, algo, line) {
-                        choice.json = graph_api::plan_json(&exec.plan).ok();
+                        choice.json = graph_api::plan_json(&g.plan).ok();
                     }
                 }
                 Err(e) => choice.report.push(format!("{mode:?}/{i} failed: {e}")),
@@ -796,13 +858,38 @@ impl Tuner {
         Ok(())
     }
 
+    /// Times cuBLASLt's first LT_CONFIGS algorithms for a linear layer.
+    fn tune_lt(&self, call: &ConvCall<'_>, reference: Option<&[f32]>, choice: &mut Choice) {
+        let plans = match call.lt_plans(LT_CONFIGS) {
+            Ok(p) => p,
+            Err(e) => {
+                choice.report.push(format!("Lt unavailable: {e}"));
+                return;
+            }
+        };
+        for (i, plan) in plans.into_iter().enumerate() {
+            let algo = Algo {
+                mode: Mode::Lt,
+                algo: i as u32,
+                workspace: plan.workspace,
+            };
+            match self.time(call, algo, Some(&Exec::Lt(plan)), reference) {
+                Ok((ms, err)) => choice.offer(ms, algo, format!("Lt/{i} {ms:.4} ({err:.1e})")),
+                Err(e) => {
+                    choice.report.push(format!("Lt/{i} refused: {e}"));
+                    false
+                }
+            };
+        }
+    }
+
     /// The algorithm of every convolution at batch `n`, and the saved plans of those that run
     /// on the graph API.
     pub(super) fn tune(&self, m: &GpuModel, n: usize) -> Result<Tuned> {
         let mut chosen = Vec::new();
         let mut jsons = Vec::new();
         let mut total_ms = 0f32;
-        let mut modes = [0usize; 6];
+        let mut modes = [0usize; 7];
         for (c, cw) in m.plan.convs().zip(&m.weights) {
             let d = ConvDescs::new(c, m.precision)?;
             let (xs, ys) = conv_shapes(&m.plan, c)?;
@@ -826,6 +913,8 @@ impl Tuner {
                 y_hw: ys[1] * ys[2],
                 views: Some(conv_views(&m.plan, c, n)?),
                 blas: self.blas.as_ref(),
+                lt: self.lt.as_ref(),
+                ws_bytes: WORKSPACE_LIMIT,
             };
             let mut perf: [dnn::cudnnConvolutionFwdAlgoPerf_t; 8] =
                 // SAFETY: a plain C struct; every field is overwritten by cuDNN or unused.
@@ -916,6 +1005,9 @@ impl Tuner {
                         .push(format!("{:?}/{} refused: {e}", algo.mode, algo.algo)),
                 }
             }
+            if is_rows_product(&m.plan, c) {
+                self.tune_lt(&call, reference.as_deref(), &mut choice);
+            }
             if m.precision == Precision::Fp16 {
                 let r = reference.as_deref();
                 if let Err(e) = self.tune_graph(Mode::Graph, &call, n, xs, ys, r, &mut choice) {
@@ -968,13 +1060,14 @@ impl Tuner {
         tracing::info!(
             "GPU engine: batch {n}: convolutions sum to {total_ms:.3} ms as tuned \
              (fused {}, split {}, graph API {}, depthwise kernel {}, graph API + our activation {}, \
-             cuBLAS + our epilogue {})",
+             cuBLAS + our epilogue {}, cuBLASLt {})",
             modes[0],
             modes[1],
             modes[2],
             modes[3],
             modes[4],
-            modes[5]
+            modes[5],
+            modes[6]
         );
         Ok((chosen, jsons))
     }

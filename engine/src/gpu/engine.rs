@@ -11,9 +11,10 @@ use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, LaunchConfig
 use prost::Message;
 
 use super::blas::Blas;
+use super::blas_lt::Lt;
 use super::cache::{self, CacheFile};
 use super::conv::{
-    conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, GraphExec, Mode,
+    conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, Exec, Mode,
     Tuner,
 };
 use super::cuda::{
@@ -372,7 +373,8 @@ enum StepDescs {
     Conv {
         x: TensorDesc,
         y: TensorDesc,
-        graph: Option<GraphExec>,
+        /// The graph-API or cuBLASLt plan of its algorithm.
+        exec: Option<Exec>,
     },
     /// A pool (or global average) cuDNN runs exactly as ONNX defines it.
     CudnnPool(CudnnPool),
@@ -387,17 +389,31 @@ enum StepDescs {
     Attention,
 }
 
+/// How `run_as` runs a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// The captured CUDA graph (what serving does).
+    Graph,
+    /// Every step enqueued in order, as at capture.
+    Eager,
+    /// Every step enqueued, the stream synchronised before each (as `trace` runs).
+    EagerSynced,
+}
+
 pub struct GpuInstance {
     model: Arc<GpuModel>,
     stream: Arc<CudaStream>,
     dnn: Dnn,
     /// cuBLAS on this instance's stream, when the plan has matrix products.
     blas: Option<Blas>,
+    /// cuBLASLt, when a linear layer runs on it at some batch size.
+    lt: Option<Lt>,
     conv_descs: Vec<ConvDescs>,
     by_batch: BTreeMap<usize, (Vec<StepDescs>, Option<CudaGraph>)>,
     slots: Vec<DeviceBuf>,
     slot_of: Vec<usize>,
     workspace: DeviceBuf,
+    workspace_bytes: usize,
     input: DeviceBuf,
     mean: DeviceBuf,
     inv_std: DeviceBuf,
@@ -424,10 +440,12 @@ impl GpuInstance {
         let stream = ctx.new_stream().call("cuStreamCreate")?;
         let dnn = Dnn::new(&stream)?;
         let p = &model.plan;
-        let mut on_blas = false;
+        let (mut on_blas, mut on_lt) = (false, false);
         for b in min..=max {
             on_blas |= model.algos(b)?.iter().any(|a| a.mode == Mode::Blas);
+            on_lt |= model.algos(b)?.iter().any(|a| a.mode == Mode::Lt);
         }
+        let lt = if on_lt { Some(Lt::new()?) } else { None };
         let blas = if on_blas || p.steps.iter().any(|s| matches!(s, Step::MatMul(_))) {
             Some(Blas::new(&stream)?)
         } else {
@@ -458,6 +476,7 @@ impl GpuInstance {
         let out_bytes = p.output_len() * model.precision.bytes();
         let mut inst = GpuInstance {
             workspace: DeviceBuf::new(&ctx, workspace_bytes)?,
+            workspace_bytes,
             input: DeviceBuf::new(&ctx, item * max * 4)?,
             mean: DeviceBuf::from_host(&ctx, &pad(mean, 0.0))?,
             inv_std: DeviceBuf::from_host(&ctx, &pad(&inv, 1.0))?,
@@ -470,6 +489,7 @@ impl GpuInstance {
             stream,
             dnn,
             blas,
+            lt,
             model,
             min,
             max,
@@ -519,20 +539,50 @@ impl GpuInstance {
                         tensor_desc(m.precision, n, ys)?,
                     );
                     let algo = algos[conv_i];
-                    let graph = if matches!(algo.mode, Mode::Graph | Mode::GraphAct) {
-                        let call = self.conv_call(conv_i, c, &x, &y, n)?;
-                        let json = m
-                            .plans
-                            .lock()
-                            .ok()
-                            .and_then(|p| p.get(&(conv_i, n)).cloned());
-                        let cfg = algo.algo as usize;
-                        Some(call.graph_exec(algo.mode, cfg, n, xs, ys, json.as_deref())?)
-                    } else {
-                        None
+                    let call = self.conv_call(conv_i, c, &x, &y, n)?;
+                    let exec = match algo.mode {
+                        Mode::Graph | Mode::GraphAct => {
+                            let json = m
+                                .plans
+                                .lock()
+                                .ok()
+                                .and_then(|p| p.get(&(conv_i, n)).cloned());
+                            let cfg = algo.algo as usize;
+                            let g = call.graph_exec(algo.mode, cfg, n, xs, ys, json.as_deref())?;
+                            // A plan rebuilt through the heuristics may not be the one tuned:
+                            // it must not write past the workspace sized from the tuning.
+                            if g.plan.workspace > self.workspace_bytes {
+                                return Err(GpuError::Plan(format!(
+                                    "{}: the cuDNN plan for batch {n} asks for {} bytes of \
+                                     workspace, more than the {} it was tuned with",
+                                    c.name, g.plan.workspace, self.workspace_bytes
+                                )));
+                            }
+                            Some(Exec::Graph(g))
+                        }
+                        Mode::Lt => {
+                            let i = algo.algo as usize;
+                            let plan =
+                                call.lt_plans(i + 1)?.into_iter().nth(i).ok_or_else(|| {
+                                    GpuError::Plan(format!(
+                                        "{}: cuBLASLt no longer offers the algorithm #{i} it was \
+                                     tuned with at batch {n}",
+                                        c.name
+                                    ))
+                                })?;
+                            if plan.workspace > self.workspace_bytes {
+                                return Err(GpuError::Plan(format!(
+                                    "{}: the cuBLASLt algorithm for batch {n} asks for {} bytes \
+                                     of workspace, more than the {} it was tuned with",
+                                    c.name, plan.workspace, self.workspace_bytes
+                                )));
+                            }
+                            Some(Exec::Lt(plan))
+                        }
+                        _ => None,
                     };
                     conv_i += 1;
-                    StepDescs::Conv { x, y, graph }
+                    StepDescs::Conv { x, y, exec }
                 }
                 Step::Map(s) => {
                     let l = view::map(plan, s, n, m.precision.bytes())?;
@@ -588,6 +638,8 @@ impl GpuInstance {
             y_hw: ys[1] * ys[2],
             views: Some(conv_views(&m.plan, c, n)?),
             blas: self.blas.as_ref(),
+            lt: self.lt.as_ref(),
+            ws_bytes: self.workspace_bytes,
         })
     }
 
@@ -724,9 +776,9 @@ impl GpuInstance {
                 f(index)?;
             }
             match (step, d) {
-                (Step::Conv(cv), StepDescs::Conv { x, y, graph }) => {
+                (Step::Conv(cv), StepDescs::Conv { x, y, exec }) => {
                     self.conv_call(conv_i, cv, x, y, n)?
-                        .run(algos[conv_i], graph.as_ref())?;
+                        .run(algos[conv_i], exec.as_ref())?;
                     conv_i += 1;
                 }
                 (s, StepDescs::CudnnPool(pool)) => {
@@ -1012,6 +1064,25 @@ impl GpuInstance {
     /// Runs a batch whose items are on the host (copied through pinned memory) or already on
     /// the GPU (copied device to device), each `[c, h, w]` f32 raw values.
     pub fn run_inputs(&mut self, items: &[Input<'_>]) -> Result<Vec<f32>> {
+        self.run_inputs_as(items, Replay::Graph)
+    }
+
+    /// `run` without the captured graph: the same steps enqueued one by one, with the stream
+    /// synchronised between steps or not. A result that differs from `run`'s shows a step
+    /// that depends on timing (a race between kernels, or in the graph's replay).
+    pub fn run_as(&mut self, n: usize, input: &[f32], how: Replay) -> Result<Vec<f32>> {
+        let item: usize = self.model.plan.input.iter().product();
+        if input.len() != n * item {
+            return Err(GpuError::Plan(format!(
+                "{} input values for a batch of {n} items of {item}",
+                input.len()
+            )));
+        }
+        let items: Vec<Input<'_>> = input.chunks_exact(item.max(1)).map(Input::Host).collect();
+        self.run_inputs_as(&items, how)
+    }
+
+    fn run_inputs_as(&mut self, items: &[Input<'_>], how: Replay) -> Result<Vec<f32>> {
         let n = items.len();
         let item: usize = self.model.plan.input.iter().product();
         if n > self.max {
@@ -1077,7 +1148,15 @@ impl GpuInstance {
         }
         let out_bytes = self.model.outputs() * self.model.precision.bytes() * n;
         self.host_out.as_mut_slice()[..out_bytes].fill(0xFF);
-        self.launch(n)?;
+        match how {
+            Replay::Graph => self.launch(n)?,
+            Replay::Eager => self.enqueue(n)?,
+            Replay::EagerSynced => {
+                let stream = self.stream.clone();
+                let mut sync = |_: usize| stream.synchronize().call("cuStreamSynchronize");
+                self.enqueue_traced(n, Some(&mut sync))?
+            }
+        }
         self.stream.synchronize().call("cuStreamSynchronize")?;
         self.read_output(n)
     }

@@ -12,6 +12,8 @@ pub mod plan;
 #[cfg(feature = "cuda")]
 mod blas;
 #[cfg(feature = "cuda")]
+mod blas_lt;
+#[cfg(feature = "cuda")]
 mod cache;
 #[cfg(feature = "cuda")]
 mod conv;
@@ -39,7 +41,7 @@ mod precision;
 #[cfg(feature = "cuda")]
 pub use cuda::{check_gpus, check_libraries, gpus, open_device, open_device_for, GpuError, Needs};
 #[cfg(feature = "cuda")]
-pub use engine::{GpuInstance, GpuModel, LoadReport};
+pub use engine::{GpuInstance, GpuModel, LoadReport, Replay};
 #[cfg(feature = "cuda")]
 pub use precision::Precision;
 

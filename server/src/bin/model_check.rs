@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use engine::backends::model::{CpuModel, InstanceSpec, ModelEngine};
-use engine::gpu::{GpuInstance, GpuModel, Precision};
+use engine::gpu::{GpuInstance, GpuModel, Precision, Replay};
 use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
 use engine::Tensor;
 
@@ -78,6 +78,12 @@ struct Args {
     /// with a `.json` beside describing shapes), for other tools to compare against.
     #[arg(long)]
     dump_reference: Option<PathBuf>,
+    /// For each batch size, run the same batch `N` times each as the captured graph, eagerly
+    /// and eagerly with the stream synchronised between steps, and print each way's error
+    /// against the CPU engine and how far the ways differ from each other: a step whose result
+    /// depends on timing shows as a difference (0 = off).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    replay_check: usize,
 }
 
 fn images(dir: &std::path::Path, hw: (usize, usize)) -> Result<Vec<Vec<f32>>> {
@@ -146,6 +152,38 @@ fn profile(
         "by_kind": by_kind.iter().map(|(k, (c, t))| (k.clone(), serde_json::json!({"steps": c, "ms": t})))
             .collect::<serde_json::Map<_, _>>(),
     }))
+}
+
+/// `--replay-check`: the same batch as graph replays, eager runs and synchronised eager runs.
+fn replay_check(
+    inst: &mut GpuInstance,
+    n: usize,
+    imgs: &[Vec<f32>],
+    reference: &[Vec<f32>],
+    reps: usize,
+) -> Result<()> {
+    let input = batch(imgs, n, 0);
+    let want: Vec<f32> = (0..n)
+        .flat_map(|i| reference[i % imgs.len()].iter().copied())
+        .collect();
+    let mut first: Option<Vec<f32>> = None;
+    for how in [Replay::Graph, Replay::Eager, Replay::EagerSynced] {
+        let mut errs = Vec::new();
+        let mut worst_diff = 0f32;
+        for _ in 0..reps {
+            let got = inst.run_as(n, &input, how)?;
+            errs.push(format!("{:.3e}", rel_l2(&got, &want)));
+            let base = first.get_or_insert_with(|| got.clone());
+            let d = got.iter().zip(base.iter()).map(|(x, y)| (x - y).abs());
+            worst_diff = d.fold(worst_diff, f32::max);
+        }
+        println!(
+            "replay-check batch {n} {how:?}: rel_l2 vs CPU [{}], max |diff| from the first \
+             graph replay {worst_diff:.3e}",
+            errs.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
@@ -324,6 +362,13 @@ fn main() -> Result<()> {
                 }
                 None => println!("{label} max|x| {max:.3e} (no fp32 counterpart)"),
             }
+        }
+    }
+
+    if a.replay_check > 0 {
+        for &n in &a.batches {
+            let inst = insts.get_mut(&n).context("an instance per batch size")?;
+            replay_check(inst, n, &imgs, &reference, a.replay_check)?;
         }
     }
 
