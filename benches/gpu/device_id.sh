@@ -9,11 +9,14 @@ source "$(dirname "$0")/env.sh"
 ensure_models || exit 1
 R=$OUT/device_id.txt
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $COMMIT"; date -u +%F; } > "$R"
+get() { python3 -c "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=5).read().decode())" "$1"; }
 serve() {  # $1 label, $2 toml
-  dist/server --toml "$2" --port 8897 > "/tmp/dev-$1.log" 2>&1 &
+  dist/server --toml "$2" --port 8897 --metrics-port 9897 > "/tmp/dev-$1.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 120); do
-    (exec 3<>/dev/tcp/127.0.0.1/8897) 2>/dev/null && break
+  # The port opens before the instances are built (and tuned, the first time): wait for
+  # readiness, not for the port.
+  for _ in $(seq 1 240); do
+    get http://127.0.0.1:9897/health/ready >/dev/null 2>&1 && break
     kill -0 $pid 2>/dev/null || break
     sleep 1
   done

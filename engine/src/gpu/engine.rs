@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::driver::{sys as cu, CudaContext, CudaGraph, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys as cu, CudaContext, CudaStream, LaunchConfig, PushKernelArg};
 use prost::Message;
 
 use super::blas::Blas;
 use super::blas_lt::Lt;
 use super::cache::{self, CacheFile};
+use super::capture::Captured;
 use super::conv::{
     conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, Exec, Mode,
     Tuner,
@@ -409,7 +410,7 @@ pub struct GpuInstance {
     /// cuBLASLt, when a linear layer runs on it at some batch size.
     lt: Option<Lt>,
     conv_descs: Vec<ConvDescs>,
-    by_batch: BTreeMap<usize, (Vec<StepDescs>, Option<CudaGraph>)>,
+    by_batch: BTreeMap<usize, (Vec<StepDescs>, Option<Captured>)>,
     slots: Vec<DeviceBuf>,
     slot_of: Vec<usize>,
     workspace: DeviceBuf,
@@ -504,14 +505,17 @@ impl GpuInstance {
                 .begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .call("cuStreamBeginCapture")?;
             let enqueued = inst.enqueue(n);
-            let graph = inst
-                .stream
-                .end_capture(cu::CUgraphInstantiate_flags(0))
-                .call("cuStreamEndCapture")?;
+            let graph = Captured::end(&inst.stream)?;
             enqueued?;
-            let graph =
-                graph.ok_or_else(|| GpuError::Plan("graph capture recorded nothing".into()))?;
-            graph.upload().call("cuGraphUpload")?;
+            if graph.programmatic > 0 {
+                tracing::info!(
+                    "GPU engine: batch {n}: {} of the graph's {} edges were programmatic \
+                     (a kernel allowed to start before the one it follows ends); made full",
+                    graph.programmatic,
+                    graph.edges
+                );
+            }
+            graph.upload()?;
             if let Some(e) = inst.by_batch.get_mut(&n) {
                 e.1 = Some(graph);
             }
@@ -1172,7 +1176,7 @@ impl GpuInstance {
                 )))
             }
         };
-        graph.launch().call("cuGraphLaunch")
+        graph.launch()
     }
 
     fn read_output(&self, n: usize) -> Result<Vec<f32>> {

@@ -16,6 +16,8 @@ mod blas_lt;
 #[cfg(feature = "cuda")]
 mod cache;
 #[cfg(feature = "cuda")]
+mod capture;
+#[cfg(feature = "cuda")]
 mod conv;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;

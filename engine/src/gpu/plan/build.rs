@@ -48,6 +48,9 @@ struct Builder<'a> {
     flat_of: HashMap<usize, usize>,
     /// Tensors whose batch is not their first dim (see `moved`), by ONNX name.
     moved: HashMap<String, Moved>,
+    /// Channel shuffles read only by Splits, not copied yet: the value shuffled and the groups
+    /// (see `channel_shuffle`), by ONNX name.
+    shuffled: HashMap<String, (usize, usize)>,
     values: Vec<Value>,
     consts: Vec<Const>,
     steps: Vec<Step>,
@@ -290,6 +293,7 @@ impl<'a> Builder<'a> {
             a: Operand::Value(a),
             perm_a: None,
             a_slice: None,
+            shuffle: None,
             b: None,
             binary: Binary::First,
             unary: Unary::Identity,
@@ -1197,6 +1201,7 @@ impl<'a> Builder<'a> {
             a,
             perm_a: None,
             a_slice: None,
+            shuffle: None,
             b: Some(b),
             binary,
             unary,
@@ -1285,9 +1290,28 @@ impl<'a> Builder<'a> {
     fn reshape(&mut self, i: usize) -> R<()> {
         let x = self.value(i, 0)?;
         let x = self.materialise(x);
+        let dims = self.values[x].dims.clone();
+        let Some(new) = self.reshape_target(i, &dims)? else {
+            // The batch merged or moved: regrouped over the same storage (see `moved`).
+            let target = self.folded(i, 1)?.ints();
+            let allowzero = attr_int(&self.nodes[i], "allowzero", 0) != 0;
+            let m = self.leave_batch_first(x);
+            let r = self.regroup(i, m, &target, allowzero)?;
+            let out = self.out(i)?;
+            self.bind(&out, r);
+            return Ok(());
+        };
+        if self.channel_shuffle(i, x, &new)? {
+            return Ok(());
+        }
+        self.reshape_to(i, x, new)
+    }
+
+    /// Reshape `i`'s item dims for an input of item dims `dims`, or None where it merges or
+    /// moves the batch.
+    fn reshape_target(&self, i: usize, dims: &[usize]) -> R<Option<Dims>> {
         let target = self.folded(i, 1)?.ints();
         let allowzero = attr_int(&self.nodes[i], "allowzero", 0) != 0;
-        let dims = self.values[x].dims.clone();
         let item: usize = dims.iter().product();
         let Some((&first, rest)) = target.split_first() else {
             return Err(self.err(i, NodeError::ReshapeToScalar));
@@ -1306,15 +1330,62 @@ impl<'a> Builder<'a> {
             })
             .collect();
         let (true, Some(rest)) = (keeps_batch, rest) else {
-            // The batch merged or moved: regrouped over the same storage (see `moved`).
-            let m = self.leave_batch_first(x);
-            let r = self.regroup(i, m, &target, allowzero)?;
-            let out = self.out(i)?;
-            self.bind(&out, r);
-            return Ok(());
+            return Ok(None);
         };
-        let new = fold::reshape_dims(&dims, &rest, allowzero).map_err(|e| self.err(i, e))?;
-        self.reshape_to(i, x, new)
+        fold::reshape_dims(dims, &rest, allowzero)
+            .map(Some)
+            .map_err(|e| self.err(i, e))
+    }
+
+    /// ShuffleNet's channel shuffle, Reshape `i` of `x` (`[C, H, W]`) to `new` =
+    /// `[g, C/g, H, W]`, alone read by a Transpose of those two axes, alone read by a Reshape
+    /// back to `[C, H, W]`: one copy instead of the five a reshaped NHWC value costs (to row
+    /// major, the transpose, back), or none when only Splits read it, each of its parts then
+    /// copied straight from `x`. True when taken.
+    fn channel_shuffle(&mut self, i: usize, x: usize, new: &[usize]) -> R<bool> {
+        let (&[c, h, w], &[g, cg, h2, w2]) = (self.values[x].dims.as_slice(), new) else {
+            return Ok(false);
+        };
+        if g < 2 || g * cg != c || (h2, w2) != (h, w) {
+            return Ok(false);
+        }
+        let Some(t) = self.sole_consumer(&self.out(i)?, "Transpose") else {
+            return Ok(false);
+        };
+        if self.perm(t, 5)? != [0, 2, 1, 3, 4] {
+            return Ok(false);
+        }
+        let Some(r) = self.sole_consumer(&self.out(t)?, "Reshape") else {
+            return Ok(false);
+        };
+        if self.reshape_target(r, &[cg, g, h, w])?.as_deref() != Some(&[c, h, w][..]) {
+            return Ok(false);
+        }
+        self.done[t] = true;
+        self.done[r] = true;
+        let name = self.out(r)?;
+        let only_splits = !self.graph_outputs.contains(name.as_str())
+            && self
+                .consumers
+                .get(name.as_str())
+                .is_some_and(|k| k.iter().all(|&k| self.nodes[k].op_type == "Split"));
+        if only_splits {
+            self.shuffled.insert(name, (x, g));
+        } else {
+            self.shuffle_copy(&name, x, g);
+        }
+        Ok(true)
+    }
+
+    /// `x` channel-shuffled in `g` groups, copied into a new value `name`.
+    fn shuffle_copy(&mut self, name: &str, x: usize, g: usize) -> usize {
+        let (dims, cl) = (self.values[x].dims.clone(), self.values[x].channels_last);
+        let output = self.define(name, dims, cl);
+        self.map(MapStep {
+            shuffle: Some((1, g)),
+            ..Self::copy_step(x, output)
+        });
+        output
     }
 
     fn reshape_to(&mut self, i: usize, x: usize, dims: Dims) -> R<()> {
@@ -1453,11 +1524,11 @@ impl<'a> Builder<'a> {
         }
         let out = self.out(i)?;
         if !idx.dims().is_empty() {
-            self.slice_to(&out, x, a, k as usize, 1);
+            self.slice_to(&out, x, a, k as usize, 1, None);
             return Ok(());
         }
         let name = format!("{out}#gathered");
-        let g = self.slice_to(&name, x, a, k as usize, 1);
+        let g = self.slice_to(&name, x, a, k as usize, 1, None);
         let g = self.row_major(g);
         let mut dims = self.values[g].dims.clone();
         dims.remove(a - 1);
@@ -1566,22 +1637,39 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// Copies `[start, start + len)` along full `axis` of `x` into a new value `name`.
-    fn slice_to(&mut self, name: &str, x: usize, axis: usize, start: usize, len: usize) -> usize {
+    /// Copies `[start, start + len)` along full `axis` of `x` into a new value `name` (of `x`
+    /// channel-shuffled, `MapStep::shuffle`, when `shuffle` is given).
+    fn slice_to(
+        &mut self,
+        name: &str,
+        x: usize,
+        axis: usize,
+        start: usize,
+        len: usize,
+        shuffle: Option<(usize, usize)>,
+    ) -> usize {
         let mut dims = self.values[x].dims.clone();
         dims[axis - 1] = len;
         let cl = self.values[x].channels_last;
         let output = self.define(name, dims, cl);
         self.map(MapStep {
             a_slice: Some((axis, start)),
+            shuffle,
             ..Self::copy_step(x, output)
         });
         output
     }
 
     fn split(&mut self, i: usize) -> R<()> {
-        let x = self.value(i, 0)?;
-        let x = self.materialise(x);
+        let input = self.input(i, 0)?;
+        let shuffled = self.shuffled.get(input).copied();
+        let x = match shuffled {
+            Some((src, _)) => src,
+            None => {
+                let x = self.value(i, 0)?;
+                self.materialise(x)
+            }
+        };
         let dims = self.values[x].dims.clone();
         let rank = dims.len() + 1;
         let axis =
@@ -1604,10 +1692,22 @@ impl<'a> Builder<'a> {
         if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != total {
             return Err(self.err(i, NodeError::SplitSizes { sizes, total }));
         }
+        // Parts of a channel shuffle are copied from the value shuffled when they fall on whole
+        // groups; otherwise the shuffle is copied first, once.
+        let (x, shuffle) = match shuffled {
+            Some((src, g)) if axis == 1 && sizes.iter().all(|s| s.is_multiple_of(g)) => {
+                (src, Some(g))
+            }
+            Some((src, g)) => {
+                self.shuffled.remove(input);
+                (self.shuffle_copy(input, src, g), None)
+            }
+            None => (x, None),
+        };
         let mut at = 0;
         for (name, len) in outs.iter().zip(sizes) {
             if !name.is_empty() {
-                self.slice_to(name, x, axis, at, len);
+                self.slice_to(name, x, axis, at, len, shuffle.map(|g| (axis, g)));
             }
             at += len;
         }
@@ -1648,7 +1748,7 @@ impl<'a> Builder<'a> {
             } else {
                 format!("{out}#slice{k}")
             };
-            cur = self.slice_to(&name, cur, a, s, e.saturating_sub(s));
+            cur = self.slice_to(&name, cur, a, s, e.saturating_sub(s), None);
             any = true;
         }
         if !any {
@@ -1769,6 +1869,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
         value_of: HashMap::new(),
         flat_of: HashMap::new(),
         moved: HashMap::new(),
+        shuffled: HashMap::new(),
         values: Vec::new(),
         consts: Vec::new(),
         steps: Vec::new(),

@@ -212,6 +212,12 @@ pub struct MapStep {
     pub perm_a: Option<Vec<usize>>,
     /// Reads `a` from `start` along full axis `axis`, as long as the region (Slice, Split).
     pub a_slice: Option<(usize, usize)>,
+    /// `(axis, g)`: reads `a` channel-shuffled along full axis `axis` (ShuffleNet's Reshape to
+    /// `[N, g, C/g, H, W]`, Transpose of the two, Reshape back, in one copy): element `c` of the
+    /// shuffled axis is a's element `(c mod g)·(C/g) + c div g`, `c` counted from `a_slice`'s
+    /// start when there is one (a Split of the shuffled tensor). A plain copy otherwise: no
+    /// `perm_a`, `b` or `c`.
+    pub shuffle: Option<(usize, usize)>,
     pub b: Option<Operand>,
     pub binary: Binary,
     pub unary: Unary,

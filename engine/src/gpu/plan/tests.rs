@@ -367,6 +367,71 @@ fn shape_arithmetic_folds_with_a_symbolic_batch() {
     check(&g, &z, 1e-5);
 }
 
+/// The channel shuffle of `x` (`[c, h, w]`) in `g` groups, as torchvision's
+/// `channel_shuffle` exports: Reshape to `[N, g, c/g, h, w]`, Transpose, Reshape back.
+fn channel_shuffle(g: &mut G, x: &str, groups: i64, c: i64, h: i64, w: i64) -> String {
+    let to = g.init_i(&[-1, groups, c / groups, h, w]);
+    let r = g.op("Reshape", &[x, &to], vec![]);
+    let t = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1, 3, 4])]);
+    let back = g.init_i(&[-1, c, h, w]);
+    g.op("Reshape", &[&t, &back], vec![])
+}
+
+#[test]
+fn shufflenet_units_copy_each_part_once_from_the_concat() {
+    // Two of ShuffleNet v2's stride-1 units: chunk, a branch on one half, concat, shuffle.
+    let mut g = G::new(16, 5, 5);
+    let mut x = g.conv("x", 16, 16, 1, 1, 1);
+    for _ in 0..2 {
+        let half = g.init_i(&[8, 8]);
+        let parts = g.op_n("Split", &[&x, &half], vec![int("axis", 1)], 2);
+        let a = g.conv(&parts[1], 8, 8, 1, 1, 1);
+        let b = g.conv(&a, 8, 8, 3, 1, 8);
+        let cat = g.op("Concat", &[&parts[0], &b], vec![int("axis", 1)]);
+        x = channel_shuffle(&mut g, &cat, 2, 16, 5, 5);
+    }
+    let y = g.conv(&x, 16, 4, 3, 1, 1);
+    let plan = check(&g, &y, 1e-5);
+    // Per unit: the two parts of the second split read the concat shuffled, and the concat's
+    // first part is copied in; nothing goes through a row-major or transposed copy.
+    let maps: Vec<&MapStep> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Map(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let shuffled = maps.iter().filter(|m| m.shuffle.is_some()).count();
+    assert_eq!(shuffled, 3, "{maps:#?}");
+    assert!(maps.iter().all(|m| m.perm_a.is_none()), "{maps:#?}");
+}
+
+#[test]
+fn a_channel_shuffle_read_by_other_ops_is_copied_once() {
+    // The shuffle read by a convolution and a split of uneven groups: copied once, shuffled.
+    for split in [None, Some([3i64, 5])] {
+        let mut g = G::new(8, 4, 4);
+        let x = g.conv("x", 8, 8, 1, 1, 1);
+        let s = channel_shuffle(&mut g, &x, 2, 8, 4, 4);
+        let y = match split {
+            None => g.conv(&s, 8, 8, 3, 1, 1),
+            Some(sizes) => {
+                let sz = g.init_i(&sizes);
+                let p = g.op_n("Split", &[&s, &sz], vec![int("axis", 1)], 2);
+                g.op("Concat", &[&p[1], &p[0]], vec![int("axis", 1)])
+            }
+        };
+        let plan = check(&g, &y, 1e-5);
+        let shuffled = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Map(m) if m.shuffle.is_some()))
+            .count();
+        assert_eq!(shuffled, 1, "{:#?}", plan.steps);
+    }
+}
+
 #[test]
 fn a_reshape_that_moves_the_batch_is_refused_clearly() {
     let mut g = G::new(8, 4, 4);

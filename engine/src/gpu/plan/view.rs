@@ -33,6 +33,16 @@ pub enum LayoutError {
     ConcatParts(usize),
     #[error("concat axis out of range")]
     ConcatAxis,
+    #[error(
+        "a channel shuffle of {groups} groups over {len} of {full} elements from {start} (each a \
+         multiple of the groups)"
+    )]
+    Shuffle {
+        len: usize,
+        full: usize,
+        start: usize,
+        groups: usize,
+    },
     #[error("concat part {part:?} (strides {strides:?}) is not stored as the output {out:?} ({out_strides:?})")]
     ConcatLayout {
         part: Vec<usize>,
@@ -231,23 +241,48 @@ pub fn map(
     n: usize,
     elem_bytes: usize,
 ) -> Result<MapLaunch, LayoutError> {
-    let (mut region, ys) = value_layout(plan, m.output, n);
+    let (mut region, mut ys) = value_layout(plan, m.output, n);
     let mut offset = 0;
     if let Some((axis, off, len)) = m.region {
         region[axis] = len;
         offset = off as i64 * ys[axis];
     }
-    let y = View::new(&region, &ys, offset)?;
     let (mut ad, mut ast) = operand_layout(plan, m.a, n);
     let mut a_off = 0;
-    if let Some((axis, start)) = m.a_slice {
-        a_off = start as i64 * ast[axis];
-        ad[axis] = region[axis];
+    if let Some((axis, g)) = m.shuffle {
+        let start = m.a_slice.map_or(0, |(_, s)| s);
+        let (l, full) = (region[axis], ad[axis]);
+        if g == 0
+            || !l.is_multiple_of(g)
+            || !full.is_multiple_of(g)
+            || !start.is_multiple_of(g)
+            || m.perm_a.is_some()
+        {
+            return Err(LayoutError::Shuffle {
+                len: l,
+                full,
+                start,
+                groups: g,
+            });
+        }
+        // Element c = g·i + j of the shuffled axis is a's j·(full/g) + start/g + i: the axis
+        // read as [l/g, g], which both views can express.
+        region.splice(axis..=axis, [l / g, g]);
+        ys.splice(axis..=axis, [ys[axis] * g as i64, ys[axis]]);
+        ad.splice(axis..=axis, [l / g, g]);
+        a_off = (start / g) as i64 * ast[axis];
+        ast.splice(axis..=axis, [ast[axis], ast[axis] * (full / g) as i64]);
+    } else {
+        if let Some((axis, start)) = m.a_slice {
+            a_off = start as i64 * ast[axis];
+            ad[axis] = region[axis];
+        }
+        if let Some(p) = &m.perm_a {
+            ad = p.iter().map(|&i| ad[i]).collect();
+            ast = p.iter().map(|&i| ast[i]).collect();
+        }
     }
-    if let Some(p) = &m.perm_a {
-        ad = p.iter().map(|&i| ad[i]).collect();
-        ast = p.iter().map(|&i| ast[i]).collect();
-    }
+    let y = View::new(&region, &ys, offset)?;
     let mut a = broadcast(&ad, &ast, &region)?;
     a.offset = a_off;
     let b = match m.b {

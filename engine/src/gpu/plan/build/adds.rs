@@ -57,6 +57,7 @@ fn whole_add(m: &MapStep) -> bool {
         && m.c.is_none()
         && m.perm_a.is_none()
         && m.a_slice.is_none()
+        && m.shuffle.is_none()
         && m.region.is_none()
 }
 

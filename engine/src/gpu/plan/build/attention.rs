@@ -192,6 +192,7 @@ fn pure_copy(m: &MapStep) -> bool {
         && m.b.is_none()
         && m.c.is_none()
         && m.region.is_none()
+        && m.shuffle.is_none()
 }
 
 /// One dim of a copy at batch 2: its size, the output's stride, the input's stride.

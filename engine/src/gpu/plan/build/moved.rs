@@ -431,7 +431,7 @@ impl<'a> Builder<'a> {
             return Err(self.err(i, NodeError::GatherIndex { index: k, len }));
         }
         let name = format!("{out}#gathered");
-        let value = self.slice_to(&name, m.value, s, k as usize, 1);
+        let value = self.slice_to(&name, m.value, s, k as usize, 1, None);
         let mut groups = m.groups.clone();
         if idx.dims().is_empty() {
             groups.remove(a);

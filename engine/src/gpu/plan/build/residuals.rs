@@ -67,6 +67,7 @@ fn find(plan: &Plan) -> Option<Tail> {
             || m.unary != Unary::Identity
             || m.perm_a.is_some()
             || m.a_slice.is_some()
+            || m.shuffle.is_some()
             || m.region.is_some()
         {
             continue;
