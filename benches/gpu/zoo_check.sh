@@ -8,8 +8,9 @@
 #           --replay-check (graph replays must now agree with the synchronised eager run),
 #           shufflenet_v2_x1_0's per-step profile at batch 32, and the damaged corpus through
 #           the GPU decoder (preprocess-check --extra).
-#   PART=c: zoo.sh on the other eight with the seed flow, PyTorch's fp16 error inside
-#           mobilenet_v3_large's blocks 12-15 beside our trace (layer_ref.py), device_id.sh.
+#   PART=c: zoo.sh on shufflenet_v2_x1_0 again and the models not measured in this session
+#           with the seed flow, device_id.sh, then PyTorch's fp16 error inside
+#           mobilenet_v3_large's blocks 12-15 beside our trace (layer_ref.py).
 #   COMMIT=<sha> PART=b|c bash benches/gpu/zoo_check.sh   → $OUT/zoo-<PART>.tgz, $OUT/check-<PART>.tgz
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
@@ -39,14 +40,17 @@ if [ "$PART" = b ]; then
   echo "damaged corpus rc=$?"
   cp dist/damaged_outcomes.txt "$W/"
 else
-  RUST_LOG=$dbg PART=c DEADLINE=360 SEED_FLOW=1 TRACE="mobilenet_v3_large" TRACE_BATCH=11 \
-    MODELS="resnet50 resnext50_32x4d wide_resnet50_2 mobilenet_v3_large vgg16 alexnet \
-    convnext_tiny vit_b_16" bash benches/gpu/zoo.sh 2>&1 | grep -v '^-r'
+  RUST_LOG=$dbg PART=c DEADLINE=${ZOO_DEADLINE:-250} SEED_FLOW=1 TRACE="mobilenet_v3_large" \
+    TRACE_BATCH=11 MODELS="shufflenet_v2_x1_0 resnext50_32x4d wide_resnet50_2 vgg16 alexnet \
+    mobilenet_v3_large resnet50" bash benches/gpu/zoo.sh 2>&1 | grep -v '^-r'
   echo "== zoo done at ${SECONDS}s"
-  (cd benches/gpu && timeout 60 python3 layer_ref.py /tmp/onnx mobilenet_v3_large \
-    /tmp/zoo-c/mobilenet_v3_large.trace.log 12,13,14,15 > "$W/mv3.layers.txt" 2>&1)
-  head -n 20 "$W/mv3.layers.txt"
-  [ "$SECONDS" -lt 470 ] && timeout $((585 - SECONDS)) bash benches/gpu/device_id.sh
+  [ "$SECONDS" -lt 400 ] && timeout $((560 - SECONDS)) bash benches/gpu/device_id.sh
+  echo "== device_id done at ${SECONDS}s"
+  if [ "$SECONDS" -lt 520 ]; then
+    (cd benches/gpu && timeout 40 python3 layer_ref.py /tmp/onnx mobilenet_v3_large \
+      /tmp/zoo-c/mobilenet_v3_large.trace.log 12,13,14,15 > "$W/mv3.layers.txt" 2>&1)
+    head -n 20 "$W/mv3.layers.txt"
+  fi
 fi
 tar czf "$OUT/check-$PART.tgz" -C "$W" .
 ls -la "$OUT"

@@ -51,6 +51,9 @@ struct Builder<'a> {
     /// Channel shuffles read only by Splits, not copied yet: the value shuffled and the groups
     /// (see `channel_shuffle`), by ONNX name.
     shuffled: HashMap<String, (usize, usize)>,
+    /// The first two nodes of a channel shuffle, by the Transpose's output: the Reshape back
+    /// is checked when it comes (its target may be computed by nodes between).
+    shuffle_start: HashMap<String, ShuffleStart>,
     values: Vec<Value>,
     consts: Vec<Const>,
     steps: Vec<Step>,
@@ -60,6 +63,16 @@ struct Builder<'a> {
 }
 
 type R<T> = Result<T, BuildError>;
+
+/// A Reshape `reshape` of `x` to `[g, C/g, H, W]` and the Transpose `transpose` of those two
+/// axes, not built yet (`Builder::channel_shuffle`).
+#[derive(Clone, Copy)]
+struct ShuffleStart {
+    reshape: usize,
+    transpose: usize,
+    x: usize,
+    g: usize,
+}
 
 /// A Gemm's constants: `B` as a row-major `[k, p]` matrix with `alpha` applied, `C` as `p`
 /// values with `beta` applied (`None` when absent).
@@ -1288,6 +1301,11 @@ impl<'a> Builder<'a> {
     }
 
     fn reshape(&mut self, i: usize) -> R<()> {
+        if let Some(start) = self.shuffle_start.remove(self.input(i, 0)?) {
+            if self.shuffle_end(i, start)? {
+                return Ok(());
+            }
+        }
         let x = self.value(i, 0)?;
         let x = self.materialise(x);
         let dims = self.values[x].dims.clone();
@@ -1341,7 +1359,9 @@ impl<'a> Builder<'a> {
     /// `[g, C/g, H, W]`, alone read by a Transpose of those two axes, alone read by a Reshape
     /// back to `[C, H, W]`: one copy instead of the five a reshaped NHWC value costs (to row
     /// major, the transpose, back), or none when only Splits read it, each of its parts then
-    /// copied straight from `x`. True when taken.
+    /// copied straight from `x`. True when taken: the Reshape and the Transpose wait for the
+    /// Reshape back (`shuffle_end`), whose target the exporter computes from the tensor's
+    /// shape with nodes that come later.
     fn channel_shuffle(&mut self, i: usize, x: usize, new: &[usize]) -> R<bool> {
         let (&[c, h, w], &[g, cg, h2, w2]) = (self.values[x].dims.as_slice(), new) else {
             return Ok(false);
@@ -1355,14 +1375,37 @@ impl<'a> Builder<'a> {
         if self.perm(t, 5)? != [0, 2, 1, 3, 4] {
             return Ok(false);
         }
-        let Some(r) = self.sole_consumer(&self.out(t)?, "Reshape") else {
-            return Ok(false);
-        };
-        if self.reshape_target(r, &[cg, g, h, w])?.as_deref() != Some(&[c, h, w][..]) {
+        let out_t = self.out(t)?;
+        if self.sole_consumer(&out_t, "Reshape").is_none() {
             return Ok(false);
         }
         self.done[t] = true;
-        self.done[r] = true;
+        self.shuffle_start.insert(
+            out_t,
+            ShuffleStart {
+                reshape: i,
+                transpose: t,
+                x,
+                g,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Reshape `r` of a channel shuffle's Transpose: when it restores `[C, H, W]`, the shuffle
+    /// (true); otherwise the Reshape and the Transpose are built as they are, and `r` is left
+    /// to build as any Reshape (false).
+    fn shuffle_end(&mut self, r: usize, s: ShuffleStart) -> R<bool> {
+        let ShuffleStart { x, g, .. } = s;
+        let [c, h, w] = self.values[x].dims[..] else {
+            return Ok(false);
+        };
+        let back = self.reshape_target(r, &[c / g, g, h, w])?;
+        if back.as_deref() != Some(&[c, h, w][..]) {
+            self.reshape_to(s.reshape, x, vec![g, c / g, h, w])?;
+            self.transpose(s.transpose)?;
+            return Ok(false);
+        }
         let name = self.out(r)?;
         let only_splits = !self.graph_outputs.contains(name.as_str())
             && self
@@ -1870,6 +1913,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
         flat_of: HashMap::new(),
         moved: HashMap::new(),
         shuffled: HashMap::new(),
+        shuffle_start: HashMap::new(),
         values: Vec::new(),
         consts: Vec::new(),
         steps: Vec::new(),

@@ -368,43 +368,63 @@ fn shape_arithmetic_folds_with_a_symbolic_batch() {
 }
 
 /// The channel shuffle of `x` (`[c, h, w]`) in `g` groups, as torchvision's
-/// `channel_shuffle` exports: Reshape to `[N, g, c/g, h, w]`, Transpose, Reshape back.
+/// `channel_shuffle` exports: Reshape to `[N, g, c/g, h, w]`, Transpose, Reshape back; each
+/// target either a constant or, as PyTorch's exporter writes it, the batch read from the
+/// input's Shape and concatenated with the rest just before the Reshape that takes it.
 fn channel_shuffle(g: &mut G, x: &str, groups: i64, c: i64, h: i64, w: i64) -> String {
-    let to = g.init_i(&[-1, groups, c / groups, h, w]);
+    let exported = g.nodes.len() % 2 == 0;
+    let target = |g: &mut G, of: &str, rest: &[i64]| {
+        if !exported {
+            return g.init_i(&[&[0], rest].concat());
+        }
+        let s = g.op("Shape", &[of], vec![]);
+        let zero = g.init_i(&[0]);
+        let n = g.op("Gather", &[&s, &zero], vec![int("axis", 0)]);
+        let rest = g.init_i(rest);
+        g.op("Concat", &[&n, &rest], vec![int("axis", 0)])
+    };
+    let to = target(g, x, &[groups, c / groups, h, w]);
     let r = g.op("Reshape", &[x, &to], vec![]);
     let t = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1, 3, 4])]);
-    let back = g.init_i(&[-1, c, h, w]);
+    // The exporter reads the batch of both targets from `x.size()`, taken before the Reshape.
+    let back = target(g, x, &[-1, h, w]);
     g.op("Reshape", &[&t, &back], vec![])
 }
 
 #[test]
 fn shufflenet_units_copy_each_part_once_from_the_concat() {
     // Two of ShuffleNet v2's stride-1 units: chunk, a branch on one half, concat, shuffle.
-    let mut g = G::new(16, 5, 5);
-    let mut x = g.conv("x", 16, 16, 1, 1, 1);
-    for _ in 0..2 {
-        let half = g.init_i(&[8, 8]);
-        let parts = g.op_n("Split", &[&x, &half], vec![int("axis", 1)], 2);
-        let a = g.conv(&parts[1], 8, 8, 1, 1, 1);
-        let b = g.conv(&a, 8, 8, 3, 1, 8);
-        let cat = g.op("Concat", &[&parts[0], &b], vec![int("axis", 1)]);
-        x = channel_shuffle(&mut g, &cat, 2, 16, 5, 5);
+    for pad in [false, true] {
+        let mut g = G::new(16, 5, 5);
+        let mut x = g.conv("x", 16, 16, 1, 1, 1);
+        if pad {
+            // One node more: the other target form (`channel_shuffle`).
+            x = g.op("Relu", &[&x], vec![]);
+        }
+        for _ in 0..2 {
+            let half = g.init_i(&[8, 8]);
+            let parts = g.op_n("Split", &[&x, &half], vec![int("axis", 1)], 2);
+            let a = g.conv(&parts[1], 8, 8, 1, 1, 1);
+            let b = g.conv(&a, 8, 8, 3, 1, 8);
+            let cat = g.op("Concat", &[&parts[0], &b], vec![int("axis", 1)]);
+            x = channel_shuffle(&mut g, &cat, 2, 16, 5, 5);
+        }
+        let y = g.conv(&x, 16, 4, 3, 1, 1);
+        let plan = check(&g, &y, 1e-5);
+        // Per unit: the two parts of the second split read the concat shuffled, and the concat's
+        // first part is copied in; nothing goes through a row-major or transposed copy.
+        let maps: Vec<&MapStep> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Map(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let shuffled = maps.iter().filter(|m| m.shuffle.is_some()).count();
+        assert_eq!(shuffled, 3, "{maps:#?}");
+        assert!(maps.iter().all(|m| m.perm_a.is_none()), "{maps:#?}");
     }
-    let y = g.conv(&x, 16, 4, 3, 1, 1);
-    let plan = check(&g, &y, 1e-5);
-    // Per unit: the two parts of the second split read the concat shuffled, and the concat's
-    // first part is copied in; nothing goes through a row-major or transposed copy.
-    let maps: Vec<&MapStep> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Map(m) => Some(m),
-            _ => None,
-        })
-        .collect();
-    let shuffled = maps.iter().filter(|m| m.shuffle.is_some()).count();
-    assert_eq!(shuffled, 3, "{maps:#?}");
-    assert!(maps.iter().all(|m| m.perm_a.is_none()), "{maps:#?}");
 }
 
 #[test]
