@@ -372,7 +372,7 @@ fn shape_arithmetic_folds_with_a_symbolic_batch() {
 /// target either a constant or, as PyTorch's exporter writes it, the batch read from the
 /// input's Shape and concatenated with the rest just before the Reshape that takes it.
 fn channel_shuffle(g: &mut G, x: &str, groups: i64, c: i64, h: i64, w: i64) -> String {
-    let exported = g.nodes.len() % 2 == 0;
+    let exported = g.nodes.len().is_multiple_of(2);
     let target = |g: &mut G, of: &str, rest: &[i64]| {
         if !exported {
             return g.init_i(&[&[0], rest].concat());
