@@ -40,13 +40,16 @@ if [ "$PART" = b ]; then
   echo "damaged corpus rc=$?"
   cp dist/damaged_outcomes.txt "$W/"
 else
-  RUST_LOG=$dbg PART=c DEADLINE=${ZOO_DEADLINE:-230} SEED_FLOW=1 TRACE="mobilenet_v3_large" \
-    TRACE_BATCH=11 MODELS="shufflenet_v2_x1_0 resnext50_32x4d wide_resnet50_2 vgg16 alexnet \
-    mobilenet_v3_large resnet50" bash benches/gpu/zoo.sh 2>&1 | grep -v '^-r'
+  # MODELS_C / SEED_FLOW_C / END: fewer models and an earlier end when less device time is left.
+  END=${END:-560}
+  RUST_LOG=$dbg PART=c DEADLINE=${ZOO_DEADLINE:-230} SEED_FLOW=${SEED_FLOW_C-1} \
+    TRACE="mobilenet_v3_large" TRACE_BATCH=11 MODELS="${MODELS_C:-shufflenet_v2_x1_0 \
+    resnext50_32x4d wide_resnet50_2 vgg16 alexnet mobilenet_v3_large resnet50}" \
+    bash benches/gpu/zoo.sh 2>&1 | grep -v '^-r'
   echo "== zoo done at ${SECONDS}s"
-  [ "$SECONDS" -lt 330 ] && timeout $((440 - SECONDS)) bash benches/gpu/device_id.sh
+  [ "$SECONDS" -lt $((END - 120)) ] && timeout $((END - 40 - SECONDS)) bash benches/gpu/device_id.sh
   echo "== device_id done at ${SECONDS}s"
-  if [ "$SECONDS" -lt 440 ]; then
+  if [ "$SECONDS" -lt $((END - 30)) ]; then
     (cd benches/gpu && timeout 40 python3 layer_ref.py /tmp/onnx mobilenet_v3_large \
       /tmp/zoo-c/mobilenet_v3_large.trace.log 12,13,14,15 > "$W/mv3.layers.txt" 2>&1)
     head -n 20 "$W/mv3.layers.txt"
