@@ -12,14 +12,13 @@ look. DETAIL_BLOCKS ("13,14") also prints, for those blocks, the error after eve
 inside them in forward order (BatchNorm outputs are where our folded convolutions end), to read
 beside our trace's steps of the same blocks.
 """
-import json
 import re
 import sys
 
 import numpy as np
 import torch
 
-from zoo import build
+from zoo_ref import load
 
 
 def rel_l2(got, want):
@@ -47,17 +46,8 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = torch.device("cuda")
-    meta = json.load(open(f"{src}/{name}.ref.json"))
-    raw = np.fromfile(f"{src}/{name}.ref.bin", dtype="<f4")
-    k, shape = meta["images"], meta["input_shape"]
-    per = int(np.prod(shape))
-    x = raw[: k * per].reshape([k] + shape)
-    mean = np.array(meta["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.array(meta["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-    x = torch.from_numpy((x - mean) / std).to(dev)
-    net = build(name).eval()
-    net.load_state_dict(torch.load(f"{src}/{name}.pt", map_location="cpu"))
-    net = net.to(dev)
+    x, _, net = load(src, name, dev)
+    k = len(x)
     blocks = list(getattr(net, "features", []))
     seen = {}
 

@@ -25,6 +25,23 @@ def rel_l2(got, want):
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
+def load(src, name, dev):
+    """The photos model-check used (normalised, on `dev`), the CPU engine's logits for them
+    (`[k, outputs]`) and the model with zoo.py's weights, in fp32 on `dev`."""
+    meta = json.load(open(f"{src}/{name}.ref.json"))
+    raw = np.fromfile(f"{src}/{name}.ref.bin", dtype="<f4")
+    k, shape, outputs = meta["images"], meta["input_shape"], meta["outputs"]
+    per = int(np.prod(shape))
+    x = raw[: k * per].reshape([k] + shape)
+    want = raw[k * per:].reshape(k, outputs)
+    mean = np.array(meta["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.array(meta["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+    x = torch.from_numpy((x - mean) / std).to(dev)
+    net = build(name).eval()
+    net.load_state_dict(torch.load(f"{src}/{name}.pt", map_location="cpu"))
+    return x, want, net.to(dev)
+
+
 def main():
     src, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -33,18 +50,8 @@ def main():
     for name in names:
         rec = {"model": name}
         try:
-            meta = json.load(open(f"{src}/{name}.ref.json"))
-            raw = np.fromfile(f"{src}/{name}.ref.bin", dtype="<f4")
-            k, shape, outputs = meta["images"], meta["input_shape"], meta["outputs"]
-            per = int(np.prod(shape))
-            x = raw[: k * per].reshape([k] + shape)
-            want = raw[k * per:].reshape(k, outputs)
-            mean = np.array(meta["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-            std = np.array(meta["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-            x = torch.from_numpy((x - mean) / std).to(dev)
-            net = build(name).eval()
-            net.load_state_dict(torch.load(f"{src}/{name}.pt", map_location="cpu"))
-            net = net.to(dev)
+            x, want, net = load(src, name, dev)
+            k = len(want)
             with torch.no_grad():
                 f32 = net(x).float().cpu().numpy().reshape(k, -1)
                 h = net.half().to(memory_format=torch.channels_last)

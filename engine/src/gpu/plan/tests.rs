@@ -367,6 +367,17 @@ fn shape_arithmetic_folds_with_a_symbolic_batch() {
     check(&g, &z, 1e-5);
 }
 
+/// The plan's elementwise steps and copies, in order.
+fn maps(plan: &Plan) -> Vec<&MapStep> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Map(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The channel shuffle of `x` (`[c, h, w]`) in `g` groups, as torchvision's
 /// `channel_shuffle` exports: Reshape to `[N, g, c/g, h, w]`, Transpose, Reshape back; each
 /// target either a constant or, as PyTorch's exporter writes it, the batch read from the
@@ -413,17 +424,10 @@ fn shufflenet_units_copy_each_part_once_from_the_concat() {
         let plan = check(&g, &y, 1e-5);
         // Per unit: the two parts of the second split read the concat shuffled, and the concat's
         // first part is copied in; nothing goes through a row-major or transposed copy.
-        let maps: Vec<&MapStep> = plan
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Map(m) => Some(m),
-                _ => None,
-            })
-            .collect();
-        let shuffled = maps.iter().filter(|m| m.shuffle.is_some()).count();
-        assert_eq!(shuffled, 3, "{maps:#?}");
-        assert!(maps.iter().all(|m| m.perm_a.is_none()), "{maps:#?}");
+        let map_steps = maps(&plan);
+        let shuffled = map_steps.iter().filter(|m| m.shuffle.is_some()).count();
+        assert_eq!(shuffled, 3, "{map_steps:#?}");
+        assert!(map_steps.iter().all(|m| m.perm_a.is_none()), "{map_steps:#?}");
     }
 }
 
@@ -1102,14 +1106,7 @@ fn an_add_folds_into_the_step_that_computes_its_operand() {
         let cl_plan = check(&g, &y, 1e-5);
         // Channels-last: the product is a 1×1 convolution with the bias and the residual in
         // its epilogue; BN's Add folded as below.
-        let cl_maps: Vec<&MapStep> = cl_plan
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Map(m) => Some(m),
-                _ => None,
-            })
-            .collect();
+        let cl_maps = maps(&cl_plan);
         assert_eq!(cl_maps.iter().filter(|m| m.c.is_some()).count(), 1);
         assert_eq!(cl_maps.len(), 4, "{:#?}", cl_plan.steps);
         assert!(cl_plan
