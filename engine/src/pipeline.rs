@@ -441,7 +441,7 @@ impl Shared {
 pub struct Pipeline {
     shared: Arc<Shared>,
     config: Arc<Config>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<Worker>,
 }
 
 impl Pipeline {
@@ -509,6 +509,7 @@ impl Pipeline {
         for (n, rxs) in receivers.into_iter().enumerate() {
             let cache = Arc::new(SharedCache::default());
             for (instance, rx) in rxs.into_iter().enumerate() {
+                let released = Arc::new(AtomicBool::new(false));
                 let spawn = Instance {
                     shared: shared.clone(),
                     config: config.clone(),
@@ -516,6 +517,7 @@ impl Pipeline {
                     cache: cache.clone(),
                     node: n,
                     instance,
+                    released: released.clone(),
                 };
                 let ready = ready_tx.clone();
                 let name = format!("{}#{instance}", config.nodes[n].name);
@@ -523,7 +525,10 @@ impl Pipeline {
                     .name(name)
                     .spawn(move || spawn.run(rx, ready))
                     .map_err(|e| EngineError::Io(format!("cannot start a thread: {e}")))?;
-                pipeline.threads.push(handle);
+                pipeline.threads.push(Worker {
+                    handle,
+                    released: Some(released),
+                });
                 expected += 1;
             }
             let batcher_shared = shared.clone();
@@ -531,7 +536,10 @@ impl Pipeline {
                 .name(format!("{}-batcher", config.nodes[n].name))
                 .spawn(move || batcher_shared.nodes[n].run_batcher(&batcher_shared))
                 .map_err(|e| EngineError::Io(format!("cannot start a thread: {e}")))?;
-            pipeline.threads.push(handle);
+            pipeline.threads.push(Worker {
+                handle,
+                released: None,
+            });
         }
         drop(ready_tx);
         for _ in 0..expected {
@@ -610,22 +618,56 @@ impl Pipeline {
         // Instances stop after their current batch. One that does not return (a hung backend)
         // is left behind after a further second rather than holding the shutdown forever.
         let until = until.max(Instant::now()) + STOP_WAIT;
-        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < until {
+        let waiting = |w: &Worker| !w.handle.is_finished() && !w.releasing();
+        while self.threads.iter().any(waiting) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
         }
-        for t in self.threads.drain(..) {
-            if t.is_finished() {
-                let _ = t.join();
+        // Those past their last batch are freeing what they hold: a GPU decoder's nvJPEG states
+        // and pinned buffers for every batch size took longer than the second above on the
+        // H200, and were reported as hung.
+        let until = Instant::now() + RELEASE_WAIT;
+        let freeing = |w: &Worker| !w.handle.is_finished() && w.releasing();
+        while self.threads.iter().any(freeing) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for w in self.threads.drain(..) {
+            if w.handle.is_finished() {
+                let _ = w.handle.join();
+                continue;
+            }
+            let name = w.handle.thread().name().unwrap_or("?").to_string();
+            if w.releasing() {
+                tracing::warn!(
+                    thread = %name,
+                    "an instance is still releasing its resources after {RELEASE_WAIT:?}; \
+                     leaving it to finish"
+                );
             } else {
-                let name = t.thread().name().unwrap_or("?").to_string();
                 tracing::warn!(thread = %name, "an instance did not stop; leaving it running");
             }
         }
     }
 }
 
-/// How long shutdown waits for instances to stop once their queues are closed.
+/// How long shutdown waits for instances to finish their batch once their queues are closed.
 const STOP_WAIT: Duration = Duration::from_secs(1);
+/// How long it then waits for those past their last batch to drop their backend.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// A pipeline thread, and for an instance, whether it has left its last batch behind and is
+/// dropping its backend.
+struct Worker {
+    handle: JoinHandle<()>,
+    released: Option<Arc<AtomicBool>>,
+}
+
+impl Worker {
+    fn releasing(&self) -> bool {
+        self.released
+            .as_ref()
+            .is_some_and(|r| r.load(Ordering::SeqCst))
+    }
+}
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
@@ -643,6 +685,8 @@ struct Instance {
     cache: Arc<SharedCache>,
     node: usize,
     instance: usize,
+    /// Set once the instance serves no more batches (then it drops its backend).
+    released: Arc<AtomicBool>,
 }
 
 impl Instance {
@@ -746,6 +790,8 @@ impl Instance {
             }
             rt.set_idle(&self.shared, self.instance);
         }
+        self.released.store(true, Ordering::SeqCst);
+        drop(backend);
     }
 }
 

@@ -73,10 +73,37 @@ impl Backend for Tag {
     }
 }
 
+/// Answers at once but takes 1.5 s to drop (as a GPU decoder freeing its nvJPEG states and
+/// pinned buffers); counts its drops in SLOW_DROPS.
+struct SlowDrop;
+
+static SLOW_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+fn slow_drop(_: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+    Ok(Box::new(SlowDrop))
+}
+
+impl Backend for SlowDrop {
+    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+        for item in batch.iter_mut() {
+            item.result = Some(std::mem::take(&mut item.data));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(1500));
+        SLOW_DROPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 fn registry() -> Registry {
     let mut r = Registry::with_defaults();
     r.register("Probe", probe, &[]);
     r.register("Tag", tag, TAG_KEYS);
+    r.register("SlowDrop", slow_drop, &[]);
     r
 }
 
@@ -603,6 +630,24 @@ fn shutdown_does_not_wait_for_a_hung_instance_forever() {
     p.shutdown(Duration::from_millis(100));
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+}
+
+#[test]
+fn shutdown_waits_for_instances_that_are_releasing_their_resources() {
+    // Past their last batch, two instances take 1.5 s each to drop their backend: longer than
+    // the second a hung batch gets, and not hung. Shutdown waits for both.
+    let mut p = pipeline("[slow]\nbackend = \"SlowDrop\"\ninstance_num = 2\n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.submit(vec![text("a")], move |out| {
+        let _ = tx.send(out);
+    })
+    .unwrap();
+    assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap()[0].is_ok());
+    let started = Instant::now();
+    p.shutdown(Duration::from_millis(100));
+    let took = started.elapsed();
+    assert_eq!(SLOW_DROPS.load(Ordering::SeqCst), 2, "after {took:?}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 }
 
 #[test]

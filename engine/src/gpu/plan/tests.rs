@@ -427,7 +427,10 @@ fn shufflenet_units_copy_each_part_once_from_the_concat() {
         let map_steps = maps(&plan);
         let shuffled = map_steps.iter().filter(|m| m.shuffle.is_some()).count();
         assert_eq!(shuffled, 3, "{map_steps:#?}");
-        assert!(map_steps.iter().all(|m| m.perm_a.is_none()), "{map_steps:#?}");
+        assert!(
+            map_steps.iter().all(|m| m.perm_a.is_none()),
+            "{map_steps:#?}"
+        );
     }
 }
 
