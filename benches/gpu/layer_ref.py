@@ -84,8 +84,12 @@ def main():
         outs = seen[key]
         half = len(outs) // 2
         a, b = outs[half - 1], outs[-1]
+        # Per channel, the mean over the map (what a global pool keeps), as model-check's
+        # trace prints it for ours.
+        means = (f"  channel-means {rel_l2(b.mean(axis=(2, 3)), a.mean(axis=(2, 3))):.3e}"
+                 if a.ndim == 4 and a.shape[2] * a.shape[3] > 1 else "")
         print(f"  {key:<40} {list(a.shape[1:])!s:<16} max|x| {np.abs(a).max():.3e}  "
-              f"torch {rel_l2(b, a):.3e}")
+              f"torch {rel_l2(b, a):.3e}{means}")
 
 
 if __name__ == "__main__":

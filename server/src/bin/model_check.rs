@@ -186,6 +186,26 @@ fn replay_check(
     Ok(())
 }
 
+/// The map size `h·w` of a traced step's `[c, h, w]` output (from its label), when larger than 1.
+fn spatial(label: &str, n: usize) -> Option<usize> {
+    let dims = label.rsplit_once('[')?.1.split_once(']')?.0;
+    let dims: Vec<usize> = dims
+        .split(',')
+        .map(|d| d.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    match dims[..] {
+        [_, h, w] if h * w > 1 && n > 0 => Some(h * w),
+        _ => None,
+    }
+}
+
+/// The mean of each run of `len` consecutive values (per channel of an NCHW map).
+fn block_means(v: &[f32], len: usize) -> Vec<f32> {
+    v.chunks(len.max(1))
+        .map(|c| (c.iter().map(|&x| f64::from(x)).sum::<f64>() / c.len() as f64) as f32)
+        .collect()
+}
+
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
@@ -355,8 +375,17 @@ fn main() -> Result<()> {
                 Some(k) => {
                     j += k + 1;
                     let w = &want[j - 1].1;
+                    // Per channel, the mean over the map: an error the same for a whole channel
+                    // survives a global pool that the map's own error hides.
+                    let means = match spatial(label, n) {
+                        Some(hw) => format!(
+                            "channel-means {:.3e} ",
+                            rel_l2(&block_means(g, hw), &block_means(w, hw))
+                        ),
+                        None => String::new(),
+                    };
                     println!(
-                        "{label} max|x| {max:.3e} vs fp32: rel_l2 {:.3e}",
+                        "{label} max|x| {max:.3e} {means}vs fp32: rel_l2 {:.3e}",
                         rel_l2(g, w)
                     );
                 }
@@ -511,4 +540,19 @@ fn main() -> Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_means_come_from_the_labels_map_size() {
+        let label = "  12 conv        Conv `/features/features.1/Conv`  [2, 2, 3]";
+        assert_eq!(spatial(label, 1), Some(6));
+        assert_eq!(spatial("   3 conv        Gemm `/fc/Gemm`  [1000]", 1), None);
+        assert_eq!(spatial("   4 reduce      reduce  [960, 1, 1]", 1), None);
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 6.0, 6.0, 6.0];
+        assert_eq!(block_means(&v, 6), vec![3.5, 3.0]);
+    }
 }
