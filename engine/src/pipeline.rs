@@ -456,8 +456,9 @@ impl Pipeline {
     }
 
     /// What `build` checks before it starts anything: the graph (`next`, cycles, entries),
-    /// every node's backend expression against `registry` (names, with did-you-mean) and every
-    /// key against the scheduling keys and the keys of the node's backends (did-you-mean).
+    /// every node's backend expression against `registry` (names, with did-you-mean), every
+    /// key against the scheduling keys and the keys of the node's backends (did-you-mean), and
+    /// every value against what its backend takes.
     pub fn check(config: &Config, registry: &Registry) -> Result<(), EngineError> {
         Self::checked_graph(config, registry).map(|_| ())
     }
@@ -468,6 +469,9 @@ impl Pipeline {
             registry.check(&node.backend, &node.params)?;
         }
         registry.check_keys(config)?;
+        for node in &config.nodes {
+            registry.check_settings(&node.backend, &node.params)?;
+        }
         Ok(graph)
     }
 

@@ -156,3 +156,37 @@ fn device_id_is_a_scheduling_key_and_its_misspellings_get_a_did_you_mean() {
     );
     assert!(e.contains("did you mean `device_id`?"), "{e}");
 }
+
+#[test]
+fn a_bad_value_fails_at_load_with_the_node_key_value_and_what_is_expected() {
+    let e = check("[r]\nbackend = \"ResizeMat\"\nresize_h = 0\nresize_w = 2\n").unwrap_err();
+    assert_eq!(
+        e,
+        "test.toml: node [r], key `resize_h` = \"0\": an integer from 1 to 16384"
+    );
+    let e = check("[c]\nbackend = \"Sequential[Identity,cvtColorMat]\"\n").unwrap_err();
+    assert_eq!(
+        e,
+        "test.toml: node [c], key `color` = \"\": `rgb` or `bgr`, the channel order cvtColorMat \
+         produces"
+    );
+    // A GPU backend's values are checked in every build, before it is refused for want of a
+    // GPU.
+    let e = check("[d]\nbackend = \"DecodeTensor\"\nnvjpeg_hardware = \"yes\"\n").unwrap_err();
+    assert_eq!(
+        e,
+        "test.toml: node [d], key `nvjpeg_hardware` = \"yes\": `true` or `false`"
+    );
+    let model = "[m]\nbackend = \"TensorrtTensor\"\nmodel = \"Cargo.toml\"\n";
+    let e = check(&format!("{model}precision = \"fp8\"\n")).unwrap_err();
+    assert!(
+        e.ends_with("key `precision` = \"fp8\": \"fp16\" or \"fp32\""),
+        "{e}"
+    );
+    let e = check(&format!("{model}device = 1\n")).unwrap_err();
+    assert!(e.contains("(which GPU is `device_id`)"), "{e}");
+    let e = check(&format!("{model}std = \"1, 0, 1\"\n")).unwrap_err();
+    assert!(e.ends_with("non-zero values (found 0)"), "{e}");
+    // What only the machine decides (a GPU engine in this build) is left to start-up.
+    check(&format!("{model}device = \"gpu\"\nprecision = \"FP32\"\n")).unwrap();
+}

@@ -133,3 +133,27 @@ fn a_node_whose_instances_cannot_be_built_stops_start_up() {
     assert!(e.contains("node [m], key `model`"), "{e}");
     assert!(e.contains("a loadable ONNX model: cannot read ONNX"), "{e}");
 }
+
+/// `mean`/`std` are checked as numbers at load; their count only once the model says how many
+/// channels it takes.
+#[test]
+fn a_mean_of_the_wrong_length_stops_start_up_naming_the_models_channels() {
+    let model = common::models_dir().join("tiny_cnn.onnx");
+    let toml = format!(
+        "[m]\nbackend = \"TensorrtTensor\"\ndevice = \"cpu\"\nmodel = \"{}\"\nmean = \"1, 2\"\n",
+        model.display()
+    );
+    let config = engine::Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
+    let e = Pipeline::build(
+        config,
+        engine::Registry::with_defaults(),
+        engine::PipelineOptions::default(),
+    )
+    .err()
+    .expect("must not start")
+    .to_string();
+    assert_eq!(
+        e,
+        "t.toml: node [m], key `mean` = \"1, 2\": 3 numbers separated by commas"
+    );
+}

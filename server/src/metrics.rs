@@ -42,7 +42,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::service::{Mode, Service};
+use crate::service::{Failure, Mode, Service};
 
 /// Upper bounds of the request latency buckets, in seconds.
 const LATENCY_BOUNDS: &[f64] = &[
@@ -95,17 +95,18 @@ impl Metrics {
         true
     }
 
-    pub fn finish(&self, took: Duration, error: Option<&'static str>) {
+    pub fn finish(&self, took: Duration, error: Option<&Failure>) {
         self.in_flight.dec();
         self.requests.inc();
         self.duration.observe(took.as_secs_f64());
-        if let Some(kind) = error {
-            self.error(kind);
+        if let Some(failure) = error {
+            self.error(failure);
         }
     }
 
     /// An error outside a counted call (refused admission, undecodable call).
-    pub fn error(&self, kind: &'static str) {
+    pub fn error(&self, failure: &Failure) {
+        let kind = failure.label();
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
 
@@ -439,7 +440,8 @@ mod tests {
     /// largest batch of 2, so every family has a sample and every sum is exact in binary.
     fn fixture() -> (Arc<Metrics>, Registry) {
         let m = Metrics::new();
-        for (took, error) in [(0.25, None), (0.5, Some("timeout")), (16.0, None)] {
+        let timeout = Failure::NoAnswer(Duration::from_secs(1));
+        for (took, error) in [(0.25, None), (0.5, Some(&timeout)), (16.0, None)] {
             assert!(m.admit(10));
             m.finish(Duration::from_secs_f64(took), error);
         }

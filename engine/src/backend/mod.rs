@@ -48,6 +48,22 @@ pub enum Fusable {
 
 pub type Constructor = fn(&InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError>;
 
+/// A backend's settings, parsed once from its node's table into typed values: at load time
+/// (`Pipeline::check`, so a bad value fails before anything starts, with the file, node, key,
+/// value and what was expected) and again to hand them to each instance's constructor.
+/// What only the running machine can tell (a GPU present, the model's channel count) stays
+/// with the constructor.
+pub trait Settings: Sized + 'static {
+    /// The keys `parse` reads, besides the scheduling keys every node has.
+    const KEYS: &'static [Key];
+    fn parse(params: &Params) -> Result<Self, ConfigError>;
+}
+
+/// The constructor of a backend with typed settings.
+pub type TypedConstructor<S> = fn(&InitContext<'_>, S) -> Result<Box<dyn Backend>, ConfigError>;
+
+type Build = Box<dyn Fn(&InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> + Send + Sync>;
+
 /// What a constructor may look at: its node's settings, its own expression (for composites),
 /// the registry (to build inner backends), its instance's batch profile and GPU.
 pub struct InitContext<'a> {
@@ -113,7 +129,9 @@ impl<'a> InitContext<'a> {
 }
 
 struct Entry {
-    constructor: Constructor,
+    build: Build,
+    /// Parses the backend's settings and drops them (the load-time check).
+    check_settings: fn(&Params) -> Result<(), ConfigError>,
     /// Arguments are node names, not backends (`Jump[node]`).
     args_are_nodes: bool,
     keys: &'static [Key],
@@ -137,14 +155,30 @@ impl Registry {
     }
 
     /// Registers a backend under the name users write, with the keys it reads from its
-    /// node's table (besides the scheduling keys every node has).
+    /// node's table (besides the scheduling keys every node has). Its constructor reads them
+    /// itself, when built; `register_typed` checks them at load time.
     pub fn register(&mut self, name: &str, constructor: Constructor, keys: &'static [Key]) {
         self.entries.insert(
             name.to_string(),
             Entry {
-                constructor,
+                build: Box::new(constructor),
+                check_settings: |_| Ok(()),
                 args_are_nodes: false,
                 keys,
+            },
+        );
+    }
+
+    /// Registers a backend with typed settings `S`: its keys are `S::KEYS`, a bad value is a
+    /// load error, and each instance's constructor is handed the parsed `S`.
+    pub fn register_typed<S: Settings>(&mut self, name: &str, constructor: TypedConstructor<S>) {
+        self.entries.insert(
+            name.to_string(),
+            Entry {
+                build: Box::new(move |ctx| constructor(ctx, S::parse(ctx.params())?)),
+                check_settings: |params| S::parse(params).map(drop),
+                args_are_nodes: false,
+                keys: S::KEYS,
             },
         );
     }
@@ -159,7 +193,8 @@ impl Registry {
         self.entries.insert(
             name.to_string(),
             Entry {
-                constructor,
+                build: Box::new(constructor),
+                check_settings: |_| Ok(()),
                 args_are_nodes: true,
                 keys,
             },
@@ -277,6 +312,22 @@ impl Registry {
         Ok(())
     }
 
+    /// Parses the settings of every backend in `expr` from the node's table, so that a bad
+    /// value fails at load time. Run after `check_keys` (a misspelt key is reported as such,
+    /// not as the missing key it leaves behind).
+    pub fn check_settings(&self, expr: &Expr, params: &Params) -> Result<(), ConfigError> {
+        let Some(entry) = self.entries.get(&expr.name) else {
+            return Ok(());
+        };
+        (entry.check_settings)(params)?;
+        if !entry.args_are_nodes {
+            for arg in &expr.args {
+                self.check_settings(arg, params)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Builds a node's backend outside any pipeline: one instance with a batch of one (the
     /// baseline server's single locked model). `Jump` cannot work there.
     pub fn build_detached(&self, node: &NodeConfig) -> Result<Box<dyn Backend>, ConfigError> {
@@ -303,8 +354,74 @@ impl Registry {
     pub fn build(&self, ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
         self.check(ctx.expr, ctx.params())?;
         match self.entries.get(&ctx.expr.name) {
-            Some(entry) => (entry.constructor)(ctx),
+            Some(entry) => (entry.build)(ctx),
             None => unreachable!("checked above"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::Value;
+
+    /// Writes its `n` as each item's result.
+    struct Count(usize);
+
+    struct CountSettings {
+        n: usize,
+    }
+
+    impl Settings for CountSettings {
+        const KEYS: &'static [Key] = &[key("n", "a non-negative integer", "required", "")];
+
+        fn parse(p: &Params) -> Result<Self, ConfigError> {
+            let n = p.usize("n")?.ok_or_else(|| p.error("n", "", "a number"))?;
+            Ok(CountSettings { n })
+        }
+    }
+
+    impl Backend for Count {
+        fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+            for item in batch {
+                item.result = Some(Value::Text(self.0.to_string()));
+            }
+            Ok(())
+        }
+    }
+
+    fn count(_: &InitContext<'_>, s: CountSettings) -> Result<Box<dyn Backend>, ConfigError> {
+        Ok(Box::new(Count(s.n)))
+    }
+
+    #[test]
+    fn a_typed_backend_is_checked_at_load_and_handed_its_settings() {
+        let mut r = Registry::empty();
+        r.register_typed("Count", count);
+        r.register("Seq", |ctx| ctx.build(ctx.single_arg()?), &[]);
+        assert_eq!(r.keys("Count"), Some(CountSettings::KEYS));
+        let node = |n: &str| {
+            let toml = format!("[c]\nbackend = \"Seq[Count]\"\nn = \"{n}\"\n");
+            let config = crate::Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
+            config.nodes[0].clone()
+        };
+        let bad = node("many");
+        let e = r.check_settings(&bad.backend, &bad.params).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml: node [c], key `n` = \"many\": a non-negative integer"
+        );
+        let good = node("3");
+        r.check_settings(&good.backend, &good.params).unwrap();
+        let mut batch = vec![Item::default()];
+        r.build_detached(&good)
+            .unwrap()
+            .forward(&mut batch)
+            .unwrap();
+        assert!(
+            matches!(&batch[0].result, Some(Value::Text(t)) if t == "3"),
+            "{:?}",
+            batch[0].result
+        );
     }
 }

@@ -102,6 +102,54 @@ impl Params {
         Ok(self.usize(key)?.unwrap_or(default))
     }
 
+    /// An integer from `min` to `max` (`resize_h`: 1 to 16384).
+    pub fn usize_in(
+        &self,
+        key: &str,
+        min: usize,
+        max: usize,
+    ) -> Result<Option<usize>, ConfigError> {
+        match self.usize(key)? {
+            Some(v) if !(min..=max).contains(&v) => Err(self.error(
+                key,
+                self.raw(key).unwrap_or_default(),
+                format!("an integer from {min} to {max}"),
+            )),
+            v => Ok(v),
+        }
+    }
+
+    /// One of a few words (`color = "rgb"`, `precision = "fp16"`), in any ASCII case as
+    /// TorchPipe's own `color` was; `None` when absent. `expected` is the error's last part.
+    pub fn one_of<T: Copy>(
+        &self,
+        key: &str,
+        options: &[(&str, T)],
+        expected: impl Into<String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(text) = self.raw(key) else {
+            return Ok(None);
+        };
+        options
+            .iter()
+            .find(|(word, _)| word.eq_ignore_ascii_case(text.trim()))
+            .map(|&(_, value)| Some(value))
+            .ok_or_else(|| self.error(key, text, expected))
+    }
+
+    /// `true` or `false` (a TOML boolean arrives as that text).
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.one_of(
+            key,
+            &[("true", true), ("false", false)],
+            "`true` or `false`",
+        )
+    }
+
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        Ok(self.bool(key)?.unwrap_or(default))
+    }
+
     pub fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         self.raw(key)
             .map(|text| {
@@ -148,6 +196,19 @@ impl Params {
         }
     }
 
+    /// Numbers separated by commas, as many as written (`mean`, whose count the model
+    /// decides after loading: the caller checks it then).
+    pub fn numbers(&self, key: &str) -> Result<Option<Vec<f32>>, ConfigError> {
+        let Some(text) = self.raw(key) else {
+            return Ok(None);
+        };
+        text.split(',')
+            .map(|v| v.trim().parse::<f32>().ok().filter(|f| f.is_finite()))
+            .collect::<Option<Vec<f32>>>()
+            .map(Some)
+            .ok_or_else(|| self.error(key, text, "numbers separated by commas"))
+    }
+
     /// A file path: relative paths resolve against the TOML's folder first, then the working
     /// directory. The file must exist.
     pub fn path(&self, key: &str) -> Result<PathBuf, ConfigError> {
@@ -173,4 +234,60 @@ pub fn resolve_path(toml_file: &Path, text: &str) -> Option<PathBuf> {
     [dir.join(p), p.to_path_buf()]
         .into_iter()
         .find(|c| c.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Params {
+        Params::from_pairs("n", pairs)
+    }
+
+    #[test]
+    fn one_of_takes_any_case_and_names_the_choices_otherwise() {
+        let words = [("rgb", true), ("bgr", false)];
+        let at = |v: &str| p(&[("color", v)]).one_of("color", &words, "`rgb` or `bgr`");
+        assert_eq!(at(" RGB ").unwrap(), Some(true));
+        assert_eq!(at("bgr").unwrap(), Some(false));
+        assert_eq!(p(&[]).one_of("color", &words, "x").unwrap(), None);
+        assert_eq!(
+            at("rbg").unwrap_err().to_string(),
+            "<inline>: node [n], key `color` = \"rbg\": `rgb` or `bgr`"
+        );
+    }
+
+    #[test]
+    fn booleans_are_true_or_false() {
+        let at = |v: &str| p(&[("b", v)]).bool_or("b", true);
+        assert!(!at("false").unwrap());
+        assert!(at("true").unwrap());
+        assert!(p(&[]).bool_or("b", true).unwrap());
+        assert_eq!(
+            at("yes").unwrap_err().to_string(),
+            "<inline>: node [n], key `b` = \"yes\": `true` or `false`"
+        );
+    }
+
+    #[test]
+    fn bounded_integers_and_number_lists() {
+        let side = |v: &str| p(&[("h", v)]).usize_in("h", 1, 16384);
+        assert_eq!(side("224").unwrap(), Some(224));
+        assert_eq!(side("224.0").unwrap(), Some(224));
+        assert!(side("0")
+            .unwrap_err()
+            .to_string()
+            .ends_with("= \"0\": an integer from 1 to 16384"));
+        assert!(side("x")
+            .unwrap_err()
+            .to_string()
+            .ends_with("a non-negative integer"));
+        let mean = p(&[("mean", "1, 2.5,3")]);
+        assert_eq!(mean.numbers("mean").unwrap(), Some(vec![1.0, 2.5, 3.0]));
+        assert!(p(&[("mean", "1,,3")])
+            .numbers("mean")
+            .unwrap_err()
+            .to_string()
+            .ends_with("numbers separated by commas"));
+    }
 }

@@ -19,6 +19,6 @@ pub fn register(r: &mut Registry) {
     r.register("Torch", torch::new, &[]);
     r.register_with_node_args("Jump", jump::new, &[]);
     r.register("Identity", identity::new, &[]);
-    r.register("Sleep", sleep::new, sleep::KEYS);
+    r.register_typed("Sleep", sleep::new);
     r.register("SoftmaxArgMax", softmax_argmax::new, &[]);
 }

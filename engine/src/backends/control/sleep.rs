@@ -1,17 +1,28 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[key(
-    "sleep_ms",
-    "milliseconds",
-    "10",
-    "how long each batch sleeps",
-)];
-
 use std::time::Duration;
 
-use crate::backend::{Backend, InitContext};
+use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::item::Item;
+
+pub struct SleepSettings {
+    time: Duration,
+}
+
+impl Settings for SleepSettings {
+    const KEYS: &'static [Key] = &[key(
+        "sleep_ms",
+        "milliseconds",
+        "10",
+        "how long each batch sleeps",
+    )];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(SleepSettings {
+            time: p.millis_or("sleep_ms", Duration::from_millis(10))?,
+        })
+    }
+}
 
 /// Sleeps `sleep_ms` (default 10) per batch, then `result = data`: a stand-in for a slow model
 /// in scheduler tests and overload drills.
@@ -19,12 +30,9 @@ pub struct Sleep {
     time: Duration,
 }
 
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(ctx: &InitContext<'_>, s: SleepSettings) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let time = ctx
-        .params()
-        .millis_or("sleep_ms", Duration::from_millis(10))?;
-    Ok(Box::new(Sleep { time }))
+    Ok(Box::new(Sleep { time: s.time }))
 }
 
 impl Backend for Sleep {

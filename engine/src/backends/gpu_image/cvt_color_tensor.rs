@@ -1,14 +1,28 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[key(
-    "color",
-    "`rgb` or `bgr`",
-    "required",
-    "the channel order written",
-)];
-
-use crate::backend::{Backend, InitContext};
+use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::config::Params;
 use crate::error::ConfigError;
+
+// A build without the GPU module checks them and refuses the backend.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub struct CvtColorTensorSettings {
+    /// The channel order produced: RGB, else BGR.
+    rgb: bool,
+}
+
+impl Settings for CvtColorTensorSettings {
+    const KEYS: &'static [Key] = &[key(
+        "color",
+        "`rgb` or `bgr`",
+        "required",
+        "the channel order written",
+    )];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(CvtColorTensorSettings {
+            rgb: super::required_color(p, "the channel order cvtColorTensor produces")?,
+        })
+    }
+}
 
 /// `cvtColorTensor`: `color = "rgb"` or `"bgr"` on a GPU image or a GPU `[3, h, w]` tensor,
 /// following the item's `color` extra (a no-op when it already matches). After ResizeTensor in
@@ -21,20 +35,21 @@ pub struct CvtColorTensor {
     pool: std::sync::Arc<crate::gpu::pool::Pool>,
 }
 
-fn target(ctx: &InitContext<'_>) -> Result<bool, ConfigError> {
-    super::required_color(ctx, "the channel order cvtColorTensor produces")
-}
-
 #[cfg(not(feature = "cuda"))]
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
-    target(ctx)?;
+pub fn new(
+    ctx: &InitContext<'_>,
+    _: CvtColorTensorSettings,
+) -> Result<Box<dyn Backend>, ConfigError> {
     Err(super::no_cuda(ctx))
 }
 
 #[cfg(feature = "cuda")]
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(
+    ctx: &InitContext<'_>,
+    s: CvtColorTensorSettings,
+) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let rgb = target(ctx)?;
+    let rgb = s.rgb;
     let super::KernelStream {
         gpu,
         kernels,

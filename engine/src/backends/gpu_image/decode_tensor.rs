@@ -1,28 +1,48 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[
-    key(
-        "color",
-        "`rgb` or `bgr`",
-        "bgr",
-        "the channel order nvJPEG writes",
-    ),
-    key(
-        "max_pixels",
-        "a positive integer",
-        "50,000,000",
-        "larger images are refused from their header",
-    ),
-    key(
-        "nvjpeg_hardware",
-        "`true` or `false`",
-        "true",
-        "use the chip's hardware JPEG decoder where it has one",
-    ),
-];
-
-use crate::backend::{Backend, InitContext};
+use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::config::Params;
 use crate::error::ConfigError;
+
+// A build without the GPU module checks them and refuses the backend.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub struct DecodeTensorSettings {
+    /// The channel order written: RGB, else BGR.
+    rgb: bool,
+    max_pixels: usize,
+    /// Use the chip's hardware JPEG decoder where it has one.
+    hardware: bool,
+}
+
+impl Settings for DecodeTensorSettings {
+    const KEYS: &'static [Key] = &[
+        key(
+            "color",
+            "`rgb` or `bgr`",
+            "bgr",
+            "the channel order nvJPEG writes",
+        ),
+        key(
+            "max_pixels",
+            "a positive integer",
+            "50,000,000",
+            "larger images are refused from their header",
+        ),
+        key(
+            "nvjpeg_hardware",
+            "`true` or `false`",
+            "true",
+            "use the chip's hardware JPEG decoder where it has one",
+        ),
+    ];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(DecodeTensorSettings {
+            // BGR by default, as DecodeMat's.
+            rgb: super::color_key(p, "the channel order DecodeTensor writes")?.unwrap_or(false),
+            max_pixels: p.usize_or("max_pixels", crate::image::DEFAULT_MAX_PIXELS)?,
+            hardware: p.bool_or("nvjpeg_hardware", true)?,
+        })
+    }
+}
 
 /// `DecodeTensor`: JPEG bytes → an HWC u8 image on the GPU, by nvJPEG. A batch goes to the
 /// chip's hardware JPEG decoder where it has one and nvJPEG accepts the image (baseline JPEG);
@@ -39,21 +59,24 @@ pub struct DecodeTensor {
 }
 
 #[cfg(not(feature = "cuda"))]
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(
+    ctx: &InitContext<'_>,
+    _: DecodeTensorSettings,
+) -> Result<Box<dyn Backend>, ConfigError> {
     Err(super::no_cuda(ctx))
 }
 
 #[cfg(feature = "cuda")]
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(
+    ctx: &InitContext<'_>,
+    s: DecodeTensorSettings,
+) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let p = ctx.params();
-    let max_pixels = p.usize_or("max_pixels", crate::image::DEFAULT_MAX_PIXELS)?;
-    let rgb = super::color_key(ctx, "the channel order DecodeTensor writes")?.unwrap_or(false);
-    let hardware = match p.raw("nvjpeg_hardware").map(str::trim) {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(v) => return Err(p.error("nvjpeg_hardware", v, "`true` or `false`")),
-    };
+    let DecodeTensorSettings {
+        rgb,
+        max_pixels,
+        hardware,
+    } = s;
     let gpu = super::open_gpu(ctx, false)?;
     let mut decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware)
         .map_err(|e| super::gpu_error(ctx, e))?;
@@ -62,7 +85,7 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
         .map_err(|e| super::gpu_error(ctx, e))?;
     if ctx.instance == 0 {
         tracing::info!(
-            node = p.node(),
+            node = ctx.params().node(),
             "DecodeTensor: nvJPEG {}",
             if decoder.has_hardware() {
                 "hardware decoder for baseline JPEGs, hybrid for the rest"

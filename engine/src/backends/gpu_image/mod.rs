@@ -12,23 +12,14 @@ use crate::backend::{InitContext, Registry};
 use crate::error::ConfigError;
 
 pub fn register(r: &mut Registry) {
-    r.register("DecodeTensor", decode_tensor::new, decode_tensor::KEYS);
-    r.register("ResizeTensor", resize_tensor::new, resize_tensor::KEYS);
-    r.register(
-        "cvtColorTensor",
-        cvt_color_tensor::new,
-        cvt_color_tensor::KEYS,
-    );
-    r.register(
-        "CvtColorTensor",
-        cvt_color_tensor::new,
-        cvt_color_tensor::KEYS,
-    );
+    r.register_typed("DecodeTensor", decode_tensor::new);
+    r.register_typed("ResizeTensor", resize_tensor::new);
+    // TorchPipe spells it both ways.
+    r.register_typed("cvtColorTensor", cvt_color_tensor::new);
+    r.register_typed("CvtColorTensor", cvt_color_tensor::new);
 }
 
-#[cfg(feature = "cuda")]
-use crate::backends::image::color_key;
-use crate::backends::image::required_color;
+use crate::backends::image::{color_key, required_color};
 
 /// Opens the instance's GPU for a backend (the driver, and NVRTC when it compiles kernels; not
 /// cuDNN, which only the model needs), or says which node and key need one. Every GPU of the

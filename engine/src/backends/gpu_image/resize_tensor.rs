@@ -1,17 +1,28 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[
-    key(
-        "resize_h",
-        "a positive integer",
-        "required",
-        "output height",
-    ),
-    key("resize_w", "a positive integer", "required", "output width"),
-];
-
-use crate::backend::{Backend, InitContext};
+use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::backends::image::resize_side;
+use crate::config::Params;
 use crate::error::ConfigError;
+
+// A build without the GPU module checks them and refuses the backend.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub struct ResizeTensorSettings {
+    h: usize,
+    w: usize,
+}
+
+impl Settings for ResizeTensorSettings {
+    const KEYS: &'static [Key] = &[
+        key("resize_h", "1 to 16384", "required", "output height"),
+        key("resize_w", "1 to 16384", "required", "output width"),
+    ];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(ResizeTensorSettings {
+            h: resize_side(p, "resize_h", "ResizeTensor")?,
+            w: resize_side(p, "resize_w", "ResizeTensor")?,
+        })
+    }
+}
 
 /// `ResizeTensor`: an image on the GPU (DecodeTensor's) → a `[3, resize_h, resize_w]` f32
 /// tensor on the GPU with values 0..=255, what ResizeMat then Mat2Tensor make on the CPU and
@@ -43,19 +54,21 @@ struct Tables {
     capacity: usize,
 }
 
-use crate::backends::image::resize_side as side;
-
 #[cfg(not(feature = "cuda"))]
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
-    side(ctx, "resize_h")?;
-    side(ctx, "resize_w")?;
+pub fn new(
+    ctx: &InitContext<'_>,
+    _: ResizeTensorSettings,
+) -> Result<Box<dyn Backend>, ConfigError> {
     Err(super::no_cuda(ctx))
 }
 
 #[cfg(feature = "cuda")]
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(
+    ctx: &InitContext<'_>,
+    s: ResizeTensorSettings,
+) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let (h, w) = (side(ctx, "resize_h")?, side(ctx, "resize_w")?);
+    let (h, w) = (s.h, s.w);
     let super::KernelStream {
         gpu,
         kernels,

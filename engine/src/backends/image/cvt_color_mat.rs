@@ -1,16 +1,28 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[key(
-    "color",
-    "`rgb` or `bgr`",
-    "required",
-    "the channel order written",
-)];
-
-use crate::backend::{Backend, Fusable, InitContext};
+use crate::backend::{key, Backend, Fusable, InitContext, Key, Settings};
+use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
 use crate::item::{Item, Value};
+
+pub struct CvtColorMatSettings {
+    /// The channel order produced: RGB, else BGR.
+    rgb: bool,
+}
+
+impl Settings for CvtColorMatSettings {
+    const KEYS: &'static [Key] = &[key(
+        "color",
+        "`rgb` or `bgr`",
+        "required",
+        "the channel order written",
+    )];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(CvtColorMatSettings {
+            rgb: super::required_color(p, "the channel order cvtColorMat produces")?,
+        })
+    }
+}
 
 /// Channel order: `color = "rgb"` or `"bgr"`. The current order travels in the item's `color`
 /// extra (DecodeMat sets `bgr`); an image without it is taken as BGR, as OpenCV's are.
@@ -18,10 +30,9 @@ pub struct CvtColorMat {
     rgb: bool,
 }
 
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(ctx: &InitContext<'_>, s: CvtColorMatSettings) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let rgb = super::required_color(ctx, "the channel order cvtColorMat produces")?;
-    Ok(Box::new(CvtColorMat { rgb }))
+    Ok(Box::new(CvtColorMat { rgb: s.rgb }))
 }
 
 impl Backend for CvtColorMat {

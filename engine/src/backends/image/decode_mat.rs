@@ -1,16 +1,27 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[key(
-    "max_pixels",
-    "a positive integer",
-    "50,000,000",
-    "larger images are refused from their header",
-)];
-
-use crate::backend::{Backend, InitContext};
+use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
 use crate::item::{Item, Value};
+
+pub struct DecodeMatSettings {
+    max_pixels: usize,
+}
+
+impl Settings for DecodeMatSettings {
+    const KEYS: &'static [Key] = &[key(
+        "max_pixels",
+        "a positive integer",
+        "50,000,000",
+        "larger images are refused from their header",
+    )];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(DecodeMatSettings {
+            max_pixels: p.usize_or("max_pixels", image::DEFAULT_MAX_PIXELS)?,
+        })
+    }
+}
 
 /// JPEG/PNG/BMP bytes → HWC u8 BGR, like `cv2.imdecode(..., IMREAD_COLOR)`.
 /// `max_pixels` (default 50,000,000) refuses larger images before decoding them.
@@ -18,12 +29,11 @@ pub struct DecodeMat {
     max_pixels: usize,
 }
 
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(ctx: &InitContext<'_>, s: DecodeMatSettings) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let max_pixels = ctx
-        .params()
-        .usize_or("max_pixels", image::DEFAULT_MAX_PIXELS)?;
-    Ok(Box::new(DecodeMat { max_pixels }))
+    Ok(Box::new(DecodeMat {
+        max_pixels: s.max_pixels,
+    }))
 }
 
 impl Backend for DecodeMat {

@@ -7,36 +7,32 @@ mod resize_mat;
 
 pub(crate) use resize_mat::resize_side;
 
-use crate::backend::{InitContext, Registry};
+use crate::backend::Registry;
+use crate::config::Params;
 use crate::error::ConfigError;
 use crate::item::{Item, Mat, Value};
 
 /// A colour backend's `color` key: `rgb` → true, `bgr` → false, `None` when absent. `what`
 /// ends the error's "expected" text (what the key means to this backend).
-pub(crate) fn color_key(ctx: &InitContext<'_>, what: &str) -> Result<Option<bool>, ConfigError> {
-    let p = ctx.params();
-    match p.raw("color").map(|s| s.trim().to_ascii_lowercase()) {
-        None => Ok(None),
-        Some(c) if c == "rgb" => Ok(Some(true)),
-        Some(c) if c == "bgr" => Ok(Some(false)),
-        Some(other) => Err(p.error("color", &other, format!("`rgb` or `bgr`, {what}"))),
-    }
+pub(crate) fn color_key(p: &Params, what: &str) -> Result<Option<bool>, ConfigError> {
+    p.one_of(
+        "color",
+        &[("rgb", true), ("bgr", false)],
+        format!("`rgb` or `bgr`, {what}"),
+    )
 }
 
 /// The same key where the backend cannot do without it (cvtColorMat, cvtColorTensor).
-pub(crate) fn required_color(ctx: &InitContext<'_>, what: &str) -> Result<bool, ConfigError> {
-    color_key(ctx, what)?.ok_or_else(|| {
-        ctx.params()
-            .error("color", "", format!("`rgb` or `bgr`, {what}"))
-    })
+pub(crate) fn required_color(p: &Params, what: &str) -> Result<bool, ConfigError> {
+    color_key(p, what)?.ok_or_else(|| p.error("color", "", format!("`rgb` or `bgr`, {what}")))
 }
 
 pub fn register(r: &mut Registry) {
-    r.register("DecodeMat", decode_mat::new, decode_mat::KEYS);
-    r.register("ResizeMat", resize_mat::new, resize_mat::KEYS);
+    r.register_typed("DecodeMat", decode_mat::new);
+    r.register_typed("ResizeMat", resize_mat::new);
     // TorchPipe spells it both ways.
-    r.register("cvtColorMat", cvt_color_mat::new, cvt_color_mat::KEYS);
-    r.register("CvtColorMat", cvt_color_mat::new, cvt_color_mat::KEYS);
+    r.register_typed("cvtColorMat", cvt_color_mat::new);
+    r.register_typed("CvtColorMat", cvt_color_mat::new);
     r.register("Mat2Tensor", mat2tensor::new, &[]);
 }
 

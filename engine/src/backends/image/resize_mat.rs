@@ -1,14 +1,27 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[
-    key("resize_h", "1 to 16384", "required", "output height"),
-    key("resize_w", "1 to 16384", "required", "output width"),
-];
-
-use crate::backend::{Backend, Fusable, InitContext};
+use crate::backend::{key, Backend, Fusable, InitContext, Key, Settings};
+use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
 use crate::item::{Item, Value};
+
+pub struct ResizeMatSettings {
+    h: usize,
+    w: usize,
+}
+
+impl Settings for ResizeMatSettings {
+    const KEYS: &'static [Key] = &[
+        key("resize_h", "1 to 16384", "required", "output height"),
+        key("resize_w", "1 to 16384", "required", "output width"),
+    ];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(ResizeMatSettings {
+            h: resize_side(p, "resize_h", "ResizeMat")?,
+            w: resize_side(p, "resize_w", "ResizeMat")?,
+        })
+    }
+}
 
 /// Bilinear resize to `resize_h`×`resize_w`, as `cv::resize(..., INTER_LINEAR)`. In a
 /// `Sequential`, a cvtColorMat and a Mat2Tensor right after it run in the same pass (each
@@ -26,28 +39,21 @@ pub struct ResizeMat {
 const MAX_SIDE: usize = 16384;
 
 /// `resize_h` / `resize_w` of a resize backend (ResizeMat, ResizeTensor): required, 1..=16384.
-pub(crate) fn resize_side(ctx: &InitContext<'_>, key: &str) -> Result<usize, ConfigError> {
-    let p = ctx.params();
-    match p.usize(key)? {
-        Some(v) if (1..=MAX_SIDE).contains(&v) => Ok(v),
-        Some(_) => Err(p.error(
-            key,
-            p.raw(key).unwrap_or_default(),
-            format!("an integer from 1 to {MAX_SIDE}"),
-        )),
-        None => Err(p.error(
+pub(crate) fn resize_side(p: &Params, key: &str, backend: &str) -> Result<usize, ConfigError> {
+    p.usize_in(key, 1, MAX_SIDE)?.ok_or_else(|| {
+        p.error(
             key,
             "",
-            format!("the output size in pixels, required by {}", ctx.expr.name),
-        )),
-    }
+            format!("the output size in pixels, required by {backend}"),
+        )
+    })
 }
 
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(ctx: &InitContext<'_>, s: ResizeMatSettings) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
     Ok(Box::new(ResizeMat {
-        h: resize_side(ctx, "resize_h")?,
-        w: resize_side(ctx, "resize_w")?,
+        h: s.h,
+        w: s.w,
         rgb: None,
         to_tensor: false,
     }))

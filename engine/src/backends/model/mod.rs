@@ -17,11 +17,7 @@ pub use cpu::CpuModel;
 pub use gpu::GpuEngine;
 
 pub fn register(r: &mut Registry) {
-    r.register(
-        "TensorrtTensor",
-        tensorrt_tensor::new,
-        tensorrt_tensor::KEYS,
-    );
+    r.register_typed("TensorrtTensor", tensorrt_tensor::new);
 }
 
 /// Why a model could not load, start an instance, or run a batch.

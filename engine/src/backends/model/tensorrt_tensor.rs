@@ -1,47 +1,100 @@
-use crate::backend::{key, Key};
-
-pub(super) const KEYS: &[Key] = &[
-    key("model", "an ONNX file", "required", "the model"),
-    key(
-        "mean",
-        "3 numbers",
-        "none",
-        "subtracted per channel from the input",
-    ),
-    key(
-        "std",
-        "3 numbers",
-        "none",
-        "divides each channel of the input",
-    ),
-    key(
-        "precision",
-        "`fp16` or `fp32`",
-        "fp16",
-        "the GPU engine's precision",
-    ),
-    key(
-        "model::cache",
-        "a file",
-        "none",
-        "the GPU engine's tuning, read or written",
-    ),
-    key(
-        "device",
-        "`gpu` or `cpu`",
-        "gpu in a `cuda` build",
-        "which engine runs the model",
-    ),
-];
-
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::{CpuModel, Input, InstanceSpec, ModelEngine, ModelInstance};
-use crate::backend::{Backend, InitContext};
+use crate::backend::{key, Backend, InitContext, Key, Settings};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::item::{DeviceLayout, DeviceValue, Item, Tensor, Value};
+
+pub struct TensorrtTensorSettings {
+    model: PathBuf,
+    /// `None`: the build's default (the GPU in a `cuda` build).
+    device: Option<Device>,
+    /// `None`: fp16 on the GPU; the CPU engine computes in fp32 whatever is asked.
+    precision: Option<Precision>,
+    /// `model::cache` as written; where it lives is decided when the GPU engine loads.
+    cache: Option<String>,
+    /// Per input channel; their count is checked against the model once it is loaded.
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+}
+
+impl Settings for TensorrtTensorSettings {
+    const KEYS: &'static [Key] = &[
+        key("model", "an ONNX file", "required", "the model"),
+        key(
+            "mean",
+            "3 numbers",
+            "none",
+            "subtracted per channel from the input",
+        ),
+        key(
+            "std",
+            "3 numbers",
+            "none",
+            "divides each channel of the input",
+        ),
+        key(
+            "precision",
+            "`fp16` or `fp32`",
+            "fp16",
+            "the GPU engine's precision",
+        ),
+        key(
+            "model::cache",
+            "a file",
+            "none",
+            "the GPU engine's tuning, read or written",
+        ),
+        key(
+            "device",
+            "`gpu` or `cpu`",
+            "gpu in a `cuda` build",
+            "which engine runs the model",
+        ),
+    ];
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        let model = p.path("model")?;
+        let device = match p.raw("device") {
+            // A number is a GPU index: what `device_id` takes, not this key.
+            Some(v) if v.trim().parse::<usize>().is_ok() => {
+                return Err(p.error("device", v, "\"gpu\" or \"cpu\" (which GPU is `device_id`)"))
+            }
+            _ => p.one_of(
+                "device",
+                &[
+                    ("cpu", Device::Cpu),
+                    ("gpu", Device::Gpu),
+                    ("cuda", Device::Gpu),
+                ],
+                "\"gpu\" or \"cpu\"",
+            )?,
+        };
+        let precision = p.one_of(
+            "precision",
+            &[("fp16", Precision::Fp16), ("fp32", Precision::Fp32)],
+            "\"fp16\" or \"fp32\"",
+        )?;
+        let std = p.numbers("std")?;
+        if let Some(bad) = std.iter().flatten().find(|&&s| s == 0.0) {
+            return Err(p.error(
+                "std",
+                p.raw("std").unwrap_or_default(),
+                format!("non-zero values (found {bad})"),
+            ));
+        }
+        Ok(TensorrtTensorSettings {
+            model,
+            device,
+            precision,
+            cache: p.raw("model::cache").map(|raw| raw.trim().to_string()),
+            mean: p.numbers("mean")?,
+            std,
+        })
+    }
+}
 
 /// `TensorrtTensor`: runs the node's ONNX `model` on a batch of CHW tensors, applying
 /// `mean`/`std` per channel first. TensorRT itself is not available on our machines: in a
@@ -63,31 +116,40 @@ enum Device {
     Gpu,
 }
 
-fn device(p: &Params) -> Result<Device, ConfigError> {
-    let default = if crate::gpu::BUILT_WITH_CUDA {
-        Device::Gpu
-    } else {
-        Device::Cpu
-    };
-    match p.raw("device").map(str::trim) {
-        None => Ok(default),
-        Some("cpu") => Ok(Device::Cpu),
-        Some("gpu" | "cuda") if crate::gpu::BUILT_WITH_CUDA => Ok(Device::Gpu),
-        Some(v @ ("gpu" | "cuda")) => Err(p.error(
-            "device",
-            v,
-            "\"cpu\": this build has no GPU engine (build with `--features cuda`)",
-        )),
-        Some(v) if v.parse::<usize>().is_ok() => {
-            Err(p.error("device", v, "\"gpu\" or \"cpu\" (which GPU is `device_id`)"))
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Precision {
+    Fp16,
+    Fp32,
+}
+
+impl Precision {
+    fn name(self) -> &'static str {
+        match self {
+            Precision::Fp16 => "fp16",
+            Precision::Fp32 => "fp32",
         }
-        Some(v) => Err(p.error("device", v, "\"gpu\" or \"cpu\"")),
     }
 }
 
-fn load_cpu(p: &Params, path: &Path) -> Result<Loaded, ConfigError> {
+/// The engine that runs the model: what was asked, or the build's default. A GPU asked of a
+/// build without one is a start-up error, not a load error, so that a GPU TOML still passes
+/// `--check-config` on a CPU-only build.
+fn device(p: &Params, asked: Option<Device>) -> Result<Device, ConfigError> {
+    match asked {
+        None if crate::gpu::BUILT_WITH_CUDA => Ok(Device::Gpu),
+        None => Ok(Device::Cpu),
+        Some(Device::Gpu) if !crate::gpu::BUILT_WITH_CUDA => Err(p.error(
+            "device",
+            p.raw("device").unwrap_or_default(),
+            "\"cpu\": this build has no GPU engine (build with `--features cuda`)",
+        )),
+        Some(d) => Ok(d),
+    }
+}
+
+fn load_cpu(p: &Params, s: &TensorrtTensorSettings) -> Result<Loaded, ConfigError> {
     let started = std::time::Instant::now();
-    let model = CpuModel::load(path).map_err(|e| {
+    let model = CpuModel::load(&s.model).map_err(|e| {
         p.error(
             "model",
             p.raw("model").unwrap_or_default(),
@@ -100,14 +162,13 @@ fn load_cpu(p: &Params, path: &Path) -> Result<Loaded, ConfigError> {
         model.describe(),
         started.elapsed().as_secs_f64()
     );
-    match p.raw("precision").map(str::trim) {
-        Some("fp32") | None => {}
-        Some(other) => tracing::warn!(
+    if let Some(Precision::Fp16) = s.precision {
+        tracing::warn!(
             node = p.node(),
-            "precision = {other:?} requested; the CPU engine computes in fp32"
-        ),
+            "precision = \"fp16\" requested; the CPU engine computes in fp32"
+        );
     }
-    if p.raw("model::cache").is_some() {
+    if s.cache.is_some() {
         tracing::info!(
             node = p.node(),
             "model::cache is not used by the CPU engine (nothing is tuned at start-up)"
@@ -148,16 +209,14 @@ fn check_gpus(_: &Params, _: &[usize]) -> Result<(), ConfigError> {
 }
 
 #[cfg(feature = "cuda")]
-fn load_gpu(p: &Params, path: &Path, gpu: usize) -> Result<Loaded, ConfigError> {
-    use crate::gpu::Precision;
-    let precision = match p.raw("precision").map(str::trim) {
-        None | Some("fp16") => Precision::Fp16,
-        Some("fp32") => Precision::Fp32,
-        Some(v) => return Err(p.error("precision", v, "\"fp16\" or \"fp32\"")),
+fn load_gpu(p: &Params, s: &TensorrtTensorSettings, gpu: usize) -> Result<Loaded, ConfigError> {
+    let precision = match s.precision.unwrap_or(Precision::Fp16) {
+        Precision::Fp16 => crate::gpu::Precision::Fp16,
+        Precision::Fp32 => crate::gpu::Precision::Fp32,
     };
-    let cache = p.raw("model::cache").map(|raw| cache_path(p, raw.trim()));
+    let cache = s.cache.as_deref().map(|raw| cache_path(p, raw));
     let started = std::time::Instant::now();
-    let engine = super::GpuEngine::load(path, precision, cache.as_deref(), gpu)
+    let engine = super::GpuEngine::load(&s.model, precision, cache.as_deref(), gpu)
         .map_err(|e| gpu_config_error(p, e))?;
     tracing::info!(
         node = p.node(),
@@ -178,11 +237,11 @@ fn cache_path(p: &Params, raw: &str) -> std::path::PathBuf {
     if let Some(found) = crate::config::resolve_path(p.file(), raw) {
         return found;
     }
-    let rel = Path::new(raw);
+    let rel = std::path::Path::new(raw);
     if rel.is_absolute() {
         return rel.to_path_buf();
     }
-    let dir = p.file().parent().unwrap_or(Path::new("."));
+    let dir = p.file().parent().unwrap_or(std::path::Path::new("."));
     [dir.join(rel), rel.to_path_buf()]
         .into_iter()
         .find(|c| {
@@ -193,15 +252,17 @@ fn cache_path(p: &Params, raw: &str) -> std::path::PathBuf {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn load_gpu(_: &Params, _: &Path, _: usize) -> Result<Loaded, ConfigError> {
+fn load_gpu(_: &Params, _: &TensorrtTensorSettings, _: usize) -> Result<Loaded, ConfigError> {
     unreachable!("device() refuses gpu in a build without the cuda feature")
 }
 
-pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
+pub fn new(
+    ctx: &InitContext<'_>,
+    s: TensorrtTensorSettings,
+) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
     let p = ctx.params();
-    let path = p.path("model")?;
-    let device = device(p)?;
+    let device = device(p, s.device)?;
     // The weights are loaded once per engine and, on the GPU, once per GPU: the node's
     // instances on one GPU share that GPU's copy.
     let on = match device {
@@ -213,28 +274,26 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
     };
     let key = format!(
         "model:{}:{on}:{}",
-        path.display(),
-        p.raw("precision").unwrap_or_default()
+        s.model.display(),
+        s.precision.map(Precision::name).unwrap_or_default()
     );
     let loaded = ctx.shared.get_or_try_init(&key, || match device {
-        Device::Cpu => load_cpu(p, &path),
-        Device::Gpu => load_gpu(p, &path, ctx.device),
+        Device::Cpu => load_cpu(p, &s),
+        Device::Gpu => load_gpu(p, &s, ctx.device),
     })?;
     let model = loaded.0.clone();
     let channels = model.item_shape()[0];
-    let mean = p
-        .floats("mean", channels)?
-        .unwrap_or_else(|| vec![0.0; channels]);
-    let std = p
-        .floats("std", channels)?
-        .unwrap_or_else(|| vec![1.0; channels]);
-    if let Some(bad) = std.iter().find(|&&s| s == 0.0) {
-        return Err(p.error(
-            "std",
-            p.raw("std").unwrap_or_default(),
-            format!("non-zero values (found {bad})"),
-        ));
-    }
+    let per_channel = |key: &str, values: Option<Vec<f32>>, default: f32| match values {
+        None => Ok(vec![default; channels]),
+        Some(v) if v.len() == channels => Ok(v),
+        Some(_) => Err(p.error(
+            key,
+            p.raw(key).unwrap_or_default(),
+            format!("{channels} numbers separated by commas"),
+        )),
+    };
+    let mean = per_channel("mean", s.mean, 0.0)?;
+    let std = per_channel("std", s.std, 1.0)?;
     if let Some(shape) = &ctx.profile.item_shape {
         if shape.as_slice() != model.item_shape() {
             return Err(p.error(
