@@ -636,7 +636,10 @@ impl Pipeline {
         }
         for w in self.threads.drain(..) {
             if w.handle.is_finished() {
-                let _ = w.handle.join();
+                let name = w.handle.thread().name().unwrap_or("?").to_string();
+                if let Err(p) = w.handle.join() {
+                    tracing::error!(thread = %name, "panicked while stopping: {}", panic_text(&p));
+                }
                 continue;
             }
             let name = w.handle.thread().name().unwrap_or("?").to_string();
@@ -787,6 +790,7 @@ impl Instance {
                         }
                         _ => {
                             tracing::error!(node = %name, instance = self.instance, "rebuild failed; the node runs with one instance fewer");
+                            self.released.store(true, Ordering::SeqCst);
                             return;
                         }
                     }

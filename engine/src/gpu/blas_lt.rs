@@ -7,7 +7,8 @@
 //! Its GELU is the tanh form, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, not ONNX's erf:
 //! the two differ by at most 4.7e-4 (at x ≈ 2.7, a quarter of fp16's spacing there), so it is
 //! offered to fp16 plans only, and the tuner's check against the exact reference still has to
-//! pass, as for every candidate. fp32 plans, the reference mode, never use it.
+//! pass, as for every candidate. fp32 plans, the reference mode, never get the tanh GELU (they
+//! may run their bias and ReLU epilogues here).
 
 use std::ffi::c_void;
 
@@ -41,6 +42,18 @@ pub(super) fn epilogue(act: Unary, precision: Precision) -> Option<lt::cublasLtE
         (Unary::Relu, _) => Some(CUBLASLT_EPILOGUE_RELU_BIAS),
         (Unary::Gelu, Precision::Fp16) => Some(CUBLASLT_EPILOGUE_GELU_BIAS),
         _ => None,
+    }
+}
+
+/// cublasLtGetVersion(), or 0 where the library is absent (a build that never loads it).
+pub(super) fn version() -> usize {
+    // SAFETY: only loads the library, then asks its version (no arguments).
+    unsafe {
+        if lt::is_culib_present() {
+            lt::cublasLtGetVersion()
+        } else {
+            0
+        }
     }
 }
 
@@ -223,7 +236,9 @@ struct Desc {
     c: lt::cublasLtMatrixLayout_t,
 }
 
-// SAFETY: immutable after creation; read by the thread that runs its instance.
+// SAFETY: immutable after creation, and cublasLtMatmul only reads the descriptors: moving them
+// to another thread or reading them from several (the Arc one call's candidate plans share) is
+// sound.
 unsafe impl Send for Desc {}
 unsafe impl Sync for Desc {}
 
@@ -266,8 +281,7 @@ impl Desc {
             layout(&mut d.b, s.k, s.m)?;
             layout(&mut d.c, s.p, s.m)?;
         }
-        // cublasOperation_t: CUBLAS_OP_T is 1.
-        let trans: i32 = 1;
+        let trans = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T as i32;
         d.set(
             lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
             &trans,

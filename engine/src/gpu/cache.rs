@@ -15,7 +15,7 @@ use super::conv::Algo;
 use super::precision::Precision;
 
 /// Bumped whenever the plan a model builds into can change (the tuning is per convolution).
-pub const FORMAT: u32 = 6;
+pub const FORMAT: u32 = 7;
 const MAGIC: &[u8] = b"torchpipe-rs gpu cache\n";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,11 @@ pub struct Key {
     pub device: String,
     /// cudnnGetVersion(): algorithm ids and their speed are only meaningful for one version.
     pub cudnn: usize,
+    /// cublasLtGetVersion() (0 without the library): a linear layer's algorithm is an index
+    /// into cuBLASLt's heuristics, which another version may order differently. Absent in
+    /// older caches, so those never match.
+    #[serde(default)]
+    pub cublas_lt: usize,
     pub precision: Precision,
     /// Of the engine's kernel source: the cached PTX must be what this build would compile
     /// (a kernel's arguments may have changed). Absent in older caches, so those never match.
@@ -65,6 +70,8 @@ pub enum CacheError {
     Device { cached: String, this: String },
     #[error("tuned with cuDNN {cached}, this is {this}")]
     Cudnn { cached: usize, this: usize },
+    #[error("tuned with cuBLASLt {cached}, this is {this}")]
+    CublasLt { cached: usize, this: usize },
     #[error("built for {}, the node asks for {}", .cached.name(), .wanted.name())]
     Precision {
         cached: Precision,
@@ -124,6 +131,12 @@ impl CacheFile {
                 this: key.cudnn,
             });
         }
+        if k.cublas_lt != key.cublas_lt {
+            return Err(CacheError::CublasLt {
+                cached: k.cublas_lt,
+                this: key.cublas_lt,
+            });
+        }
         if k.precision != key.precision {
             return Err(CacheError::Precision {
                 cached: k.precision,
@@ -160,6 +173,7 @@ mod tests {
             onnx_sha256: sha256_hex(b"model"),
             device: "NVIDIA H100 80GB HBM3".into(),
             cudnn: 91000,
+            cublas_lt: 130100,
             precision: Precision::Fp16,
             kernels_sha256: sha256_hex(b"kernels"),
         }
@@ -205,6 +219,9 @@ mod tests {
         let mut other = key();
         other.cudnn = 90100;
         assert!(why(&path, &other).contains("cuDNN"));
+        let mut other = key();
+        other.cublas_lt = 130000;
+        assert!(why(&path, &other).contains("cuBLASLt"));
         let mut other = key();
         other.kernels_sha256 = sha256_hex(b"other kernels");
         assert!(why(&path, &other).contains("kernels"));

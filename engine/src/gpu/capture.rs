@@ -5,11 +5,14 @@
 //! synchronisation between steps were off by up to 5.8e-2, while the same steps run with the
 //! stream synchronised between them always agreed (model-check --replay-check, 2026-12-02).
 //! Every step was a cuDNN graph-API convolution on one stream, so consecutive kernels
-//! overlapped although the stream orders them: programmatic dependent launch, which lets a
-//! kernel start before the one it follows has finished and which Hopper kernels that do not
-//! wait for their predecessor (`griddepcontrol.wait`) turn into a race. Captured, such launches
-//! become programmatic edges; rewritten as ordinary edges, each kernel starts only once the one
-//! before has finished and its writes are visible, as the stream's order promises.
+//! overlapped although the stream orders them. The graph showed how: 8 of its 27 edges were
+//! programmatic (programmatic dependent launch lets a kernel start before the one it follows
+//! has finished; a kernel that reads its predecessor's output without waiting for it races,
+//! as NVIDIA/cutlass#2760 reports of SM90 GEMMs, though which kernel here does was not
+//! isolated). Rewritten as ordinary edges, each kernel starts only once the one before has
+//! finished and its writes are visible, as the stream's order promises, and replays agreed
+//! with the synchronised run exactly. Eager enqueues (the warm-up before capture, the trace
+//! and profile's runs) are not rewritten and can still overlap: only captured graphs serve.
 
 use std::sync::Arc;
 
@@ -89,24 +92,33 @@ impl Captured {
         self.edges = n;
         // SAFETY: a plain C struct of bytes; all zeros is the full (default) dependency.
         let full: cu::CUgraphEdgeData = unsafe { std::mem::zeroed() };
-        for i in 0..n.min(from.len()) {
-            let d = data[i];
-            let is_full = d.type_
-                == cu::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8
+        let n = n.min(from.len());
+        let is_full = |d: &cu::CUgraphEdgeData| {
+            d.type_ == cu::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8
                 && d.from_port == 0
-                && d.to_port == 0;
-            if is_full {
+                && d.to_port == 0
+        };
+        // Pairs already joined by a full edge: the driver refuses a second one.
+        let mut joined: std::collections::HashSet<(usize, usize)> = (0..n)
+            .filter(|&i| is_full(&data[i]))
+            .map(|i| (from[i] as usize, to[i] as usize))
+            .collect();
+        for i in 0..n {
+            if is_full(&data[i]) {
                 continue;
             }
+            let pair = (from[i] as usize, to[i] as usize);
             // SAFETY: (from[i], to[i], data[i]) is an edge of this graph, as the driver listed
             // it; the replacement joins the same two nodes.
             unsafe {
                 cu::cuGraphRemoveDependencies_v2(self.graph, &from[i], &to[i], &data[i], 1)
                     .result()
                     .call("cuGraphRemoveDependencies")?;
-                cu::cuGraphAddDependencies_v2(self.graph, &from[i], &to[i], &full, 1)
-                    .result()
-                    .call("cuGraphAddDependencies")?;
+                if joined.insert(pair) {
+                    cu::cuGraphAddDependencies_v2(self.graph, &from[i], &to[i], &full, 1)
+                        .result()
+                        .call("cuGraphAddDependencies")?;
+                }
             }
             self.programmatic += 1;
         }

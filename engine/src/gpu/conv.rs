@@ -646,7 +646,7 @@ pub(super) struct Tuner {
 }
 
 /// How many of cuBLASLt's heuristic algorithms the tuner times per linear layer.
-const LT_CONFIGS: usize = 3;
+pub(super) const LT_CONFIGS: usize = 3;
 
 /// Output elements compared with the reference when tuning (enough to catch an engine that
 /// computes something else anywhere in the batch; few enough to cost little).

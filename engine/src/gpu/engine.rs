@@ -16,7 +16,7 @@ use super::cache::{self, CacheFile};
 use super::capture::Captured;
 use super::conv::{
     conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, Exec, Mode,
-    Tuner,
+    Tuner, LT_CONFIGS,
 };
 use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
@@ -505,8 +505,10 @@ impl GpuInstance {
                 .begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .call("cuStreamBeginCapture")?;
             let enqueued = inst.enqueue(n);
-            let graph = Captured::end(&inst.stream)?;
+            // The capture ends either way; an enqueue error is the one worth reporting.
+            let graph = Captured::end(&inst.stream);
             enqueued?;
+            let graph = graph?;
             if graph.programmatic > 0 {
                 tracing::info!(
                     "GPU engine: batch {n}: {} of the graph's {} edges were programmatic \
@@ -566,14 +568,15 @@ impl GpuInstance {
                         }
                         Mode::Lt => {
                             let i = algo.algo as usize;
-                            let plan =
-                                call.lt_plans(i + 1)?.into_iter().nth(i).ok_or_else(|| {
-                                    GpuError::Plan(format!(
-                                        "{}: cuBLASLt no longer offers the algorithm #{i} it was \
+                            // The same request as the tuner's, so index i names the same one.
+                            let plans = call.lt_plans(LT_CONFIGS)?;
+                            let plan = plans.into_iter().nth(i).ok_or_else(|| {
+                                GpuError::Plan(format!(
+                                    "{}: cuBLASLt no longer offers the algorithm #{i} it was \
                                      tuned with at batch {n}",
-                                        c.name
-                                    ))
-                                })?;
+                                    c.name
+                                ))
+                            })?;
                             if plan.workspace > self.workspace_bytes {
                                 return Err(GpuError::Plan(format!(
                                     "{}: the cuBLASLt algorithm for batch {n} asks for {} bytes \
@@ -1215,6 +1218,7 @@ fn cache_key(onnx_sha256: &str, device: &str, precision: Precision) -> cache::Ke
         onnx_sha256: onnx_sha256.to_string(),
         device: device.to_string(),
         cudnn: cudnn_version(),
+        cublas_lt: super::blas_lt::version(),
         precision,
         kernels_sha256: cache::sha256_hex(kernels::SOURCE.as_bytes()),
     }

@@ -174,8 +174,15 @@ fn replay_check(
             let got = inst.run_as(n, &input, how)?;
             errs.push(format!("{:.3e}", rel_l2(&got, &want)));
             let base = first.get_or_insert_with(|| got.clone());
+            // NaN sticks (f32::max would drop it, and a race that writes NaN would read 0).
             let d = got.iter().zip(base.iter()).map(|(x, y)| (x - y).abs());
-            worst_diff = d.fold(worst_diff, f32::max);
+            worst_diff = d.fold(worst_diff, |m, v| {
+                if m.is_nan() || v.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(v)
+                }
+            });
         }
         println!(
             "replay-check batch {n} {how:?}: rel_l2 vs CPU [{}], max |diff| from the first \
@@ -187,14 +194,14 @@ fn replay_check(
 }
 
 /// The map size `h·w` of a traced step's `[c, h, w]` output (from its label), when larger than 1.
-fn spatial(label: &str, n: usize) -> Option<usize> {
+fn spatial(label: &str) -> Option<usize> {
     let dims = label.rsplit_once('[')?.1.split_once(']')?.0;
     let dims: Vec<usize> = dims
         .split(',')
         .map(|d| d.trim().parse().ok())
         .collect::<Option<_>>()?;
     match dims[..] {
-        [_, h, w] if h * w > 1 && n > 0 => Some(h * w),
+        [_, h, w] if h * w > 1 => Some(h * w),
         _ => None,
     }
 }
@@ -377,7 +384,7 @@ fn main() -> Result<()> {
                     let w = &want[j - 1].1;
                     // Per channel, the mean over the map: an error the same for a whole channel
                     // survives a global pool that the map's own error hides.
-                    let means = match spatial(label, n) {
+                    let means = match spatial(label) {
                         Some(hw) => format!(
                             "channel-means {:.3e} ",
                             rel_l2(&block_means(g, hw), &block_means(w, hw))
@@ -549,9 +556,9 @@ mod tests {
     #[test]
     fn channel_means_come_from_the_labels_map_size() {
         let label = "  12 conv        Conv `/features/features.1/Conv`  [2, 2, 3]";
-        assert_eq!(spatial(label, 1), Some(6));
-        assert_eq!(spatial("   3 conv        Gemm `/fc/Gemm`  [1000]", 1), None);
-        assert_eq!(spatial("   4 reduce      reduce  [960, 1, 1]", 1), None);
+        assert_eq!(spatial(label), Some(6));
+        assert_eq!(spatial("   3 conv        Gemm `/fc/Gemm`  [1000]"), None);
+        assert_eq!(spatial("   4 reduce      reduce  [960, 1, 1]"), None);
         let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 6.0, 6.0, 6.0];
         assert_eq!(block_means(&v, 6), vec![3.5, 3.0]);
     }

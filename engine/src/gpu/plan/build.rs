@@ -72,6 +72,8 @@ struct ShuffleStart {
     transpose: usize,
     x: usize,
     g: usize,
+    /// x's `[C, H, W]`.
+    chw: [usize; 3],
 }
 
 /// A Gemm's constants: `B` as a row-major `[k, p]` matrix with `alpha` applied, `C` as `p`
@@ -1387,6 +1389,7 @@ impl<'a> Builder<'a> {
                 transpose: t,
                 x,
                 g,
+                chw: [c, h, w],
             },
         );
         Ok(true)
@@ -1396,10 +1399,12 @@ impl<'a> Builder<'a> {
     /// (true); otherwise the Reshape and the Transpose are built as they are, and `r` is left
     /// to build as any Reshape (false).
     fn shuffle_end(&mut self, r: usize, s: ShuffleStart) -> R<bool> {
-        let ShuffleStart { x, g, .. } = s;
-        let [c, h, w] = self.values[x].dims[..] else {
-            return Ok(false);
-        };
+        let ShuffleStart {
+            x,
+            g,
+            chw: [c, h, w],
+            ..
+        } = s;
         let back = self.reshape_target(r, &[c / g, g, h, w])?;
         if back.as_deref() != Some(&[c, h, w][..]) {
             self.reshape_to(s.reshape, x, vec![g, c / g, h, w])?;

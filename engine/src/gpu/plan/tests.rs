@@ -382,8 +382,7 @@ fn maps(plan: &Plan) -> Vec<&MapStep> {
 /// `channel_shuffle` exports: Reshape to `[N, g, c/g, h, w]`, Transpose, Reshape back; each
 /// target either a constant or, as PyTorch's exporter writes it, the batch read from the
 /// input's Shape and concatenated with the rest just before the Reshape that takes it.
-fn channel_shuffle(g: &mut G, x: &str, groups: i64, c: i64, h: i64, w: i64) -> String {
-    let exported = g.nodes.len().is_multiple_of(2);
+fn channel_shuffle(g: &mut G, x: &str, [groups, c, h, w]: [i64; 4], exported: bool) -> String {
     let target = |g: &mut G, of: &str, rest: &[i64]| {
         if !exported {
             return g.init_i(&[&[0], rest].concat());
@@ -405,20 +404,16 @@ fn channel_shuffle(g: &mut G, x: &str, groups: i64, c: i64, h: i64, w: i64) -> S
 #[test]
 fn shufflenet_units_copy_each_part_once_from_the_concat() {
     // Two of ShuffleNet v2's stride-1 units: chunk, a branch on one half, concat, shuffle.
-    for pad in [false, true] {
+    for exported in [false, true] {
         let mut g = G::new(16, 5, 5);
         let mut x = g.conv("x", 16, 16, 1, 1, 1);
-        if pad {
-            // One node more: the other target form (`channel_shuffle`).
-            x = g.op("Relu", &[&x], vec![]);
-        }
         for _ in 0..2 {
             let half = g.init_i(&[8, 8]);
             let parts = g.op_n("Split", &[&x, &half], vec![int("axis", 1)], 2);
             let a = g.conv(&parts[1], 8, 8, 1, 1, 1);
             let b = g.conv(&a, 8, 8, 3, 1, 8);
             let cat = g.op("Concat", &[&parts[0], &b], vec![int("axis", 1)]);
-            x = channel_shuffle(&mut g, &cat, 2, 16, 5, 5);
+            x = channel_shuffle(&mut g, &cat, [2, 16, 5, 5], exported);
         }
         let y = g.conv(&x, 16, 4, 3, 1, 1);
         let plan = check(&g, &y, 1e-5);
@@ -440,7 +435,7 @@ fn a_channel_shuffle_read_by_other_ops_is_copied_once() {
     for split in [None, Some([3i64, 5])] {
         let mut g = G::new(8, 4, 4);
         let x = g.conv("x", 8, 8, 1, 1, 1);
-        let s = channel_shuffle(&mut g, &x, 2, 8, 4, 4);
+        let s = channel_shuffle(&mut g, &x, [2, 8, 4, 4], split.is_some());
         let y = match split {
             None => g.conv(&s, 8, 8, 3, 1, 1),
             Some(sizes) => {
@@ -457,6 +452,27 @@ fn a_channel_shuffle_read_by_other_ops_is_copied_once() {
             .count();
         assert_eq!(shuffled, 1, "{:#?}", plan.steps);
     }
+}
+
+#[test]
+fn a_shuffle_like_transpose_reshaped_elsewhere_is_built_as_written() {
+    // Reshape to [N, g, C/g, H, W] and the Transpose, but the Reshape back goes to
+    // [N, C, H·W]: not a channel shuffle, so the two are built as they are.
+    let mut g = G::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 1, 1, 1);
+    let to = g.init_i(&[-1, 2, 4, 4, 4]);
+    let r = g.op("Reshape", &[&x, &to], vec![]);
+    let t = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1, 3, 4])]);
+    let back = g.init_i(&[0, 8, 16]);
+    let y = g.op("Reshape", &[&t, &back], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| !matches!(s, Step::Map(m) if m.shuffle.is_some())),
+        "{:#?}",
+        plan.steps
+    );
 }
 
 #[test]

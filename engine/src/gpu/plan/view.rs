@@ -252,11 +252,17 @@ pub fn map(
     if let Some((axis, g)) = m.shuffle {
         let start = m.a_slice.map_or(0, |(_, s)| s);
         let (l, full) = (region[axis], ad[axis]);
+        // A plain copy along one axis (MapStep::shuffle): the split region would not line up
+        // with another operand's broadcast, nor a slice along another axis.
+        let plain = m.perm_a.is_none()
+            && m.b.is_none()
+            && m.c.is_none()
+            && m.a_slice.is_none_or(|(a, _)| a == axis);
         if g == 0
             || !l.is_multiple_of(g)
             || !full.is_multiple_of(g)
             || !start.is_multiple_of(g)
-            || m.perm_a.is_some()
+            || !plain
         {
             return Err(LayoutError::Shuffle {
                 len: l,
