@@ -1,4 +1,4 @@
-use crate::backend::{key, Backend, Fusable, InitContext, Key, Settings};
+use crate::backend::{Backend, Fusable, InitContext, Key, Settings};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
@@ -10,12 +10,7 @@ pub struct CvtColorMatSettings {
 }
 
 impl Settings for CvtColorMatSettings {
-    const KEYS: &'static [Key] = &[key(
-        "color",
-        "`rgb` or `bgr`",
-        "required",
-        "the channel order written",
-    )];
+    const KEYS: &'static [Key] = &[crate::backends::image::REQUIRED_COLOR];
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
         Ok(CvtColorMatSettings {

@@ -22,6 +22,14 @@ pub(crate) fn color_key(p: &Params, what: &str) -> Result<Option<bool>, ConfigEr
     )
 }
 
+/// The `color` key's declaration where it is required (cvtColorMat, cvtColorTensor).
+pub(crate) const REQUIRED_COLOR: crate::backend::Key = crate::backend::key(
+    "color",
+    "`rgb` or `bgr`",
+    "required",
+    "the channel order written",
+);
+
 /// The same key where the backend cannot do without it (cvtColorMat, cvtColorTensor).
 pub(crate) fn required_color(p: &Params, what: &str) -> Result<bool, ConfigError> {
     color_key(p, what)?.ok_or_else(|| p.error("color", "", format!("`rgb` or `bgr`, {what}")))
