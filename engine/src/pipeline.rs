@@ -635,15 +635,12 @@ impl Pipeline {
             std::thread::sleep(Duration::from_millis(2));
         }
         for w in self.threads.drain(..) {
+            let name = w.handle.thread().name().unwrap_or("?").to_string();
             if w.handle.is_finished() {
-                let name = w.handle.thread().name().unwrap_or("?").to_string();
                 if let Err(p) = w.handle.join() {
                     tracing::error!(thread = %name, "panicked while stopping: {}", panic_text(&p));
                 }
-                continue;
-            }
-            let name = w.handle.thread().name().unwrap_or("?").to_string();
-            if w.releasing() {
+            } else if w.releasing() {
                 tracing::warn!(
                     thread = %name,
                     "an instance is still releasing its resources after {RELEASE_WAIT:?}; \

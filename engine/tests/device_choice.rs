@@ -178,14 +178,7 @@ fn a_device_id_beyond_the_machines_gpus_names_the_gpus_found() {
         .replace("\"models/", &format!("\"{}/", models.display()));
     let text = format!("device_id = {n}\n{text}");
     let config = engine::Config::parse(&text, &path).expect("the GPU TOML parses");
-    let err = engine::Pipeline::build(
-        config,
-        engine::Registry::with_defaults(),
-        engine::PipelineOptions::default(),
-    )
-    .err()
-    .expect("the GPU pipeline started on a missing GPU")
-    .to_string();
+    let err = common::start_error(config);
     println!("{err}");
     match &gpu_list {
         Some(list) => assert!(

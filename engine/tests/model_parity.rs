@@ -122,14 +122,7 @@ fn a_node_whose_instances_cannot_be_built_stops_start_up() {
         model.display()
     );
     let config = engine::Config::parse(&toml, &dir.join("t.toml")).unwrap();
-    let e = Pipeline::build(
-        config,
-        engine::Registry::with_defaults(),
-        engine::PipelineOptions::default(),
-    )
-    .err()
-    .expect("must not start")
-    .to_string();
+    let e = common::start_error(config);
     assert!(e.contains("node [m], key `model`"), "{e}");
     assert!(e.contains("a loadable ONNX model: cannot read ONNX"), "{e}");
 }
@@ -144,14 +137,7 @@ fn a_mean_of_the_wrong_length_stops_start_up_naming_the_models_channels() {
         model.display()
     );
     let config = engine::Config::parse(&toml, std::path::Path::new("t.toml")).unwrap();
-    let e = Pipeline::build(
-        config,
-        engine::Registry::with_defaults(),
-        engine::PipelineOptions::default(),
-    )
-    .err()
-    .expect("must not start")
-    .to_string();
+    let e = common::start_error(config);
     assert_eq!(
         e,
         "t.toml: node [m], key `mean` = \"1, 2\": 3 numbers separated by commas"

@@ -84,7 +84,7 @@ impl Lt {
     /// The heuristics' first `count` algorithms for `rows`, each with its workspace (the
     /// list is deterministic for one shape and library, so an index names an algorithm).
     pub(super) fn plans(&self, rows: &LtShape, count: usize) -> Result<Vec<LtPlan>> {
-        let desc = Desc::new(self, rows)?;
+        let desc = Desc::new(rows)?;
         let mut pref = std::ptr::null_mut();
         // SAFETY: out-pointer to a preference.
         check(
@@ -243,7 +243,7 @@ unsafe impl Send for Desc {}
 unsafe impl Sync for Desc {}
 
 impl Desc {
-    fn new(_lt: &Lt, s: &LtShape) -> Result<Desc> {
+    fn new(s: &LtShape) -> Result<Desc> {
         let dtype = match s.precision {
             Precision::Fp16 => lt::cudaDataType_t::CUDA_R_16F,
             Precision::Fp32 => lt::cudaDataType_t::CUDA_R_32F,

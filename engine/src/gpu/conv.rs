@@ -262,6 +262,24 @@ pub(super) enum Exec {
     Lt(LtPlan),
 }
 
+impl Exec {
+    /// The workspace bytes the plan runs with.
+    pub(super) fn workspace(&self) -> usize {
+        match self {
+            Exec::Graph(g) => g.plan.workspace,
+            Exec::Lt(p) => p.workspace,
+        }
+    }
+
+    /// The library that made the plan, for messages.
+    pub(super) fn library(&self) -> &'static str {
+        match self {
+            Exec::Graph(_) => "cuDNN",
+            Exec::Lt(_) => "cuBLASLt",
+        }
+    }
+}
+
 /// A graph-API plan bound to one set of buffers.
 pub(super) struct GraphExec {
     _graph: Option<graph_api::ConvGraph>,
@@ -833,14 +851,13 @@ impl Tuner {
                     continue;
                 }
             };
-            let Exec::Graph(g) = &exec else { continue };
-            if g.plan.workspace > WORKSPACE_LIMIT {
+            if exec.workspace() > WORKSPACE_LIMIT {
                 continue;
             }
             let algo = Algo {
                 mode,
                 algo: i as u32,
-                workspace: g.plan.workspace,
+                workspace: exec.workspace(),
             };
             match self.time(call, algo, Some(&exec), reference) {
                 Ok((ms, err)) => {
@@ -848,7 +865,7 @@ impl Tuner {
                         "{mode:?}/{i} {ms:.4} (rel L2 {err:.1e}, plan built in {:.1} ms)",
                         built.elapsed().as_secs_f64() * 1e3
                     );
-                    if choice.offer(ms, algo, line) {
+                    if let (true, Exec::Graph(g)) = (choice.offer(ms, algo, line), &exec) {
                         choice.json = graph_api::plan_json(&g.plan).ok();
                     }
                 }

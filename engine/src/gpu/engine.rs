@@ -443,8 +443,9 @@ impl GpuInstance {
         let p = &model.plan;
         let (mut on_blas, mut on_lt) = (false, false);
         for b in min..=max {
-            on_blas |= model.algos(b)?.iter().any(|a| a.mode == Mode::Blas);
-            on_lt |= model.algos(b)?.iter().any(|a| a.mode == Mode::Lt);
+            let algos = model.algos(b)?;
+            on_blas |= algos.iter().any(|a| a.mode == Mode::Blas);
+            on_lt |= algos.iter().any(|a| a.mode == Mode::Lt);
         }
         let lt = if on_lt { Some(Lt::new()?) } else { None };
         let blas = if on_blas || p.steps.iter().any(|s| matches!(s, Step::MatMul(_))) {
@@ -555,15 +556,6 @@ impl GpuInstance {
                                 .and_then(|p| p.get(&(conv_i, n)).cloned());
                             let cfg = algo.algo as usize;
                             let g = call.graph_exec(algo.mode, cfg, n, xs, ys, json.as_deref())?;
-                            // A plan rebuilt through the heuristics may not be the one tuned:
-                            // it must not write past the workspace sized from the tuning.
-                            if g.plan.workspace > self.workspace_bytes {
-                                return Err(GpuError::Plan(format!(
-                                    "{}: the cuDNN plan for batch {n} asks for {} bytes of \
-                                     workspace, more than the {} it was tuned with",
-                                    c.name, g.plan.workspace, self.workspace_bytes
-                                )));
-                            }
                             Some(Exec::Graph(g))
                         }
                         Mode::Lt => {
@@ -577,17 +569,25 @@ impl GpuInstance {
                                     c.name
                                 ))
                             })?;
-                            if plan.workspace > self.workspace_bytes {
-                                return Err(GpuError::Plan(format!(
-                                    "{}: the cuBLASLt algorithm for batch {n} asks for {} bytes \
-                                     of workspace, more than the {} it was tuned with",
-                                    c.name, plan.workspace, self.workspace_bytes
-                                )));
-                            }
                             Some(Exec::Lt(plan))
                         }
                         _ => None,
                     };
+                    // A plan rebuilt through the heuristics may not be the one tuned: it must
+                    // not write past the workspace sized from the tuning.
+                    if let Some(e) = exec
+                        .as_ref()
+                        .filter(|e| e.workspace() > self.workspace_bytes)
+                    {
+                        return Err(GpuError::Plan(format!(
+                            "{}: the {} plan for batch {n} asks for {} bytes of workspace, more \
+                             than the {} it was tuned with",
+                            c.name,
+                            e.library(),
+                            e.workspace(),
+                            self.workspace_bytes
+                        )));
+                    }
                     conv_i += 1;
                     StepDescs::Conv { x, y, exec }
                 }
@@ -1050,22 +1050,7 @@ impl GpuInstance {
     /// Runs `n` items of raw (un-normalised) input, `[n, c, h, w]` f32. The output buffer is
     /// poisoned with NaN first, so an element the GPU did not write cannot pass as a result.
     pub fn run(&mut self, n: usize, input: &[f32]) -> Result<Vec<f32>> {
-        let item: usize = self.model.plan.input.iter().product();
-        if input.len() != n * item {
-            return Err(GpuError::Plan(format!(
-                "{} input values for a batch of {n} items of {item}",
-                input.len()
-            )));
-        }
-        let items: Vec<&[f32]> = input.chunks_exact(item.max(1)).collect();
-        self.run_items(&items)
-    }
-
-    /// As `run`, with each item's values in its own slice: they are copied once, straight into
-    /// the pinned staging buffer.
-    pub fn run_items(&mut self, items: &[&[f32]]) -> Result<Vec<f32>> {
-        let inputs: Vec<Input<'_>> = items.iter().map(|x| Input::Host(x)).collect();
-        self.run_inputs(&inputs)
+        self.run_as(n, input, Replay::Graph)
     }
 
     /// Runs a batch whose items are on the host (copied through pinned memory) or already on
@@ -1074,9 +1059,9 @@ impl GpuInstance {
         self.run_inputs_as(items, Replay::Graph)
     }
 
-    /// `run` without the captured graph: the same steps enqueued one by one, with the stream
-    /// synchronised between steps or not. A result that differs from `run`'s shows a step
-    /// that depends on timing (a race between kernels, or in the graph's replay).
+    /// `run` as the captured graph, or without it: the same steps enqueued one by one, with
+    /// the stream synchronised between steps or not. A result that differs from the graph's
+    /// shows a step that depends on timing (a race between kernels, or in the graph's replay).
     pub fn run_as(&mut self, n: usize, input: &[f32], how: Replay) -> Result<Vec<f32>> {
         let item: usize = self.model.plan.input.iter().product();
         if input.len() != n * item {

@@ -143,6 +143,18 @@ pub fn argmax(v: &[f32]) -> usize {
         .unwrap()
 }
 
+/// Why a pipeline with every backend does not start on `config` (it must not).
+pub fn start_error(config: engine::Config) -> String {
+    engine::Pipeline::build(
+        config,
+        engine::Registry::with_defaults(),
+        engine::PipelineOptions::default(),
+    )
+    .err()
+    .expect("the pipeline started")
+    .to_string()
+}
+
 /// A repo config loaded into a running pipeline with every backend.
 pub fn repo_pipeline(name: &str) -> engine::Pipeline {
     let config = load_repo_config(name);

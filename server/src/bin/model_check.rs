@@ -163,9 +163,8 @@ fn replay_check(
     reps: usize,
 ) -> Result<()> {
     let input = batch(imgs, n, 0);
-    let want: Vec<f32> = (0..n)
-        .flat_map(|i| reference[i % imgs.len()].iter().copied())
-        .collect();
+    // The CPU logits are one row per image, as the images: the same rows.
+    let want = batch(reference, n, 0);
     let mut first: Option<Vec<f32>> = None;
     for how in [Replay::Graph, Replay::Eager, Replay::EagerSynced] {
         let mut errs = Vec::new();
@@ -237,7 +236,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Batch `n` starting at image `offset`, cycling through the images.
+/// Batch `n` starting at image `offset`, cycling through the images (or through their CPU
+/// logits, one row per image).
 fn batch(imgs: &[Vec<f32>], n: usize, offset: usize) -> Vec<f32> {
     (0..n)
         .flat_map(|i| imgs[(offset + i) % imgs.len()].iter().copied())
@@ -423,9 +423,7 @@ fn main() -> Result<()> {
         let mut offset = 0;
         while total < imgs.len().max(n) {
             let got = inst.run(n, &batch(&imgs, n, offset))?;
-            let want: Vec<f32> = (0..n)
-                .flat_map(|i| reference[(offset + i) % imgs.len()].iter().copied())
-                .collect();
+            let want = batch(&reference, n, offset);
             worst = worst.max(rel_l2(&got, &want));
             for (g, w) in got.chunks(outputs).zip(want.chunks(outputs)) {
                 agree += (argmax(g) == argmax(w)) as usize;

@@ -1,5 +1,5 @@
-use crate::backend::{key, Backend, InitContext, Key, Settings};
-use crate::backends::image::resize_side;
+use crate::backend::{Backend, InitContext, Key, Settings};
+use crate::backends::image::{resize_side, RESIZE_KEYS};
 use crate::config::Params;
 use crate::error::ConfigError;
 
@@ -11,10 +11,7 @@ pub struct ResizeTensorSettings {
 }
 
 impl Settings for ResizeTensorSettings {
-    const KEYS: &'static [Key] = &[
-        key("resize_h", "1 to 16384", "required", "output height"),
-        key("resize_w", "1 to 16384", "required", "output width"),
-    ];
+    const KEYS: &'static [Key] = RESIZE_KEYS;
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
         Ok(ResizeTensorSettings {

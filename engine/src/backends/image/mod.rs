@@ -5,7 +5,7 @@ mod decode_mat;
 mod mat2tensor;
 mod resize_mat;
 
-pub(crate) use resize_mat::resize_side;
+pub(crate) use resize_mat::{resize_side, RESIZE_KEYS};
 
 use crate::backend::Registry;
 use crate::config::Params;

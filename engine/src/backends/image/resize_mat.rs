@@ -10,10 +10,7 @@ pub struct ResizeMatSettings {
 }
 
 impl Settings for ResizeMatSettings {
-    const KEYS: &'static [Key] = &[
-        key("resize_h", "1 to 16384", "required", "output height"),
-        key("resize_w", "1 to 16384", "required", "output width"),
-    ];
+    const KEYS: &'static [Key] = RESIZE_KEYS;
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
         Ok(ResizeMatSettings {
@@ -37,6 +34,12 @@ pub struct ResizeMat {
 }
 
 const MAX_SIDE: usize = 16384;
+
+/// The keys of a resize backend (ResizeMat, ResizeTensor), read by `resize_side`.
+pub(crate) const RESIZE_KEYS: &[Key] = &[
+    key("resize_h", "1 to 16384", "required", "output height"),
+    key("resize_w", "1 to 16384", "required", "output width"),
+];
 
 /// `resize_h` / `resize_w` of a resize backend (ResizeMat, ResizeTensor): required, 1..=16384.
 pub(crate) fn resize_side(p: &Params, key: &str, backend: &str) -> Result<usize, ConfigError> {
