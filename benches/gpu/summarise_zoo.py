@@ -75,6 +75,10 @@ def main():
             "torch_fp16_rel_l2_worst_image": ref.get("torch_fp16_rel_l2_worst_image"),
             "torch_fp16_argmax_agree": (ref["torch_fp16_argmax_agree"], ref["images"])
             if "images" in ref else None,
+            # The same with BatchNorm folded into the weights, as the ONNX file we load has it.
+            "torch_fp16_folded_rel_l2": ref.get("torch_fp16_folded_rel_l2"),
+            "torch_fp16_folded_rel_l2_worst_image": ref.get(
+                "torch_fp16_folded_rel_l2_worst_image"),
             "torch_fp32_rel_l2": ref.get("torch_fp32_rel_l2"),
             "bn_calibrated": torch.get("bn_calibrated"),
             "weights_halved": torch.get("weights_halved"),
@@ -105,8 +109,8 @@ def main():
     json.dump(doc, open(out, "w"), indent=1)
     # Ours is the worst of model-check's batches, which at batch 1 is the worst single photo:
     # PyTorch's worst photo is the figure to read it against.
-    print("| model | loads | rel L2 fp16, worst (PyTorch's worst photo) | rel L2 fp32 | arg-max fp16 "
-          "(PyTorch) | b1 ours / torch ms | b8 | b32 |")
+    print("| model | loads | rel L2 fp16, worst (PyTorch's worst photo; folded BatchNorm) "
+          "| rel L2 fp32 | arg-max fp16 (PyTorch) | b1 ours / torch ms | b8 | b32 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         cells = []
@@ -120,7 +124,10 @@ def main():
         am = f'{r["argmax_agree"][0]}/{r["argmax_agree"][1]}' if r["argmax_agree"] else "–"
         f16 = f'{r["rel_l2_fp16"]:.1e}' if r["rel_l2_fp16"] is not None else "–"
         if r["torch_fp16_rel_l2_worst_image"] is not None:
-            f16 += f' ({r["torch_fp16_rel_l2_worst_image"]:.1e})'
+            f16 += f' ({r["torch_fp16_rel_l2_worst_image"]:.1e}'
+            if r["torch_fp16_folded_rel_l2_worst_image"] is not None:
+                f16 += f'; folded {r["torch_fp16_folded_rel_l2_worst_image"]:.1e}'
+            f16 += ")"
         if r["torch_fp16_argmax_agree"]:
             am += " ({}/{})".format(*r["torch_fp16_argmax_agree"])
         f32 = f'{r["rel_l2_fp32"]:.1e}' if r["rel_l2_fp32"] is not None else "–"

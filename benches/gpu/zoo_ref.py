@@ -12,6 +12,7 @@ model-check's batch-1 row is for us), arg-max agreement per image. Where our
 fp16 error is above the issue's 1e-2, this says whether PyTorch's fp16 on the same weights and
 photos is too. Writes OUTDIR/<model>.torchref.json.
 """
+import copy
 import json
 import sys
 
@@ -42,6 +43,19 @@ def load(src, name, dev):
     return x, want, net.to(dev)
 
 
+def fp16(net, x, k):
+    """The net's fp16 channels_last output on x as `[k, outputs]` (converts the net)."""
+    h = net.half().to(memory_format=torch.channels_last)
+    y = h(x.half().contiguous(memory_format=torch.channels_last))
+    return y.float().cpu().numpy().reshape(k, -1)
+
+
+def fuse(net):
+    """Conv → BatchNorm pairs folded as torch.onnx.export folds them in eval mode."""
+    from torch.fx.experimental.optimization import fuse as fx_fuse
+    return fx_fuse(net.eval())
+
+
 def main():
     src, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -54,9 +68,9 @@ def main():
             k = len(want)
             with torch.no_grad():
                 f32 = net(x).float().cpu().numpy().reshape(k, -1)
-                h = net.half().to(memory_format=torch.channels_last)
-                f16 = h(x.half().contiguous(memory_format=torch.channels_last))
-                f16 = f16.float().cpu().numpy().reshape(k, -1)
+                folded = fuse(copy.deepcopy(net))
+                f16 = fp16(net, x, k)
+                f16_folded = fp16(folded, x, k)
             rec.update({
                 "images": k,
                 "torch_fp32_rel_l2": rel_l2(f32, want),
@@ -66,6 +80,12 @@ def main():
                 "torch_fp16_rel_l2_worst_image": max(rel_l2(g, w) for g, w in zip(f16, want)),
                 "torch_fp16_finite": bool(np.isfinite(f16).all()),
                 "torch_fp16_argmax_agree": int((f16.argmax(1) == want.argmax(1)).sum()),
+                # PyTorch fp16 with BatchNorm folded into the weights, as the ONNX file has it.
+                "torch_fp16_folded_rel_l2": rel_l2(f16_folded, want),
+                "torch_fp16_folded_rel_l2_worst_image": max(rel_l2(g, w) for g, w in
+                                                            zip(f16_folded, want)),
+                "torch_fp16_folded_argmax_agree": int((f16_folded.argmax(1) ==
+                                                       want.argmax(1)).sum()),
                 # How near the CPU engine's top two logits are, per image: a fp16 arg-max
                 # flip on a near tie says little about the engine.
                 "top2_gap_rel": [float((np.sort(r)[-1] - np.sort(r)[-2]) / (np.abs(r).max()

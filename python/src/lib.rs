@@ -3,6 +3,8 @@
 //! the engine's items, and releases the GIL while the pipeline works, so that many Python
 //! threads calling one pipe get the pipeline's throughput.
 
+mod dlpack;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,12 +266,10 @@ fn to_python(py: Python<'_>, value: Value) -> PyResult<Converted<'_>> {
         Value::Bytes(b) => (PyBytes::new(py, &b).into_any(), None),
         Value::Text(s) => (PyString::new(py, &s).into_any(), None),
         Value::Empty => (py.None().into_bound(py), None),
-        other => {
-            return Ok(Err(format!(
-                "the pipeline ended in {}, which this build does not hand to Python",
-                other.kind()
-            )))
-        }
+        Value::Device(v) => match dlpack::DeviceArray::new(v) {
+            Ok(a) => (Bound::new(py, a)?.into_any(), None),
+            Err(reason) => return Ok(Err(reason)),
+        },
     }))
 }
 
@@ -360,6 +360,7 @@ fn parse_toml<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pipe>()?;
+    m.add_class::<dlpack::DeviceArray>()?;
     m.add_function(wrap_pyfunction!(parse_toml, m)?)?;
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add("TASK_DATA_KEY", DATA)?;

@@ -12,7 +12,9 @@
             print("failed:", d[TASK_ERROR_KEY])
 
 One `pipe` may be called from many threads at once: the GIL is released while the engine
-works. Failures never raise by default (as TorchPipe: `result` is absent); the reason is under
+works. A result the pipeline leaves on the GPU (the `cuda` build, a pipeline ending in
+DecodeTensor/ResizeTensor/cvtColorTensor) is a `DeviceArray`: `torch.from_dlpack(r)` makes a CUDA
+tensor over it without a copy, and `result_type="torch"` does that for you. Failures never raise by default (as TorchPipe: `result` is absent); the reason is under
 `error`. `pipe(..., raise_errors=True)` raises `PipelineError` after the call instead, with every
 dict filled in.
 """
@@ -21,6 +23,7 @@ from typing import Any, Dict, List, Union
 from . import _native
 from ._native import (  # noqa: F401 - re-exported
     CUDA,
+    DeviceArray,
     TASK_DATA_KEY,
     TASK_ERROR_KEY,
     TASK_NODE_NAME_KEY,
@@ -32,7 +35,7 @@ from ._native import (  # noqa: F401 - re-exported
 
 __all__ = [
     "pipe", "parse_toml", "ConfigError", "PipelineError", "TASK_DATA_KEY", "TASK_RESULT_KEY",
-    "TASK_NODE_NAME_KEY", "TASK_ERROR_KEY", "TASK_SCORE_KEY", "CUDA",
+    "TASK_NODE_NAME_KEY", "TASK_ERROR_KEY", "TASK_SCORE_KEY", "CUDA", "DeviceArray",
 ]
 
 Inputs = Union[Dict[str, Any], List[Dict[str, Any]]]
@@ -53,8 +56,9 @@ class pipe:
     """A TOML pipeline, built once: every node's instances, threads and models.
 
     config: a TOML path, or the dict `parse_toml` returns (edited or not).
-    result_type: "numpy" (tensors as numpy arrays), or "torch" (torch tensors; torch must be
-        importable).
+    result_type: "numpy" (tensors as numpy arrays; GPU values as DeviceArray, for any DLPack
+        consumer), or "torch" (torch tensors, GPU values as CUDA tensors by DLPack without a
+        copy; torch must be importable).
     raise_errors: raise PipelineError after a call in which an input got no result.
     request_timeout: seconds a call may take before its unfinished items fail.
     """
@@ -79,7 +83,9 @@ class pipe:
         if self._torch is not None:
             for d in dicts:
                 r = d.get(TASK_RESULT_KEY)
-                if r is not None and hasattr(r, "__array_interface__"):
+                if isinstance(r, DeviceArray):
+                    d[TASK_RESULT_KEY] = self._torch.from_dlpack(r)
+                elif r is not None and hasattr(r, "__array_interface__"):
                     d[TASK_RESULT_KEY] = self._torch.from_numpy(r)
         if self._raise:
             failed = [(i, d[TASK_ERROR_KEY]) for i, d in enumerate(dicts)

@@ -11,7 +11,8 @@ class result as an int), `TASK_RESULT_KEY` absent on failure, `parse_toml(path)`
 dict that `pipe` takes. Not covered (an AttributeError names what is missing): backends written
 in Python (`register_backend`, `register_filter`), `TASK_BOX_KEY`/`TASK_INFO_KEY` and the other
 keys of detection pipelines, the event/async API (`TASK_EVENT_KEY`), `torchpipe.utils`, and
-TensorRT-specific helpers; GPU tensors come back copied to the host.
+TensorRT-specific helpers. A GPU result (the `cuda` build) comes back as a CUDA torch tensor
+over the engine's memory, by DLPack, without a copy to the host.
 """
 from . import TASK_DATA_KEY, TASK_NODE_NAME_KEY, TASK_RESULT_KEY, parse_toml  # noqa: F401
 from . import pipe as _pipe

@@ -6,9 +6,11 @@
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
+use engine::backend::Settings;
+use engine::backends::image::{CvtColorMatSettings, DecodeMatSettings, ResizeMatSettings};
 use engine::config::NodeConfig;
 use engine::image;
-use engine::{Backend, Config, Item, Registry, Tensor, Value};
+use engine::{Backend, Config, Item, Pipeline, Registry, Tensor, Value};
 
 /// One preprocessing step, read off the TOML's nodes in pipeline order.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +39,9 @@ fn leaves<'a>(e: &'a engine::backend::Expr, out: &mut Vec<&'a str>) {
 
 impl Baseline {
     pub fn from_config(config: &Config, registry: &Registry) -> anyhow::Result<Baseline> {
+        // The pipeline's own checks: a misspelt key or a bad value fails here as it would
+        // there, and each step below reads its backend's typed settings.
+        Pipeline::check(config, registry)?;
         // Follow `next` from the entry node: the baseline is the pipeline's steps in a row.
         let mut order: Vec<&NodeConfig> = Vec::new();
         let entry = config
@@ -64,14 +69,14 @@ impl Baseline {
             for name in names {
                 match name {
                     "DecodeMat" => steps.push(Step::Decode {
-                        max_pixels: p.usize_or("max_pixels", image::DEFAULT_MAX_PIXELS)?,
+                        max_pixels: DecodeMatSettings::parse(p)?.max_pixels,
                     }),
-                    "ResizeMat" => steps.push(Step::Resize {
-                        h: p.usize("resize_h")?.context("ResizeMat needs resize_h")?,
-                        w: p.usize("resize_w")?.context("ResizeMat needs resize_w")?,
-                    }),
+                    "ResizeMat" => {
+                        let s = ResizeMatSettings::parse(p)?;
+                        steps.push(Step::Resize { h: s.h, w: s.w })
+                    }
                     "cvtColorMat" | "CvtColorMat" => steps.push(Step::Color {
-                        rgb: p.str_or("color", "bgr").eq_ignore_ascii_case("rgb"),
+                        rgb: CvtColorMatSettings::parse(p)?.rgb,
                     }),
                     "Mat2Tensor" => steps.push(Step::ToTensor),
                     "TensorrtTensor" => {
@@ -185,5 +190,37 @@ mod tests {
                 && err.contains("configs/resnet50.toml"),
             "{err}"
         );
+    }
+
+    /// The baseline reads the same TOML as the pipeline and refuses what the pipeline refuses:
+    /// a misspelt key is an error with did-you-mean, not a default silently taken.
+    #[test]
+    fn the_baseline_refuses_misspelt_keys_as_the_pipeline_does() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/resnet50.toml");
+        let good = std::fs::read_to_string(&path).unwrap().replace(
+            "\"models/resnet50.onnx\"",
+            &format!("\"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
+        );
+        for (from, to, key, hint) in [
+            ("resize_h", "resize_hh", "resize_hh", "resize_h"),
+            ("color", "colour", "colour", "color"),
+        ] {
+            assert!(
+                good.contains(&format!("{from} =")),
+                "{from} not in the TOML"
+            );
+            let text = good.replacen(&format!("{from} ="), &format!("{to} ="), 1);
+            let config = Config::parse(&text, &path).unwrap();
+            let err = Baseline::from_config(&config, &Registry::with_defaults())
+                .err()
+                .unwrap_or_else(|| panic!("the baseline took `{key}`"))
+                .to_string();
+            assert!(
+                err.contains(&format!("`{key}`"))
+                    && err.contains(&format!("did you mean `{hint}`")),
+                "{err}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ use crate::item::{Item, Value};
 
 pub struct CvtColorMatSettings {
     /// The channel order produced: RGB, else BGR.
-    rgb: bool,
+    pub rgb: bool,
 }
 
 impl Settings for CvtColorMatSettings {

@@ -5,7 +5,7 @@ use crate::image;
 use crate::item::{Item, Value};
 
 pub struct DecodeMatSettings {
-    max_pixels: usize,
+    pub max_pixels: usize,
 }
 
 impl Settings for DecodeMatSettings {

@@ -5,6 +5,10 @@ mod decode_mat;
 mod mat2tensor;
 mod resize_mat;
 
+// The settings are public for `server --baseline`, which runs these steps by hand.
+pub use cvt_color_mat::CvtColorMatSettings;
+pub use decode_mat::DecodeMatSettings;
+pub use resize_mat::ResizeMatSettings;
 pub(crate) use resize_mat::{resize_side, RESIZE_KEYS};
 
 use crate::backend::Registry;

@@ -5,8 +5,8 @@ use crate::image;
 use crate::item::{Item, Value};
 
 pub struct ResizeMatSettings {
-    h: usize,
-    w: usize,
+    pub h: usize,
+    pub w: usize,
 }
 
 impl Settings for ResizeMatSettings {
