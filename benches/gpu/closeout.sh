@@ -2,7 +2,8 @@
 # The device checks left open on issues 13, 14, 15, 16 and 17, in two calls (binaries as for
 # zoo.sh: dist/dist.tgz, here also carrying preprocess-check, dist/damaged/ and
 # dist/damaged_outcomes.txt as benches/gpu/zoo_check.sh describes, and for PART=b the cuda
-# wheel of python/ as dist/torchpipe_rs-*.whl).
+# wheel of python/ as dist/torchpipe_rs-*.whl, from
+#   target/pyenv/bin/maturin build --release --strip -m python/Cargo.toml --features cuda -o dist/).
 #   PART=a: device_id.sh (issue 17), damaged_pipeline.sh (issue 16), then zoo.sh at batch 1 on
 #           the models whose fp16 error is above 1e-2 and resnet50 with the seed flow (issue
 #           13), with zoo_ref.py's PyTorch reference on folded BatchNorm weights.
@@ -31,9 +32,11 @@ if [ "$PART" = a ]; then
 else
   OUT=$W DURATION=${DURATION:-4} timeout $((END - 150)) bash benches/gpu/sweep.sh 2>&1 | tail -n 60
   echo "== sweep done at ${SECONDS}s"
-  python3 -m pip install --quiet --no-deps --no-index dist/torchpipe_rs-*.whl > "$W/pip.log" 2>&1
-  echo "pip rc=$?"
-  OUT=$W timeout $((END - 30 - SECONDS)) bash benches/gpu/python_gpu.sh 2>&1 | tail -n 40
+  grep -hiE "did not stop|panicked" "$W"/sweep-*.log | head -n 5
+  # The wheel unpacked onto PYTHONPATH: no pip resolution against the box's packages.
+  rm -rf /tmp/tprs && python3 -m zipfile -e dist/torchpipe_rs-*.whl /tmp/tprs
+  PYTHONPATH=/tmp/tprs OUT=$W timeout $((END - 30 - SECONDS)) bash benches/gpu/python_gpu.sh \
+    2>&1 | tail -n 40
   echo "== python done at ${SECONDS}s"
 fi
 tar czf "$OUT/closeout-$PART.tgz" -C "$W" .
