@@ -9,7 +9,9 @@
 #           13), with zoo_ref.py's PyTorch reference on folded BatchNorm weights.
 #   PART=b: sweep.sh (issue 14), then the Python package with the cuda build (issue 15):
 #           python_threads.py on the GPU TOML and a GPU result taken by torch through DLPack.
-#   COMMIT=<sha> PART=a|b bash benches/gpu/closeout.sh   → $OUT/closeout-<PART>.tgz
+#   PART=c: tune_gpu_toml.py (issue 14 item 7: the GPU TOML against variants of itself), then
+#           zoo.sh's timing at batch 1, 8, 32 of the models nearest PyTorch's time (issue 13).
+#   COMMIT=<sha> PART=a|b|c bash benches/gpu/closeout.sh   → $OUT/closeout-<PART>.tgz
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 PART=${PART:?PART=a or PART=b}
@@ -28,6 +30,15 @@ if [ "$PART" = a ]; then
     mobilenet_v3_large resnet50 mobilenet_v2 mnasnet1_0 resnet101 regnet_y_400mf \
     efficientnet_b0}" \
     OUT=$W bash benches/gpu/zoo.sh 2>&1 | grep -v '^-r'
+  echo "== zoo done at ${SECONDS}s"
+elif [ "$PART" = c ]; then
+  ensure_models
+  timeout $((END - 200)) python3 benches/gpu/tune_gpu_toml.py "$W" --deadline $((END - 260)) \
+    2>&1 | tail -n 14
+  echo "== tuning done at ${SECONDS}s"
+  # The closest ratios to PyTorch, timed at this commit.
+  PART=c DEADLINE=$((END - 60 - SECONDS)) MODELS="${MODELS_C:-resnet50 vit_b_16 convnext_tiny \
+    mobilenet_v3_large}" FP32=none OUT=$W bash benches/gpu/zoo.sh 2>&1 | grep -v '^-r'
   echo "== zoo done at ${SECONDS}s"
 else
   OUT=$W DURATION=${DURATION:-4} timeout $((END - 150)) bash benches/gpu/sweep.sh 2>&1 | tail -n 60
