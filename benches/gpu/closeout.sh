@@ -34,8 +34,9 @@ if [ "$PART" = a ]; then
 elif [ "$PART" = c ]; then
   ensure_models
   timeout $((END - 200)) python3 benches/gpu/tune_gpu_toml.py "$W" --deadline $((END - 260)) \
-    2>&1 | tail -n 14
+    ${TUNE_ONLY:+--only "$TUNE_ONLY"} 2>&1 | tail -n 14
   echo "== tuning done at ${SECONDS}s"
+  [ -n "${TUNE_ONLY_STOP:-}" ] && { tar czf "$OUT/closeout-$PART.tgz" -C "$W" .; exit 0; }
   # The closest ratios to PyTorch, timed at this commit.
   PART=c DEADLINE=$((END - 60 - SECONDS)) MODELS="${MODELS_C:-resnet50 vit_b_16 convnext_tiny \
     mobilenet_v3_large}" FP32=none OUT=$W bash benches/gpu/zoo.sh 2>&1 | grep -v '^-r'

@@ -1,12 +1,13 @@
 """Issue 14 item 7 on the device: configs/resnet50_gpu.toml against variants of itself, to choose
 its shipped values from measurements.
 
-usage: tune_gpu_toml.py OUTDIR [--duration 4] [--deadline SECONDS]
+usage: tune_gpu_toml.py OUTDIR [--duration 4] [--deadline SECONDS] [--only NAME,NAME]
 
 Each variant is the shipped TOML with some keys changed (VARIANTS below). For each: a fresh
 server, 128 clients × 1 for DURATION seconds (then the per-node profile from /metrics: mean
 batch, busy time per batch, queue wait per item), then 20 × 1; the same client and photos as
-benches/sweep.py. Variants not started before --deadline are skipped. Writes
+benches/sweep.py. Variants not started before --deadline are skipped; --only runs the named
+ones (in VARIANTS' order). Writes
 OUTDIR/tune-gpu-toml.json and prints a table.
 """
 import argparse
@@ -30,6 +31,8 @@ VARIANTS = [
     ("model max 32", {"resnet50": {"max": 32}}),
     ("decoder max 32", {"gpu_decoder": {"max": 32}}),
     ("decoder 8 instances", {"gpu_decoder": {"instance_num": 8}}),
+    ("decoders 8 + 4 instances", {"gpu_decoder": {"instance_num": 8},
+                                  "cpu_decoder": {"instance_num": 4}}),
     ("batching_timeout 1", {"": {"batching_timeout": 1}}),
     ("batching_timeout 4", {"": {"batching_timeout": 4}}),
 ]
@@ -64,6 +67,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--deadline", type=float, default=420.0)
+    ap.add_argument("--only", default="", help="comma-separated variant names")
     a = ap.parse_args()
     t0 = time.time()
     os.chdir(ROOT)
@@ -72,7 +76,14 @@ def main():
                                    duration=a.duration, total=None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        only = [n for n in a.only.split(",") if n]
+        unknown = [n for n in only if n not in dict(VARIANTS)]
+        if unknown:
+            raise SystemExit(f"--only: no variant {unknown}; the variants: "
+                             f"{', '.join(n for n, _ in VARIANTS)}")
         for name, changes in VARIANTS:
+            if only and name not in only:
+                continue
             if time.time() - t0 > a.deadline:
                 print(f"{name}: skipped (deadline)", flush=True)
                 continue
