@@ -12,17 +12,12 @@ set -uo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_models || exit 1
 R=$OUT/damaged_pipeline.txt
-{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $COMMIT"; date -u +%F; } > "$R"
-get() { python3 -c "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=5).read().decode())" "$1"; }
+report_header > "$R"
 run() {  # $1 label, $2 toml
   dist/server --toml "$2" --port 8896 --metrics-port 9896 > "/tmp/damaged-$1.log" 2>&1 &
   local pid=$! agree=0 differ=0
-  for _ in $(seq 1 240); do
-    get http://127.0.0.1:9896/health/ready >/dev/null 2>&1 && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 1
-  done
-  if ! kill -0 $pid 2>/dev/null; then
+  if ! wait_ready 9896 $pid; then
+    kill $pid 2>/dev/null; wait $pid
     echo "== $1: server did not start" >> "$R"; tail -n 5 "/tmp/damaged-$1.log" >> "$R"; return
   fi
   echo "== $1" >> "$R"

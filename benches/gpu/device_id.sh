@@ -8,25 +8,18 @@ set -uo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_models || exit 1
 R=$OUT/device_id.txt
-{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $COMMIT"; date -u +%F; } > "$R"
-get() { python3 -c "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=5).read().decode())" "$1"; }
+report_header > "$R"
 serve() {  # $1 label, $2 toml
   dist/server --toml "$2" --port 8897 --metrics-port 9897 > "/tmp/dev-$1.log" 2>&1 &
   local pid=$!
-  # The port opens before the instances are built (and tuned, the first time): wait for
-  # readiness, not for the port.
-  for _ in $(seq 1 240); do
-    get http://127.0.0.1:9897/health/ready >/dev/null 2>&1 && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 1
-  done
-  if kill -0 $pid 2>/dev/null; then
+  if wait_ready 9897 $pid; then
     echo "== $1: serving" >> "$R"
     dist/client_qps --img_dir benches/imgs --port 8897 --request_client 20 --request_batch 1 \
       --total_number 20000 2>&1 | tail -n 12 >> "$R"
     kill -INT $pid; wait $pid
     echo "server exit $?" >> "$R"
   else
+    kill $pid 2>/dev/null  # not ready in time, if it is still running
     wait $pid
     echo "== $1: server exit $? (did not start)" >> "$R"
     grep -iE "error|device_id" "/tmp/dev-$1.log" | head -5 >> "$R"

@@ -22,3 +22,23 @@ ensure_models() {
   echo "no dist/model-check or dist/preprocess-check to write models/ with" >&2
   return 1
 }
+
+# A URL's body on stdout (the box has python3; curl is not promised).
+get() { python3 -c "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=5).read().decode())" "$1"; }
+
+# Waits until the server with metrics port $1 and process $2 is ready (up to 240 s); fails when
+# it exits first. The Thrift port opens before the instances are built (and tuned, the first
+# time): readiness, not the port, says it can answer.
+wait_ready() {
+  for _ in $(seq 1 240); do
+    get "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 1
+  done
+  return 1
+}
+
+# A report's first lines: the GPU and driver, the commit, the date.
+report_header() {
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $COMMIT"; date -u +%F
+}

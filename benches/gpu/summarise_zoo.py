@@ -1,7 +1,8 @@
 """Merges zoo.sh outputs (the zoo-<part>.tgz of one or more device calls, unpacked into
 folders) into benches/results/gpu-zoo-<date>.json in issue 13's format, and prints the table
 the README carries. A model checked in several folders is taken from the last one given; its
-fp32 check, when that folder has none, from the last folder that has one (`fp32_commit`).
+fp32 check, when that folder has none, from the last folder that has one (`fp32_commit`); the
+PyTorch reference (zoo_ref.py) merged over all folders, later figures replacing earlier ones.
 
 usage: summarise_zoo.py OUT.json DIR [DIR ...]
 """
@@ -56,7 +57,14 @@ def main():
             (x for x in reversed(dirs) if os.path.exists(os.path.join(x, f"{name}.fp32.json"))),
             d)
         f32 = load(os.path.join(f32_dir, f"{name}.fp32.json"))
-        ref = load(os.path.join(d, f"{name}.torchref.json")) or {}
+        # PyTorch's reference on the photos, merged over every folder in the order given (a
+        # later folder's figure replaces an earlier one's): a call that re-measured only some
+        # of it (the folded-BatchNorm figures) keeps the rest from the calls before.
+        ref = {}
+        for x in dirs:
+            r = load(os.path.join(x, f"{name}.torchref.json")) or {}
+            if "error" not in r:
+                ref.update(r)
         tb = {b["batch"]: b["torch_graph_ms"] for b in torch.get("batches", [])}
         row = {
             "model": name,

@@ -13,10 +13,11 @@
 
 One `pipe` may be called from many threads at once: the GIL is released while the engine
 works. A result the pipeline leaves on the GPU (the `cuda` build, a pipeline ending in
-DecodeTensor/ResizeTensor/cvtColorTensor) is a `DeviceArray`: `torch.from_dlpack(r)` makes a CUDA
-tensor over it without a copy, and `result_type="torch"` does that for you. Failures never raise by default (as TorchPipe: `result` is absent); the reason is under
-`error`. `pipe(..., raise_errors=True)` raises `PipelineError` after the call instead, with every
-dict filled in.
+DecodeTensor/ResizeTensor/cvtColorTensor) is a `DeviceArray`: `torch.from_dlpack(r)` makes a
+CUDA tensor over it without a copy, and `result_type="torch"` does that for you. Failures never
+raise by default (as TorchPipe: `result` is absent); the reason is under `error`.
+`pipe(..., raise_errors=True)` raises `PipelineError` after the call instead, with every dict
+filled in.
 """
 from typing import Any, Dict, List, Union
 

@@ -168,22 +168,33 @@ impl Baseline {
 mod tests {
     use super::*;
 
-    /// The GPU TOML's preprocessing cannot run in the baseline's request threads: the error says
-    /// which TOML to give it instead, before anything is built.
-    #[test]
-    fn the_baseline_refuses_gpu_preprocessing_and_says_what_to_use() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/resnet50_gpu.toml");
-        // The model is never loaded here; any existing file passes the parser's path check.
+    /// A repo TOML after `edit`, its model path pointed at a file that exists (the model is
+    /// never loaded here; the parser only checks that the path is there).
+    fn repo_config(name: &str, edit: impl FnOnce(String) -> String) -> Config {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(name);
         let text = std::fs::read_to_string(&path).unwrap().replace(
             "\"models/resnet50.onnx\"",
             &format!("\"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
         );
-        let config = Config::parse(&text, &path).unwrap();
-        let err = Baseline::from_config(&config, &Registry::with_defaults())
-            .err()
-            .expect("the baseline accepted GPU preprocessing")
-            .to_string();
+        Config::parse(&edit(text), &path).unwrap()
+    }
+
+    /// Why the baseline refuses `config` (the test fails if it does not).
+    fn refusal(config: &Config, what: &str) -> String {
+        match Baseline::from_config(config, &Registry::with_defaults()) {
+            Ok(_) => panic!("the baseline accepted {what}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The GPU TOML's preprocessing cannot run in the baseline's request threads: the error says
+    /// which TOML to give it instead, before anything is built.
+    #[test]
+    fn the_baseline_refuses_gpu_preprocessing_and_says_what_to_use() {
+        let config = repo_config("resnet50_gpu.toml", |t| t);
+        let err = refusal(&config, "GPU preprocessing");
         assert!(
             err.contains("[gpu_decoder]")
                 && err.contains("DecodeTensor")
@@ -196,29 +207,17 @@ mod tests {
     /// a misspelt key is an error with did-you-mean, not a default silently taken.
     #[test]
     fn the_baseline_refuses_misspelt_keys_as_the_pipeline_does() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/resnet50.toml");
-        let good = std::fs::read_to_string(&path).unwrap().replace(
-            "\"models/resnet50.onnx\"",
-            &format!("\"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
-        );
-        for (from, to, key, hint) in [
-            ("resize_h", "resize_hh", "resize_hh", "resize_h"),
-            ("color", "colour", "colour", "color"),
+        for (from, to, hint) in [
+            ("resize_h", "resize_hh", "resize_h"),
+            ("color", "colour", "color"),
         ] {
+            let config = repo_config("resnet50.toml", |t| {
+                assert!(t.contains(&format!("{from} =")), "{from} not in the TOML");
+                t.replacen(&format!("{from} ="), &format!("{to} ="), 1)
+            });
+            let err = refusal(&config, &format!("`{to}`"));
             assert!(
-                good.contains(&format!("{from} =")),
-                "{from} not in the TOML"
-            );
-            let text = good.replacen(&format!("{from} ="), &format!("{to} ="), 1);
-            let config = Config::parse(&text, &path).unwrap();
-            let err = Baseline::from_config(&config, &Registry::with_defaults())
-                .err()
-                .unwrap_or_else(|| panic!("the baseline took `{key}`"))
-                .to_string();
-            assert!(
-                err.contains(&format!("`{key}`"))
-                    && err.contains(&format!("did you mean `{hint}`")),
+                err.contains(&format!("`{to}`")) && err.contains(&format!("did you mean `{hint}`")),
                 "{err}"
             );
         }
