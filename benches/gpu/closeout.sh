@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device checks left open on issues 13, 14, 15, 16 and 17, in two calls (binaries as for
+# The device checks left open on issues 13, 14, 15, 16 and 17, in three parts (binaries as for
 # zoo.sh: dist/dist.tgz, here also carrying preprocess-check, dist/damaged/ and
 # dist/damaged_outcomes.txt as benches/gpu/zoo_check.sh describes, and for PART=b the cuda
 # wheel of python/ as dist/torchpipe_rs-*.whl, from
@@ -11,10 +11,12 @@
 #           python_threads.py on the GPU TOML and a GPU result taken by torch through DLPack.
 #   PART=c: tune_gpu_toml.py (issue 14 item 7: the GPU TOML against variants of itself), then
 #           zoo.sh's timing at batch 1, 8, 32 of the models nearest PyTorch's time (issue 13).
+#   TUNE_ONLY="name,name" runs only those variants of tune_gpu_toml.py, and TUNE_ONLY_STOP=1
+#           ends part c after them (the second call of 2026-12-02).
 #   COMMIT=<sha> PART=a|b|c bash benches/gpu/closeout.sh   → $OUT/closeout-<PART>.tgz
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
-PART=${PART:?PART=a or PART=b}
+PART=${PART:?PART=a, b or c}
 END=${END:-560}
 W=/tmp/closeout-$PART
 rm -rf "$W"
