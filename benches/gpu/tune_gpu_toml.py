@@ -39,26 +39,20 @@ VARIANTS = [
 
 
 def variant(text, changes):
-    """The TOML text with `changes` applied: a key replaced where the table sets it, else added
-    at the top of the table."""
+    """The TOML text with `changes` applied: a key replaced where its table (or the globals)
+    sets it, else added at the end of that table."""
     for table, keys in changes.items():
         for key, value in keys.items():
-            if table:
-                head = re.search(rf"^\[{re.escape(table)}\]\n", text, re.M)
-                end = re.search(r"^\[", text[head.end():], re.M)
-                stop = head.end() + (end.start() if end else len(text) - head.end())
-                body = text[head.end():stop]
-                line = re.compile(rf"^{key} = .*$", re.M)
-                body = line.sub(f"{key} = {value}", body) if line.search(body) else \
-                    f"{key} = {value}\n{body}"
-                text = text[:head.end()] + body + text[stop:]
-            else:
-                first = re.search(r"^\[", text, re.M).start()
-                globs = text[:first]
-                line = re.compile(rf"^{key} = .*$", re.M)
-                globs = line.sub(f"{key} = {value}", globs) if line.search(globs) else \
-                    f"{globs}{key} = {value}\n"
-                text = globs + text[first:]
+            # The table's span: from after its header (the file's start for the globals) to
+            # the next header.
+            start = re.search(rf"^\[{re.escape(table)}\]\n", text, re.M).end() if table else 0
+            end = re.search(r"^\[", text[start:], re.M)
+            stop = start + end.start() if end else len(text)
+            body = text[start:stop]
+            line = re.compile(rf"^{key} = .*$", re.M)
+            body = line.sub(f"{key} = {value}", body) if line.search(body) else \
+                f"{body.rstrip()}\n{key} = {value}\n\n"
+            text = text[:start] + body + text[stop:]
     return text
 
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use engine::backend::{Backend, InitContext, Registry};
 use engine::{
-    BackendError, Config, ConfigError, Item, Pipeline, PipelineOptions, RequestError, Value,
+    BackendError, Config, ConfigError, Item, Outcome, Pipeline, PipelineOptions, RequestError,
+    Value,
 };
 
 /// Records which instance ran the item and in a batch of how many.
@@ -114,6 +115,17 @@ fn pipeline(toml: &str) -> Pipeline {
 fn pipeline_with(toml: &str, options: PipelineOptions) -> Pipeline {
     let config = Config::parse(toml, Path::new("test.toml")).unwrap();
     Pipeline::build(config, registry(), options).unwrap()
+}
+
+/// Submits one item as a request and waits up to `within` for its outcomes (the test fails
+/// if none come by then).
+fn answer_within(p: &Pipeline, item: Item, within: Duration) -> Vec<Outcome> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.submit(vec![item], move |out| {
+        let _ = tx.send(out);
+    })
+    .unwrap();
+    rx.recv_timeout(within).unwrap()
 }
 
 fn text(s: &str) -> Item {
@@ -592,13 +604,8 @@ fn a_hung_backend_fails_its_request_within_the_timeout() {
         request_timeout: Duration::from_millis(200),
     };
     let p = pipeline_with("[stuck]\nbackend = \"Sleep\"\nsleep_ms = 3000\n", options);
-    let (tx, rx) = std::sync::mpsc::channel();
     let started = Instant::now();
-    p.submit(vec![text("a")], move |out| {
-        let _ = tx.send(out);
-    })
-    .unwrap();
-    let out = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let out = answer_within(&p, text("a"), Duration::from_secs(5));
     let took = started.elapsed();
     match &out[0] {
         Err(RequestError::Timeout { node, waited_ms }) => {
@@ -620,12 +627,7 @@ fn shutdown_does_not_wait_for_a_hung_instance_forever() {
         request_timeout: Duration::from_millis(100),
     };
     let mut p = pipeline_with("[stuck]\nbackend = \"Sleep\"\nsleep_ms = 10000\n", options);
-    let (tx, rx) = std::sync::mpsc::channel();
-    p.submit(vec![text("a")], move |out| {
-        let _ = tx.send(out);
-    })
-    .unwrap();
-    assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap()[0].is_err());
+    assert!(answer_within(&p, text("a"), Duration::from_secs(5))[0].is_err());
     let started = Instant::now();
     p.shutdown(Duration::from_millis(100));
     let took = started.elapsed();
@@ -637,12 +639,7 @@ fn shutdown_waits_for_instances_that_are_releasing_their_resources() {
     // Past their last batch, two instances take 1.5 s each to drop their backend: longer than
     // the second a hung batch gets, and not hung. Shutdown waits for both.
     let mut p = pipeline("[slow]\nbackend = \"SlowDrop\"\ninstance_num = 2\n");
-    let (tx, rx) = std::sync::mpsc::channel();
-    p.submit(vec![text("a")], move |out| {
-        let _ = tx.send(out);
-    })
-    .unwrap();
-    assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap()[0].is_ok());
+    assert!(answer_within(&p, text("a"), Duration::from_secs(5))[0].is_ok());
     let started = Instant::now();
     p.shutdown(Duration::from_millis(100));
     let took = started.elapsed();

@@ -186,11 +186,7 @@ impl Params {
         let Some(text) = self.raw(key) else {
             return Ok(None);
         };
-        let values: Option<Vec<f32>> = text
-            .split(',')
-            .map(|v| v.trim().parse::<f32>().ok().filter(|f| f.is_finite()))
-            .collect();
-        match values {
+        match number_list(text) {
             Some(v) if v.len() == n => Ok(Some(v)),
             _ => Err(self.error(key, text, format!("{n} numbers separated by commas"))),
         }
@@ -202,9 +198,7 @@ impl Params {
         let Some(text) = self.raw(key) else {
             return Ok(None);
         };
-        text.split(',')
-            .map(|v| v.trim().parse::<f32>().ok().filter(|f| f.is_finite()))
-            .collect::<Option<Vec<f32>>>()
+        number_list(text)
             .map(Some)
             .ok_or_else(|| self.error(key, text, "numbers separated by commas"))
     }
@@ -223,6 +217,13 @@ impl Params {
             )
         })
     }
+}
+
+/// Finite numbers separated by commas, or `None` when any part is not one.
+fn number_list(text: &str) -> Option<Vec<f32>> {
+    text.split(',')
+        .map(|v| v.trim().parse::<f32>().ok().filter(|f| f.is_finite()))
+        .collect()
 }
 
 pub fn resolve_path(toml_file: &Path, text: &str) -> Option<PathBuf> {
