@@ -1,6 +1,7 @@
 """fp16 rounding emulated on the CPU: where the zoo's fp16 error comes from (issue 13).
 
-usage: fp16_emulation.py [--seeds N] [--blocks] [--parts] [--sum-preserving] MODEL [MODEL ...]
+usage: fp16_emulation.py [--seeds N] [--blocks] [--parts] [--sum-preserving] [--keep KINDS ...]
+                         [--se-values] MODEL [MODEL ...]
 
 Runs on any machine with torch and torchvision (no GPU): zoo.py's model and weights (seeded,
 BatchNorm calibrated on the CPU exactly as zoo.py does), the photos of benches/imgs resized to
@@ -16,7 +17,14 @@ torch.manual_seed(0..N-1) for the weights (how much is the draw of one seed). Fo
 zoo's weights): --parts rounds the weights alone and the activations alone; --blocks rounds only
 one block's weights at a time (how much one block's weight rounding moves the output);
 --sum-preserving rounds the folded weights alone, to nearest and then with each output
-channel's rounding errors made to sum to ~0 (a lead for the engine's weight conversion).
+channel's rounding errors made to sum to ~0 (a lead for the engine's weight conversion);
+--keep KINDS (comma-separated, repeatable) runs the folded net in fp16 with the weights of those
+kinds kept in fp32, the activations rounded as before: dw (depthwise convolutions' filters), se
+(squeeze-excitation's convolutions), conv (every other convolution's filters), fc (Linear
+weights), bias (every bias), all (every parameter); with --se-values the values inside
+squeeze-excitation blocks and the head (global pool, classifier) stay in fp32 too. Which parts
+an engine could keep in fp32, and what is left when it does, is what this asks. --sum-preserving
+also runs the whole emulation (weights and activations) with that rounding of the filters.
 """
 import argparse
 import copy
@@ -84,26 +92,80 @@ def emulate(net, x, only=None, weights=True):
         return n(x)
 
 
+KINDS = ("dw", "se", "conv", "fc", "bias", "all")
+
+
+def kind_of(net):
+    """Parameter name → its kind (KINDS) in net."""
+    out = {}
+    for mname, m in net.named_modules():
+        for pname, _ in m.named_parameters(recurse=False):
+            full = f"{mname}.{pname}" if mname else pname
+            if pname == "bias":
+                out[full] = "bias"
+            elif isinstance(m, torch.nn.Linear):
+                out[full] = "fc"
+            elif isinstance(m, torch.nn.Conv2d):
+                se = mname.rsplit(".", 1)[-1] in ("fc1", "fc2") or ".se." in f".{mname}."
+                if se:
+                    out[full] = "se"
+                elif m.groups > 1 and m.groups == m.in_channels:
+                    out[full] = "dw"
+                else:
+                    out[full] = "conv"
+    return out
+
+
+def vector_modules(net):
+    """Names of the modules whose outputs are vectors: inside squeeze-excitation blocks (not
+    the block's own output, the scaled map) and the head (global pool, classifier)."""
+    se = [n for n, m in net.named_modules() if isinstance(m, torchvision.ops.SqueezeExcitation)]
+    out = set()
+    for name, m in net.named_modules():
+        inside = any(name.startswith(s + ".") for s in se)
+        head = name.split(".")[0] in ("avgpool", "classifier", "fc") and name != ""
+        if inside or head:
+            out.add(name)
+    return out
+
+
+def keep_fp32(net, x, keep, se_values=False):
+    """The folded net in emulated fp16 with the parameters of the kinds in `keep` in fp32 (and
+    with `se_values`, the values of vector_modules)."""
+    kinds = kind_of(net)
+    vectors = vector_modules(net) if se_values else set()
+    n = copy.deepcopy(net)
+    with torch.no_grad():
+        for name, p in n.named_parameters():
+            if "all" not in keep and kinds.get(name) not in keep:
+                p.copy_(r16(p))
+        for name, m in n.named_modules():
+            if name not in vectors:
+                m.register_forward_hook(lambda m, i, o: r16(o) if torch.is_tensor(o) else o)
+        return n(r16(x))
+
+
 def sum_preserving(w):
-    """fp16 values for w, row by row (an output channel each): round to nearest, then flip the
-    roundings that cost least until the row's errors sum as near 0 as flips can take them;
-    every value stays one of the two fp16 neighbours of its weight."""
+    """fp16 values for w, row by row (an output channel each): round to nearest, then move the
+    roundings that cost least to the other fp16 neighbour of their weight, as many as bring the
+    row's summed error nearest 0 (only those whose move is against the sum's sign)."""
     w64 = w.double().reshape(w.shape[0], -1)
-    near = w64.half().double()
+    nearh = w64.half()
+    near = nearh.double()
     inf = torch.tensor(float("inf"), dtype=torch.half)
-    other_up = torch.nextafter(near.half(), inf).double()
-    other_dn = torch.nextafter(near.half(), -inf).double()
-    other = torch.where(near > w64, other_dn, other_up)
-    out = near.clone()
-    for i in range(w64.shape[0]):
-        e = float((near[i] - w64[i]).sum())
-        cost = (other[i] - w64[i]).abs() - (near[i] - w64[i]).abs()
-        for j in torch.argsort(cost).tolist():
-            d = float(other[i, j] - near[i, j])
-            if abs(e + d) < abs(e):
-                out[i, j] = other[i, j]
-                e += d
-    return out.reshape(w.shape).float()
+    other = torch.where(near > w64, torch.nextafter(nearh, -inf).double(),
+                        torch.nextafter(nearh, inf).double())
+    d = other - near
+    e = (near - w64).sum(1, keepdim=True)
+    cand = d * e < 0
+    cost = torch.where(cand, (other - w64).abs() - (near - w64).abs(),
+                       torch.full_like(d, float("inf")))
+    order = torch.argsort(cost, dim=1)
+    moves = torch.gather(torch.where(cand, d, torch.zeros_like(d)), 1, order)
+    sums = torch.cat([torch.zeros_like(e), torch.cumsum(moves, 1)], 1)
+    k = torch.argmin((e + sums).abs(), dim=1, keepdim=True)
+    moved = torch.zeros_like(cand).scatter(1, order, torch.arange(d.shape[1]) < k)
+    return torch.where(moved, other, near).reshape(w.shape).float()
 
 
 def rel(a, b):
@@ -126,6 +188,9 @@ def main():
     ap.add_argument("--blocks", action="store_true")
     ap.add_argument("--parts", action="store_true")
     ap.add_argument("--sum-preserving", action="store_true")
+    ap.add_argument("--keep", action="append", default=[],
+                    help="comma-separated kinds: " + ", ".join(KINDS))
+    ap.add_argument("--se-values", action="store_true")
     ap.add_argument("models", nargs="+")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -153,9 +218,22 @@ def main():
                     for p in n.parameters():
                         p.copy_(sum_preserving(p) if p.dim() == 4 else r16(p))
                     sp = rel(n(x), ref)
+                    for m in n.modules():
+                        m.register_forward_hook(
+                            lambda m, i, o: r16(o) if torch.is_tensor(o) else o)
+                    y = n(r16(x))
                 near = rel(emulate(folded, x, only=lambda k: True), ref)
-                print(f"  folded weights alone: to nearest {near:.2e}, sum-preserving {sp:.2e}",
-                      flush=True)
+                print(f"  folded weights alone: to nearest {near:.2e}, sum-preserving {sp:.2e}; "
+                      f"with the activations rounded: sum-preserving {rel(y, ref):.2e} (worst "
+                      f"photo {max(rel(p, q) for p, q in zip(y, ref)):.2e})", flush=True)
+            for k in a.keep if seed == 0 else ():
+                keep = set(k.split(","))
+                if not keep <= set(KINDS):
+                    ap.error(f"--keep {k}: kinds are " + ", ".join(KINDS))
+                y = keep_fp32(folded, x, keep, a.se_values)
+                extra = " and the SE/head values" if a.se_values else ""
+                print(f"  folded, {k}{extra} in fp32: {rel(y, ref):.2e} (worst photo "
+                      f"{max(rel(p, q) for p, q in zip(y, ref)):.2e})", flush=True)
             if a.blocks and seed == 0 and hasattr(net, "features"):
                 for i in range(len(net.features)):
                     pre = f"features.{i}."

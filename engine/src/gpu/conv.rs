@@ -68,6 +68,19 @@ pub(super) fn is_depthwise(c: &ConvStep) -> bool {
 /// `Mode::Depthwise`'s algorithm number for `depthwise_nhwc` (0 is the strided kernel).
 pub(super) const DEPTHWISE_NHWC: u32 = 1;
 
+/// The tuner's default bound on a candidate's relative L2 against the implicit GEMM's output.
+pub fn default_tolerance(precision: Precision) -> f64 {
+    match precision {
+        // Rounding the output to fp16 alone differs by ~3e-4 (twice, in the split epilogue).
+        // An algorithm above 1e-3 loses precision inside (transforms or partial sums in fp16:
+        // resnet18's fp16 output was 2.3e-2 off at batch 32 under 2e-3, 1.5e-3 at the batch
+        // sizes tuned otherwise).
+        Precision::Fp16 => 1e-3,
+        // fp32 is the reference mode: only algorithms as exact as the implicit GEMM.
+        Precision::Fp32 => 1e-5,
+    }
+}
+
 /// Elements in the kernels' 16-byte chunk.
 pub(super) fn chunk_elements(precision: Precision) -> usize {
     16 / precision.bytes()
@@ -659,6 +672,8 @@ pub(super) struct Tuner {
     ws: DeviceBuf,
     timer: Timer,
     precision: Precision,
+    /// A candidate further than this from the implicit GEMM's output is refused.
+    tolerance: f64,
     blas: Option<Blas>,
     lt: Option<Lt>,
 }
@@ -696,6 +711,7 @@ impl Tuner {
             ws: DeviceBuf::new(&m.ctx, WORKSPACE_LIMIT)?,
             timer: Timer::new()?,
             precision: m.precision,
+            tolerance: m.tune_tolerance,
             blas: if rows {
                 Some(Blas::new(&stream)?)
             } else {
@@ -775,15 +791,7 @@ impl Tuner {
                 .sum();
             let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
             err = (num / den.max(1e-30)).sqrt();
-            let tol = match self.precision {
-                // Rounding the output to fp16 alone differs by ~3e-4 (twice, in the split
-                // epilogue). An algorithm above 1e-3 loses precision inside (transforms or
-                // partial sums in fp16: resnet18's fp16 output was 2.3e-2 off at batch 32
-                // under 2e-3, 1.5e-3 at the batch sizes tuned otherwise).
-                Precision::Fp16 => 1e-3,
-                // fp32 is the reference mode: only algorithms as exact as the implicit GEMM.
-                Precision::Fp32 => 1e-5,
-            };
+            let tol = self.tolerance;
             if err.is_nan() || err > tol {
                 return Err(GpuError::Plan(format!(
                     "{:?}/{} computes a different result (relative L2 {err:.2e} against \

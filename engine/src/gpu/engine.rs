@@ -15,8 +15,8 @@ use super::blas_lt::Lt;
 use super::cache::{self, CacheFile};
 use super::capture::Captured;
 use super::conv::{
-    conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, Exec, Mode,
-    Tuner, LT_CONFIGS,
+    self, conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, Exec,
+    Mode, Tuner, LT_CONFIGS,
 };
 use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
@@ -43,6 +43,8 @@ pub struct GpuModel {
     pub(super) ctx: Arc<CudaContext>,
     pub(super) plan: Plan,
     pub(super) precision: Precision,
+    /// The tuner's bound on a candidate's error (`conv::default_tolerance` unless set).
+    pub(super) tune_tolerance: f64,
     /// Per convolution, in plan order.
     pub(super) weights: Vec<ConvWeights>,
     /// The plan's other constants (scales, biases, matrices), in the engine's precision.
@@ -123,6 +125,7 @@ impl GpuModel {
             ctx,
             plan,
             precision,
+            tune_tolerance: conv::default_tolerance(precision),
             weights,
             consts,
             kernels,
@@ -151,6 +154,30 @@ impl GpuModel {
 
     pub fn device(&self) -> &str {
         &self.device
+    }
+
+    /// Sets the tuner's bound on a convolution candidate's relative L2 against the implicit
+    /// GEMM's output (`conv::default_tolerance` otherwise): a diagnostic of how much the choice
+    /// of algorithms adds to the model's error. Refused with a `model::cache`, whose choices were
+    /// made under the default bound.
+    pub fn set_tune_tolerance(&mut self, tolerance: f64) -> Result<()> {
+        if !(tolerance.is_finite() && tolerance > 0.0) {
+            return Err(GpuError::Plan(format!(
+                "tuning tolerance {tolerance}: expected a positive number"
+            )));
+        }
+        if self.cache_path.is_some() {
+            return Err(GpuError::Plan(
+                "a tuning tolerance other than the default cannot be used with a model::cache"
+                    .into(),
+            ));
+        }
+        self.tune_tolerance = tolerance;
+        Ok(())
+    }
+
+    pub fn tune_tolerance(&self) -> f64 {
+        self.tune_tolerance
     }
 
     pub fn report(&self) -> LoadReport {

@@ -45,6 +45,11 @@ struct Args {
     /// `model::cache` file: used when it matches, (re)written otherwise.
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// The tuner's bound on a convolution algorithm's relative L2 against cuDNN's implicit
+    /// GEMM (default 1e-3 in fp16, 1e-5 in fp32): how much the choice of algorithms adds to
+    /// the model's error. Not with --cache.
+    #[arg(long, conflicts_with = "cache")]
+    tune_tolerance: Option<f64>,
     /// Only load and build one instance for all batch sizes, print the time to ready, exit.
     #[arg(long)]
     ready_only: bool,
@@ -273,12 +278,13 @@ fn main() -> Result<()> {
     }
 
     let started = Instant::now();
-    let model = Arc::new(GpuModel::load(
-        &model_path,
-        precision,
-        a.cache.as_deref(),
-        0,
-    )?);
+    let mut model = GpuModel::load(&model_path, precision, a.cache.as_deref(), 0)?;
+    if let Some(t) = a.tune_tolerance {
+        model
+            .set_tune_tolerance(t)
+            .with_context(|| format!("--tune-tolerance {t}"))?;
+    }
+    let model = Arc::new(model);
     // One instance per batch size checked, so only those sizes are tuned.
     let mut insts = std::collections::BTreeMap::new();
     for &n in &a.batches {
@@ -300,6 +306,7 @@ fn main() -> Result<()> {
         "ready_s": ready_s,
         "cache": report.cache,
         "tune_s": report.tune_seconds,
+        "tune_tolerance": model.tune_tolerance(),
     });
     if a.ready_only {
         if let Some(p) = &a.json {

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 13's "ResNet50 no slower than today": the GPU engine of a62b87c (whose figures the issue
+# quotes: 0.343 ms at batch 1, 1.250 ms at batch 32) against this commit's, in one call, on the
+# file a62b87c measured (make-models' resnet50, written by a62b87c's own model-check).
+# Binaries: dist/model-check (this commit, as for zoo.sh) and dist/old/model-check (a62b87c):
+#   git worktree add ../old a62b87c && (cd ../old && cargo build --release -p server \
+#     --features cuda --bins) && strip -o dist/old/model-check ../old/target/release/model-check
+# ROUNDS (default 3) alternations of old and new, so that clock drift falls on both; each run is
+# model-check's check and timing at batch 1 and 32 (median of 31 rounds of 20 CUDA-graph
+# replays), its tuning done once per binary through its own model::cache file.
+#   COMMIT=<sha> bash benches/gpu/resnet50_ab.sh   → $OUT/resnet50_ab/ and a summary on stdout
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+W=$OUT/resnet50_ab
+rm -rf "$W" /tmp/ab-models /tmp/ab-old.cache /tmp/ab-new.cache
+mkdir -p "$W" /tmp/ab-models
+dist/old/model-check --write-models /tmp/ab-models >/dev/null || exit 1
+for r in $(seq 1 "${ROUNDS:-3}"); do
+  for b in old new; do
+    bin=dist/model-check
+    [ "$b" = old ] && bin=dist/old/model-check
+    timeout 150 "$bin" --model /tmp/ab-models/resnet50.onnx --precision fp16 --batches 1,32 \
+      --concurrent-batches 0 --cache "/tmp/ab-$b.cache" --json "$W/$b-$r.json" > "$W/$b-$r.log" 2>&1
+    echo "$b round $r rc=$? $(grep -E '^ +[0-9]+ ' "$W/$b-$r.log" | tr -s ' ' | tr '\n' '|')"
+  done
+done
+python3 - "$W" <<'PY' | tee "$W/summary.txt"
+import glob, json, statistics, sys
+w = sys.argv[1]
+ms = {}
+for f in sorted(glob.glob(f"{w}/*-*.json")):
+    b = f.rsplit("/", 1)[1].split("-")[0]
+    for row in json.load(open(f))["batches"]:
+        ms.setdefault((b, row["batch"]), []).append(row["ours_ms"])
+for n in sorted({k[1] for k in ms}):
+    old, new = ms.get(("old", n), []), ms.get(("new", n), [])
+    if old and new:
+        o, m = statistics.median(old), statistics.median(new)
+        print(f"batch {n}: a62b87c {o:.4f} ms {old}, this commit {m:.4f} ms "
+              f"{new}; this / a62b87c = {m / o:.3f}")
+PY
