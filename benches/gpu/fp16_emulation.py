@@ -77,6 +77,13 @@ def fold(net):
     return net
 
 
+def round_outputs(net, skip=()):
+    """Rounds every module's output to fp16 (but those of the modules named in `skip`)."""
+    for name, m in net.named_modules():
+        if name not in skip:
+            m.register_forward_hook(lambda m, i, o: r16(o) if torch.is_tensor(o) else o)
+
+
 def emulate(net, x, only=None, weights=True):
     """net's output with fp16 rounding emulated; `only`: round just the parameters whose names
     it accepts (and no activations); `weights=False`: round the activations alone."""
@@ -86,8 +93,7 @@ def emulate(net, x, only=None, weights=True):
             if weights and p.is_floating_point() and (only is None or only(name)):
                 p.copy_(r16(p))
         if only is None:
-            for m in n.modules():
-                m.register_forward_hook(lambda m, i, o: r16(o) if torch.is_tensor(o) else o)
+            round_outputs(n)
             x = r16(x)
         return n(x)
 
@@ -139,9 +145,7 @@ def keep_fp32(net, x, keep, se_values=False):
         for name, p in n.named_parameters():
             if "all" not in keep and kinds.get(name) not in keep:
                 p.copy_(r16(p))
-        for name, m in n.named_modules():
-            if name not in vectors:
-                m.register_forward_hook(lambda m, i, o: r16(o) if torch.is_tensor(o) else o)
+        round_outputs(n, skip=vectors)
         return n(r16(x))
 
 
@@ -218,9 +222,7 @@ def main():
                     for p in n.parameters():
                         p.copy_(sum_preserving(p) if p.dim() == 4 else r16(p))
                     sp = rel(n(x), ref)
-                    for m in n.modules():
-                        m.register_forward_hook(
-                            lambda m, i, o: r16(o) if torch.is_tensor(o) else o)
+                    round_outputs(n)
                     y = n(r16(x))
                 near = rel(emulate(folded, x, only=lambda k: True), ref)
                 print(f"  folded weights alone: to nearest {near:.2e}, sum-preserving {sp:.2e}; "

@@ -18,9 +18,10 @@ for m in ${TOL_MODELS:?}; do
     [ "$SECONDS" -lt "${DEADLINE:-500}" ] || { echo "$m $t: skipped (deadline)"; continue; }
     flag=()
     [ "$t" = default ] || flag=(--tune-tolerance "$t")
-    log=/dev/null
-    [ "$t" = default ] && [ -n "$first" ] && log="$W/$m.tune-debug.log"
-    RUST_LOG=${first:+engine::gpu::conv=debug} timeout 150 dist/model-check --model "$f" \
+    # Debug logging only for the run whose log is kept.
+    log=/dev/null level=${RUST_LOG:-}
+    [ "$t" = default ] && [ -n "$first" ] && log="$W/$m.tune-debug.log" level=engine::gpu::conv=debug
+    RUST_LOG=$level timeout 150 dist/model-check --model "$f" \
       --precision fp16 --batches 1,32 --concurrent-batches 0 --rounds 15 "${flag[@]}" \
       --json "$W/$m.$t.json" > "$W/$m.$t.log" 2> "$log"
     echo "$m tolerance $t rc=$? $(grep -E '^ +[0-9]+ ' "$W/$m.$t.log" | tr -s ' ' | tr '\n' '|')"

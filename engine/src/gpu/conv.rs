@@ -791,8 +791,7 @@ impl Tuner {
                 .sum();
             let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
             err = (num / den.max(1e-30)).sqrt();
-            let tol = self.tolerance;
-            if err.is_nan() || err > tol {
+            if err.is_nan() || err > self.tolerance {
                 return Err(GpuError::Plan(format!(
                     "{:?}/{} computes a different result (relative L2 {err:.2e} against \
                      IMPLICIT_GEMM)",
