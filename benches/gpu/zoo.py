@@ -47,7 +47,7 @@ def build(name):
     return net
 
 
-def calibrate(net, dev):
+def calibrate(net, dev, chw=(3, 224, 224)):
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return False
@@ -58,7 +58,7 @@ def calibrate(net, dev):
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _ in range(4):
-            net(torch.randn(16, 3, 224, 224, generator=gen))
+            net(torch.randn(16, *chw, generator=gen))
     net.eval().to(dev)
     return True
 

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod image;
 pub mod item;
 pub mod modelgen;
+pub mod onnx;
 pub mod pipeline;
 pub mod scheduler;
 

@@ -342,6 +342,74 @@ pub fn write(model: &pb::ModelProto, path: &Path) -> std::io::Result<()> {
     crate::files::write_atomically(path, |f| f.write_all(&model.encode_to_vec()))
 }
 
+/// Writes `model` as PyTorch's dynamo exporter (its default since 2.9) writes files: every
+/// initializer's bytes in `<file>.data` beside it (`external_data` entries with location,
+/// offset and length), the batch dimension named `batch_size` on the input and output, and a
+/// `value_info` entry giving `value` the per-item `dims` behind that symbol, as the exporter
+/// records every intermediate value's shape.
+pub fn write_dynamo_style(
+    model: &pb::ModelProto,
+    path: &Path,
+    value: &str,
+    dims: &[i64],
+) -> std::io::Result<()> {
+    use pb::tensor_shape_proto::{dimension::Value as D, Dimension};
+    let mut model = model.clone();
+    let data_name = format!(
+        "{}.data",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut data = Vec::new();
+    let Some(g) = model.graph.as_mut() else {
+        return Err(std::io::Error::other("the model has no graph"));
+    };
+    for t in &mut g.initializer {
+        let bytes = std::mem::take(&mut t.raw_data);
+        let entry = |key: &str, value: String| pb::StringStringEntryProto {
+            key: key.into(),
+            value,
+        };
+        t.external_data = vec![
+            entry("location", data_name.clone()),
+            entry("offset", data.len().to_string()),
+            entry("length", bytes.len().to_string()),
+        ];
+        t.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+        data.extend_from_slice(&bytes);
+    }
+    let batch = || Dimension {
+        value: Some(D::DimParam("batch_size".into())),
+        ..Default::default()
+    };
+    let mut hint = g.input[0].clone();
+    hint.name = value.into();
+    for v in g
+        .input
+        .iter_mut()
+        .chain(g.output.iter_mut())
+        .chain([&mut hint])
+    {
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            let shape = t.shape.get_or_insert_with(Default::default);
+            if v.name == value {
+                shape.dim = std::iter::once(batch())
+                    .chain(dims.iter().map(|&d| Dimension {
+                        value: Some(D::DimValue(d)),
+                        ..Default::default()
+                    }))
+                    .collect();
+            } else if let Some(first) = shape.dim.first_mut() {
+                *first = batch();
+            }
+        }
+    }
+    g.value_info.push(hint);
+    std::fs::write(path.with_file_name(&data_name), data)?;
+    write(&model, path)
+}
+
 /// Writes `resnet50.onnx` and `tiny_cnn.onnx` into `dir` unless they are already there.
 pub fn ensure_models(dir: &Path) -> std::io::Result<()> {
     for (name, build) in [

@@ -27,6 +27,9 @@ pub enum GpuError {
     /// An ONNX model the GPU engine cannot plan.
     #[error(transparent)]
     Build(#[from] super::plan::BuildError),
+    /// A model file that cannot be read as ONNX.
+    #[error(transparent)]
+    File(#[from] crate::onnx::OnnxError),
     #[error(transparent)]
     Nvjpeg(#[from] super::nvjpeg::NvjpegError),
     /// A once-per-process set-up's failure (the image kernels'), given to every caller.

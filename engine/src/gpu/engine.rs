@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cudarc::driver::{sys as cu, CudaContext, CudaStream, LaunchConfig, PushKernelArg};
-use prost::Message;
 
 use super::blas::Blas;
 use super::blas_lt::Lt;
@@ -75,12 +74,10 @@ impl GpuModel {
     ) -> Result<GpuModel> {
         let ctx = open_device(gpu)?;
         let device = ctx.name().call("cuDeviceGetName")?;
-        let bytes = std::fs::read(path)
-            .map_err(|e| GpuError::Plan(format!("cannot read {}: {e}", path.display())))?;
-        let onnx_sha256 = cache::sha256_hex(&bytes);
-        let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
-            .map_err(|e| GpuError::Plan(format!("not an ONNX model: {e}")))?;
-        drop(bytes);
+        // The cache holds the weights: its key covers the external data files too.
+        let mut hasher = cache::Sha256Stream::default();
+        let proto = crate::onnx::read(path, &mut |bytes| hasher.update(bytes))?;
+        let onnx_sha256 = hasher.hex();
         let mut plan = plan::build(&proto, precision == Precision::Fp16)?;
         drop(proto);
         let key = cache_key(&onnx_sha256, &device, precision);

@@ -81,11 +81,14 @@ __device__ __forceinline__ float binary_op(int op, float a, float b) {
         case 5: return powf(a, b);
         case 6: return fmaxf(a, b);
         case 7: return fminf(a, b);
+        case 8: return a < 0.0f ? a * b : a;
         default: return a;
     }
 }
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+// ln(1 + e^x) without overflowing e^x (past 20, the correction is below f32's resolution).
+__device__ __forceinline__ float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 __device__ __forceinline__ float unary_op(int op, float x, float p0, float p1) {
     switch (op) {
@@ -103,6 +106,16 @@ __device__ __forceinline__ float unary_op(int op, float x, float p0, float p1) {
         case 12: return -x;
         case 13: return 1.0f / x;
         case 14: return fabsf(x);
+        case 15: return x >= 0.0f ? x : p0 * x;
+        case 16: return x > 0.0f ? x : p0 * expm1f(x);
+        case 17: return p1 * (x > 0.0f ? x : p0 * expm1f(x));
+        case 18: return fmaxf(x, 0.0f) + fminf(0.0f, p0 * expm1f(x / p0));
+        case 19: return softplusf(x);
+        case 20: return x / (1.0f + fabsf(x));
+        case 21: return x * tanhf(softplusf(x));
+        case 22: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+        case 23: return logf(x);
+        case 24: return x > p0 ? x : 0.0f;
         default: return x;
     }
 }

@@ -21,9 +21,11 @@ impl CpuModel {
     /// Loads an ONNX whose single input is `[batch, …]` with a fixed item shape; the batch
     /// dimension is made symbolic so one optimised plan serves every batch size.
     pub fn load(path: &Path) -> Result<CpuModel, ModelError> {
+        let proto = crate::onnx::read(path, &mut |_| {})?;
         let model = tract_onnx::onnx()
-            .model_for_path(path)
+            .model_for_proto_model(&proto)
             .map_err(ModelError::ReadOnnx)?;
+        drop(proto);
         let inputs = model.input_outlets().map_err(ModelError::Inputs)?;
         if inputs.len() != 1 {
             return Err(ModelError::InputCount(inputs.len()));
@@ -46,11 +48,29 @@ impl CpuModel {
         let batch = model.sym("N");
         let mut shape: TVec<TDim> = tvec![batch.into()];
         shape.extend(item_shape.iter().map(|&d| TDim::from(d)));
-        let plan = model
+        let plan = match model
+            .clone()
             .with_input_fact(0, f32::fact(shape).into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(ModelError::Prepare)?;
+        {
+            Ok(plan) => plan,
+            // A graph that analyses at batch 1 but not at N: its exporter wrote the traced
+            // batch into it (the dynamo exporter does, given `dynamic_axes` alone, in ViT's
+            // attention reshapes). Said so, rather than tract's shape mismatch alone.
+            Err(e) => {
+                let one: TVec<usize> = std::iter::once(1)
+                    .chain(item_shape.iter().copied())
+                    .collect();
+                let fixed = model
+                    .with_input_fact(0, f32::fact(one).into())
+                    .and_then(|m| m.into_optimized());
+                return Err(match fixed {
+                    Ok(_) => ModelError::FixedBatch(e),
+                    Err(_) => ModelError::Prepare(e),
+                });
+            }
+        };
         let description = format!(
             "CPU engine (tract), fp32, input [N, {}]",
             item_shape

@@ -23,6 +23,8 @@ pub fn register(r: &mut Registry) {
 /// Why a model could not load, start an instance, or run a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    #[error(transparent)]
+    File(#[from] crate::onnx::OnnxError),
     #[error("cannot read ONNX: {0:#}")]
     ReadOnnx(tract_onnx::prelude::TractError),
     #[error("cannot read the model's inputs: {0:#}")]
@@ -36,6 +38,12 @@ pub enum ModelError {
     InputShape(String),
     #[error("cannot prepare the model: {0:#}")]
     Prepare(tract_onnx::prelude::TractError),
+    #[error(
+        "the model runs only with a batch of 1: its exporter fixed the batch size inside the \
+         graph ({0:#}); export it with a dynamic batch (`torch.onnx.export(..., \
+         dynamic_shapes=...)`, or `dynamo=False` with `dynamic_axes`)"
+    )]
+    FixedBatch(tract_onnx::prelude::TractError),
     #[error("a batch that does not fill its shape: {0}")]
     BatchShape(tract_onnx::prelude::tract_ndarray::ShapeError),
     #[error("inference failed: {0:#}")]

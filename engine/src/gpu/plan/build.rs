@@ -6,6 +6,7 @@
 
 mod adds;
 mod attention;
+mod batch_index;
 pub use attention::HEAD_DIMS;
 mod error;
 pub use error::{BuildError, NodeError, Regroup};
@@ -22,16 +23,131 @@ use super::{
     Binary, ConcatStep, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind,
     PoolStep, ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value, CONCAT_MAX_PARTS,
 };
+use batch_index::BatchIndex;
 use moved::Moved;
 
-/// The ops the GPU engine runs (folded-only ops such as Shape or Gather are not listed).
-pub const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Clip, Sigmoid, HardSigmoid, \
-    HardSwish, Erf, Gelu, Sqrt, Exp, Tanh, Neg, Reciprocal, Abs, Add, Sub, Mul, Div, Pow, Max, Min, \
-    MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, ReduceSum, ReduceMax, \
-    ReduceMin, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Gather, \
-    Gemm, MatMul, Softmax, LogSoftmax, LayerNormalization, Identity, Dropout (and, folded at load \
-    time: Constant, Shape, Gather, Cast, ConstantOfShape, Range, Expand, Where, Equal, Mod \
-    on constants)";
+/// How one ONNX op becomes steps.
+type Lower = for<'b, 'a> fn(&'b mut Builder<'a>, usize) -> R<()>;
+
+/// The ops the GPU engine runs, under the names ONNX gives them: `Builder::step` dispatches
+/// through this table, and the unsupported-op error and docs/config.md list it (`supported`).
+const OPS: &[(&str, Lower)] = &[
+    ("Conv", |b, i| b.conv(i)),
+    ("BatchNormalization", |b, i| b.batch_norm(i)),
+    ("Gemm", |b, i| b.gemm(i)),
+    ("MatMul", |b, i| b.matmul(i)),
+    ("MaxPool", |b, i| b.pool(i, PoolKind::Max)),
+    ("AveragePool", |b, i| b.pool(i, PoolKind::AvgExcludePad)),
+    ("GlobalAveragePool", |b, i| {
+        b.global_pool(i, ReduceKind::Mean)
+    }),
+    ("GlobalMaxPool", |b, i| b.global_pool(i, ReduceKind::Max)),
+    ("ReduceMean", |b, i| b.reduce_op(i, ReduceKind::Mean)),
+    ("ReduceSum", |b, i| b.reduce_op(i, ReduceKind::Sum)),
+    ("ReduceMax", |b, i| b.reduce_op(i, ReduceKind::Max)),
+    ("ReduceMin", |b, i| b.reduce_op(i, ReduceKind::Min)),
+    ("Relu", |b, i| b.activation(i)),
+    ("Sigmoid", |b, i| b.sigmoid(i)),
+    ("HardSigmoid", |b, i| b.activation(i)),
+    ("HardSwish", |b, i| b.activation(i)),
+    ("Erf", |b, i| b.activation(i)),
+    ("Gelu", |b, i| b.activation(i)),
+    ("Sqrt", |b, i| b.activation(i)),
+    ("Exp", |b, i| b.activation(i)),
+    ("Tanh", |b, i| b.activation(i)),
+    ("Neg", |b, i| b.activation(i)),
+    ("Reciprocal", |b, i| b.activation(i)),
+    ("Abs", |b, i| b.activation(i)),
+    ("LeakyRelu", |b, i| b.activation(i)),
+    ("Elu", |b, i| b.activation(i)),
+    ("Selu", |b, i| b.activation(i)),
+    ("Celu", |b, i| b.activation(i)),
+    ("Softplus", |b, i| b.activation(i)),
+    ("Softsign", |b, i| b.activation(i)),
+    ("Mish", |b, i| b.activation(i)),
+    ("Log", |b, i| b.activation(i)),
+    ("ThresholdedRelu", |b, i| b.activation(i)),
+    ("Clip", |b, i| b.clip(i)),
+    ("Add", |b, i| b.binary(i, Binary::Add)),
+    ("Sub", |b, i| b.binary(i, Binary::Sub)),
+    ("Mul", |b, i| b.binary(i, Binary::Mul)),
+    ("Div", |b, i| b.div(i)),
+    ("Pow", |b, i| b.binary(i, Binary::Pow)),
+    ("Max", |b, i| b.binary(i, Binary::Max)),
+    ("Min", |b, i| b.binary(i, Binary::Min)),
+    ("PRelu", |b, i| b.binary(i, Binary::PRelu)),
+    ("Softmax", |b, i| b.softmax(i, RowKind::Softmax)),
+    ("LogSoftmax", |b, i| b.softmax(i, RowKind::LogSoftmax)),
+    ("LayerNormalization", |b, i| b.layer_norm(i)),
+    ("Flatten", |b, i| b.flatten(i)),
+    ("Reshape", |b, i| b.reshape(i)),
+    ("Squeeze", |b, i| b.squeeze(i)),
+    ("Unsqueeze", |b, i| b.squeeze(i)),
+    ("Transpose", |b, i| b.transpose(i)),
+    ("Concat", |b, i| b.concat(i)),
+    ("Split", |b, i| b.split(i)),
+    ("Slice", |b, i| b.slice(i)),
+    ("Expand", |b, i| b.expand(i)),
+    ("Gather", |b, i| b.gather(i)),
+    ("Identity", |b, i| b.pass_through(i)),
+    ("Dropout", |b, i| b.pass_through(i)),
+];
+
+/// The elementwise functions of one tensor, with their parameters from the node's attributes
+/// (ONNX's defaults where absent); `None` for any other op.
+fn activation_of(node: &pb::NodeProto) -> Option<Result<(Unary, f32, f32), NodeError>> {
+    let f = |name: &str, default: f32| attr_float(node, name, default);
+    let (unary, p0, p1) = match node.op_type.as_str() {
+        "Relu" => (Unary::Relu, 0.0, 0.0),
+        "Sigmoid" => (Unary::Sigmoid, 0.0, 0.0),
+        "HardSigmoid" => (Unary::HardSigmoid, f("alpha", 0.2), f("beta", 0.5)),
+        "HardSwish" => (Unary::HardSwish, 0.0, 0.0),
+        "Erf" => (Unary::Erf, 0.0, 0.0),
+        "Sqrt" => (Unary::Sqrt, 0.0, 0.0),
+        "Exp" => (Unary::Exp, 0.0, 0.0),
+        "Tanh" => (Unary::Tanh, 0.0, 0.0),
+        "Neg" => (Unary::Neg, 0.0, 0.0),
+        "Reciprocal" => (Unary::Reciprocal, 0.0, 0.0),
+        "Abs" => (Unary::Abs, 0.0, 0.0),
+        "LeakyRelu" => (Unary::LeakyRelu, f("alpha", 0.01), 0.0),
+        "Elu" => (Unary::Elu, f("alpha", 1.0), 0.0),
+        "Selu" => (Unary::Selu, f("alpha", 1.673_263_2), f("gamma", 1.050_701)),
+        "Celu" => (Unary::Celu, f("alpha", 1.0), 0.0),
+        "Softplus" => (Unary::Softplus, 0.0, 0.0),
+        "Softsign" => (Unary::Softsign, 0.0, 0.0),
+        "Mish" => (Unary::Mish, 0.0, 0.0),
+        "Log" => (Unary::Log, 0.0, 0.0),
+        "ThresholdedRelu" => (Unary::ThresholdedRelu, f("alpha", 1.0), 0.0),
+        "Gelu" => {
+            let approx = attr(node, "approximate")
+                .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+                .unwrap_or_default();
+            match approx.as_str() {
+                "" | "none" => (Unary::Gelu, 0.0, 0.0),
+                "tanh" => (Unary::GeluTanh, 0.0, 0.0),
+                _ => return Some(Err(NodeError::GeluApproximate(approx))),
+            }
+        }
+        _ => return None,
+    };
+    Some(Ok((unary, p0, p1)))
+}
+
+/// The ops the GPU engine accepts: those it runs (`OPS`), then those it only evaluates at load
+/// time on constants (`fold::FOLDED`), as the unsupported-op error and docs/config.md give them.
+pub fn supported() -> String {
+    let run: Vec<&str> = OPS.iter().map(|(name, _)| *name).collect();
+    let only_folded: Vec<&str> = fold::FOLDED
+        .iter()
+        .copied()
+        .filter(|op| !run.contains(op))
+        .collect();
+    format!(
+        "{} (and, on constants, evaluated at load time: {})",
+        run.join(", "),
+        only_folded.join(", ")
+    )
+}
 
 /// The batch dimension in the broadcasting of full shapes.
 const BATCH: usize = usize::MAX / 2;
@@ -48,6 +164,8 @@ struct Builder<'a> {
     flat_of: HashMap<usize, usize>,
     /// Tensors whose batch is not their first dim (see `moved`), by ONNX name.
     moved: HashMap<String, Moved>,
+    /// Integer tensors computed from the item number (see `batch_index`), by ONNX name.
+    batch_index: HashMap<String, BatchIndex>,
     /// Channel shuffles read only by Splits, not copied yet: the value shuffled and the groups
     /// (see `channel_shuffle`), by ONNX name.
     shuffled: HashMap<String, (usize, usize)>,
@@ -359,138 +477,92 @@ impl<'a> Builder<'a> {
         {
             return self.moved_step(i);
         }
-        let op = self.nodes[i].op_type.clone();
-        match op.as_str() {
-            "Conv" => self.conv(i),
-            "BatchNormalization" => self.batch_norm(i),
-            "Gemm" => self.gemm(i),
-            "MatMul" => self.matmul(i),
-            "MaxPool" => self.pool(i, PoolKind::Max),
-            "AveragePool" => self.pool(i, PoolKind::AvgExcludePad),
-            "GlobalAveragePool" | "GlobalMaxPool" => {
-                let x = self.value(i, 0)?;
-                let r = self.values[x].dims.len();
-                let kind = if op == "GlobalMaxPool" {
-                    ReduceKind::Max
-                } else {
-                    ReduceKind::Mean
-                };
-                self.reduce(i, x, (2..=r).collect(), kind, true)
-            }
-            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
-                let x = self.value(i, 0)?;
-                let rank = self.values[x].dims.len() + 1;
-                let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
-                let mut axes = axes
-                    .iter()
-                    .map(|&a| fold::axis(a, rank))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| self.err(i, e))?;
-                if axes.is_empty() {
-                    if attr_int(&self.nodes[i], "noop_with_empty_axes", 0) != 0 {
-                        let out = self.out(i)?;
-                        self.value_of.insert(out, x);
-                        return Ok(());
-                    }
-                    axes = (0..rank).collect();
-                }
-                if axes.contains(&0) {
-                    return Err(self.err(i, NodeError::ReduceOverBatch));
-                }
-                let kind = match op.as_str() {
-                    "ReduceMean" => ReduceKind::Mean,
-                    "ReduceSum" => ReduceKind::Sum,
-                    "ReduceMax" => ReduceKind::Max,
-                    _ => ReduceKind::Min,
-                };
-                let keep = attr_int(&self.nodes[i], "keepdims", 1) != 0;
-                self.reduce(i, x, axes, kind, keep)
-            }
-            "Relu" => self.unary(i, Unary::Relu, 0.0, 0.0),
-            "Sigmoid" => self.sigmoid(i),
-            "HardSigmoid" => {
-                let n = &self.nodes[i];
-                let (a, b) = (attr_float(n, "alpha", 0.2), attr_float(n, "beta", 0.5));
-                self.unary(i, Unary::HardSigmoid, a, b)
-            }
-            "HardSwish" => self.unary(i, Unary::HardSwish, 0.0, 0.0),
-            "Erf" => self.unary(i, Unary::Erf, 0.0, 0.0),
-            "Sqrt" => self.unary(i, Unary::Sqrt, 0.0, 0.0),
-            "Exp" => self.unary(i, Unary::Exp, 0.0, 0.0),
-            "Tanh" => self.unary(i, Unary::Tanh, 0.0, 0.0),
-            "Neg" => self.unary(i, Unary::Neg, 0.0, 0.0),
-            "Reciprocal" => self.unary(i, Unary::Reciprocal, 0.0, 0.0),
-            "Abs" => self.unary(i, Unary::Abs, 0.0, 0.0),
-            "Clip" => {
-                let (lo, hi) = self.clip_bounds(i)?;
-                self.unary(i, Unary::Clip, lo, hi)
-            }
-            "Add" => self.binary(i, Binary::Add),
-            "Sub" => self.binary(i, Binary::Sub),
-            "Mul" => self.binary(i, Binary::Mul),
-            "Div" => {
-                // The start of a GELU chain on a tensor nothing absorbed: one step.
-                let x = self.input(i, 0)?.to_string();
-                if let (Some(&v), Some((nodes, y))) = (self.value_of.get(&x), self.gelu_chain(&x)) {
-                    let dims = self.values[v].dims.clone();
-                    let cl = self.values[v].channels_last;
-                    for k in nodes {
-                        self.done[k] = true;
-                    }
-                    let output = self.define(&y, dims, cl);
-                    self.map(MapStep {
-                        unary: Unary::Gelu,
-                        ..Self::copy_step(v, output)
-                    });
-                    return Ok(());
-                }
-                self.binary(i, Binary::Div)
-            }
-            "Gelu" => {
-                let approx = attr(&self.nodes[i], "approximate")
-                    .map(|a| String::from_utf8_lossy(&a.s).into_owned())
-                    .unwrap_or_default();
-                if !approx.is_empty() && approx != "none" {
-                    return Err(self.err(i, NodeError::GeluApproximate(approx)));
-                }
-                self.unary(i, Unary::Gelu, 0.0, 0.0)
-            }
-            "Pow" => self.binary(i, Binary::Pow),
-            "Max" => self.binary(i, Binary::Max),
-            "Min" => self.binary(i, Binary::Min),
-            "Softmax" | "LogSoftmax" => {
-                let x = self.value(i, 0)?;
-                let rank = self.values[x].dims.len() + 1;
-                let axis = fold::axis(attr_int(&self.nodes[i], "axis", -1), rank)
-                    .map_err(|e| self.err(i, e))?;
-                if axis == 0 {
-                    return Err(self.err(i, NodeError::SoftmaxOverBatch));
-                }
-                let kind = if op == "Softmax" {
-                    RowKind::Softmax
-                } else {
-                    RowKind::LogSoftmax
-                };
-                self.row(i, x, axis, kind)
-            }
-            "LayerNormalization" => self.layer_norm(i),
-            "Flatten" => self.flatten(i),
-            "Reshape" => self.reshape(i),
-            "Squeeze" | "Unsqueeze" => self.squeeze(i),
-            "Transpose" => self.transpose(i),
-            "Concat" => self.concat(i),
-            "Split" => self.split(i),
-            "Slice" => self.slice(i),
-            "Expand" => self.expand(i),
-            "Gather" => self.gather(i),
-            "Identity" | "Dropout" => {
-                let x = self.value(i, 0)?;
-                let out = self.out(i)?;
-                self.value_of.insert(out, x);
-                Ok(())
-            }
-            other => Err(self.err(i, NodeError::UnsupportedOp(other.to_string()))),
+        let op = self.nodes[i].op_type.as_str();
+        match OPS.iter().find(|(name, _)| *name == op) {
+            Some((_, lower)) => lower(self, i),
+            None => Err(self.err(i, NodeError::UnsupportedOp(op.to_string()))),
         }
+    }
+
+    fn global_pool(&mut self, i: usize, kind: ReduceKind) -> R<()> {
+        let x = self.value(i, 0)?;
+        let r = self.values[x].dims.len();
+        self.reduce(i, x, (2..=r).collect(), kind, true)
+    }
+
+    fn reduce_op(&mut self, i: usize, kind: ReduceKind) -> R<()> {
+        let x = self.value(i, 0)?;
+        let rank = self.values[x].dims.len() + 1;
+        let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
+        let mut axes = axes
+            .iter()
+            .map(|&a| fold::axis(a, rank))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(i, e))?;
+        if axes.is_empty() {
+            if attr_int(&self.nodes[i], "noop_with_empty_axes", 0) != 0 {
+                return self.pass_through(i);
+            }
+            axes = (0..rank).collect();
+        }
+        if axes.contains(&0) {
+            return Err(self.err(i, NodeError::ReduceOverBatch));
+        }
+        let keep = attr_int(&self.nodes[i], "keepdims", 1) != 0;
+        self.reduce(i, x, axes, kind, keep)
+    }
+
+    fn clip(&mut self, i: usize) -> R<()> {
+        let (lo, hi) = self.clip_bounds(i)?;
+        self.unary(i, Unary::Clip, lo, hi)
+    }
+
+    fn div(&mut self, i: usize) -> R<()> {
+        // The start of a GELU chain on a tensor nothing absorbed: one step.
+        let x = self.input(i, 0)?.to_string();
+        if let (Some(&v), Some((nodes, y))) = (self.value_of.get(&x), self.gelu_chain(&x)) {
+            let dims = self.values[v].dims.clone();
+            let cl = self.values[v].channels_last;
+            for k in nodes {
+                self.done[k] = true;
+            }
+            let output = self.define(&y, dims, cl);
+            self.map(MapStep {
+                unary: Unary::Gelu,
+                ..Self::copy_step(v, output)
+            });
+            return Ok(());
+        }
+        self.binary(i, Binary::Div)
+    }
+
+    /// An elementwise function of one tensor (`activation_of`).
+    fn activation(&mut self, i: usize) -> R<()> {
+        let Some(a) = activation_of(&self.nodes[i]) else {
+            let op = self.nodes[i].op_type.clone();
+            return Err(self.err(i, NodeError::UnsupportedOp(op)));
+        };
+        let (unary, p0, p1) = a.map_err(|e| self.err(i, e))?;
+        self.unary(i, unary, p0, p1)
+    }
+
+    fn softmax(&mut self, i: usize, kind: RowKind) -> R<()> {
+        let x = self.value(i, 0)?;
+        let rank = self.values[x].dims.len() + 1;
+        let axis =
+            fold::axis(attr_int(&self.nodes[i], "axis", -1), rank).map_err(|e| self.err(i, e))?;
+        if axis == 0 {
+            return Err(self.err(i, NodeError::SoftmaxOverBatch));
+        }
+        self.row(i, x, axis, kind)
+    }
+
+    /// The output is the input's value itself (Identity, Dropout at inference).
+    fn pass_through(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let out = self.out(i)?;
+        self.value_of.insert(out, x);
+        Ok(())
     }
 
     fn conv(&mut self, i: usize) -> R<()> {
@@ -1917,6 +1989,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
         value_of: HashMap::new(),
         flat_of: HashMap::new(),
         moved: HashMap::new(),
+        batch_index: HashMap::new(),
         shuffled: HashMap::new(),
         shuffle_start: HashMap::new(),
         values: Vec::new(),
@@ -1944,6 +2017,10 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
     }
     for i in 0..g.node.len() {
         if b.done[i] {
+            continue;
+        }
+        if b.batch_index_step(i)? {
+            b.done[i] = true;
             continue;
         }
         let node = &g.node[i];

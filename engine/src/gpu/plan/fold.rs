@@ -321,6 +321,11 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, FoldError> {
 }
 
 /// The flat index in a tensor of `dims` that element `i` of the broadcast shape `out` reads.
+/// `v` (of `dims`) broadcast to `out`, `n` values.
+pub fn broadcast_values<T: Copy>(v: &[T], dims: &[usize], out: &[usize], n: usize) -> Vec<T> {
+    (0..n).map(|i| v[broadcast_index(i, out, dims)]).collect()
+}
+
 fn broadcast_index(i: usize, out: &[usize], dims: &[usize]) -> usize {
     let st = strides(dims);
     let mut rem = i;
@@ -427,6 +432,21 @@ fn float_unary(op: &str, x: f32) -> Option<f32> {
         _ => return None,
     })
 }
+
+/// The ops `eval` evaluates, as the unsupported-op error and docs/config.md list those the
+/// GPU engine accepts only on constants (the others also run as steps).
+pub const FOLDED: &[&str] = &[
+    "Constant",
+    "Shape",
+    "Cast",
+    "ConstantOfShape",
+    "Range",
+    "Where",
+    "Equal",
+    "Mod",
+    "Floor",
+    "Ceil",
+];
 
 /// Evaluates `node` when every input is known (`inputs[i]` is `None` for an activation).
 /// `dims_of` gives an activation's full shape (batch included), for `Shape`. `Ok(None)`: not
@@ -906,4 +926,62 @@ pub fn reshape_dims(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modelgen::attr_int;
+
+    fn ints(v: &[i64]) -> Folded {
+        Folded::Int {
+            dims: vec![v.len()],
+            data: v.iter().map(|&x| Sym::known(x)).collect(),
+        }
+    }
+
+    /// Every op `FOLDED` names is evaluated on constants: the list cannot claim an op `eval`
+    /// does not have.
+    #[test]
+    fn every_listed_op_folds() {
+        let one = ints(&[1]);
+        let three = ints(&[3]);
+        let value = pb::TensorProto {
+            dims: vec![1],
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            int64_data: vec![7],
+            ..Default::default()
+        };
+        for &op in FOLDED {
+            let mut node = pb::NodeProto {
+                op_type: op.into(),
+                input: vec!["a".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            };
+            let inputs: Vec<Option<&Folded>> = match op {
+                "Constant" => {
+                    node.input.clear();
+                    node.attribute.push(pb::AttributeProto {
+                        name: "value".into(),
+                        t: Some(value.clone()),
+                        ..Default::default()
+                    });
+                    vec![]
+                }
+                "Shape" => vec![None],
+                "Cast" => {
+                    node.attribute.push(attr_int("to", 7));
+                    vec![Some(&three)]
+                }
+                "ConstantOfShape" | "Floor" | "Ceil" => vec![Some(&three)],
+                "Range" | "Where" => vec![Some(&one), Some(&three), Some(&one)],
+                _ => vec![Some(&three), Some(&one)],
+            };
+            node.input.resize(inputs.len(), "a".into());
+            let dims = |_: &str| Some(vec![Sym::known(2), Sym::known(3)]);
+            let got = eval(&node, &inputs, &dims);
+            assert!(matches!(got, Ok(Some(_))), "{op}: {got:?}");
+        }
+    }
 }

@@ -26,6 +26,8 @@ mod conv_kernel_tests;
 #[cfg(test)]
 mod host_kernels;
 #[cfg(test)]
+mod model_dir_tests;
+#[cfg(test)]
 mod reference;
 #[cfg(test)]
 mod row_kernel_tests;
@@ -174,6 +176,8 @@ pub enum Binary {
     Pow,
     Max,
     Min,
+    /// `a < 0 ? a·b : a` (PRelu, `b` the slope).
+    PRelu,
 }
 
 /// The function applied after the binary part; `p0`, `p1` are its parameters.
@@ -199,6 +203,25 @@ pub enum Unary {
     Neg,
     Reciprocal,
     Abs,
+    /// x ≥ 0 ? x : p0·x
+    LeakyRelu,
+    /// x > 0 ? x : p0·(eˣ − 1)
+    Elu,
+    /// p1 · (x > 0 ? x : p0·(eˣ − 1))
+    Selu,
+    /// max(0, x) + min(0, p0·(e^(x/p0) − 1))
+    Celu,
+    /// ln(1 + eˣ)
+    Softplus,
+    /// x / (1 + |x|)
+    Softsign,
+    /// x · tanh(softplus(x))
+    Mish,
+    /// GELU's tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+    GeluTanh,
+    Log,
+    /// x > p0 ? x : 0
+    ThresholdedRelu,
 }
 
 /// `y[region] = unary(binary(a, b) + c)` with ONNX broadcasting of `a`, `b` and `c` to the

@@ -26,6 +26,7 @@ pub fn erf(x: f32) -> f32 {
 
 pub fn unary(u: Unary, x: f32, p0: f32, p1: f32) -> f32 {
     let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let softplus = |v: f32| if v > 20.0 { v } else { v.exp().ln_1p() };
     match u {
         Unary::Identity => x,
         Unary::Relu => x.max(0.0),
@@ -42,6 +43,34 @@ pub fn unary(u: Unary, x: f32, p0: f32, p1: f32) -> f32 {
         Unary::Neg => -x,
         Unary::Reciprocal => 1.0 / x,
         Unary::Abs => x.abs(),
+        Unary::LeakyRelu => {
+            if x >= 0.0 {
+                x
+            } else {
+                p0 * x
+            }
+        }
+        Unary::Elu => {
+            if x > 0.0 {
+                x
+            } else {
+                p0 * x.exp_m1()
+            }
+        }
+        Unary::Selu => p1 * if x > 0.0 { x } else { p0 * x.exp_m1() },
+        Unary::Celu => x.max(0.0) + (p0 * (x / p0).exp_m1()).min(0.0),
+        Unary::Softplus => softplus(x),
+        Unary::Softsign => x / (1.0 + x.abs()),
+        Unary::Mish => x * softplus(x).tanh(),
+        Unary::GeluTanh => 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh()),
+        Unary::Log => x.ln(),
+        Unary::ThresholdedRelu => {
+            if x > p0 {
+                x
+            } else {
+                0.0
+            }
+        }
     }
 }
 
@@ -55,6 +84,13 @@ pub fn binary(b: Binary, x: f32, y: f32) -> f32 {
         Binary::Pow => x.powf(y),
         Binary::Max => x.max(y),
         Binary::Min => x.min(y),
+        Binary::PRelu => {
+            if x < 0.0 {
+                x * y
+            } else {
+                x
+            }
+        }
     }
 }
 

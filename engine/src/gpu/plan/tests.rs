@@ -10,14 +10,14 @@ use crate::backends::model::CpuModel;
 use crate::item::Tensor;
 use crate::modelgen::{self, attr_float as float, attr_int as int, attr_ints as ints};
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+pub(super) fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }
 
 /// Values in the range a normalised image has, never zeros.
-fn noise(len: usize, seed: u32) -> Vec<f32> {
+pub(super) fn noise(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
         .map(|i| {
             let h = (i as u32)
@@ -1226,5 +1226,184 @@ fn attention_with_heads_of_16_is_one_step_reading_the_projection() {
         }
         let fp32 = build(&g.model(&out), false).unwrap();
         assert!(!fp32.steps.iter().any(|s| matches!(s, Step::Attention(_))));
+    }
+}
+
+/// docs/config.md lists the ops from the same table the builder dispatches through, between
+/// its `gpu-ops` markers (line breaks there are free).
+#[test]
+fn the_docs_list_the_ops_the_builder_dispatches() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md");
+    let docs = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = ("<!-- gpu-ops -->", "<!-- /gpu-ops -->");
+    let listed = docs
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(list, _)| list.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("{} has no {start} … {end} block", path.display()));
+    assert_eq!(
+        listed,
+        build::supported(),
+        "update docs/config.md's op list"
+    );
+}
+
+/// The item number as the dynamo exporter writes `as_strided` after an adaptive average pool
+/// (torchvision's ConvNeXt): `Range(0, N, 1) · C`, unsqueezed, plus the offsets of one item's
+/// values and zeros, indexing the flattened batch. `offsets` in order is a reshape.
+fn as_strided(g: &mut G, x: &str, c: usize, offsets: &[i64]) -> String {
+    let pooled = g.op(
+        "ReduceMean",
+        &[x],
+        vec![ints("axes", &[-1, -2]), int("keepdims", 1)],
+    );
+    let all = g.init_i(&[-1]);
+    let flat = g.op("Reshape", &[&pooled, &all], vec![]);
+    let shape = g.op("Shape", &[x], vec![int("start", 0), int("end", 1)]);
+    let n = g.op("Squeeze", &[&shape], vec![]);
+    let (zero, one, stride) = (g.scalar_i(0), g.scalar_i(1), g.scalar_i(c as i64));
+    let items = g.op("Range", &[&zero, &n, &one], vec![]);
+    let starts = g.op("Mul", &[&items, &stride], vec![]);
+    let axes = g.init_i(&[1, 2, 3]);
+    let starts = g.op("Unsqueeze", &[&starts, &axes], vec![]);
+    let offsets = g.init_i(offsets);
+    if let Some(t) = g.inits.last_mut() {
+        t.dims = vec![c as i64, 1, 1];
+    }
+    let idx = g.op("Add", &[&starts, &offsets], vec![]);
+    let zeros = g.init_i(&[0]);
+    if let Some(t) = g.inits.last_mut() {
+        t.dims = vec![1, 1];
+    }
+    let idx = g.op("Add", &[&idx, &zeros], vec![]);
+    g.op("Gather", &[&flat, &idx], vec![int("axis", 0)])
+}
+
+#[test]
+fn as_strided_over_the_item_number_is_a_reshape() {
+    let mut g = G::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let offsets: Vec<i64> = (0..8).collect();
+    let y = as_strided(&mut g, &x, 8, &offsets);
+    let f = g.op("Flatten", &[&y], vec![int("axis", 1)]);
+    let w = g.weight(&[5, 8], 0.3);
+    let z = g.op("Gemm", &[&f, &w], vec![int("transB", 1)]);
+    let plan = check(&g, &z, 1e-5);
+    // The Gather moved nothing: no copy between the pool and the dense layer.
+    assert!(maps(&plan).is_empty(), "{:#?}", plan.steps);
+}
+
+#[test]
+fn item_number_indices_that_read_other_values_are_refused() {
+    let mut g = G::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let reversed: Vec<i64> = (0..8).rev().collect();
+    let y = as_strided(&mut g, &x, 8, &reversed);
+    let err = build(&g.model(&y), true).unwrap_err().to_string();
+    assert!(err.contains("Gather `Gather_"), "{err}");
+    assert!(
+        err.contains("each item reads its own values in order"),
+        "{err}"
+    );
+
+    // The item number where no rule follows it (a Softmax over it).
+    let mut g = G::new(8, 4, 4);
+    let shape = g.op("Shape", &["x"], vec![int("start", 0), int("end", 1)]);
+    let n = g.op("Squeeze", &[&shape], vec![]);
+    let (zero, one) = (g.scalar_i(0), g.scalar_i(1));
+    let items = g.op("Range", &[&zero, &n, &one], vec![]);
+    let y = g.op("Softmax", &[&items], vec![]);
+    let err = build(&g.model(&y), true).unwrap_err().to_string();
+    assert!(
+        err.contains("Softmax `Softmax_") && err.contains("item number"),
+        "{err}"
+    );
+}
+
+/// A Reshape whose target holds the traced batch of 1 (the dynamo exporter writes ViT's
+/// attention reshapes so when given `dynamic_axes` alone): both engines say the file runs
+/// only with a batch of 1, and how to export it instead.
+#[test]
+fn a_batch_fixed_by_the_exporter_is_named_by_both_engines() {
+    let mut g = G::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let target = g.init_i(&[1, 128]);
+    let r = g.op("Reshape", &[&x, &target], vec![]);
+    let w = g.weight(&[5, 128], 0.1);
+    let y = g.op("Gemm", &[&r, &w], vec![int("transB", 1)]);
+    let model = g.model(&y);
+    let err = build(&model, true).unwrap_err().to_string();
+    assert!(err.contains("Reshape `Reshape_"), "{err}");
+    assert!(err.contains("the exporter fixed the batch at 1"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("tp-plan-fixed-batch-{}", std::process::id()));
+    let path = dir.join("m.onnx");
+    modelgen::write(&model, &path).unwrap();
+    let err = CpuModel::load(&path).err().expect("loaded").to_string();
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(
+        err.contains("runs only with a batch of 1") && err.contains("dynamic_shapes"),
+        "{err}"
+    );
+}
+
+/// The activations timm's and torchvision's models export beyond ReLU (each with ONNX's
+/// attributes), the tanh GELU, Log, and PRelu with a slope per channel: against tract, and
+/// through kernels.cu compiled for the host against the reference, in both layouts.
+#[test]
+fn activations_and_prelu_match_tract_and_the_host_kernels() {
+    let text = |name: &str, v: &str| pb::AttributeProto {
+        name: name.into(),
+        s: v.as_bytes().to_vec(),
+        r#type: pb::attribute_proto::AttributeType::String as i32,
+        ..Default::default()
+    };
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let softplus = g.op("Softplus", &[&x], vec![]);
+    let slope = g.weight(&[8, 1, 1], 0.5);
+    let mut parts = vec![
+        g.op("LeakyRelu", &[&x], vec![float("alpha", 0.2)]),
+        g.op("Elu", &[&x], vec![float("alpha", 0.7)]),
+        g.op("Selu", &[&x], vec![]),
+        // tract 0.23 leaves α out of Celu's negative side (onnxruntime has it): compared at
+        // α = 1, where the two agree.
+        g.op("Celu", &[&x], vec![float("alpha", 1.0)]),
+        g.op("Softsign", &[&x], vec![]),
+        g.op("Mish", &[&x], vec![]),
+        g.op("ThresholdedRelu", &[&x], vec![float("alpha", 0.3)]),
+        g.op("Gelu", &[&x], vec![text("approximate", "tanh")]),
+        g.op("Log", &[&softplus], vec![]),
+        g.op("PRelu", &[&x, &slope], vec![]),
+    ];
+    parts.push(softplus);
+    let mut y = parts[0].clone();
+    for p in &parts[1..] {
+        y = g.op("Add", &[&y, p], vec![]);
+    }
+    let plan = check(&g, &y, 1e-5);
+    let mut unaries: Vec<Unary> = maps(&plan).iter().map(|m| m.unary).collect();
+    unaries.dedup();
+    for u in [
+        Unary::LeakyRelu,
+        Unary::Mish,
+        Unary::GeluTanh,
+        Unary::Log,
+        Unary::Selu,
+    ] {
+        assert!(unaries.contains(&u), "{u:?} not planned: {unaries:?}");
+    }
+    assert!(maps(&plan).iter().any(|m| m.binary == Binary::PRelu));
+
+    let k = HostKernels::load();
+    let model = g.model(&y);
+    let n = 2;
+    let input = noise(n * g.c * g.h * g.w, 3);
+    for cl in [true, false] {
+        let plan = build(&model, cl).unwrap();
+        let want = reference::run(&plan, &input, n);
+        let got = reference::run_with(&plan, &input, n, Some(&k));
+        let err = rel_l2(&got, &want);
+        assert!(err < 1e-6, "channels_last {cl}: relative L2 {err}");
     }
 }

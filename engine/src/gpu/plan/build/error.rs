@@ -2,7 +2,6 @@
 //! user learns which node to change, or that the model is served with `device = "cpu"`.
 
 use super::super::fold::{FoldError, Sym};
-use super::SUPPORTED;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
@@ -61,8 +60,9 @@ pub enum NodeError {
     #[error("input `{0}` must be a constant")]
     NotConstant(String),
     #[error(
-        "op `{0}` is not supported by the GPU engine (supported: {SUPPORTED}); \
-         serve this model with `device = \"cpu\"`"
+        "op `{0}` is not supported by the GPU engine (supported: {list}); serve this model \
+         with `device = \"cpu\"`",
+        list = super::supported()
     )]
     UnsupportedOp(String),
 
@@ -160,6 +160,17 @@ pub enum NodeError {
     Perm { perm: Vec<usize>, rank: usize },
     #[error("only a Gather of one index along an axis other than the batch is supported")]
     GatherForm,
+    #[error(
+        "the item number (`Range(0, N, 1)`, an `as_strided` or `arange` over the batch) is used \
+         here in a way the GPU engine does not plan; it follows it through Cast, Unsqueeze, Add \
+         and Mul by a scalar into a Gather"
+    )]
+    ItemIndexUse,
+    #[error(
+        "a Gather by item-number indices is planned where each item reads its own values in \
+         order (a reshape); these indices read others"
+    )]
+    ItemGather,
     #[error("index {index} out of range {len}")]
     GatherIndex { index: i64, len: i64 },
     #[error("an Expand to a scalar is not supported")]
@@ -226,6 +237,12 @@ pub enum Regroup {
     Sizes,
     #[error("it would split or move the batch")]
     MovesBatch,
+    #[error(
+        "the target holds exactly one item's values: the exporter fixed the batch at 1 here, so \
+         the file runs only with a batch of 1 (export it with a dynamic batch: \
+         `torch.onnx.export(..., dynamic_shapes=...)`, or `dynamo=False` with `dynamic_axes`)"
+    )]
+    FixedBatch,
     #[error("the dims do not split the input's")]
     Split,
 }

@@ -53,7 +53,7 @@ fn permute(data: &[f32], dims: &[usize], perm: &[usize]) -> Vec<f32> {
 
 impl<'a> Builder<'a> {
     /// The moved tensor behind input `k` of node `i`, if it is one.
-    fn moved_input(&self, i: usize, k: usize) -> Option<Moved> {
+    pub(super) fn moved_input(&self, i: usize, k: usize) -> Option<Moved> {
         let name = self.nodes[i].input.get(k)?;
         self.moved.get(name).cloned()
     }
@@ -174,6 +174,21 @@ impl<'a> Builder<'a> {
         let shape = self.moved_shape(&m);
         let unsupported = |b: &Self| b.err(i, NodeError::MovedUnsupported(shape.clone()));
         let out = self.out(i)?;
+        if let Some(activation) = activation_of(&self.nodes[i]) {
+            let (unary, p0, p1) = activation.map_err(|e| self.err(i, e))?;
+            let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+            let m = self.squeezed(m);
+            let name = format!("{out}#storage");
+            let output = self.define(&name, self.values[m.value].dims.clone(), false);
+            self.map(MapStep {
+                unary,
+                p0,
+                p1,
+                ..Self::copy_step(m.value, output)
+            });
+            self.bind(&out, Moved { value: output, ..m });
+            return Ok(());
+        }
         match op.as_str() {
             "Identity" | "Dropout" => {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
@@ -257,30 +272,7 @@ impl<'a> Builder<'a> {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 self.moved_gemm(i, m, &shape)
             }
-            "Relu" | "Sigmoid" | "Erf" | "Sqrt" | "Exp" | "Tanh" | "Neg" | "Reciprocal" | "Abs" => {
-                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
-                let unary = match op.as_str() {
-                    "Relu" => Unary::Relu,
-                    "Sigmoid" => Unary::Sigmoid,
-                    "Erf" => Unary::Erf,
-                    "Sqrt" => Unary::Sqrt,
-                    "Exp" => Unary::Exp,
-                    "Tanh" => Unary::Tanh,
-                    "Neg" => Unary::Neg,
-                    "Reciprocal" => Unary::Reciprocal,
-                    _ => Unary::Abs,
-                };
-                let m = self.squeezed(m);
-                let name = format!("{out}#storage");
-                let output = self.define(&name, self.values[m.value].dims.clone(), false);
-                self.map(MapStep {
-                    unary,
-                    ..Self::copy_step(m.value, output)
-                });
-                self.bind(&out, Moved { value: output, ..m });
-                Ok(())
-            }
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" => {
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "PRelu" => {
                 let binary = match op.as_str() {
                     "Add" => Binary::Add,
                     "Sub" => Binary::Sub,
@@ -288,6 +280,7 @@ impl<'a> Builder<'a> {
                     "Div" => Binary::Div,
                     "Pow" => Binary::Pow,
                     "Max" => Binary::Max,
+                    "PRelu" => Binary::PRelu,
                     _ => Binary::Min,
                 };
                 self.moved_binary(i, binary).map_err(|e| match e {
@@ -343,6 +336,9 @@ impl<'a> Builder<'a> {
         let batched = dims.iter().flatten().filter(|d| d.1).count();
         if batched > 1 {
             return Err(fail(self, Regroup::BatchTwice));
+        }
+        if batched == 0 && dims.iter().all(Option::is_some) && known == total {
+            return Err(fail(self, Regroup::FixedBatch));
         }
         let dims: Vec<(usize, bool)> = dims
             .iter()

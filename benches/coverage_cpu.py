@@ -1,0 +1,107 @@
+"""The model-coverage check's CPU half: both engines' fp32 outputs against onnxruntime.
+
+usage: coverage_cpu.py OUT.json EXPORTS_DIR [EXPORTS_DIR ...]
+
+Each EXPORTS_DIR is one exporter's folder written by benches/gpu/export_models.py (its name,
+`torchscript` or `dynamo`, is the rows' exporter) after the engine's model-dir check left its
+outputs there in `outputs/` (benches/coverage_cpu.sh runs both). For each model: onnxruntime on
+the same file and the same input (2 items), and the relative L2 error of the CPU engine (tract)
+and of the GPU engine's plan (its importer and planner, run by the reference executor on the
+CPU: the fp32 semantics the CUDA kernels implement, not the kernels themselves) against it.
+onnxruntime is also run at batch 1, so that a file whose exporter fixed the batch (onnxruntime
+fails at 2 but not at 1) is told apart from a file our engines misread.
+"""
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+
+def rel_l2(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape:
+        return None
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def load_f32(path):
+    return np.fromfile(path, dtype="<f4") if os.path.exists(path) else None
+
+
+def onnxruntime_rows(path, x):
+    """onnxruntime's output on x, or its error; and whether it runs one item."""
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        s = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        name = s.get_inputs()[0].name
+    except Exception as e:
+        return None, f"does not load: {e}"[:600], False
+    one = True
+    try:
+        s.run(None, {name: x[:1]})
+    except Exception:
+        one = False
+    try:
+        return s.run(None, {name: x})[0], None, one
+    except Exception as e:
+        return None, f"batch of {len(x)}: {e}"[:600], one
+
+
+def main():
+    out, dirs = sys.argv[1], sys.argv[2:]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    rows = []
+    for d in dirs:
+        exporter = os.path.basename(os.path.normpath(d))
+        exports = {}
+        for line in open(os.path.join(d, "exports.jsonl")):
+            rec = json.loads(line)
+            exports[rec["model"]] = rec
+        for model, rec in sorted(exports.items()):
+            base = {"model": model, "family": rec["family"], "exporter": exporter,
+                    "export_error": rec.get("export_error")}
+            if rec.get("export_error"):
+                for engine in ("cpu", "gpu-plan"):
+                    rows.append(dict(base, engine=engine, loads=False, error=None,
+                                     onnxruntime_error=None, rel_l2=None))
+                continue
+            outputs = os.path.join(d, "outputs")
+            meta = json.load(open(os.path.join(outputs, model + ".json")))
+            shape = meta["input_shape"]
+            x = load_f32(os.path.join(outputs, model + ".input.f32"))
+            ref, ort_error, one = None, "no input: neither engine read the file", False
+            if x is not None and shape:
+                ref, ort_error, one = onnxruntime_rows(rec["file"], x.reshape(shape))
+            if ort_error and one:
+                ort_error += " (runs at batch 1: the exporter fixed the batch)"
+            for engine, key, err_key in (("cpu", "cpu", "cpu_error"),
+                                         ("gpu-plan", "plan", "plan_error")):
+                got = load_f32(os.path.join(outputs, f"{model}.{key}.f32"))
+                error = meta[err_key]
+                rows.append(dict(base, engine=engine, loads=error is None, error=error,
+                                 onnxruntime_error=ort_error,
+                                 rel_l2=rel_l2(got, ref) if got is not None and ref is not None
+                                 else None))
+    doc = {"device": "CPU (2 cores, no GPU)", "date": datetime.date.today().isoformat(),
+           "commit": commit, "onnxruntime": ort.__version__,
+           "note": "gpu-plan rows: the GPU engine's importer and planner run by the reference "
+                   "executor in fp32 on the CPU, not the CUDA kernels",
+           "rows": rows}
+    with open(out, "w") as f:
+        json.dump(doc, f, indent=1)
+    for r in rows:
+        state = ("export failed" if r["export_error"] else
+                 "ok" if r["loads"] else "REFUSED")
+        err = f"{r['rel_l2']:.1e}" if r["rel_l2"] is not None else "-"
+        print(f"{r['exporter']:11} {r['model']:28} {r['engine']:8} {state:13} {err:>8}  "
+              f"{(r['error'] or r['onnxruntime_error'] or r['export_error'] or '')[:160]}")
+
+
+if __name__ == "__main__":
+    main()

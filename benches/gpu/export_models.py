@@ -1,0 +1,83 @@
+"""Exports image classifiers as users do, with both of PyTorch's exporters, for the coverage check.
+
+usage: export_models.py OUTDIR EXPORTER MODEL [MODEL ...]
+
+EXPORTER: `torchscript` (torch.onnx.export(..., dynamo=False, opset_version=17), what PyTorch
+wrote by default before 2.9) or `dynamo` (torch.onnx.export with no `dynamo` argument, PyTorch's
+default call since 2.9: opset 18, weights in OUTDIR/<name>.onnx.data beside the model, the
+files left exactly as written). MODEL: a torchvision name (`resnet50`) or `timm:<name>`.
+
+Weights are seeded (torch.manual_seed(0)), BatchNorm statistics calibrated on random images as
+zoo.py does, nothing downloaded. Runs on the CPU (here, or on the device). Writes
+OUTDIR/<exporter>/<name>.onnx and a line of JSON per model, on stdout and appended to
+OUTDIR/<exporter>/exports.jsonl: the input size, and the export's error, if any, with PyTorch's
+own message.
+"""
+import json
+import os
+import sys
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import zoo  # noqa: E402  (the same construction and calibration as the torchvision zoo)
+
+warnings.filterwarnings("ignore")
+
+
+def build(spec):
+    if spec.startswith("timm:"):
+        import timm
+        torch.manual_seed(0)
+        return timm.create_model(spec[5:], pretrained=False)
+    return zoo.build(spec)
+
+
+def input_size(net):
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size", (3, 224, 224))
+    return tuple(size)
+
+
+def export(net, x, path, exporter):
+    kw = dict(input_names=["input"], output_names=["output"],
+              dynamic_axes={"input": {0: "batch_size"}, "output": {0: "batch_size"}})
+    if exporter == "torchscript":
+        torch.onnx.export(net, x, path, dynamo=False, opset_version=17,
+                          do_constant_folding=True, **kw)
+    else:
+        torch.onnx.export(net, x, path, **kw)
+
+
+def main():
+    out, exporter, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if exporter not in ("torchscript", "dynamo"):
+        sys.exit(f"EXPORTER must be torchscript or dynamo, not {exporter!r}")
+    folder = os.path.join(out, exporter)
+    os.makedirs(folder, exist_ok=True)
+    for spec in specs:
+        name = spec.split(":")[-1]
+        rec = {"model": name, "family": "timm" if spec.startswith("timm:") else "torchvision",
+               "exporter": exporter, "torch": torch.__version__}
+        t0 = time.time()
+        try:
+            net = build(spec).eval()
+            rec["input"] = list(input_size(net))
+            rec["bn_calibrated"] = zoo.calibrate(net, torch.device("cpu"), rec["input"])
+            x = torch.randn(1, *rec["input"])
+            path = os.path.join(folder, name + ".onnx")
+            with torch.no_grad():
+                export(net, x, path, exporter)
+            rec["file"] = path
+        except Exception as e:  # the exporter's own error is the row's content
+            rec["export_error"] = f"{type(e).__name__}: {e}"[:2000]
+        rec["seconds"] = round(time.time() - t0, 1)
+        print(json.dumps(rec), flush=True)
+        with open(os.path.join(folder, "exports.jsonl"), "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
