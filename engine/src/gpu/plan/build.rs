@@ -26,6 +26,14 @@ use super::{
 use batch_index::BatchIndex;
 use moved::Moved;
 
+/// The reductions that are a sum of an elementwise function (`Builder::reduce_norm`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Norm {
+    L1,
+    L2,
+    SumSquare,
+}
+
 /// How one ONNX op becomes steps.
 type Lower = for<'b, 'a> fn(&'b mut Builder<'a>, usize) -> R<()>;
 
@@ -46,6 +54,9 @@ const OPS: &[(&str, Lower)] = &[
     ("ReduceSum", |b, i| b.reduce_op(i, ReduceKind::Sum)),
     ("ReduceMax", |b, i| b.reduce_op(i, ReduceKind::Max)),
     ("ReduceMin", |b, i| b.reduce_op(i, ReduceKind::Min)),
+    ("ReduceL1", |b, i| b.reduce_norm(i, Norm::L1)),
+    ("ReduceL2", |b, i| b.reduce_norm(i, Norm::L2)),
+    ("ReduceSumSquare", |b, i| b.reduce_norm(i, Norm::SumSquare)),
     ("Relu", |b, i| b.activation(i)),
     ("Sigmoid", |b, i| b.sigmoid(i)),
     ("HardSigmoid", |b, i| b.activation(i)),
@@ -79,6 +90,14 @@ const OPS: &[(&str, Lower)] = &[
     ("Softmax", |b, i| b.softmax(i, RowKind::Softmax)),
     ("LogSoftmax", |b, i| b.softmax(i, RowKind::LogSoftmax)),
     ("LayerNormalization", |b, i| b.layer_norm(i)),
+    ("InstanceNormalization", |b, i| b.norm_rows(i, None)),
+    ("GroupNormalization", |b, i| {
+        let groups = attr_int(&b.nodes[i], "num_groups", 0).max(0) as usize;
+        b.norm_rows(i, Some(groups))
+    }),
+    ("Pad", |b, i| b.pad(i)),
+    ("Resize", |b, i| b.resize(i)),
+    ("Upsample", |b, i| b.resize(i)),
     ("Flatten", |b, i| b.flatten(i)),
     ("Reshape", |b, i| b.reshape(i)),
     ("Squeeze", |b, i| b.squeeze(i)),
@@ -490,8 +509,9 @@ impl<'a> Builder<'a> {
         self.reduce(i, x, (2..=r).collect(), kind, true)
     }
 
-    fn reduce_op(&mut self, i: usize, kind: ReduceKind) -> R<()> {
-        let x = self.value(i, 0)?;
+    /// A reduction's full-dims axes and `keepdims`, or `None` where it reduces nothing
+    /// (`noop_with_empty_axes`).
+    fn reduce_axes(&self, i: usize, x: usize) -> R<Option<(Vec<usize>, bool)>> {
         let rank = self.values[x].dims.len() + 1;
         let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
         let mut axes = axes
@@ -501,7 +521,7 @@ impl<'a> Builder<'a> {
             .map_err(|e| self.err(i, e))?;
         if axes.is_empty() {
             if attr_int(&self.nodes[i], "noop_with_empty_axes", 0) != 0 {
-                return self.pass_through(i);
+                return Ok(None);
             }
             axes = (0..rank).collect();
         }
@@ -509,7 +529,60 @@ impl<'a> Builder<'a> {
             return Err(self.err(i, NodeError::ReduceOverBatch));
         }
         let keep = attr_int(&self.nodes[i], "keepdims", 1) != 0;
+        Ok(Some((axes, keep)))
+    }
+
+    fn reduce_op(&mut self, i: usize, kind: ReduceKind) -> R<()> {
+        let x = self.value(i, 0)?;
+        let Some((axes, keep)) = self.reduce_axes(i, x)? else {
+            return self.pass_through(i);
+        };
         self.reduce(i, x, axes, kind, keep)
+    }
+
+    /// ReduceL1, ReduceL2 (ConvNeXt V2's global response norm), ReduceSumSquare: the
+    /// elementwise part, a sum, and for L2 its square root.
+    fn reduce_norm(&mut self, i: usize, norm: Norm) -> R<()> {
+        let x = self.value(i, 0)?;
+        let out = self.out(i)?;
+        let axes = self.reduce_axes(i, x)?;
+        let (dims, cl) = (self.values[x].dims.clone(), self.values[x].channels_last);
+        let pre = self.define(&format!("{out}#elementwise"), dims, cl);
+        self.map(match norm {
+            Norm::L1 => MapStep {
+                unary: Unary::Abs,
+                ..Self::copy_step(x, pre)
+            },
+            Norm::L2 | Norm::SumSquare => MapStep {
+                b: Some(Operand::Value(x)),
+                binary: Binary::Mul,
+                ..Self::copy_step(x, pre)
+            },
+        });
+        let sum_name = if norm == Norm::L2 {
+            format!("{out}#sum")
+        } else {
+            out.clone()
+        };
+        let sum = match axes {
+            Some((axes, keep)) => self.reduce_to(&sum_name, pre, axes, ReduceKind::Sum, keep),
+            None => {
+                self.value_of.insert(sum_name, pre);
+                pre
+            }
+        };
+        if norm == Norm::L2 {
+            let (dims, cl) = (
+                self.values[sum].dims.clone(),
+                self.values[sum].channels_last,
+            );
+            let output = self.define(&out, dims, cl);
+            self.map(MapStep {
+                unary: Unary::Sqrt,
+                ..Self::copy_step(sum, output)
+            });
+        }
+        Ok(())
     }
 
     fn clip(&mut self, i: usize) -> R<()> {
@@ -1181,14 +1254,28 @@ impl<'a> Builder<'a> {
         kind: ReduceKind,
         keep: bool,
     ) -> R<()> {
+        let out = self.out(i)?;
+        self.reduce_to(&out, x, axes, kind, keep);
+        Ok(())
+    }
+
+    /// A Reduce step of `x` over full-dims `axes` defining `out` (`keep`: the axes stay as 1);
+    /// returns `out`'s value.
+    fn reduce_to(
+        &mut self,
+        out: &str,
+        x: usize,
+        axes: Vec<usize>,
+        kind: ReduceKind,
+        keep: bool,
+    ) -> usize {
         let xd = self.values[x].dims.clone();
         let kept: Dims = (1..=xd.len())
             .map(|a| if axes.contains(&a) { 1 } else { xd[a - 1] })
             .collect();
-        let out = self.out(i)?;
         let cl = self.values[x].channels_last;
         let keep_name = if keep {
-            out.clone()
+            out.to_string()
         } else {
             format!("{out}#kept")
         };
@@ -1200,17 +1287,17 @@ impl<'a> Builder<'a> {
             axes,
             kind,
         }));
-        if !keep {
-            let output = self.row_major(output);
-            let squeezed: Dims = kept
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| !reduced_axes.contains(&(k + 1)))
-                .map(|(_, d)| *d)
-                .collect();
-            self.alias(&out, output, squeezed, false);
+        if keep {
+            return output;
         }
-        Ok(())
+        let output = self.row_major(output);
+        let squeezed: Dims = kept
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !reduced_axes.contains(&(k + 1)))
+            .map(|(_, d)| *d)
+            .collect();
+        self.alias(out, output, squeezed, false)
     }
 
     fn unary(&mut self, i: usize, unary: Unary, p0: f32, p1: f32) -> R<()> {
@@ -1347,6 +1434,158 @@ impl<'a> Builder<'a> {
         self.row(i, x, axis, RowKind::LayerNorm { scale, bias, eps })
     }
 
+    /// InstanceNormalization (`groups` = channels) and GroupNormalization: each item's
+    /// `[C, …]` normalized over rows of `C / groups` channels (a LayerNorm over the rows of
+    /// its row-major storage), then scaled and shifted per channel (opset 21) or per group
+    /// (opset 18).
+    fn norm_rows(&mut self, i: usize, groups: Option<usize>) -> R<()> {
+        let x = self.value(i, 0)?;
+        let dims = self.values[x].dims.clone();
+        let Some(&channels) = dims.first().filter(|_| dims.len() >= 2) else {
+            return Err(self.err(i, NodeError::NormRank(dims.first().copied().unwrap_or(0))));
+        };
+        let groups = groups.unwrap_or(channels);
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(self.err(i, NodeError::NormGroups { channels, groups }));
+        }
+        let out = self.out(i)?;
+        let spatial: usize = dims[1..].iter().product();
+        let row = channels / groups * spatial;
+        let xr = self.row_major(x);
+        let rows = self.alias(&format!("{out}#rows"), xr, vec![groups, row], false);
+        let ones = self.add_const(
+            &format!("{out}#ones"),
+            &Folded::Float(Const {
+                dims: vec![row],
+                data: vec![1.0; row],
+            }),
+        );
+        let ones = ones.map_err(|e| self.err(i, e))?;
+        let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
+        let normalized = self.define(&format!("{out}#normalized"), vec![groups, row], false);
+        self.steps.push(Step::Row(RowStep {
+            input: rows,
+            output: normalized,
+            axis: 2,
+            kind: RowKind::LayerNorm {
+                scale: ones,
+                bias: None,
+                eps,
+            },
+        }));
+        // Scale and shift per channel, over the `[C, spatial]` view.
+        let per_channel = |b: &Self, k: usize| -> R<Vec<f32>> {
+            let v = b.folded(i, k)?.floats().map_err(|e| b.err(i, e))?;
+            match v.len() {
+                n if n == channels => Ok(v),
+                n if n == groups => Ok((0..channels).map(|c| v[c / (channels / groups)]).collect()),
+                _ => Err(b.err(i, NodeError::NormParameters { channels, groups })),
+            }
+        };
+        let (scale, bias) = (per_channel(self, 1)?, per_channel(self, 2)?);
+        let by_channel = self.alias(
+            &format!("{out}#by-channel"),
+            normalized,
+            vec![channels, spatial],
+            false,
+        );
+        if scale.iter().all(|&s| s == 1.0) && bias.iter().all(|&b| b == 0.0) {
+            self.alias(&out, by_channel, dims, false);
+            return Ok(());
+        }
+        let column = |b: &mut Self, what: &str, data: Vec<f32>| {
+            b.add_const(
+                &format!("{out}#{what}"),
+                &Folded::Float(Const {
+                    dims: vec![channels, 1],
+                    data,
+                }),
+            )
+            .map_err(|e| b.err(i, e))
+        };
+        let scale = column(self, "scale", scale)?;
+        let bias = column(self, "bias", bias)?;
+        let affine = self.define(&format!("{out}#affine"), vec![channels, spatial], false);
+        self.map(MapStep {
+            b: Some(Operand::Const(scale)),
+            binary: Binary::Mul,
+            c: Some(Operand::Const(bias)),
+            ..Self::copy_step(by_channel, affine)
+        });
+        self.alias(&out, affine, dims, false);
+        Ok(())
+    }
+
+    /// Resize (and the older Upsample) in nearest mode by whole factors, as `interpolate(…,
+    /// scale_factor = 2, mode = "nearest")` exports for HRNet's fusion layers: with a whole
+    /// factor every coordinate mode reads input pixel `⌊i / f⌋`, so the output is the input
+    /// broadcast over a factor axis after each of H and W: one copy.
+    fn resize(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let dims = self.values[x].dims.clone();
+        let form = |b: &Self, why: String| b.err(i, NodeError::ResizeForm(why));
+        let mode = attr(&self.nodes[i], "mode")
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+            .unwrap_or_else(|| "nearest".into());
+        if mode != "nearest" {
+            return Err(form(self, format!("mode \"{mode}\"")));
+        }
+        let &[c, h, w] = dims.as_slice() else {
+            return Err(form(self, format!("an input of item dims {dims:?}")));
+        };
+        // Upsample: [X, scales]; Resize 11+: [X, roi, scales, sizes]; Resize 10: [X, scales].
+        let inputs = &self.nodes[i].input;
+        let given = |k: usize| inputs.get(k).filter(|s| !s.is_empty()).is_some();
+        let (scales_at, sizes_at) = if self.nodes[i].op_type == "Upsample" || inputs.len() == 2 {
+            (Some(1), None)
+        } else {
+            (given(2).then_some(2), given(3).then_some(3))
+        };
+        let factors: Vec<f64> = match (scales_at, sizes_at) {
+            (_, Some(k)) => {
+                let sizes = self.folded(i, k)?.ints();
+                let item: Vec<i64> = sizes.iter().skip(1).filter_map(|s| s.value()).collect();
+                if sizes.len() != 4 || item.len() != 3 {
+                    return Err(form(self, format!("sizes {sizes:?}")));
+                }
+                let mut f = vec![1.0];
+                f.extend(item.iter().zip(&dims).map(|(&o, &d)| o as f64 / d as f64));
+                f
+            }
+            (Some(k), None) => {
+                let s = self.folded(i, k)?.floats().map_err(|e| self.err(i, e))?;
+                s.iter().map(|&v| v as f64).collect()
+            }
+            (None, None) => return Err(form(self, "neither scales nor sizes".into())),
+        };
+        let whole = |f: f64| (f >= 1.0 && f.fract() == 0.0).then_some(f as usize);
+        let (Some(1), Some(1), Some(fh), Some(fw)) = (
+            factors.first().copied().and_then(whole),
+            factors.get(1).copied().and_then(whole),
+            factors.get(2).copied().and_then(whole),
+            factors.get(3).copied().and_then(whole),
+        ) else {
+            return Err(form(self, format!("scales {factors:?}")));
+        };
+        let out = self.out(i)?;
+        let xr = self.row_major(x);
+        let spread = self.alias(&format!("{out}#spread"), xr, vec![c, h, 1, w, 1], false);
+        let up = self.define(&format!("{out}#up"), vec![c, h, fh, w, fw], false);
+        self.map(Self::copy_step(spread, up));
+        self.alias(&out, up, vec![c, h * fh, w * fw], false);
+        Ok(())
+    }
+
+    /// A Pad of zero width (what timm's Swin and MaxViT export where their windows already
+    /// divide the map) moves nothing.
+    fn pad(&mut self, i: usize) -> R<()> {
+        let pads = self.ints_arg(i, 1, "pads")?.unwrap_or_default();
+        if pads.iter().any(|&p| p != 0) {
+            return Err(self.err(i, NodeError::PadWidth(pads)));
+        }
+        self.pass_through(i)
+    }
+
     fn flatten(&mut self, i: usize) -> R<()> {
         let x = self.value(i, 0)?;
         let dims = self.values[x].dims.clone();
@@ -1354,7 +1593,32 @@ impl<'a> Builder<'a> {
         let a = fold::axis(attr_int(&self.nodes[i], "axis", 1), rank + 1)
             .map_err(|e| self.err(i, e))?;
         if a != 1 {
-            return Err(self.err(i, NodeError::FlattenAxis));
+            // `[N·d1…, rest]` or `[1, N·…]`: the batch merges with other dims (see `moved`).
+            let inner: usize = dims[a.max(1) - 1..].iter().product();
+            let outer: usize = dims[..a.max(1) - 1].iter().product();
+            let target = if a == 0 {
+                [
+                    Sym::known(1),
+                    Sym {
+                        n: inner as i64,
+                        c: 0,
+                    },
+                ]
+            } else {
+                [
+                    Sym {
+                        n: outer as i64,
+                        c: 0,
+                    },
+                    Sym::known(inner as i64),
+                ]
+            };
+            let x = self.materialise(x);
+            let m = self.leave_batch_first(x);
+            let r = self.regroup(i, m, &target, false)?;
+            let out = self.out(i)?;
+            self.bind(&out, r);
+            return Ok(());
         }
         let out = self.out(i)?;
         let len = dims.iter().product();

@@ -1407,3 +1407,128 @@ fn activations_and_prelu_match_tract_and_the_host_kernels() {
         assert!(err < 1e-6, "channels_last {cl}: relative L2 {err}");
     }
 }
+
+/// ConvNeXt V2's global response norm takes an L2 norm over the map (`ReduceL2`, opset 18
+/// with the axes as an input, as the dynamo exporter writes it, here as the attribute of
+/// opset 17); L1 and the sum of squares are the same sum of another function.
+#[test]
+fn l1_l2_and_sum_square_reductions() {
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let l2 = g.op(
+        "ReduceL2",
+        &[&x],
+        vec![ints("axes", &[2, 3]), int("keepdims", 1)],
+    );
+    let scaled = g.op("Div", &[&x, &l2], vec![]);
+    let l1 = g.op(
+        "ReduceL1",
+        &[&scaled],
+        vec![ints("axes", &[1]), int("keepdims", 1)],
+    );
+    let ss = g.op(
+        "ReduceSumSquare",
+        &[&x],
+        vec![ints("axes", &[-1]), int("keepdims", 0)],
+    );
+    let flat_ss = g.op("Flatten", &[&ss], vec![int("axis", 1)]);
+    let flat_l1 = g.op("Flatten", &[&l1], vec![int("axis", 1)]);
+    let y = g.op("Concat", &[&flat_ss, &flat_l1], vec![int("axis", 1)]);
+    let plan = check(&g, &y, 1e-5);
+    let sums = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Reduce(r) if r.kind == ReduceKind::Sum))
+        .count();
+    assert_eq!(sums, 3);
+}
+
+/// InstanceNormalization with its per-channel scale and shift; PoolFormer's GroupNorm of one
+/// group as the dynamo exporter writes it (Reshape to `[N, 1, −1]`, InstanceNormalization with
+/// scale 1 and shift 0, Reshape back, then the affine); GroupNormalization (opset 18, scale and
+/// shift per group); Flatten at axes other than 1; a Pad of zero width.
+#[test]
+fn instance_and_group_norms_flatten_and_empty_pads() {
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let (scale, shift) = (g.weight(&[8], 0.5), g.weight(&[8], 0.3));
+    let inorm = g.op(
+        "InstanceNormalization",
+        &[&x, &scale, &shift],
+        vec![float("epsilon", 1e-5)],
+    );
+    let one_group = g.init_i(&[0, 1, -1]);
+    let r = g.op("Reshape", &[&inorm, &one_group], vec![]);
+    let (one, zero) = (g.init_f(&[1], vec![1.0]), g.init_f(&[1], vec![0.0]));
+    let gn1 = g.op("InstanceNormalization", &[&r, &one, &zero], vec![]);
+    let back = g.init_i(&[0, 8, 5, 5]);
+    let gn1 = g.op("Reshape", &[&gn1, &back], vec![]);
+    let (gs, gb) = (g.weight(&[4], 0.5), g.weight(&[4], 0.2));
+    let gn = g.op(
+        "GroupNormalization",
+        &[&gn1, &gs, &gb],
+        vec![int("num_groups", 4), float("epsilon", 1e-5)],
+    );
+    let pads = g.init_i(&[0; 8]);
+    let padded = g.op("Pad", &[&gn, &pads], vec![]);
+    let flat2 = g.op("Flatten", &[&padded], vec![int("axis", 2)]);
+    let back = g.init_i(&[-1, 200]);
+    let y = g.op("Reshape", &[&flat2, &back], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    let norms = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Row(_)))
+        .count();
+    assert_eq!(norms, 3);
+
+    let mut g = G::new(8, 2, 2);
+    let pads = g.init_i(&[0, 0, 1, 1, 0, 0, 1, 1]);
+    let y = g.op("Pad", &["x", &pads], vec![]);
+    let err = build(&g.model(&y), true).unwrap_err().to_string();
+    assert!(
+        err.contains("Pad `Pad_0`") && err.contains("zero width"),
+        "{err}"
+    );
+}
+
+/// HRNet's fusion layers: `interpolate(scale_factor = 2 or 4, mode = "nearest")` exported as
+/// Resize with scales (and the same with sizes), added to a finer branch; a bilinear Resize is
+/// refused by name.
+#[test]
+fn nearest_resize_by_whole_factors() {
+    let text = |name: &str, v: &str| pb::AttributeProto {
+        name: name.into(),
+        s: v.as_bytes().to_vec(),
+        r#type: pb::attribute_proto::AttributeType::String as i32,
+        ..Default::default()
+    };
+    let mut g = G::new(8, 8, 8);
+    let fine = g.conv("x", 8, 8, 3, 1, 1);
+    let coarse = g.conv(&fine, 8, 8, 3, 2, 1);
+    let coarser = g.conv(&coarse, 8, 8, 3, 2, 1);
+    let scales = g.init_f(&[4], vec![1.0, 1.0, 2.0, 2.0]);
+    let nearest = || {
+        vec![
+            text("mode", "nearest"),
+            text("coordinate_transformation_mode", "asymmetric"),
+            text("nearest_mode", "floor"),
+        ]
+    };
+    let up2 = g.op("Resize", &[&coarse, "", &scales], nearest());
+    let sizes = g.init_i(&[2, 8, 8, 8]);
+    let up4 = g.op("Resize", &[&coarser, "", "", &sizes], nearest());
+    let sum = g.op("Add", &[&fine, &up2], vec![]);
+    let sum = g.op("Add", &[&sum, &up4], vec![]);
+    let y = g.conv(&sum, 8, 4, 3, 1, 1);
+    check(&g, &y, 1e-5);
+
+    let mut g = G::new(8, 4, 4);
+    let scales = g.init_f(&[4], vec![1.0, 1.0, 2.0, 2.0]);
+    let y = g.op("Resize", &["x", "", &scales], vec![text("mode", "linear")]);
+    let err = build(&g.model(&y), true).unwrap_err().to_string();
+    assert!(
+        err.contains("Resize `Resize_0`") && err.contains("mode \"linear\""),
+        "{err}"
+    );
+}

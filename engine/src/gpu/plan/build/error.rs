@@ -150,8 +150,19 @@ pub enum NodeError {
     #[error("scale and bias must have {0} values")]
     LayerNormParameters(usize),
 
-    #[error("only Flatten with axis = 1 is supported")]
-    FlattenAxis,
+    #[error("a normalization of {0} channels needs a rank-3 or higher input")]
+    NormRank(usize),
+    #[error("{channels} channels do not split into {groups} groups")]
+    NormGroups { channels: usize, groups: usize },
+    #[error("scale and bias must have one value per channel ({channels}) or per group ({groups})")]
+    NormParameters { channels: usize, groups: usize },
+    #[error(
+        "only a nearest-neighbour Resize of `[N, C, H, W]` by whole factors of H and W is \
+         supported ({0})"
+    )]
+    ResizeForm(String),
+    #[error("only a Pad of zero width is supported (pads {0:?})")]
+    PadWidth(Vec<i64>),
     #[error("a Reshape to a scalar is not supported")]
     ReshapeToScalar,
     #[error("the batch dimension cannot be squeezed or inserted")]

@@ -137,8 +137,12 @@ impl<'a> Builder<'a> {
     /// dim (a copy when the storage holds the other dims in another order), else a moved one.
     pub(super) fn bind(&mut self, name: &str, m: Moved) {
         let m = self.squeezed(m);
+        let order: Vec<usize> = m.groups.concat();
+        let in_order = order.windows(2).all(|w| w[0] < w[1]);
+        // Batch first and alone; the other dims either single storage axes (a copy puts them
+        // in order) or runs of them already in order (a row-major alias merges them).
         let plain = m.groups.first().is_some_and(|g| g == &[0])
-            && m.groups[1..].iter().all(|g| g.len() <= 1);
+            && (in_order || m.groups[1..].iter().all(|g| g.len() <= 1));
         if !plain {
             self.value_of.remove(name);
             self.moved.insert(name.to_string(), m);
@@ -146,8 +150,7 @@ impl<'a> Builder<'a> {
         }
         let shape = self.moved_shape(&m);
         let logical: Dims = shape[1..].iter().map(|s| s.c as usize).collect();
-        let order: Vec<usize> = m.groups.concat();
-        let v = if order.windows(2).all(|w| w[0] < w[1]) {
+        let v = if in_order {
             m.value
         } else {
             self.reorder(&m, order).value

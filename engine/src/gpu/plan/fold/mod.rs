@@ -6,6 +6,9 @@
 
 use tract_onnx::pb;
 
+mod einsum;
+mod gather_nd;
+
 /// Why a load-time constant cannot be read or folded. The builder adds the node (or names the
 /// initializer) it came from.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -446,6 +449,8 @@ pub const FOLDED: &[&str] = &[
     "Mod",
     "Floor",
     "Ceil",
+    "Einsum",
+    "GatherND",
 ];
 
 /// Evaluates `node` when every input is known (`inputs[i]` is `None` for an activation).
@@ -640,6 +645,12 @@ pub fn eval(
                 x.len(),
             )
         }
+        "Einsum" => einsum::einsum(node, &known)?,
+        "GatherND" => gather_nd::gather_nd(
+            node,
+            x,
+            known.get(1).ok_or(FoldError::GatherWithoutIndices)?,
+        )?,
         "Gather" => {
             let idx = known.get(1).ok_or(FoldError::GatherWithoutIndices)?;
             let d = x.dims().to_vec();
@@ -946,6 +957,7 @@ mod tests {
     fn every_listed_op_folds() {
         let one = ints(&[1]);
         let three = ints(&[3]);
+        let zero = ints(&[0]);
         let value = pb::TensorProto {
             dims: vec![1],
             data_type: pb::tensor_proto::DataType::Int64 as i32,
@@ -976,6 +988,15 @@ mod tests {
                 }
                 "ConstantOfShape" | "Floor" | "Ceil" => vec![Some(&three)],
                 "Range" | "Where" => vec![Some(&one), Some(&three), Some(&one)],
+                "Einsum" => {
+                    node.attribute.push(pb::AttributeProto {
+                        name: "equation".into(),
+                        s: b"i,i->".to_vec(),
+                        ..Default::default()
+                    });
+                    vec![Some(&three), Some(&three)]
+                }
+                "GatherND" => vec![Some(&three), Some(&zero)],
                 _ => vec![Some(&three), Some(&one)],
             };
             node.input.resize(inputs.len(), "a".into());
