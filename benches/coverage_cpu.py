@@ -2,6 +2,8 @@
 
 usage: coverage_cpu.py OUT.json EXPORTS_DIR [EXPORTS_DIR ...]
 
+Writes OUT.json (the rows) and OUT.md (a table per exporter: one row per model, both engines).
+
 Each EXPORTS_DIR is one exporter's folder written by benches/gpu/export_models.py (its name,
 `torchscript` or `dynamo`, is the rows' exporter) after the engine's model-dir check left its
 outputs there in `outputs/` (benches/coverage_cpu.sh runs both). For each model: onnxruntime on
@@ -95,12 +97,42 @@ def main():
            "rows": rows}
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
+    with open(out[:-len(".json")] + ".md" if out.endswith(".json") else out + ".md", "w") as f:
+        f.write(markdown(doc))
     for r in rows:
-        state = ("export failed" if r["export_error"] else
-                 "ok" if r["loads"] else "REFUSED")
-        err = f"{r['rel_l2']:.1e}" if r["rel_l2"] is not None else "-"
-        print(f"{r['exporter']:11} {r['model']:28} {r['engine']:8} {state:13} {err:>8}  "
-              f"{(r['error'] or r['onnxruntime_error'] or r['export_error'] or '')[:160]}")
+        print(f"{r['exporter']:11} {r['model']:28} {r['engine']:8} {cell(r)}")
+
+
+def cell(r):
+    """One engine's outcome on one file, for a table."""
+    if r["export_error"]:
+        return "export failed: " + r["export_error"].splitlines()[0][:120]
+    if not r["loads"]:
+        return "refused: " + (r["error"] or "")[:160].replace("|", "/").replace("\n", " ")
+    if r["rel_l2"] is None:
+        return "loads; onnxruntime: " + (r["onnxruntime_error"] or "no reference")[:120]
+    return f"{r['rel_l2']:.1e}"
+
+
+def markdown(doc):
+    lines = [f"# Model coverage on the CPU: {doc['date']}, commit {doc['commit']}", "",
+             f"Device: {doc['device']}; onnxruntime {doc['onnxruntime']}. Relative L2 error of "
+             "each engine's fp32 output against onnxruntime on the same file and input "
+             "(2 items); the GPU engine's column is its importer and planner run by the "
+             "reference executor on the CPU, not the CUDA kernels. Produced by "
+             "benches/coverage_cpu.sh.", ""]
+    for exporter in sorted({r["exporter"] for r in doc["rows"]}, reverse=True):
+        lines += [f"## {exporter}", "", "| model | family | CPU engine | GPU engine (plan) |",
+                  "|---|---|---|---|"]
+        by_model = {}
+        for r in doc["rows"]:
+            if r["exporter"] == exporter:
+                by_model.setdefault((r["family"], r["model"]), {})[r["engine"]] = r
+        for (family, model), engines in sorted(by_model.items()):
+            lines.append(f"| {model} | {family} | {cell(engines['cpu'])} | "
+                         f"{cell(engines['gpu-plan'])} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

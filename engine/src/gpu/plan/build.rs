@@ -2098,11 +2098,9 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn slice(&mut self, i: usize) -> R<()> {
-        let x = self.value(i, 0)?;
-        let x = self.materialise(x);
-        let dims = self.values[x].dims.clone();
-        let rank = dims.len() + 1;
+    /// A Slice's `(full axis, start, end, step)` per sliced axis, for a tensor of `rank`
+    /// (batch included); starts and ends as written (negative, past the end).
+    pub(super) fn slice_args(&self, i: usize, rank: usize) -> R<Vec<(usize, i64, i64, i64)>> {
         let ints = |k: usize| -> R<Option<Vec<i64>>> {
             match self.nodes[i].input.get(k).filter(|s| !s.is_empty()) {
                 Some(_) => Ok(Some(
@@ -2116,26 +2114,40 @@ impl<'a> Builder<'a> {
         let (starts, ends) = (ints(1)?.unwrap_or_default(), ints(2)?.unwrap_or_default());
         let axes = ints(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
         let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+        axes.iter()
+            .enumerate()
+            .map(|(k, &a)| {
+                let a = fold::axis(a, rank).map_err(|e| self.err(i, e))?;
+                match (starts.get(k), ends.get(k)) {
+                    (Some(&s), Some(&e)) => Ok((a, s, e, steps.get(k).copied().unwrap_or(1))),
+                    _ => Err(self.err(i, NodeError::SliceForm)),
+                }
+            })
+            .collect()
+    }
+
+    fn slice(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let x = self.materialise(x);
+        let rank = self.values[x].dims.len() + 1;
+        let args = self.slice_args(i, rank)?;
         let mut cur = x;
         let out = self.out(i)?;
-        let mut any = false;
-        for (k, &a) in axes.iter().enumerate() {
-            let a = fold::axis(a, rank).map_err(|e| self.err(i, e))?;
-            if a == 0 || steps.get(k).copied().unwrap_or(1) != 1 {
+        for (k, &(a, start, end, step)) in args.iter().enumerate() {
+            if a == 0 || step != 1 {
                 return Err(self.err(i, NodeError::SliceForm));
             }
             let n = self.values[cur].dims[a - 1] as i64;
             let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
-            let (s, e) = (fix(starts[k]), fix(ends[k]));
-            let name = if k + 1 == axes.len() {
+            let (s, e) = (fix(start), fix(end));
+            let name = if k + 1 == args.len() {
                 out.clone()
             } else {
                 format!("{out}#slice{k}")
             };
             cur = self.slice_to(&name, cur, a, s, e.saturating_sub(s), None);
-            any = true;
         }
-        if !any {
+        if args.is_empty() {
             self.value_of.insert(out, x);
         }
         Ok(())

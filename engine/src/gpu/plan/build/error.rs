@@ -204,8 +204,8 @@ pub enum NodeError {
     NoMovedInput,
     #[error(
         "reads a tensor of shape {} whose batch dimension has moved; the GPU \
-         engine runs Transpose, Reshape, Squeeze, Unsqueeze, Gather, MatMul, Gemm \
-         and elementwise ops on such tensors",
+         engine runs Transpose, Reshape, Squeeze, Unsqueeze, Gather, Slice (step 1, off the \
+         batch), MatMul, Gemm and elementwise ops on such tensors",
         show(.0)
     )]
     MovedUnsupported(Vec<Sym>),

@@ -249,6 +249,10 @@ impl<'a> Builder<'a> {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 self.moved_gather(i, m, &shape)
             }
+            "Slice" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                self.moved_slice(i, m, &shape)
+            }
             "MatMul" => {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 let Operand::Const(b) = self.operand(i, 1)? else {
@@ -436,6 +440,28 @@ impl<'a> Builder<'a> {
             groups.remove(a);
         }
         self.bind(&out, Moved { value, groups });
+        Ok(())
+    }
+
+    /// A Slice with step 1 along dims that are single storage axes other than the batch
+    /// (timm's attention unbinds q, k and v from `[3, N, H, L, d]` this way): the storage
+    /// sliced along that axis, the grouping kept.
+    fn moved_slice(&mut self, i: usize, m: Moved, shape: &[Sym]) -> R<()> {
+        let out = self.out(i)?;
+        let mut cur = self.squeezed(m);
+        for (a, start, end, step) in self.slice_args(i, shape.len())? {
+            let s = match cur.groups[a].as_slice() {
+                [s] if *s != 0 && step == 1 => *s,
+                _ => return Err(self.err(i, NodeError::MovedUnsupported(shape.to_vec()))),
+            };
+            let n = self.values[cur.value].dims[s - 1] as i64;
+            let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
+            let (from, to) = (fix(start), fix(end));
+            let name = format!("{out}#slice{a}");
+            let value = self.slice_to(&name, cur.value, s, from, to.saturating_sub(from), None);
+            cur = self.squeezed(Moved { value, ..cur });
+        }
+        self.bind(&out, cur);
         Ok(())
     }
 

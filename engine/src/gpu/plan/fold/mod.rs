@@ -40,6 +40,8 @@ pub enum FoldError {
     ReshapeWithoutShape,
     #[error("Gather without indices")]
     GatherWithoutIndices,
+    #[error("a Clip bound without a value")]
+    ClipBound,
     #[error("Gather index {index} out of range {len}")]
     GatherIndex { index: i64, len: usize },
     #[error("Slice with step 0")]
@@ -451,6 +453,7 @@ pub const FOLDED: &[&str] = &[
     "Ceil",
     "Einsum",
     "GatherND",
+    "Clip",
 ];
 
 /// Evaluates `node` when every input is known (`inputs[i]` is `None` for an activation).
@@ -559,7 +562,15 @@ pub fn eval(
                     dims: dims.clone(),
                     data: data.iter().map(|s| Sym { n: -s.n, c: -s.c }).collect(),
                 },
-                Folded::Int { .. } if matches!(op, "Floor" | "Ceil" | "Abs" | "Relu") => x.clone(),
+                Folded::Int { .. } if matches!(op, "Floor" | "Ceil") => x.clone(),
+                Folded::Int { dims, .. } if matches!(op, "Abs" | "Relu") => Folded::Int {
+                    dims: dims.clone(),
+                    data: x
+                        .known_ints()?
+                        .into_iter()
+                        .map(|v| Sym::known(if op == "Abs" { v.abs() } else { v.max(0) }))
+                        .collect(),
+                },
                 _ => Folded::Float(Const {
                     dims: x.dims().to_vec(),
                     data: x
@@ -567,6 +578,31 @@ pub fn eval(
                         .into_iter()
                         .map(|v| float_unary(op, v).unwrap_or(f32::NAN))
                         .collect(),
+                }),
+            }
+        }
+        // On constants: timm's TF-style "same" padding computes its pads with it.
+        "Clip" => {
+            let bound = |k: usize, name: &str, default: f32| -> Result<f32, FoldError> {
+                match inputs.get(k).copied().flatten() {
+                    Some(b) => b.floats()?.first().copied().ok_or(FoldError::ClipBound),
+                    None => Ok(attr_float(node, name, default)),
+                }
+            };
+            let (lo, hi) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
+            match x {
+                Folded::Int { dims, .. } => Folded::Int {
+                    dims: dims.clone(),
+                    data: x
+                        .known_ints()?
+                        .into_iter()
+                        // max then min, as for floats: no panic where min > max.
+                        .map(|v| Sym::known(v.max(lo as i64).min(hi as i64)))
+                        .collect(),
+                },
+                Folded::Float(c) => Folded::Float(Const {
+                    dims: c.dims.clone(),
+                    data: c.data.iter().map(|v| v.max(lo).min(hi)).collect(),
                 }),
             }
         }
@@ -987,7 +1023,7 @@ mod tests {
                     vec![Some(&three)]
                 }
                 "ConstantOfShape" | "Floor" | "Ceil" => vec![Some(&three)],
-                "Range" | "Where" => vec![Some(&one), Some(&three), Some(&one)],
+                "Range" | "Where" | "Clip" => vec![Some(&one), Some(&three), Some(&one)],
                 "Einsum" => {
                     node.attribute.push(pb::AttributeProto {
                         name: "equation".into(),
@@ -1004,5 +1040,33 @@ mod tests {
             let got = eval(&node, &inputs, &dims);
             assert!(matches!(got, Ok(Some(_))), "{op}: {got:?}");
         }
+    }
+
+    /// Integer Abs, Relu and Clip keep integers and compute them (pads and sizes).
+    #[test]
+    fn integer_abs_relu_and_clip() {
+        let x = ints(&[-3, 0, 5]);
+        let run = |op: &str, inputs: Vec<Option<&Folded>>| {
+            let node = pb::NodeProto {
+                op_type: op.into(),
+                input: inputs
+                    .iter()
+                    .map(|f| if f.is_some() { "a" } else { "" }.into())
+                    .collect(),
+                ..Default::default()
+            };
+            match eval(&node, &inputs, &|_| None) {
+                Ok(Some(f)) => f.known_ints().unwrap(),
+                other => panic!("{op}: {other:?}"),
+            }
+        };
+        assert_eq!(run("Abs", vec![Some(&x)]), vec![3, 0, 5]);
+        assert_eq!(run("Relu", vec![Some(&x)]), vec![0, 0, 5]);
+        let (lo, hi) = (ints(&[-1]), ints(&[2]));
+        assert_eq!(
+            run("Clip", vec![Some(&x), Some(&lo), Some(&hi)]),
+            vec![-1, 0, 2]
+        );
+        assert_eq!(run("Clip", vec![Some(&x), None, Some(&hi)]), vec![-3, 0, 2]);
     }
 }
