@@ -31,8 +31,15 @@ def build(spec):
     if spec.startswith("timm:"):
         import timm
         torch.manual_seed(0)
-        return timm.create_model(spec[5:], pretrained=False)
-    return zoo.build(spec)
+        net = timm.create_model(spec[5:], pretrained=False)
+    else:
+        net = zoo.build(spec)
+    # Some classifiers start from a zero head (timm's MLP-Mixer; torchvision's ViT, which
+    # zoo.build already resets): every logit would be the bias, and any engine would "match".
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and not m.weight.any():
+            m.reset_parameters()
+    return net
 
 
 def input_size(net):

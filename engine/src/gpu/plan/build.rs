@@ -682,9 +682,17 @@ impl<'a> Builder<'a> {
             }
         }
         let (pb, pe) = self.pads(i)?;
-        if pb != pe {
-            return Err(self.err(i, NodeError::AsymmetricPads([pb[0], pb[1], pe[0], pe[1]])));
-        }
+        // cuDNN pads symmetrically: what TF-style "same" padding adds on one side only is a
+        // padded copy of the input first.
+        let sym = [pb[0].min(pe[0]), pb[1].min(pe[1])];
+        let x = if pb != pe {
+            let name = format!("{}#padded", self.out(i)?);
+            let begin = [0, pb[0] - sym[0], pb[1] - sym[1]];
+            let end = [0, pe[0] - sym[0], pe[1] - sym[1]];
+            self.pad_copy(&name, x, &begin, &end, 0.0)
+        } else {
+            x
+        };
         let conv = ConvStep {
             name: self.label(i),
             input: x,
@@ -694,7 +702,7 @@ impl<'a> Builder<'a> {
             cout,
             kernel: [kh, kw],
             stride: self.pair(i, "strides", 1)?,
-            pad: pb,
+            pad: sym,
             dilation: self.pair(i, "dilations", 1)?,
             groups,
             act: Unary::Identity,
@@ -1576,14 +1584,90 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// A Pad of zero width (what timm's Swin and MaxViT export where their windows already
-    /// divide the map) moves nothing.
+    /// Pad in constant mode (a zero width moves nothing: timm's Swin and MaxViT export such
+    /// Pads where their windows already divide the map).
     fn pad(&mut self, i: usize) -> R<()> {
+        let form = |b: &Self, why: String| b.err(i, NodeError::PadForm(why));
+        let mode = attr(&self.nodes[i], "mode")
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+            .unwrap_or_else(|| "constant".into());
         let pads = self.ints_arg(i, 1, "pads")?.unwrap_or_default();
-        if pads.iter().any(|&p| p != 0) {
-            return Err(self.err(i, NodeError::PadWidth(pads)));
+        if pads.iter().all(|&p| p == 0) {
+            return self.pass_through(i);
         }
-        self.pass_through(i)
+        if mode != "constant" {
+            return Err(form(self, format!("mode \"{mode}\"")));
+        }
+        let x = self.value(i, 0)?;
+        let rank = self.values[x].dims.len() + 1;
+        // Opset 18's `axes` input names the padded axes; before, pads cover every axis.
+        let axes: Vec<usize> = match self.ints_arg(i, 3, "axes")? {
+            Some(a) => a
+                .iter()
+                .map(|&a| fold::axis(a, rank))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err(i, e))?,
+            None => (0..rank).collect(),
+        };
+        if pads.len() != 2 * axes.len() || pads.iter().any(|&p| p < 0) {
+            return Err(form(self, format!("pads {pads:?}")));
+        }
+        let (mut begin, mut end) = (vec![0; rank], vec![0; rank]);
+        for (k, &a) in axes.iter().enumerate() {
+            begin[a] = pads[k] as usize;
+            end[a] = pads[k + axes.len()] as usize;
+        }
+        if begin[0] + end[0] > 0 {
+            return Err(form(self, format!("pads {pads:?} on the batch")));
+        }
+        let value = match self.nodes[i].input.get(2).filter(|s| !s.is_empty()) {
+            Some(_) => self.floats(i, 2)?.first().copied().unwrap_or(0.0),
+            None => attr_float(&self.nodes[i], "value", 0.0),
+        };
+        let out = self.out(i)?;
+        let padded = self.pad_copy(&out, x, &begin[1..], &end[1..], value);
+        self.value_of.insert(out, padded);
+        Ok(())
+    }
+
+    /// `x` with `begin[k]` and `end[k]` values of `value` around item axis `k`: per padded
+    /// axis, the output filled with `value` and `x` copied into its middle (two steps), in
+    /// `x`'s layout.
+    fn pad_copy(
+        &mut self,
+        name: &str,
+        x: usize,
+        begin: &[usize],
+        end: &[usize],
+        value: f32,
+    ) -> usize {
+        let cl = self.values[x].channels_last;
+        let fill = Const {
+            dims: vec![1],
+            data: vec![value],
+        };
+        self.consts.push(fill);
+        let fill = self.consts.len() - 1;
+        let mut cur = x;
+        for k in 0..begin.len() {
+            if begin[k] + end[k] == 0 {
+                continue;
+            }
+            let mut dims = self.values[cur].dims.clone();
+            let len = dims[k];
+            dims[k] += begin[k] + end[k];
+            let padded = self.define(&format!("{name}#pad{k}"), dims, cl);
+            self.map(MapStep {
+                a: Operand::Const(fill),
+                ..Self::copy_step(cur, padded)
+            });
+            self.map(MapStep {
+                region: Some((k + 1, begin[k], len)),
+                ..Self::copy_step(cur, padded)
+            });
+            cur = padded;
+        }
+        cur
     }
 
     fn flatten(&mut self, i: usize) -> R<()> {
@@ -2274,10 +2358,16 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
         channels_last,
         input_c: c,
     };
+    // (Not where a Conv pads the input on one side: its padded copy is made from the input
+    // as stored, and that copy, not the input, is what the convolution reads.)
+    let symmetric = |n: &pb::NodeProto| {
+        attr_ints(n, "pads").is_none_or(|p| p.len() != 4 || (p[0] == p[2] && p[1] == p[3]))
+    };
     let pad_input = c < 8
-        && b.consumers
-            .get(input.name.as_str())
-            .is_some_and(|cs| cs.iter().all(|&i| g.node[i].op_type == "Conv"));
+        && b.consumers.get(input.name.as_str()).is_some_and(|cs| {
+            cs.iter()
+                .all(|&i| g.node[i].op_type == "Conv" && symmetric(&g.node[i]))
+        });
     let input_padded_c = if pad_input { 8 } else { c };
     b.define(&input.name, vec![input_padded_c, h, w], true);
     // Constant nodes first: a fusion looks ahead at nodes (a Clip's bounds) whose constants

@@ -1482,12 +1482,18 @@ fn instance_and_group_norms_flatten_and_empty_pads() {
         .count();
     assert_eq!(norms, 3);
 
+    let text = |name: &str, v: &str| pb::AttributeProto {
+        name: name.into(),
+        s: v.as_bytes().to_vec(),
+        r#type: pb::attribute_proto::AttributeType::String as i32,
+        ..Default::default()
+    };
     let mut g = G::new(8, 2, 2);
     let pads = g.init_i(&[0, 0, 1, 1, 0, 0, 1, 1]);
-    let y = g.op("Pad", &["x", &pads], vec![]);
+    let y = g.op("Pad", &["x", &pads], vec![text("mode", "reflect")]);
     let err = build(&g.model(&y), true).unwrap_err().to_string();
     assert!(
-        err.contains("Pad `Pad_0`") && err.contains("zero width"),
+        err.contains("Pad `Pad_0`") && err.contains("mode \"reflect\""),
         "{err}"
     );
 }
@@ -1563,4 +1569,42 @@ fn timm_attention_unbinds_q_k_v_by_slices_of_the_moved_batch() {
     let o = g.op("Reshape", &[&o, &back], vec![]);
     let y = g.op("Add", &[&o, &tokens], vec![]);
     check(&g, &y, 1e-5);
+}
+
+/// TF-style "same" padding (timm's `tf_` models, MaxViT): convolutions padded on one side,
+/// on the model input and inside; a constant Pad with its value; through the reference and
+/// through kernels.cu compiled for the host.
+#[test]
+fn one_sided_conv_padding_and_constant_pads() {
+    let mut g = G::new(3, 8, 8);
+    let one_sided = |g: &mut G, x: &str, cin: usize, cout: usize| {
+        let w = g.weight(&[cout, cin, 3, 3], 0.3);
+        g.op(
+            "Conv",
+            &[x, &w],
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[0, 0, 1, 1]),
+            ],
+        )
+    };
+    let a = one_sided(&mut g, "x", 3, 8);
+    let b = one_sided(&mut g, &a, 8, 8);
+    let pads = g.init_i(&[0, 0, 1, 2, 0, 0, 2, 1]);
+    let value = g.init_f(&[], vec![0.5]);
+    let p = g.op("Pad", &[&b, &pads, &value], vec![]);
+    let y = g.conv(&p, 8, 4, 3, 1, 1);
+    check(&g, &y, 1e-5);
+
+    let k = HostKernels::load();
+    let model = g.model(&y);
+    let input = noise(2 * 3 * 8 * 8, 5);
+    for cl in [true, false] {
+        let plan = build(&model, cl).unwrap();
+        let want = reference::run(&plan, &input, 2);
+        let got = reference::run_with(&plan, &input, 2, Some(&k));
+        let err = rel_l2(&got, &want);
+        assert!(err < 1e-6, "channels_last {cl}: relative L2 {err}");
+    }
 }

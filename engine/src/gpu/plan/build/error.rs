@@ -161,8 +161,11 @@ pub enum NodeError {
          supported ({0})"
     )]
     ResizeForm(String),
-    #[error("only a Pad of zero width is supported (pads {0:?})")]
-    PadWidth(Vec<i64>),
+    #[error(
+        "only a constant Pad of the item's dims (not the batch) is supported ({0}); reflect \
+         and edge modes are not"
+    )]
+    PadForm(String),
     #[error("a Reshape to a scalar is not supported")]
     ReshapeToScalar,
     #[error("the batch dimension cannot be squeezed or inserted")]
