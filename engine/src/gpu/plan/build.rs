@@ -2128,6 +2128,26 @@ impl<'a> Builder<'a> {
         output
     }
 
+    /// A Split's part sizes along an axis of `total`: given (input 1 or the `split`
+    /// attribute), else equal parts for the outputs.
+    pub(super) fn split_sizes(&self, i: usize, total: usize) -> R<Vec<usize>> {
+        let outs = self.nodes[i].output.len();
+        let sizes: Vec<usize> = match self.ints_arg(i, 1, "split")? {
+            Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
+            None => {
+                let k = outs.max(1);
+                let each = total.div_ceil(k);
+                (0..k)
+                    .map(|j| each.min(total.saturating_sub(j * each)))
+                    .collect()
+            }
+        };
+        if sizes.len() != outs || sizes.iter().sum::<usize>() != total {
+            return Err(self.err(i, NodeError::SplitSizes { sizes, total }));
+        }
+        Ok(sizes)
+    }
+
     fn split(&mut self, i: usize) -> R<()> {
         let input = self.input(i, 0)?;
         let shuffled = self.shuffled.get(input).copied();
@@ -2147,19 +2167,7 @@ impl<'a> Builder<'a> {
         }
         let outs: Vec<String> = self.nodes[i].output.clone();
         let total = dims[axis - 1];
-        let sizes: Vec<usize> = match self.ints_arg(i, 1, "split")? {
-            Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
-            None => {
-                let k = outs.len().max(1);
-                let each = total.div_ceil(k);
-                (0..k)
-                    .map(|j| each.min(total.saturating_sub(j * each)))
-                    .collect()
-            }
-        };
-        if sizes.len() != outs.len() || sizes.iter().sum::<usize>() != total {
-            return Err(self.err(i, NodeError::SplitSizes { sizes, total }));
-        }
+        let sizes = self.split_sizes(i, total)?;
         // Parts of a channel shuffle are copied from the value shuffled when they fall on whole
         // groups; otherwise the shuffle is copied first, once.
         let (x, shuffle) = match shuffled {

@@ -1539,36 +1539,48 @@ fn nearest_resize_by_whole_factors() {
     );
 }
 
-/// timm's attention as the dynamo exporter writes it: qkv reshaped to `[N, L, 3, H, d]`,
-/// permuted to `[3, N, H, L, d]`, q, k and v unbound by a Slice of width 1 and a Squeeze.
+/// timm's attention: qkv reshaped to `[N, L, 3, H, d]`, permuted to `[3, N, H, L, d]`, q, k
+/// and v unbound by Slices of width 1 (the dynamo exporter) or one Split (TorchScript), each
+/// part squeezed.
 #[test]
-fn timm_attention_unbinds_q_k_v_by_slices_of_the_moved_batch() {
-    let (e, heads) = (8usize, 2usize);
-    let d = e / heads;
-    let mut g = G::new(8, 2, 3);
-    let tokens = tokens(&mut g);
-    let l = (g.h * g.w) as i64;
-    let w = g.weight(&[e, 3 * e], 0.3);
-    let qkv = g.op("MatMul", &[&tokens, &w], vec![]);
-    let split = g.init_i(&[-1, l, 3, heads as i64, d as i64]);
-    let qkv = g.op("Reshape", &[&qkv, &split], vec![]);
-    let qkv = g.op("Transpose", &[&qkv], vec![ints("perm", &[2, 0, 3, 1, 4])]);
-    let axis0 = g.init_i(&[0]);
-    let mut parts = Vec::new();
-    for k in 0..3 {
-        let (s, t) = (g.init_i(&[k]), g.init_i(&[k + 1]));
-        let one = g.op("Slice", &[&qkv, &s, &t, &axis0], vec![]);
-        parts.push(g.op("Squeeze", &[&one, &axis0], vec![]));
+fn timm_attention_unbinds_q_k_v_from_the_moved_batch() {
+    for by_split in [false, true] {
+        let (e, heads) = (8usize, 2usize);
+        let d = e / heads;
+        let mut g = G::new(8, 2, 3);
+        let tokens = tokens(&mut g);
+        let l = (g.h * g.w) as i64;
+        let w = g.weight(&[e, 3 * e], 0.3);
+        let qkv = g.op("MatMul", &[&tokens, &w], vec![]);
+        let split = g.init_i(&[-1, l, 3, heads as i64, d as i64]);
+        let qkv = g.op("Reshape", &[&qkv, &split], vec![]);
+        let qkv = g.op("Transpose", &[&qkv], vec![ints("perm", &[2, 0, 3, 1, 4])]);
+        let axis0 = g.init_i(&[0]);
+        let unbound: Vec<String> = if by_split {
+            let sizes = g.init_i(&[1, 1, 1]);
+            g.op_n("Split", &[&qkv, &sizes], vec![int("axis", 0)], 3)
+        } else {
+            (0..3)
+                .map(|k| {
+                    let (s, t) = (g.init_i(&[k]), g.init_i(&[k + 1]));
+                    g.op("Slice", &[&qkv, &s, &t, &axis0], vec![])
+                })
+                .collect()
+        };
+        let parts: Vec<String> = unbound
+            .iter()
+            .map(|p| g.op("Squeeze", &[p, &axis0], vec![]))
+            .collect();
+        let kt = g.op("Transpose", &[&parts[1]], vec![ints("perm", &[0, 1, 3, 2])]);
+        let scores = g.op("MatMul", &[&parts[0], &kt], vec![]);
+        let p = g.op("Softmax", &[&scores], vec![int("axis", -1)]);
+        let o = g.op("MatMul", &[&p, &parts[2]], vec![]);
+        let o = g.op("Transpose", &[&o], vec![ints("perm", &[0, 2, 1, 3])]);
+        let back = g.init_i(&[-1, l, e as i64]);
+        let o = g.op("Reshape", &[&o, &back], vec![]);
+        let y = g.op("Add", &[&o, &tokens], vec![]);
+        check(&g, &y, 1e-5);
     }
-    let kt = g.op("Transpose", &[&parts[1]], vec![ints("perm", &[0, 1, 3, 2])]);
-    let scores = g.op("MatMul", &[&parts[0], &kt], vec![]);
-    let p = g.op("Softmax", &[&scores], vec![int("axis", -1)]);
-    let o = g.op("MatMul", &[&p, &parts[2]], vec![]);
-    let o = g.op("Transpose", &[&o], vec![ints("perm", &[0, 2, 1, 3])]);
-    let back = g.init_i(&[-1, l, e as i64]);
-    let o = g.op("Reshape", &[&o, &back], vec![]);
-    let y = g.op("Add", &[&o, &tokens], vec![]);
-    check(&g, &y, 1e-5);
 }
 
 /// TF-style "same" padding (timm's `tf_` models, MaxViT): convolutions padded on one side,

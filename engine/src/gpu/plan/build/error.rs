@@ -207,7 +207,7 @@ pub enum NodeError {
     NoMovedInput,
     #[error(
         "reads a tensor of shape {} whose batch dimension has moved; the GPU \
-         engine runs Transpose, Reshape, Squeeze, Unsqueeze, Gather, Slice (step 1, off the \
+         engine runs Transpose, Reshape, Squeeze, Unsqueeze, Gather, Slice and Split (off the \
          batch), MatMul, Gemm and elementwise ops on such tensors",
         show(.0)
     )]

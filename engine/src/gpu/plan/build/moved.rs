@@ -253,6 +253,10 @@ impl<'a> Builder<'a> {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 self.moved_slice(i, m, &shape)
             }
+            "Split" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                self.moved_split(i, m, &shape)
+            }
             "MatMul" => {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 let Operand::Const(b) = self.operand(i, 1)? else {
@@ -462,6 +466,28 @@ impl<'a> Builder<'a> {
             cur = self.squeezed(Moved { value, ..cur });
         }
         self.bind(&out, cur);
+        Ok(())
+    }
+
+    /// A Split along a dim that is a single storage axis other than the batch (timm's
+    /// attention as the TorchScript exporter writes its unbind): each part the storage sliced
+    /// along that axis, the grouping kept.
+    fn moved_split(&mut self, i: usize, m: Moved, shape: &[Sym]) -> R<()> {
+        let a = fold::axis(attr_int(&self.nodes[i], "axis", 0), shape.len())
+            .map_err(|e| self.err(i, e))?;
+        let m = self.squeezed(m);
+        let s = match m.groups[a].as_slice() {
+            [s] if *s != 0 => *s,
+            _ => return Err(self.err(i, NodeError::MovedUnsupported(shape.to_vec()))),
+        };
+        let total = self.values[m.value].dims[s - 1];
+        let sizes = self.split_sizes(i, total)?;
+        let mut at = 0;
+        for (name, len) in self.nodes[i].output.clone().iter().zip(sizes) {
+            let value = self.slice_to(&format!("{name}#part"), m.value, s, at, len, None);
+            self.bind(name, Moved { value, ..m.clone() });
+            at += len;
+        }
         Ok(())
     }
 
