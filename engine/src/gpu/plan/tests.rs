@@ -1620,3 +1620,25 @@ fn one_sided_conv_padding_and_constant_pads() {
         assert!(err < 1e-6, "channels_last {cl}: relative L2 {err}");
     }
 }
+
+/// LeViT's BatchNorm1d on its tokens: `[N, L, C]` flattened to `[N·L, C]`, normalised, and
+/// shaped back.
+#[test]
+fn batch_norm_of_tokens_with_the_batch_merged() {
+    let mut g = G::new(8, 2, 3);
+    let tokens = tokens(&mut g);
+    let flat = g.init_i(&[-1, 8]);
+    let rows = g.op("Reshape", &[&tokens, &flat], vec![]);
+    let (scale, bias) = (g.weight(&[8], 0.5), g.weight(&[8], 0.2));
+    let mean = g.weight(&[8], 0.1);
+    let var = g.init_f(&[8], (0..8).map(|v| 0.5 + v as f32 * 0.1).collect());
+    let bn = g.op(
+        "BatchNormalization",
+        &[&rows, &scale, &bias, &mean, &var],
+        vec![float("epsilon", 1e-5)],
+    );
+    let back = g.init_i(&[-1, (g.h * g.w) as i64, 8]);
+    let y = g.op("Reshape", &[&bn, &back], vec![]);
+    let y = g.op("Add", &[&y, &tokens], vec![]);
+    check(&g, &y, 1e-5);
+}

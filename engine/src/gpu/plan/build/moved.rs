@@ -257,6 +257,11 @@ impl<'a> Builder<'a> {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 self.moved_split(i, m, &shape)
             }
+            "BatchNormalization" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                self.moved_batch_norm(i, m, &shape)
+                    .map_err(|e| e.unwrap_or_else(|| unsupported(self)))
+            }
             "MatMul" => {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 let Operand::Const(b) = self.operand(i, 1)? else {
@@ -491,6 +496,46 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// BatchNormalization (inference) of a tensor whose batch has moved, channels on its dim
+    /// 1 (LeViT's BatchNorm1d over `[N·L, C]` tokens): one scale and shift on the storage.
+    fn moved_batch_norm(
+        &mut self,
+        i: usize,
+        m: Moved,
+        shape: &[Sym],
+    ) -> Result<(), Option<BuildError>> {
+        let Some(c) = shape.get(1).and_then(|s| s.value()) else {
+            return Err(None);
+        };
+        let c = c as usize;
+        let (scale, shift) = self.bn_params(i, c).map_err(Some)?;
+        let mut cd = vec![c];
+        cd.extend(std::iter::repeat_n(1, shape.len() - 2));
+        let m = self.squeezed(m);
+        let column = |data: Vec<f32>| {
+            Folded::Float(Const {
+                dims: cd.clone(),
+                data,
+            })
+        };
+        let sc = self.storage_const_of(i, &column(scale), &m)?;
+        let sh = self.storage_const_of(i, &column(shift), &m)?;
+        let out = self.out(i).map_err(Some)?;
+        let output = self.define(
+            &format!("{out}#storage"),
+            self.values[m.value].dims.clone(),
+            false,
+        );
+        self.map(MapStep {
+            b: Some(Operand::Const(sc)),
+            binary: Binary::Mul,
+            c: Some(Operand::Const(sh)),
+            ..Self::copy_step(m.value, output)
+        });
+        self.bind(&out, Moved { value: output, ..m });
+        Ok(())
+    }
+
     /// `m · b (+ bias)` with `b` a `[k, p]` constant (row-major data): the storage's rows
     /// must be the last dim's axes, trailing and in order, else the storage is reordered
     /// first. A 1×1 convolution where `rows_as_conv` (the bias in its epilogue), else a
@@ -637,6 +682,17 @@ impl<'a> Builder<'a> {
             Ok(f) => f.clone(),
             Err(_) => return Err(None),
         };
+        self.storage_const_of(i, &f, m)
+    }
+
+    /// `f` broadcast (ONNX's rules) against the moved `m`, in `m`'s storage order (node `i`
+    /// for errors).
+    fn storage_const_of(
+        &mut self,
+        i: usize,
+        f: &Folded,
+        m: &Moved,
+    ) -> Result<usize, Option<BuildError>> {
         let data = f.floats().map_err(|e| Some(self.err(i, e)))?;
         let shape = self.moved_shape(m);
         let cd = f.dims().to_vec();

@@ -8,6 +8,7 @@ use tract_onnx::pb;
 
 mod einsum;
 mod gather_nd;
+mod reduce;
 
 /// Why a load-time constant cannot be read or folded. The builder adds the node (or names the
 /// initializer) it came from.
@@ -454,6 +455,11 @@ pub const FOLDED: &[&str] = &[
     "Einsum",
     "GatherND",
     "Clip",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "BatchNormalization",
 ];
 
 /// Evaluates `node` when every input is known (`inputs[i]` is `None` for an activation).
@@ -682,6 +688,14 @@ pub fn eval(
             )
         }
         "Einsum" => einsum::einsum(node, &known)?,
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+            let axes = match inputs.get(1).copied().flatten() {
+                Some(a) => Some(a.known_ints()?),
+                None => attr_ints(node, "axes"),
+            };
+            reduce::reduce(node, x, axes)?
+        }
+        "BatchNormalization" => reduce::batch_norm(node, &known)?,
         "GatherND" => gather_nd::gather_nd(
             node,
             x,
@@ -1022,7 +1036,8 @@ mod tests {
                     node.attribute.push(attr_int("to", 7));
                     vec![Some(&three)]
                 }
-                "ConstantOfShape" | "Floor" | "Ceil" => vec![Some(&three)],
+                "ConstantOfShape" | "Floor" | "Ceil" | "ReduceMean" | "ReduceSum" | "ReduceMax"
+                | "ReduceMin" => vec![Some(&three)],
                 "Range" | "Where" | "Clip" => vec![Some(&one), Some(&three), Some(&one)],
                 "Einsum" => {
                     node.attribute.push(pb::AttributeProto {
@@ -1033,6 +1048,7 @@ mod tests {
                     vec![Some(&three), Some(&three)]
                 }
                 "GatherND" => vec![Some(&three), Some(&zero)],
+                "BatchNormalization" => vec![Some(&three); 5],
                 _ => vec![Some(&three), Some(&one)],
             };
             node.input.resize(inputs.len(), "a".into());
