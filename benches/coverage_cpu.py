@@ -1,6 +1,6 @@
 """The model-coverage check's CPU half: both engines' fp32 outputs against onnxruntime.
 
-usage: coverage_cpu.py OUT.json EXPORTS_DIR [EXPORTS_DIR ...]
+usage: coverage_cpu.py OUT.json OUT.md EXPORTS_DIR [EXPORTS_DIR ...]
 
 Writes OUT.json (the rows) and OUT.md (a table per exporter: one row per model, both engines).
 
@@ -55,7 +55,7 @@ def onnxruntime_rows(path, x):
 
 
 def main():
-    out, dirs = sys.argv[1], sys.argv[2:]
+    out, md, dirs = sys.argv[1], sys.argv[2], sys.argv[3:]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     rows = []
@@ -74,7 +74,10 @@ def main():
                                      onnxruntime_error=None, rel_l2=None))
                 continue
             outputs = os.path.join(d, "outputs")
-            meta = json.load(open(os.path.join(outputs, model + ".json")))
+            meta_path = os.path.join(outputs, model + ".json")
+            if not os.path.exists(meta_path):
+                sys.exit(f"{meta_path} is missing: run the engine's model-dir check on {d}")
+            meta = json.load(open(meta_path))
             shape = meta["input_shape"]
             x = load_f32(os.path.join(outputs, model + ".input.f32"))
             ref, ort_error, one = None, "no input: neither engine read the file", False
@@ -97,8 +100,8 @@ def main():
            "rows": rows}
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
-    with open(out[:-len(".json")] + ".md" if out.endswith(".json") else out + ".md", "w") as f:
-        f.write(markdown(doc))
+    with open(md, "w") as f:
+        f.write(markdown(doc, os.path.relpath(out, os.path.dirname(md) or ".")))
     for r in rows:
         print(f"{r['exporter']:11} {r['model']:28} {r['engine']:8} {cell(r)}")
 
@@ -114,13 +117,14 @@ def cell(r):
     return f"{r['rel_l2']:.1e}"
 
 
-def markdown(doc):
-    lines = [f"# Model coverage on the CPU: {doc['date']}, commit {doc['commit']}", "",
+def markdown(doc, json_path):
+    lines = [f"# Model coverage: {doc['date']}, commit {doc['commit']}", "",
              f"Device: {doc['device']}; onnxruntime {doc['onnxruntime']}. Relative L2 error of "
              "each engine's fp32 output against onnxruntime on the same file and input "
              "(2 items); the GPU engine's column is its importer and planner run by the "
              "reference executor on the CPU, not the CUDA kernels. Produced by "
-             "benches/coverage_cpu.sh.", ""]
+             f"benches/coverage_cpu.sh; the rows: [{os.path.basename(json_path)}]({json_path}).",
+             ""]
     for exporter in sorted({r["exporter"] for r in doc["rows"]}, reverse=True):
         lines += [f"## {exporter}", "", "| model | family | CPU engine | GPU engine (plan) |",
                   "|---|---|---|---|"]

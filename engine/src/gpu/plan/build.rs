@@ -2414,6 +2414,15 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
                     .collect()
             })
         };
+        if node.op_type == "Split" {
+            if let Some(parts) = fold::split(node, &known).map_err(|e| b.err(i, e))? {
+                for (out, part) in node.output.iter().zip(parts) {
+                    b.folded.insert(out.clone(), part);
+                }
+                b.done[i] = true;
+                continue;
+            }
+        }
         let f = fold::eval(node, &known, &dims_of).map_err(|e| b.err(i, e))?;
         if let Some(f) = f {
             if let Some(out) = node.output.first() {

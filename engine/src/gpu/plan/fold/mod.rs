@@ -460,6 +460,7 @@ pub const FOLDED: &[&str] = &[
     "ReduceMax",
     "ReduceMin",
     "BatchNormalization",
+    "Split",
 ];
 
 /// Evaluates `node` when every input is known (`inputs[i]` is `None` for an activation).
@@ -893,6 +894,55 @@ pub fn eval(
     Ok(Some(folded))
 }
 
+/// A Split of a constant (EVA's rotary position table), one constant per output; `Ok(None)`
+/// where the input is not known at load time.
+pub fn split(
+    node: &pb::NodeProto,
+    inputs: &[Option<&Folded>],
+) -> Result<Option<Vec<Folded>>, FoldError> {
+    let Some(x) = inputs.first().copied().flatten() else {
+        return Ok(None);
+    };
+    let d = x.dims().to_vec();
+    let a = axis(attr_int(node, "axis", 0), d.len())?;
+    let outs = node.output.len().max(1);
+    let sizes: Vec<usize> = match (inputs.get(1).copied().flatten(), attr_ints(node, "split")) {
+        (Some(s), _) => s.known_ints()?.iter().map(|&v| v.max(0) as usize).collect(),
+        (None, Some(s)) => s.iter().map(|&v| v.max(0) as usize).collect(),
+        (None, None) => {
+            let each = d[a].div_ceil(outs);
+            (0..outs)
+                .map(|j| each.min(d[a].saturating_sub(j * each)))
+                .collect()
+        }
+    };
+    if sizes.len() != outs || sizes.iter().sum::<usize>() != d[a] {
+        return Err(FoldError::NotFoldable(format!(
+            "Split of {} into {sizes:?}",
+            d[a]
+        )));
+    }
+    let inner: usize = d[a + 1..].iter().product();
+    let mut at = 0;
+    let mut parts = Vec::with_capacity(outs);
+    for len in sizes {
+        let mut dims = d.clone();
+        dims[a] = len;
+        let n: usize = dims.iter().product();
+        let block = len * inner;
+        parts.push(x.with(
+            dims,
+            |i| {
+                let (outer, rest) = (i / block.max(1), i % block.max(1));
+                (outer * d[a] + at) * inner + rest
+            },
+            n,
+        ));
+        at += len;
+    }
+    Ok(Some(parts))
+}
+
 /// Unsqueeze/Squeeze axes: input 1 (opset 13 on) or the `axes` attribute.
 fn axes_arg(node: &pb::NodeProto, known: &[&Folded]) -> Result<Vec<i64>, FoldError> {
     match known.get(1) {
@@ -1053,6 +1103,13 @@ mod tests {
             };
             node.input.resize(inputs.len(), "a".into());
             let dims = |_: &str| Some(vec![Sym::known(2), Sym::known(3)]);
+            if op == "Split" {
+                let parts = split(&node, &[Some(&ints(&[1, 2, 3, 4]))])
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(parts[0].known_ints().unwrap(), vec![1, 2, 3, 4]);
+                continue;
+            }
             let got = eval(&node, &inputs, &dims);
             assert!(matches!(got, Ok(Some(_))), "{op}: {got:?}");
         }
