@@ -69,6 +69,16 @@ pub(crate) fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
     }
 }
 
+#[cfg(test)]
+pub(crate) fn attr_text(name: &str, v: &str) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
