@@ -111,7 +111,10 @@ def cell(r):
     if r["export_error"]:
         return "export failed: " + r["export_error"].splitlines()[0][:120]
     if not r["loads"]:
-        return "refused: " + (r["error"] or "")[:160].replace("|", "/").replace("\n", " ")
+        why = "refused: " + (r["error"] or "")[:160].replace("|", "/").replace("\n", " ")
+        if "fixed the batch" in (r["onnxruntime_error"] or ""):
+            why += " (onnxruntime too fails at batch 2: the file runs at batch 1 only)"
+        return why
     if r["rel_l2"] is None:
         return "loads; onnxruntime: " + (r["onnxruntime_error"] or "no reference")[:120]
     return f"{r['rel_l2']:.1e}"
