@@ -124,7 +124,13 @@ fn a_node_whose_instances_cannot_be_built_stops_start_up() {
     let config = engine::Config::parse(&toml, &dir.join("t.toml")).unwrap();
     let e = common::start_error(config);
     assert!(e.contains("node [m], key `model`"), "{e}");
-    assert!(e.contains("a loadable ONNX model: cannot read ONNX"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "a loadable ONNX model: {} is not an ONNX model",
+            model.display()
+        )),
+        "{e}"
+    );
 }
 
 /// `mean`/`std` are checked as numbers at load; their count only once the model says how many
