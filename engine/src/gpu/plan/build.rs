@@ -7,6 +7,7 @@
 mod adds;
 mod attention;
 mod batch_index;
+mod conv1d;
 pub use attention::HEAD_DIMS;
 mod error;
 pub use error::{BuildError, NodeError, Regroup};
@@ -641,6 +642,9 @@ impl<'a> Builder<'a> {
     fn conv(&mut self, i: usize) -> R<()> {
         let node = &self.nodes[i];
         let x = self.value(i, 0)?;
+        if self.values[x].dims.len() == 2 {
+            return self.conv1d(i, x);
+        }
         let Some([mut cin, _, _]) = self.values[x].chw() else {
             return Err(self.err(i, NodeError::ConvRank(self.values[x].dims.clone())));
         };

@@ -1620,3 +1620,40 @@ fn host_kernels_match(model: &pb::ModelProto, [c, h, w]: [usize; 3], seed: u32) 
         assert!(err < 1e-6, "channels_last {cl}: relative L2 {err}");
     }
 }
+
+/// ECA's channel attention (timm's NFNets): the pooled channels as a 1-D sequence through a
+/// `Conv1d`, a sigmoid, and back onto the map; and a strided 1-D convolution padded on one
+/// side, with groups.
+#[test]
+fn one_dimensional_convolutions() {
+    let mut g = G::new(8, 2, 5);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let pooled = g.op("GlobalAveragePool", &[&x], vec![]);
+    let seq = g.init_i(&[-1, 1, 8]);
+    let seq = g.op("Reshape", &[&pooled, &seq], vec![]);
+    let w = g.weight(&[1, 1, 3], 0.5);
+    let attn = g.op(
+        "Conv",
+        &[&seq, &w],
+        vec![ints("kernel_shape", &[3]), ints("pads", &[1, 1])],
+    );
+    let attn = g.op("Sigmoid", &[&attn], vec![]);
+    let back = g.init_i(&[-1, 8, 1, 1]);
+    let attn = g.op("Reshape", &[&attn, &back], vec![]);
+    let scaled = g.op("Mul", &[&x, &attn], vec![]);
+    let rows = g.init_i(&[0, 8, 10]);
+    let rows = g.op("Reshape", &[&scaled, &rows], vec![]);
+    let (w, b) = (g.weight(&[4, 4, 3], 0.3), g.weight(&[4], 0.1));
+    let y = g.op(
+        "Conv",
+        &[&rows, &w, &b],
+        vec![
+            ints("kernel_shape", &[3]),
+            ints("strides", &[2]),
+            ints("pads", &[0, 1]),
+            int("group", 2),
+        ],
+    );
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.values[plan.output].dims, vec![4, 5]);
+}
