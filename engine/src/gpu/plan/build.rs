@@ -656,24 +656,10 @@ impl<'a> Builder<'a> {
         let w = self.folded(i, 1)?;
         let w_dims = w.dims().to_vec();
         let weight = w.floats().map_err(|e| self.err(i, e))?;
-        let [cout, cin_g, kh, kw] = w_dims[..] else {
+        let [cout, _, kh, kw] = w_dims[..] else {
             return Err(self.err(i, NodeError::ConvWeightRank(w_dims)));
         };
-        let groups = attr_int(node, "group", 1).max(1) as usize;
-        if cin_g * groups != cin || !cout.is_multiple_of(groups) {
-            return Err(self.err(
-                i,
-                NodeError::ConvGroups {
-                    weights: w_dims,
-                    groups,
-                    cin,
-                },
-            ));
-        }
-        let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
-            Some(_) => self.floats(i, 2)?,
-            None => vec![0.0; cout],
-        };
+        let (groups, bias) = self.conv_groups_and_bias(i, &w_dims, cin)?;
         if let Some(k) = attr_ints(node, "kernel_shape") {
             if k != [kh as i64, kw as i64] {
                 return Err(self.err(
@@ -715,6 +701,45 @@ impl<'a> Builder<'a> {
             bias,
         };
         self.finish_conv(i, conv)
+    }
+
+    /// A convolution's `group` checked against its weights `[O, I/group, …]` and `cin`, and
+    /// its bias (zeros where it has none).
+    pub(super) fn conv_groups_and_bias(
+        &self,
+        i: usize,
+        w_dims: &[usize],
+        cin: usize,
+    ) -> R<(usize, Vec<f32>)> {
+        let node = &self.nodes[i];
+        let groups = attr_int(node, "group", 1).max(1) as usize;
+        let (cout, cin_g) = (w_dims[0], w_dims[1]);
+        if cin_g * groups != cin || !cout.is_multiple_of(groups) {
+            return Err(self.err(
+                i,
+                NodeError::ConvGroups {
+                    weights: w_dims.to_vec(),
+                    groups,
+                    cin,
+                },
+            ));
+        }
+        let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
+            Some(_) => self.floats(i, 2)?,
+            None => vec![0.0; cout],
+        };
+        Ok((groups, bias))
+    }
+
+    /// `auto_pad` other than NOTSET or VALID (explicit pads only) is refused.
+    pub(super) fn check_auto_pad(&self, i: usize) -> R<()> {
+        if let Some(p) = attr(&self.nodes[i], "auto_pad") {
+            let mode = String::from_utf8_lossy(&p.s);
+            if mode != "NOTSET" && !mode.is_empty() && mode != "VALID" {
+                return Err(self.err(i, NodeError::AutoPad(mode.into_owned())));
+            }
+        }
+        Ok(())
     }
 
     /// Absorbs BatchNormalization, Add(residual) and Relu after a conv, defines its output.
@@ -1173,12 +1198,7 @@ impl<'a> Builder<'a> {
 
     fn pads(&self, i: usize) -> R<([usize; 2], [usize; 2])> {
         let node = &self.nodes[i];
-        if let Some(p) = attr(node, "auto_pad") {
-            let mode = String::from_utf8_lossy(&p.s);
-            if mode != "NOTSET" && !mode.is_empty() && mode != "VALID" {
-                return Err(self.err(i, NodeError::AutoPad(mode.into_owned())));
-            }
-        }
+        self.check_auto_pad(i)?;
         match attr_ints(node, "pads").as_deref() {
             None | Some([]) => Ok(([0, 0], [0, 0])),
             Some([t, l, b, r]) if [t, l, b, r].iter().all(|v| **v >= 0) => {

@@ -15,30 +15,11 @@ impl<'a> Builder<'a> {
         let w = self.folded(i, 1)?;
         let w_dims = w.dims().to_vec();
         let weight = w.floats().map_err(|e| self.err(i, e))?;
-        let [cout, cin_g, k] = w_dims[..] else {
+        let [cout, _, k] = w_dims[..] else {
             return Err(self.err(i, NodeError::ConvWeightRank(w_dims)));
         };
-        let groups = attr_int(node, "group", 1).max(1) as usize;
-        if cin_g * groups != c || !cout.is_multiple_of(groups) {
-            return Err(self.err(
-                i,
-                NodeError::ConvGroups {
-                    weights: w_dims,
-                    groups,
-                    cin: c,
-                },
-            ));
-        }
-        let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
-            Some(_) => self.floats(i, 2)?,
-            None => vec![0.0; cout],
-        };
-        if let Some(p) = attr(node, "auto_pad") {
-            let mode = String::from_utf8_lossy(&p.s);
-            if mode != "NOTSET" && !mode.is_empty() && mode != "VALID" {
-                return Err(self.err(i, NodeError::AutoPad(mode.into_owned())));
-            }
-        }
+        let (groups, bias) = self.conv_groups_and_bias(i, &w_dims, c)?;
+        self.check_auto_pad(i)?;
         let one = |attribute: &'static str| -> R<usize> {
             match attr_ints(node, attribute).as_deref() {
                 None => Ok(1),
