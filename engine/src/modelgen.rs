@@ -391,7 +391,9 @@ pub fn write_dynamo_style(
         value: Some(D::DimParam("batch_size".into())),
         ..Default::default()
     };
-    let mut hint = g.input[0].clone();
+    let Some(mut hint) = g.input.first().cloned() else {
+        return Err(std::io::Error::other("the model has no input"));
+    };
     hint.name = value.into();
     for v in g
         .input

@@ -1485,14 +1485,7 @@ impl<'a> Builder<'a> {
         let row = channels / groups * spatial;
         let xr = self.row_major(x);
         let rows = self.alias(&format!("{out}#rows"), xr, vec![groups, row], false);
-        let ones = self.add_const(
-            &format!("{out}#ones"),
-            &Folded::Float(Const {
-                dims: vec![row],
-                data: vec![1.0; row],
-            }),
-        );
-        let ones = ones.map_err(|e| self.err(i, e))?;
+        let ones = self.new_const(vec![row], vec![1.0; row]);
         let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
         let normalized = self.define(&format!("{out}#normalized"), vec![groups, row], false);
         self.steps.push(Step::Row(RowStep {
@@ -1525,18 +1518,8 @@ impl<'a> Builder<'a> {
             self.alias(&out, by_channel, dims, false);
             return Ok(());
         }
-        let column = |b: &mut Self, what: &str, data: Vec<f32>| {
-            b.add_const(
-                &format!("{out}#{what}"),
-                &Folded::Float(Const {
-                    dims: vec![channels, 1],
-                    data,
-                }),
-            )
-            .map_err(|e| b.err(i, e))
-        };
-        let scale = column(self, "scale", scale)?;
-        let bias = column(self, "bias", bias)?;
+        let scale = self.new_const(vec![channels, 1], scale);
+        let bias = self.new_const(vec![channels, 1], bias);
         let affine = self.define(&format!("{out}#affine"), vec![channels, spatial], false);
         self.map(MapStep {
             b: Some(Operand::Const(scale)),
@@ -1666,12 +1649,7 @@ impl<'a> Builder<'a> {
         value: f32,
     ) -> usize {
         let cl = self.values[x].channels_last;
-        let fill = Const {
-            dims: vec![1],
-            data: vec![value],
-        };
-        self.consts.push(fill);
-        let fill = self.consts.len() - 1;
+        let fill = self.new_const(vec![1], vec![value]);
         let mut cur = x;
         for k in 0..begin.len() {
             if begin[k] + end[k] == 0 {
@@ -2158,13 +2136,7 @@ impl<'a> Builder<'a> {
         let outs = self.nodes[i].output.len();
         let sizes: Vec<usize> = match self.ints_arg(i, 1, "split")? {
             Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
-            None => {
-                let k = outs.max(1);
-                let each = total.div_ceil(k);
-                (0..k)
-                    .map(|j| each.min(total.saturating_sub(j * each)))
-                    .collect()
-            }
+            None => fold::equal_parts(total, outs),
         };
         if sizes.len() != outs || sizes.iter().sum::<usize>() != total {
             return Err(self.err(i, NodeError::SplitSizes { sizes, total }));

@@ -894,6 +894,16 @@ pub fn eval(
     Ok(Some(folded))
 }
 
+/// A Split's parts when no sizes are given: `outputs` parts of `total`, the last smaller
+/// where it does not divide (ONNX's rule).
+pub fn equal_parts(total: usize, outputs: usize) -> Vec<usize> {
+    let k = outputs.max(1);
+    let each = total.div_ceil(k);
+    (0..k)
+        .map(|j| each.min(total.saturating_sub(j * each)))
+        .collect()
+}
+
 /// A Split of a constant (EVA's rotary position table), one constant per output; `Ok(None)`
 /// where the input is not known at load time.
 pub fn split(
@@ -909,12 +919,7 @@ pub fn split(
     let sizes: Vec<usize> = match (inputs.get(1).copied().flatten(), attr_ints(node, "split")) {
         (Some(s), _) => s.known_ints()?.iter().map(|&v| v.max(0) as usize).collect(),
         (None, Some(s)) => s.iter().map(|&v| v.max(0) as usize).collect(),
-        (None, None) => {
-            let each = d[a].div_ceil(outs);
-            (0..outs)
-                .map(|j| each.min(d[a].saturating_sub(j * each)))
-                .collect()
-        }
+        (None, None) => equal_parts(d[a], outs),
     };
     if sizes.len() != outs || sizes.iter().sum::<usize>() != d[a] {
         return Err(FoldError::NotFoldable(format!(
