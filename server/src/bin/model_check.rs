@@ -89,6 +89,27 @@ struct Args {
     /// depends on timing shows as a difference (0 = off).
     #[arg(long, default_value_t = 0, value_name = "N")]
     replay_check: usize,
+    /// Raw inputs instead of --images: f32 little-endian pixels (0..255, before mean/std),
+    /// `[k, C, H, W]` with `[C, H, W]` the model's input; `k` is the file size over one item's.
+    /// Other tools (onnxruntime, PyTorch) can then be run on exactly these inputs.
+    #[arg(long, value_name = "FILE")]
+    inputs: Option<PathBuf>,
+    /// Reference outputs instead of the CPU engine's: f32 little-endian, one row per input in
+    /// order (for instance onnxruntime's on the same file and --inputs). The CPU engine is not
+    /// run for the reference then.
+    #[arg(long, value_name = "FILE")]
+    reference: Option<PathBuf>,
+    /// Also run the CPU engine on every input (first, before the GPU engine loads) and write
+    /// its outputs here (f32 little-endian, one row per input); when it cannot load the model,
+    /// its error goes to the JSON's `cpu_error` and the check goes on. With --inputs and
+    /// --reference (without, the CPU engine is the reference and --dump-reference writes its
+    /// outputs).
+    #[arg(long, value_name = "FILE", requires_all = ["reference", "inputs"])]
+    cpu_outputs: Option<PathBuf>,
+    /// Write this engine's outputs per batch size checked, as `<PREFIX>.b<N>.f32`: one row per
+    /// input in order (f32 little-endian), each from the first batch that held that input.
+    #[arg(long, value_name = "PREFIX")]
+    dump_outputs: Option<PathBuf>,
 }
 
 fn images(dir: &std::path::Path, hw: (usize, usize)) -> Result<Vec<Vec<f32>>> {
@@ -197,6 +218,71 @@ fn replay_check(
     Ok(())
 }
 
+/// `--inputs`/`--reference`: a file of f32 little-endian values cut into rows of `row` values.
+fn f32_rows(path: &std::path::Path, row: usize, what: &str) -> Result<Vec<Vec<f32>>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let item = row * 4;
+    if item == 0 || bytes.is_empty() || bytes.len() % item != 0 {
+        bail!(
+            "{what} {}: {} bytes is not a whole number of rows of {row} f32 values",
+            path.display(),
+            bytes.len()
+        );
+    }
+    Ok(bytes
+        .chunks_exact(item)
+        .map(|r| {
+            r.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+        .collect())
+}
+
+fn write_f32(path: &std::path::Path, rows: &[Vec<f32>]) -> Result<()> {
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The CPU engine's outputs, one image per thread (tract runs a model on one core); the CPU
+/// instance applies mean/std to the raw inputs, as the server runs it.
+fn cpu_outputs(
+    cpu_model: &Arc<CpuModel>,
+    imgs: &[Vec<f32>],
+    spec: &InstanceSpec,
+) -> Result<Vec<Vec<f32>>> {
+    let shape = cpu_model.item_shape();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = imgs
+            .iter()
+            .map(|x| {
+                let cpu_model = cpu_model.clone();
+                scope.spawn(move || -> Result<Vec<f32>> {
+                    let mut cpu = cpu_model.instance(spec).map_err(anyhow::Error::msg)?;
+                    cpu.run(Tensor::new(
+                        std::iter::once(1).chain(shape.iter().copied()).collect(),
+                        x.clone(),
+                    ))
+                    .map(|t| t.data)
+                    .map_err(anyhow::Error::msg)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a CPU reference thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+}
+
 /// The map size `h·w` of a traced step's `[c, h, w]` output (from its label), when larger than 1.
 fn spatial(label: &str) -> Option<usize> {
     let dims = label.rsplit_once('[')?.1.split_once(']')?.0;
@@ -277,6 +363,32 @@ fn main() -> Result<()> {
         bail!("--batches: sizes start at 1");
     }
 
+    let spec = InstanceSpec {
+        min: 1,
+        max: 1,
+        mean: a.mean.clone(),
+        std: a.std.clone(),
+    };
+    // The CPU engine's outputs first, so that they are written even when the GPU engine then
+    // refuses the model.
+    let mut cpu_error = None;
+    if let (Some(out), Some(inputs)) = (&a.cpu_outputs, &a.inputs) {
+        match CpuModel::load(&model_path) {
+            Ok(cpu) => {
+                let cpu = Arc::new(cpu);
+                let item = cpu.item_shape().iter().product();
+                write_f32(
+                    out,
+                    &cpu_outputs(&cpu, &f32_rows(inputs, item, "--inputs")?, &spec)?,
+                )?;
+            }
+            Err(e) => {
+                println!("the CPU engine: {e}");
+                cpu_error = Some(e.to_string());
+            }
+        }
+    }
+
     let started = Instant::now();
     let mut model = GpuModel::load(&model_path, precision, a.cache.as_deref(), 0)?;
     if let Some(t) = a.tune_tolerance {
@@ -308,6 +420,9 @@ fn main() -> Result<()> {
         "tune_s": report.tune_seconds,
         "tune_tolerance": model.tune_tolerance(),
     });
+    if let Some(e) = cpu_error {
+        json["cpu_error"] = e.into();
+    }
     if a.ready_only {
         if let Some(p) = &a.json {
             std::fs::write(p, serde_json::to_string_pretty(&json)?)?;
@@ -316,41 +431,39 @@ fn main() -> Result<()> {
     }
 
     let shape = model.item_shape().to_vec();
-    let imgs = images(&a.images, (shape[1], shape[2]))?;
-    println!("{} images; CPU reference (tract, fp32) ...", imgs.len());
-    // The CPU engine as the server runs it: its instance applies mean/std to the raw inputs.
-    // One CPU instance per image, on as many threads (tract runs a model on one core).
-    let cpu_model = Arc::new(CpuModel::load(&model_path).map_err(anyhow::Error::msg)?);
-    let spec = InstanceSpec {
-        min: 1,
-        max: 1,
-        mean: a.mean.clone(),
-        std: a.std.clone(),
+    let item: usize = shape.iter().product();
+    let imgs = match &a.inputs {
+        Some(p) => f32_rows(p, item, "--inputs")?,
+        None => images(&a.images, (shape[1], shape[2]))?,
     };
-    let reference: Vec<Vec<f32>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = imgs
-            .iter()
-            .map(|x| {
-                let (cpu_model, spec, shape) = (cpu_model.clone(), &spec, &shape);
-                scope.spawn(move || -> Result<Vec<f32>> {
-                    let mut cpu = cpu_model.instance(spec).map_err(anyhow::Error::msg)?;
-                    cpu.run(Tensor::new(
-                        std::iter::once(1).chain(shape.iter().copied()).collect(),
-                        x.clone(),
-                    ))
-                    .map(|t| t.data)
-                    .map_err(anyhow::Error::msg)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a CPU reference thread panicked"))?
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let reference: Vec<Vec<f32>> = match &a.reference {
+        Some(p) => {
+            let want = std::fs::metadata(p)
+                .with_context(|| format!("reading --reference {}", p.display()))?
+                .len() as usize
+                / 4;
+            let rows = f32_rows(p, want / imgs.len().max(1), "--reference")?;
+            if rows.len() != imgs.len() {
+                bail!(
+                    "--reference {}: {} rows for {} inputs",
+                    p.display(),
+                    rows.len(),
+                    imgs.len()
+                );
+            }
+            println!(
+                "{} inputs; reference outputs from {}",
+                imgs.len(),
+                p.display()
+            );
+            rows
+        }
+        None => {
+            println!("{} images; CPU reference (tract, fp32) ...", imgs.len());
+            let cpu = Arc::new(CpuModel::load(&model_path).map_err(anyhow::Error::msg)?);
+            cpu_outputs(&cpu, &imgs, &spec)?
+        }
+    };
     let outputs = reference[0].len();
     if let Some(path) = &a.dump_reference {
         let k = imgs.len();
@@ -428,8 +541,18 @@ fn main() -> Result<()> {
         let mut agree = 0usize;
         let mut total = 0usize;
         let mut offset = 0;
+        let mut firsts: Vec<Option<Vec<f32>>> = vec![None; imgs.len()];
         while total < imgs.len().max(n) {
             let got = inst.run(n, &batch(&imgs, n, offset))?;
+            if got.len() != n * outputs {
+                bail!(
+                    "the engine gives {} values per input, the reference {outputs}",
+                    got.len() / n
+                );
+            }
+            for (i, row) in got.chunks(outputs).enumerate() {
+                firsts[(offset + i) % imgs.len()].get_or_insert_with(|| row.to_vec());
+            }
             let want = batch(&reference, n, offset);
             worst = worst.max(rel_l2(&got, &want));
             for (g, w) in got.chunks(outputs).zip(want.chunks(outputs)) {
@@ -439,6 +562,12 @@ fn main() -> Result<()> {
             offset += n;
         }
         all_agree &= agree == total;
+        if let Some(prefix) = &a.dump_outputs {
+            let rows: Vec<Vec<f32>> = firsts.into_iter().flatten().collect();
+            let mut name = prefix.as_os_str().to_owned();
+            name.push(format!(".b{n}.f32"));
+            write_f32(std::path::Path::new(&name), &rows)?;
+        }
         // Timing: graph replays between events, median of rounds; then whole runs.
         inst.run(n, &batch(&imgs, n, 0))?;
         for _ in 0..a.warmup.div_ceil(a.reps.max(1)) {
