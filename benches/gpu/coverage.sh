@@ -81,6 +81,13 @@ for spec in "${specs[@]}"; do
 done
 log "models done"
 kill $tpid 2>/dev/null
+# What comes back: the small files (no models, weights or inputs). Packed now and again after
+# the seed flow, so that a call stopped at its limit still returns the models' rows.
+pack() {
+  (cd "$W" && find . -type f ! -name '*.onnx' ! -name '*.onnx.data' ! -name '*.pt' \
+    ! -name '*.inputs.f32' ! -name '*.checked' | tar czf "$OUT/coverage-$PART.tgz" -T -)
+}
+pack
 
 if [ -n "${SEED_FLOW:-}" ] && [ -f "$W/dynamo/resnet50.onnx" ]; then
   log "seed flow: resnet50 as the dynamo exporter wrote it, behind the seed's TOML"
@@ -99,7 +106,5 @@ if [ -n "${SEED_FLOW:-}" ] && [ -f "$W/dynamo/resnet50.onnx" ]; then
   kill -INT $spid 2>/dev/null; wait $spid
   tail -n 3 "$W/seed-server.log"
 fi
-# What comes back: the small files (no models, weights or inputs).
-(cd "$W" && find . -type f ! -name '*.onnx' ! -name '*.onnx.data' ! -name '*.pt' \
-  ! -name '*.inputs.f32' ! -name '*.checked' | tar czf "$OUT/coverage-$PART.tgz" -T -)
+pack
 ls -la "$OUT"
