@@ -12,6 +12,7 @@ pub use attention::HEAD_DIMS;
 mod error;
 pub use error::{BuildError, NodeError, Regroup};
 mod moved;
+mod moved_pairs;
 mod products;
 mod residuals;
 

@@ -1657,3 +1657,72 @@ fn one_dimensional_convolutions() {
     let plan = check(&g, &y, 1e-5);
     assert_eq!(plan.values[plan.output].dims, vec![4, 5]);
 }
+
+/// Swin's shifted-window attention on `[N, 4, 4, 8]` tokens, windows of 2×2: partitioned to
+/// `[N·4, 4, 8]`, q, k and v unbound from `[3, N·4, 2, 4, 4]` (Gather, as TorchScript writes
+/// `unbind`; Split and Squeeze, as the dynamo exporter does), `q · kᵀ` of two moved tensors,
+/// the relative-position bias, the shift mask over `[N, 4 windows, …]`, the Softmax of moved
+/// scores, the product with v and the windows merged back. The qkv storage has 8 axes
+/// (`[N, 2, 2, 2, 2, 3, 2, 4]`): the copies out of it are walked with their contiguous dims
+/// merged. Through the reference and kernels.cu compiled for the host.
+#[test]
+fn window_attention_with_the_batch_merged_into_the_windows() {
+    for by_split in [false, true] {
+        let (c, heads, win) = (8usize, 2i64, 2i64);
+        let d = c as i64 / heads;
+        let mut g = G::new(c, 4, 4);
+        let x = g.conv("x", c, c, 1, 1, 1);
+        let nhwc = g.op("Transpose", &[&x], vec![ints("perm", &[0, 2, 3, 1])]);
+        let blocks = g.init_i(&[-1, 2, win, 2, win, c as i64]);
+        let w = g.op("Reshape", &[&nhwc, &blocks], vec![]);
+        let w = g.op("Transpose", &[&w], vec![ints("perm", &[0, 1, 3, 2, 4, 5])]);
+        let windows = g.init_i(&[-1, win * win, c as i64]);
+        let w = g.op("Reshape", &[&w, &windows], vec![]);
+        let qkv_w = g.weight(&[c, 3 * c], 0.3);
+        let qkv = g.op("MatMul", &[&w, &qkv_w], vec![]);
+        let split = g.init_i(&[-1, win * win, 3, heads, d]);
+        let qkv = g.op("Reshape", &[&qkv, &split], vec![]);
+        let qkv = g.op("Transpose", &[&qkv], vec![ints("perm", &[2, 0, 3, 1, 4])]);
+        let axis0 = g.init_i(&[0]);
+        let [q, k, v]: [String; 3] = if by_split {
+            let sizes = g.init_i(&[1, 1, 1]);
+            let parts = g.op_n("Split", &[&qkv, &sizes], vec![int("axis", 0)], 3);
+            let sq: Vec<String> = parts
+                .iter()
+                .map(|p| g.op("Squeeze", &[p, &axis0], vec![]))
+                .collect();
+            sq.try_into().unwrap()
+        } else {
+            [0, 1, 2].map(|j| {
+                let at = g.scalar_i(j);
+                g.op("Gather", &[&qkv, &at], vec![int("axis", 0)])
+            })
+        };
+        let scale = g.init_f(&[], vec![0.5]);
+        let q = g.op("Mul", &[&q, &scale], vec![]);
+        let kt = g.op("Transpose", &[&k], vec![ints("perm", &[0, 1, 3, 2])]);
+        let scores = g.op("MatMul", &[&q, &kt], vec![]);
+        let bias = g.weight(&[1, heads as usize, 4, 4], 0.5);
+        let scores = g.op("Add", &[&scores, &bias], vec![]);
+        let per_image = g.init_i(&[-1, 4, heads, 4, 4]);
+        let scores = g.op("Reshape", &[&scores, &per_image], vec![]);
+        let mask = g.weight(&[4, 1, 4, 4], 1.0);
+        let scores = g.op("Add", &[&scores, &mask], vec![]);
+        let back = g.init_i(&[-1, heads, 4, 4]);
+        let scores = g.op("Reshape", &[&scores, &back], vec![]);
+        let p = g.op("Softmax", &[&scores], vec![int("axis", -1)]);
+        let o = g.op("MatMul", &[&p, &v], vec![]);
+        let o = g.op("Transpose", &[&o], vec![ints("perm", &[0, 2, 1, 3])]);
+        let o = g.op("Reshape", &[&o, &windows], vec![]);
+        let proj = g.weight(&[c, c], 0.3);
+        let o = g.op("MatMul", &[&o, &proj], vec![]);
+        let o = g.op("Reshape", &[&o, &blocks], vec![]);
+        let o = g.op("Transpose", &[&o], vec![ints("perm", &[0, 1, 3, 2, 4, 5])]);
+        let image = g.init_i(&[-1, 4, 4, c as i64]);
+        let o = g.op("Reshape", &[&o, &image], vec![]);
+        let o = g.op("Add", &[&o, &nhwc], vec![]);
+        let y = g.op("Transpose", &[&o], vec![ints("perm", &[0, 3, 1, 2])]);
+        check(&g, &y, 1e-5);
+        host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 7);
+    }
+}

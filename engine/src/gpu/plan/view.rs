@@ -132,8 +132,12 @@ fn operand_layout(plan: &Plan, o: Operand, n: usize) -> (Vec<usize>, Vec<i64>) {
     }
 }
 
-/// `dims`/`strides` broadcast (right-aligned) onto `out`.
-fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, LayoutError> {
+/// The strides of `dims`/`strides` broadcast (right-aligned) onto `out`: 0 where it repeats.
+fn broadcast_strides(
+    dims: &[usize],
+    strides: &[i64],
+    out: &[usize],
+) -> Result<Vec<i64>, LayoutError> {
     let refused = || LayoutError::Broadcast {
         from: dims.to_vec(),
         to: out.to_vec(),
@@ -150,7 +154,45 @@ fn broadcast(dims: &[usize], strides: &[i64], out: &[usize]) -> Result<View, Lay
             _ => return Err(refused()),
         };
     }
-    View::new(out, &s, 0)
+    Ok(s)
+}
+
+/// `dims` with the dims of 1 dropped and each dim merged into the one before it where every
+/// operand walks the two as one (the outer stride is the inner one times the inner dim), the
+/// operands' `strides` to match; the elements keep their order. A step over more than RANK
+/// dims (window attention's partitions: `[N, 8, 8, 7, 7, 3, heads, d]`) then fits a View.
+fn coalesce(dims: &mut Vec<usize>, strides: &mut [&mut Vec<i64>]) {
+    let mut out_d: Vec<usize> = Vec::new();
+    let mut out_s: Vec<Vec<i64>> = vec![Vec::new(); strides.len()];
+    for k in 0..dims.len() {
+        if dims[k] == 1 {
+            continue;
+        }
+        let d = dims[k] as i64;
+        let merge = !out_d.is_empty()
+            && strides
+                .iter()
+                .zip(&out_s)
+                .all(|(s, o)| o.last() == Some(&(s[k] * d)));
+        for (s, o) in strides.iter().zip(out_s.iter_mut()) {
+            match o.last_mut() {
+                Some(last) if merge => *last = s[k],
+                _ => o.push(s[k]),
+            }
+        }
+        match out_d.last_mut() {
+            Some(last) if merge => *last *= dims[k],
+            _ => out_d.push(dims[k]),
+        }
+    }
+    if out_d.is_empty() {
+        out_d.push(1);
+        out_s.iter_mut().for_each(|o| o.push(0));
+    }
+    *dims = out_d;
+    for (s, o) in strides.iter_mut().zip(out_s) {
+        **s = o;
+    }
 }
 
 /// The same views with their dims reordered so that the last one (`y`) is walked in storage
@@ -288,21 +330,30 @@ pub fn map(
             ast = p.iter().map(|&i| ast[i]).collect();
         }
     }
+    let mut a_s = broadcast_strides(&ad, &ast, &region)?;
+    let other = |o: Option<Operand>| -> Result<Option<Vec<i64>>, LayoutError> {
+        o.map(|o| {
+            let (d, s) = operand_layout(plan, o, n);
+            broadcast_strides(&d, &s, &region)
+        })
+        .transpose()
+    };
+    let (mut b_s, mut c_s) = (other(m.b)?, other(m.c)?);
+    if region.len() > RANK {
+        let mut all: Vec<&mut Vec<i64>> = vec![&mut ys, &mut a_s];
+        all.extend(b_s.as_mut());
+        all.extend(c_s.as_mut());
+        coalesce(&mut region, &mut all);
+    }
     let y = View::new(&region, &ys, offset)?;
-    let mut a = broadcast(&ad, &ast, &region)?;
+    let mut a = View::new(&region, &a_s, 0)?;
     a.offset = a_off;
-    let b = match m.b {
-        Some(b) => {
-            let (bd, bs) = operand_layout(plan, b, n);
-            broadcast(&bd, &bs, &region)?
-        }
+    let b = match b_s {
+        Some(s) => View::new(&region, &s, 0)?,
         None => a,
     };
-    let c = match m.c {
-        Some(c) => {
-            let (cd, cs) = operand_layout(plan, c, n);
-            broadcast(&cd, &cs, &region)?
-        }
+    let c = match c_s {
+        Some(s) => View::new(&region, &s, 0)?,
         None => a,
     };
     let [a, b, c, y] = storage_order([a, b, c, y]);

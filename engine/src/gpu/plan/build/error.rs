@@ -208,7 +208,7 @@ pub enum NodeError {
     #[error(
         "reads a tensor of shape {} whose batch dimension has moved; the GPU \
          engine runs Transpose, Reshape, Squeeze, Unsqueeze, Gather, Slice and Split (off the \
-         batch), MatMul, Gemm and elementwise ops on such tensors",
+         batch), MatMul, Gemm, Softmax over the last dim and elementwise ops on such tensors",
         show(.0)
     )]
     MovedUnsupported(Vec<Sym>),

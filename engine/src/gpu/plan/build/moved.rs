@@ -78,7 +78,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The same tensor over a storage without its axes of size 1 (an alias: nothing moves).
-    fn squeezed(&mut self, m: Moved) -> Moved {
+    pub(super) fn squeezed(&mut self, m: Moved) -> Moved {
         let v = self.row_major(m.value);
         let full = self.full_dims(Operand::Value(v));
         let mut new_of = vec![usize::MAX; full.len()];
@@ -110,7 +110,7 @@ impl<'a> Builder<'a> {
 
     /// A copy of `m`'s (squeezed) storage with its axes in `order` (a permutation of them,
     /// the batch first); the groups follow.
-    fn reorder(&mut self, m: &Moved, order: Vec<usize>) -> Moved {
+    pub(super) fn reorder(&mut self, m: &Moved, order: Vec<usize>) -> Moved {
         let full = self.full_dims(Operand::Value(m.value));
         let dims: Dims = order[1..].iter().map(|&a| full[a]).collect();
         let name = format!("{}#reordered", self.values.len());
@@ -261,6 +261,17 @@ impl<'a> Builder<'a> {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
                 self.moved_batch_norm(i, m, &shape)
                     .map_err(|e| e.unwrap_or_else(|| unsupported(self)))
+            }
+            "MatMul" if self.moved_input(i, 1).is_some() || self.value(i, 1).is_ok() => {
+                self.moved_matmul(i)
+            }
+            "Softmax" | "LogSoftmax" => {
+                let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
+                let kind = match op.as_str() {
+                    "Softmax" => RowKind::Softmax,
+                    _ => RowKind::LogSoftmax,
+                };
+                self.moved_softmax(i, m, kind)
             }
             "MatMul" => {
                 let m = self.moved_input(i, 0).ok_or_else(|| unsupported(self))?;
