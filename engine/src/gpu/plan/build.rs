@@ -1995,11 +1995,11 @@ impl<'a> Builder<'a> {
         }
         let out = self.out(i)?;
         if !idx.dims().is_empty() {
-            self.slice_to(&out, x, a, k as usize, 1, None);
+            self.slice_to(&out, x, (a, k as usize, 1), 1, None);
             return Ok(());
         }
         let name = format!("{out}#gathered");
-        let g = self.slice_to(&name, x, a, k as usize, 1, None);
+        let g = self.slice_to(&name, x, (a, k as usize, 1), 1, None);
         let g = self.row_major(g);
         let mut dims = self.values[g].dims.clone();
         dims.remove(a - 1);
@@ -2110,21 +2110,22 @@ impl<'a> Builder<'a> {
 
     /// Copies `[start, start + len)` along full `axis` of `x` into a new value `name` (of `x`
     /// channel-shuffled, `MapStep::shuffle`, when `shuffle` is given).
+    /// A copy of `len` elements of `x` along full axis `axis`, from `start` every `step`-th
+    /// (`a_slice`: `(axis, start, step)`).
     fn slice_to(
         &mut self,
         name: &str,
         x: usize,
-        axis: usize,
-        start: usize,
+        a_slice: (usize, usize, usize),
         len: usize,
         shuffle: Option<(usize, usize)>,
     ) -> usize {
         let mut dims = self.values[x].dims.clone();
-        dims[axis - 1] = len;
+        dims[a_slice.0 - 1] = len;
         let cl = self.values[x].channels_last;
         let output = self.define(name, dims, cl);
         self.map(MapStep {
-            a_slice: Some((axis, start)),
+            a_slice: Some(a_slice),
             shuffle,
             ..Self::copy_step(x, output)
         });
@@ -2180,7 +2181,7 @@ impl<'a> Builder<'a> {
         let mut at = 0;
         for (name, len) in outs.iter().zip(sizes) {
             if !name.is_empty() {
-                self.slice_to(name, x, axis, at, len, shuffle.map(|g| (axis, g)));
+                self.slice_to(name, x, (axis, at, 1), len, shuffle.map(|g| (axis, g)));
             }
             at += len;
         }
@@ -2223,24 +2224,32 @@ impl<'a> Builder<'a> {
         let mut cur = x;
         let out = self.out(i)?;
         for (k, &(a, start, end, step)) in args.iter().enumerate() {
-            if a == 0 || step != 1 {
+            if a == 0 || step < 1 {
                 return Err(self.err(i, NodeError::SliceForm));
             }
-            let n = self.values[cur].dims[a - 1] as i64;
-            let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
-            let (s, e) = (fix(start), fix(end));
+            let (s, len) = slice_range(self.values[cur].dims[a - 1], start, end, step);
             let name = if k + 1 == args.len() {
                 out.clone()
             } else {
                 format!("{out}#slice{k}")
             };
-            cur = self.slice_to(&name, cur, a, s, e.saturating_sub(s), None);
+            cur = self.slice_to(&name, cur, (a, s, step as usize), len, None);
         }
         if args.is_empty() {
             self.value_of.insert(out, x);
         }
         Ok(())
     }
+}
+
+/// ONNX Slice's `start`, `end` (negative: from the end; clamped) and positive `step` along a
+/// dim of `n`: the first element taken and how many.
+pub(super) fn slice_range(n: usize, start: i64, end: i64, step: i64) -> (usize, usize) {
+    let n = n as i64;
+    let fix = |v: i64| (if v < 0 { v.saturating_add(n) } else { v }).clamp(0, n);
+    let (s, e) = (fix(start), fix(end));
+    let len = if e > s { (e - s + step - 1) / step } else { 0 };
+    (s as usize, len as usize)
 }
 
 /// A product's `[K, P]` right operand (row-major) as the OIHW weights `[P, K, 1, 1]` of the

@@ -233,8 +233,9 @@ pub struct MapStep {
     /// `a`'s full dims (batch first) are permuted before broadcasting: axis `i` of the
     /// result is axis `perm_a[i]` of `a`.
     pub perm_a: Option<Vec<usize>>,
-    /// Reads `a` from `start` along full axis `axis`, as long as the region (Slice, Split).
-    pub a_slice: Option<(usize, usize)>,
+    /// `(axis, start, step)`: reads `a` from `start` along full axis `axis`, every `step`-th
+    /// element, as many as the region has (Slice, Split).
+    pub a_slice: Option<(usize, usize, usize)>,
     /// `(axis, g)`: reads `a` channel-shuffled along full axis `axis` (ShuffleNet's Reshape to
     /// `[N, g, C/g, H, W]`, Transpose of the two, Reshape back, in one copy): element `c` of the
     /// shuffled axis is a's element `(c mod g)·(C/g) + c div g`, `c` counted from `a_slice`'s

@@ -1726,3 +1726,52 @@ fn window_attention_with_the_batch_merged_into_the_windows() {
         host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 7);
     }
 }
+
+/// Slices with steps: LeViT's subsampling attention takes every other token of its grid
+/// (`x.view(N, H, W, C)[:, ::2, ::2]`), EVA's rotary embedding the even and odd channels of
+/// each head (`x[..., ::2]`, `x[..., 1::2]`) of a tensor whose batch has moved; here also a
+/// step along the channels of an NCHW map, stored NHWC in fp16 plans. Through the reference
+/// and kernels.cu compiled for the host.
+#[test]
+fn slices_with_steps_on_maps_tokens_and_moved_heads() {
+    let mut g = G::new(8, 6, 6);
+    let x = g.conv("x", 8, 8, 1, 1, 1);
+    let (s, e, ax, st) = (
+        g.init_i(&[1]),
+        g.init_i(&[i64::MAX]),
+        g.init_i(&[1]),
+        g.init_i(&[3]),
+    );
+    let every_third = g.op("Slice", &[&x, &s, &e, &ax, &st], vec![]);
+    let nhwc = g.op("Transpose", &[&x], vec![ints("perm", &[0, 2, 3, 1])]);
+    let (s2, e2, ax2, st2) = (
+        g.init_i(&[0, 0]),
+        g.init_i(&[6, 6]),
+        g.init_i(&[1, 2]),
+        g.init_i(&[2, 2]),
+    );
+    let sub = g.op("Slice", &[&nhwc, &s2, &e2, &ax2, &st2], vec![]);
+    let heads = g.init_i(&[-1, 9, 2, 4]);
+    let h = g.op("Reshape", &[&sub, &heads], vec![]);
+    let h = g.op("Transpose", &[&h], vec![ints("perm", &[0, 2, 1, 3])]);
+    let merged = g.init_i(&[-1, 9, 4]);
+    let h = g.op("Reshape", &[&h, &merged], vec![]);
+    let (z, big, last, two) = (
+        g.init_i(&[0]),
+        g.init_i(&[i64::MAX]),
+        g.init_i(&[-1]),
+        g.init_i(&[2]),
+    );
+    let one = g.init_i(&[1]);
+    let even = g.op("Slice", &[&h, &z, &big, &last, &two], vec![]);
+    let odd = g.op("Slice", &[&h, &one, &big, &last, &two], vec![]);
+    let rot = g.op("Sub", &[&even, &odd], vec![]);
+    let back = g.init_i(&[-1, 2, 9, 2]);
+    let rot = g.op("Reshape", &[&rot, &back], vec![]);
+    let flat = g.init_i(&[0, -1]);
+    let a = g.op("Reshape", &[&rot, &flat], vec![]);
+    let b = g.op("Reshape", &[&every_third, &flat], vec![]);
+    let y = g.op("Concat", &[&a, &b], vec![int("axis", 1)]);
+    check(&g, &y, 1e-5);
+    host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 11);
+}

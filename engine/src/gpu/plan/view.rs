@@ -292,14 +292,14 @@ pub fn map(
     let (mut ad, mut ast) = operand_layout(plan, m.a, n);
     let mut a_off = 0;
     if let Some((axis, g)) = m.shuffle {
-        let start = m.a_slice.map_or(0, |(_, s)| s);
+        let start = m.a_slice.map_or(0, |(_, s, _)| s);
         let (l, full) = (region[axis], ad[axis]);
         // A plain copy along one axis (MapStep::shuffle): the split region would not line up
         // with another operand's broadcast, nor a slice along another axis.
         let plain = m.perm_a.is_none()
             && m.b.is_none()
             && m.c.is_none()
-            && m.a_slice.is_none_or(|(a, _)| a == axis);
+            && m.a_slice.is_none_or(|(a, _, step)| a == axis && step == 1);
         if g == 0
             || !l.is_multiple_of(g)
             || !full.is_multiple_of(g)
@@ -321,9 +321,10 @@ pub fn map(
         a_off = (start / g) as i64 * ast[axis];
         ast.splice(axis..=axis, [ast[axis], ast[axis] * (full / g) as i64]);
     } else {
-        if let Some((axis, start)) = m.a_slice {
+        if let Some((axis, start, step)) = m.a_slice {
             a_off = start as i64 * ast[axis];
             ad[axis] = region[axis];
+            ast[axis] *= step as i64;
         }
         if let Some(p) = &m.perm_a {
             ad = p.iter().map(|&i| ad[i]).collect();

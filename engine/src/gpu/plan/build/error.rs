@@ -199,7 +199,7 @@ pub enum NodeError {
     SplitBatch,
     #[error("split sizes {sizes:?} do not cover {total}")]
     SplitSizes { sizes: Vec<usize>, total: usize },
-    #[error("only slices with step 1 off the batch are supported")]
+    #[error("only slices with positive steps off the batch are supported")]
     SliceForm,
 
     // Tensors whose batch dimension has moved (see `moved`); `shape` is ONNX's.

@@ -454,7 +454,7 @@ impl<'a> Builder<'a> {
             return Err(self.err(i, NodeError::GatherIndex { index: k, len }));
         }
         let name = format!("{out}#gathered");
-        let value = self.slice_to(&name, m.value, s, k as usize, 1, None);
+        let value = self.slice_to(&name, m.value, (s, k as usize, 1), 1, None);
         let mut groups = m.groups.clone();
         if idx.dims().is_empty() {
             groups.remove(a);
@@ -463,7 +463,7 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// A Slice with step 1 along dims that are single storage axes other than the batch
+    /// A Slice (positive steps) along dims that are single storage axes other than the batch
     /// (timm's attention unbinds q, k and v from `[3, N, H, L, d]` this way): the storage
     /// sliced along that axis, the grouping kept.
     fn moved_slice(&mut self, i: usize, m: Moved, shape: &[Sym]) -> R<()> {
@@ -471,14 +471,12 @@ impl<'a> Builder<'a> {
         let mut cur = self.squeezed(m);
         for (a, start, end, step) in self.slice_args(i, shape.len())? {
             let s = match cur.groups[a].as_slice() {
-                [s] if *s != 0 && step == 1 => *s,
+                [s] if *s != 0 && step >= 1 => *s,
                 _ => return Err(self.err(i, NodeError::MovedUnsupported(shape.to_vec()))),
             };
-            let n = self.values[cur.value].dims[s - 1] as i64;
-            let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
-            let (from, to) = (fix(start), fix(end));
+            let (from, len) = slice_range(self.values[cur.value].dims[s - 1], start, end, step);
             let name = format!("{out}#slice{a}");
-            let value = self.slice_to(&name, cur.value, s, from, to.saturating_sub(from), None);
+            let value = self.slice_to(&name, cur.value, (s, from, step as usize), len, None);
             cur = self.squeezed(Moved { value, ..cur });
         }
         self.bind(&out, cur);
@@ -500,7 +498,7 @@ impl<'a> Builder<'a> {
         let sizes = self.split_sizes(i, total)?;
         let mut at = 0;
         for (name, len) in self.nodes[i].output.clone().iter().zip(sizes) {
-            let value = self.slice_to(&format!("{name}#part"), m.value, s, at, len, None);
+            let value = self.slice_to(&format!("{name}#part"), m.value, (s, at, 1), len, None);
             self.bind(name, Moved { value, ..m.clone() });
             at += len;
         }
