@@ -20,11 +20,11 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb;
 
-use super::fold::{self, attr, attr_float, attr_int, attr_ints, FoldError, Folded, Sym};
 use super::{
     Binary, ConcatStep, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind,
     PoolStep, ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value, CONCAT_MAX_PARTS,
 };
+use crate::onnx::fold::{self, attr, attr_float, attr_int, attr_ints, FoldError, Folded, Sym};
 use batch_index::BatchIndex;
 use moved::Moved;
 

@@ -2,8 +2,9 @@
 //! shapes. Pure Rust, so import, folding, fusion and the layout rules are tested on machines
 //! without a GPU; the CUDA side (`engine.rs`, `exec.rs`) only executes what this decides.
 //!
-//! - `fold`: the constants PyTorch's exporter leaves in a graph (initializers, `Constant`,
-//!   `Identity` over weights, shape arithmetic on `Shape`) evaluated at load time.
+//! - `crate::onnx::fold` (shared with the CPU engine's reader): the constants PyTorch's
+//!   exporter leaves in a graph (initializers, `Constant`, `Identity` over weights, shape
+//!   arithmetic on `Shape`) evaluated at load time.
 //! - `build`: nodes → steps, with the fusions (BatchNorm into Conv; residual Add and ReLU into
 //!   the convolution's epilogue; Flatten + Gemm as one 1×1 convolution over the map's memory).
 //! - `view`: how each step addresses memory at a batch size (the layout rules below), shared
@@ -16,7 +17,7 @@
 //! whatever the storage.
 
 mod build;
-mod fold;
+use crate::onnx::fold;
 pub mod view;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Load-time constants: initializers, `Constant` nodes, and every node whose inputs are all
 //! known is evaluated here, so what PyTorch's exporter writes around the real work (weights
 //! behind `Identity`, shape arithmetic from `Shape` through `Gather`, `Unsqueeze`, `Concat`,
-//! `Cast`, `Div`, `Slice` …) never reaches the GPU. The batch size is the one unknown: a shape
+//! `Cast`, `Div`, `Slice` …) never reaches the GPU engine's steps, and the CPU engine's reader folds what tract
+//! cannot translate (`fold_float_constants`). The batch size is the one unknown: a shape
 //! element is `n·N + c`, so `Shape(x)[0]` folds to `N` and a Reshape target stays exact.
 
 use tract_onnx::pb;

@@ -10,6 +10,11 @@
 //! What is left is a self-contained `ModelProto` that tract (the CPU engine) and the GPU
 //! importer parse as it is.
 
+mod constants;
+pub mod fold;
+
+pub use constants::fold_float_constants;
+
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
