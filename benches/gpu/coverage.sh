@@ -7,6 +7,7 @@
 #   cargo build --release -p server -p client_qps --features server/cuda --bins
 #   strip into dist/ (model-check, server, client_qps), tar czf dist/dist.tgz, carry it; then
 #   COMMIT=<sha> PART=<name> [MODELS="resnet18 timm:resnet50d ..."] [SEED_FLOW=1] \
+#     [REVERSE=1] [SKIP_DONE_IN=/tmp/coverage-<earlier PART>] \
 #     bash benches/gpu/coverage.sh                                → $OUT/coverage-<PART>.tgz
 # Here: unpack each call's tarball into a folder and run
 #   python3 benches/gpu/summarise_coverage.py benches/results/coverage-<date>.json \
@@ -33,6 +34,22 @@ if [ -z "${MODELS:-}" ]; then
   MODELS=$(grep -v '^#' "$(dirname "$0")/coverage_models.txt" | grep -v '^$' | tr '\n' ' ')
 fi
 read -ra specs <<< "$MODELS"
+# A second call on a warm machine: REVERSE=1 takes the list from its end and SKIP_DONE_IN (the
+# first call's folder) drops the models that call finished, so that the two calls meet
+# whether or not the first one's files are still there.
+if [ -n "${REVERSE:-}" ]; then
+  for ((i = ${#specs[@]} - 1; i >= 0; i--)); do rev+=("${specs[i]}"); done
+  specs=("${rev[@]}")
+fi
+if [ -n "${SKIP_DONE_IN:-}" ]; then
+  left=()
+  for spec in "${specs[@]}"; do
+    [ -f "$SKIP_DONE_IN/${spec##*:}.checked" ] && continue
+    left+=("$spec")
+  done
+  echo "skipping $((${#specs[@]} - ${#left[@]})) models done in $SKIP_DONE_IN"
+  specs=("${left[@]}")
+fi
 W=/tmp/coverage-$PART
 # A fresh folder: the box can keep /tmp between calls, and stale files would be taken for this
 # call's.

@@ -3,7 +3,7 @@
 usage: summarise_coverage.py OUT.json OUT.md DIR [DIR ...]
 
 Each DIR is one call's unpacked coverage-<PART>.tgz (a model found in several is taken from
-the last). For each model × exporter × engine (cpu, gpu-fp16, gpu-fp32): whether it loads or
+the last that reached it). For each model × exporter × engine (cpu, gpu-fp16, gpu-fp32): whether it loads or
 its error; the relative L2 error of its outputs on the photos against onnxruntime's fp32 on the
 same file (all photos' logits as one vector; gpu-fp16: the worse of batch 1 and batch 32);
 PyTorch's own fp16 error on the same weights and photos, measured the same way; arg-max
@@ -161,9 +161,14 @@ def main():
                    "date": header[2].strip()}
         for f in sorted(os.listdir(d)):
             if f.endswith(".prep.json"):
-                found[f[:-len(".prep.json")]] = d
+                name = f[:-len(".prep.json")]
+                # A call that reached the model (PyTorch's turn came) wins over one that only
+                # prepared it before its deadline.
+                reached = os.path.exists(f"{d}/{name}.torch.json")
+                if reached or name not in found or not found[name][1]:
+                    found[name] = (d, reached)
     rows = []
-    for name, d in found.items():
+    for name, (d, _) in sorted(found.items()):
         rows += [dict(r, call=os.path.basename(os.path.normpath(d))) for r in rows_for(d, name)]
     first = meta[dirs[0]]
     doc = {"device": first["device"], "date": first["date"],
