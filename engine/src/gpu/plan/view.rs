@@ -764,3 +764,28 @@ pub fn concat(
         vec,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalescing_merges_only_dims_every_operand_walks_as_one() {
+        // y [2, 3, 4] row-major; a broadcast over the first dim: dims 1 and 2 merge for both,
+        // dim 0 merges for y alone, so it stays; the dim of 1 goes.
+        let mut dims = vec![2, 1, 3, 4];
+        let (mut y, mut a) = (vec![12, 12, 4, 1], vec![0, 0, 4, 1]);
+        coalesce(&mut dims, &mut [&mut y, &mut a]);
+        assert_eq!((dims, y, a), (vec![2, 12], vec![12, 1], vec![0, 1]));
+        // A transposed read keeps its dims apart.
+        let mut dims = vec![3, 4];
+        let (mut y, mut a) = (vec![4, 1], vec![1, 3]);
+        coalesce(&mut dims, &mut [&mut y, &mut a]);
+        assert_eq!((dims, y, a), (vec![3, 4], vec![4, 1], vec![1, 3]));
+        // All dims of 1: one dim of 1 is left.
+        let mut dims = vec![1, 1];
+        let mut y = vec![1, 1];
+        coalesce(&mut dims, &mut [&mut y]);
+        assert_eq!((dims, y), (vec![1], vec![0]));
+    }
+}
