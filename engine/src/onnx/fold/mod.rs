@@ -8,7 +8,10 @@
 use tract_onnx::pb;
 
 mod einsum;
+mod elementwise;
 mod gather_nd;
+mod generate;
+mod layout;
 mod reduce;
 
 /// Why a load-time constant cannot be read or folded. The builder adds the node (or names the
@@ -510,185 +513,20 @@ pub fn eval(
     let x = known[0];
     let folded = match op {
         "Identity" | "Dropout" => x.clone(),
-        "Cast" => {
-            let to = attr_int(node, "to", 1);
-            // FLOAT, FLOAT16, DOUBLE, BFLOAT16 become floats; everything else integers.
-            if matches!(to, 1 | 10 | 11 | 16) {
-                match x {
-                    Folded::Float(_) => x.clone(),
-                    Folded::Int { dims, .. } => Folded::Float(Const {
-                        dims: dims.clone(),
-                        data: x.floats()?,
-                    }),
-                }
-            } else {
-                Folded::Int {
-                    dims: x.dims().to_vec(),
-                    data: x.ints(),
-                }
-            }
-        }
+        "Cast" => elementwise::cast(node, x)?,
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Mod" | "Equal"
             if known.len() == 2 =>
         {
-            let (a, b) = (known[0], known[1]);
-            let out = broadcast(a.dims(), b.dims())?;
-            let n: usize = out.iter().product();
-            match (a, b) {
-                (Folded::Int { data: da, dims: ad }, Folded::Int { data: db, dims: bd })
-                    if op != "Pow" =>
-                {
-                    let data = (0..n)
-                        .map(|i| {
-                            sym_bin(
-                                op,
-                                da[broadcast_index(i, &out, ad)],
-                                db[broadcast_index(i, &out, bd)],
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Folded::Int { dims: out, data }
-                }
-                _ => {
-                    let (fa, fb) = (a.floats()?, b.floats()?);
-                    let data = (0..n)
-                        .map(|i| {
-                            float_bin(
-                                op,
-                                fa[broadcast_index(i, &out, a.dims())],
-                                fb[broadcast_index(i, &out, b.dims())],
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Folded::Float(Const { dims: out, data })
-                }
-            }
+            elementwise::binary(op, known[0], known[1])?
         }
         "Sqrt" | "Neg" | "Reciprocal" | "Floor" | "Ceil" | "Exp" | "Relu" | "Sigmoid" | "Abs" => {
-            match x {
-                Folded::Int { dims, data } if op == "Neg" => Folded::Int {
-                    dims: dims.clone(),
-                    data: data.iter().map(|s| Sym { n: -s.n, c: -s.c }).collect(),
-                },
-                Folded::Int { .. } if matches!(op, "Floor" | "Ceil") => x.clone(),
-                Folded::Int { dims, .. } if matches!(op, "Abs" | "Relu") => Folded::Int {
-                    dims: dims.clone(),
-                    data: x
-                        .known_ints()?
-                        .into_iter()
-                        .map(|v| Sym::known(if op == "Abs" { v.abs() } else { v.max(0) }))
-                        .collect(),
-                },
-                _ => Folded::Float(Const {
-                    dims: x.dims().to_vec(),
-                    data: x
-                        .floats()?
-                        .into_iter()
-                        .map(|v| float_unary(op, v).unwrap_or(f32::NAN))
-                        .collect(),
-                }),
-            }
+            elementwise::unary(op, x)?
         }
-        // On constants: timm's TF-style "same" padding computes its pads with it.
-        "Clip" => {
-            let bound = |k: usize, name: &str, default: f32| -> Result<f32, FoldError> {
-                match inputs.get(k).copied().flatten() {
-                    Some(b) => b.floats()?.first().copied().ok_or(FoldError::ClipBound),
-                    None => Ok(attr_float(node, name, default)),
-                }
-            };
-            let (lo, hi) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
-            match x {
-                Folded::Int { dims, .. } => Folded::Int {
-                    dims: dims.clone(),
-                    data: x
-                        .known_ints()?
-                        .into_iter()
-                        // max then min, as for floats: no panic where min > max.
-                        .map(|v| Sym::known(v.max(lo as i64).min(hi as i64)))
-                        .collect(),
-                },
-                Folded::Float(c) => Folded::Float(Const {
-                    dims: c.dims.clone(),
-                    data: c.data.iter().map(|v| v.max(lo).min(hi)).collect(),
-                }),
-            }
-        }
-        "Unsqueeze" => {
-            let axes = axes_arg(node, &known)?;
-            let r = x.dims().len() + axes.len();
-            let mut ax = axes
-                .iter()
-                .map(|&a| axis(a, r))
-                .collect::<Result<Vec<_>, _>>()?;
-            ax.sort_unstable();
-            let mut dims = x.dims().to_vec();
-            for a in ax {
-                dims.insert(a, 1);
-            }
-            x.with(dims, |i| i, x.len())
-        }
-        "Squeeze" => {
-            let r = x.dims().len();
-            let axes = axes_arg(node, &known)?;
-            let ax = axes
-                .iter()
-                .map(|&a| axis(a, r))
-                .collect::<Result<Vec<_>, _>>()?;
-            let dims = x
-                .dims()
-                .iter()
-                .enumerate()
-                .filter(|(i, d)| {
-                    if ax.is_empty() {
-                        **d != 1
-                    } else {
-                        !ax.contains(i)
-                    }
-                })
-                .map(|(_, d)| *d)
-                .collect();
-            x.with(dims, |i| i, x.len())
-        }
-        "Reshape" | "Flatten" => {
-            let dims = if op == "Flatten" {
-                let a = axis(attr_int(node, "axis", 1), x.dims().len() + 1)?;
-                let (l, r) = x.dims().split_at(a.min(x.dims().len()));
-                vec![l.iter().product(), r.iter().product()]
-            } else {
-                let target = known
-                    .get(1)
-                    .ok_or(FoldError::ReshapeWithoutShape)?
-                    .known_ints()?;
-                reshape_dims(x.dims(), &target, attr_int(node, "allowzero", 0) != 0)?
-            };
-            x.with(dims, |i| i, x.len())
-        }
-        "Transpose" => {
-            let d = x.dims().to_vec();
-            let perm: Vec<usize> = match attr_ints(node, "perm") {
-                Some(p) => p
-                    .iter()
-                    .map(|&a| axis(a, d.len()))
-                    .collect::<Result<_, _>>()?,
-                None => (0..d.len()).rev().collect(),
-            };
-            let out: Vec<usize> = perm.iter().map(|&p| d[p]).collect();
-            let (is, os) = (strides(&d), strides(&out));
-            x.with(
-                out.clone(),
-                |i| {
-                    let mut rem = i;
-                    let mut src = 0;
-                    for (k, s) in os.iter().enumerate() {
-                        src += (rem / s) * is[perm[k]];
-                        rem %= s;
-                    }
-                    src
-                },
-                x.len(),
-            )
-        }
+        "Clip" => elementwise::clip(node, inputs, x)?,
+        "Unsqueeze" => layout::unsqueeze(node, &known)?,
+        "Squeeze" => layout::squeeze(node, &known)?,
+        "Reshape" | "Flatten" => layout::reshape(node, &known)?,
+        "Transpose" => layout::transpose(node, x)?,
         "Einsum" => einsum::einsum(node, &known)?,
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
             let axes = match inputs.get(1).copied().flatten() {
@@ -703,193 +541,16 @@ pub fn eval(
             x,
             known.get(1).ok_or(FoldError::GatherWithoutIndices)?,
         )?,
-        "Gather" => {
-            let idx = known.get(1).ok_or(FoldError::GatherWithoutIndices)?;
-            let d = x.dims().to_vec();
-            let a = axis(attr_int(node, "axis", 0), d.len())?;
-            let ids: Vec<usize> = idx
-                .known_ints()?
-                .iter()
-                .map(|&v| {
-                    let v = if v < 0 { v + d[a] as i64 } else { v };
-                    if (0..d[a] as i64).contains(&v) {
-                        Ok(v as usize)
-                    } else {
-                        Err(FoldError::GatherIndex {
-                            index: v,
-                            len: d[a],
-                        })
-                    }
-                })
-                .collect::<Result<_, _>>()?;
-            let mut out: Vec<usize> = d[..a].to_vec();
-            out.extend(idx.dims());
-            out.extend(&d[a + 1..]);
-            let inner: usize = d[a + 1..].iter().product();
-            let n: usize = out.iter().product();
-            let per = ids.len() * inner;
-            x.with(
-                out,
-                |i| {
-                    let (o, rest) = (i / per.max(1), i % per.max(1));
-                    let (j, k) = (rest / inner.max(1), rest % inner.max(1));
-                    (o * d[a] + ids[j]) * inner + k
-                },
-                n,
-            )
-        }
-        "Concat" => {
-            let r = x.dims().len();
-            let a = axis(attr_int(node, "axis", 0), r)?;
-            let mut dims = x.dims().to_vec();
-            dims[a] = known
-                .iter()
-                .map(|k| k.dims().get(a).copied().unwrap_or(0))
-                .sum();
-            let outer: usize = dims[..a].iter().product();
-            let ints = known.iter().all(|k| matches!(k, Folded::Int { .. }));
-            let mut fl = Vec::new();
-            let mut is = Vec::new();
-            for o in 0..outer {
-                for k in &known {
-                    let chunk: usize = k.dims()[a..].iter().product();
-                    if ints {
-                        is.extend_from_slice(&k.ints()[o * chunk..(o + 1) * chunk]);
-                    } else {
-                        fl.extend_from_slice(&k.floats()?[o * chunk..(o + 1) * chunk]);
-                    }
-                }
-            }
-            if ints {
-                Folded::Int { dims, data: is }
-            } else {
-                Folded::Float(Const { dims, data: fl })
-            }
-        }
-        "Slice" => {
-            let d = x.dims().to_vec();
-            let get = |k: usize| -> Result<Option<Vec<i64>>, FoldError> {
-                match known.get(k) {
-                    Some(v) => v.known_ints().map(Some),
-                    None => Ok(None),
-                }
-            };
-            let (starts, ends) = match (get(1)?, get(2)?) {
-                (Some(s), Some(e)) => (s, e),
-                _ => (
-                    attr_ints(node, "starts").unwrap_or_default(),
-                    attr_ints(node, "ends").unwrap_or_default(),
-                ),
-            };
-            let axes = get(3)?
-                .or_else(|| attr_ints(node, "axes"))
-                .unwrap_or_else(|| (0..starts.len() as i64).collect());
-            let steps = get(4)?.unwrap_or_else(|| vec![1; starts.len()]);
-            let mut ranges: Vec<Vec<usize>> = d.iter().map(|&n| (0..n).collect()).collect();
-            for (k, &ax) in axes.iter().enumerate() {
-                let a = axis(ax, d.len())?;
-                let n = d[a] as i64;
-                let step = steps.get(k).copied().unwrap_or(1);
-                if step == 0 {
-                    return Err(FoldError::SliceStepZero);
-                }
-                let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v + n } else { v }).clamp(lo, hi);
-                let mut idx = Vec::new();
-                if step > 0 {
-                    let (s, e) = (fix(starts[k], 0, n), fix(ends[k], 0, n));
-                    let mut i = s;
-                    while i < e {
-                        idx.push(i as usize);
-                        i += step;
-                    }
-                } else {
-                    let (s, e) = (fix(starts[k], -1, n - 1), fix(ends[k], -1, n - 1));
-                    let mut i = s;
-                    while i > e {
-                        idx.push(i as usize);
-                        i += step;
-                    }
-                }
-                ranges[a] = idx;
-            }
-            let out: Vec<usize> = ranges.iter().map(Vec::len).collect();
-            let (is, os) = (strides(&d), strides(&out));
-            let n = out.iter().product();
-            x.with(
-                out,
-                |i| {
-                    let mut rem = i;
-                    let mut src = 0;
-                    for (k, s) in os.iter().enumerate() {
-                        src += ranges[k][rem / s] * is[k];
-                        rem %= s;
-                    }
-                    src
-                },
-                n,
-            )
-        }
-        "ConstantOfShape" => {
-            let dims: Vec<usize> = x.known_ints()?.iter().map(|&v| v.max(0) as usize).collect();
-            let n = dims.iter().product();
-            let fill = match attr(node, "value").and_then(|a| a.t.as_ref()) {
-                Some(t) => tensor(t)?,
-                None => Folded::Float(Const {
-                    dims: vec![1],
-                    data: vec![0.0],
-                }),
-            };
-            fill.with(dims, |_| 0, n)
-        }
-        "Range" if known.len() == 3 => {
-            let (s, l, d) = (known[0].floats()?, known[1].floats()?, known[2].floats()?);
-            let (s, l, d) = (s[0], l[0], d[0]);
-            let n = ((l - s) / d).ceil().max(0.0) as usize;
-            let data: Vec<f32> = (0..n).map(|i| s + i as f32 * d).collect();
-            match known[0] {
-                Folded::Int { .. } => Folded::Int {
-                    dims: vec![n],
-                    data: data.iter().map(|v| Sym::known(*v as i64)).collect(),
-                },
-                _ => Folded::Float(Const {
-                    dims: vec![n],
-                    data,
-                }),
-            }
-        }
-        "Expand" if known.len() == 2 => {
-            // A batch-sized target makes an activation: the builder's broadcast copy.
-            let Ok(shape) = known[1].known_ints() else {
-                return Ok(None);
-            };
-            let target: Vec<usize> = shape.iter().map(|&v| v.max(0) as usize).collect();
-            let out = broadcast(x.dims(), &target)?;
-            let n = out.iter().product();
-            let xd = x.dims().to_vec();
-            let o2 = out.clone();
-            x.with(out, move |i| broadcast_index(i, &o2, &xd), n)
-        }
-        "Where" if known.len() == 3 => {
-            let (c, a, b) = (known[0], known[1], known[2]);
-            let out = broadcast(&broadcast(c.dims(), a.dims())?, b.dims())?;
-            let cv = c.ints();
-            let pick = |i: usize| cv[broadcast_index(i, &out, c.dims())].c != 0;
-            match (a, b) {
-                (Folded::Int { .. }, Folded::Int { .. }) => Folded::Int {
-                    data: select(&out, pick, (&a.ints(), a.dims()), (&b.ints(), b.dims())),
-                    dims: out,
-                },
-                _ => Folded::Float(Const {
-                    data: select(
-                        &out,
-                        pick,
-                        (&a.floats()?, a.dims()),
-                        (&b.floats()?, b.dims()),
-                    ),
-                    dims: out,
-                }),
-            }
-        }
+        "Gather" => layout::gather(node, &known)?,
+        "Concat" => layout::concat(node, &known)?,
+        "Slice" => layout::slice(node, &known)?,
+        "ConstantOfShape" => generate::constant_of_shape(node, x)?,
+        "Range" if known.len() == 3 => generate::range(&known)?,
+        "Expand" if known.len() == 2 => match layout::expand(x, known[1])? {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+        "Where" if known.len() == 3 => elementwise::select_where(known[0], known[1], known[2])?,
         _ => return Ok(None),
     };
     Ok(Some(folded))
