@@ -26,11 +26,10 @@ ENGINES = ("cpu", "gpu-fp16", "gpu-fp32")
 BATCHES = ("1", "32")
 
 
-def load(path, cols=None):
+def load(path):
     if not os.path.exists(path):
         return None
-    a = np.fromfile(path, "<f4").astype(np.float64)
-    return a.reshape(-1, cols) if cols else a
+    return np.fromfile(path, "<f4").astype(np.float64)
 
 
 def rel_l2(a, b):

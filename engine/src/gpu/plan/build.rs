@@ -2108,10 +2108,9 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// Copies `[start, start + len)` along full `axis` of `x` into a new value `name` (of `x`
-    /// channel-shuffled, `MapStep::shuffle`, when `shuffle` is given).
-    /// A copy of `len` elements of `x` along full axis `axis`, from `start` every `step`-th
-    /// (`a_slice`: `(axis, start, step)`).
+    /// Copies `len` elements of `x` along a full axis, from `start` every `step`-th
+    /// (`a_slice`: `(axis, start, step)`), into a new value `name` (of `x` channel-shuffled,
+    /// `MapStep::shuffle`, when `shuffle` is given).
     fn slice_to(
         &mut self,
         name: &str,
