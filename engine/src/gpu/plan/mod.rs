@@ -17,6 +17,7 @@
 //! whatever the storage.
 
 mod build;
+mod fuse;
 use crate::onnx::fold;
 pub mod view;
 
@@ -41,8 +42,9 @@ mod warp_emulator;
 
 use std::collections::HashSet;
 
-pub use build::{build, BuildError, NodeError, Regroup, HEAD_DIMS};
+pub use build::{build, BuildError, NodeError, Regroup};
 pub use fold::{Const, FoldError, Sym};
+pub use fuse::HEAD_DIMS;
 
 /// Per-item logical dims of a value (ONNX order, the batch dimension excluded).
 pub type Dims = Vec<usize>;
@@ -253,6 +255,27 @@ pub struct MapStep {
     pub region: Option<(usize, usize, usize)>,
     /// Added after the binary part, before the unary one.
     pub c: Option<Operand>,
+}
+
+impl MapStep {
+    /// A plain copy of value `a` into `output` (through the views: a change of layout or a
+    /// gather of a region).
+    pub fn copy(a: usize, output: usize) -> MapStep {
+        MapStep {
+            a: Operand::Value(a),
+            perm_a: None,
+            a_slice: None,
+            shuffle: None,
+            b: None,
+            binary: Binary::First,
+            unary: Unary::Identity,
+            p0: 0.0,
+            p1: 0.0,
+            output,
+            region: None,
+            c: None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

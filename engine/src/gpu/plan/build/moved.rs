@@ -9,6 +9,9 @@
 //! products whose rows are contiguous run on the storage; a copy is made only where a product
 //! needs its rows contiguous, or where the tensor becomes batch-first again in another order.
 
+use super::concat::slice_range;
+use super::elementwise::activation_of;
+use super::matmul::GemmOperands;
 use super::*;
 use crate::gpu::plan::view;
 
@@ -117,7 +120,7 @@ impl<'a> Builder<'a> {
         let output = self.define(&name, dims, false);
         self.map(MapStep {
             perm_a: Some(order.clone()),
-            ..Self::copy_step(m.value, output)
+            ..MapStep::copy(m.value, output)
         });
         let mut pos = vec![0; order.len()];
         for (to, &from) in order.iter().enumerate() {
@@ -187,7 +190,7 @@ impl<'a> Builder<'a> {
                 unary,
                 p0,
                 p1,
-                ..Self::copy_step(m.value, output)
+                ..MapStep::copy(m.value, output)
             });
             self.bind(&out, Moved { value: output, ..m });
             return Ok(());
@@ -539,7 +542,7 @@ impl<'a> Builder<'a> {
             b: Some(Operand::Const(sc)),
             binary: Binary::Mul,
             c: Some(Operand::Const(sh)),
-            ..Self::copy_step(m.value, output)
+            ..MapStep::copy(m.value, output)
         });
         self.bind(&out, Moved { value: output, ..m });
         Ok(())
@@ -608,7 +611,7 @@ impl<'a> Builder<'a> {
                         a: Operand::Value(product),
                         b: Some(Operand::Const(c)),
                         binary: Binary::Add,
-                        ..Self::copy_step(0, output)
+                        ..MapStep::copy(0, output)
                     });
                     output
                 }
@@ -673,7 +676,7 @@ impl<'a> Builder<'a> {
             a,
             b: Some(b),
             binary,
-            ..Self::copy_step(0, output)
+            ..MapStep::copy(0, output)
         });
         self.bind(&out, Moved { value: output, ..m });
         Ok(())

@@ -19,7 +19,7 @@ use super::{sole_producer, writers};
 /// Head sizes `gpu/attention.cu` is instantiated for.
 pub const HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
 
-pub(in crate::gpu::plan) fn fuse_attention(plan: &mut Plan) {
+pub(super) fn fuse_attention(plan: &mut Plan) {
     if !plan.channels_last {
         // fp32 plans are the reference mode: cuBLAS's products and the row kernel stay.
         return;

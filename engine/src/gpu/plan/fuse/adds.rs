@@ -7,7 +7,7 @@
 use super::super::{Binary, MapStep, Operand, Plan, Step, Unary};
 use super::{sole_producer, writers};
 
-pub(in crate::gpu::plan) fn fold_adds(plan: &mut Plan) {
+pub(super) fn fold_adds(plan: &mut Plan) {
     while let Some((p, q, x)) = find(plan) {
         // p < q: removing the Add leaves p where it is.
         if let (Step::Map(add), Step::Map(m)) = (plan.steps.remove(q), &mut plan.steps[p]) {

@@ -7,7 +7,7 @@ use super::super::{Binary, MapStep, Operand, Plan, Step, Unary};
 use super::sole_producer;
 
 /// Folds, until none is left, every foldable step whose only reader is a product.
-pub(in crate::gpu::plan) fn fold_into_products(plan: &mut Plan) {
+pub(super) fn fold_into_products(plan: &mut Plan) {
     while let Some((producer, product, fold)) = find(plan) {
         if let Step::MatMul(mm) = &mut plan.steps[product] {
             match fold {
@@ -138,7 +138,7 @@ mod tests {
             a,
             b,
             binary,
-            ..super::super::Builder::copy_step(0, output)
+            ..MapStep::copy(0, output)
         })
     }
 

@@ -12,7 +12,7 @@ use super::super::{Binary, Operand, Plan, Step, Unary, Value};
 use super::adds::ready;
 use super::writers;
 
-pub(in crate::gpu::plan) fn fold_conv_tails(plan: &mut Plan) {
+pub(super) fn fold_conv_tails(plan: &mut Plan) {
     while let Some(t) = find(plan) {
         let Step::Map(m) = plan.steps.remove(t.q) else {
             return;

@@ -1,0 +1,138 @@
+//! Functions of rows: Softmax and LogSoftmax, and the normalisations (Layer, Instance, Group).
+
+use super::*;
+
+pub(super) const OPS: &[(&str, Lower)] = &[
+    ("Softmax", |b, i| b.softmax(i, RowKind::Softmax)),
+    ("LogSoftmax", |b, i| b.softmax(i, RowKind::LogSoftmax)),
+    ("LayerNormalization", |b, i| b.layer_norm(i)),
+    ("InstanceNormalization", |b, i| b.norm_rows(i, None)),
+    ("GroupNormalization", |b, i| {
+        let groups = attr_int(&b.nodes[i], "num_groups", 0).max(0) as usize;
+        b.norm_rows(i, Some(groups))
+    }),
+];
+
+impl Builder<'_> {
+    fn softmax(&mut self, i: usize, kind: RowKind) -> R<()> {
+        let x = self.value(i, 0)?;
+        let rank = self.values[x].dims.len() + 1;
+        let axis =
+            fold::axis(attr_int(&self.nodes[i], "axis", -1), rank).map_err(|e| self.err(i, e))?;
+        if axis == 0 {
+            return Err(self.err(i, NodeError::SoftmaxOverBatch));
+        }
+        self.row(i, x, axis, kind)
+    }
+
+    fn row(&mut self, i: usize, x: usize, axis: usize, kind: RowKind) -> R<()> {
+        let dims = self.values[x].dims.clone();
+        let cl = self.values[x].channels_last;
+        let out = self.out(i)?;
+        let output = self.define(&out, dims, cl);
+        self.steps.push(Step::Row(RowStep {
+            input: x,
+            output,
+            axis,
+            kind,
+        }));
+        Ok(())
+    }
+
+    fn layer_norm(&mut self, i: usize) -> R<()> {
+        let x = self.value(i, 0)?;
+        let rank = self.values[x].dims.len() + 1;
+        let axis =
+            fold::axis(attr_int(&self.nodes[i], "axis", -1), rank).map_err(|e| self.err(i, e))?;
+        if axis != rank - 1 {
+            return Err(self.err(i, NodeError::LayerNormAxis));
+        }
+        if self.nodes[i].output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(self.err(i, NodeError::LayerNormOutputs));
+        }
+        let len = self.values[x].dims[axis - 1];
+        let name = self.input(i, 1)?.to_string();
+        let f = self.folded(i, 1)?.clone();
+        let scale = self.add_const(&name, &f).map_err(|e| self.err(i, e))?;
+        let bias = match self.nodes[i].input.get(2).filter(|s| !s.is_empty()) {
+            Some(n) => {
+                let n = n.clone();
+                let f = self.folded(i, 2)?.clone();
+                Some(self.add_const(&n, &f).map_err(|e| self.err(i, e))?)
+            }
+            None => None,
+        };
+        if self.consts[scale].data.len() != len
+            || bias.is_some_and(|b| self.consts[b].data.len() != len)
+        {
+            return Err(self.err(i, NodeError::LayerNormParameters(len)));
+        }
+        let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
+        self.row(i, x, axis, RowKind::LayerNorm { scale, bias, eps })
+    }
+
+    /// InstanceNormalization (`groups` = channels) and GroupNormalization: each item's
+    /// `[C, …]` normalized over rows of `C / groups` channels (a LayerNorm over the rows of
+    /// its row-major storage), then scaled and shifted per channel (opset 21) or per group
+    /// (opset 18).
+    fn norm_rows(&mut self, i: usize, groups: Option<usize>) -> R<()> {
+        let x = self.value(i, 0)?;
+        let dims = self.values[x].dims.clone();
+        let Some(&channels) = dims.first().filter(|_| dims.len() >= 2) else {
+            return Err(self.err(i, NodeError::NormRank(dims.first().copied().unwrap_or(0))));
+        };
+        let groups = groups.unwrap_or(channels);
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(self.err(i, NodeError::NormGroups { channels, groups }));
+        }
+        let out = self.out(i)?;
+        let spatial: usize = dims[1..].iter().product();
+        let row = channels / groups * spatial;
+        let xr = self.row_major(x);
+        let rows = self.alias(&format!("{out}#rows"), xr, vec![groups, row], false);
+        let ones = self.new_const(vec![row], vec![1.0; row]);
+        let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
+        let normalized = self.define(&format!("{out}#normalized"), vec![groups, row], false);
+        self.steps.push(Step::Row(RowStep {
+            input: rows,
+            output: normalized,
+            axis: 2,
+            kind: RowKind::LayerNorm {
+                scale: ones,
+                bias: None,
+                eps,
+            },
+        }));
+        // Scale and shift per channel, over the `[C, spatial]` view.
+        let per_channel = |b: &Self, k: usize| -> R<Vec<f32>> {
+            let v = b.folded(i, k)?.floats().map_err(|e| b.err(i, e))?;
+            match v.len() {
+                n if n == channels => Ok(v),
+                n if n == groups => Ok((0..channels).map(|c| v[c / (channels / groups)]).collect()),
+                _ => Err(b.err(i, NodeError::NormParameters { channels, groups })),
+            }
+        };
+        let (scale, bias) = (per_channel(self, 1)?, per_channel(self, 2)?);
+        let by_channel = self.alias(
+            &format!("{out}#by-channel"),
+            normalized,
+            vec![channels, spatial],
+            false,
+        );
+        if scale.iter().all(|&s| s == 1.0) && bias.iter().all(|&b| b == 0.0) {
+            self.alias(&out, by_channel, dims, false);
+            return Ok(());
+        }
+        let scale = self.new_const(vec![channels, 1], scale);
+        let bias = self.new_const(vec![channels, 1], bias);
+        let affine = self.define(&format!("{out}#affine"), vec![channels, spatial], false);
+        self.map(MapStep {
+            b: Some(Operand::Const(scale)),
+            binary: Binary::Mul,
+            c: Some(Operand::Const(bias)),
+            ..MapStep::copy(by_channel, affine)
+        });
+        self.alias(&out, affine, dims, false);
+        Ok(())
+    }
+}

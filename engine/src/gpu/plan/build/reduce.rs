@@ -1,0 +1,154 @@
+//! The reductions: ReduceMean/Sum/Max/Min over any axes, and ReduceL1/L2/SumSquare as a sum of
+//! an elementwise function.
+
+use super::*;
+
+/// The reductions that are a sum of an elementwise function (`Builder::reduce_norm`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Norm {
+    L1,
+    L2,
+    SumSquare,
+}
+
+pub(super) const OPS: &[(&str, Lower)] = &[
+    ("ReduceMean", |b, i| b.reduce_op(i, ReduceKind::Mean)),
+    ("ReduceSum", |b, i| b.reduce_op(i, ReduceKind::Sum)),
+    ("ReduceMax", |b, i| b.reduce_op(i, ReduceKind::Max)),
+    ("ReduceMin", |b, i| b.reduce_op(i, ReduceKind::Min)),
+    ("ReduceL1", |b, i| b.reduce_norm(i, Norm::L1)),
+    ("ReduceL2", |b, i| b.reduce_norm(i, Norm::L2)),
+    ("ReduceSumSquare", |b, i| b.reduce_norm(i, Norm::SumSquare)),
+];
+
+impl Builder<'_> {
+    /// A reduction's full-dims axes and `keepdims`, or `None` where it reduces nothing
+    /// (`noop_with_empty_axes`).
+    fn reduce_axes(&self, i: usize, x: usize) -> R<Option<(Vec<usize>, bool)>> {
+        let rank = self.values[x].dims.len() + 1;
+        let axes = self.ints_arg(i, 1, "axes")?.unwrap_or_default();
+        let mut axes = axes
+            .iter()
+            .map(|&a| fold::axis(a, rank))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(i, e))?;
+        if axes.is_empty() {
+            if attr_int(&self.nodes[i], "noop_with_empty_axes", 0) != 0 {
+                return Ok(None);
+            }
+            axes = (0..rank).collect();
+        }
+        if axes.contains(&0) {
+            return Err(self.err(i, NodeError::ReduceOverBatch));
+        }
+        let keep = attr_int(&self.nodes[i], "keepdims", 1) != 0;
+        Ok(Some((axes, keep)))
+    }
+
+    fn reduce_op(&mut self, i: usize, kind: ReduceKind) -> R<()> {
+        let x = self.value(i, 0)?;
+        let Some((axes, keep)) = self.reduce_axes(i, x)? else {
+            return self.pass_through(i);
+        };
+        self.reduce(i, x, axes, kind, keep)
+    }
+
+    /// ReduceL1, ReduceL2 (ConvNeXt V2's global response norm), ReduceSumSquare: the
+    /// elementwise part, a sum, and for L2 its square root.
+    fn reduce_norm(&mut self, i: usize, norm: Norm) -> R<()> {
+        let x = self.value(i, 0)?;
+        let out = self.out(i)?;
+        let axes = self.reduce_axes(i, x)?;
+        let (dims, cl) = (self.values[x].dims.clone(), self.values[x].channels_last);
+        let pre = self.define(&format!("{out}#elementwise"), dims, cl);
+        self.map(match norm {
+            Norm::L1 => MapStep {
+                unary: Unary::Abs,
+                ..MapStep::copy(x, pre)
+            },
+            Norm::L2 | Norm::SumSquare => MapStep {
+                b: Some(Operand::Value(x)),
+                binary: Binary::Mul,
+                ..MapStep::copy(x, pre)
+            },
+        });
+        let sum_name = if norm == Norm::L2 {
+            format!("{out}#sum")
+        } else {
+            out.clone()
+        };
+        let sum = match axes {
+            Some((axes, keep)) => self.reduce_to(&sum_name, pre, axes, ReduceKind::Sum, keep),
+            None => {
+                self.value_of.insert(sum_name, pre);
+                pre
+            }
+        };
+        if norm == Norm::L2 {
+            let (dims, cl) = (
+                self.values[sum].dims.clone(),
+                self.values[sum].channels_last,
+            );
+            let output = self.define(&out, dims, cl);
+            self.map(MapStep {
+                unary: Unary::Sqrt,
+                ..MapStep::copy(sum, output)
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn reduce(
+        &mut self,
+        i: usize,
+        x: usize,
+        axes: Vec<usize>,
+        kind: ReduceKind,
+        keep: bool,
+    ) -> R<()> {
+        let out = self.out(i)?;
+        self.reduce_to(&out, x, axes, kind, keep);
+        Ok(())
+    }
+
+    /// A Reduce step of `x` over full-dims `axes` defining `out` (`keep`: the axes stay as 1);
+    /// returns `out`'s value.
+    fn reduce_to(
+        &mut self,
+        out: &str,
+        x: usize,
+        axes: Vec<usize>,
+        kind: ReduceKind,
+        keep: bool,
+    ) -> usize {
+        let xd = self.values[x].dims.clone();
+        let kept: Dims = (1..=xd.len())
+            .map(|a| if axes.contains(&a) { 1 } else { xd[a - 1] })
+            .collect();
+        let cl = self.values[x].channels_last;
+        let keep_name = if keep {
+            out.to_string()
+        } else {
+            format!("{out}#kept")
+        };
+        let output = self.define(&keep_name, kept.clone(), cl);
+        let reduced_axes = axes.clone();
+        self.steps.push(Step::Reduce(ReduceStep {
+            input: x,
+            output,
+            axes,
+            kind,
+        }));
+        if keep {
+            return output;
+        }
+        let output = self.row_major(output);
+        let squeezed: Dims = kept
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !reduced_axes.contains(&(k + 1)))
+            .map(|(_, d)| *d)
+            .collect();
+        self.alias(out, output, squeezed, false)
+    }
+}
