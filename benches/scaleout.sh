@@ -48,7 +48,7 @@ if [ ! -x "$bin/server" ] || [ ! -x "$bin/client_qps" ]; then
 fi
 if [ ! -f models/tiny_cnn.onnx ] || [ ! -f models/resnet50.onnx ]; then
   echo "scaleout: writing the generated models into models/" >&2
-  [ -x "$bin/make-models" ] || cargo build "${cargo_profile[@]}" --quiet -p engine --bin make-models
+  [ -x "$bin/make-models" ] || cargo build "${cargo_profile[@]}" --quiet -p onnx-front --bin make-models
   "$bin/make-models" models >/dev/null
 fi
 if ! command -v haproxy >/dev/null; then

@@ -9,7 +9,7 @@ use engine::Tensor;
 
 fn bench(c: &mut Criterion) {
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models");
-    engine::modelgen::ensure_models(&models).unwrap();
+    onnx_front::modelgen::ensure_models(&models).unwrap();
     let model = CpuModel::load(&models.join("resnet50.onnx")).unwrap();
     let mut g = c.benchmark_group("resnet50_cpu_fp32");
     for batch in [1usize, 4] {

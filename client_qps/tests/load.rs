@@ -37,7 +37,7 @@ impl Drop for Server {
 
 fn start_server() -> Server {
     let models = repo_root().join("models");
-    engine::modelgen::ensure_models(&models).unwrap();
+    onnx_front::modelgen::ensure_models(&models).unwrap();
     let text = std::fs::read_to_string(repo_root().join("configs/tiny_cpu.toml"))
         .unwrap()
         .replace("\"models/", &format!("\"{}/", models.display()));

@@ -5,13 +5,10 @@ pub mod backend;
 pub mod backends;
 pub mod config;
 pub mod error;
-pub mod files;
 pub mod gpu;
 pub mod graph;
 pub mod image;
 pub mod item;
-pub mod modelgen;
-pub mod onnx;
 pub mod pipeline;
 pub mod scheduler;
 

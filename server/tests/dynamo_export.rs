@@ -15,10 +15,10 @@ use wire::serve::{InferenceParams, TInferenceServiceSyncClient};
 
 /// The generated ResNet50 written in the dynamo exporter's style into a folder of its own.
 fn dynamo_resnet50() -> PathBuf {
-    let model = engine::modelgen::resnet50(engine::modelgen::RESNET50_SEED);
+    let model = onnx_front::modelgen::resnet50(onnx_front::modelgen::RESNET50_SEED);
     let first_conv = model.graph.as_ref().unwrap().node[0].output[0].clone();
     let path = common::temp_dir("dynamo-export").join("resnet50.onnx");
-    engine::modelgen::write_dynamo_style(&model, &path, &first_conv, &[64, 112, 112]).unwrap();
+    onnx_front::modelgen::write_dynamo_style(&model, &path, &first_conv, &[64, 112, 112]).unwrap();
     path
 }
 

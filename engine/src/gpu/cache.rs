@@ -172,7 +172,7 @@ impl CacheFile {
     /// Writes atomically (temporary file, then rename), so a concurrent reader never sees half.
     pub fn write(path: &Path, header: &Header, weights: &[u8]) -> std::io::Result<()> {
         let json = serde_json::to_vec(header).map_err(std::io::Error::other)?;
-        crate::files::write_atomically(path, |f| {
+        onnx_front::files::write_atomically(path, |f| {
             f.write_all(MAGIC)?;
             f.write_all(&(json.len() as u64).to_le_bytes())?;
             f.write_all(&json)?;

@@ -29,7 +29,7 @@ pub enum GpuError {
     Build(#[from] super::plan::BuildError),
     /// A model file that cannot be read as ONNX.
     #[error(transparent)]
-    File(#[from] crate::onnx::OnnxError),
+    File(#[from] onnx_front::OnnxError),
     #[error(transparent)]
     Nvjpeg(#[from] super::nvjpeg::NvjpegError),
     /// A once-per-process set-up's failure (the image kernels'), given to every caller.

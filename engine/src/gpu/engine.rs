@@ -76,7 +76,7 @@ impl GpuModel {
         let device = ctx.name().call("cuDeviceGetName")?;
         // The cache holds the weights: its key covers the external data files too.
         let mut hasher = cache::Sha256Stream::default();
-        let proto = crate::onnx::read(path, &mut |bytes| hasher.update(bytes))?;
+        let proto = onnx_front::read(path, &mut |bytes| hasher.update(bytes))?;
         let onnx_sha256 = hasher.hex();
         let mut plan = plan::build(&proto, precision == Precision::Fp16)?;
         drop(proto);

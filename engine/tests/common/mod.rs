@@ -27,7 +27,7 @@ pub fn test_images() -> Vec<PathBuf> {
 /// The generated models, made on first use into the git-ignored models/ folder.
 pub fn models_dir() -> PathBuf {
     let dir = repo_root().join("models");
-    engine::modelgen::ensure_models(&dir).expect("cannot write models/");
+    onnx_front::modelgen::ensure_models(&dir).expect("cannot write models/");
     dir
 }
 

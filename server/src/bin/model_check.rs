@@ -344,7 +344,7 @@ fn main() -> Result<()> {
         .init();
     let a = Args::parse();
     if let Some(dir) = &a.write_models {
-        engine::modelgen::ensure_models(dir)
+        onnx_front::modelgen::ensure_models(dir)
             .with_context(|| format!("writing models into {}", dir.display()))?;
         println!("models ready in {}", dir.display());
         return Ok(());

@@ -153,7 +153,7 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     if let Some(dir) = &args.write_models {
-        engine::modelgen::ensure_models(dir)
+        onnx_front::modelgen::ensure_models(dir)
             .with_context(|| format!("writing models into {}", dir.display()))?;
         println!("models ready in {}", dir.display());
         return Ok(());

@@ -21,8 +21,8 @@ impl CpuModel {
     /// Loads an ONNX whose single input is `[batch, …]` with a fixed item shape; the batch
     /// dimension is made symbolic so one optimised plan serves every batch size.
     pub fn load(path: &Path) -> Result<CpuModel, ModelError> {
-        let mut proto = crate::onnx::read(path, &mut |_| {})?;
-        crate::onnx::fold_float_constants(&mut proto);
+        let mut proto = onnx_front::read(path, &mut |_| {})?;
+        onnx_front::fold_float_constants(&mut proto);
         let model = tract_onnx::onnx()
             .model_for_proto_model(&proto)
             .map_err(ModelError::ReadOnnx)?;

@@ -24,7 +24,7 @@ pub fn register(r: &mut Registry) {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(transparent)]
-    File(#[from] crate::onnx::OnnxError),
+    File(#[from] onnx_front::OnnxError),
     #[error("cannot read ONNX: {0:#}")]
     ReadOnnx(tract_onnx::prelude::TractError),
     #[error("cannot read the model's inputs: {0:#}")]

@@ -2,7 +2,7 @@
 //! shapes. Pure Rust, so import, folding, fusion and the layout rules are tested on machines
 //! without a GPU; the CUDA side (`engine.rs`, `exec.rs`) only executes what this decides.
 //!
-//! - `crate::onnx::fold` (shared with the CPU engine's reader): the constants PyTorch's
+//! - `onnx_front::fold` (shared with the CPU engine's reader): the constants PyTorch's
 //!   exporter leaves in a graph (initializers, `Constant`, `Identity` over weights, shape
 //!   arithmetic on `Shape`) evaluated at load time.
 //! - `build`: nodes → steps, with the fusions (BatchNorm into Conv; residual Add and ReLU into
@@ -18,7 +18,7 @@
 
 mod build;
 mod fuse;
-use crate::onnx::fold;
+use onnx_front::fold;
 pub mod view;
 
 #[cfg(test)]

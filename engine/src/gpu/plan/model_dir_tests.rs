@@ -45,7 +45,7 @@ fn check(path: &Path) -> Row {
             None
         }
     };
-    let plans = crate::onnx::read(path, &mut |_| {})
+    let plans = onnx_front::read(path, &mut |_| {})
         .map_err(|e| e.to_string())
         .and_then(|proto| {
             [true, false]

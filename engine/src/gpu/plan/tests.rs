@@ -8,7 +8,7 @@ use super::reference;
 use super::*;
 use crate::backends::model::CpuModel;
 use crate::item::Tensor;
-use crate::modelgen::{
+use onnx_front::modelgen::{
     self, attr_float as float, attr_int as int, attr_ints as ints, attr_text as text,
 };
 

@@ -1,7 +1,7 @@
 //! Why an ONNX model has no GPU plan. Most refusals are about one node, and name it: the
 //! user learns which node to change, or that the model is served with `device = "cpu"`.
 
-use crate::onnx::fold::{FoldError, Sym};
+use onnx_front::fold::{FoldError, Sym};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {

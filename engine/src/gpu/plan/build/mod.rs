@@ -39,9 +39,9 @@ use super::{
     Binary, ConcatStep, Const, ConvStep, Dims, MapStep, MatMulStep, Operand, Plan, PoolKind,
     PoolStep, ReduceKind, ReduceStep, RowKind, RowStep, Step, Unary, Value, CONCAT_MAX_PARTS,
 };
-use crate::onnx::fold::{self, attr, attr_float, attr_int, attr_ints, FoldError, Folded, Sym};
 use batch_index::BatchIndex;
 use moved::Moved;
+use onnx_front::fold::{self, attr, attr_float, attr_int, attr_ints, FoldError, Folded, Sym};
 use shuffle::ShuffleStart;
 
 /// How one ONNX op becomes steps.

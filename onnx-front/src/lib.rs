@@ -11,7 +11,9 @@
 //! importer parse as it is.
 
 mod constants;
+pub mod files;
 pub mod fold;
+pub mod modelgen;
 
 pub use constants::fold_float_constants;
 

@@ -7,7 +7,7 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| "models".into());
-    match engine::modelgen::ensure_models(&dir) {
+    match onnx_front::modelgen::ensure_models(&dir) {
         Ok(()) => println!("models ready in {}", dir.display()),
         Err(e) => {
             eprintln!("make-models: cannot write into {}: {e}", dir.display());

@@ -51,7 +51,8 @@ struct Builder {
     counter: usize,
 }
 
-pub(crate) fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+/// Node attributes, for graphs written in code (here and in the importers' tests).
+pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
@@ -60,7 +61,7 @@ pub(crate) fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     }
 }
 
-pub(crate) fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
+pub fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
@@ -69,8 +70,7 @@ pub(crate) fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
     }
 }
 
-#[cfg(test)]
-pub(crate) fn attr_text(name: &str, v: &str) -> pb::AttributeProto {
+pub fn attr_text(name: &str, v: &str) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::String as i32,
@@ -79,7 +79,7 @@ pub(crate) fn attr_text(name: &str, v: &str) -> pb::AttributeProto {
     }
 }
 
-pub(crate) fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
+pub fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Float as i32,
