@@ -20,7 +20,7 @@ for exporter in torchscript dynamo; do
   fi
   # The check fails when any model is refused or differs; the rows say which, so go on.
   ONNX_MODELS_DIR="$work/$exporter" ONNX_MODELS_OUT="$work/$exporter/outputs" \
-    cargo test --release -p engine --lib -- --ignored model_dir --nocapture \
+    cargo test --release -p engine --test model_dir -- --ignored --nocapture \
     | grep -E '^(ok|FAIL) ' || true
 done
 "$py" benches/coverage_cpu.py "benches/results/coverage-cpu-$(date +%F).json" \

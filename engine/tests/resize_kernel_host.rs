@@ -1,4 +1,4 @@
-//! The GPU resize kernel (engine/src/gpu/image_kernels.cu) compiled for the host with the
+//! The GPU resize kernel (gpu-engine/src/image_kernels.cu) compiled for the host with the
 //! system C++ compiler, with the CUDA intrinsics it uses mapped to the same IEEE operations:
 //! its output must equal the CPU path's (resize_bilinear, channel swap, CHW f32) bit for bit.
 //! This checks the kernel's arithmetic on every machine; the device run checks it on the GPU.
@@ -58,7 +58,7 @@ fn compile() -> PathBuf {
     let dir = common::temp_dir("resize-kernel-host");
     let src = dir.join("kernel.cpp");
     let kernel =
-        std::fs::read_to_string(common::repo_root().join("engine/src/gpu/image_kernels.cu"))
+        std::fs::read_to_string(common::repo_root().join("gpu-engine/src/image_kernels.cu"))
             .unwrap();
     std::fs::write(&src, format!("{PRELUDE}\n{kernel}\n{MAIN}")).unwrap();
     let exe = dir.join("kernel");

@@ -350,7 +350,7 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
 
 /// `device_id`: one GPU index (`1`) or several (`"0,1"`, or the array `[0, 1]`); GPU 0 when
 /// unset. Whether those GPUs exist is checked when a GPU backend opens its device
-/// (`gpu::devices::check`): a CPU-only node may name any.
+/// (`gpu_engine::devices::check`): a CPU-only node may name any.
 fn device_ids(params: &Params) -> Result<Vec<usize>, ConfigError> {
     let Some(text) = params.raw("device_id") else {
         return Ok(vec![0]);

@@ -1,51 +1,39 @@
-//! The GPU model engine (DESIGN §5): ONNX → fused fp16 NHWC (or fp32) cuDNN plan, one CUDA
-//! graph per batch size, weights shared across instances, `model::cache`; and the GPU image
-//! path: nvJPEG decode, the resize/colour kernels, the pool their values live in.
-//!
-//! `plan` is plain Rust and always built (its folding and fusion are tested everywhere); the
-//! CUDA side needs the `cuda` feature and loads the driver, cuDNN and NVRTC at run time, so a
-//! `cuda` build still starts on a machine without a GPU and says so when a node asks for one.
+//! The pipeline's side of the GPU: the pool GPU values live in between nodes (`pool`) and
+//! their copies between GPUs (`peer`). The model engine, the image kernels and the check of
+//! `device_id` are the `gpu-engine` crate, re-exported here.
 
-pub mod devices;
-pub mod plan;
-
-#[cfg(feature = "cuda")]
-mod blas;
-#[cfg(feature = "cuda")]
-mod blas_lt;
-#[cfg(feature = "cuda")]
-mod cache;
-#[cfg(feature = "cuda")]
-mod capture;
-#[cfg(feature = "cuda")]
-mod conv;
-#[cfg(feature = "cuda")]
-pub(crate) mod cuda;
-#[cfg(feature = "cuda")]
-mod engine;
-#[cfg(feature = "cuda")]
-mod graph_api;
-#[cfg(feature = "cuda")]
-pub mod image_kernels;
-#[cfg(feature = "cuda")]
-mod kernels;
-#[cfg(feature = "cuda")]
-pub mod nvjpeg;
 #[cfg(feature = "cuda")]
 pub mod peer;
 #[cfg(feature = "cuda")]
 pub mod pool;
-#[cfg(feature = "cuda")]
-mod pooling;
-#[cfg(feature = "cuda")]
-mod precision;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{check_gpus, check_libraries, gpus, open_device, open_device_for, GpuError, Needs};
-#[cfg(feature = "cuda")]
-pub use engine::{GpuInstance, GpuModel, LoadReport, Replay};
-#[cfg(feature = "cuda")]
-pub use precision::Precision;
+pub use gpu_engine::{
+    check_gpus, check_libraries, cuda, gpus, image_kernels, nvjpeg, open_device, open_device_for,
+    GpuError, GpuInstance, GpuModel, LoadReport, MissingGpu, Needs, Precision, Replay,
+};
 
 /// Whether this build can run models on a GPU at all.
 pub const BUILT_WITH_CUDA: bool = cfg!(feature = "cuda");
+
+#[cfg(feature = "cuda")]
+use crate::{config::Params, error::ConfigError};
+
+/// The start-up error: the file, the node, key `device_id` with its value as written (none
+/// when the node relies on the default, GPU 0), and the GPUs found.
+#[cfg(feature = "cuda")]
+pub(crate) fn missing_gpu_error(missing: &MissingGpu, params: &Params) -> ConfigError {
+    let written = params.raw("device_id");
+    let default = if written.is_none() {
+        " (`device_id` is 0 unless set)"
+    } else {
+        ""
+    };
+    ConfigError {
+        file: params.file().to_path_buf(),
+        node: Some(params.node().to_string()),
+        key: Some("device_id".into()),
+        value: written.map(String::from),
+        expected: format!("GPU indices this machine has{default}: {missing}"),
+    }
+}

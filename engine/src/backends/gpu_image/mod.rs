@@ -68,7 +68,7 @@ fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
 fn gpu_error(ctx: &InitContext<'_>, e: crate::gpu::GpuError) -> ConfigError {
     let p = ctx.params();
     if let crate::gpu::GpuError::NoSuchGpu(missing) = &e {
-        return missing.config_error(p);
+        return crate::gpu::missing_gpu_error(missing, p);
     }
     p.error(
         "backend",

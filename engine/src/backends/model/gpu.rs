@@ -122,8 +122,26 @@ impl ModelInstance for GpuRunner {
                     min,
                 });
             }
-            out.extend(inst.run_inputs(part)?);
+            let part: Vec<gpu_engine::Input<'_>> = part
+                .iter()
+                .map(|x| match *x {
+                    Input::Host(h) => gpu_engine::Input::Host(h),
+                    Input::Device(v) => gpu_engine::Input::Device(v),
+                })
+                .collect();
+            out.extend(inst.run_inputs(&part)?);
         }
         Ok(Tensor::new(vec![n, self.outputs], out))
+    }
+}
+
+/// A GPU value is an input item the model engine copies from.
+impl gpu_engine::DeviceBytes for DeviceValue {
+    fn ptr(&self) -> u64 {
+        self.mem.ptr()
+    }
+
+    fn bytes(&self) -> usize {
+        self.mem.bytes()
     }
 }

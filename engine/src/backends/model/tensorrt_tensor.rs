@@ -182,7 +182,7 @@ fn load_cpu(p: &Params, s: &TensorrtTensorSettings) -> Result<Loaded, ConfigErro
 fn gpu_config_error(p: &Params, e: crate::gpu::GpuError) -> ConfigError {
     use crate::gpu::GpuError;
     match e {
-        GpuError::NoSuchGpu(missing) => missing.config_error(p),
+        GpuError::NoSuchGpu(missing) => crate::gpu::missing_gpu_error(&missing, p),
         GpuError::Missing(why) => p.error(
             "device",
             p.raw("device")
@@ -411,8 +411,7 @@ impl Backend for TensorrtTensor {
 #[cfg(all(test, feature = "cuda"))]
 mod tests {
     use super::*;
-    use crate::gpu::devices::MissingGpu;
-    use crate::gpu::GpuError;
+    use crate::gpu::{GpuError, MissingGpu};
 
     #[test]
     fn a_missing_gpu_is_an_error_of_device_id_naming_the_gpus_found() {
@@ -431,5 +430,18 @@ mod tests {
         );
         let e = gpu_config_error(&p, GpuError::Missing("no usable GPU".into()));
         assert_eq!(e.key.as_deref(), Some("device"));
+    }
+
+    #[test]
+    fn the_default_gpu_on_a_machine_without_one_says_so() {
+        let p = Params::from_pairs("model", &[]);
+        let missing = gpu_engine::devices::check(&[0], &[]).unwrap_err();
+        let e = crate::gpu::missing_gpu_error(&missing, &p);
+        assert_eq!(e.value, None);
+        assert_eq!(
+            e.to_string(),
+            "<inline>: node [model], key `device_id`: GPU indices this machine has \
+             (`device_id` is 0 unless set): there is no GPU 0; found no GPU"
+        );
     }
 }

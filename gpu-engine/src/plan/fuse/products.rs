@@ -123,7 +123,7 @@ fn transpose(plan: &Plan, m: &MapStep, v: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::plan::{Const, MatMulStep, Value};
+    use crate::plan::{Const, MatMulStep, Value};
 
     fn value(dims: &[usize], id: usize) -> Value {
         Value {

@@ -1,14 +1,16 @@
 //! ONNX → the GPU engine's plan (its IR): a list of steps over values with fixed per-item
 //! shapes. Pure Rust, so import, folding, fusion and the layout rules are tested on machines
-//! without a GPU; the CUDA side (`engine.rs`, `exec.rs`) only executes what this decides.
+//! without a GPU; the CUDA runtime (the crate's `engine`) only executes what this decides.
 //!
 //! - `onnx_front::fold` (shared with the CPU engine's reader): the constants PyTorch's
 //!   exporter leaves in a graph (initializers, `Constant`, `Identity` over weights, shape
 //!   arithmetic on `Shape`) evaluated at load time.
-//! - `build`: nodes → steps, with the fusions (BatchNorm into Conv; residual Add and ReLU into
-//!   the convolution's epilogue; Flatten + Gemm as one 1×1 convolution over the map's memory).
+//! - `build`: nodes → steps, one file per op family, with the fusions that look one node ahead
+//!   (BatchNorm into Conv; residual Add and ReLU into the convolution's epilogue; Flatten +
+//!   Gemm as one 1×1 convolution over the map's memory).
+//! - `fuse`: passes over the built plan that merge steps the build could not see together.
 //! - `view`: how each step addresses memory at a batch size (the layout rules below), shared
-//!   by the GPU executor and the reference executor the tests run.
+//!   by the GPU executor and the reference executor (`reference`) the tests run.
 //!
 //! Layout: every value has ONNX's logical shape `[N, d1, d2, …]`. With `channels_last` (fp16,
 //! for cuDNN's tensor-core kernels) a rank-4 value `[N, C, H, W]` is stored NHWC; every other
@@ -27,10 +29,7 @@ mod attention_kernel_tests;
 mod conv_kernel_tests;
 #[cfg(test)]
 mod host_kernels;
-#[cfg(test)]
-mod model_dir_tests;
-#[cfg(test)]
-mod reference;
+pub mod reference;
 #[cfg(test)]
 mod row_kernel_tests;
 #[cfg(test)]
@@ -367,7 +366,7 @@ pub struct HeadView {
 }
 
 /// `o = softmax(alpha · q · kᵀ) · v` for every item and head in one step, the scores never in
-/// memory (fp16 plans: `gpu/attention.cu`). Fused from the product, Softmax and product the
+/// memory (fp16 plans: `attention.cu`). Fused from the product, Softmax and product the
 /// builder makes of an attention, reading q, k and v where the copies before it read them and
 /// writing where the copy after it wrote (`build/attention.rs`).
 #[derive(Clone, Debug, PartialEq)]

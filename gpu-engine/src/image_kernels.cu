@@ -1,4 +1,4 @@
-// The GPU image kernels (engine/src/gpu/image_kernels.rs compiles them with NVRTC; the test
+// The GPU image kernels (gpu-engine/src/image_kernels.rs compiles them with NVRTC; the test
 // engine/tests/resize_kernel_host.rs compiles them for the host to check the arithmetic).
 struct Job {
     const unsigned char* src;   // HWC u8, 3 channels, rows packed

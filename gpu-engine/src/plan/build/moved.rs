@@ -13,7 +13,7 @@ use super::concat::slice_range;
 use super::elementwise::activation_of;
 use super::matmul::GemmOperands;
 use super::*;
-use crate::gpu::plan::view;
+use crate::plan::view;
 
 /// Logical dim `i` of the ONNX tensor is the product of the storage's full axes `groups[i]`
 /// (axis 0 is the batch), the first listed outermost; an empty group is a dim of 1. After

@@ -3,6 +3,9 @@
 //! from a seeded generator, scaled so activations stay finite through 50 layers and BatchNorm
 //! statistics are far from the identity (so folding them is really exercised).
 
+mod graph;
+pub use graph::{noise, Graph};
+
 use std::path::Path;
 
 use prost::Message;

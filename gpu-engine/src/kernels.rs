@@ -63,7 +63,7 @@ pub(crate) const ATTENTION_THREADS: u32 = 128;
 /// A strided view as the kernels take it, by value.
 #[repr(transparent)]
 #[derive(Clone, Copy)]
-pub struct KView(pub crate::gpu::plan::view::View);
+pub struct KView(pub crate::plan::view::View);
 
 // SAFETY: `View` is #[repr(C)] plain data (i32 and i64 arrays, an i64) laid out exactly as the
 // kernels' `struct View` (24 + 48 + 8 bytes, 8-byte aligned).
@@ -72,7 +72,7 @@ unsafe impl cudarc::driver::DeviceRepr for KView {}
 /// The Concat kernels' arguments, passed by value.
 #[repr(transparent)]
 #[derive(Clone, Copy)]
-pub struct KCat(pub crate::gpu::plan::view::ConcatArgs);
+pub struct KCat(pub crate::plan::view::ConcatArgs);
 
 // SAFETY: `ConcatArgs` is #[repr(C)] plain integers laid out exactly as kernels.cu's
 // `struct Cat` (256 + 132 + 4 bytes, 8-byte aligned).
@@ -165,7 +165,7 @@ pub fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Kernels> {
         concat: pair("concat")?,
         concat_chunk: pair("concat_chunk")?,
         transpose: pair("transpose")?,
-        attention: crate::gpu::plan::HEAD_DIMS
+        attention: crate::plan::HEAD_DIMS
             .iter()
             .map(|d| {
                 module

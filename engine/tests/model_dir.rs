@@ -2,7 +2,7 @@
 //! GPU: every `*.onnx` in `$ONNX_MODELS_DIR` read through the ONNX front-end, loaded by the CPU
 //! engine and planned in both layouts, the plan run by the reference executor and compared
 //! with the CPU engine. Ignored by default (it needs the exported files):
-//! `ONNX_MODELS_DIR=/tmp/onnx/dynamo cargo test -p engine --release -- --ignored model_dir`.
+//! `ONNX_MODELS_DIR=/tmp/onnx/dynamo cargo test -p engine --release --test model_dir -- --ignored`.
 //! Prints one line per model and fails if any model does not load, plan or match.
 //!
 //! With `$ONNX_MODELS_OUT` set it also leaves there, per model, the input and each engine's
@@ -11,11 +11,11 @@
 
 use std::path::Path;
 
-use super::reference;
-use super::tests::{noise, rel_l2};
-use super::*;
-use crate::backends::model::{CpuModel, ModelEngine};
-use crate::item::Tensor;
+use engine::backends::model::{CpuModel, ModelEngine};
+use engine::Tensor;
+use gpu_engine::plan::reference::{self, rel_l2};
+use gpu_engine::plan::{build, Plan};
+use onnx_front::modelgen::noise;
 
 /// fp32 everywhere: the plan's reference executor against tract.
 const TOLERANCE: f64 = 1e-4;

@@ -16,7 +16,7 @@ use super::super::{
 use super::adds::ready;
 use super::{sole_producer, writers};
 
-/// Head sizes `gpu/attention.cu` is instantiated for.
+/// Head sizes `attention.cu` is instantiated for.
 pub const HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
 
 pub(super) fn fuse_attention(plan: &mut Plan) {

@@ -1,4 +1,4 @@
-//! `gpu/attention.cu` run on the host through the warp emulator (its mma.sync and shuffles
+//! `attention.cu` run on the host through the warp emulator (its mma.sync and shuffles
 //! emulated by real threads, the fragment layouts as the PTX ISA defines them): the kernel's
 //! own code against an f64 reference — tiling, masking, the online softmax, strided views.
 

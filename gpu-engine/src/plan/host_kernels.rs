@@ -1,11 +1,11 @@
-//! `gpu/kernels.cu` compiled for the host, so the plan tests and the kernel tests run the
+//! `kernels.cu` compiled for the host, so the plan tests and the kernel tests run the
 //! GPU's own kernel code on machines without a GPU.
 
 use super::reference;
 use super::view;
 use super::PoolStep;
 
-/// `gpu/kernels.cu` compiled for the host with the system C++ compiler (CUDA's qualifiers
+/// `kernels.cu` compiled for the host with the system C++ compiler (CUDA's qualifiers
 /// defined away, its fp16 conversions as `_Float16`), loaded as a shared library; the grid of a
 /// launch runs thread by thread.
 pub struct HostKernels {

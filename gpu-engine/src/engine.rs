@@ -28,7 +28,24 @@ use super::plan::view::{
 use super::plan::{self, AttentionStep, ConvStep, HeadView, Operand, Plan, RowKind, Step};
 use super::pooling::CudnnPool;
 use super::precision::Precision;
-use crate::backends::model::Input;
+
+/// GPU memory holding one input item: the pipeline's GPU values (decoded and resized on the
+/// GPU by earlier nodes) implement it.
+pub trait DeviceBytes {
+    /// The device address (a `CUdeviceptr`) on the instance's GPU, written by a stream that has
+    /// been synchronised.
+    fn ptr(&self) -> u64;
+    /// How many bytes at `ptr` belong to the item.
+    fn bytes(&self) -> usize;
+}
+
+/// One item of a batch: raw f32 values on the host, or on the GPU. The borrow keeps the
+/// memory alive while the batch is copied in.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    Host(&'a [f32]),
+    Device(&'a dyn DeviceBytes),
+}
 
 /// What start-up measured, for logs and the model-check tool.
 #[derive(Clone, Debug, Default)]
@@ -1116,7 +1133,7 @@ impl GpuInstance {
                     }
                     values.len()
                 }
-                Input::Device(v) => v.mem.bytes() / 4,
+                Input::Device(v) => v.bytes() / 4,
             };
             if len != item {
                 return Err(GpuError::Plan(format!(
@@ -1153,7 +1170,7 @@ impl GpuInstance {
                     unsafe {
                         copy_dtod_async(
                             self.input.ptr + (i * bytes) as u64,
-                            v.mem.ptr(),
+                            v.ptr(),
                             bytes,
                             &self.stream,
                         )?

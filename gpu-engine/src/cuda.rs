@@ -73,7 +73,7 @@ pub fn dnn_check(status: dnn::cudnnStatus_t, call: &'static str) -> Result<()> {
 /// `dnn_call!(cudnnFoo(args))`: calls and checks, naming the call in the error.
 macro_rules! dnn_call {
     ($f:ident($($arg:expr),* $(,)?)) => {
-        $crate::gpu::cuda::dnn_check(
+        $crate::cuda::dnn_check(
             // SAFETY: the arguments are live handles and device pointers owned by the caller.
             unsafe { cudarc::cudnn::sys::$f($($arg),*) },
             stringify!($f),
@@ -200,7 +200,7 @@ pub fn open_device_for(needs: Needs, ordinal: usize) -> Result<Arc<CudaContext>>
 /// which they would share anyway), and a peer copy finds the context of a value's GPU here.
 /// Callers check first that the GPU exists (`open_device_for`). The context is left current on
 /// the calling thread, as `CudaContext::new` leaves a new one.
-pub(crate) fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
     static CONTEXTS: Mutex<BTreeMap<usize, Arc<CudaContext>>> = Mutex::new(BTreeMap::new());
     let mut contexts = CONTEXTS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(ctx) = contexts.get(&ordinal) {

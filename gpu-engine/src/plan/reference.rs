@@ -1,6 +1,7 @@
 //! The plan executed on the host in f32, through the same views (and so the same storage
 //! layouts) the GPU executor uses, with the kernels' formulas: the tests compare it with the
-//! CPU engine on small graphs, which checks import, folding, fusion and the layout rules.
+//! CPU engine on small graphs and on exported models, which checks import, folding, fusion and
+//! the layout rules without a GPU. Slow (plain loops): for tests and tools, not for serving.
 
 use super::view::{self, View};
 use super::{Binary, Operand, Plan, PoolKind, PoolStep, ReduceKind, RowKind, Step, Unary};
@@ -463,4 +464,11 @@ fn pad4(s: &[i64]) -> [i64; 4] {
         [a, b] => [*a, *b, 0, 0],
         _ => [0; 4],
     }
+}
+
+/// The relative L2 distance of `a` from the reference `b`: `‖a − b‖ / ‖b‖`.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
 }
