@@ -4,7 +4,7 @@
 # (benches/gpu/export_models.py), then read by both engines (the CPU engine, and the GPU
 # engine's importer and planner run by the reference executor), and compared with onnxruntime
 # on the same files (benches/coverage_cpu.py). Writes benches/results/coverage-cpu-<date>.json
-# and the table docs/model-coverage.md.
+# and the table docs/model-coverage-cpu.md.
 #
 # usage: PYTHON=/path/to/python benches/coverage_cpu.sh WORKDIR
 # PYTHON needs torch, torchvision, timm, onnx, onnxscript and onnxruntime (the CPU wheels
@@ -24,4 +24,4 @@ for exporter in torchscript dynamo; do
     | grep -E '^(ok|FAIL) ' || true
 done
 "$py" benches/coverage_cpu.py "benches/results/coverage-cpu-$(date +%F).json" \
-  docs/model-coverage.md "$work/torchscript" "$work/dynamo"
+  docs/model-coverage-cpu.md "$work/torchscript" "$work/dynamo"

@@ -66,7 +66,8 @@ def cpu_error_of(log_path):
         for line in open(log_path, errors="replace"):
             if line.startswith("the CPU engine: "):
                 return line[len("the CPU engine: "):].strip()[:600]
-    return "not run: " + error_of(log_path)
+    why = error_of(log_path)
+    return why if why.startswith("not run") else "not run: " + why
 
 
 def rows_for(d, name):
