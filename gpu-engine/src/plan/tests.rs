@@ -430,6 +430,30 @@ fn reduce_mean_clip_and_broadcast_constants() {
     assert_eq!(plan.values[plan.output].dims, vec![8]);
 }
 
+/// The dynamo exporter's global average pool (squeeze-excitation blocks, classifier heads):
+/// ReduceMean over axes `[-1, -2]`, planned as the same step as `[2, 3]` (the engine runs
+/// that one on cuDNN's pooling).
+#[test]
+fn a_reduce_over_the_axes_in_any_order_is_one_step_over_them_in_order() {
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let y = g.op(
+        "ReduceMean",
+        &[&x],
+        vec![ints("axes", &[-1, -2]), int("keepdims", 1)],
+    );
+    let plan = check(&g, &y, 1e-5);
+    let axes: Vec<&Vec<usize>> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Reduce(r) => Some(&r.axes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(axes, [&vec![2, 3]]);
+}
+
 #[test]
 fn flatten_of_a_map_keeps_nchw_order_into_the_classifier() {
     // vgg / alexnet: Flatten of [C, H, W] then Linear: the map's memory read as one vector

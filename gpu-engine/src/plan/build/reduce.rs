@@ -132,6 +132,13 @@ impl Builder<'_> {
             format!("{out}#kept")
         };
         let output = self.define(&keep_name, kept.clone(), cl);
+        // In increasing order, once each: the dynamo exporter writes a global average pool as
+        // ReduceMean over axes [-1, -2], and the engine runs `[2, 3]` on cuDNN's pooling (the
+        // axes in any other order went to the generic reduce kernel: efficientnet_b0's dynamo
+        // export at batch 32, H200, 4.79 ms against its TorchScript export's 1.57 ms).
+        let mut axes = axes;
+        axes.sort_unstable();
+        axes.dedup();
         let reduced_axes = axes.clone();
         self.steps.push(Step::Reduce(ReduceStep {
             input: x,
