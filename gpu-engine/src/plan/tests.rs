@@ -1226,6 +1226,26 @@ fn activations_and_prelu_match_tract_and_the_host_kernels() {
     host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 3);
 }
 
+/// The exact GELU as one node (opset 20, as the dynamo exporter writes ConvNeXt's and ViT's
+/// MLPs) goes into the epilogue of the convolution before it, as the TorchScript exporter's
+/// erf chain does; the tanh approximation stays its own step.
+#[test]
+fn a_gelu_node_fuses_into_the_convolution_before_it() {
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 1, 1, 1);
+    let y = g.op("Gelu", &[&x], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.steps.len(), 1, "{:#?}", plan.steps);
+    assert_eq!(plan.convs().next().map(|c| c.act), Some(Unary::Gelu));
+
+    let mut g = G::new(8, 5, 5);
+    let x = g.conv("x", 8, 8, 1, 1, 1);
+    let y = g.op("Gelu", &[&x], vec![text("approximate", "tanh")]);
+    let plan = check(&g, &y, 1e-5);
+    assert_eq!(plan.steps.len(), 2, "{:#?}", plan.steps);
+    assert_eq!(plan.convs().next().map(|c| c.act), Some(Unary::Identity));
+}
+
 /// ConvNeXt V2's global response norm takes an L2 norm over the map (`ReduceL2`, opset 18
 /// with the axes as an input, as the dynamo exporter writes it, here as the attribute of
 /// opset 17); L1 and the sum of squares are the same sum of another function.

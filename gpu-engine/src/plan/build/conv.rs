@@ -2,6 +2,7 @@
 //! the BatchNormalization, bias, residual Add and activation after it; a BatchNormalization
 //! nobody absorbed is a per-channel scale and shift.
 
+use super::elementwise::activation_of;
 use super::*;
 
 pub(super) const OPS: &[(&str, Lower)] = &[
@@ -189,6 +190,12 @@ impl Builder<'_> {
             // HardSwish and HardSigmoid stay separate steps: cuDNN's graph API cannot fuse them,
             // and on the H200 a split convolution cost more than the extra launch saved.
             "Sigmoid" => (Unary::Sigmoid, [0.0, 0.0]),
+            // The exact GELU as one node (opset 20; the dynamo exporter writes it so), the same
+            // epilogue as the erf chain the TorchScript exporter writes (`gelu_chain` above).
+            "Gelu" => match activation_of(&self.nodes[next]) {
+                Some(Ok((Unary::Gelu, ..))) => (Unary::Gelu, [0.0, 0.0]),
+                _ => return Ok(out),
+            },
             _ => return Ok(out),
         };
         conv.act = act;
