@@ -333,7 +333,8 @@ __device__ __forceinline__ float warp_min(float v) {
     return v;
 }
 
-// kind: 0 mean, 1 sum, 2 max, 3 min (plan::ReduceKind). One warp per output element.
+// kind: 0 mean, 1 sum, 2 max, 3 min, 4 root mean square (plan::ReduceKind). One warp per
+// output element.
 // per_thread: one thread per output element instead (elements far apart, outputs adjacent).
 template <typename T>
 __device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, int kind,
@@ -347,9 +348,10 @@ __device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, i
         float acc = kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
         for (unsigned int j = 0; j < count; j++) {
             float v = ld(x, base + at(inner, j));
-            acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + v);
+            acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + (kind == 4 ? v * v : v));
         }
         if (kind == 0) acc /= (float)count;
+        if (kind == 4) acc = sqrtf(acc / (float)count);
         st(py, at(y, o), acc);
         return;
     }
@@ -360,10 +362,11 @@ __device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, i
     float acc = kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
     for (unsigned int j = lane; j < count; j += 32) {
         float v = ld(x, base + at(inner, j));
-        acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + v);
+        acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + (kind == 4 ? v * v : v));
     }
     acc = kind == 2 ? warp_max(acc) : (kind == 3 ? warp_min(acc) : warp_sum(acc));
     if (kind == 0) acc /= (float)count;
+    if (kind == 4) acc = sqrtf(acc / (float)count);
     if (lane == 0) st(py, at(y, o), acc);
 }
 

@@ -283,6 +283,9 @@ pub enum ReduceKind {
     Sum,
     Max,
     Min,
+    /// √(mean of the squares): the standard deviation of centred values, in their own range
+    /// (an fp16 plan stores every partial without the squares' overflow).
+    Rms,
 }
 
 /// A reduction over `axes` (full-dims indices, never the batch); the output keeps them as 1.

@@ -328,11 +328,14 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                         acc = match r.kind {
                             ReduceKind::Max => acc.max(v),
                             ReduceKind::Min => acc.min(v),
+                            ReduceKind::Rms => acc + v * v,
                             _ => acc + v,
                         };
                     }
-                    if r.kind == ReduceKind::Mean {
-                        acc /= count as f32;
+                    match r.kind {
+                        ReduceKind::Mean => acc /= count as f32,
+                        ReduceKind::Rms => acc = (acc / count as f32).sqrt(),
+                        _ => {}
                     }
                     y[l.y.at(o) as usize] = acc;
                 }

@@ -1281,6 +1281,43 @@ fn l1_l2_and_sum_square_reductions() {
     assert_eq!(sums, 3);
 }
 
+/// A GroupNorm of one group over a map of 9,216 values (PoolFormer's, both as the dynamo
+/// exporter writes it, an InstanceNormalization of `[N, 1, C·H·W]` between Reshapes, and as
+/// GroupNormalization): each row is reduced in chunks across many warps, not by one warp.
+/// Against tract, and through kernels.cu compiled for the host.
+#[test]
+fn long_rows_are_normalised_in_chunks() {
+    let mut g = G::new(16, 24, 24);
+    let x = g.conv("x", 16, 16, 3, 1, 1);
+    let shift = g.init_f(&[16, 1, 1], vec![3.0; 16]);
+    let x = g.op("Add", &[&x, &shift], vec![]);
+    let one_group = g.init_i(&[0, 1, -1]);
+    let r = g.op("Reshape", &[&x, &one_group], vec![]);
+    let (one, zero) = (g.init_f(&[1], vec![1.0]), g.init_f(&[1], vec![0.0]));
+    let n = g.op("InstanceNormalization", &[&r, &one, &zero], vec![]);
+    let back = g.init_i(&[0, 16, 24, 24]);
+    let n = g.op("Reshape", &[&n, &back], vec![]);
+    let (gs, gb) = (g.weight(&[1], 0.5), g.weight(&[1], 0.2));
+    let y = g.op(
+        "GroupNormalization",
+        &[&n, &gs, &gb],
+        vec![int("num_groups", 1), float("epsilon", 1e-5)],
+    );
+    let plan = check(&g, &y, 1e-5);
+    assert!(
+        !plan.steps.iter().any(|s| matches!(s, Step::Row(_))),
+        "{:#?}",
+        plan.steps
+    );
+    let partials = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Reduce(r) if r.axes == [3]))
+        .count();
+    assert_eq!(partials, 4, "two norms, each a mean and a variance");
+    host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 2);
+}
+
 /// InstanceNormalization with its per-channel scale and shift; PoolFormer's GroupNorm of one
 /// group as the dynamo exporter writes it (Reshape to `[N, 1, −1]`, InstanceNormalization with
 /// scale 1 and shift 0, Reshape back, then the affine); GroupNormalization (opset 18, scale and

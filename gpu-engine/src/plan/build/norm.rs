@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Rows at least this long are normalised by `normalize_long_rows` rather than one warp each.
+const LONG_ROW: usize = 8192;
+
 pub(super) const OPS: &[(&str, Lower)] = &[
     ("Softmax", |b, i| b.softmax(i, RowKind::Softmax)),
     ("LogSoftmax", |b, i| b.softmax(i, RowKind::LogSoftmax)),
@@ -90,19 +93,26 @@ impl Builder<'_> {
         let row = channels / groups * spatial;
         let xr = self.row_major(x);
         let rows = self.alias(&format!("{out}#rows"), xr, vec![groups, row], false);
-        let ones = self.new_const(vec![row], vec![1.0; row]);
         let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
-        let normalized = self.define(&format!("{out}#normalized"), vec![groups, row], false);
-        self.steps.push(Step::Row(RowStep {
-            input: rows,
-            output: normalized,
-            axis: 2,
-            kind: RowKind::LayerNorm {
-                scale: ones,
-                bias: None,
-                eps,
-            },
-        }));
+        // A long row is read in chunks of a length that divides it, 256 to 4096 values.
+        let chunk = (256..=4096).rev().find(|&c| row.is_multiple_of(c));
+        let normalized = if let Some(chunk) = chunk.filter(|_| row >= LONG_ROW) {
+            self.normalize_long_rows(&out, xr, [groups, row / chunk, chunk], eps)
+        } else {
+            let ones = self.new_const(vec![row], vec![1.0; row]);
+            let normalized = self.define(&format!("{out}#normalized"), vec![groups, row], false);
+            self.steps.push(Step::Row(RowStep {
+                input: rows,
+                output: normalized,
+                axis: 2,
+                kind: RowKind::LayerNorm {
+                    scale: ones,
+                    bias: None,
+                    eps,
+                },
+            }));
+            normalized
+        };
         // Scale and shift per channel, over the `[C, spatial]` view.
         let per_channel = |b: &Self, k: usize| -> R<Vec<f32>> {
             let v = b.folded(i, k)?.floats().map_err(|e| b.err(i, e))?;
@@ -134,5 +144,53 @@ impl Builder<'_> {
         });
         self.alias(&out, affine, dims, false);
         Ok(())
+    }
+
+    /// Rows of `LONG_ROW` values or more, normalised in steps that spread each row over many
+    /// warps: the row step gives one warp to a row, and GroupNormalization with one group (as
+    /// PoolFormer has, exported as an InstanceNormalization of `[N, 1, C·H·W]`) makes one row
+    /// of each item's whole map (64·56·56 values). `parts`: `[rows, chunks, chunk]`, `x`
+    /// row-major. The result is `(x − mean) / √(var + eps)`, defined as `[rows, chunks · chunk]`.
+    fn normalize_long_rows(&mut self, out: &str, x: usize, parts: [usize; 3], eps: f32) -> usize {
+        let [rows, chunks, chunk] = parts;
+        let x = self.alias(&format!("{out}#parts"), x, parts.to_vec(), false);
+        // Over each chunk, then over the chunks: every chunk the same length, so the mean of
+        // the chunks' means is the mean, and the root mean square of their root mean squares
+        // is the row's.
+        let twice = |b: &mut Self, v: usize, kind: ReduceKind, what: &str| {
+            let partial = b.reduce_to(&format!("{out}#{what}-chunks"), v, vec![3], kind, true);
+            b.reduce_to(&format!("{out}#{what}"), partial, vec![2], kind, true)
+        };
+        let mean = twice(self, x, ReduceKind::Mean, "mean");
+        let centred = self.define(&format!("{out}#centred"), parts.to_vec(), false);
+        self.map(MapStep {
+            b: Some(Operand::Value(mean)),
+            binary: Binary::Sub,
+            ..MapStep::copy(x, centred)
+        });
+        // The standard deviation from root mean squares, not from a variance: an fp16 plan
+        // stores every step's output in fp16, where squares of values above 256 overflow.
+        let rms = twice(self, centred, ReduceKind::Rms, "rms");
+        let eps = self.new_const(vec![1], vec![eps]);
+        let std = self.define(&format!("{out}#std"), vec![rows, 1, 1], false);
+        self.map(MapStep {
+            b: Some(Operand::Value(rms)),
+            binary: Binary::Mul,
+            c: Some(Operand::Const(eps)),
+            unary: Unary::Sqrt,
+            ..MapStep::copy(rms, std)
+        });
+        let normalized = self.define(&format!("{out}#normalized"), parts.to_vec(), false);
+        self.map(MapStep {
+            b: Some(Operand::Value(std)),
+            binary: Binary::Div,
+            ..MapStep::copy(centred, normalized)
+        });
+        self.alias(
+            &format!("{out}#normalized-rows"),
+            normalized,
+            vec![rows, chunks * chunk],
+            false,
+        )
     }
 }

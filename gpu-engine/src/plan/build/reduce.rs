@@ -113,7 +113,7 @@ impl Builder<'_> {
 
     /// A Reduce step of `x` over full-dims `axes` defining `out` (`keep`: the axes stay as 1);
     /// returns `out`'s value.
-    fn reduce_to(
+    pub(super) fn reduce_to(
         &mut self,
         out: &str,
         x: usize,
