@@ -1246,6 +1246,39 @@ fn a_gelu_node_fuses_into_the_convolution_before_it() {
     assert_eq!(plan.convs().next().map(|c| c.act), Some(Unary::Identity));
 }
 
+/// GELU's tanh approximation as the TorchScript exporter writes it (nine nodes; the cube as
+/// `x · (x · x)` or as `Pow(x, 3)`): one step, against tract and through kernels.cu compiled
+/// for the host.
+#[test]
+fn the_exporters_tanh_gelu_chain_is_one_step() {
+    for pow in [false, true] {
+        let mut g = G::new(8, 5, 5);
+        let x = g.conv("x", 8, 8, 3, 1, 1);
+        let cube = if pow {
+            let three = g.init_f(&[], vec![3.0]);
+            g.op("Pow", &[&x, &three], vec![])
+        } else {
+            let sq = g.op("Mul", &[&x, &x], vec![]);
+            g.op("Mul", &[&x, &sq], vec![])
+        };
+        let c0 = g.init_f(&[], vec![0.044715]);
+        let m = g.op("Mul", &[&c0, &cube], vec![]);
+        let a = g.op("Add", &[&x, &m], vec![]);
+        let c1 = g.init_f(&[], vec![0.797_884_6]);
+        let m = g.op("Mul", &[&c1, &a], vec![]);
+        let t = g.op("Tanh", &[&m], vec![]);
+        let one = g.init_f(&[], vec![1.0]);
+        let a = g.op("Add", &[&one, &t], vec![]);
+        let m = g.op("Mul", &[&x, &a], vec![]);
+        let half = g.init_f(&[], vec![0.5]);
+        let y = g.op("Mul", &[&half, &m], vec![]);
+        let plan = check(&g, &y, 1e-5);
+        assert_eq!(plan.steps.len(), 2, "{:#?}", plan.steps);
+        assert_eq!(maps(&plan)[0].unary, Unary::GeluTanh);
+        host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 2);
+    }
+}
+
 /// ConvNeXt V2's global response norm takes an L2 norm over the map (`ReduceL2`, opset 18
 /// with the axes as an input, as the dynamo exporter writes it, here as the attribute of
 /// opset 17); L1 and the sum of squares are the same sum of another function.

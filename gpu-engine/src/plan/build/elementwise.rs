@@ -167,6 +167,19 @@ impl Builder<'_> {
     }
 
     fn binary(&mut self, i: usize, binary: Binary) -> R<()> {
+        if let Some((nodes, y)) = self.gelu_tanh_chain(i) {
+            let x = self.value(i, 0)?;
+            for k in nodes {
+                self.done[k] = true;
+            }
+            let (dims, cl) = (self.values[x].dims.clone(), self.values[x].channels_last);
+            let output = self.define(&y, dims, cl);
+            self.map(MapStep {
+                unary: Unary::GeluTanh,
+                ..MapStep::copy(x, output)
+            });
+            return Ok(());
+        }
         let a = self.operand(i, 0)?;
         let b = self.operand(i, 1)?;
         let (ad, bd) = (self.full_dims(a), self.full_dims(b));
@@ -197,6 +210,62 @@ impl Builder<'_> {
             c: None,
         });
         Ok(())
+    }
+
+    /// GELU's tanh approximation as PyTorch's TorchScript exporter writes it (timm's MaxViT,
+    /// nine nodes each), from node `i`, the start of the cube of its input `x`:
+    /// `0.5 · (x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))))`, the cube `Mul(x, Mul(x, x))` or
+    /// `Pow(x, 3)`. Returns the chain's nodes and its output: one step instead of nine.
+    fn gelu_tanh_chain(&self, i: usize) -> Option<(Vec<usize>, String)> {
+        let n = &self.nodes[i];
+        let x = n.input.first()?;
+        let out = |k: usize| self.nodes[k].output.first();
+        let other = |k: usize, known: &str| {
+            let inputs = &self.nodes[k].input;
+            match inputs.as_slice() {
+                [a, b] if a == known => Some(b.clone()),
+                [a, b] if b == known => Some(a.clone()),
+                _ => None,
+            }
+        };
+        let mut chain = vec![i];
+        let cube = match n.op_type.as_str() {
+            "Mul" if n.input.len() == 2 && n.input[1] == *x => {
+                let m = self.sole_consumer(out(i)?, "Mul")?;
+                (other(m, out(i)?)? == *x).then_some(m)?
+            }
+            "Pow" if self.is_scalar(n.input.get(1)?, 3.0) => i,
+            _ => return None,
+        };
+        if cube != i {
+            chain.push(cube);
+        }
+        let mut follow = |from: usize, op: &str, with: &dyn Fn(&str) -> bool| {
+            let next = self.sole_consumer(out(from)?, op)?;
+            let o = other(next, out(from)?);
+            let ok = match (op, o) {
+                ("Tanh", _) => true,
+                (_, Some(o)) => with(&o),
+                _ => false,
+            };
+            ok.then(|| {
+                chain.push(next);
+                next
+            })
+        };
+        let scalar = |v: f64| move |name: &str| self.is_scalar(name, v);
+        let is_x = |name: &str| name == x;
+        let k = follow(cube, "Mul", &scalar(0.044715))?;
+        let k = follow(k, "Add", &is_x)?;
+        let k = follow(k, "Mul", &scalar((2.0 / std::f64::consts::PI).sqrt()))?;
+        let k = follow(k, "Tanh", &|_| true)?;
+        let k = follow(k, "Add", &scalar(1.0))?;
+        let k = follow(k, "Mul", &is_x)?;
+        let k = follow(k, "Mul", &scalar(0.5))?;
+        if chain.iter().any(|&c| self.done[c] && c != i) {
+            return None;
+        }
+        Some((chain, out(k)?.clone()))
     }
 
     /// GELU as PyTorch's exporter writes it, read from its input `x`:
