@@ -2,7 +2,7 @@
 
 use engine::backends::model::{CpuModel, ModelEngine};
 use engine::Tensor;
-use onnx_front::modelgen::{self, attr_int, noise, Graph};
+use onnx_front::modelgen::{self, noise, Graph};
 
 /// `g`'s graph with output `y`, saved and loaded by the CPU engine.
 fn load(g: &Graph, y: &str, tag: &str) -> Result<CpuModel, String> {
@@ -19,12 +19,7 @@ fn load(g: &Graph, y: &str, tag: &str) -> Result<CpuModel, String> {
 /// batch of 1 and how to export it instead, rather than tract's shape mismatch alone.
 #[test]
 fn a_batch_fixed_by_the_exporter_is_named_by_the_cpu_engine() {
-    let mut g = Graph::new(8, 4, 4);
-    let x = g.conv("x", 8, 8, 3, 1, 1);
-    let target = g.init_i(&[1, 128]);
-    let r = g.op("Reshape", &[&x, &target], vec![]);
-    let w = g.weight(&[5, 128], 0.1);
-    let y = g.op("Gemm", &[&r, &w], vec![attr_int("transB", 1)]);
+    let (g, y) = modelgen::batch_fixed_at_one();
     let err = load(&g, &y, "fixed-batch").err().expect("loaded");
     assert!(
         err.contains("runs only with a batch of 1") && err.contains("dynamic_shapes"),

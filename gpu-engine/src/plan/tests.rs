@@ -1167,15 +1167,10 @@ fn item_number_indices_that_read_other_values_are_refused() {
 /// A Reshape whose target holds the traced batch of 1 (the dynamo exporter writes ViT's
 /// attention reshapes so when given `dynamic_axes` alone): the importer says the file runs
 /// only with a batch of 1, and how to export it instead. (The CPU engine's side:
-/// engine/tests/fixed_batch.rs.)
+/// engine/tests/cpu_engine_graphs.rs.)
 #[test]
 fn a_batch_fixed_by_the_exporter_is_named() {
-    let mut g = G::new(8, 4, 4);
-    let x = g.conv("x", 8, 8, 3, 1, 1);
-    let target = g.init_i(&[1, 128]);
-    let r = g.op("Reshape", &[&x, &target], vec![]);
-    let w = g.weight(&[5, 128], 0.1);
-    let y = g.op("Gemm", &[&r, &w], vec![int("transB", 1)]);
+    let (g, y) = modelgen::batch_fixed_at_one();
     let model = g.model(&y);
     let err = build(&model, true).unwrap_err().to_string();
     assert!(err.contains("Reshape `Reshape_"), "{err}");

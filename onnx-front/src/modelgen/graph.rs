@@ -193,3 +193,16 @@ impl Graph {
         }
     }
 }
+
+/// A graph whose exporter fixed the batch at 1 (the dynamo exporter writes ViT's attention
+/// reshapes so when given `dynamic_axes` alone): a Reshape to `[1, 128]` of an item's
+/// `[8, 4, 4]` map, then a Gemm. Returns the graph and its output.
+pub fn batch_fixed_at_one() -> (Graph, String) {
+    let mut g = Graph::new(8, 4, 4);
+    let x = g.conv("x", 8, 8, 3, 1, 1);
+    let target = g.init_i(&[1, 128]);
+    let r = g.op("Reshape", &[&x, &target], vec![]);
+    let w = g.weight(&[5, 128], 0.1);
+    let y = g.op("Gemm", &[&r, &w], vec![attr_int("transB", 1)]);
+    (g, y)
+}

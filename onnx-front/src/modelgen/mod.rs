@@ -4,7 +4,7 @@
 //! statistics are far from the identity (so folding them is really exercised).
 
 mod graph;
-pub use graph::{noise, Graph};
+pub use graph::{batch_fixed_at_one, noise, Graph};
 
 use std::path::Path;
 
