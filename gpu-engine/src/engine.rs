@@ -47,6 +47,18 @@ pub enum Input<'a> {
     Device(&'a dyn DeviceBytes),
 }
 
+/// A batch item as `Input`: lets a caller hand its own item type to `run_inputs` without
+/// collecting a second list per batch.
+pub trait AsInput {
+    fn as_input(&self) -> Input<'_>;
+}
+
+impl AsInput for Input<'_> {
+    fn as_input(&self) -> Input<'_> {
+        *self
+    }
+}
+
 /// What start-up measured, for logs and the model-check tool.
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
@@ -1096,7 +1108,7 @@ impl GpuInstance {
 
     /// Runs a batch whose items are on the host (copied through pinned memory) or already on
     /// the GPU (copied device to device), each `[c, h, w]` f32 raw values.
-    pub fn run_inputs(&mut self, items: &[Input<'_>]) -> Result<Vec<f32>> {
+    pub fn run_inputs(&mut self, items: &[impl AsInput]) -> Result<Vec<f32>> {
         self.run_inputs_as(items, Replay::Graph)
     }
 
@@ -1115,7 +1127,7 @@ impl GpuInstance {
         self.run_inputs_as(&items, how)
     }
 
-    fn run_inputs_as(&mut self, items: &[Input<'_>], how: Replay) -> Result<Vec<f32>> {
+    fn run_inputs_as(&mut self, items: &[impl AsInput], how: Replay) -> Result<Vec<f32>> {
         let n = items.len();
         let item: usize = self.model.plan.input.iter().product();
         if n > self.max {
@@ -1126,7 +1138,7 @@ impl GpuInstance {
         }
         let staging = self.host_in.as_mut_slice();
         for (i, x) in items.iter().enumerate() {
-            let len = match x {
+            let len = match x.as_input() {
                 Input::Host(values) => {
                     if values.len() == item {
                         staging[i * item..(i + 1) * item].copy_from_slice(values);
@@ -1145,12 +1157,12 @@ impl GpuInstance {
         let bytes = item * 4;
         let mut i = 0;
         while i < n {
-            match items[i] {
+            match items[i].as_input() {
                 Input::Host(_) => {
                     // One copy for each run of host items.
                     let run = items[i..]
                         .iter()
-                        .take_while(|x| matches!(x, Input::Host(_)))
+                        .take_while(|x| matches!(x.as_input(), Input::Host(_)))
                         .count();
                     // SAFETY: pinned staging of max ≥ n items, read by the stream before the
                     // next run overwrites it (run_inputs waits for the stream).

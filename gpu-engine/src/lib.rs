@@ -44,6 +44,6 @@ mod precision;
 pub use cuda::{check_gpus, check_libraries, gpus, open_device, open_device_for, GpuError, Needs};
 pub use devices::MissingGpu;
 #[cfg(feature = "cuda")]
-pub use engine::{DeviceBytes, GpuInstance, GpuModel, Input, LoadReport, Replay};
+pub use engine::{AsInput, DeviceBytes, GpuInstance, GpuModel, Input, LoadReport, Replay};
 #[cfg(feature = "cuda")]
 pub use precision::Precision;

@@ -122,14 +122,7 @@ impl ModelInstance for GpuRunner {
                     min,
                 });
             }
-            let part: Vec<gpu_engine::Input<'_>> = part
-                .iter()
-                .map(|x| match *x {
-                    Input::Host(h) => gpu_engine::Input::Host(h),
-                    Input::Device(v) => gpu_engine::Input::Device(v),
-                })
-                .collect();
-            out.extend(inst.run_inputs(&part)?);
+            out.extend(inst.run_inputs(part)?);
         }
         Ok(Tensor::new(vec![n, self.outputs], out))
     }
@@ -143,5 +136,15 @@ impl gpu_engine::DeviceBytes for DeviceValue {
 
     fn bytes(&self) -> usize {
         self.mem.bytes()
+    }
+}
+
+/// The model trait's batch items are what the GPU model engine reads, as they are.
+impl gpu_engine::AsInput for Input<'_> {
+    fn as_input(&self) -> gpu_engine::Input<'_> {
+        match *self {
+            Input::Host(h) => gpu_engine::Input::Host(h),
+            Input::Device(v) => gpu_engine::Input::Device(v),
+        }
     }
 }
