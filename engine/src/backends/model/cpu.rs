@@ -53,10 +53,6 @@ impl CpuModel {
             .clone()
             .with_input_fact(0, f32::fact(shape).into())
             .and_then(|m| m.into_typed());
-        let optimised = match &typed {
-            Ok(t) => t.clone().into_optimized().and_then(|m| m.into_runnable()),
-            Err(_) => Err(TractError::msg("the model did not type")),
-        };
         // A graph that analyses at batch 1 but not at N: its exporter wrote the traced batch
         // into it (the dynamo exporter does, given `dynamic_axes` alone, in ViT's attention
         // reshapes). Said so, rather than tract's shape mismatch alone.
@@ -73,26 +69,28 @@ impl CpuModel {
             }
         };
         let mut unoptimised = false;
-        let plan = match (optimised, typed) {
-            (Ok(plan), _) => plan,
-            // tract's optimiser can fail where its typed model runs: tract-core 0.23.9's
-            // declutter pass errors on a strided Slice after a Reshape it cannot see through
-            // (LeViT's attention subsampling: "Pulling Downsample over Reshape: Invalid axis")
-            // instead of leaving the pair as it is. The typed model is then served as it is,
-            // slower, and said so.
-            (Err(e), Ok(t)) => match t.into_runnable() {
-                Ok(plan) => {
-                    tracing::warn!(
-                        "{}: tract cannot optimise this model ({e:#}); the CPU engine runs it \
-                         unoptimised, slower",
-                        path.display()
-                    );
-                    unoptimised = true;
-                    plan
-                }
-                Err(_) => return Err(refused(e)),
+        let plan = match typed {
+            Ok(t) => match t.clone().into_optimized().and_then(|m| m.into_runnable()) {
+                Ok(plan) => plan,
+                // tract's optimiser can fail where its typed model runs: tract-core 0.23.9's
+                // declutter pass errors on a strided Slice after a Reshape it cannot see
+                // through (LeViT's attention subsampling: "Pulling Downsample over Reshape:
+                // Invalid axis") instead of leaving the pair as it is. The typed model is then
+                // served as it is, slower, and said so.
+                Err(e) => match t.into_runnable() {
+                    Ok(plan) => {
+                        tracing::warn!(
+                            "{}: tract cannot optimise this model ({e:#}); the CPU engine runs \
+                             it unoptimised, slower",
+                            path.display()
+                        );
+                        unoptimised = true;
+                        plan
+                    }
+                    Err(_) => return Err(refused(e)),
+                },
             },
-            (_, Err(e)) => return Err(refused(e)),
+            Err(e) => return Err(refused(e)),
         };
         let description = format!(
             "CPU engine (tract{}), fp32, input [N, {}]",
