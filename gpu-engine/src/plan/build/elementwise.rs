@@ -217,55 +217,45 @@ impl Builder<'_> {
     /// `0.5 · (x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))))`, the cube `Mul(x, Mul(x, x))` or
     /// `Pow(x, 3)`. Returns the chain's nodes and its output: one step instead of nine.
     fn gelu_tanh_chain(&self, i: usize) -> Option<(Vec<usize>, String)> {
+        /// What a link of the chain reads besides its predecessor's output.
+        enum With {
+            X,
+            Scalar(f64),
+            Nothing,
+        }
         let n = &self.nodes[i];
-        let x = n.input.first()?;
-        let out = |k: usize| self.nodes[k].output.first();
-        let other = |k: usize, known: &str| {
-            let inputs = &self.nodes[k].input;
-            match inputs.as_slice() {
-                [a, b] if a == known => Some(b.clone()),
-                [a, b] if b == known => Some(a.clone()),
-                _ => None,
-            }
-        };
+        let x = n.input.first()?.as_str();
+        let out = |k: usize| self.nodes[k].output.first().map(String::as_str);
         let mut chain = vec![i];
-        let cube = match n.op_type.as_str() {
-            "Mul" if n.input.len() == 2 && n.input[1] == *x => {
+        match n.op_type.as_str() {
+            "Mul" if n.input.len() == 2 && n.input[1] == x => {
                 let m = self.sole_consumer(out(i)?, "Mul")?;
-                (other(m, out(i)?)? == *x).then_some(m)?
+                (self.other_input(m, out(i)?)? == x).then(|| chain.push(m))?;
             }
-            "Pow" if self.is_scalar(n.input.get(1)?, 3.0) => i,
+            "Pow" if self.is_scalar(n.input.get(1)?, 3.0) => {}
             _ => return None,
-        };
-        if cube != i {
-            chain.push(cube);
         }
-        let mut follow = |from: usize, op: &str, with: &dyn Fn(&str) -> bool| {
-            let next = self.sole_consumer(out(from)?, op)?;
-            let o = other(next, out(from)?);
-            let ok = match (op, o) {
-                ("Tanh", _) => true,
-                (_, Some(o)) => with(&o),
-                _ => false,
+        let links = [
+            ("Mul", With::Scalar(0.044715)),
+            ("Add", With::X),
+            ("Mul", With::Scalar((2.0 / std::f64::consts::PI).sqrt())),
+            ("Tanh", With::Nothing),
+            ("Add", With::Scalar(1.0)),
+            ("Mul", With::X),
+            ("Mul", With::Scalar(0.5)),
+        ];
+        for (op, with) in links {
+            let from = out(*chain.last()?)?;
+            let next = self.sole_consumer(from, op)?;
+            let ok = match with {
+                With::Nothing => true,
+                With::X => self.other_input(next, from)? == x,
+                With::Scalar(v) => self.is_scalar(self.other_input(next, from)?, v),
             };
-            ok.then(|| {
-                chain.push(next);
-                next
-            })
-        };
-        let scalar = |v: f64| move |name: &str| self.is_scalar(name, v);
-        let is_x = |name: &str| name == x;
-        let k = follow(cube, "Mul", &scalar(0.044715))?;
-        let k = follow(k, "Add", &is_x)?;
-        let k = follow(k, "Mul", &scalar((2.0 / std::f64::consts::PI).sqrt()))?;
-        let k = follow(k, "Tanh", &|_| true)?;
-        let k = follow(k, "Add", &scalar(1.0))?;
-        let k = follow(k, "Mul", &is_x)?;
-        let k = follow(k, "Mul", &scalar(0.5))?;
-        if chain.iter().any(|&c| self.done[c] && c != i) {
-            return None;
+            ok.then(|| chain.push(next))?;
         }
-        Some((chain, out(k)?.clone()))
+        let y = out(*chain.last()?)?.to_string();
+        Some((chain, y))
     }
 
     /// GELU as PyTorch's exporter writes it, read from its input `x`:
@@ -283,14 +273,6 @@ impl Builder<'_> {
         } else {
             (r1, r0)
         };
-        let other = |k: usize, known: &str| {
-            self.nodes[k]
-                .input
-                .iter()
-                .find(|n| n.as_str() != known)
-                .cloned()
-                .unwrap_or_default()
-        };
         let (d, m1) = (&self.nodes[div], &self.nodes[mul1]);
         let div_ok = d.op_type == "Div"
             && d.input.first().is_some_and(|n| n == x)
@@ -303,16 +285,16 @@ impl Builder<'_> {
         let erf = self.sole_consumer(d.output.first()?, "Erf")?;
         let e_out = self.nodes[erf].output.first()?;
         let add = self.sole_consumer(e_out, "Add")?;
-        if !self.is_scalar(&other(add, e_out), 1.0) {
+        if !self.is_scalar(self.other_input(add, e_out)?, 1.0) {
             return None;
         }
         let a_out = self.nodes[add].output.first()?;
-        if self.sole_consumer(a_out, "Mul") != Some(mul1) || other(mul1, a_out) != x {
+        if self.sole_consumer(a_out, "Mul") != Some(mul1) || self.other_input(mul1, a_out)? != x {
             return None;
         }
         let m_out = m1.output.first()?;
         let mul2 = self.sole_consumer(m_out, "Mul")?;
-        if !self.is_scalar(&other(mul2, m_out), 0.5) {
+        if !self.is_scalar(self.other_input(mul2, m_out)?, 0.5) {
             return None;
         }
         Some((

@@ -332,23 +332,26 @@ impl<'a> Builder<'a> {
     /// a product's output `out`: the Add's node and the bias.
     fn bias_add(&self, out: &str, cout: usize) -> Option<(usize, Vec<f32>)> {
         let add = self.sole_consumer(out, "Add")?;
-        let bn = self.nodes[add].input.iter().find(|n| n.as_str() != out)?;
-        let f = self.folded.get(bn)?;
+        let f = self.folded.get(self.other_input(add, out)?)?;
         let along_last = f.dims().iter().rev().skip(1).all(|&d| d == 1);
         let b = f.floats().ok()?;
         (along_last && b.len() == cout).then_some((add, b))
+    }
+
+    /// The input of two-input node `k` besides `known`, which the node reads once.
+    fn other_input(&self, k: usize, known: &str) -> Option<&'a str> {
+        match self.nodes[k].input.as_slice() {
+            [a, b] if a == known && b != known => Some(b),
+            [a, b] if b == known && a != known => Some(a),
+            _ => None,
+        }
     }
 
     /// The Add that alone reads `out` with another value of `dims` (a residual branch): the
     /// Add's node and that value.
     fn residual_add(&self, out: &str, dims: &[usize]) -> Option<(usize, usize)> {
         let add = self.sole_consumer(out, "Add")?;
-        let node = &self.nodes[add];
-        if node.input.len() != 2 {
-            return None;
-        }
-        let other = node.input.iter().find(|n| n.as_str() != out)?;
-        let id = *self.value_of.get(other)?;
+        let id = *self.value_of.get(self.other_input(add, out)?)?;
         (self.values[id].dims == dims).then_some((add, id))
     }
 
