@@ -92,13 +92,17 @@ impl Builder<'_> {
         let spatial: usize = dims[1..].iter().product();
         let row = channels / groups * spatial;
         let xr = self.row_major(x);
-        let rows = self.alias(&format!("{out}#rows"), xr, vec![groups, row], false);
         let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
         // A long row is read in chunks of a length that divides it, 256 to 4096 values.
-        let chunk = (256..=4096).rev().find(|&c| row.is_multiple_of(c));
-        let normalized = if let Some(chunk) = chunk.filter(|_| row >= LONG_ROW) {
+        let chunk = if row >= LONG_ROW {
+            (256..=4096).rev().find(|&c| row.is_multiple_of(c))
+        } else {
+            None
+        };
+        let normalized = if let Some(chunk) = chunk {
             self.normalize_long_rows(&out, xr, [groups, row / chunk, chunk], eps)
         } else {
+            let rows = self.alias(&format!("{out}#rows"), xr, vec![groups, row], false);
             let ones = self.new_const(vec![row], vec![1.0; row]);
             let normalized = self.define(&format!("{out}#normalized"), vec![groups, row], false);
             self.steps.push(Step::Row(RowStep {
