@@ -3,7 +3,7 @@
 
 use tract_onnx::pb;
 
-use super::{attr_int, attr_ints};
+use super::{attr_int, attr_ints, value_info};
 
 /// Values in the range a normalised image has, never zeros.
 pub fn noise(len: usize, seed: u32) -> Vec<f32> {
@@ -139,26 +139,6 @@ impl Graph {
     }
 
     pub fn model(&self, y: &str) -> pb::ModelProto {
-        let dim = |v: Option<i64>| pb::tensor_shape_proto::Dimension {
-            value: Some(match v {
-                Some(v) => pb::tensor_shape_proto::dimension::Value::DimValue(v),
-                None => pb::tensor_shape_proto::dimension::Value::DimParam("N".into()),
-            }),
-            ..Default::default()
-        };
-        let vi = |name: &str, dims: Vec<Option<i64>>| pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: dims.into_iter().map(dim).collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let mut nodes = self.nodes.clone();
         nodes.push(pb::NodeProto {
             name: "out".into(),
@@ -177,16 +157,17 @@ impl Graph {
                 name: "g".into(),
                 node: nodes,
                 initializer: self.inits.clone(),
-                input: vec![vi(
+                input: vec![value_info(
                     "x",
-                    vec![
+                    "N",
+                    &[
                         None,
                         Some(self.c as i64),
                         Some(self.h as i64),
                         Some(self.w as i64),
                     ],
                 )],
-                output: vec![vi("y", vec![])],
+                output: vec![value_info("y", "N", &[])],
                 ..Default::default()
             }),
             ..Default::default()

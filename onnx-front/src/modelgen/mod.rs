@@ -54,6 +54,31 @@ struct Builder {
     counter: usize,
 }
 
+/// A float tensor's `ValueInfoProto`: each dim its size, or the symbol `batch` where `None`.
+fn value_info(name: &str, batch: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value as D, Dimension};
+    let dim = |v: &Option<i64>| Dimension {
+        value: Some(match v {
+            Some(v) => D::DimValue(*v),
+            None => D::DimParam(batch.into()),
+        }),
+        ..Default::default()
+    };
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims.iter().map(dim).collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Node attributes, for graphs written in code (here and in the importers' tests).
 pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
@@ -265,39 +290,9 @@ impl Builder {
             output: vec!["output".into()],
             ..Default::default()
         });
-        let dim = |v: Option<i64>, param: &str| pb::tensor_shape_proto::Dimension {
-            value: Some(match v {
-                Some(v) => pb::tensor_shape_proto::dimension::Value::DimValue(v),
-                None => pb::tensor_shape_proto::dimension::Value::DimParam(param.into()),
-            }),
-            ..Default::default()
-        };
-        let value_info =
-            |name: &str, dims: Vec<pb::tensor_shape_proto::Dimension>| pb::ValueInfoProto {
-                name: name.into(),
-                r#type: Some(pb::TypeProto {
-                    value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                        elem_type: pb::tensor_proto::DataType::Float as i32,
-                        shape: Some(pb::TensorShapeProto { dim: dims }),
-                    })),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
         let hw = input_hw as i64;
-        let input = value_info(
-            "input",
-            vec![
-                dim(None, "batch"),
-                dim(Some(3), ""),
-                dim(Some(hw), ""),
-                dim(Some(hw), ""),
-            ],
-        );
-        let output = value_info(
-            "output",
-            vec![dim(None, "batch"), dim(Some(classes as i64), "")],
-        );
+        let input = value_info("input", "batch", &[None, Some(3), Some(hw), Some(hw)]);
+        let output = value_info("output", "batch", &[None, Some(classes as i64)]);
         pb::ModelProto {
             ir_version: 8,
             producer_name: "torchpipe-rs modelgen".into(),
