@@ -25,6 +25,8 @@
 # - SEED_FLOW=1: after the models, the dynamo export of resnet50 as written (external data
 #   included) served by `server --toml` on configs/resnet50.toml (the model path changed only)
 #   and classified by client_qps.
+# PROFILE=1: the fp16 checks also print each step's device time at each batch size
+#   (model-check --profile, in <exporter>/<name>.fp16.log): where a slow model's time goes.
 # DEADLINE (default 510 s into the call) skips the models not reached, leaving time to pack.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
@@ -74,12 +76,14 @@ tpid=$!
 check() {  # check EXPORTER NAME PRECISION: one model-check run, its outputs kept in $W
   local f=$W/$1/$2.onnx base=$W/$1/$2.$3 batches=1,32 extra=()
   if [ "$3" = fp32 ]; then batches=1; extra=(--cpu-outputs "$W/$1/$2.cpu.f32"); fi
+  if [ "$3" = fp16 ] && [ -n "${PROFILE:-}" ]; then extra=(--profile); fi
   timeout 150 dist/model-check --model "$f" --precision "$3" --batches "$batches" \
     --inputs "$W/$2.inputs.f32" --reference "$W/$1/$2.ort.f32" "${extra[@]}" \
     --concurrent-batches 0 --rounds 15 --reps 10 --warmup 20 \
     --dump-outputs "$base" --json "$base.json" > "$base.log" 2>&1
   local rc=$?
-  echo "$2 $1 $3 rc=$rc $(grep -E '^ +[0-9]+ ' "$base.log" | tr -s ' ' | tr '\n' '|')"
+  echo "$2 $1 $3 rc=$rc $(grep -E '^ +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.e+-]+ +[0-9]+/[0-9]+$' "$base.log" \
+    | tr -s ' ' | tr '\n' '|')"
   [ $rc -eq 0 ] || grep -m1 -E "Error|error:|panicked" "$base.log" | cut -c1-300
 }
 

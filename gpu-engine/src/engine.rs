@@ -884,7 +884,7 @@ impl GpuInstance {
                 (Step::Reduce(s), StepDescs::Reduce(l)) => {
                     let (px, py) = (self.ptr(s.input), self.ptr(s.output));
                     let (kind, outs) = (s.kind as i32, l.y.len() as u32);
-                    let per_thread = l.per_thread as i32;
+                    let (group, adjacent) = (l.group as u32, l.adjacent as i32);
                     let (vo, vi, vy) = (KView(l.outer), KView(l.inner), KView(l.y));
                     let mut b = self.stream.launch_builder(self.kernel(&k.reduce));
                     b.arg(&vo)
@@ -894,12 +894,8 @@ impl GpuInstance {
                         .arg(&py)
                         .arg(&kind)
                         .arg(&outs);
-                    b.arg(&per_thread);
-                    let shape = if l.per_thread {
-                        kernels::launch_1d(outs as usize)
-                    } else {
-                        kernels::launch_warps(outs as usize)
-                    };
+                    b.arg(&group).arg(&adjacent);
+                    let shape = kernels::launch_blocks(l.blocks());
                     // SAFETY: as for `map_*`.
                     unsafe { b.launch(shape) }.call("cuLaunchKernel")?;
                 }

@@ -328,55 +328,75 @@ __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
-__device__ __forceinline__ float warp_min(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
+
+// kind (plan::ReduceKind): 0 mean, 1 sum, 2 max, 3 min, 4 root mean square, 5 sum of
+// squares, 6 L2 norm (the square root of the sum of squares), 7 sum of absolute values.
+__device__ __forceinline__ float reduce_start(int kind) {
+    return kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
+}
+__device__ __forceinline__ float reduce_add(int kind, float acc, float v) {
+    switch (kind) {
+    case 2: return fmaxf(acc, v);
+    case 3: return fminf(acc, v);
+    case 4: case 5: case 6: return acc + v * v;
+    case 7: return acc + fabsf(v);
+    default: return acc + v;
+    }
+}
+__device__ __forceinline__ float reduce_merge(int kind, float a, float b) {
+    return kind == 2 ? fmaxf(a, b) : (kind == 3 ? fminf(a, b) : a + b);
+}
+__device__ __forceinline__ float reduce_finish(int kind, float acc, unsigned int count) {
+    switch (kind) {
+    case 0: return acc / (float)count;
+    case 4: return sqrtf(acc / (float)count);
+    case 6: return sqrtf(acc);
+    default: return acc;
+    }
 }
 
-// kind: 0 mean, 1 sum, 2 max, 3 min, 4 root mean square (plan::ReduceKind). One warp per
-// output element.
-// per_thread: one thread per output element instead (elements far apart, outputs adjacent).
+// Blocks of 256 threads; `group` threads (a power of two, at most 256) share each output, each
+// taking every group-th of its elements, and their partials meet in shared memory. `adjacent`:
+// the block's outputs are its fastest-varying threads, for outputs adjacent in memory whose
+// elements lie far apart (a sum over H and W of an NHWC map: a warp's loads then fall on
+// neighbouring addresses); otherwise an output's threads are neighbours (its elements are).
+// One warp per output, or one thread per output, left either too few threads on a short
+// batch or thousands of serial loads per thread (ConvNeXt V2's response norm at batch 32:
+// 3,136 per thread).
 template <typename T>
 __device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, int kind,
-        unsigned int outputs, int per_thread) {
+        unsigned int outputs, unsigned int group, int adjacent) {
+    __shared__ float part[256];
     unsigned int count = 1;
     for (int k = 0; k < RANK; k++) count *= (unsigned int)inner.dims[k];
-    if (per_thread) {
-        unsigned int o = blockIdx.x * blockDim.x + threadIdx.x;
-        if (o >= outputs) return;
-        long long base = at(outer, o);
-        float acc = kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
-        for (unsigned int j = 0; j < count; j++) {
-            float v = ld(x, base + at(inner, j));
-            acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + (kind == 4 ? v * v : v));
-        }
-        if (kind == 0) acc /= (float)count;
-        if (kind == 4) acc = sqrtf(acc / (float)count);
-        st(py, at(y, o), acc);
-        return;
+    const unsigned int per_block = 256 / group, t = threadIdx.x;
+    const unsigned int local = adjacent ? t % per_block : t / group;
+    const unsigned int split = adjacent ? t / per_block : t % group;
+    const unsigned int o = blockIdx.x * per_block + local;
+    float acc = reduce_start(kind);
+    if (o < outputs) {
+        const long long base = at(outer, o);
+        for (unsigned int j = split; j < count; j += group)
+            acc = reduce_add(kind, acc, ld(x, base + at(inner, j)));
     }
-    unsigned int o = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (o >= outputs) return;
-    long long base = at(outer, o);
-    float acc = kind == 2 ? -INF : (kind == 3 ? INF : 0.0f);
-    for (unsigned int j = lane; j < count; j += 32) {
-        float v = ld(x, base + at(inner, j));
-        acc = kind == 2 ? fmaxf(acc, v) : (kind == 3 ? fminf(acc, v) : acc + (kind == 4 ? v * v : v));
+    part[t] = acc;
+    __syncthreads();
+    // Halving: split s < h takes split s + h's partial, until split 0 holds the output's.
+    const unsigned int step = adjacent ? per_block : 1;
+    for (unsigned int h = group / 2; h > 0; h >>= 1) {
+        if (split < h) part[t] = reduce_merge(kind, part[t], part[t + h * step]);
+        __syncthreads();
     }
-    acc = kind == 2 ? warp_max(acc) : (kind == 3 ? warp_min(acc) : warp_sum(acc));
-    if (kind == 0) acc /= (float)count;
-    if (kind == 4) acc = sqrtf(acc / (float)count);
-    if (lane == 0) st(py, at(y, o), acc);
+    if (split == 0 && o < outputs) st(py, at(y, o), reduce_finish(kind, part[t], count));
 }
 
 extern "C" __global__ void reduce_half(View outer, View inner, View y, const unsigned short* x,
-        unsigned short* py, int kind, unsigned int outputs, int per_thread) {
-    reduce_impl(outer, inner, y, x, py, kind, outputs, per_thread);
+        unsigned short* py, int kind, unsigned int outputs, unsigned int group, int adjacent) {
+    reduce_impl(outer, inner, y, x, py, kind, outputs, group, adjacent);
 }
 extern "C" __global__ void reduce_float(View outer, View inner, View y, const float* x,
-        float* py, int kind, unsigned int outputs, int per_thread) {
-    reduce_impl(outer, inner, y, x, py, kind, outputs, per_thread);
+        float* py, int kind, unsigned int outputs, unsigned int group, int adjacent) {
+    reduce_impl(outer, inner, y, x, py, kind, outputs, group, adjacent);
 }
 
 // kind: 0 softmax, 1 log-softmax, 2 layer norm. One warp per row of `len` elements.

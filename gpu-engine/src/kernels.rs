@@ -78,7 +78,7 @@ pub struct KCat(pub crate::plan::view::ConcatArgs);
 // `struct Cat` (256 + 132 + 4 bytes, 8-byte aligned).
 unsafe impl cudarc::driver::DeviceRepr for KCat {}
 
-/// One warp per output element, 8 warps per block: the reductions' and rows' launch shape.
+/// One warp per output element, 8 warps per block: the rows' launch shape.
 pub(crate) fn launch_warps(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n.div_ceil(8) as u32, 1, 1),
@@ -93,6 +93,15 @@ pub(crate) fn launch_1d(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n.div_ceil(256) as u32, 1, 1),
         block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `blocks` blocks of 256 threads (the reductions': view::REDUCE_BLOCK).
+pub(crate) fn launch_blocks(blocks: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (crate::plan::view::REDUCE_BLOCK as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }

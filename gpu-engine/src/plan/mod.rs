@@ -29,6 +29,8 @@ mod attention_kernel_tests;
 mod conv_kernel_tests;
 #[cfg(test)]
 mod host_kernels;
+#[cfg(test)]
+mod reduce_kernel_tests;
 pub mod reference;
 #[cfg(test)]
 mod row_kernel_tests;
@@ -250,8 +252,9 @@ pub struct MapStep {
     pub p0: f32,
     pub p1: f32,
     pub output: usize,
-    /// Writes only `[offset, offset + len)` along full axis `axis` of the output (Concat).
-    pub region: Option<(usize, usize, usize)>,
+    /// `(axis, offset, len)`: writes only `[offset, offset + len)` along each of these full
+    /// axes of the output (Concat: its part; Pad: the border and the middle).
+    pub region: Vec<(usize, usize, usize)>,
     /// Added after the binary part, before the unary one.
     pub c: Option<Operand>,
 }
@@ -271,7 +274,7 @@ impl MapStep {
             p0: 0.0,
             p1: 0.0,
             output,
-            region: None,
+            region: Vec::new(),
             c: None,
         }
     }
@@ -286,6 +289,13 @@ pub enum ReduceKind {
     /// √(mean of the squares): the standard deviation of centred values, in their own range
     /// (an fp16 plan stores every partial without the squares' overflow).
     Rms,
+    /// The sum of the squares (ReduceSumSquare).
+    SumSquare,
+    /// √(sum of the squares) (ReduceL2: ConvNeXt V2's global response norm); the squares are
+    /// summed in f32, so an fp16 plan never stores them.
+    L2,
+    /// The sum of the absolute values (ReduceL1).
+    L1,
 }
 
 /// A reduction over `axes` (full-dims indices, never the batch); the output keeps them as 1.

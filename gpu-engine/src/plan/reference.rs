@@ -328,13 +328,15 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                         acc = match r.kind {
                             ReduceKind::Max => acc.max(v),
                             ReduceKind::Min => acc.min(v),
-                            ReduceKind::Rms => acc + v * v,
-                            _ => acc + v,
+                            ReduceKind::Rms | ReduceKind::SumSquare | ReduceKind::L2 => acc + v * v,
+                            ReduceKind::L1 => acc + v.abs(),
+                            ReduceKind::Mean | ReduceKind::Sum => acc + v,
                         };
                     }
                     match r.kind {
                         ReduceKind::Mean => acc /= count as f32,
                         ReduceKind::Rms => acc = (acc / count as f32).sqrt(),
+                        ReduceKind::L2 => acc = acc.sqrt(),
                         _ => {}
                     }
                     y[l.y.at(o) as usize] = acc;

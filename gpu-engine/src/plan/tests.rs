@@ -671,6 +671,43 @@ fn tokens(g: &mut G) -> String {
     g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])])
 }
 
+/// The patch embedding's reshape and transpose read the channels-last map in place; where the
+/// reshaped map has another reader too (here a mean over its positions), the map is copied to
+/// row-major for that reader and transposed from there, as any other reshape and transpose.
+#[test]
+fn tokens_of_a_channels_last_map_in_place_unless_the_flat_map_is_read_too() {
+    for shared in [false, true] {
+        let mut g = G::new(8, 2, 3);
+        let (c, hw) = (g.c, g.h * g.w);
+        let x = g.conv("x", c, c, 1, 1, 1);
+        let s = g.init_i(&[0, c as i64, hw as i64]);
+        let r = g.op("Reshape", &[&x, &s], vec![]);
+        let t = g.op("Transpose", &[&r], vec![ints("perm", &[0, 2, 1])]);
+        let w = g.weight(&[c, 5], 0.3);
+        let mut y = g.op("MatMul", &[&t, &w], vec![]);
+        if shared {
+            let m = g.op(
+                "ReduceMean",
+                &[&r],
+                vec![ints("axes", &[2]), int("keepdims", 0)],
+            );
+            let one = g.init_i(&[1]);
+            let m = g.op("Unsqueeze", &[&m, &one], vec![]);
+            let wm = g.weight(&[c, 5], 0.3);
+            let m = g.op("MatMul", &[&m, &wm], vec![]);
+            y = g.op("Add", &[&y, &m], vec![]);
+        }
+        let plan = check(&g, &y, 1e-5);
+        let copies = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Map(m) if m.b.is_none() && m.unary == Unary::Identity))
+            .count();
+        // Shared: the row-major copy the mean reads, and the transpose of it into tokens.
+        assert_eq!(copies, 2 * shared as usize, "{:#?}", plan.steps);
+    }
+}
+
 #[test]
 fn torch_multi_head_attention_with_the_batch_moved_and_back() {
     // ViT's shape in small: 8 channels on a 2 × 3 map → 6 tokens of 8, 2 heads of 4.
@@ -686,16 +723,24 @@ fn torch_multi_head_attention_with_the_batch_moved_and_back() {
     let out = g.op("Gemm", &[&cls, &wh, &bh], vec![int("transB", 1)]);
     let plan = check(&g, &out, 1e-5);
     assert_eq!(plan.values[plan.output].dims, vec![5]);
-    // Reordering copies: the tokens' transpose (batch first, as before), q, k, v into the
-    // batch-first head layout, and the attention's output before its Gemm (its rows are not
-    // contiguous); the transposes, reshapes and constants in between move nothing, and kᵀ
-    // and the scales of q and kᵀ are folded into the scores' product.
+    // Reordering copies: q, k, v into the batch-first head layout, and the attention's output
+    // before its Gemm (its rows are not contiguous); the tokens are the channels-last map
+    // itself, the transposes, reshapes and constants in between move nothing, and kᵀ and the
+    // scales of q and kᵀ are folded into the scores' product.
     let copies = plan
         .steps
         .iter()
         .filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some()))
         .count();
-    assert_eq!(copies, 5, "{:#?}", plan.steps);
+    assert_eq!(copies, 4, "{:#?}", plan.steps);
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Map(m) if m.a == Operand::Value(1))),
+        "the convolution's map is read in place: {:#?}",
+        plan.steps
+    );
     let scaled = |s: &Step| matches!(s, Step::MatMul(m) if m.b_trans && m.alpha != 1.0);
     assert_eq!(plan.steps.iter().filter(|s| scaled(s)).count(), 1);
 }
@@ -1057,14 +1102,15 @@ fn attention_with_heads_of_16_is_one_step_reading_the_projection() {
             .any(|s| matches!(s, Step::Row(_) | Step::MatMul(_))));
         // Of the five reordering copies, q's, k's and v's are gone, and so is the output's
         // into token order where nothing stands between it and the projection (the attention
-        // writes there itself, rows of heads · 16 apart); left are the tokens' transpose and,
-        // after the Mul and Sub, the copy before the Gemm.
+        // writes there itself, rows of heads · 16 apart), and so is the tokens' (the
+        // channels-last map is the tokens); left is, after the Mul and Sub, the copy before the
+        // Gemm.
         let copies = plan
             .steps
             .iter()
             .filter(|s| matches!(s, Step::Map(m) if m.perm_a.is_some()))
             .count();
-        assert_eq!(copies, if gained { 2 } else { 1 }, "{steps:#?}");
+        assert_eq!(copies, if gained { 1 } else { 0 }, "{steps:#?}");
         if !gained {
             assert_eq!((a.o.row, a.o.head), (32, 16), "{steps:#?}");
         }
@@ -1301,12 +1347,26 @@ fn l1_l2_and_sum_square_reductions() {
     let flat_l1 = g.op("Flatten", &[&l1], vec![int("axis", 1)]);
     let y = g.op("Concat", &[&flat_ss, &flat_l1], vec![int("axis", 1)]);
     let plan = check(&g, &y, 1e-5);
-    let sums = plan
+    // Each is one reduce step that squares or takes the magnitude as it sums: no elementwise
+    // step of the whole map before it.
+    let kinds: Vec<ReduceKind> = plan
         .steps
         .iter()
-        .filter(|s| matches!(s, Step::Reduce(r) if r.kind == ReduceKind::Sum))
+        .filter_map(|s| match s {
+            Step::Reduce(r) => Some(r.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [ReduceKind::L2, ReduceKind::L1, ReduceKind::SumSquare]
+    );
+    let maps = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Map(m) if m.binary == Binary::Mul || m.unary == Unary::Abs))
         .count();
-    assert_eq!(sums, 3);
+    assert_eq!(maps, 0, "{:#?}", plan.steps);
 }
 
 /// A GroupNorm of one group over a map of 9,216 values (PoolFormer's, both as the dynamo
@@ -1498,8 +1558,28 @@ fn one_sided_conv_padding_and_constant_pads() {
     let value = g.init_f(&[], vec![0.5]);
     let p = g.op("Pad", &[&b, &pads, &value], vec![]);
     let y = g.conv(&p, 8, 4, 3, 1, 1);
-    check(&g, &y, 1e-5);
+    let plan = check(&g, &y, 1e-5);
     host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 5);
+    // Each padding writes its border slab by slab and copies its input once, every padded
+    // axis at once: the two one-sided convolutions two slabs and a copy each, the Pad four
+    // slabs and a copy; nothing fills a whole map.
+    let maps: Vec<&MapStep> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Map(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let fills = maps.iter().filter(|m| matches!(m.a, Operand::Const(_)));
+    assert!(fills.clone().all(|m| m.region.len() == 1), "{maps:#?}");
+    assert_eq!(fills.count(), 2 + 2 + 4);
+    let middles: Vec<usize> = maps
+        .iter()
+        .filter(|m| matches!(m.a, Operand::Value(_)) && !m.region.is_empty())
+        .map(|m| m.region.len())
+        .collect();
+    assert_eq!(middles, [2, 2, 2]);
 }
 
 /// LeViT's BatchNorm1d on its tokens: `[N, L, C]` flattened to `[N·L, C]`, normalised, and
@@ -1540,40 +1620,59 @@ fn host_kernels_match(model: &pb::ModelProto, [c, h, w]: [usize; 3], seed: u32) 
 }
 
 /// ECA's channel attention (timm's NFNets): the pooled channels as a 1-D sequence through a
-/// `Conv1d`, a sigmoid, and back onto the map; and a strided 1-D convolution padded on one
-/// side, with groups.
+/// `Conv1d`, a sigmoid, and back onto the map, there as it is or expanded to the map's shape
+/// first (`x * y.expand_as(x)`, as timm writes it: the Mul broadcasts the gate itself, and the
+/// plans are step for step the same); and a strided 1-D convolution padded on one side, with
+/// groups.
 #[test]
 fn one_dimensional_convolutions() {
-    let mut g = G::new(8, 2, 5);
-    let x = g.conv("x", 8, 8, 3, 1, 1);
-    let pooled = g.op("GlobalAveragePool", &[&x], vec![]);
-    let seq = g.init_i(&[-1, 1, 8]);
-    let seq = g.op("Reshape", &[&pooled, &seq], vec![]);
-    let w = g.weight(&[1, 1, 3], 0.5);
-    let attn = g.op(
-        "Conv",
-        &[&seq, &w],
-        vec![ints("kernel_shape", &[3]), ints("pads", &[1, 1])],
-    );
-    let attn = g.op("Sigmoid", &[&attn], vec![]);
-    let back = g.init_i(&[-1, 8, 1, 1]);
-    let attn = g.op("Reshape", &[&attn, &back], vec![]);
-    let scaled = g.op("Mul", &[&x, &attn], vec![]);
-    let rows = g.init_i(&[0, 8, 10]);
-    let rows = g.op("Reshape", &[&scaled, &rows], vec![]);
-    let (w, b) = (g.weight(&[4, 4, 3], 0.3), g.weight(&[4], 0.1));
-    let y = g.op(
-        "Conv",
-        &[&rows, &w, &b],
-        vec![
-            ints("kernel_shape", &[3]),
-            ints("strides", &[2]),
-            ints("pads", &[0, 1]),
-            int("group", 2),
-        ],
-    );
-    let plan = check(&g, &y, 1e-5);
-    assert_eq!(plan.values[plan.output].dims, vec![4, 5]);
+    let plans: Vec<Plan> = [false, true]
+        .into_iter()
+        .map(|expand| {
+            let mut g = G::new(8, 2, 5);
+            let x = g.conv("x", 8, 8, 3, 1, 1);
+            let pooled = g.op("GlobalAveragePool", &[&x], vec![]);
+            let seq = g.init_i(&[-1, 1, 8]);
+            let seq = g.op("Reshape", &[&pooled, &seq], vec![]);
+            let w = g.weight(&[1, 1, 3], 0.5);
+            let attn = g.op(
+                "Conv",
+                &[&seq, &w],
+                vec![ints("kernel_shape", &[3]), ints("pads", &[1, 1])],
+            );
+            let attn = g.op("Sigmoid", &[&attn], vec![]);
+            let back = g.init_i(&[-1, 8, 1, 1]);
+            let mut attn = g.op("Reshape", &[&attn, &back], vec![]);
+            if expand {
+                let like_x = g.init_i(&[1, 8, 2, 5]);
+                attn = g.op("Expand", &[&attn, &like_x], vec![]);
+            }
+            let scaled = g.op("Mul", &[&x, &attn], vec![]);
+            let rows = g.init_i(&[0, 8, 10]);
+            let rows = g.op("Reshape", &[&scaled, &rows], vec![]);
+            let (w, b) = (g.weight(&[4, 4, 3], 0.3), g.weight(&[4], 0.1));
+            let y = g.op(
+                "Conv",
+                &[&rows, &w, &b],
+                vec![
+                    ints("kernel_shape", &[3]),
+                    ints("strides", &[2]),
+                    ints("pads", &[0, 1]),
+                    int("group", 2),
+                ],
+            );
+            let plan = check(&g, &y, 1e-5);
+            assert_eq!(plan.values[plan.output].dims, vec![4, 5]);
+            plan
+        })
+        .collect();
+    let shape = |p: &Plan| -> Vec<(&'static str, Vec<usize>, usize)> {
+        p.steps
+            .iter()
+            .map(|s| (s.kind(), s.inputs(), s.output()))
+            .collect()
+    };
+    assert_eq!(shape(&plans[0]), shape(&plans[1]));
 }
 
 /// Swin's shifted-window attention on `[N, 4, 4, 8]` tokens, windows of 2×2: partitioned to

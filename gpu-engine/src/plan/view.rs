@@ -285,9 +285,9 @@ pub fn map(
 ) -> Result<MapLaunch, LayoutError> {
     let (mut region, mut ys) = value_layout(plan, m.output, n);
     let mut offset = 0;
-    if let Some((axis, off, len)) = m.region {
+    for &(axis, off, len) in &m.region {
         region[axis] = len;
-        offset = off as i64 * ys[axis];
+        offset += off as i64 * ys[axis];
     }
     let (mut ad, mut ast) = operand_layout(plan, m.a, n);
     let mut a_off = 0;
@@ -456,14 +456,40 @@ pub fn transpose(l: &MapLaunch) -> Option<TransposeLaunch> {
 }
 
 /// One reduction: output element `o` reads `x.at(outer.at(o)) + inner.at(j)` for every `j`.
-/// `per_thread`: one thread per output walks its elements (when they are far apart in memory
-/// and neighbouring outputs are neighbours, as a global pool over NHWC); else one warp.
+/// Blocks of `REDUCE_BLOCK` threads, `group` of them per output (a power of two); `adjacent`:
+/// a block's outputs are its fastest-varying threads (the elements are far apart in memory and
+/// neighbouring outputs are neighbours, as a sum over H and W of an NHWC map), else an output's
+/// threads are.
 #[derive(Clone, Copy, Debug)]
 pub struct ReduceLaunch {
     pub outer: View,
     pub inner: View,
     pub y: View,
-    pub per_thread: bool,
+    pub group: usize,
+    pub adjacent: bool,
+}
+
+pub const REDUCE_BLOCK: usize = 256;
+
+/// Elements per thread the reduce kernel aims at: enough to keep its loads in flight, few
+/// enough that a short batch still spreads over the GPU.
+const REDUCE_PER_THREAD: usize = 32;
+
+/// Threads per output for outputs of `count` elements: about `REDUCE_PER_THREAD` elements each,
+/// a power of two up to a whole block.
+pub fn reduce_group(count: usize) -> usize {
+    let mut group = 1;
+    while group < REDUCE_BLOCK && group * REDUCE_PER_THREAD < count {
+        group *= 2;
+    }
+    group
+}
+
+impl ReduceLaunch {
+    /// Blocks the launch takes.
+    pub fn blocks(&self) -> usize {
+        self.y.len().div_ceil(REDUCE_BLOCK / self.group)
+    }
 }
 
 pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, LayoutError> {
@@ -479,11 +505,20 @@ pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, Lay
         .map(|k| inner.strides[k].abs())
         .min()
         .unwrap_or(1);
+    let adjacent = min_inner > 1;
+    let mut group = reduce_group(inner.len());
+    // Outputs side by side only coalesce a warp's loads when the warp spans several of them:
+    // where there are outputs enough to keep the GPU busy (64 Ki threads), fewer threads per
+    // output, down to 8 (32 outputs a block).
+    while adjacent && group > 8 && y.len() * group / 2 >= 1 << 16 {
+        group /= 2;
+    }
     Ok(ReduceLaunch {
         outer,
         inner,
         y,
-        per_thread: min_inner > 1 && y.len() >= 4096,
+        group,
+        adjacent,
     })
 }
 

@@ -83,7 +83,7 @@ impl Builder<'_> {
         for p in parts {
             let len = self.values[p].dims[axis - 1];
             self.map(MapStep {
-                region: Some((axis, at, len)),
+                region: vec![(axis, at, len)],
                 ..MapStep::copy(p, output)
             });
             at += len;

@@ -206,7 +206,7 @@ impl Builder<'_> {
             p0: 0.0,
             p1: 0.0,
             output,
-            region: None,
+            region: Vec::new(),
             c: None,
         });
         Ok(())

@@ -97,6 +97,9 @@ struct Builder<'a> {
     value_of: HashMap<String, usize>,
     /// Flatten outputs not materialised yet: the rank-3 value they flatten (for Gemm).
     flat_of: HashMap<usize, usize>,
+    /// Reshapes of a channels-last map `[C, H, W]` to `[C, H·W]` read only by a transpose to
+    /// tokens `[H·W, C]` (see `Builder::tokens_pending`): the map they come from.
+    tokens_of: HashMap<usize, usize>,
     /// Tensors whose batch is not their first dim (see `moved`), by ONNX name.
     moved: HashMap<String, Moved>,
     /// Integer tensors computed from the item number (see `batch_index`), by ONNX name.
@@ -455,6 +458,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
         const_of: HashMap::new(),
         value_of: HashMap::new(),
         flat_of: HashMap::new(),
+        tokens_of: HashMap::new(),
         moved: HashMap::new(),
         batch_index: HashMap::new(),
         shuffled: HashMap::new(),

@@ -51,9 +51,12 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// `x` with `begin[k]` and `end[k]` values of `value` around item axis `k`: per padded
-    /// axis, the output filled with `value` and `x` copied into its middle (two steps), in
-    /// `x`'s layout.
+    /// `x` with `begin[k]` and `end[k]` values of `value` around item axis `k`, in `x`'s
+    /// layout: the border written slab by slab (each padded side, full across the other
+    /// axes), then `x` copied into the middle, every padded axis at once. Each output element
+    /// is written once (corners twice) and `x` read once: TF-style "same" padding before each
+    /// stride-2 convolution of tf_efficientnet_b0 was two fills and two copies of the whole
+    /// map per padded axis.
     pub(super) fn pad_copy(
         &mut self,
         name: &str,
@@ -62,27 +65,34 @@ impl Builder<'_> {
         end: &[usize],
         value: f32,
     ) -> usize {
+        if begin.iter().chain(end).all(|&p| p == 0) {
+            return x;
+        }
         let cl = self.values[x].channels_last;
+        let xd = self.values[x].dims.clone();
+        let dims: Dims = (0..xd.len()).map(|k| xd[k] + begin[k] + end[k]).collect();
+        let padded = self.define(name, dims, cl);
         let fill = self.new_const(vec![1], vec![value]);
-        let mut cur = x;
-        for k in 0..begin.len() {
+        let mut middle = Vec::new();
+        for k in 0..xd.len() {
             if begin[k] + end[k] == 0 {
                 continue;
             }
-            let mut dims = self.values[cur].dims.clone();
-            let len = dims[k];
-            dims[k] += begin[k] + end[k];
-            let padded = self.define(&format!("{name}#pad{k}"), dims, cl);
-            self.map(MapStep {
-                a: Operand::Const(fill),
-                ..MapStep::copy(cur, padded)
-            });
-            self.map(MapStep {
-                region: Some((k + 1, begin[k], len)),
-                ..MapStep::copy(cur, padded)
-            });
-            cur = padded;
+            for (at, len) in [(0, begin[k]), (begin[k] + xd[k], end[k])] {
+                if len > 0 {
+                    self.map(MapStep {
+                        a: Operand::Const(fill),
+                        region: vec![(k + 1, at, len)],
+                        ..MapStep::copy(x, padded)
+                    });
+                }
+            }
+            middle.push((k + 1, begin[k], xd[k]));
         }
-        cur
+        self.map(MapStep {
+            region: middle,
+            ..MapStep::copy(x, padded)
+        });
+        padded
     }
 }

@@ -53,48 +53,34 @@ impl Builder<'_> {
         self.reduce(i, x, axes, kind, keep)
     }
 
-    /// ReduceL1, ReduceL2 (ConvNeXt V2's global response norm), ReduceSumSquare: the
-    /// elementwise part, a sum, and for L2 its square root.
+    /// ReduceL1, ReduceL2 (ConvNeXt V2's global response norm), ReduceSumSquare: one reduce
+    /// step that applies the elementwise part as it sums (an elementwise step alone where no
+    /// axis is reduced).
     fn reduce_norm(&mut self, i: usize, norm: Norm) -> R<()> {
         let x = self.value(i, 0)?;
         let out = self.out(i)?;
-        let axes = self.reduce_axes(i, x)?;
+        if let Some((axes, keep)) = self.reduce_axes(i, x)? {
+            let kind = match norm {
+                Norm::L1 => ReduceKind::L1,
+                Norm::L2 => ReduceKind::L2,
+                Norm::SumSquare => ReduceKind::SumSquare,
+            };
+            self.reduce_to(&out, x, axes, kind, keep);
+            return Ok(());
+        }
         let (dims, cl) = (self.values[x].dims.clone(), self.values[x].channels_last);
-        let pre = self.define(&format!("{out}#elementwise"), dims, cl);
+        let output = self.define(&out, dims, cl);
         self.map(match norm {
-            Norm::L1 => MapStep {
+            Norm::L1 | Norm::L2 => MapStep {
                 unary: Unary::Abs,
-                ..MapStep::copy(x, pre)
+                ..MapStep::copy(x, output)
             },
-            Norm::L2 | Norm::SumSquare => MapStep {
+            Norm::SumSquare => MapStep {
                 b: Some(Operand::Value(x)),
                 binary: Binary::Mul,
-                ..MapStep::copy(x, pre)
+                ..MapStep::copy(x, output)
             },
         });
-        let sum_name = if norm == Norm::L2 {
-            format!("{out}#sum")
-        } else {
-            out.clone()
-        };
-        let sum = match axes {
-            Some((axes, keep)) => self.reduce_to(&sum_name, pre, axes, ReduceKind::Sum, keep),
-            None => {
-                self.value_of.insert(sum_name, pre);
-                pre
-            }
-        };
-        if norm == Norm::L2 {
-            let (dims, cl) = (
-                self.values[sum].dims.clone(),
-                self.values[sum].channels_last,
-            );
-            let output = self.define(&out, dims, cl);
-            self.map(MapStep {
-                unary: Unary::Sqrt,
-                ..MapStep::copy(sum, output)
-            });
-        }
         Ok(())
     }
 

@@ -137,9 +137,39 @@ impl Builder<'_> {
             self.value_of.insert(out, x);
             return Ok(());
         }
+        if self.tokens_pending(x, &dims, &out) {
+            return Ok(());
+        }
         let x = self.row_major(x);
         self.alias(&out, x, dims, false);
         Ok(())
+    }
+
+    /// A vision transformer's patch embedding: the convolution's map `[C, H, W]`, stored
+    /// channels-last, reshaped to `[C, H·W]` and transposed to tokens `[H·W, C]`. Stored
+    /// channels-last, the map already is the tokens, row-major: where every reader of the
+    /// reshape is that transpose, the reshape stays pending (an alias no step reads) and the
+    /// transpose aliases the map (`transpose`). Otherwise both were copies of the whole map
+    /// (DeiT, ViT, MLP-Mixer, Swin at the start of their plans).
+    fn tokens_pending(&mut self, x: usize, dims: &[usize], out: &str) -> bool {
+        let v = &self.values[x];
+        let Some([c, h, w]) = v.chw().filter(|_| v.channels_last) else {
+            return false;
+        };
+        let to_tokens = |k: &usize| {
+            self.nodes[*k].op_type == "Transpose" && self.perm(*k, 3).is_ok_and(|p| p == [0, 2, 1])
+        };
+        let only_transposed = !self.graph_outputs.contains(out)
+            && self
+                .consumers
+                .get(out)
+                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(to_tokens));
+        if dims != [c, h * w] || !only_transposed {
+            return false;
+        }
+        let id = self.alias(out, x, dims.to_vec(), false);
+        self.tokens_of.insert(id, x);
+        true
     }
 
     fn squeeze(&mut self, i: usize) -> R<()> {
@@ -214,6 +244,15 @@ impl Builder<'_> {
 
     pub(super) fn transpose(&mut self, i: usize) -> R<()> {
         let x = self.value(i, 0)?;
+        if let Some(&map) = self.tokens_of.get(&x) {
+            // `tokens_pending`: the channels-last map's storage is the tokens.
+            let [c, hw] = self.values[x].dims[..] else {
+                unreachable!("tokens_pending defines [C, H·W]")
+            };
+            let out = self.out(i)?;
+            self.alias(&out, map, vec![hw, c], false);
+            return Ok(());
+        }
         let x = self.materialise(x);
         let dims = self.values[x].dims.clone();
         let rank = dims.len() + 1;
@@ -300,11 +339,48 @@ impl Builder<'_> {
             return Err(self.err(i, NodeError::ExpandForm));
         }
         let out = self.out(i)?;
+        if let Operand::Value(v) = x {
+            if self.read_broadcast(&out, &full) {
+                self.value_of.insert(out, v);
+                return Ok(());
+            }
+        }
         let output = self.define(&out, full[1..].to_vec(), false);
         self.map(MapStep {
             a: x,
             ..MapStep::copy(0, output)
         });
         Ok(())
+    }
+
+    /// Whether every reader of `name` is a broadcasting binary (Add, Sub, Mul, Div) whose other
+    /// operand, already defined, has the full dims `full`: then the binary broadcasts the
+    /// unexpanded value itself to the same result, and an Expand to `full` need not copy it
+    /// (ECA's gate, `x · y.expand_as(x)`: a copy of the whole map per block of eca_nfnet_l0).
+    fn read_broadcast(&self, name: &str, full: &[usize]) -> bool {
+        let other_dims = |k: usize, j: usize| -> Option<Vec<usize>> {
+            let other = self.nodes[k].input.get(j)?;
+            match self.value_of.get(other) {
+                Some(&v) => Some(
+                    std::iter::once(BATCH)
+                        .chain(self.values[v].dims.clone())
+                        .collect(),
+                ),
+                None => self.folded.get(other).map(|f| f.dims().to_vec()),
+            }
+        };
+        let reads = |k: &usize| {
+            let node = &self.nodes[*k];
+            let binary = matches!(node.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div");
+            let at: Vec<usize> = (0..node.input.len())
+                .filter(|&j| node.input[j] == name)
+                .collect();
+            binary && at.len() == 1 && other_dims(*k, 1 - at[0]).as_deref() == Some(full)
+        };
+        !self.graph_outputs.contains(name)
+            && self
+                .consumers
+                .get(name)
+                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(reads))
     }
 }

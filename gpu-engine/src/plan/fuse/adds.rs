@@ -41,7 +41,7 @@ fn find(plan: &Plan) -> Option<(usize, usize, Operand)> {
             };
             if m.c.is_none()
                 && m.unary == Unary::Identity
-                && m.region.is_none()
+                && m.region.is_empty()
                 && ready(plan, x, p)
             {
                 return Some((p, q, x));
@@ -58,7 +58,7 @@ fn whole_add(m: &MapStep) -> bool {
         && m.perm_a.is_none()
         && m.a_slice.is_none()
         && m.shuffle.is_none()
-        && m.region.is_none()
+        && m.region.is_empty()
 }
 
 /// Whether operand `x` holds its value already when step `p` runs: no step from `p` on

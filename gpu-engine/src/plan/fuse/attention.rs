@@ -191,7 +191,7 @@ fn pure_copy(m: &MapStep) -> bool {
         && m.unary == Unary::Identity
         && m.b.is_none()
         && m.c.is_none()
-        && m.region.is_none()
+        && m.region.is_empty()
         && m.shuffle.is_none()
 }
 

@@ -72,7 +72,7 @@ fn find(plan: &Plan) -> Option<(usize, usize, Fold)> {
 /// A plain elementwise step over the whole of `v`: no permutation, slice or region, no
 /// function after the binary part.
 fn plain(m: &MapStep) -> bool {
-    m.unary == Unary::Identity && m.a_slice.is_none() && m.shuffle.is_none() && m.region.is_none()
+    m.unary == Unary::Identity && m.a_slice.is_none() && m.shuffle.is_none() && m.region.is_empty()
 }
 
 /// A source that can stand for `v` in a product: stored row-major in its logical order.

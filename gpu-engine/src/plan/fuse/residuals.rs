@@ -68,7 +68,7 @@ fn find(plan: &Plan) -> Option<Tail> {
             || m.perm_a.is_some()
             || m.a_slice.is_some()
             || m.shuffle.is_some()
-            || m.region.is_some()
+            || !m.region.is_empty()
         {
             continue;
         }
