@@ -13,7 +13,9 @@ left exactly as written, `.onnx.data` included); the photos of IMGDIR resized to
 input (PIL, bilinear) as raw 0..255 pixels, `WORKDIR/<name>.inputs.f32` ([k, C, H, W], what
 model-check --inputs reads); onnxruntime's fp32 output on each file for those photos (ImageNet
 mean/std, as model-check's defaults apply), `WORKDIR/<exporter>/<name>.ort.f32`, the reference
-every engine is judged against; the weights, `WORKDIR/<name>.pt`. Last, `<name>.prep.json`:
+every engine is judged against; PyTorch's own fp32 output on the CPU, `WORKDIR/<name>.cpu32.f32`
+(how far from onnxruntime a correct fp32 engine lands on these weights); the weights,
+`WORKDIR/<name>.pt`. Last, `<name>.prep.json`:
 input size, each exporter's error and onnxruntime's, if any.
 
 torch (the GPU; coverage.sh alternates it with model-check, so that no two runs share the GPU):
@@ -96,6 +98,10 @@ def prepare(work, imgdir, specs):
             x.tofile(f"{work}/{name}.inputs.f32")
             rec["photos"] = len(x)
             xn = (x - MEAN) / STD
+            # PyTorch's own fp32 on the CPU (no TF32): beside onnxruntime's, how far two
+            # correct fp32 engines land apart on these weights.
+            with torch.no_grad():
+                net(torch.from_numpy(xn)).numpy().astype("<f4").tofile(f"{work}/{name}.cpu32.f32")
             for exporter in EXPORTERS:
                 e = rec["exporters"][exporter] = {}
                 path = f"{work}/{exporter}/{name}.onnx"

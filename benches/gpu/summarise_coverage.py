@@ -75,6 +75,8 @@ def rows_for(d, name):
     tj = f"{d}/{name}.torch.json"
     torch_rec = json.load(open(tj)) if os.path.exists(tj) else {}
     torch16 = load(f"{d}/{name}.torch16.f32")
+    # PyTorch's fp32 on the CPU: on the GPU its convolutions may run in TF32.
+    torch32 = load(f"{d}/{name}.cpu32.f32")
     torch_ms = torch_rec.get("torch_graph_ms")
     rows = []
     for exporter in EXPORTERS:
@@ -93,10 +95,16 @@ def rows_for(d, name):
         if ref is not None:
             ref = ref.reshape(n_img, -1)
         t16 = torch16.reshape(n_img, -1) if torch16 is not None and n_img else None
+        t32 = torch32.reshape(n_img, -1) if torch32 is not None and n_img else None
         torch_err = rel_l2(t16, ref)
+        # PyTorch's own fp32 against onnxruntime's fp32, same weights and photos: how far two
+        # correct fp32 engines land apart on this file (its conditioning), shown beside an
+        # fp32 error over the bar.
+        torch32_err = rel_l2(t32, ref)
         for engine in ENGINES:
             r = dict(base, engine=engine, loads=False, error=None, rel_l2=None,
-                     torch_fp16_rel_l2=torch_err, argmax_agree=None, ours_ms=None,
+                     torch_fp16_rel_l2=torch_err, torch_fp32_rel_l2=torch32_err,
+                     argmax_agree=None, ours_ms=None,
                      torch_graph_ms=torch_ms if engine == "gpu-fp16" else None)
             if base["export_error"] or ref is None:
                 r["error"] = None if base["export_error"] else "no onnxruntime reference"
@@ -190,6 +198,8 @@ def cell(r):
         why = (r["error"] or "")[:140].replace("|", "/")
         return why if why.startswith("not run") else "refused: " + why
     s = f"{r['rel_l2']:.1e}"
+    if r["engine"] != "gpu-fp16" and not r["pass"] and r.get("torch_fp32_rel_l2"):
+        s += f" (PyTorch fp32 {r['torch_fp32_rel_l2']:.1e})"
     if r["engine"] == "gpu-fp16":
         s += f" (PyTorch {r['torch_fp16_rel_l2']:.1e})" if r["torch_fp16_rel_l2"] else ""
         if r["argmax_agree"]:
@@ -210,9 +220,10 @@ def markdown(doc, json_path):
     loaded = {e: sum(r["loads"] for r in fp16 if r["exporter"] == e) for e in EXPORTERS}
     total = {e: sum(1 for r in fp16 if r["exporter"] == e) for e in EXPORTERS}
     timed = [faster(r) for r in fp16 if faster(r) is not None]
+    calls = "; ".join(f"`{c}` {m['device'].split(',')[0]}, {m['date']}, commit {m['commit']}"
+                      for c, m in doc["calls"].items())
     lines = [
-        f"# Model coverage on the GPU: {doc['date']}, {doc['device']}, "
-        f"commit {', '.join(doc['commit'])}", "",
+        f"# Model coverage on the GPU: {doc['date']}, commit {', '.join(doc['commit'])}", "",
         "Every model exported by both of PyTorch's exporters (seeded weights, BatchNorm "
         "statistics calibrated on random images), each file run by the GPU engine in fp16 and "
         "fp32 and by the CPU engine on the same photos, and judged against onnxruntime (CPU, "
@@ -220,16 +231,20 @@ def markdown(doc, json_path):
         "PyTorch's own fp16 error on the same weights and photos, and arg-max agreement on the "
         "photos whose top two logits differ by more than 1%); ✗ marks a miss of the bar "
         "(fp32 and CPU ≤ 1e-4; fp16 ≤ max(1e-2, 1.5 × PyTorch's), every counted arg-max "
-        "equal). Times: our CUDA graph / PyTorch's fp16 channels_last CUDA graph, ms. "
+        "equal); beside an fp32 or CPU error over the bar, PyTorch's own fp32 error against "
+        "onnxruntime on the same file (what two correct fp32 engines differ by on it). "
+        "Times: our CUDA graph / PyTorch's fp16 channels_last CUDA graph, ms, both measured in "
+        "the same call on the same GPU (column `call`). "
         "Produced by benches/gpu/coverage.sh and summarise_coverage.py; the rows: "
         f"[{os.path.basename(json_path)}]({json_path}).", "",
         "Loaded by the GPU engine (fp16): " + ", ".join(
             f"{e} {loaded[e]} of {total[e]}" for e in EXPORTERS)
-        + f"; faster than PyTorch at batch 1 and 32: {sum(timed)} of {len(timed)} timed.", ""]
+        + f"; faster than PyTorch at batch 1 and 32: {sum(timed)} of {len(timed)} timed.", "",
+        f"Calls: {calls}.", ""]
     for exporter in EXPORTERS:
         lines += [f"## {exporter}", "",
                   "| model | family | GPU fp16 | GPU fp32 | CPU engine | batch 1 ms | "
-                  "batch 32 ms |", "|---|---|---|---|---|---|---|"]
+                  "batch 32 ms | call |", "|---|---|---|---|---|---|---|---|"]
         by_model = {}
         for r in rows:
             if r["exporter"] == exporter:
@@ -237,7 +252,8 @@ def markdown(doc, json_path):
         for (family, model), e in sorted(by_model.items(), key=lambda k: (k[0][0] != "torchvision", k[0][1])):
             f16 = e["gpu-fp16"]
             lines.append(f"| {model} | {family} | {cell(f16)} | {cell(e['gpu-fp32'])} | "
-                         f"{cell(e['cpu'])} | {ms(f16, '1')} | {ms(f16, '32')} |")
+                         f"{cell(e['cpu'])} | {ms(f16, '1')} | {ms(f16, '32')} | "
+                         f"{f16.get('call', '')} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -31,7 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 *kinds.entry(format!("map-{how}")).or_default() += 1;
                 format!("{how} {:?}", m.a)
             }
-            Step::Map(m) => format!("{:?}/{:?} b={:?} c={:?}", m.binary, m.unary, m.b, m.c),
+            Step::Map(m) => format!(
+                "{:?}/{:?} a={:?} b={:?} c={:?}",
+                m.binary, m.unary, m.a, m.b, m.c
+            ),
             Step::Reduce(r) => format!("{:?} axes {:?}", r.kind, r.axes),
             Step::Row(r) => format!("{r:?}").chars().take(90).collect(),
             _ => String::new(),

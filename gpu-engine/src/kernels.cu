@@ -373,11 +373,24 @@ __device__ void reduce_impl(View outer, View inner, View y, const T* x, T* py, i
     const unsigned int local = adjacent ? t % per_block : t / group;
     const unsigned int split = adjacent ? t / per_block : t % group;
     const unsigned int o = blockIdx.x * per_block + local;
+    // Elements along one dim (view.rs merges the reduced dims where it can): found by a
+    // multiplication, not at()'s divisions, which cost more than the loads.
+    int dims = 0;
+    long long stride = 0;
+    for (int k = 0; k < RANK; k++)
+        if (inner.dims[k] != 1) {
+            dims++;
+            stride = inner.strides[k];
+        }
     float acc = reduce_start(kind);
     if (o < outputs) {
         const long long base = at(outer, o);
-        for (unsigned int j = split; j < count; j += group)
-            acc = reduce_add(kind, acc, ld(x, base + at(inner, j)));
+        if (dims <= 1)
+            for (unsigned int j = split; j < count; j += group)
+                acc = reduce_add(kind, acc, ld(x, base + (long long)j * stride));
+        else
+            for (unsigned int j = split; j < count; j += group)
+                acc = reduce_add(kind, acc, ld(x, base + at(inner, j)));
     }
     part[t] = acc;
     __syncthreads();

@@ -1,7 +1,8 @@
 //! kernels.cu's reduce kernel run on the host through the warp emulator, against f64: every
 //! kind, each output's threads adjacent or its outputs adjacent, from one thread per output
 //! to a whole block, over the spatial axes of an NHWC map (elements far apart, outputs
-//! neighbours) and over rows (elements neighbours), in f32 and fp16.
+//! neighbours) and over rows (elements neighbours), the elements along one dim or several, in
+//! f32 and fp16.
 
 use super::view::{self, View, REDUCE_BLOCK};
 use super::warp_emulator;
@@ -74,7 +75,7 @@ impl Case {
     }
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     // ConvNeXt V2's response norm, small: 2 items of 40 channels over 7 × 7.
     Case {
         n: 2,
@@ -89,6 +90,14 @@ const CASES: [Case; 3] = [
         h: 50,
         w: 100,
         c: 1,
+        spatial: true,
+    },
+    // One row of 49 positions (the reduced dims as view.rs merges them): elements 40 apart.
+    Case {
+        n: 2,
+        h: 1,
+        w: 49,
+        c: 40,
         spatial: true,
     },
     // Rows: 30 of 197 (a softmax's or a mean's last axis).

@@ -1792,3 +1792,76 @@ fn slices_with_steps_on_maps_tokens_and_moved_heads() {
     check(&g, &y, 1e-5);
     host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 11);
 }
+
+/// ConvNeXt V2's global response norm as TorchScript (`x + (w · (x · n) · 1 + b)`) and the
+/// dynamo exporter (`x + (w · (x · n) + b)`) write it: one pass over the map, the scalings on
+/// the 8 values of `n`. Through the reference and kernels.cu compiled for the host.
+#[test]
+fn a_response_norm_is_one_pass_over_the_map() {
+    for torchscript in [true, false] {
+        let mut g = G::new(8, 4, 4);
+        let x = g.conv("x", 8, 8, 1, 1, 1);
+        let l2 = g.op(
+            "ReduceL2",
+            &[&x],
+            vec![ints("axes", &[2, 3]), int("keepdims", 1)],
+        );
+        let mean = g.op(
+            "ReduceMean",
+            &[&l2],
+            vec![ints("axes", &[1]), int("keepdims", 1)],
+        );
+        let eps = g.init_f(&[], vec![1e-6]);
+        let mean = g.op("Add", &[&mean, &eps], vec![]);
+        let n = g.op("Div", &[&l2, &mean], vec![]);
+        let t = g.op("Mul", &[&x, &n], vec![]);
+        let (w, b) = (g.weight(&[1, 8, 1, 1], 0.5), g.weight(&[1, 8, 1, 1], 0.2));
+        let u = g.op("Mul", &[&w, &t], vec![]);
+        let v = if torchscript {
+            let one = g.init_f(&[], vec![1.0]);
+            let u = g.op("Mul", &[&u, &one], vec![]);
+            g.op("Add", &[&u, &b], vec![])
+        } else {
+            g.op("Add", &[&u, &b], vec![])
+        };
+        let y = g.op("Add", &[&x, &v], vec![]);
+        let y = g.conv(&y, 8, 4, 1, 1, 1);
+        let plan = check(&g, &y, 1e-5);
+        host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 5);
+        let map_sized = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Map(_)) && plan.values[s.output()].dims == [8, 4, 4])
+            .count();
+        assert_eq!(map_sized, 1, "{:#?}", plan.steps);
+    }
+}
+
+/// A patch embedding (kernel = stride = 8, no padding) on the model input (3 channels, stored
+/// padded to 8 in the fp16 plan) and on a map inside the model: a copy of the patches and a
+/// 1×1 convolution each, not a convolution with an 8 × 8 kernel. Through the reference and
+/// kernels.cu compiled for the host.
+#[test]
+fn patch_embeddings_are_a_copy_and_a_product() {
+    let mut g = G::new(3, 32, 32);
+    let patch = |g: &mut G, x: &str, cin: usize, cout: usize| {
+        let (w, b) = (g.weight(&[cout, cin, 8, 8], 0.1), g.weight(&[cout], 0.1));
+        g.op(
+            "Conv",
+            &[x, &w, &b],
+            vec![ints("kernel_shape", &[8, 8]), ints("strides", &[8, 8])],
+        )
+    };
+    let a = patch(&mut g, "x", 3, 16);
+    let m = g.conv(&a, 16, 8, 1, 1, 1);
+    let scales = g.init_f(&[4], vec![1.0, 1.0, 8.0, 8.0]);
+    let m = g.op("Resize", &[&m, "", &scales], vec![]);
+    let b = patch(&mut g, &m, 8, 16);
+    let y = g.op("Add", &[&a, &b], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 5);
+    let kernels: Vec<[usize; 2]> = plan.convs().map(|c| c.kernel).collect();
+    assert_eq!(kernels, [[1, 1]; 3], "{:#?}", plan.steps);
+    let fp32 = build(&g.model(&y), false).unwrap();
+    assert_eq!(fp32.convs().filter(|c| c.kernel == [8, 8]).count(), 2);
+}

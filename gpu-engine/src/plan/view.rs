@@ -499,7 +499,11 @@ pub fn reduce(plan: &Plan, r: &ReduceStep, n: usize) -> Result<ReduceLaunch, Lay
         .map(|i| if r.axes.contains(&i) { xd[i] } else { 1 })
         .collect();
     let [outer, y] = storage_order([View::new(&yd, &xs, 0)?, View::new(&yd, &ys, 0)?]);
-    let inner = View::new(&inner_d, &xs, 0)?;
+    // The reduced dims merged where their strides allow (H and W of an NHWC map are one dim of
+    // H·W, C apart): the kernel then finds an element without divisions.
+    let (mut inner_d, mut inner_s) = (inner_d, xs.clone());
+    coalesce(&mut inner_d, &mut [&mut inner_s]);
+    let inner = View::new(&inner_d, &inner_s, 0)?;
     let min_inner = (0..RANK)
         .filter(|&k| inner.dims[k] > 1)
         .map(|k| inner.strides[k].abs())

@@ -1,12 +1,14 @@
 //! Passes over a built plan that merge steps the node-by-node build could not see together:
 //! scales and transposes into the matrix products that read them (`products`), elementwise
 //! tails into the convolution that computes their operand (`residuals`), Adds into the
-//! elementwise step computing an operand (`adds`), and attention into one step (`attention`).
+//! elementwise step computing an operand (`adds`), scalings of a whole map onto the small
+//! value that scales it (`scales`), and attention into one step (`attention`).
 
 mod adds;
 mod attention;
 mod products;
 mod residuals;
+mod scales;
 
 pub use attention::HEAD_DIMS;
 
@@ -17,7 +19,9 @@ use super::Plan;
 pub(super) fn fuse(plan: &mut Plan) {
     products::fold_into_products(plan);
     residuals::fold_conv_tails(plan);
+    // After the Adds: a shift folded into its product is a `+ c` the scalings carry along.
     adds::fold_adds(plan);
+    scales::fold_scales(plan);
     attention::fuse_attention(plan);
 }
 
