@@ -1,10 +1,11 @@
-"""fp16 rounding emulated on the CPU: where the zoo's fp16 error comes from (issue 13).
+"""fp16 rounding emulated on the CPU: where a model's fp16 error comes from.
 
 usage: fp16_emulation.py [--seeds N] [--blocks] [--parts] [--sum-preserving] [--keep KINDS ...]
                          [--se-values] MODEL [MODEL ...]
 
-Runs on any machine with torch and torchvision (no GPU): zoo.py's model and weights (seeded,
-BatchNorm calibrated on the CPU exactly as zoo.py does), the photos of benches/imgs resized to
+Runs on any machine with torch and torchvision (no GPU): the model and weights the coverage
+check uses (export_models.build: torchvision's MODEL or timm's `timm:NAME`, seeded, BatchNorm
+calibrated on the CPU exactly as zoo.py does), the photos of benches/imgs resized to
 224 × 224, and the fp32 output as the reference. fp16 is emulated by rounding to fp16 where an
 engine rounds, computing in fp32 between:
 - "pytorch": PyTorch's `.half()` module: every weight and BatchNorm parameter rounded, every
@@ -38,7 +39,8 @@ import torchvision
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zoo import build, calibrate  # noqa: E402
+from export_models import build  # noqa: E402
+from zoo import calibrate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MEAN = np.array([123.675, 116.28, 103.53], np.float32)
@@ -72,7 +74,10 @@ def fold(net):
                 b = prev.bias if prev.bias is not None else torch.zeros_like(m.running_mean)
                 prev.bias = torch.nn.Parameter(b * s + m.bias - m.running_mean * s)
             parent, _, attr = name.rpartition(".")
-            setattr(mods[parent] if parent else net, attr, torch.nn.Identity())
+            # timm's BatchNormAct2d applies its activation itself: it stays.
+            rest = (torch.nn.Sequential(m.drop, m.act) if hasattr(m, "act")
+                    else torch.nn.Identity())
+            setattr(mods[parent] if parent else net, attr, rest)
         prev = m
     return net
 
@@ -179,6 +184,10 @@ def rel(a, b):
 def model(name, seed):
     if seed == 0:
         net = build(name).eval()
+    elif name.startswith("timm:"):
+        import timm
+        torch.manual_seed(seed)
+        net = timm.create_model(name[5:], pretrained=False).eval()
     else:
         torch.manual_seed(seed)
         net = getattr(torchvision.models, name)(weights=None).eval()

@@ -126,6 +126,12 @@ def rows_for(d, name):
                     outs = [None]
                 elif prec == "fp16":
                     r["ours_ms"] = {str(b["batch"]): b["ours_ms"] for b in js.get("batches", [])}
+                    # model-check --profile (PROFILE=1): the steps' device time by kind.
+                    prof = {str(b["batch"]): b["profile"] for b in js.get("batches", [])
+                            if b.get("profile")}
+                    if prof:
+                        r["profile"] = {b: {"sum_ms": p["sum_ms"], "by_kind": p["by_kind"]}
+                                        for b, p in prof.items()}
             if outs[0] is None:
                 rows.append(r)
                 continue
@@ -255,7 +261,40 @@ def markdown(doc, json_path):
                          f"{cell(e['cpu'])} | {ms(f16, '1')} | {ms(f16, '32')} | "
                          f"{f16.get('call', '')} |")
         lines.append("")
+    lines += slower(fp16)
     return "\n".join(lines)
+
+
+def slower(fp16):
+    """The rows slower than PyTorch at batch 1 or 32, and where their time goes."""
+    rows = [r for r in fp16 if faster(r) is False]
+    if not rows:
+        return []
+    out = ["## Slower than PyTorch: where the time goes", "",
+           "Per row, the batch sizes where ours is slower, and there model-check's `--profile` "
+           "(each step timed eagerly between events, so the sum exceeds the graph's time): the "
+           "share of the steps' time by kind, largest first. Rows of calls run without "
+           "`PROFILE=1` have no profile.", "",
+           "| model | exporter | slower at (ours / PyTorch, ms) | where the time goes | call |",
+           "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r["exporter"])):
+        at = [b for b in BATCHES if r["ours_ms"][b] >= r["torch_graph_ms"][b]]
+        when = ", ".join(f"batch {b} ({r['ours_ms'][b]:.2f} / {r['torch_graph_ms'][b]:.2f})"
+                         for b in at)
+        prof = r.get("profile") or {}
+        where = []
+        for b in at:
+            p = prof.get(b)
+            if not p:
+                continue
+            kinds = sorted(p["by_kind"].items(), key=lambda kv: -kv[1]["ms"])
+            share = ", ".join(f"{k} {100 * v['ms'] / p['sum_ms']:.0f}% ({v['steps']} steps)"
+                              for k, v in kinds[:3])
+            where.append(f"batch {b}: {share}")
+        out.append(f"| {r['model']} | {r['exporter']} | {when} | "
+                   f"{'; '.join(where) or 'no profile'} | {r.get('call', '')} |")
+    out.append("")
+    return out
 
 
 if __name__ == "__main__":
