@@ -116,6 +116,7 @@ __device__ __forceinline__ float unary_op(int op, float x, float p0, float p1) {
         case 22: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
         case 23: return logf(x);
         case 24: return x > p0 ? x : 0.0f;
+        case 25: return rsqrtf(x);
         default: return x;
     }
 }

@@ -226,6 +226,8 @@ pub enum Unary {
     Log,
     /// x > p0 ? x : 0
     ThresholdedRelu,
+    /// 1/√x (a normalisation's inverse deviation)
+    Rsqrt,
 }
 
 /// `y[region] = unary(binary(a, b) + c)` with ONNX broadcasting of `a`, `b` and `c` to the

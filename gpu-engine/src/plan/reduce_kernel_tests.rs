@@ -110,6 +110,36 @@ const CASES: [Case; 4] = [
     },
 ];
 
+/// One launch of the host-compiled kernel over `case`'s views: the outputs.
+fn launch<T: Copy>(
+    f: &ReduceFn<T>,
+    case: &Case,
+    xs: &[T],
+    nan: T,
+    kind: i32,
+    group: usize,
+    adjacent: i32,
+) -> Vec<T> {
+    let (outer, inner, yv, outputs) = case.views();
+    let mut y = vec![nan; outputs];
+    // SAFETY: `host_reduce_*` as LAUNCHER defines it; the views address inside xs (the case's
+    // n·h·w·c elements) and y (`outputs`).
+    unsafe {
+        f(
+            outer,
+            inner,
+            yv,
+            xs.as_ptr(),
+            y.as_mut_ptr(),
+            kind,
+            outputs as u32,
+            group as u32,
+            adjacent,
+        )
+    };
+    y
+}
+
 /// Every kind at every group width (`None`: the engine's choice) and both thread orders;
 /// returns the largest error relative to the output's magnitude (at least 1).
 fn run<T: Copy>(
@@ -122,28 +152,13 @@ fn run<T: Copy>(
 ) -> f64 {
     let xs: Vec<T> = x.iter().map(|&v| store(v)).collect();
     let stored: Vec<f32> = xs.iter().map(|&v| load(v)).collect();
-    let (outer, inner, yv, outputs) = case.views();
+    let inner = case.views().1;
     let mut worst = 0.0f64;
     for kind in 0..8 {
         for &group in groups {
             let group = group.unwrap_or_else(|| view::reduce_group(inner.len()));
             for adjacent in [0, 1] {
-                let mut y = vec![store(f32::NAN); outputs];
-                // SAFETY: `host_reduce_*` as LAUNCHER defines it; the views address inside x
-                // (n·h·w·c elements) and y (`outputs`).
-                unsafe {
-                    f(
-                        outer,
-                        inner,
-                        yv,
-                        xs.as_ptr(),
-                        y.as_mut_ptr(),
-                        kind,
-                        outputs as u32,
-                        group as u32,
-                        adjacent,
-                    )
-                };
+                let y = launch(f, case, &xs, store(f32::NAN), kind, group, adjacent);
                 for (o, &got) in y.iter().enumerate() {
                     let w = want(kind, &case.elements(&stored, o));
                     let err = (load(got) as f64 - w).abs() / w.abs().max(1.0);
@@ -189,24 +204,9 @@ fn fp16_reductions_sum_in_f32() {
         .collect();
     let mut worst = 0.0f64;
     for kind in [0, 4, 6] {
-        let (outer, inner, yv, outputs) = case.views();
         let xs: Vec<u16> = x.iter().map(|&v| h.to(v)).collect();
         let stored: Vec<f32> = xs.iter().map(|&v| h.from(v)).collect();
-        let mut y = vec![h.to(f32::NAN); outputs];
-        // SAFETY: as in `run`.
-        unsafe {
-            f(
-                outer,
-                inner,
-                yv,
-                xs.as_ptr(),
-                y.as_mut_ptr(),
-                kind,
-                outputs as u32,
-                REDUCE_BLOCK as u32,
-                0,
-            )
-        };
+        let y = launch(&f, case, &xs, h.to(f32::NAN), kind, REDUCE_BLOCK, 0);
         for (o, &got) in y.iter().enumerate() {
             let w = want(kind, &case.elements(&stored, o));
             worst = worst.max((h.from(got) as f64 - w).abs() / w.abs().max(1.0));

@@ -72,6 +72,7 @@ pub fn unary(u: Unary, x: f32, p0: f32, p1: f32) -> f32 {
                 0.0
             }
         }
+        Unary::Rsqrt => 1.0 / x.sqrt(),
     }
 }
 

@@ -1372,7 +1372,10 @@ fn l1_l2_and_sum_square_reductions() {
 /// A GroupNorm of one group over a map of 9,216 values (PoolFormer's, both as the dynamo
 /// exporter writes it, an InstanceNormalization of `[N, 1, C·H·W]` between Reshapes, and as
 /// GroupNormalization): each row is reduced in chunks across many warps, not by one warp.
-/// Against tract, and through kernels.cu compiled for the host.
+/// The first, with PoolFormer's per-channel scale and shift after it, runs on the
+/// channels-last map where it is: no copy into row order and back, and the scale folded into
+/// the product with the inverse deviation, two passes over the map. Against tract, and
+/// through kernels.cu compiled for the host.
 #[test]
 fn long_rows_are_normalised_in_chunks() {
     let mut g = G::new(16, 24, 24);
@@ -1385,13 +1388,26 @@ fn long_rows_are_normalised_in_chunks() {
     let n = g.op("InstanceNormalization", &[&r, &one, &zero], vec![]);
     let back = g.init_i(&[0, 16, 24, 24]);
     let n = g.op("Reshape", &[&n, &back], vec![]);
+    let (w, b) = (g.weight(&[16, 1, 1], 0.5), g.weight(&[16, 1, 1], 0.2));
+    let n = g.op("Mul", &[&n, &w], vec![]);
+    let n = g.op("Add", &[&n, &b], vec![]);
+    let first = g.op("Relu", &[&n], vec![]);
     let (gs, gb) = (g.weight(&[1], 0.5), g.weight(&[1], 0.2));
     let y = g.op(
         "GroupNormalization",
-        &[&n, &gs, &gb],
+        &[&first, &gs, &gb],
         vec![int("num_groups", 1), float("epsilon", 1e-5)],
     );
     let plan = check(&g, &y, 1e-5);
+    // The steps over the whole map: the shift before the first norm; that norm's centring,
+    // then its normalisation with the scale, shift and ReLU; the GroupNormalization's copy
+    // into row order, centring, division, and its own scale and shift.
+    let whole = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Map(_)) && plan.values[s.output()].len() == 16 * 24 * 24)
+        .count();
+    assert_eq!(whole, 1 + 2 + 4, "{:#?}", plan.steps);
     assert!(
         !plan.steps.iter().any(|s| matches!(s, Step::Row(_))),
         "{:#?}",
@@ -1864,4 +1880,40 @@ fn patch_embeddings_are_a_copy_and_a_product() {
     assert_eq!(kernels, [[1, 1]; 3], "{:#?}", plan.steps);
     let fp32 = build(&g.model(&y), false).unwrap();
     assert_eq!(fp32.convs().filter(|c| c.kernel == [8, 8]).count(), 2);
+}
+
+/// A normalisation over the whole item whose row is read as a row too (here shifted in row
+/// order before going back to the map, and reshaped to another shape): the normalised map is
+/// copied into row order for those readers, and the results are those of tract.
+#[test]
+fn a_whole_item_norm_read_as_a_row() {
+    for shifted in [false, true] {
+        let mut g = G::new(16, 24, 24);
+        let x = g.conv("x", 16, 16, 3, 1, 1);
+        let one_group = g.init_i(&[0, 1, -1]);
+        let r = g.op("Reshape", &[&x, &one_group], vec![]);
+        let (one, zero) = (g.init_f(&[1], vec![0.7]), g.init_f(&[1], vec![0.1]));
+        let mut n = g.op("InstanceNormalization", &[&r, &one, &zero], vec![]);
+        if shifted {
+            let ramp = g.init_f(
+                &[1, 1, 16 * 24 * 24],
+                (0..9216).map(|v| v as f32 * 1e-4).collect(),
+            );
+            n = g.op("Add", &[&n, &ramp], vec![]);
+        }
+        let back = g.init_i(&[0, 16, 24, 24]);
+        let map = g.op("Reshape", &[&n, &back], vec![]);
+        let rows = g.init_i(&[0, 16, 576]);
+        let rows = g.op("Reshape", &[&n, &rows], vec![]);
+        let pooled = g.op(
+            "ReduceMean",
+            &[&rows],
+            vec![ints("axes", &[2]), int("keepdims", 1)],
+        );
+        let axis = g.init_i(&[3]);
+        let pooled = g.op("Unsqueeze", &[&pooled, &axis], vec![]);
+        let y = g.op("Add", &[&map, &pooled], vec![]);
+        check(&g, &y, 1e-5);
+        host_kernels_match(&g.model(&y), [g.c, g.h, g.w], 2);
+    }
 }

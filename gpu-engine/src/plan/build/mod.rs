@@ -100,6 +100,10 @@ struct Builder<'a> {
     /// Reshapes of a channels-last map `[C, H, W]` to `[C, H·W]` read only by a transpose to
     /// tokens `[H·W, C]` (see `Builder::tokens_pending`): the map they come from.
     tokens_of: HashMap<usize, usize>,
+    /// Reshapes of a channels-last map `[C, H, W]` to one row per item `[1, C·H·W]`, on the
+    /// way into or out of a normalisation over the whole item (see `Builder::whole_pending`):
+    /// the map each stands for.
+    whole_of: HashMap<usize, usize>,
     /// Tensors whose batch is not their first dim (see `moved`), by ONNX name.
     moved: HashMap<String, Moved>,
     /// Integer tensors computed from the item number (see `batch_index`), by ONNX name.
@@ -459,6 +463,7 @@ pub fn build(model: &pb::ModelProto, channels_last: bool) -> Result<Plan, BuildE
         value_of: HashMap::new(),
         flat_of: HashMap::new(),
         tokens_of: HashMap::new(),
+        whole_of: HashMap::new(),
         moved: HashMap::new(),
         batch_index: HashMap::new(),
         shuffled: HashMap::new(),

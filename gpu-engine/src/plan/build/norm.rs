@@ -80,6 +80,12 @@ impl Builder<'_> {
     /// (opset 18).
     fn norm_rows(&mut self, i: usize, groups: Option<usize>) -> R<()> {
         let x = self.value(i, 0)?;
+        if let Some(&map) = self.whole_of.get(&x) {
+            if let Some(chunk) = chunk_of(self.values[map].len()) {
+                return self.norm_whole_map(i, map, chunk);
+            }
+        }
+        let x = self.unpend(x);
         let dims = self.values[x].dims.clone();
         let Some(&channels) = dims.first().filter(|_| dims.len() >= 2) else {
             return Err(self.err(i, NodeError::NormRank(dims.first().copied().unwrap_or(0))));
@@ -93,12 +99,7 @@ impl Builder<'_> {
         let row = channels / groups * spatial;
         let xr = self.row_major(x);
         let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
-        // A long row is read in chunks of a length that divides it, 256 to 4096 values.
-        let chunk = if row >= LONG_ROW {
-            (256..=4096).rev().find(|&c| row.is_multiple_of(c))
-        } else {
-            None
-        };
+        let chunk = chunk_of(row);
         let normalized = if let Some(chunk) = chunk {
             self.normalize_long_rows(&out, xr, [groups, row / chunk, chunk], eps)
         } else {
@@ -150,6 +151,68 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// An InstanceNormalization of one channel over a channels-last map's pending row
+    /// (`whole_pending`: GroupNorm with one group): the same statistics as
+    /// `normalize_long_rows`, taken over the map's storage read as `[1, chunks, chunk]` (a
+    /// sum over the whole item, in any order), and the normalisation applied to the map in its
+    /// own layout. Dividing by the deviation is a product with its reciprocal, so that the
+    /// per-channel scale and shift after it fold into that product (`fuse::scales`). The
+    /// output is again a pending row where only reshapes read it, so that the reshape back
+    /// is the normalised map.
+    fn norm_whole_map(&mut self, i: usize, map: usize, chunk: usize) -> R<()> {
+        let out = self.out(i)?;
+        let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
+        let (dims, len) = (self.values[map].dims.clone(), self.values[map].len());
+        let (centred, inv) = self.centred_and_scale(&out, map, [1, len / chunk, chunk], eps);
+        let mut normalized = self.define(&format!("{out}#normalized"), dims.clone(), true);
+        self.map(MapStep {
+            b: Some(Operand::Value(inv)),
+            binary: Binary::Mul,
+            ..MapStep::copy(centred, normalized)
+        });
+        // The InstanceNormalization's own scale and shift: one value each (one channel).
+        let one = |b: &Self, k: usize| -> R<f32> {
+            match b.folded(i, k)?.floats().map_err(|e| b.err(i, e))?[..] {
+                [v] => Ok(v),
+                _ => Err(b.err(
+                    i,
+                    NodeError::NormParameters {
+                        channels: 1,
+                        groups: 1,
+                    },
+                )),
+            }
+        };
+        let (scale, bias) = (one(self, 1)?, one(self, 2)?);
+        if scale != 1.0 || bias != 0.0 {
+            let (s, b) = (
+                self.new_const(vec![1], vec![scale]),
+                self.new_const(vec![1], vec![bias]),
+            );
+            let affine = self.define(&format!("{out}#affine"), dims.clone(), true);
+            self.map(MapStep {
+                b: Some(Operand::Const(s)),
+                binary: Binary::Mul,
+                c: Some(Operand::Const(b)),
+                ..MapStep::copy(normalized, affine)
+            });
+            normalized = affine;
+        }
+        let only_reshaped = !self.graph_outputs.contains(out.as_str())
+            && self.consumers.get(out.as_str()).is_some_and(|cs| {
+                !cs.is_empty() && cs.iter().all(|&k| self.nodes[k].op_type == "Reshape")
+            });
+        let row = vec![1, len];
+        if only_reshaped {
+            let id = self.alias(&out, normalized, row, false);
+            self.whole_of.insert(id, normalized);
+        } else {
+            let rows = self.row_major(normalized);
+            self.alias(&out, rows, row, false);
+        }
+        Ok(())
+    }
+
     /// Rows of `LONG_ROW` values or more, normalised in steps that spread each row over many
     /// warps: the row step gives one warp to a row, and GroupNormalization with one group (as
     /// PoolFormer has, exported as an InstanceNormalization of `[N, 1, C·H·W]`) makes one row
@@ -158,36 +221,11 @@ impl Builder<'_> {
     fn normalize_long_rows(&mut self, out: &str, x: usize, parts: [usize; 3], eps: f32) -> usize {
         let [rows, chunks, chunk] = parts;
         let x = self.alias(&format!("{out}#parts"), x, parts.to_vec(), false);
-        // Over each chunk, then over the chunks: every chunk the same length, so the mean of
-        // the chunks' means is the mean, and the root mean square of their root mean squares
-        // is the row's.
-        let twice = |b: &mut Self, v: usize, kind: ReduceKind, what: &str| {
-            let partial = b.reduce_to(&format!("{out}#{what}-chunks"), v, vec![3], kind, true);
-            b.reduce_to(&format!("{out}#{what}"), partial, vec![2], kind, true)
-        };
-        let mean = twice(self, x, ReduceKind::Mean, "mean");
-        let centred = self.define(&format!("{out}#centred"), parts.to_vec(), false);
-        self.map(MapStep {
-            b: Some(Operand::Value(mean)),
-            binary: Binary::Sub,
-            ..MapStep::copy(x, centred)
-        });
-        // The standard deviation from root mean squares, not from a variance: an fp16 plan
-        // stores every step's output in fp16, where squares of values above 256 overflow.
-        let rms = twice(self, centred, ReduceKind::Rms, "rms");
-        let eps = self.new_const(vec![1], vec![eps]);
-        let std = self.define(&format!("{out}#std"), vec![rows, 1, 1], false);
-        self.map(MapStep {
-            b: Some(Operand::Value(rms)),
-            binary: Binary::Mul,
-            c: Some(Operand::Const(eps)),
-            unary: Unary::Sqrt,
-            ..MapStep::copy(rms, std)
-        });
+        let (centred, inv) = self.centred_and_scale(out, x, parts, eps);
         let normalized = self.define(&format!("{out}#normalized"), parts.to_vec(), false);
         self.map(MapStep {
-            b: Some(Operand::Value(std)),
-            binary: Binary::Div,
+            b: Some(Operand::Value(inv)),
+            binary: Binary::Mul,
             ..MapStep::copy(centred, normalized)
         });
         self.alias(
@@ -197,4 +235,54 @@ impl Builder<'_> {
             false,
         )
     }
+
+    /// The statistics of rows of `parts = [rows, chunks, chunk]` values of `x`'s storage (read
+    /// as that row-major shape, whatever `x`'s own dims and layout): `x − mean`, defined as
+    /// `x` is, and `1/√(var + eps)` per row, `[rows, 1, 1]`. Each row reduced over its chunks,
+    /// then over the chunks: every chunk the same length, so the mean of the chunks' means is
+    /// the mean, and the root mean square of their root mean squares is the row's.
+    fn centred_and_scale(
+        &mut self,
+        out: &str,
+        x: usize,
+        parts: [usize; 3],
+        eps: f32,
+    ) -> (usize, usize) {
+        let twice = |b: &mut Self, v: usize, kind: ReduceKind, what: &str| {
+            let rows = b.alias(&format!("{out}#{what}-parts"), v, parts.to_vec(), false);
+            let partial = b.reduce_to(&format!("{out}#{what}-chunks"), rows, vec![3], kind, true);
+            b.reduce_to(&format!("{out}#{what}"), partial, vec![2], kind, true)
+        };
+        let mean = twice(self, x, ReduceKind::Mean, "mean");
+        let (dims, cl) = (self.values[x].dims.clone(), self.values[x].channels_last);
+        let centred = self.define(&format!("{out}#centred"), dims, cl);
+        self.map(MapStep {
+            b: Some(Operand::Value(mean)),
+            binary: Binary::Sub,
+            ..MapStep::copy(x, centred)
+        });
+        // The deviation from root mean squares, not from a variance: an fp16 plan stores
+        // every step's output in fp16, where squares of values above 256 overflow.
+        let rms = twice(self, centred, ReduceKind::Rms, "rms");
+        let eps = self.new_const(vec![1], vec![eps]);
+        let inv = self.define(&format!("{out}#inverse-std"), vec![parts[0], 1, 1], false);
+        self.map(MapStep {
+            b: Some(Operand::Value(rms)),
+            binary: Binary::Mul,
+            c: Some(Operand::Const(eps)),
+            unary: Unary::Rsqrt,
+            ..MapStep::copy(rms, inv)
+        });
+        (centred, inv)
+    }
+}
+
+/// The chunk length a row of `row` values is read in by `normalize_long_rows` and
+/// `norm_whole_map`: the largest of 256 to 4096 values that divides it; None for a row shorter
+/// than `LONG_ROW` (one warp normalises it) or one no such length divides.
+fn chunk_of(row: usize) -> Option<usize> {
+    if row < LONG_ROW {
+        return None;
+    }
+    (256..=4096).rev().find(|&c| row.is_multiple_of(c))
 }

@@ -83,6 +83,17 @@ impl Builder<'_> {
             }
         }
         let x = self.value(i, 0)?;
+        if let Some(&map) = self.whole_of.get(&x) {
+            // A normalised map's pending row (`whole_pending`): the map itself where the
+            // reshape gives it its shape back.
+            if self.reshape_target(i, &self.values[x].dims)? == Some(self.values[map].dims.clone())
+            {
+                let out = self.out(i)?;
+                self.value_of.insert(out, map);
+                return Ok(());
+            }
+        }
+        let x = self.unpend(x);
         let x = self.materialise(x);
         let dims = self.values[x].dims.clone();
         let Some(new) = self.reshape_target(i, &dims)? else {
@@ -137,12 +148,42 @@ impl Builder<'_> {
             self.value_of.insert(out, x);
             return Ok(());
         }
-        if self.tokens_pending(x, &dims, &out) {
+        if self.tokens_pending(x, &dims, &out) || self.whole_pending(x, &dims, &out) {
             return Ok(());
         }
         let x = self.row_major(x);
         self.alias(&out, x, dims, false);
         Ok(())
+    }
+
+    /// GroupNorm with one group as PyTorch exports it (PoolFormer's): a channels-last map
+    /// `[C, H, W]` reshaped to one row per item `[1, C·H·W]` for an InstanceNormalization and
+    /// reshaped back. Its statistics are over the whole item, in any order, so the
+    /// normalisation runs on the map where it is (`norm_whole_map`): the reshape stays pending
+    /// (an alias no step reads) when the InstanceNormalization is its only reader. Otherwise
+    /// each reshape was a copy of the whole map, three per PoolFormer block.
+    fn whole_pending(&mut self, x: usize, dims: &[usize], out: &str) -> bool {
+        let v = &self.values[x];
+        let Some([c, h, w]) = v.chw().filter(|_| v.channels_last) else {
+            return false;
+        };
+        if dims != [1, c * h * w] || self.sole_consumer(out, "InstanceNormalization").is_none() {
+            return false;
+        }
+        let id = self.alias(out, x, dims.to_vec(), false);
+        self.whole_of.insert(id, x);
+        true
+    }
+
+    /// `x` as a real value: a pending row of a map (`whole_pending`) becomes the map's
+    /// row-major copy under `x`'s dims, for a reader that needs it in row order.
+    pub(super) fn unpend(&mut self, x: usize) -> usize {
+        let Some(map) = self.whole_of.remove(&x) else {
+            return x;
+        };
+        let rows = self.row_major(map);
+        self.values[x].storage = self.values[rows].storage;
+        x
     }
 
     /// A vision transformer's patch embedding: the convolution's map `[C, H, W]`, stored

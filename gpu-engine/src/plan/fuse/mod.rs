@@ -33,17 +33,25 @@ fn writers(plan: &Plan, root: usize) -> Vec<usize> {
 }
 
 /// The step writing `v` when step `reader` is its only reader, `v` owns its memory, no other
-/// value shares it and it is not the plan's output or input: a step the plan's later folds
+/// value sharing it is read or written (an alias the builder left pending and nothing reads
+/// does not count) and it is not the plan's output or input: a step the plan's later folds
 /// (into products, into Adds) may merge into its reader.
 fn sole_producer(plan: &Plan, v: usize, reader: usize) -> Option<usize> {
     if v == plan.output || v == 0 || plan.values[v].storage != v {
         return None;
     }
+    let used = |w: usize| {
+        w == plan.output
+            || plan
+                .steps
+                .iter()
+                .any(|s| s.output() == w || s.inputs().contains(&w))
+    };
     if plan
         .values
         .iter()
         .enumerate()
-        .any(|(w, val)| w != v && val.storage == v)
+        .any(|(w, val)| w != v && val.storage == v && used(w))
     {
         return None;
     }

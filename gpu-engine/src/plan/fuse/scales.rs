@@ -1,12 +1,15 @@
 //! Scalings of a whole map moved onto the small operand that scales it, so that a chain of
 //! elementwise passes over the map becomes one:
 //! - `(x · s) · k + c` (`s` a value far smaller than `x`, broadcast over it; `k` a constant
-//!   that fits `s`'s shape) is `x · (s · k) + c`: `s · k` is a step over `s` alone;
+//!   broadcast over it too, `s · k` still far smaller than `x`) is `x · (s · k) + c`: `s · k`
+//!   is a step over `s · k`'s few values alone;
 //! - `x · s + c + x` (the same `x`) is `x · (s + 1) + c`.
 //!
 //! ConvNeXt V2's global response norm is `x + (w · (x · n) · 1 + b)` as TorchScript exports it
 //! (`x + (w · (x · n) + b)` from the dynamo exporter): four passes over its largest maps
-//! (160 × 56 × 56 at its first stage), now one, and two over the 160 values of `n`.
+//! (160 × 56 × 56 at its first stage), now one, and two over the 160 values of `n`. A
+//! normalisation over the whole item followed by a per-channel scale (PoolFormer's GroupNorm:
+//! `(x − mean) · (1/σ)` then `· w + b`) is one pass, `(x − mean) · (w/σ) + b`.
 
 use super::super::{Binary, Const, MapStep, Operand, Plan, Step, Unary, Value};
 use super::adds::ready;
@@ -18,12 +21,17 @@ pub(super) fn fold_scales(plan: &mut Plan) {
         let Some(Operand::Value(s)) = m.b else { break };
         // The new step over `s` alone, in `s`'s shape and layout.
         let small = plan.values.len();
-        plan.values.push(Value {
+        let mut value = Value {
             storage: small,
             ..plan.values[s].clone()
-        });
+        };
+        if let How::Scale { dims, .. } = &how {
+            value.channels_last &= dims.len() == 3;
+            value.dims = dims.clone();
+        }
+        plan.values.push(value);
         let (scale, c) = match how {
-            How::Scale { k, c } => (
+            How::Scale { k, c, .. } => (
                 MapStep {
                     b: Some(k),
                     binary: Binary::Mul,
@@ -65,8 +73,12 @@ pub(super) fn fold_scales(plan: &mut Plan) {
 
 /// How step q folds into step p (`x · s`).
 enum How {
-    /// q is `p · k + c`.
-    Scale { k: Operand, c: Option<Operand> },
+    /// q is `p · k + c`; `dims`: the item dims of `s · k`.
+    Scale {
+        k: Operand,
+        c: Option<Operand>,
+        dims: Vec<usize>,
+    },
     /// q is `p + x` (p's own `x`).
     PlusOne,
 }
@@ -90,17 +102,19 @@ fn find(plan: &Plan) -> Option<(usize, usize, How)> {
             let Some((x, s)) = scaled(plan, m) else {
                 continue;
             };
+            let small = |d: &[usize]| 4 * d.iter().product::<usize>() <= plan.values[x].len();
             if plan.values[outer.output].dims != plan.values[m.output].dims {
                 continue;
             }
             match (outer.binary, other) {
-                (Binary::Mul, Operand::Const(k))
-                    if m.c.is_none()
-                        && fits(&plan.consts[k].dims, &plan.values[s].dims)
-                        && outer.c.is_none_or(|c| ready(plan, c, p)) =>
-                {
-                    let (k, c) = (Operand::Const(k), outer.c);
-                    return Some((p, q, How::Scale { k, c }));
+                (Binary::Mul, Operand::Const(k)) if m.c.is_none() => {
+                    let grown = grown(&plan.consts[k].dims, &plan.values[s].dims)
+                        .filter(|d| small(d) && d.len() == plan.values[x].dims.len());
+                    if let Some(dims) = grown.filter(|_| outer.c.is_none_or(|c| ready(plan, c, p)))
+                    {
+                        let (k, c) = (Operand::Const(k), outer.c);
+                        return Some((p, q, How::Scale { k, c, dims }));
+                    }
                 }
                 (Binary::Add, Operand::Value(o)) if o == x && outer.c.is_none() => {
                     return Some((p, q, How::PlusOne));
@@ -133,13 +147,19 @@ fn plain(m: &MapStep) -> bool {
     m.perm_a.is_none() && m.a_slice.is_none() && m.shuffle.is_none() && m.region.is_empty()
 }
 
-/// Whether a constant of full dims `k` (batch axis first) broadcasts onto item dims `s`
-/// without growing them.
-fn fits(k: &[usize], s: &[usize]) -> bool {
-    let full: Vec<usize> = std::iter::once(1).chain(s.iter().copied()).collect();
-    k.len() <= full.len()
-        && k.iter()
-            .rev()
-            .zip(full.iter().rev())
-            .all(|(&kd, &sd)| kd == 1 || kd == sd)
+/// The item dims of `s · k`: a constant of full dims `k` (batch axis first, 1) broadcast with
+/// a value of item dims `s`; None where they do not broadcast or `k` has a batch of its own.
+fn grown(k: &[usize], s: &[usize]) -> Option<Vec<usize>> {
+    if k.len() > s.len() + 1 || (k.len() == s.len() + 1 && k[0] != 1) {
+        return None;
+    }
+    let mut dims = s.to_vec();
+    for (d, &kd) in dims.iter_mut().rev().zip(k.iter().rev()) {
+        match (*d, kd) {
+            (a, b) if a == b || b == 1 => {}
+            (1, b) => *d = b,
+            _ => return None,
+        }
+    }
+    Some(dims)
 }
