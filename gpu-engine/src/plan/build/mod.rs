@@ -261,6 +261,16 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Whether `name` is not a model output and every node reading it (one at least) passes
+    /// `reads` (given the node's index): a value the builder may leave pending for its readers.
+    fn read_only_by(&self, name: &str, reads: impl Fn(usize) -> bool) -> bool {
+        !self.graph_outputs.contains(name)
+            && self
+                .consumers
+                .get(name)
+                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|&k| reads(k)))
+    }
+
     /// A Relu, or the exporter's GELU chain, that alone reads `out` is absorbed: the name to
     /// define and the unary to apply.
     fn absorb_relu(&mut self, out: String) -> R<(String, Unary)> {

@@ -198,12 +198,8 @@ impl Builder<'_> {
             });
             normalized = affine;
         }
-        let only_reshaped = !self.graph_outputs.contains(out.as_str())
-            && self.consumers.get(out.as_str()).is_some_and(|cs| {
-                !cs.is_empty() && cs.iter().all(|&k| self.nodes[k].op_type == "Reshape")
-            });
         let row = vec![1, len];
-        if only_reshaped {
+        if self.read_only_by(&out, |k| self.nodes[k].op_type == "Reshape") {
             let id = self.alias(&out, normalized, row, false);
             self.whole_of.insert(id, normalized);
         } else {

@@ -197,15 +197,10 @@ impl Builder<'_> {
         let Some([c, h, w]) = v.chw().filter(|_| v.channels_last) else {
             return false;
         };
-        let to_tokens = |k: &usize| {
-            self.nodes[*k].op_type == "Transpose" && self.perm(*k, 3).is_ok_and(|p| p == [0, 2, 1])
+        let to_tokens = |k: usize| {
+            self.nodes[k].op_type == "Transpose" && self.perm(k, 3).is_ok_and(|p| p == [0, 2, 1])
         };
-        let only_transposed = !self.graph_outputs.contains(out)
-            && self
-                .consumers
-                .get(out)
-                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(to_tokens));
-        if dims != [c, h * w] || !only_transposed {
+        if dims != [c, h * w] || !self.read_only_by(out, to_tokens) {
             return false;
         }
         let id = self.alias(out, x, dims.to_vec(), false);
@@ -410,18 +405,14 @@ impl Builder<'_> {
                 None => self.folded.get(other).map(|f| f.dims().to_vec()),
             }
         };
-        let reads = |k: &usize| {
-            let node = &self.nodes[*k];
+        let reads = |k: usize| {
+            let node = &self.nodes[k];
             let binary = matches!(node.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div");
             let at: Vec<usize> = (0..node.input.len())
                 .filter(|&j| node.input[j] == name)
                 .collect();
-            binary && at.len() == 1 && other_dims(*k, 1 - at[0]).as_deref() == Some(full)
+            binary && at.len() == 1 && other_dims(k, 1 - at[0]).as_deref() == Some(full)
         };
-        !self.graph_outputs.contains(name)
-            && self
-                .consumers
-                .get(name)
-                .is_some_and(|cs| !cs.is_empty() && cs.iter().all(reads))
+        self.read_only_by(name, reads)
     }
 }

@@ -71,12 +71,7 @@ impl Builder<'_> {
             return Ok(false);
         }
         let name = self.out(r)?;
-        let only_splits = !self.graph_outputs.contains(name.as_str())
-            && self
-                .consumers
-                .get(name.as_str())
-                .is_some_and(|k| k.iter().all(|&k| self.nodes[k].op_type == "Split"));
-        if only_splits {
+        if self.read_only_by(&name, |k| self.nodes[k].op_type == "Split") {
             self.shuffled.insert(name, (x, g));
         } else {
             self.shuffle_copy(&name, x, g);
