@@ -376,7 +376,8 @@ impl ConvCall<'_> {
             .views
             .ok_or_else(|| GpuError::Plan("a depthwise convolution without its views".into()))?;
         let c = self.step;
-        let taps = match &self.weights.taps {
+        let dw = self.weights.depthwise.as_ref();
+        let (taps, bias) = match dw.and_then(|d| d.taps.as_ref().map(|t| (t, &d.bias))) {
             Some(t) if nhwc_depthwise(c, cl, self.precision, true) => t,
             _ => {
                 return Err(GpuError::Plan(format!(
@@ -404,7 +405,7 @@ impl ConvCall<'_> {
         let mut l = self.stream.launch_builder(f);
         l.arg(&self.x)
             .arg(&taps.ptr)
-            .arg(&self.weights.bias.ptr)
+            .arg(&bias.ptr)
             .arg(&z)
             .arg(&self.y);
         let window = self.depthwise_args();
@@ -415,7 +416,7 @@ impl ConvCall<'_> {
         l.arg(&p0).arg(&p1).arg(&n);
         // SAFETY: argument types match `depthwise_nhwc_*`; x and y are dense NHWC buffers of
         // the views' sizes with whole 16-byte chunks of channels (nhwc_depthwise), the taps
-        // hold kh × kw × C values.
+        // hold kh × kw × C f32 values and the bias C (depthwise_weights).
         unsafe { l.launch(kernels::launch_1d(threads)) }.call("cuLaunchKernel")?;
         Ok(())
     }
@@ -477,6 +478,9 @@ impl ConvCall<'_> {
                 let z = self.z.unwrap_or(self.y);
                 let n = self.y_len as u32;
                 let (xv, yv) = (KView(xv), KView(yv));
+                let dw = self.weights.depthwise.as_ref().ok_or_else(|| {
+                    GpuError::Plan(format!("{}: no f32 depthwise filters", c.name))
+                })?;
                 let f = match self.precision {
                     Precision::Fp16 => &self.kernels.depthwise.half,
                     Precision::Fp32 => &self.kernels.depthwise.float,
@@ -485,15 +489,15 @@ impl ConvCall<'_> {
                 l.arg(&xv)
                     .arg(&yv)
                     .arg(&self.x)
-                    .arg(&self.weights.w.ptr)
-                    .arg(&self.weights.bias.ptr);
+                    .arg(&dw.w.ptr)
+                    .arg(&dw.bias.ptr);
                 l.arg(&z).arg(&self.y);
                 for a in args {
                     l.arg(a);
                 }
                 l.arg(&p0).arg(&p1).arg(&n);
                 // SAFETY: argument types match `depthwise_*`; the views address buffers sized
-                // for the batch, the weights hold cout × kh × kw values.
+                // for the batch, the f32 filters hold cout × kh × kw values and the bias cout.
                 unsafe { l.launch(kernels::launch_1d(self.y_len)) }.call("cuLaunchKernel")?;
                 Ok(())
             }
@@ -963,7 +967,12 @@ impl Tuner {
                 });
                 let cl =
                     m.plan.values[c.output].channels_last && m.plan.values[c.input].channels_last;
-                if nhwc_depthwise(c, cl, m.precision, cw.taps.is_some()) {
+                if nhwc_depthwise(
+                    c,
+                    cl,
+                    m.precision,
+                    cw.depthwise.as_ref().is_some_and(|d| d.taps.is_some()),
+                ) {
                     candidates.push(Algo {
                         mode: Mode::Depthwise,
                         algo: DEPTHWISE_NHWC,

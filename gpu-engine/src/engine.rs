@@ -357,24 +357,50 @@ pub(super) struct ConvWeights {
     /// In the device layout (`device_weights`).
     pub(super) w: DeviceBuf,
     pub(super) bias: DeviceBuf,
-    /// A depthwise convolution's filters as `[kh, kw, C]`, for `depthwise_nhwc` (channels-last
-    /// plans only): one 16-byte load gives a tap of neighbouring channels.
+    /// A depthwise convolution's filters and bias in f32 for our kernels, in both precisions.
+    pub(super) depthwise: Option<DepthwiseWeights>,
+}
+
+/// What our depthwise kernels read (kernels.cu says why f32).
+pub(super) struct DepthwiseWeights {
+    /// `[C, kh, kw]`, for `depthwise`.
+    pub(super) w: DeviceBuf,
+    /// `[kh, kw, C]`, for `depthwise_nhwc` (channels-last plans only): 16-byte loads give a
+    /// tap of neighbouring channels.
     pub(super) taps: Option<DeviceBuf>,
+    pub(super) bias: DeviceBuf,
 }
 
 type Uploaded = (Vec<ConvWeights>, Vec<DeviceBuf>);
 
-/// `[C, taps]` elements of `esize` bytes → `[taps, C]`.
-fn transpose_taps(w: &[u8], c: usize, taps: usize, esize: usize) -> Vec<u8> {
-    let mut out = vec![0u8; w.len()];
-    for ch in 0..c {
-        for t in 0..taps {
-            let from = (ch * taps + t) * esize;
-            let to = (t * c + ch) * esize;
-            out[to..to + esize].copy_from_slice(&w[from..from + esize]);
-        }
+fn f32_bytes(v: impl Iterator<Item = f32>) -> Vec<u8> {
+    v.flat_map(f32::to_le_bytes).collect()
+}
+
+/// A depthwise convolution's f32 filters and bias on the device, from the plan (which holds
+/// them until the upload).
+fn depthwise_weights(
+    ctx: &Arc<CudaContext>,
+    c: &ConvStep,
+    channels_last: bool,
+) -> Result<DepthwiseWeights> {
+    let taps = c.kernel[0] * c.kernel[1];
+    if c.weight.len() != c.cout * taps || c.bias.len() != c.cout {
+        return Err(GpuError::Plan(format!(
+            "{}: the depthwise filters were not kept for the upload",
+            c.name
+        )));
     }
-    out
+    let transposed = (0..taps * c.cout).map(|i| c.weight[(i % c.cout) * taps + i / c.cout]);
+    Ok(DepthwiseWeights {
+        w: DeviceBuf::from_host(ctx, &f32_bytes(c.weight.iter().copied()))?,
+        taps: if channels_last {
+            Some(DeviceBuf::from_host(ctx, &f32_bytes(transposed))?)
+        } else {
+            None
+        },
+        bias: DeviceBuf::from_host(ctx, &f32_bytes(c.bias.iter().copied()))?,
+    })
 }
 
 fn upload_weights(
@@ -392,16 +418,15 @@ fn upload_weights(
                 "the weight blob is shorter than the plan".into(),
             ));
         };
-        let taps = if plan.channels_last && is_depthwise(c) {
-            let t = transpose_taps(w, c.cout, c.kernel[0] * c.kernel[1], precision.bytes());
-            Some(DeviceBuf::from_host(ctx, &t)?)
+        let depthwise = if is_depthwise(c) {
+            Some(depthwise_weights(ctx, c, plan.channels_last)?)
         } else {
             None
         };
         out.push(ConvWeights {
             w: DeviceBuf::from_host(ctx, w)?,
             bias: DeviceBuf::from_host(ctx, b)?,
-            taps,
+            depthwise,
         });
         at += wb + bb;
     }

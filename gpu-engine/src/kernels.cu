@@ -610,9 +610,12 @@ extern "C" __global__ void pool_float(View xv, View yv, const float* x, float* y
 // Depthwise convolution (groups = input channels, one filter per channel): y = act(conv(x) +
 // bias + z) over views of [N, C, H, W]; weights [C, kh, kw]. Threads walk the output in its
 // storage order (channels innermost when `cl`), so neighbouring threads touch neighbouring
-// memory in either layout.
+// memory in either layout. Filters and bias are f32 in both precisions: a 3 × 3 filter's sum
+// over a smooth region cancels, so rounding its nine taps to fp16 was the largest source of
+// fp16 error in MobileNetV3 (emulated on the host: 4.8e-2 with fp16 filters, 9.0e-3 with f32
+// ones), and the filters are a few kilobytes.
 template <typename T>
-__device__ void depthwise_impl(View xv, View yv, const T* x, const T* w, const T* bias,
+__device__ void depthwise_impl(View xv, View yv, const T* x, const float* w, const float* bias,
         const T* z, T* y, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
         int act, int has_z, int cl, float p0, float p1, unsigned int n) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -626,15 +629,15 @@ __device__ void depthwise_impl(View xv, View yv, const T* x, const T* w, const T
     }
     int ih = xv.dims[4], iw = xv.dims[5];
     long long xb = xv.offset + b * xv.strides[2] + c * xv.strides[3];
-    const T* wc = w + (long long)c * kh * kw;
-    float acc = ld(bias, c);
+    const float* wc = w + (long long)c * kh * kw;
+    float acc = bias[c];
     for (int ky = 0; ky < kh; ky++) {
         int yy = (int)oy * sh - ph + ky * dh;
         if (yy < 0 || yy >= ih) continue;
         for (int kx = 0; kx < kw; kx++) {
             int xx = (int)ox * sw - pw + kx * dw;
             if (xx < 0 || xx >= iw) continue;
-            acc += ld(x, xb + yy * xv.strides[4] + xx * xv.strides[5]) * ld(wc, ky * kw + kx);
+            acc += ld(x, xb + yy * xv.strides[4] + xx * xv.strides[5]) * wc[ky * kw + kx];
         }
     }
     long long yo = yv.offset + b * yv.strides[2] + c * yv.strides[3] + oy * yv.strides[4]
@@ -644,7 +647,7 @@ __device__ void depthwise_impl(View xv, View yv, const T* x, const T* w, const T
 }
 
 extern "C" __global__ void depthwise_half(View xv, View yv, const unsigned short* x,
-        const unsigned short* w, const unsigned short* bias, const unsigned short* z,
+        const float* w, const float* bias, const unsigned short* z,
         unsigned short* y, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
         int act, int has_z, int cl, float p0, float p1, unsigned int n) {
     depthwise_impl(xv, yv, x, w, bias, z, y, kh, kw, sh, sw, ph, pw, dh, dw, act, has_z, cl, p0,
@@ -660,10 +663,15 @@ extern "C" __global__ void depthwise_float(View xv, View yv, const float* x, con
 // The same convolution over dense NHWC memory, C a multiple of K = 16 / sizeof(T): each thread
 // takes K channels (16-byte loads and stores) of TX neighbouring outputs along a row, so the
 // index arithmetic is paid once per K × TX outputs and the inputs the TX windows share come
-// from L1. Weights `wt` are [kh, kw, C] (a transposed copy, one 16-byte load per tap).
+// from L1. Weights `wt` are [kh, kw, C] in f32 (a transposed copy, 16-byte loads per tap).
 #define DW_TX 4
+// K consecutive f32 values from a 16-byte aligned offset (K a multiple of 4).
+template <int K>
+__device__ __forceinline__ void ld_f32s(const float* p, long long off, float* v) {
+    for (int j = 0; j < K; j += 4) ld_chunk(p, off + j, 1, v + j);
+}
 template <typename T>
-__device__ void depthwise_nhwc_impl(const T* x, const T* wt, const T* bias, const T* z, T* y,
+__device__ void depthwise_nhwc_impl(const T* x, const float* wt, const float* bias, const T* z, T* y,
         int C, int IH, int IW, int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw,
         int dh, int dw, int act, int has_z, float p0, float p1, unsigned int n) {
     const int K = 16 / sizeof(T);
@@ -676,7 +684,7 @@ __device__ void depthwise_nhwc_impl(const T* x, const T* wt, const T* bias, cons
     int oy = (int)(r % OH);
     long long b = r / OH;
     float acc[DW_TX][K], v[K], wv[K];
-    ld_chunk(bias, c0, 1, v);
+    ld_f32s<K>(bias, c0, v);
     for (int t = 0; t < DW_TX; t++)
         for (int k = 0; k < K; k++) acc[t][k] = v[k];
     const T* xb = x + b * IH * IW * (long long)C + c0;
@@ -685,7 +693,7 @@ __device__ void depthwise_nhwc_impl(const T* x, const T* wt, const T* bias, cons
         if (yy < 0 || yy >= IH) continue;
         const T* xr = xb + (long long)yy * IW * C;
         for (int kx = 0; kx < kw; kx++) {
-            ld_chunk(wt, (long long)(ky * kw + kx) * C + c0, 1, wv);
+            ld_f32s<K>(wt, (long long)(ky * kw + kx) * C + c0, wv);
             for (int t = 0; t < DW_TX; t++) {
                 int xx = (ox0 + t) * sw - pw + kx * dw;
                 if (ox0 + t >= OW || xx < 0 || xx >= IW) continue;
@@ -706,7 +714,7 @@ __device__ void depthwise_nhwc_impl(const T* x, const T* wt, const T* bias, cons
 }
 
 #define DW_NHWC_ENTRY(name, T) \
-extern "C" __global__ void name(const T* x, const T* wt, const T* bias, const T* z, T* y, \
+extern "C" __global__ void name(const T* x, const float* wt, const float* bias, const T* z, T* y, \
         int C, int IH, int IW, int OH, int OW, int kh, int kw, int sh, int sw, int ph, int pw, \
         int dh, int dw, int act, int has_z, float p0, float p1, unsigned int n) { \
     depthwise_nhwc_impl(x, wt, bias, z, y, C, IH, IW, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, \

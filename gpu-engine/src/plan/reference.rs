@@ -113,6 +113,68 @@ pub fn run(plan: &Plan, input: &[f32], n: usize) -> Vec<f32> {
 
 /// `run`, with the kernels of `k` for the steps they cover.
 pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -> Vec<f32> {
+    execute(plan, input, n, k, false, None)
+}
+
+/// `x` rounded to the nearest fp16 value (overflow to ±inf), as the fp16 engine stores it.
+pub fn to_fp16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// The fp16 engine's storage emulated: the plan's weights (but depthwise filters) and
+/// constants, the input and every step's output rounded to fp16, each step computing in f32 from them as the engine's kernels
+/// and fp16 libraries do (f32 accumulation). What is left between this and the device is the
+/// order of accumulation and the libraries' own algorithms; what it shows without a GPU is how
+/// much of a model's fp16 error the plan's storage points and fusions make. `after(i, values)`
+/// sees every step's output in logical order.
+pub fn run_fp16(
+    plan: &Plan,
+    input: &[f32],
+    n: usize,
+    after: &mut dyn FnMut(usize, Vec<f32>),
+) -> Vec<f32> {
+    let mut p = plan.clone();
+    for c in &mut p.consts {
+        c.data.iter_mut().for_each(|v| *v = to_fp16(*v));
+    }
+    for step in &mut p.steps {
+        // Depthwise filters stay f32 on our kernels (kernels.cu says why).
+        if let Step::Conv(c) = step {
+            if !(c.groups > 1 && c.groups == c.cin && c.cin == c.cout) {
+                c.weight.iter_mut().for_each(|v| *v = to_fp16(*v));
+                c.bias.iter_mut().for_each(|v| *v = to_fp16(*v));
+            }
+        }
+    }
+    let x: Vec<f32> = input.iter().map(|&v| to_fp16(v)).collect();
+    execute(&p, &x, n, None, true, Some(after))
+}
+
+/// `run` with every step's output seen by `after` in logical order (for comparing two runs
+/// step by step).
+pub fn run_traced(
+    plan: &Plan,
+    input: &[f32],
+    n: usize,
+    after: &mut dyn FnMut(usize, Vec<f32>),
+) -> Vec<f32> {
+    execute(plan, input, n, None, false, Some(after))
+}
+
+fn logical(plan: &Plan, slot: &[f32], value: usize, n: usize) -> Vec<f32> {
+    let (d, s) = view::value_layout(plan, value, n);
+    let v = View::new(&d, &s, 0).unwrap();
+    (0..v.len()).map(|i| slot[v.at(i) as usize]).collect()
+}
+
+fn execute(
+    plan: &Plan,
+    input: &[f32],
+    n: usize,
+    k: Option<&dyn Kernels>,
+    fp16: bool,
+    mut after: Option<&mut dyn FnMut(usize, Vec<f32>)>,
+) -> Vec<f32> {
     let (sizes, slot_of) = plan.slots();
     let mut slots: Vec<Vec<f32>> = sizes.iter().map(|s| vec![f32::NAN; s * n]).collect();
     let [c, h, w] = plan.input;
@@ -129,7 +191,7 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
         };
         slots[slot_of[0]][v0.at(i) as usize] = x;
     }
-    for step in &plan.steps {
+    for (index, step) in plan.steps.iter().enumerate() {
         let out_slot = slot_of[step.output()];
         match step {
             Step::Map(m) if k.is_some() => {
@@ -438,12 +500,16 @@ pub fn run_with(plan: &Plan, input: &[f32], n: usize, k: Option<&dyn Kernels>) -
                 }
             }
         }
+        if fp16 {
+            // The whole slot: what this step did not write keeps its value (rounding is
+            // idempotent, NaN stays NaN).
+            slots[out_slot].iter_mut().for_each(|v| *v = to_fp16(*v));
+        }
+        if let Some(f) = after.as_mut() {
+            f(index, logical(plan, &slots[out_slot], step.output(), n));
+        }
     }
-    let (d, s) = view::value_layout(plan, plan.output, n);
-    let v = View::new(&d, &s, 0).unwrap();
-    (0..v.len())
-        .map(|i| slots[slot_of[plan.output]][v.at(i) as usize])
-        .collect()
+    logical(plan, &slots[slot_of[plan.output]], plan.output, n)
 }
 
 /// Reads an operand while the output slot is taken out of `slots` (a step may read the slot

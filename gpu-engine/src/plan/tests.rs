@@ -380,6 +380,66 @@ fn squeeze_excitation_silu_hardswish_and_hardsigmoid() {
 }
 
 #[test]
+fn a_depthwise_convolution_takes_any_activation_into_its_epilogue() {
+    // mobilenetv3: depthwise → HardSwish, and a dense convolution → HardSwish beside it (cuDNN's
+    // graph API fuses no HardSwish: that one stays a step).
+    let mut g = G::new(8, 6, 6);
+    let d = g.conv("x", 8, 8, 3, 1, 8);
+    let hs = g.op("HardSwish", &[&d], vec![]);
+    let e = g.conv(&hs, 8, 8, 1, 1, 1);
+    let y = g.op("HardSwish", &[&e], vec![]);
+    let plan = check(&g, &y, 1e-5);
+    let acts: Vec<Unary> = plan.convs().map(|c| c.act).collect();
+    assert_eq!(acts, [Unary::HardSwish, Unary::Identity]);
+    assert_eq!(
+        plan.steps.len(),
+        3,
+        "{:?}",
+        plan.steps.iter().map(Step::kind).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn fp16_storage_emulation_rounds_weights_and_steps_but_depthwise_filters() {
+    let mut g = G::new(8, 6, 6);
+    let d = g.conv("x", 8, 8, 3, 1, 8);
+    let e = g.conv(&d, 8, 16, 3, 1, 1);
+    let model = g.model(&e);
+    let plan = build(&model, true).unwrap();
+    let n = 2;
+    let x = noise(n * 8 * 6 * 6, 5);
+    let want = reference::run(&plan, &x, n);
+    let mut steps = Vec::new();
+    let got = reference::run_fp16(&plan, &x, n, &mut |i, v| steps.push((i, v)));
+    let err = rel_l2(&got, &want);
+    // fp16 storage: a few units of 2^-11 relative, never zero, never more than a few 1e-3.
+    assert!(err > 1e-5 && err < 5e-3, "relative L2 {err}");
+    assert_eq!(steps.len(), plan.steps.len());
+    for (_, v) in &steps {
+        assert!(
+            v.iter().all(|&a| reference::to_fp16(a) == a),
+            "a step's output not rounded"
+        );
+    }
+    // The depthwise step alone: its filters exact, its input and output rounded.
+    let depthwise: Vec<f32> = {
+        let mut first = None;
+        reference::run_traced(
+            &plan,
+            &x.iter().map(|&v| reference::to_fp16(v)).collect::<Vec<_>>(),
+            n,
+            &mut |i, v| {
+                if i == 0 {
+                    first = Some(v)
+                }
+            },
+        );
+        first.unwrap().into_iter().map(reference::to_fp16).collect()
+    };
+    assert_eq!(steps[0].1, depthwise);
+}
+
+#[test]
 fn relu6_with_bounds_from_later_constant_nodes_is_fused_into_its_conv() {
     // mobilenet_v2 as exported: Conv → Clip whose min/max are Constant nodes written after
     // the Conv.
