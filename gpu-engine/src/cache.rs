@@ -15,7 +15,7 @@ use super::conv::Algo;
 use super::precision::Precision;
 
 /// Bumped whenever the plan a model builds into can change (the tuning is per convolution).
-pub const FORMAT: u32 = 8;
+pub const FORMAT: u32 = 9;
 const MAGIC: &[u8] = b"torchpipe-rs gpu cache\n";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
