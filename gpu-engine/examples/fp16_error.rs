@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     let item: usize = plan.input.iter().product();
-    if x.is_empty() || x.len() % item != 0 {
+    if x.is_empty() || !x.len().is_multiple_of(item) {
         return Err(format!("{inputs}: {} values, not a whole number of {item}", x.len()).into());
     }
     let n = x.len() / item;
