@@ -67,10 +67,10 @@ def commit():
 
 
 class Server:
-    def __init__(self, binary, toml, baseline, log_path, ready_timeout):
+    def __init__(self, binary, toml, baseline, log_path, ready_timeout, extra=()):
         self.port, self.metrics = free_port(), free_port()
         args = [binary, "--toml", toml, "--port", str(self.port), "--metrics-port",
-                str(self.metrics)]
+                str(self.metrics), *extra]
         if baseline:
             args.append("--baseline")
         self.log = open(log_path, "w")

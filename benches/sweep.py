@@ -12,11 +12,15 @@ Standard library only; the server handling is benches/compare.py's.
   python3 benches/sweep.py --server dist/server --client dist/client_qps \\
       --setting baseline=configs/resnet50.toml --setting seed=configs/resnet50.toml \\
       --setting gpu=configs/resnet50_gpu.toml --duration 5 --machine h200
+
+A setting may carry the server's own flags after its TOML:
+`--setting "gpu-spin=configs/resnet50_gpu.toml --gpu-wait spin"`.
 """
 import argparse
 import datetime
 import json
 import os
+import shlex
 import sys
 import tempfile
 
@@ -79,10 +83,12 @@ def main():
            "duration_s": a.duration, "settings": []}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in a.setting:
-            name, toml = spec.split("=", 1)
+            name, rest = spec.split("=", 1)
+            # "NAME=TOML --flag value ...": the server's own flags after the TOML.
+            toml, *server_args = shlex.split(rest)
             baseline = name == "baseline"
             log = os.path.join(a.out_dir, f"sweep-{date}-{a.machine}-{name}.log")
-            server = compare.Server(a.server, toml, baseline, log, a.ready_timeout)
+            server = compare.Server(a.server, toml, baseline, log, a.ready_timeout, server_args)
             runs = []
             try:
                 for clients, batch in plan:
@@ -109,7 +115,7 @@ def main():
             finally:
                 server.stop()
             doc["settings"].append({"name": name, "toml": toml, "baseline": baseline,
-                                    "runs": runs})
+                                    "server_args": server_args, "runs": runs})
     base = os.path.join(a.out_dir, f"sweep-{date}-{a.machine}")
     with open(base + ".json", "w") as f:
         json.dump(doc, f, indent=1)

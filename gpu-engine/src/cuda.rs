@@ -195,6 +195,65 @@ pub fn open_device_for(needs: Needs, ordinal: usize) -> Result<Arc<CudaContext>>
     context(ordinal)
 }
 
+/// How a host thread waits for the GPU (`cuStreamSynchronize`, `cuEventSynchronize`): CUDA's
+/// scheduling flag of the device's primary context, set before the process first opens it.
+/// CUDA's default (`auto`) spins whenever the machine has more cores than active contexts, so
+/// every thread waiting on a GPU (each model instance, each decoder) holds a core while the
+/// GPU works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuWait {
+    /// Busy-wait: the lowest wake-up latency, a core per waiting thread.
+    Spin,
+    /// Busy-wait, yielding the core between polls to any thread that wants it.
+    Yield,
+    /// Sleep until the GPU's interrupt wakes the thread: no core while waiting.
+    Block,
+}
+
+impl GpuWait {
+    fn flags(self) -> u32 {
+        let f = match self {
+            GpuWait::Spin => cu::CUctx_flags::CU_CTX_SCHED_SPIN,
+            GpuWait::Yield => cu::CUctx_flags::CU_CTX_SCHED_YIELD,
+            GpuWait::Block => cu::CUctx_flags::CU_CTX_SCHED_BLOCKING_SYNC,
+        };
+        f as u32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuWait::Spin => "spin",
+            GpuWait::Yield => "yield",
+            GpuWait::Block => "block",
+        }
+    }
+}
+
+impl std::str::FromStr for GpuWait {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "spin" => Ok(GpuWait::Spin),
+            "yield" => Ok(GpuWait::Yield),
+            "block" => Ok(GpuWait::Block),
+            other => Err(format!("{other:?}: expected spin, yield or block")),
+        }
+    }
+}
+
+static WAIT: Mutex<GpuWait> = Mutex::new(GpuWait::Block);
+
+/// Sets how threads wait for the GPUs this process opens from now on (contexts already open
+/// keep theirs). The default is `Block`.
+pub fn set_wait(wait: GpuWait) {
+    *WAIT.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+}
+
+/// The wait strategy contexts are opened with.
+pub fn wait() -> GpuWait {
+    *WAIT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The process's context on GPU `ordinal`, made on first use and kept for the life of the
 /// process: every backend on that GPU shares it (it is CUDA's primary context of the device,
 /// which they would share anyway), and a peer copy finds the context of a value's GPU here.
@@ -206,6 +265,18 @@ pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
     if let Some(ctx) = contexts.get(&ordinal) {
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         return Ok(ctx.clone());
+    }
+    drv::init().call("cuInit")?;
+    let dev = drv::device::get(ordinal as i32).call("cuDeviceGet")?;
+    let w = wait();
+    // SAFETY: a plain driver call on a device handle cuDeviceGet returned. The primary context
+    // may already be active (another library in the process opened it): the driver then keeps
+    // its flags, which is reported, not fatal.
+    if let Err(e) = unsafe { cu::cuDevicePrimaryCtxSetFlags_v2(dev, w.flags()) }.result() {
+        tracing::warn!(
+            "GPU {ordinal}: could not set the wait strategy to {}: {e}",
+            w.name()
+        );
     }
     let ctx = CudaContext::new(ordinal).call("cuDevicePrimaryCtxRetain")?;
     // Streams are ordered by hand and buffers are raw allocations: cudarc's per-slice
@@ -532,5 +603,21 @@ impl Drop for Timer {
             let _ = drv::event::destroy(self.start);
             let _ = drv::event::destroy(self.end);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuWait;
+
+    #[test]
+    fn wait_strategies_parse_by_name_and_map_to_cuda_flags() {
+        for (name, flag) in [("spin", 1), ("yield", 2), ("block", 4)] {
+            let w: GpuWait = name.parse().unwrap();
+            assert_eq!(w.name(), name);
+            assert_eq!(w.flags(), flag);
+        }
+        let e = "busy".parse::<GpuWait>().unwrap_err();
+        assert!(e.contains("expected spin, yield or block"), "{e}");
     }
 }

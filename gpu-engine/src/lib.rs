@@ -41,7 +41,10 @@ mod pooling;
 mod precision;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{check_gpus, check_libraries, gpus, open_device, open_device_for, GpuError, Needs};
+pub use cuda::{
+    check_gpus, check_libraries, gpus, open_device, open_device_for, set_wait, GpuError, GpuWait,
+    Needs,
+};
 pub use devices::MissingGpu;
 #[cfg(feature = "cuda")]
 pub use engine::{AsInput, DeviceBytes, GpuInstance, GpuModel, Input, LoadReport, Replay};

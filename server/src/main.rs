@@ -89,6 +89,17 @@ struct Args {
     /// SIGINT, ends the drain early; SIGINT alone stops at once
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     drain_seconds: f64,
+    /// How threads wait for the GPU while it runs their batch: block (sleep until the GPU's
+    /// interrupt wakes them: no core held while waiting), yield, or spin (CUDA's busy-wait, its
+    /// default on a machine with more cores than GPUs: one core per waiting thread)
+    #[cfg(feature = "cuda")]
+    #[arg(long, value_name = "HOW", default_value = "block", value_parser = parse_wait)]
+    gpu_wait: engine::gpu::GpuWait,
+}
+
+#[cfg(feature = "cuda")]
+fn parse_wait(s: &str) -> Result<engine::gpu::GpuWait, String> {
+    s.parse()
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -173,6 +184,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");
+    #[cfg(feature = "cuda")]
+    engine::gpu::set_wait(args.gpu_wait);
     let started = Instant::now();
     let mode = if args.baseline {
         let b = baseline::Baseline::from_config(&config, &Registry::with_defaults())?;

@@ -257,3 +257,30 @@ fn a_misspelt_key_in_the_seed_toml_stops_the_server_at_start_up() {
         "{e}"
     );
 }
+
+/// `--gpu-wait` (GPU builds): a strategy other than spin, yield or block is refused naming the
+/// flag and the choices, and `--help` explains the flag.
+#[cfg(feature = "cuda")]
+#[test]
+fn gpu_wait_takes_spin_yield_or_block() {
+    let config = common::config_copy("tiny_cpu.toml", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["--toml", config.to_str().unwrap(), "--gpu-wait", "sleepy"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--gpu-wait") && err.contains("expected spin, yield or block"),
+        "{err}"
+    );
+    let help = Command::new(env!("CARGO_BIN_EXE_server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--gpu-wait") && help.contains("interrupt"),
+        "{help}"
+    );
+}

@@ -10,7 +10,8 @@ pub mod pool;
 #[cfg(feature = "cuda")]
 pub use gpu_engine::{
     check_gpus, check_libraries, cuda, gpus, image_kernels, nvjpeg, open_device, open_device_for,
-    GpuError, GpuInstance, GpuModel, LoadReport, MissingGpu, Needs, Precision, Replay,
+    set_wait, GpuError, GpuInstance, GpuModel, GpuWait, LoadReport, MissingGpu, Needs, Precision,
+    Replay,
 };
 
 /// Whether this build can run models on a GPU at all.
