@@ -1,4 +1,4 @@
-//! A running pipeline: requests in, items routed node to node, answers out (DESIGN §4).
+//! A running pipeline: requests in, items routed node to node, answers out (docs/architecture.md#the-engine-items-backends-scheduler).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Preprocessing parity with OpenCV (DESIGN §5): our decode and resize against
+//! Preprocessing parity with OpenCV (docs/architecture.md#backends): our decode and resize against
 //! opencv-python-headless on the committed photos. Tolerance: max abs diff ≤ 1 on u8.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The scheduler end to end (DESIGN §4): batching, parallel instances, bucketing, fan-out and
+//! The scheduler end to end (docs/architecture.md#the-engine-items-backends-scheduler): batching, parallel instances, bucketing, fan-out and
 //! join, filters, bounded queues, multi-item requests, Jump, and fault isolation.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! `server --baseline` (DESIGN §6): the naive service users are leaving. Each request decodes,
+//! `server --baseline` (docs/architecture.md#the-baseline): the naive service users are leaving. Each request decodes,
 //! resizes, converts and normalises its own image in its handler thread, then takes one global
 //! lock around a batch-1 forward of a single model instance. Built from the same TOML, the same
 //! kernels and the same model engine as the pipeline, so the comparison isolates scheduling.

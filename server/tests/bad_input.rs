@@ -1,4 +1,4 @@
-//! Hostile and broken peers (DESIGN §2): garbage bytes, a 2 GiB declared string, truncated
+//! Hostile and broken peers (docs/architecture.md#the-wire): garbage bytes, a 2 GiB declared string, truncated
 //! calls, stalled connections. Each loses its own connection; memory stays flat; a well-behaved
 //! client on another connection is served throughout. Plus the CLI's refusals.
 

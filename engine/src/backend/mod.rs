@@ -1,5 +1,5 @@
 //! The backend trait, the registry from TOML names to constructors, and the context a
-//! constructor gets (DESIGN §4).
+//! constructor gets (docs/architecture.md#the-engine-items-backends-scheduler).
 
 pub mod expr;
 pub mod keys;

@@ -1,4 +1,4 @@
-//! Every backend this build provides, one file per TOML name (DESIGN §5).
+//! Every backend this build provides, one file per TOML name (docs/architecture.md#backends).
 
 pub mod control;
 pub mod gpu_image;

@@ -1,4 +1,4 @@
-//! The TorchPipe TOML, parsed once into typed structs (DESIGN §3).
+//! The TorchPipe TOML, parsed once into typed structs (docs/architecture.md#the-configuration).
 //!
 //! Top-level keys are defaults; each `[node]` table overrides them. Every value is kept as the
 //! text the user wrote (numbers and strings alike, as TorchPipe does), and read through typed

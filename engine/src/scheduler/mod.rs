@@ -1,5 +1,5 @@
 //! One node at run time: its bounded queue, its batcher thread and its instance threads
-//! (DESIGN §4). Routing between nodes lives in `pipeline`.
+//! (docs/architecture.md#the-engine-items-backends-scheduler). Routing between nodes lives in `pipeline`.
 
 pub(crate) mod deadlines;
 pub mod decision;
