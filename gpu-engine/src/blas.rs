@@ -50,13 +50,13 @@ impl Blas {
             h,
             _workspace: workspace,
         };
-        // SAFETY: a live handle and stream of this context.
         check(
+            // SAFETY: a live handle and stream of this context.
             unsafe { blas::cublasSetStream_v2(b.h, stream.cu_stream() as blas::cudaStream_t) },
             "cublasSetStream",
         )?;
-        // SAFETY: the workspace is a device allocation of WORKSPACE bytes owned by `b`.
         check(
+            // SAFETY: the workspace is a device allocation of WORKSPACE bytes owned by `b`.
             unsafe {
                 blas::cublasSetWorkspace_v2(
                     b.h,

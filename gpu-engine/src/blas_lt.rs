@@ -86,8 +86,8 @@ impl Lt {
     pub(super) fn plans(&self, rows: &LtShape, count: usize) -> Result<Vec<LtPlan>> {
         let desc = Desc::new(rows)?;
         let mut pref = std::ptr::null_mut();
-        // SAFETY: out-pointer to a preference.
         check(
+            // SAFETY: out-pointer to a preference.
             unsafe { lt::cublasLtMatmulPreferenceCreate(&mut pref) },
             "cublasLtMatmulPreferenceCreate",
         )?;
@@ -240,6 +240,7 @@ struct Desc {
 // to another thread or reading them from several (the Arc one call's candidate plans share) is
 // sound.
 unsafe impl Send for Desc {}
+// SAFETY: as for Send, above.
 unsafe impl Sync for Desc {}
 
 impl Desc {

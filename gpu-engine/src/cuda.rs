@@ -296,6 +296,7 @@ pub struct DeviceBuf {
 
 // SAFETY: a device pointer is a plain address; the context it belongs to is thread-safe.
 unsafe impl Send for DeviceBuf {}
+// SAFETY: as for Send, above.
 unsafe impl Sync for DeviceBuf {}
 
 impl DeviceBuf {
@@ -391,12 +392,15 @@ pub unsafe fn copy_htod_async(
     bytes: usize,
     stream: &CudaStream,
 ) -> Result<()> {
-    cu::cuMemcpyHtoDAsync_v2(
-        dst,
-        src as *const std::ffi::c_void,
-        bytes,
-        stream.cu_stream(),
-    )
+    // SAFETY: the ranges are as the caller promises; the stream is live.
+    unsafe {
+        cu::cuMemcpyHtoDAsync_v2(
+            dst,
+            src as *const std::ffi::c_void,
+            bytes,
+            stream.cu_stream(),
+        )
+    }
     .result()
     .call("cuMemcpyHtoDAsync")
 }
@@ -411,7 +415,8 @@ pub unsafe fn copy_dtod_async(
     bytes: usize,
     stream: &CudaStream,
 ) -> Result<()> {
-    cu::cuMemcpyDtoDAsync_v2(dst, src, bytes, stream.cu_stream())
+    // SAFETY: the ranges are as the caller promises; the stream is live.
+    unsafe { cu::cuMemcpyDtoDAsync_v2(dst, src, bytes, stream.cu_stream()) }
         .result()
         .call("cuMemcpyDtoDAsync")
 }
@@ -426,9 +431,12 @@ pub unsafe fn copy_dtoh_async(
     bytes: usize,
     stream: &CudaStream,
 ) -> Result<()> {
-    cu::cuMemcpyDtoHAsync_v2(dst as *mut std::ffi::c_void, src, bytes, stream.cu_stream())
-        .result()
-        .call("cuMemcpyDtoHAsync")
+    // SAFETY: the ranges are as the caller promises; the stream is live.
+    unsafe {
+        cu::cuMemcpyDtoHAsync_v2(dst as *mut std::ffi::c_void, src, bytes, stream.cu_stream())
+    }
+    .result()
+    .call("cuMemcpyDtoHAsync")
 }
 
 /// A cuDNN handle bound to one stream.
@@ -468,6 +476,7 @@ macro_rules! descriptor {
         pub struct $name(pub $raw);
         // SAFETY: descriptors are plain host structures, used by one thread at a time.
         unsafe impl Send for $name {}
+        // SAFETY: as for Send, above.
         unsafe impl Sync for $name {}
         impl $name {
             pub fn new() -> Result<$name> {

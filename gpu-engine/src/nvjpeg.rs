@@ -154,6 +154,7 @@ struct Api {
 
 // SAFETY: plain function pointers into a library that stays loaded.
 unsafe impl Send for Api {}
+// SAFETY: as for Send, above.
 unsafe impl Sync for Api {}
 
 const LIBRARIES: [&str; 3] = ["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"];
@@ -234,8 +235,8 @@ struct Session {
 impl Session {
     fn new(api: &'static Api, backend: c_int) -> Result<Session> {
         let mut handle = std::ptr::null_mut();
-        // SAFETY: null allocators select nvJPEG's defaults; flags 0.
         check(
+            // SAFETY: null allocators select nvJPEG's defaults; flags 0.
             unsafe {
                 (api.create_ex)(
                     backend,
@@ -344,8 +345,8 @@ impl Decoder {
             match Session::new(api, BACKEND_HARDWARE) {
                 Ok(session) => {
                     let mut js = std::ptr::null_mut();
-                    // SAFETY: a live handle.
                     check(
+                        // SAFETY: a live handle.
                         unsafe { (api.stream_create)(session.handle, &mut js) },
                         "nvjpegJpegStreamCreate",
                     )?;
@@ -472,7 +473,8 @@ impl Decoder {
             (0..jobs.len()).partition(|&i| self.hardware_takes(jobs[i].0));
         let mut retry = Vec::new();
         if !hw_jobs.is_empty() {
-            match self.decode_hardware(jobs, &hw_jobs) {
+            // SAFETY: the destinations are as this function's caller promises.
+            match unsafe { self.decode_hardware(jobs, &hw_jobs) } {
                 Ok(()) => hw_jobs.iter().for_each(|&i| out[i] = Ok(Path::Hardware)),
                 // A batch fails as a whole; decoding its images one by one finds the bad one.
                 Err(e) => {
@@ -490,7 +492,8 @@ impl Decoder {
             }
         }
         for i in sw_jobs.into_iter().chain(retry) {
-            out[i] = self.decode_hybrid(jobs[i]).map(|()| Path::Hybrid);
+            // SAFETY: the destination is as this function's caller promises.
+            out[i] = unsafe { self.decode_hybrid(jobs[i]) }.map(|()| Path::Hybrid);
         }
         if let Err(e) = self.stream.synchronize() {
             out.iter_mut().for_each(|o| *o = Err(NvjpegError::Gpu(e)));
@@ -498,6 +501,10 @@ impl Decoder {
         out
     }
 
+    /// The jobs `which` names, as one batch on the hardware decoder.
+    ///
+    /// # Safety
+    /// As `decode`: each destination a live device allocation of `width × height × 3` bytes.
     unsafe fn decode_hardware(
         &mut self,
         jobs: &[(&[u8], u64, usize)],
@@ -520,39 +527,52 @@ impl Decoder {
             .map(|&i| Image::interleaved(jobs[i].1, jobs[i].2))
             .collect();
         let done = check(
-            (api.batched)(
-                handle,
-                state,
-                data.as_ptr(),
-                lengths.as_ptr(),
-                images.as_mut_ptr(),
-                cu_stream,
-            ),
+            // SAFETY: a live handle and a state made for batches of `n`; `n` sources with their
+            // lengths, and `n` destinations as the caller promises; the stream is this context's.
+            unsafe {
+                (api.batched)(
+                    handle,
+                    state,
+                    data.as_ptr(),
+                    lengths.as_ptr(),
+                    images.as_mut_ptr(),
+                    cu_stream,
+                )
+            },
             "nvjpegDecodeBatched",
         );
         if done.is_err() {
             // nvJPEG asks for a fresh initialisation after a failed batch.
             if let Some(s) = hw.by_size.remove(&n) {
-                (api.state_destroy)(s);
+                // SAFETY: a state nvJPEG made, removed from the map: destroyed once.
+                unsafe { (api.state_destroy)(s) };
             }
         }
         done
     }
 
+    /// One job on the hybrid (CPU Huffman, GPU IDCT) decoder.
+    ///
+    /// # Safety
+    /// As `decode`: the destination a live device allocation of `width × height × 3` bytes.
     unsafe fn decode_hybrid(
         &mut self,
         (data, dst, width): (&[u8], u64, usize),
     ) -> std::result::Result<(), NvjpegError> {
         let mut image = Image::interleaved(dst, width);
-        let s = (self.api.decode)(
-            self.hybrid.handle,
-            self.hybrid.state,
-            data.as_ptr(),
-            data.len(),
-            self.format(),
-            &mut image,
-            self.stream.cu_stream(),
-        );
+        // SAFETY: the hybrid session's live handle and state; the source bytes, and a
+        // destination as the caller promises; the stream is this context's.
+        let s = unsafe {
+            (self.api.decode)(
+                self.hybrid.handle,
+                self.hybrid.state,
+                data.as_ptr(),
+                data.len(),
+                self.format(),
+                &mut image,
+                self.stream.cu_stream(),
+            )
+        };
         if s != SUCCESS {
             return Err(NvjpegError::Decode(s));
         }

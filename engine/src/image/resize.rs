@@ -186,30 +186,37 @@ fn resize_rows(src: &Mat, dst_h: usize, dst_w: usize, mut emit: impl FnMut(usize
 /// loop does. It reads 4 bytes per source pixel and writes 4 values per output pixel (the 4th
 /// is the next pixel's, written over on the next step), so it stops before either would run
 /// past the end; the scalar loop finishes the row. Returns the pixels done.
+///
+/// # Safety
+/// None beyond x86_64's SSE2, which every x86_64 CPU has; the bounds are checked inside.
 #[cfg(target_arch = "x86_64")]
 unsafe fn hresize3_sse2(row: &[u8], xt: &[Taps], out: &mut [i16]) -> usize {
     use std::arch::x86_64::*;
-    let zero = _mm_setzero_si128();
-    let mut x = 0;
-    while x < xt.len() {
-        let t = &xt[x];
-        let (p0, p1) = (t.first * 3, t.second * 3);
-        if p0 + 4 > row.len() || p1 + 4 > row.len() || x * 3 + 4 > out.len() {
-            break;
+    // SAFETY: SSE2 is part of x86_64; each step reads 4 bytes at p0 and p1 and writes 4 values
+    // at x·3 only after checking all three lie inside their slices.
+    unsafe {
+        let zero = _mm_setzero_si128();
+        let mut x = 0;
+        while x < xt.len() {
+            let t = &xt[x];
+            let (p0, p1) = (t.first * 3, t.second * 3);
+            if p0 + 4 > row.len() || p1 + 4 > row.len() || x * 3 + 4 > out.len() {
+                break;
+            }
+            let a = _mm_cvtsi32_si128(std::ptr::read_unaligned(row.as_ptr().add(p0) as *const i32));
+            let b = _mm_cvtsi32_si128(std::ptr::read_unaligned(row.as_ptr().add(p1) as *const i32));
+            // a0 b0 a1 b1 a2 b2 a3 b3 as 16-bit lanes, times (w0, w1) pairs.
+            let ab = _mm_unpacklo_epi8(_mm_unpacklo_epi8(a, b), zero);
+            let w = _mm_set1_epi32((t.w1 << 16) | (t.w0 & 0xffff));
+            let sum = _mm_srai_epi32(_mm_madd_epi16(ab, w), 4);
+            _mm_storel_epi64(
+                out.as_mut_ptr().add(x * 3) as *mut __m128i,
+                _mm_packs_epi32(sum, sum),
+            );
+            x += 1;
         }
-        let a = _mm_cvtsi32_si128(std::ptr::read_unaligned(row.as_ptr().add(p0) as *const i32));
-        let b = _mm_cvtsi32_si128(std::ptr::read_unaligned(row.as_ptr().add(p1) as *const i32));
-        // a0 b0 a1 b1 a2 b2 a3 b3 as 16-bit lanes, times (w0, w1) pairs.
-        let ab = _mm_unpacklo_epi8(_mm_unpacklo_epi8(a, b), zero);
-        let w = _mm_set1_epi32((t.w1 << 16) | (t.w0 & 0xffff));
-        let sum = _mm_srai_epi32(_mm_madd_epi16(ab, w), 4);
-        _mm_storel_epi64(
-            out.as_mut_ptr().add(x * 3) as *mut __m128i,
-            _mm_packs_epi32(sum, sum),
-        );
-        x += 1;
+        x
     }
-    x
 }
 
 /// OpenCV's vertical pass: 16-bit high multiplies of the two rows by their weights, then a
@@ -234,29 +241,36 @@ fn vertical(r0: &[i16], r1: &[i16], b0: i16, b1: i16, dst: &mut [u8]) {
     }
 }
 
-/// `vertical` 16 values at a time; the slices' length is a multiple of 16.
+/// `vertical` 16 values at a time.
+///
+/// # Safety
+/// `dst.len()` is a multiple of 16 and `r0`, `r1` hold at least `dst.len()` values.
 #[cfg(target_arch = "x86_64")]
 unsafe fn vertical_sse2(r0: &[i16], r1: &[i16], b0: i16, b1: i16, dst: &mut [u8]) {
     use std::arch::x86_64::*;
-    let (w0, w1, two) = (_mm_set1_epi16(b0), _mm_set1_epi16(b1), _mm_set1_epi16(2));
-    let eight = |r: &[i16], i: usize| _mm_loadu_si128(r.as_ptr().add(i) as *const __m128i);
-    let mut i = 0;
-    while i < dst.len() {
-        let lo = _mm_add_epi16(
-            _mm_mulhi_epi16(eight(r0, i), w0),
-            _mm_mulhi_epi16(eight(r1, i), w1),
-        );
-        let hi = _mm_add_epi16(
-            _mm_mulhi_epi16(eight(r0, i + 8), w0),
-            _mm_mulhi_epi16(eight(r1, i + 8), w1),
-        );
-        let lo = _mm_srai_epi16(_mm_add_epi16(lo, two), 2);
-        let hi = _mm_srai_epi16(_mm_add_epi16(hi, two), 2);
-        _mm_storeu_si128(
-            dst.as_mut_ptr().add(i) as *mut __m128i,
-            _mm_packus_epi16(lo, hi),
-        );
-        i += 16;
+    // SAFETY: SSE2 is part of x86_64; the loads and stores stay below `dst.len()`, within every
+    // slice as the caller promises.
+    unsafe {
+        let (w0, w1, two) = (_mm_set1_epi16(b0), _mm_set1_epi16(b1), _mm_set1_epi16(2));
+        let eight = |r: &[i16], i: usize| _mm_loadu_si128(r.as_ptr().add(i) as *const __m128i);
+        let mut i = 0;
+        while i < dst.len() {
+            let lo = _mm_add_epi16(
+                _mm_mulhi_epi16(eight(r0, i), w0),
+                _mm_mulhi_epi16(eight(r1, i), w1),
+            );
+            let hi = _mm_add_epi16(
+                _mm_mulhi_epi16(eight(r0, i + 8), w0),
+                _mm_mulhi_epi16(eight(r1, i + 8), w1),
+            );
+            let lo = _mm_srai_epi16(_mm_add_epi16(lo, two), 2);
+            let hi = _mm_srai_epi16(_mm_add_epi16(hi, two), 2);
+            _mm_storeu_si128(
+                dst.as_mut_ptr().add(i) as *mut __m128i,
+                _mm_packus_epi16(lo, hi),
+            );
+            i += 16;
+        }
     }
 }
 

@@ -133,12 +133,12 @@ impl HostKernels {
 
 impl reference::Kernels for HostKernels {
     fn map(&self, l: &view::MapLaunch, [a, b, c]: [*const f32; 3], y: *mut f32) {
-        // SAFETY: `map_float`'s and `map_chunk_float`'s signature, as MapFn declares it.
         let name: &[u8] = if l.vec > 1 {
             b"map_chunk_float"
         } else {
             b"map_float"
         };
+        // SAFETY: `map_float`'s and `map_chunk_float`'s signature, as MapFn declares it.
         let f: libloading::Symbol<MapFn> = unsafe { self.lib.get(name) }.unwrap();
         let n = l.y.len();
         self.chunked.set(self.chunked.get() + (l.vec > 1) as usize);
