@@ -1,4 +1,4 @@
-"""Python threads on one in-process pipe against the Thrift server on the same TOML (issue 15).
+"""Python threads on one in-process pipe against the Thrift server on the same TOML.
 
 usage: python_threads.py [--toml configs/tiny_cpu.toml] [--threads 20] [--duration 8]
                          [--server target/debug/server] [--client target/debug/client_qps]

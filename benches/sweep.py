@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 14's load sweep: for each server setting (the baseline, the pipeline on one or more
+"""The load sweep: for each server setting (the baseline, the pipeline on one or more
 TOMLs), the closed-loop client at each client count × batch, chosen settings repeated for the
 spread, and one open-loop run at a share of the best closed-loop QPS; writes
 <out-dir>/sweep-<date>-<machine>.{json,md}.

@@ -1,5 +1,5 @@
 //! Scheduler overhead: items through a chain of Identity nodes, per item per node.
-//! Goal (issue 3): ≤ 5 µs per item per node on the 2-core development machine.
+//! Target: ≤ 5 µs per item per node on the 2-core development machine.
 
 use std::path::Path;
 use std::sync::mpsc::channel;

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The device checks left open on issues 13, 14, 15, 16 and 17, in three parts (binaries as for
+# A batch of device checks in three parts (binaries as for
 # zoo.sh: dist/dist.tgz, here also carrying preprocess-check, dist/damaged/ and
 # dist/damaged_outcomes.txt as benches/gpu/zoo_check.sh describes, and for PART=b the cuda
 # wheel of python/ as dist/torchpipe_rs-*.whl, from
 #   target/pyenv/bin/maturin build --release --strip -m python/Cargo.toml --features cuda -o dist/).
-#   PART=a: device_id.sh (issue 17), damaged_pipeline.sh (issue 16), then zoo.sh at batch 1 on
-#           the models whose fp16 error is above 1e-2 and resnet50 with the seed flow (issue
-#           13), with zoo_ref.py's PyTorch reference on folded BatchNorm weights.
-#   PART=b: sweep.sh (issue 14), then the Python package with the cuda build (issue 15):
+#   PART=a: device_id.sh, damaged_pipeline.sh, then zoo.sh at batch 1 on
+#           the models whose fp16 error is above 1e-2 and resnet50 with the seed flow,
+#           with zoo_ref.py's PyTorch reference on folded BatchNorm weights.
+#   PART=b: sweep.sh, then the Python package with the cuda build:
 #           python_threads.py on the GPU TOML and a GPU result taken by torch through DLPack.
-#   PART=c: tune_gpu_toml.py (issue 14 item 7: the GPU TOML against variants of itself), then
-#           zoo.sh's timing at batch 1, 8, 32 of the models nearest PyTorch's time (issue 13).
+#   PART=c: tune_gpu_toml.py (the GPU TOML against variants of itself), then
+#           zoo.sh's timing at batch 1, 8, 32 of the models nearest PyTorch's time.
 #   TUNE_ONLY="name,name" runs only those variants of tune_gpu_toml.py, and TUNE_ONLY_STOP=1
 #           ends part c after them (the second call of 2026-12-02).
 #   COMMIT=<sha> PART=a|b|c bash benches/gpu/closeout.sh   → $OUT/closeout-<PART>.tgz

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's device run: benches/compare.py on the seed TOML (or $TOML, with the baseline from
+# The device run of benches/compare.py on the seed TOML (or $TOML, with the baseline from
 # $BASELINE_TOML) with the GPU model engine, on release binaries built on the development
 # machine and carried in dist/:
 #   cargo build --release -p server --features cuda --bins && cargo build --release -p client_qps

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's damaged-JPEG corpus through the served GPU pipeline: configs/resnet50_gpu.toml as
+# The damaged-JPEG corpus through the served GPU pipeline: configs/resnet50_gpu.toml as
 # shipped (nvJPEG's hardware decoder) and with `nvjpeg_hardware = false` in [gpu_decoder] (the
 # hybrid decoder), one request per file of dist/damaged (as engine/tests/decode_damaged.rs
 # makes them), each outcome (answered or failed) against OpenCV's in dist/damaged_outcomes.txt

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 17's single-GPU check of `device_id`: configs/resnet50_gpu.toml as shipped, then with
+# The single-GPU check of `device_id`: configs/resnet50_gpu.toml as shipped, then with
 # `device_id = 0` in its globals, each served and classified by client_qps (20 clients × 1,
 # the same requests); then `device_id = 1`, which must fail at start-up naming the node, the
 # key, the value and the GPUs found. Binaries as for zoo.sh (dist/dist.tgz).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's diagnostics in one device call (binaries as for zoo.sh, dist/dist.tgz):
+# The zoo's fp16 diagnostics in one device call (binaries as for zoo.sh, dist/dist.tgz):
 # - resnet18 at batch 32, traced step by step against fp32 (model-check --trace) with every
 #   tuning candidate logged, twice (the bad pick is tuning-dependent): which convolution's
 #   algorithm loses precision on photos that the tuner's synthetic data does not show;

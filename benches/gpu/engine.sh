@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's device run, in one call, on binaries built on the development machine:
+# The GPU engine's device run, in one call, on binaries built on the development machine:
 #   cargo build --release -p server --features cuda --bins
 #   mkdir -p dist && strip -o dist/model-check target/release/model-check
 # then (device tool) run: benches/gpu/engine.sh, carrying dist.

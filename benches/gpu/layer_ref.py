@@ -1,4 +1,4 @@
-"""Where PyTorch's own fp16 loses accuracy, block by block, beside ours (issue 13's fp16 gap).
+"""Where PyTorch's own fp16 loses accuracy, block by block, beside ours.
 
 usage: layer_ref.py ONNX_DIR MODEL [OUR_TRACE_LOG] [DETAIL_BLOCKS]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device call for issue 13's linear layers on cuBLASLt (conv::Mode::Lt), its two accuracy
-# leads and issue 17's single-GPU device_id check (binaries as for zoo.sh, dist/dist.tgz):
+# One device call for linear layers on cuBLASLt (conv::Mode::Lt), two fp16 accuracy
+# leads and the single-GPU device_id check (binaries as for zoo.sh, dist/dist.tgz):
 # 1. zoo.sh on vit_b_16, convnext_tiny, resnet50, resnet18 and mobilenet_v3_large (fp16 at
 #    1/8/32 with per-step profiles, fp32 at batch 1, PyTorch's CUDA-graph times in the same
 #    call) with every tuning candidate logged, so each linear layer shows what Lt/i cost

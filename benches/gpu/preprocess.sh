@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's device run: the GPU image path against the CPU path and torchvision, then the GPU
+# The device run of the GPU image path: against the CPU path and torchvision, then the GPU
 # pipeline's classes against the CPU-preprocessing pipeline's. Binaries from dist/ (see
 # compare.sh); results in $OUT.
 set -uo pipefail

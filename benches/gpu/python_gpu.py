@@ -1,4 +1,4 @@
-"""The Python package's cuda build on the device (issue 15): a GPU result taken by torch through
+"""The Python package's cuda build on the device: a GPU result taken by torch through
 DLPack, checked against the CPU path and for zero copy and lifetime.
 
 usage: python_gpu.py OUTDIR   (run from the repo root, torchpipe_rs installed from the cuda wheel)

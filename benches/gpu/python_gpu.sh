@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15 on the device: the cuda build of the Python package (installed by closeout.sh PART=b
+# On the device: the cuda build of the Python package (installed by closeout.sh PART=b
 # from dist/torchpipe_rs-*.whl). First a GPU result taken by torch through DLPack
 # (python_gpu.py: against the CPU path, zero copy, lifetime), then 20 Python threads on one pipe
 # against the Thrift server on configs/resnet50_gpu.toml (benches/python_threads.py).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 13's "ResNet50 no slower than today": the GPU engine of a62b87c (whose figures the issue
-# quotes: 0.343 ms at batch 1, 1.250 ms at batch 32) against this commit's, in one call, on the
+# ResNet50 against an earlier engine: the GPU engine of a62b87c (0.343 ms at batch 1,
+# 1.250 ms at batch 32 when it was measured) against this commit's, in one call, on the
 # file a62b87c measured (make-models' resnet50, written by a62b87c's own model-check).
 # Binaries: dist/model-check (this commit, as for zoo.sh) and dist/old/model-check (a62b87c):
 #   git worktree add ../old a62b87c && (cd ../old && cargo build --release -p server \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14 item 2 on the device: where the GPU-decode TOML's stalls sit. Serves
+# Where the GPU-decode TOML's stalls sit, on the device. Serves
 # configs/resnet50_gpu.toml, runs client_qps at CLIENTS (default 20) for SECONDS (SECONDS_RUN, default 8),
 # and keeps /metrics before and after (per-node queue-wait and run-time histograms) and the
 # client's report in $OUT/stall-<clients>.{before,after}.prom/.txt. Binaries as zoo.sh says.

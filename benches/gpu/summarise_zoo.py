@@ -1,5 +1,5 @@
 """Merges zoo.sh outputs (the zoo-<part>.tgz of one or more device calls, unpacked into
-folders) into benches/results/gpu-zoo-<date>.json in issue 13's format, and prints the table
+folders) into benches/results/gpu-zoo-<date>.json in the zoo's format, and prints the table
 the README carries. A model checked in several folders is taken from the last one given; its
 fp32 check, when that folder has none, from the last folder that has one (`fp32_commit`); the
 PyTorch reference (zoo_ref.py) merged over all folders, later figures replacing earlier ones.

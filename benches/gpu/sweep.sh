@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14's device run: benches/sweep.py on the H200 box, one call: `server --baseline` and the
+# The device run of benches/sweep.py on the H200 box, one call: `server --baseline` and the
 # pipeline on the seed TOML, and the pipeline on the GPU-decode TOML, each at 1, 4, 10, 20, 40,
 # 64, 128 clients × batch 1 and 10 × 4, with 20 × 1 and 128 × 1 three times for the spread, then
 # one open-loop run at 80% of its best closed-loop QPS; writes $OUT/sweep-<date>-h200.{json,md}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A short form of sweep.sh for the low-load rows (issue 14's "never slower than the baseline"):
+# A short form of sweep.sh for the low-load rows (where the pipeline must not be slower than the baseline):
 # `server --baseline` and the seed TOML at 1, 4, 10, 20 and 40 clients × batch 1, DURATION
 # (default 3) s each, no repeats, no open loop; writes $OUT/sweep-<date>-h200-low.{json,md}.
 # Binaries as sweep.sh says; COMMIT=<sha> bash benches/gpu/sweep_low.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How much the tuner's choice of convolution algorithms adds to the fp16 error (issue 13): the
+# How much the tuner's choice of convolution algorithms adds to the fp16 error: the
 # models of TOL_MODELS (exported by zoo.sh into /tmp/onnx in the same call) checked and timed by
 # model-check at batch 1 and 32 under each bound of TOLS on a candidate's relative L2 against
 # cuDNN's implicit GEMM ("default" is the engine's 1e-3). For the first model, the default run's

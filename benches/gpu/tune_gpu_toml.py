@@ -1,4 +1,4 @@
-"""Issue 14 item 7 on the device: configs/resnet50_gpu.toml against variants of itself, to choose
+"""On the device: configs/resnet50_gpu.toml against variants of itself, to choose
 its shipped values from measurements.
 
 usage: tune_gpu_toml.py OUTDIR [--duration 4] [--deadline SECONDS] [--only NAME,NAME]

@@ -1,4 +1,4 @@
-"""torchvision's classification zoo for the GPU engine's check (issue 13), on the device.
+"""torchvision's classification zoo for the GPU engine's check, on the device.
 
 usage: zoo.py OUTDIR BATCHES MODEL [MODEL ...]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's device run: torchvision's zoo on the GPU engine, in as few calls as the 10-minute
+# The device run of torchvision's zoo on the GPU engine, in as few calls as the 10-minute
 # limit allows (MODELS splits the zoo between calls). Binaries built on the development machine:
 #   cargo build --release -p server -p client_qps --features server/cuda --bins
 #   strip into dist/ (model-check, server, client_qps), tar czf dist.tgz, carry it
@@ -15,7 +15,7 @@
 # --dump-reference) against the CPU engine's logits: the reference for our fp16 error. Everything lands in $OUT/zoo-$PART.tgz (few files come back);
 # here, unpack each call's tarball into a folder and run
 #   python3 benches/gpu/summarise_zoo.py benches/results/gpu-zoo-<date>.json DIR [DIR ...]
-# for the JSON (issue 13's format) and the README's table.
+# for the JSON and the zoo table of docs/benchmarks.md.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 BATCHES=${BATCHES:-1,8,32}

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Issue 13's zoo after the graph-edge fix (capture.rs) and the channel-shuffle copy, in two
+# The zoo after the graph-edge fix (capture.rs) and the channel-shuffle copy, in two
 # device calls (binaries as for zoo.sh, dist/dist.tgz, which here also carries
-# preprocess-check and dist/damaged/, issue 16's damaged-JPEG corpus as
+# preprocess-check and dist/damaged/, the damaged-JPEG corpus as
 # engine/tests/decode_damaged.rs makes it, with dist/damaged_outcomes.txt: OpenCV's outcome
 # per file, `<file>.decoded` or `<file>.refused`).
 #   PART=b: zoo.sh on ten models (resnet18 first), then resnet18 at batch 32 twice with
 #           --replay-check (graph replays must now agree with the synchronised eager run),
 #           shufflenet_v2_x1_0's per-step profile at batch 32, and the damaged corpus through
 #           the GPU decoder (preprocess-check --extra).
-#   PART=c: zoo.sh on shufflenet_v2_x1_0 again and the models not measured in this session
+#   PART=c: zoo.sh on shufflenet_v2_x1_0 again and the models not measured by part b
 #           with the seed flow, device_id.sh, then PyTorch's fp16 error inside
 #           mobilenet_v3_large's blocks 12-15 beside our trace (layer_ref.py).
 #   COMMIT=<sha> PART=b|c bash benches/gpu/zoo_check.sh   → $OUT/zoo-<PART>.tgz, $OUT/check-<PART>.tgz

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's record at one commit, in two calls: the whole zoo (zoo.sh: export, PyTorch's time,
+# The zoo's record at one commit, in two calls: the whole zoo (zoo.sh: export, PyTorch's time,
 # model-check fp16 at batch 1, 8, 32 and fp32 at batch 1, PyTorch's fp16 on the same photos),
 # and in the first call the ResNet50 against a62b87c (resnet50_ab.sh) and the seed flow.
 # PART=t, before them: the tuner's error bound against the fp16 error (tolerance.sh) on the

@@ -1,4 +1,4 @@
-"""PyTorch's own fp16 error on the inputs model-check checks us on (issue 13's accuracy bar).
+"""PyTorch's own fp16 error on the inputs model-check checks us on (the fp16 accuracy bar's reference).
 
 usage: zoo_ref.py ONNX_DIR OUTDIR MODEL [MODEL ...]
 

@@ -1,4 +1,4 @@
-//! Decode outcomes as OpenCV's (issue 16): on a corpus of damaged JPEGs this test makes from
+//! Decode outcomes as OpenCV's: on a corpus of damaged JPEGs this test makes from
 //! a committed photo, `decode_bgr` (DecodeMat) returns an image exactly when
 //! `cv2.imdecode(…, IMREAD_COLOR)` does, with the same pixels (max abs diff ≤ 1, as the other
 //! parity tests), and the check the GPU path makes before nvJPEG (`jpeg_end::reaches_eoi`)

@@ -1,4 +1,4 @@
-//! /metrics as Prometheus' own tools read it (issue 16): a live scrape passes `promtool check
+//! /metrics as Prometheus' own tools read it: a live scrape passes `promtool check
 //! metrics`, and a real Prometheus server scraping the running server counts exactly the
 //! requests sent. Both binaries come from Debian's `prometheus` package (scripts/setup).
 

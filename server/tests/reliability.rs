@@ -1,4 +1,4 @@
-//! Reliability and operability (issue 8): a damaged-JPEG corpus through the real server,
+//! Reliability and operability: a damaged-JPEG corpus through the real server,
 //! /metrics and the health endpoints, and 200 clients against a deliberately slow pipeline.
 
 mod common;
