@@ -24,7 +24,7 @@ fn probe(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for Probe {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         let n = batch.len();
         for item in batch.iter_mut() {
             item.extras
@@ -53,7 +53,7 @@ fn tag(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for Tag {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         if batch
             .iter()
             .any(|i| matches!(&i.data, Value::Text(t) if t == "batch-error"))
@@ -85,7 +85,7 @@ fn slow_drop(_: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for SlowDrop {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         for item in batch.iter_mut() {
             item.result = Some(std::mem::take(&mut item.data));
         }

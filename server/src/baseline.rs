@@ -153,7 +153,7 @@ impl Baseline {
         image::normalise_planes(&mut data, plane, &self.mean, &self.inv_std);
         let mut batch = [Item::new(Value::Tensor(Tensor::new(shape, data)))];
         {
-            let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+            let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
             model.forward(&mut batch).map_err(|e| e.to_string())?;
         }
         let [item] = batch;

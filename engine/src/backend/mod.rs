@@ -20,7 +20,7 @@ pub use shared::SharedCache;
 pub trait Backend: Send {
     /// Reads each item's `data` and writes its `result`, or calls `Item::fail` for an item it
     /// cannot handle. An `Err` fails the whole batch.
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError>;
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError>;
 
     /// What this backend offers to a fusion with the stage before it in a `Sequential`.
     fn fusable(&self) -> Option<Fusable> {
@@ -382,7 +382,7 @@ mod tests {
     }
 
     impl Backend for Count {
-        fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+        fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
             for item in batch {
                 item.result = Some(Value::Text(self.0.to_string()));
             }

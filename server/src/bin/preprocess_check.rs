@@ -91,7 +91,10 @@ fn cpu_rgb(bytes: &[u8], size: usize) -> std::result::Result<Vec<u8>, String> {
 }
 
 /// Runs `b` on one batch of `bytes`; per item its result or its error.
-fn run(b: &dyn Backend, bytes: &[Arc<[u8]>]) -> Result<Vec<std::result::Result<Value, String>>> {
+fn run(
+    b: &mut dyn Backend,
+    bytes: &[Arc<[u8]>],
+) -> Result<Vec<std::result::Result<Value, String>>> {
     Ok(run_with_decoder(b, bytes)?
         .into_iter()
         .map(|(r, _)| r)
@@ -100,7 +103,7 @@ fn run(b: &dyn Backend, bytes: &[Arc<[u8]>]) -> Result<Vec<std::result::Result<V
 
 /// As `run`, with the decoder DecodeTensor says it used (its `decoder` extra).
 fn run_with_decoder(
-    b: &dyn Backend,
+    b: &mut dyn Backend,
     bytes: &[Arc<[u8]>],
 ) -> Result<Vec<(std::result::Result<Value, String>, String)>> {
     let mut batch: Vec<Item> = bytes
@@ -200,9 +203,9 @@ fn main() -> Result<()> {
         "[pre]\nbackend = \"Sequential[DecodeTensor,ResizeTensor,cvtColorTensor]\"\n\
          resize_h = {size}\nresize_w = {size}\ncolor = \"rgb\"\n"
     );
-    let fused = backend(&fused_toml)?;
-    let hybrid = backend(&format!("{fused_toml}nvjpeg_hardware = false\n"))?;
-    let decode_only = backend("[dec]\nbackend = \"DecodeTensor\"\n")?;
+    let mut fused = backend(&fused_toml)?;
+    let mut hybrid = backend(&format!("{fused_toml}nvjpeg_hardware = false\n"))?;
+    let mut decode_only = backend("[dec]\nbackend = \"DecodeTensor\"\n")?;
 
     // 1. Correctness: u8 values of the GPU path vs the CPU path, per file.
     let mut hist = Histogram::default();
@@ -210,11 +213,11 @@ fn main() -> Result<()> {
     let mut hist_decode = Histogram::default();
     let mut per_file = Vec::new();
     let bytes: Vec<Arc<[u8]>> = all.iter().map(|(_, b)| b.clone()).collect();
-    let (gpu, decoders): (Vec<_>, Vec<_>) = run_with_decoder(fused.as_ref(), &bytes)?
+    let (gpu, decoders): (Vec<_>, Vec<_>) = run_with_decoder(fused.as_mut(), &bytes)?
         .into_iter()
         .unzip();
-    let gpu_hybrid = run(hybrid.as_ref(), &bytes)?;
-    let decoded = run(decode_only.as_ref(), &bytes)?;
+    let gpu_hybrid = run(hybrid.as_mut(), &bytes)?;
+    let decoded = run(decode_only.as_mut(), &bytes)?;
     let plane = size * size;
     let mut gpu_ok = Vec::new();
     for (i, (n, b)) in all.iter().enumerate() {
@@ -292,7 +295,7 @@ fn main() -> Result<()> {
     let mut corrupt_rows = Vec::new();
     let mut mixed: Vec<Arc<[u8]>> = Vec::new();
     for (n, b) in &corrupt {
-        let out = run(fused.as_ref(), std::slice::from_ref(b))?;
+        let out = run(fused.as_mut(), std::slice::from_ref(b))?;
         let row = json!({"file": n, "gpu": match &out[0] { Ok(_) => "decoded".to_string(), Err(e) => e.clone() },
                          "cpu": match cpu_rgb(b, size) { Ok(_) => "decoded".to_string(), Err(e) => e }});
         println!("{row}");
@@ -300,7 +303,7 @@ fn main() -> Result<()> {
         mixed.push(b.clone());
         mixed.push(jpeg.clone());
     }
-    let mixed_out = run(fused.as_ref(), &mixed)?;
+    let mixed_out = run(fused.as_mut(), &mixed)?;
     let good_in_mixed = mixed_out
         .iter()
         .skip(1)
@@ -321,9 +324,9 @@ fn main() -> Result<()> {
         let mut entry = json!({"batch": n});
         // The hybrid decoder alone too: where it beats the hardware one is the size rule to set.
         for (label, b) in [
-            ("decode_resize_cvtcolor", fused.as_ref()),
-            ("decode_resize_cvtcolor_hybrid_only", hybrid.as_ref()),
-            ("decode_only", decode_only.as_ref()),
+            ("decode_resize_cvtcolor", fused.as_mut()),
+            ("decode_resize_cvtcolor_hybrid_only", hybrid.as_mut()),
+            ("decode_only", decode_only.as_mut()),
         ] {
             for _ in 0..10 {
                 run(b, &batch)?;

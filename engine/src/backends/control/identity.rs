@@ -11,7 +11,7 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for Identity {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         for item in batch {
             item.result = Some(std::mem::take(&mut item.data));
         }

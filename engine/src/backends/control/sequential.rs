@@ -38,8 +38,8 @@ fn fuse(built: Vec<Box<dyn Backend>>) -> Vec<Box<dyn Backend>> {
 }
 
 impl Backend for Sequential {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
-        for (i, stage) in self.stages.iter().enumerate() {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
+        for (i, stage) in self.stages.iter_mut().enumerate() {
             if i > 0 {
                 for item in batch.iter_mut() {
                     if let Some(result) = item.result.take() {
@@ -82,7 +82,7 @@ mod tests {
     struct Letter(char);
 
     impl Backend for Letter {
-        fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+        fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
             for item in batch {
                 let mut text = match &item.data {
                     Value::Text(t) => t.clone(),
@@ -106,7 +106,7 @@ mod tests {
     fn run(letters: &str) -> (usize, String) {
         let stages = fuse(letters.chars().map(|c| Box::new(Letter(c)) as _).collect());
         let n = stages.len();
-        let seq = Sequential { stages };
+        let mut seq = Sequential { stages };
         let mut batch = vec![Item::new(Value::Text(String::new()))];
         seq.forward(&mut batch).expect("forward");
         match batch[0].result.take() {

@@ -36,7 +36,7 @@ pub fn new(ctx: &InitContext<'_>, s: SleepSettings) -> Result<Box<dyn Backend>, 
 }
 
 impl Backend for Sleep {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         std::thread::sleep(self.time);
         for item in batch {
             item.result = Some(std::mem::take(&mut item.data));

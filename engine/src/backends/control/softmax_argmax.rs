@@ -31,7 +31,7 @@ pub fn softmax_argmax(logits: &[f32]) -> Option<Class> {
 }
 
 impl Backend for SoftmaxArgMax {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         for item in batch {
             match &item.data {
                 Value::Tensor(t) => match softmax_argmax(&t.data) {

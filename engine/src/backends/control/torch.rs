@@ -14,7 +14,7 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for Torch {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         self.inner.forward(batch)
     }
 }

@@ -60,7 +60,10 @@ pub fn new(
 
 #[cfg(feature = "cuda")]
 impl Backend for CvtColorTensor {
-    fn forward(&self, batch: &mut [crate::item::Item]) -> Result<(), crate::error::BackendError> {
+    fn forward(
+        &mut self,
+        batch: &mut [crate::item::Item],
+    ) -> Result<(), crate::error::BackendError> {
         use crate::gpu::cuda::Call;
         use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
         use std::sync::Arc;

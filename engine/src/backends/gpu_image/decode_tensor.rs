@@ -52,7 +52,7 @@ impl Settings for DecodeTensorSettings {
 /// `max_pixels` as DecodeMat; `nvjpeg_hardware = false` keeps to the hybrid decoder.
 #[cfg(feature = "cuda")]
 pub struct DecodeTensor {
-    decoder: std::sync::Mutex<crate::gpu::nvjpeg::Decoder>,
+    decoder: crate::gpu::nvjpeg::Decoder,
     pool: std::sync::Arc<crate::gpu::pool::Pool>,
     max_pixels: usize,
     rgb: bool,
@@ -95,7 +95,7 @@ pub fn new(
         );
     }
     Ok(Box::new(DecodeTensor {
-        decoder: std::sync::Mutex::new(decoder),
+        decoder,
         pool: crate::gpu::pool::shared(&gpu),
         max_pixels,
         rgb,
@@ -104,13 +104,13 @@ pub fn new(
 
 #[cfg(feature = "cuda")]
 impl Backend for DecodeTensor {
-    fn forward(&self, batch: &mut [crate::item::Item]) -> Result<(), crate::error::BackendError> {
+    fn forward(
+        &mut self,
+        batch: &mut [crate::item::Item],
+    ) -> Result<(), crate::error::BackendError> {
         use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
         use std::sync::Arc;
-        let mut decoder = self
-            .decoder
-            .lock()
-            .map_err(|_| crate::error::BackendError::new("the JPEG decoder panicked earlier"))?;
+        let decoder = &mut self.decoder;
         // (item, bytes, info, destination)
         let mut jobs = Vec::with_capacity(batch.len());
         for (i, item) in batch.iter_mut().enumerate() {

@@ -41,7 +41,7 @@ struct Gpu {
     kernels: &'static crate::gpu::image_kernels::ImageKernels,
     pool: std::sync::Arc<crate::gpu::pool::Pool>,
     /// The job table, pinned on the host and on the device, sized for the largest batch seen.
-    tables: std::sync::Mutex<Option<Tables>>,
+    tables: Option<Tables>,
 }
 
 #[cfg(feature = "cuda")]
@@ -80,35 +80,40 @@ pub fn new(
             ctx: gpu,
             stream,
             kernels,
-            tables: std::sync::Mutex::new(None),
+            tables: None,
         },
     }))
 }
 
 #[cfg(feature = "cuda")]
 impl Gpu {
-    fn tables(
-        &self,
+    /// The job table for `n` jobs, made (or grown) here.
+    fn tables<'t>(
+        ctx: &std::sync::Arc<cudarc::driver::CudaContext>,
+        t: &'t mut Option<Tables>,
         n: usize,
-    ) -> crate::gpu::cuda::Result<std::sync::MutexGuard<'_, Option<Tables>>> {
+    ) -> crate::gpu::cuda::Result<&'t mut Tables> {
         use crate::gpu::cuda::{DeviceBuf, PinnedBuf};
-        let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         if t.as_ref().is_none_or(|t| t.capacity < n) {
             let capacity = n.next_power_of_two().max(8);
             let bytes = capacity * std::mem::size_of::<crate::gpu::image_kernels::Job>();
             *t = Some(Tables {
-                host: PinnedBuf::new(&self.ctx, capacity, false)?,
-                device: DeviceBuf::new(&self.ctx, bytes)?,
+                host: PinnedBuf::new(ctx, capacity, false)?,
+                device: DeviceBuf::new(ctx, bytes)?,
                 capacity,
             });
         }
-        Ok(t)
+        t.as_mut()
+            .ok_or_else(|| crate::gpu::GpuError::Plan("no job table".into()))
     }
 }
 
 #[cfg(feature = "cuda")]
 impl Backend for ResizeTensor {
-    fn forward(&self, batch: &mut [crate::item::Item]) -> Result<(), crate::error::BackendError> {
+    fn forward(
+        &mut self,
+        batch: &mut [crate::item::Item],
+    ) -> Result<(), crate::error::BackendError> {
         use crate::gpu::image_kernels::Job;
         use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
         use std::sync::Arc;
@@ -156,14 +161,11 @@ impl Backend for ResizeTensor {
         if jobs.is_empty() {
             return Ok(());
         }
-        let g = &self.gpu;
+        let g = &mut self.gpu;
         let launched = (|| {
             use crate::gpu::cuda::Call;
             g.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-            let mut tables = g.tables(jobs.len())?;
-            let t = tables
-                .as_mut()
-                .ok_or_else(|| crate::gpu::GpuError::Plan("no job table".into()))?;
+            let t = Gpu::tables(&g.ctx, &mut g.tables, jobs.len())?;
             g.kernels
                 .resize(&g.stream, &mut t.host, t.device.ptr, &jobs, h, w)?;
             // The sources stay alive in the items until here; the outputs are complete.
@@ -200,7 +202,7 @@ impl Backend for ResizeTensor {
                 stream: g.stream.clone(),
                 kernels: g.kernels,
                 pool: g.pool.clone(),
-                tables: std::sync::Mutex::new(None),
+                tables: None,
             },
         }))
     }

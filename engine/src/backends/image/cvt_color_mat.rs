@@ -31,7 +31,7 @@ pub fn new(ctx: &InitContext<'_>, s: CvtColorMatSettings) -> Result<Box<dyn Back
 }
 
 impl Backend for CvtColorMat {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "cvtColorMat", |mat, item| {
             let out = if item.is_rgb() != self.rgb {
                 image::active::swap_red_blue(mat)?

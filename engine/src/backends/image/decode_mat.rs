@@ -37,7 +37,7 @@ pub fn new(ctx: &InitContext<'_>, s: DecodeMatSettings) -> Result<Box<dyn Backen
 }
 
 impl Backend for DecodeMat {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         for item in batch {
             let decoded = match &item.data {
                 Value::Bytes(bytes) => {

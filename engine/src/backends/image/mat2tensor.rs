@@ -12,7 +12,7 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for Mat2Tensor {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "Mat2Tensor", |mat, _| {
             Ok(Value::Tensor(image::to_chw_f32(&mat)))
         });

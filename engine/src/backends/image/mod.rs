@@ -103,8 +103,8 @@ mod tests {
     /// give what the three backends give one after the other, colour extra included.
     #[test]
     fn the_fused_preprocessing_equals_the_three_steps() {
-        let fused = build("Sequential[ResizeMat,cvtColorMat,Mat2Tensor]");
-        let steps = ["ResizeMat", "cvtColorMat", "Mat2Tensor"].map(build);
+        let mut fused = build("Sequential[ResizeMat,cvtColorMat,Mat2Tensor]");
+        let mut steps = ["ResizeMat", "cvtColorMat", "Mat2Tensor"].map(build);
         for bgr_in in [true, false] {
             let mut a = vec![item(1), item(2)];
             let mut b = a.clone();
@@ -114,7 +114,7 @@ mod tests {
                 }
             }
             fused.forward(&mut a).unwrap();
-            for s in &steps {
+            for s in &mut steps {
                 s.forward(&mut b).unwrap();
                 for it in b.iter_mut() {
                     it.data = it.result.take().unwrap();

@@ -63,7 +63,7 @@ pub fn new(ctx: &InitContext<'_>, s: ResizeMatSettings) -> Result<Box<dyn Backen
 }
 
 impl Backend for ResizeMat {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "ResizeMat", |mat, item| {
             let swap = match self.rgb {
                 Some(rgb) => {

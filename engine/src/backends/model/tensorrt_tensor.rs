@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::{CpuModel, Input, InstanceSpec, ModelEngine, ModelInstance};
 use crate::backend::{key, Backend, InitContext, Key, Settings};
@@ -103,9 +103,8 @@ impl Settings for TensorrtTensorSettings {
 /// engine, which computes in fp32 and has nothing to cache.
 pub struct TensorrtTensor {
     model: Arc<dyn ModelEngine>,
-    // Each node instance drives its own runner from its own thread; the lock is uncontended
-    // and only there because `Backend::forward` takes `&self`.
-    runner: Mutex<Box<dyn ModelInstance>>,
+    /// This instance's own runner (its stream, buffers and graphs), driven from its thread.
+    runner: Box<dyn ModelInstance>,
 }
 
 struct Loaded(Arc<dyn ModelEngine>);
@@ -319,10 +318,7 @@ pub fn new(
             format!("instance {} could not start: {e}", ctx.instance),
         )
     })?;
-    Ok(Box::new(TensorrtTensor {
-        model,
-        runner: Mutex::new(runner),
-    }))
+    Ok(Box::new(TensorrtTensor { model, runner }))
 }
 
 impl TensorrtTensor {
@@ -369,7 +365,7 @@ enum InputError {
 }
 
 impl Backend for TensorrtTensor {
-    fn forward(&self, batch: &mut [Item]) -> Result<(), BackendError> {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         let mut errors = Vec::new();
         let mut ok = Vec::with_capacity(batch.len());
         let mut inputs = Vec::with_capacity(batch.len());
@@ -385,13 +381,10 @@ impl Backend for TensorrtTensor {
         let out = if inputs.is_empty() {
             Ok(None)
         } else {
-            match self.runner.lock() {
-                Ok(mut runner) => runner
-                    .run_inputs(&inputs, self.model.item_shape())
-                    .map(Some)
-                    .map_err(|e| BackendError::new(e.to_string())),
-                Err(_) => Err(BackendError::new("the model runner panicked earlier")),
-            }
+            self.runner
+                .run_inputs(&inputs, self.model.item_shape())
+                .map(Some)
+                .map_err(|e| BackendError::new(e.to_string()))
         };
         drop(inputs);
         // Items that could not go in fail with their own reason, whatever the batch did.
