@@ -8,7 +8,7 @@
 //!   cargo run --release -p gpu-engine --example fp16_error -- MODEL.onnx INPUTS.f32 [trace]
 //!
 //! INPUTS.f32: little-endian f32, `[k, C, H, W]` already normalised (C, H, W from the model).
-use gpu_engine::plan::{self, reference, Step};
+use gpu_engine::plan::{self, reference};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -28,18 +28,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{inputs}: {} values, not a whole number of {item}", x.len()).into());
     }
     let n = x.len() / item;
+    // Every step's f32 output is kept only when tracing: the comparison needs them all.
     let mut want = Vec::new();
-    let y32 = reference::run_traced(&plan, &x, n, &mut |_, v| {
-        if trace {
-            want.push(v)
-        }
-    });
+    let y32 = if trace {
+        reference::run_traced(&plan, &x, n, &mut |_, v| want.push(v))
+    } else {
+        reference::run(&plan, &x, n)
+    };
     let mut steps = Vec::new();
-    let y16 = reference::run_fp16(&plan, &x, n, &mut |i, v| {
-        if trace {
-            steps.push((i, reference::rel_l2(&v, &want[i])));
-        }
-    });
+    let mut compare = |i: usize, v: Vec<f32>| steps.push((i, reference::rel_l2(&v, &want[i])));
+    let y16 = reference::run_fp16(&plan, &x, n, trace.then_some(&mut compare as _));
     let out = y32.len() / n;
     let per: Vec<String> = (0..n)
         .map(|b| {
@@ -57,12 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut growth = Vec::new();
         for &(i, e) in &steps {
             let step = &plan.steps[i];
-            let name = match step {
-                Step::Conv(c) => c.name.clone(),
-                Step::Map(m) => format!("{:?}/{:?}", m.binary, m.unary),
-                other => other.kind().to_string(),
-            };
-            println!("{i:>4} {:<10} {name:<60} {e:.2e}", step.kind());
+            println!("{i:>4} {:<10} {:<60} {e:.2e}", step.kind(), step.name());
             growth.push((e / f64::max(last, 1e-6), i));
             last = e;
         }

@@ -60,11 +60,6 @@ pub(super) fn is_rows_product(plan: &Plan, c: &ConvStep) -> bool {
         && plan.values[c.output].channels_last
 }
 
-/// Whether a convolution runs on our depthwise kernel.
-pub(super) fn is_depthwise(c: &ConvStep) -> bool {
-    c.groups > 1 && c.cin == c.groups && c.cout == c.cin
-}
-
 /// `Mode::Depthwise`'s algorithm number for `depthwise_nhwc` (0 is the strided kernel).
 pub(super) const DEPTHWISE_NHWC: u32 = 1;
 
@@ -89,7 +84,7 @@ pub(super) fn chunk_elements(precision: Precision) -> usize {
 /// Whether `depthwise_nhwc` can run a depthwise convolution: its values dense NHWC, the
 /// channels whole chunks, and the filters transposed for it at upload.
 pub(super) fn nhwc_depthwise(c: &ConvStep, cl: bool, precision: Precision, has_taps: bool) -> bool {
-    is_depthwise(c) && cl && has_taps && c.cout.is_multiple_of(chunk_elements(precision))
+    c.is_depthwise() && cl && has_taps && c.cout.is_multiple_of(chunk_elements(precision))
 }
 
 /// The algorithm chosen for one convolution at one batch size.
@@ -959,7 +954,7 @@ impl Tuner {
                 perf.as_mut_ptr()
             ))?;
             let mut candidates = Vec::new();
-            if is_depthwise(c) {
+            if c.is_depthwise() {
                 candidates.push(Algo {
                     mode: Mode::Depthwise,
                     algo: 0,

@@ -211,6 +211,8 @@ pub enum GpuWait {
 }
 
 impl GpuWait {
+    const ALL: [GpuWait; 3] = [GpuWait::Spin, GpuWait::Yield, GpuWait::Block];
+
     fn flags(self) -> u32 {
         let f = match self {
             GpuWait::Spin => cu::CUctx_flags::CU_CTX_SCHED_SPIN,
@@ -232,12 +234,10 @@ impl GpuWait {
 impl std::str::FromStr for GpuWait {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "spin" => Ok(GpuWait::Spin),
-            "yield" => Ok(GpuWait::Yield),
-            "block" => Ok(GpuWait::Block),
-            other => Err(format!("{other:?}: expected spin, yield or block")),
-        }
+        GpuWait::ALL
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| format!("{s:?}: expected spin, yield or block"))
     }
 }
 

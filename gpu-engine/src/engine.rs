@@ -14,8 +14,8 @@ use super::blas_lt::Lt;
 use super::cache::{self, CacheFile};
 use super::capture::Captured;
 use super::conv::{
-    self, conv_shapes, conv_views, is_depthwise, tensor_desc, Algo, ConvCall, ConvDescs, Exec,
-    Mode, Tuner, LT_CONFIGS,
+    self, conv_shapes, conv_views, tensor_desc, Algo, ConvCall, ConvDescs, Exec, Mode, Tuner,
+    LT_CONFIGS,
 };
 use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
@@ -418,7 +418,7 @@ fn upload_weights(
                 "the weight blob is shorter than the plan".into(),
             ));
         };
-        let depthwise = if is_depthwise(c) {
+        let depthwise = if c.is_depthwise() {
             Some(depthwise_weights(ctx, c, plan.channels_last)?)
         } else {
             None
@@ -1297,14 +1297,10 @@ fn chunked(vec: usize, len: usize) -> bool {
 /// `index kind name dims` of step `i`, as the trace and the profile print it.
 fn step_label(plan: &Plan, i: usize) -> String {
     let step = &plan.steps[i];
-    let name = match step {
-        Step::Conv(c) => c.name.clone(),
-        Step::Map(s) => format!("{:?}/{:?}", s.binary, s.unary),
-        other => other.kind().to_string(),
-    };
     format!(
-        "{i:>4} {:<11} {name:<48} {:?}",
+        "{i:>4} {:<11} {:<48} {:?}",
         step.kind(),
+        step.name(),
         plan.values[step.output()].dims
     )
 }

@@ -117,6 +117,12 @@ pub struct ConvStep {
 }
 
 impl ConvStep {
+    /// One filter per channel (groups = input channels = output channels): our depthwise
+    /// kernels run it, with any activation and f32 filters.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.cin == self.groups && self.cout == self.cin
+    }
+
     /// A 1×1 convolution (a dense layer or a product of rows), no residual or activation yet,
     /// its output to be defined by the builder.
     pub fn pointwise(
@@ -412,6 +418,16 @@ pub enum Step {
 }
 
 impl Step {
+    /// What a step is, for logs and traces: a convolution's ONNX node, an elementwise step's
+    /// operations, otherwise its kind.
+    pub fn name(&self) -> String {
+        match self {
+            Step::Conv(c) => c.name.clone(),
+            Step::Map(m) => format!("{:?}/{:?}", m.binary, m.unary),
+            other => other.kind().to_string(),
+        }
+    }
+
     pub fn output(&self) -> usize {
         match self {
             Step::Conv(c) => c.output,

@@ -125,13 +125,13 @@ pub fn to_fp16(x: f32) -> f32 {
 /// constants, the input and every step's output rounded to fp16, each step computing in f32 from them as the engine's kernels
 /// and fp16 libraries do (f32 accumulation). What is left between this and the device is the
 /// order of accumulation and the libraries' own algorithms; what it shows without a GPU is how
-/// much of a model's fp16 error the plan's storage points and fusions make. `after(i, values)`
-/// sees every step's output in logical order.
+/// much of a model's fp16 error the plan's storage points and fusions make. `after(i, values)`,
+/// when given, sees every step's output in logical order.
 pub fn run_fp16(
     plan: &Plan,
     input: &[f32],
     n: usize,
-    after: &mut dyn FnMut(usize, Vec<f32>),
+    after: Option<&mut dyn FnMut(usize, Vec<f32>)>,
 ) -> Vec<f32> {
     let mut p = plan.clone();
     for c in &mut p.consts {
@@ -140,14 +140,14 @@ pub fn run_fp16(
     for step in &mut p.steps {
         // Depthwise filters stay f32 on our kernels (kernels.cu says why).
         if let Step::Conv(c) = step {
-            if !(c.groups > 1 && c.groups == c.cin && c.cin == c.cout) {
+            if !c.is_depthwise() {
                 c.weight.iter_mut().for_each(|v| *v = to_fp16(*v));
                 c.bias.iter_mut().for_each(|v| *v = to_fp16(*v));
             }
         }
     }
     let x: Vec<f32> = input.iter().map(|&v| to_fp16(v)).collect();
-    execute(&p, &x, n, None, true, Some(after))
+    execute(&p, &x, n, None, true, after)
 }
 
 /// `run` with every step's output seen by `after` in logical order (for comparing two runs

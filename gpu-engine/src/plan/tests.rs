@@ -410,7 +410,7 @@ fn fp16_storage_emulation_rounds_weights_and_steps_but_depthwise_filters() {
     let x = noise(n * 8 * 6 * 6, 5);
     let want = reference::run(&plan, &x, n);
     let mut steps = Vec::new();
-    let got = reference::run_fp16(&plan, &x, n, &mut |i, v| steps.push((i, v)));
+    let got = reference::run_fp16(&plan, &x, n, Some(&mut |i, v| steps.push((i, v))));
     let err = rel_l2(&got, &want);
     // fp16 storage: a few units of 2^-11 relative, never zero, never more than a few 1e-3.
     assert!(err > 1e-5 && err < 5e-3, "relative L2 {err}");

@@ -259,12 +259,10 @@ impl Builder<'_> {
             },
             // A depthwise convolution runs on our kernel (or a split cuDNN call with our
             // epilogue), which applies any activation: one launch and one fp16 rounding less.
-            _ if conv.groups > 1 && conv.groups == conv.cin && conv.cin == conv.cout => {
-                match activation_of(&self.nodes[next]) {
-                    Some(Ok((u, p0, p1))) if u != Unary::Identity => (u, [p0, p1]),
-                    _ => return Ok(out),
-                }
-            }
+            _ if conv.is_depthwise() => match activation_of(&self.nodes[next]) {
+                Some(Ok((u, p0, p1))) if u != Unary::Identity => (u, [p0, p1]),
+                _ => return Ok(out),
+            },
             _ => return Ok(out),
         };
         conv.act = act;

@@ -163,13 +163,7 @@ impl Builder<'_> {
         let out = self.out(i)?;
         let eps = attr_float(&self.nodes[i], "epsilon", 1e-5);
         let (dims, len) = (self.values[map].dims.clone(), self.values[map].len());
-        let (centred, inv) = self.centred_and_scale(&out, map, [1, len / chunk, chunk], eps);
-        let mut normalized = self.define(&format!("{out}#normalized"), dims.clone(), true);
-        self.map(MapStep {
-            b: Some(Operand::Value(inv)),
-            binary: Binary::Mul,
-            ..MapStep::copy(centred, normalized)
-        });
+        let mut normalized = self.normalized(&out, map, [1, len / chunk, chunk], eps);
         // The InstanceNormalization's own scale and shift: one value each (one channel).
         let one = |b: &Self, k: usize| -> R<f32> {
             match b.folded(i, k)?.floats().map_err(|e| b.err(i, e))?[..] {
@@ -217,13 +211,7 @@ impl Builder<'_> {
     fn normalize_long_rows(&mut self, out: &str, x: usize, parts: [usize; 3], eps: f32) -> usize {
         let [rows, chunks, chunk] = parts;
         let x = self.alias(&format!("{out}#parts"), x, parts.to_vec(), false);
-        let (centred, inv) = self.centred_and_scale(out, x, parts, eps);
-        let normalized = self.define(&format!("{out}#normalized"), parts.to_vec(), false);
-        self.map(MapStep {
-            b: Some(Operand::Value(inv)),
-            binary: Binary::Mul,
-            ..MapStep::copy(centred, normalized)
-        });
+        let normalized = self.normalized(out, x, parts, eps);
         self.alias(
             &format!("{out}#normalized-rows"),
             normalized,
@@ -232,18 +220,13 @@ impl Builder<'_> {
         )
     }
 
-    /// The statistics of rows of `parts = [rows, chunks, chunk]` values of `x`'s storage (read
-    /// as that row-major shape, whatever `x`'s own dims and layout): `x − mean`, defined as
-    /// `x` is, and `1/√(var + eps)` per row, `[rows, 1, 1]`. Each row reduced over its chunks,
-    /// then over the chunks: every chunk the same length, so the mean of the chunks' means is
-    /// the mean, and the root mean square of their root mean squares is the row's.
-    fn centred_and_scale(
-        &mut self,
-        out: &str,
-        x: usize,
-        parts: [usize; 3],
-        eps: f32,
-    ) -> (usize, usize) {
+    /// Rows of `parts = [rows, chunks, chunk]` values of `x`'s storage (read as that row-major
+    /// shape, whatever `x`'s own dims and layout) normalised: `(x − mean) · 1/√(var + eps)`
+    /// per row, defined as `x` is. Each row reduced over its chunks, then over the chunks:
+    /// every chunk the same length, so the mean of the chunks' means is the mean, and the root
+    /// mean square of their root mean squares is the row's. Dividing by the deviation is a
+    /// product with its reciprocal, so that a scale after it folds into that product.
+    fn normalized(&mut self, out: &str, x: usize, parts: [usize; 3], eps: f32) -> usize {
         let twice = |b: &mut Self, v: usize, kind: ReduceKind, what: &str| {
             let rows = b.alias(&format!("{out}#{what}-parts"), v, parts.to_vec(), false);
             let partial = b.reduce_to(&format!("{out}#{what}-chunks"), rows, vec![3], kind, true);
@@ -251,7 +234,7 @@ impl Builder<'_> {
         };
         let mean = twice(self, x, ReduceKind::Mean, "mean");
         let (dims, cl) = (self.values[x].dims.clone(), self.values[x].channels_last);
-        let centred = self.define(&format!("{out}#centred"), dims, cl);
+        let centred = self.define(&format!("{out}#centred"), dims.clone(), cl);
         self.map(MapStep {
             b: Some(Operand::Value(mean)),
             binary: Binary::Sub,
@@ -269,7 +252,13 @@ impl Builder<'_> {
             unary: Unary::Rsqrt,
             ..MapStep::copy(rms, inv)
         });
-        (centred, inv)
+        let normalized = self.define(&format!("{out}#normalized"), dims, cl);
+        self.map(MapStep {
+            b: Some(Operand::Value(inv)),
+            binary: Binary::Mul,
+            ..MapStep::copy(centred, normalized)
+        });
+        normalized
     }
 }
 
