@@ -14,7 +14,10 @@ Standard library only; the server handling is benches/compare.py's.
       --setting gpu=configs/resnet50_gpu.toml --duration 5 --machine h200
 
 A setting may carry the server's own flags after its TOML:
-`--setting "gpu-spin=configs/resnet50_gpu.toml --gpu-wait spin"`.
+`--setting "gpu-spin=configs/resnet50_gpu.toml --gpu-wait spin"`, and run another server
+binary: `--server-of old=dist-old/server` (the same call's reference for a change).
+`--ceilings` adds the parts' own rates (`preprocess-check --json`, `model-check --json`), so
+that each GPU row reads as a fraction of the slower part.
 """
 import argparse
 import datetime
@@ -43,16 +46,39 @@ def fmt(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def read_ceilings(spec, batch):
+    """The decoder's rate at the node's batch size and the model's with several instances."""
+    pre_path, model_path = spec.split(",")
+    with open(pre_path) as f:
+        pre = json.load(f)
+    with open(model_path) as f:
+        model = json.load(f)
+    rows = {t["batch"]: t for t in pre["timings"]}
+    conc = model["concurrency"]
+    batches = sorted({b["batch"] for b in model.get("batches", [])}) or [None]
+    return {"decoder": rows[batch]["decode_resize_cvtcolor"], "decoder_batch": batch,
+            "model": conc["images_per_s"], "model_instances": conc["instances"],
+            "model_batch": batches[-1]}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--setting", action="append", required=True,
                    help="NAME=TOML; the name `baseline` runs `server --baseline` on that TOML")
     p.add_argument("--server", default="target/release/server")
+    p.add_argument("--server-of", action="append", default=[], metavar="NAME=PATH",
+                   help="the server binary of one setting (default: --server)")
+    p.add_argument("--open-rates", default="",
+                   help="more open-loop runs at these fixed rates (requests/s, comma-separated)")
+    p.add_argument("--ceilings", default="", metavar="PRE.json,MODEL.json",
+                   help="preprocess-check's and model-check's JSON from the same call")
+    p.add_argument("--ceiling-batch", type=int, default=16,
+                   help="the decoder node's batch size whose preprocess-check rate is its ceiling")
     p.add_argument("--client", default="target/release/client_qps")
     p.add_argument("--img_dir", "--img-dir", dest="img_dir", default="benches/imgs")
-    p.add_argument("--clients", default="1,4,10,20,40,64,128",
+    p.add_argument("--clients", default="1,4,20,64,128,256",
                    help="closed-loop client counts at batch 1")
-    p.add_argument("--extra", default="10x4", help="more CLIENTSxBATCH settings, comma-separated")
+    p.add_argument("--extra", default="", help="more CLIENTSxBATCH settings, comma-separated")
     p.add_argument("--repeat", default="20x1,128x1",
                    help="settings run three times in all, for the spread")
     p.add_argument("--open-share", type=float, default=0.8,
@@ -81,6 +107,11 @@ def main():
     date = datetime.date.today().isoformat()
     doc = {"date": date, "commit": compare.commit(), "device": compare.device_name(),
            "duration_s": a.duration, "settings": []}
+    binaries = dict(x.split("=", 1) for x in a.server_of)
+    fixed_rates = [float(r) for r in a.open_rates.split(",") if r]
+    ceiling = read_ceilings(a.ceilings, a.ceiling_batch) if a.ceilings else None
+    if ceiling:
+        doc["ceilings"] = ceiling
     with tempfile.TemporaryDirectory() as tmp:
         for spec in a.setting:
             name, rest = spec.split("=", 1)
@@ -88,7 +119,8 @@ def main():
             toml, *server_args = shlex.split(rest)
             baseline = name == "baseline"
             log = os.path.join(a.out_dir, f"sweep-{date}-{a.machine}-{name}.log")
-            server = compare.Server(a.server, toml, baseline, log, a.ready_timeout, server_args)
+            binary = binaries.get(name, a.server)
+            server = compare.Server(binary, toml, baseline, log, a.ready_timeout, server_args)
             runs = []
             try:
                 for clients, batch in plan:
@@ -102,9 +134,9 @@ def main():
                               f"TP99 {row['tp99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, "
                               f"errors {row['errors']}", flush=True)
                 best = max(r["qps"] for r in runs if r["batch"] == 1)
-                rate = best * a.open_share
-                # --open-share 0: no open-loop row.
-                if rate > 0:
+                # --open-share 0: no open-loop row at a share of the best.
+                rates = ([best * a.open_share] if a.open_share > 0 else []) + fixed_rates
+                for rate in rates:
                     row = client(a, server, a.open_clients, 1, tmp, rate=rate)
                     row["rep"] = 0
                     row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
@@ -115,7 +147,8 @@ def main():
             finally:
                 server.stop()
             doc["settings"].append({"name": name, "toml": toml, "baseline": baseline,
-                                    "server_args": server_args, "runs": runs})
+                                    "server": binary, "server_args": server_args,
+                                    "runs": runs})
     base = os.path.join(a.out_dir, f"sweep-{date}-{a.machine}")
     with open(base + ".json", "w") as f:
         json.dump(doc, f, indent=1)
@@ -134,6 +167,20 @@ def main():
                 f"{fmt(r['tp50_ms'], 2)} | {fmt(r['tp90_ms'], 2)} | {fmt(r['tp99_ms'], 2)} | "
                 f"{fmt(r['max_ms'])} | {fmt(r['server_cpu_pct'])} | "
                 f"{fmt(r['cpu_cores_per_kqps'], 2)} | {fmt(r['gpu_util_pct'])} | {r['errors']} |")
+    if ceiling:
+        lines += ["", f"The parts alone in the same call: decode + resize + cvtColor "
+                  f"{ceiling['decoder']:.0f} images/s (`preprocess-check`, one instance, batch "
+                  f"{ceiling['decoder_batch']}), the model {ceiling['model']:.0f} images/s "
+                  f"(`model-check`, {ceiling['model_instances']} instances, batch "
+                  f"{ceiling['model_batch']}, inputs from the host). Closed-loop rows of "
+                  f"settings on a GPU TOML as a share of the slower part:", ""]
+        low = min(ceiling["decoder"], ceiling["model"])
+        for s in doc["settings"]:
+            if "gpu" not in s["toml"]:
+                continue
+            shares = [f"{r['clients']} × {r['batch']}: {r['qps'] / low:.2f}"
+                      for r in s["runs"] if not r.get("open_loop") and r["clients"] >= 64]
+            lines.append(f"- {s['name']}: " + ", ".join(shares))
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {base}.json and {base}.md")

@@ -706,6 +706,7 @@ impl Instance {
             device: node.device_of(self.instance),
             shared: &self.cache,
             pipeline: &handle,
+            stream_scope: None,
         };
         self.registry.build(&ctx)
     }

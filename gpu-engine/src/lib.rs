@@ -36,6 +36,8 @@ mod kernels;
 #[cfg(feature = "cuda")]
 pub mod nvjpeg;
 #[cfg(feature = "cuda")]
+pub mod nvjpeg_alloc;
+#[cfg(feature = "cuda")]
 mod pooling;
 #[cfg(feature = "cuda")]
 mod precision;

@@ -11,6 +11,7 @@ use cudarc::driver::{result::DriverError, sys as cu, CudaContext, CudaStream};
 use libloading::Library;
 
 use super::cuda::{Call, GpuError, Result};
+use super::nvjpeg_alloc::{Cache, Scope};
 
 type Status = c_int;
 type Handle = *mut c_void;
@@ -236,12 +237,15 @@ impl Session {
     fn new(api: &'static Api, backend: c_int) -> Result<Session> {
         let mut handle = std::ptr::null_mut();
         check(
-            // SAFETY: null allocators select nvJPEG's defaults; flags 0.
+            // SAFETY: allocators that live as long as the process (nvJPEG keeps the pointers
+            // and does not write through them); flags 0.
             unsafe {
                 (api.create_ex)(
                     backend,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
+                    std::ptr::from_ref(&super::nvjpeg_alloc::DEV).cast_mut().cast(),
+                    std::ptr::from_ref(&super::nvjpeg_alloc::PINNED)
+                        .cast_mut()
+                        .cast(),
                     0,
                     &mut handle,
                 )
@@ -319,26 +323,54 @@ impl Drop for Hardware {
     }
 }
 
-/// One node instance's JPEG decoder, with its own CUDA stream.
+/// One node instance's JPEG decoder, on a CUDA stream of its own or its owner's. nvJPEG's
+/// buffers come from the decoder's cache (`nvjpeg_alloc`); fields drop in order, so the
+/// nvJPEG handles give their buffers back before the cache frees them.
 pub struct Decoder {
     api: &'static Api,
     hybrid: Session,
     hardware: Option<Hardware>,
     rgb: bool,
     stream: Arc<CudaStream>,
+    /// Whether `decode` waits for the stream before returning (else its owner waits).
+    waits: bool,
+    cache: Arc<Cache>,
 }
 
 // SAFETY: nvJPEG handles and states may be used from any thread, one at a time; the decoder is
 // owned by one node instance and driven through &mut self.
 unsafe impl Send for Decoder {}
 
+impl Drop for Decoder {
+    /// The handles and the cache free device memory as the fields drop: in the decoder's
+    /// context, after its last work.
+    fn drop(&mut self) {
+        if self.stream.context().bind_to_thread().is_ok() {
+            let _ = self.stream.synchronize();
+        }
+    }
+}
+
 impl Decoder {
     /// `rgb` picks the channel order nvJPEG writes (BGR otherwise, as DecodeMat).
     /// `hardware = false` keeps to the hybrid decoder even on chips with JPEG engines.
-    pub fn new(ctx: &Arc<CudaContext>, rgb: bool, hardware: bool) -> Result<Decoder> {
+    /// `shared`: a stream of `ctx`'s that the owner waits for after each `decode` (the decoder
+    /// then enqueues and returns); without one the decoder makes its own and waits for it.
+    pub fn new(
+        ctx: &Arc<CudaContext>,
+        rgb: bool,
+        hardware: bool,
+        shared: Option<Arc<CudaStream>>,
+    ) -> Result<Decoder> {
         let api = api()?;
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let stream = ctx.new_stream().call("cuStreamCreate")?;
+        let waits = shared.is_none();
+        let stream = match shared {
+            Some(s) => s,
+            None => ctx.new_stream().call("cuStreamCreate")?,
+        };
+        let cache = Arc::new(Cache::default());
+        let _scope = Scope::enter(&cache);
         let hybrid = Session::new(api, BACKEND_DEFAULT)?;
         let hardware = if hardware {
             // A chip without JPEG engines answers ARCH_MISMATCH / IMPLEMENTATION_NOT_SUPPORTED.
@@ -372,6 +404,8 @@ impl Decoder {
             hardware,
             rgb,
             stream,
+            waits,
+            cache,
         })
     }
 
@@ -382,6 +416,7 @@ impl Decoder {
     pub fn prepare_batches(&mut self, max: usize) -> Result<()> {
         let api = self.api;
         let format = self.format();
+        let _scope = Scope::enter(&self.cache);
         let Some(hw) = self.hardware.as_mut() else {
             return Ok(());
         };
@@ -453,12 +488,13 @@ impl Decoder {
     }
 
     /// Decodes `jobs` (JPEG bytes, destination of `width × height × 3` bytes, its width) into
-    /// interleaved 3-channel images and waits for the GPU. One result per job: a job that
-    /// fails does not fail the others.
+    /// interleaved 3-channel images and waits for the GPU, or, on a shared stream, enqueues
+    /// them. One result per job: a job that fails does not fail the others.
     ///
     /// # Safety
     /// Each destination must be a live device allocation of at least `width × height × 3`
-    /// bytes, with `width` from `info` of the same bytes.
+    /// bytes, with `width` from `info` of the same bytes. On a shared stream, the owner keeps
+    /// the sources and destinations alive and waits for the stream before the next `decode`.
     pub unsafe fn decode(
         &mut self,
         jobs: &[(&[u8], u64, usize)],
@@ -469,6 +505,10 @@ impl Decoder {
         if let Err(e) = self.stream.context().bind_to_thread() {
             return vec![Err(NvjpegError::Context(e)); jobs.len()];
         }
+        // The stream has been waited for since the last call (here or by the owner): what
+        // nvJPEG freed then is free to reuse.
+        self.cache.synchronised();
+        let _scope = Scope::enter(&self.cache);
         let (hw_jobs, sw_jobs): (Vec<usize>, Vec<usize>) =
             (0..jobs.len()).partition(|&i| self.hardware_takes(jobs[i].0));
         let mut retry = Vec::new();
@@ -495,8 +535,10 @@ impl Decoder {
             // SAFETY: the destination is as this function's caller promises.
             out[i] = unsafe { self.decode_hybrid(jobs[i]) }.map(|()| Path::Hybrid);
         }
-        if let Err(e) = self.stream.synchronize() {
-            out.iter_mut().for_each(|o| *o = Err(NvjpegError::Gpu(e)));
+        if self.waits {
+            if let Err(e) = self.stream.synchronize() {
+                out.iter_mut().for_each(|o| *o = Err(NvjpegError::Gpu(e)));
+            }
         }
         out
     }

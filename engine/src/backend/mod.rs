@@ -78,6 +78,9 @@ pub struct InitContext<'a> {
     /// Objects instances of a node share (a loaded model's weights).
     pub shared: &'a SharedCache,
     pub pipeline: &'a PipelineHandle,
+    /// Inside `SyncTensor[...]`: the stream its GPU backends share, waited for once per batch
+    /// by the `SyncTensor` (`gpu::scope`). Outside one, each GPU backend waits for its own.
+    pub stream_scope: Option<&'a std::sync::Arc<crate::gpu::scope::StreamScope>>,
 }
 
 impl<'a> InitContext<'a> {
@@ -347,6 +350,7 @@ impl Registry {
             device: node.device_of(0),
             shared: &cache,
             pipeline: &handle,
+            stream_scope: None,
         };
         self.build(&ctx)
     }

@@ -6,6 +6,7 @@
 pub mod peer;
 #[cfg(feature = "cuda")]
 pub mod pool;
+pub mod scope;
 
 #[cfg(feature = "cuda")]
 pub use gpu_engine::{

@@ -54,6 +54,7 @@ impl Pool {
             Some(p) => p,
             None => {
                 self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+                tracing::debug!(class, "GPU value buffer made");
                 // SAFETY: a plain allocation, kept for the life of the process.
                 unsafe { drv::malloc_sync(class) }.call("cuMemAlloc")?
             }

@@ -625,8 +625,9 @@ fn main() -> Result<()> {
             .enumerate()
             .map(|(k, mut r)| {
                 let (expected, imgs, combos) = (expected.clone(), imgs.clone(), combos.clone());
-                std::thread::spawn(move || -> (usize, usize, usize, String, f32) {
+                std::thread::spawn(move || -> (usize, usize, usize, usize, String, f32) {
                     let (mut done, mut mismatch, mut errors, mut first) = (0, 0, 0, String::new());
+                    let mut images = 0;
                     let mut worst = 0f32;
                     for i in 0..per_thread {
                         let (n, o) = combos[(i * 7 + k * 13) % combos.len()];
@@ -647,32 +648,38 @@ fn main() -> Result<()> {
                             }
                         }
                         done += 1;
+                        images += n;
                     }
-                    (done, mismatch, errors, first, worst)
+                    (done, images, mismatch, errors, first, worst)
                 })
             })
             .collect();
-        let (mut done, mut mismatch, mut errors, mut worst) = (0, 0, 0, 0f32);
+        let (mut done, mut images, mut mismatch, mut errors, mut worst) = (0, 0, 0, 0, 0f32);
         for h in handles {
-            let (d, m, e, first, w) = h
+            let (d, im, m, e, first, w) = h
                 .join()
                 .map_err(|_| anyhow::anyhow!("a concurrency thread panicked"))?;
             if !first.is_empty() {
                 eprintln!("first error: {first}");
             }
             done += d;
+            images += im;
             worst = worst.max(w);
             mismatch += m;
             errors += e;
         }
         let secs = t.elapsed().as_secs_f64();
+        // Inputs come from the host, as in the timing above; a pipeline's come from the GPU.
+        let rate = images as f64 / secs;
         println!(
-            "concurrency: {} instances × {per_thread} batches = {done} batches in {secs:.1} s: \
-             {mismatch} differ from the single instance (max abs diff {worst}), {errors} errors",
+            "concurrency: {} instances × {per_thread} batches = {done} batches ({images} images) \
+             in {secs:.1} s, {rate:.0} images/s: {mismatch} differ from the single instance (max \
+             abs diff {worst}), {errors} errors",
             a.instances
         );
         json["concurrency"] = serde_json::json!({
-            "instances": a.instances, "batches": done, "mismatches": mismatch,
+            "instances": a.instances, "batches": done, "images": images,
+            "images_per_s": rate, "mismatches": mismatch,
             "errors": errors, "seconds": secs, "max_abs_diff": worst,
         });
     }

@@ -200,7 +200,7 @@ fn main() -> Result<()> {
     ];
 
     let fused_toml = format!(
-        "[pre]\nbackend = \"Sequential[DecodeTensor,ResizeTensor,cvtColorTensor]\"\n\
+        "[pre]\nbackend = \"SyncTensor[Sequential[DecodeTensor,ResizeTensor,cvtColorTensor]]\"\n\
          resize_h = {size}\nresize_w = {size}\ncolor = \"rgb\"\n"
     );
     let mut fused = backend(&fused_toml)?;

@@ -28,6 +28,8 @@ pub struct CvtColorTensor {
     stream: std::sync::Arc<cudarc::driver::CudaStream>,
     kernels: &'static crate::gpu::image_kernels::ImageKernels,
     pool: std::sync::Arc<crate::gpu::pool::Pool>,
+    /// Set inside `SyncTensor`: the stream is its, and it waits.
+    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -49,12 +51,14 @@ pub fn new(
         gpu,
         kernels,
         stream,
+        scope,
     } = super::kernel_stream(ctx)?;
     Ok(Box::new(CvtColorTensor {
         rgb,
         stream,
         kernels,
         pool: crate::gpu::pool::shared(&gpu),
+        scope,
     }))
 }
 
@@ -114,16 +118,24 @@ impl Backend for CvtColorTensor {
                 }
             };
             launched.map_err(super::backend_error)?;
-            made.push((i, value.layout.clone(), out));
+            made.push((i, value.layout.clone(), out, value.mem));
         }
         if made.is_empty() {
             return Ok(());
         }
-        self.stream
-            .synchronize()
-            .call("cuStreamSynchronize")
-            .map_err(super::backend_error)?;
-        for (i, layout, out) in made {
+        match &self.scope {
+            // The SyncTensor waits; the sources live until then.
+            Some(scope) => {
+                let sources: Vec<_> = made.iter().map(|m| m.3.clone()).collect();
+                scope.keep(sources);
+            }
+            None => self
+                .stream
+                .synchronize()
+                .call("cuStreamSynchronize")
+                .map_err(super::backend_error)?,
+        }
+        for (i, layout, out, _) in made {
             let item = &mut batch[i];
             item.result = Some(Value::Device(DeviceValue {
                 layout,

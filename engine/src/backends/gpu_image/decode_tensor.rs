@@ -56,6 +56,8 @@ pub struct DecodeTensor {
     pool: std::sync::Arc<crate::gpu::pool::Pool>,
     max_pixels: usize,
     rgb: bool,
+    /// Set inside `SyncTensor`: the decoder is on its stream, and it waits.
+    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -78,7 +80,8 @@ pub fn new(
         hardware,
     } = s;
     let gpu = super::open_gpu(ctx, false)?;
-    let mut decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware)
+    let (stream, scope) = super::scope_stream(ctx, &gpu)?.unzip();
+    let mut decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware, stream)
         .map_err(|e| super::gpu_error(ctx, e))?;
     decoder
         .prepare_batches(ctx.node.max_batch())
@@ -99,6 +102,7 @@ pub fn new(
         pool: crate::gpu::pool::shared(&gpu),
         max_pixels,
         rgb,
+        scope,
     }))
 }
 
@@ -164,9 +168,17 @@ impl Backend for DecodeTensor {
             .map(|(_, bytes, info, buf)| (&bytes[..], buf.ptr(), info.width))
             .collect();
         // SAFETY: each destination is a pooled allocation of width × height × 3 bytes from
-        // the same bytes' header; `decode` waits for the GPU before returning.
+        // the same bytes' header; `decode` waits for the GPU before returning, or the scope
+        // keeps the sources (below) and the items the destinations until the SyncTensor waits.
         let outcomes = unsafe { decoder.decode(&args) };
         drop(args);
+        if let Some(scope) = &self.scope {
+            let sources: Vec<std::sync::Arc<[u8]>> =
+                jobs.iter().map(|(_, bytes, _, _)| bytes.clone()).collect();
+            scope.keep(sources);
+        }
+        // A failed image's destination may still be written by work the scope waits for.
+        let mut failed = Vec::new();
         for ((i, _, info, buf), outcome) in jobs.into_iter().zip(outcomes) {
             let item = &mut batch[i];
             match outcome {
@@ -187,8 +199,14 @@ impl Backend for DecodeTensor {
                     }));
                     item.set_color(self.rgb);
                 }
-                Err(e) => item.fail(format!("DecodeTensor: {e}")),
+                Err(e) => {
+                    item.fail(format!("DecodeTensor: {e}"));
+                    failed.push(buf);
+                }
             }
+        }
+        if let Some(scope) = self.scope.as_ref().filter(|_| !failed.is_empty()) {
+            scope.keep(failed);
         }
         Ok(())
     }

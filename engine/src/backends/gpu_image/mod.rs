@@ -1,6 +1,8 @@
 //! GPU image backends: DecodeTensor (nvJPEG), ResizeTensor, cvtColorTensor. Their values stay
 //! on the GPU (`Value::Device`) until the model copies them into its input; each backend
-//! synchronises its stream before returning, so the next node may read them from any stream.
+//! synchronises its stream before returning, so the next node may read them from any stream;
+//! inside `SyncTensor[...]` they share its stream and the `SyncTensor` waits once per batch
+//! (`gpu::scope`).
 //! A build without the `cuda` feature registers the names so a TOML that uses them gets a
 //! clear error rather than "unknown backend".
 
@@ -37,23 +39,48 @@ fn open_gpu(
     crate::gpu::open_device_for(needs, ctx.device).map_err(|e| gpu_error(ctx, e))
 }
 
-/// What the image kernels' backends hold: the device, its compiled image kernels and a stream
+/// What the image kernels' backends hold: the device, its compiled image kernels and a stream:
+/// the enclosing `SyncTensor`'s (then `scope` is set and the backend does not wait), else one
 /// of their own.
 #[cfg(feature = "cuda")]
 struct KernelStream {
     gpu: std::sync::Arc<cudarc::driver::CudaContext>,
     kernels: &'static crate::gpu::image_kernels::ImageKernels,
     stream: std::sync::Arc<cudarc::driver::CudaStream>,
+    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+}
+
+/// The enclosing `SyncTensor`'s stream on `gpu`, if there is one and it is on this GPU.
+#[cfg(feature = "cuda")]
+fn scope_stream(
+    ctx: &InitContext<'_>,
+    gpu: &std::sync::Arc<cudarc::driver::CudaContext>,
+) -> Result<
+    Option<(
+        std::sync::Arc<cudarc::driver::CudaStream>,
+        std::sync::Arc<crate::gpu::scope::StreamScope>,
+    )>,
+    ConfigError,
+> {
+    let Some(scope) = ctx.stream_scope else {
+        return Ok(None);
+    };
+    let stream = scope.stream(gpu).map_err(|e| gpu_error(ctx, e))?;
+    Ok(stream.map(|s| (s, scope.clone())))
 }
 
 #[cfg(feature = "cuda")]
 fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     use crate::gpu::cuda::Call;
     let gpu = open_gpu(ctx, true)?;
+    let shared = scope_stream(ctx, &gpu)?;
     let made = (|| {
         let kernels = crate::gpu::image_kernels::get(&gpu)?;
         gpu.bind_to_thread().call("cuCtxSetCurrent")?;
-        let stream = gpu.new_stream().call("cuStreamCreate")?;
+        let stream = match &shared {
+            Some((s, _)) => s.clone(),
+            None => gpu.new_stream().call("cuStreamCreate")?,
+        };
         Ok((kernels, stream))
     })();
     let (kernels, stream) = made.map_err(|e| gpu_error(ctx, e))?;
@@ -61,6 +88,7 @@ fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
         gpu,
         kernels,
         stream,
+        scope: shared.map(|(_, scope)| scope),
     })
 }
 

@@ -42,6 +42,8 @@ struct Gpu {
     pool: std::sync::Arc<crate::gpu::pool::Pool>,
     /// The job table, pinned on the host and on the device, sized for the largest batch seen.
     tables: Option<Tables>,
+    /// Set inside `SyncTensor`: the stream is its, and it waits.
+    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
 }
 
 #[cfg(feature = "cuda")]
@@ -70,6 +72,7 @@ pub fn new(
         gpu,
         kernels,
         stream,
+        scope,
     } = super::kernel_stream(ctx)?;
     Ok(Box::new(ResizeTensor {
         h,
@@ -81,6 +84,7 @@ pub fn new(
             stream,
             kernels,
             tables: None,
+            scope,
         },
     }))
 }
@@ -121,6 +125,7 @@ impl Backend for ResizeTensor {
         crate::gpu::peer::items_here(batch, &self.gpu.stream).map_err(super::backend_error)?;
         let mut jobs = Vec::with_capacity(batch.len());
         let mut outputs = Vec::with_capacity(batch.len());
+        let mut sources = Vec::with_capacity(batch.len());
         for (i, item) in batch.iter_mut().enumerate() {
             let (sh, sw, src) = match &item.data {
                 Value::Device(DeviceValue {
@@ -157,6 +162,7 @@ impl Backend for ResizeTensor {
                 pad: 0,
             });
             outputs.push((i, out, rgb != swap));
+            sources.push(src);
         }
         if jobs.is_empty() {
             return Ok(());
@@ -168,8 +174,15 @@ impl Backend for ResizeTensor {
             let t = Gpu::tables(&g.ctx, &mut g.tables, jobs.len())?;
             g.kernels
                 .resize(&g.stream, &mut t.host, t.device.ptr, &jobs, h, w)?;
-            // The sources stay alive in the items until here; the outputs are complete.
-            g.stream.synchronize().call("cuStreamSynchronize")
+            match &g.scope {
+                // The SyncTensor waits; the sources live until then.
+                Some(scope) => {
+                    scope.keep(sources);
+                    Ok(())
+                }
+                // The sources stay alive until here; the outputs are complete.
+                None => g.stream.synchronize().call("cuStreamSynchronize"),
+            }
         })();
         launched.map_err(super::backend_error)?;
         for (i, out, rgb) in outputs {
@@ -203,6 +216,7 @@ impl Backend for ResizeTensor {
                 kernels: g.kernels,
                 pool: g.pool.clone(),
                 tables: None,
+                scope: g.scope.clone(),
             },
         }))
     }
