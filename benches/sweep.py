@@ -46,6 +46,11 @@ def fmt(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def stamp():
+    """The time a run ended, in UTC as the server logs write it (to line the two up)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S")
+
+
 def read_ceilings(spec, batch):
     """The decoder's rate at the node's batch size and the model's with several instances."""
     pre_path, model_path = spec.split(",")
@@ -107,6 +112,7 @@ def main():
     date = datetime.date.today().isoformat()
     doc = {"date": date, "commit": compare.commit(), "device": compare.device_name(),
            "duration_s": a.duration, "settings": []}
+    os.makedirs(a.out_dir, exist_ok=True)
     binaries = dict(x.split("=", 1) for x in a.server_of)
     fixed_rates = [float(r) for r in a.open_rates.split(",") if r]
     ceiling = read_ceilings(a.ceilings, a.ceiling_batch) if a.ceilings else None
@@ -130,7 +136,7 @@ def main():
                         row["rep"] = rep
                         row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
                         runs.append(row)
-                        print(f"{name} {clients}x{batch} #{rep}: {row['qps']:.0f} QPS, "
+                        print(f"{stamp()} {name} {clients}x{batch} #{rep}: {row['qps']:.0f} QPS, "
                               f"TP99 {row['tp99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, "
                               f"errors {row['errors']}", flush=True)
                 best = max(r["qps"] for r in runs if r["batch"] == 1)
@@ -141,7 +147,7 @@ def main():
                     row["rep"] = 0
                     row["cpu_cores_per_kqps"] = cpu_per_kqps(row)
                     runs.append(row)
-                    print(f"{name} open loop at {rate:.0f}/s: {row['qps']:.0f} QPS, TP99 "
+                    print(f"{stamp()} {name} open loop at {rate:.0f}/s: {row['qps']:.0f} QPS, TP99 "
                           f"{row['tp99_ms']:.2f} ms, max {row['max_ms']:.1f} ms, late "
                           f"{row['open_loop']['late_sends']}", flush=True)
             finally:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A change to the GPU pipeline against the binary before it, in one call: the parts' ceilings
+# (preprocess-check: GPU decode + resize + cvtColor checked against the CPU path and timed;
+# model-check: the model at the TOML's 4 instances), then benches/sweep.py on the GPU TOML with
+# one setting per binary (old = dist/old/server, new = dist/server) at 1, 20, 128 (three times)
+# and 256 clients × 1 and the open loop at 80% of the best rate and at a fixed 4,000/s, then
+# the new server's CPU by thread at 128 clients. The servers log at debug the GPU buffers they
+# make (`nvJPEG buffer made`, `GPU value buffer made`); per second, they show when buffers grow
+# against the sweep's run times. Writes to $OUT: preprocess.json, model.json, parts.txt, the
+# sweep's JSON and Markdown, logs.tgz (the servers' logs).
+# Binaries built on the development machine (dist/: server, client_qps, model-check,
+# preprocess-check; dist/old/server), packed into dist/dist.tgz and carried; then:
+#   COMMIT=<sha> [MACHINE=h100] bash benches/gpu/pipeline_ab.sh
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+ensure_models || exit 1
+report_header
+dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
+  --batches "${PRE_BATCHES:-8,16}" --rounds 5 --gpu-toml configs/resnet50_gpu.toml \
+  --cpu-toml configs/resnet50.toml --json "$OUT/preprocess.json" > "$OUT/parts.txt" 2>&1
+dist/model-check --model models/resnet50.onnx --batches 16 --instances 4 \
+  --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model.json" \
+  >> "$OUT/parts.txt" 2>&1
+grep -E "images/s|differ|concurrency|max |error" "$OUT/parts.txt" | tail -n 20
+mkdir -p "$OUT/logs"
+export RUST_LOG="info,gpu_engine::nvjpeg_alloc=debug,engine::gpu::pool=debug"
+python3 benches/sweep.py --client dist/client_qps --server dist/server \
+  --server-of old=dist/old/server \
+  --setting "old=configs/resnet50_gpu.toml" --setting "new=configs/resnet50_gpu.toml" \
+  --clients "${CLIENTS:-1,20,128,256}" --repeat 128x1 --open-rates 4000 \
+  --duration "${DURATION:-4}" --ceilings "$OUT/preprocess.json,$OUT/model.json" \
+  --machine "${MACHINE:-h100}-ab" --out-dir "$OUT"
+mv "$OUT"/*.log "$OUT/logs/" 2>/dev/null
+for log in "$OUT"/logs/*.log; do
+  echo "$(basename "$log"): buffers made per second (nvJPEG, GPU values):"
+  grep -E 'buffer made' "$log" | sed -E 's/^[^T]*T([0-9:]{8}).*(nvJPEG|GPU value).*/\1 \2/' | uniq -c | tail -n 40
+done
+unset RUST_LOG
+dist/server --toml configs/resnet50_gpu.toml --port 8896 --metrics-port 8897 \
+  > "$OUT/logs/threads-server.log" 2>&1 &
+spid=$!
+if wait_ready 8897 $spid; then
+  dist/client_qps --img_dir benches/imgs --port 8896 --request_client 128 --request_batch 1 \
+    --duration 8 > "$OUT/logs/threads-client.txt" 2>&1 &
+  cpid=$!
+  sleep 3
+  python3 benches/thread_cpu.py $spid 4
+  wait $cpid
+  tail -n 4 "$OUT/logs/threads-client.txt"
+fi
+kill -INT $spid 2>/dev/null; wait $spid 2>/dev/null
+tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
