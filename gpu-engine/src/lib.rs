@@ -36,8 +36,6 @@ mod kernels;
 #[cfg(feature = "cuda")]
 pub mod nvjpeg;
 #[cfg(feature = "cuda")]
-pub mod nvjpeg_alloc;
-#[cfg(feature = "cuda")]
 mod pooling;
 #[cfg(feature = "cuda")]
 mod precision;

@@ -11,7 +11,6 @@ use cudarc::driver::{result::DriverError, sys as cu, CudaContext, CudaStream};
 use libloading::Library;
 
 use super::cuda::{Call, GpuError, Result};
-use super::nvjpeg_alloc::{Cache, Scope};
 
 type Status = c_int;
 type Handle = *mut c_void;
@@ -237,15 +236,12 @@ impl Session {
     fn new(api: &'static Api, backend: c_int) -> Result<Session> {
         let mut handle = std::ptr::null_mut();
         check(
-            // SAFETY: allocators that live as long as the process (nvJPEG keeps the pointers
-            // and does not write through them); flags 0.
+            // SAFETY: null allocators select nvJPEG's defaults; flags 0.
             unsafe {
                 (api.create_ex)(
                     backend,
-                    std::ptr::from_ref(&super::nvjpeg_alloc::DEV).cast_mut().cast(),
-                    std::ptr::from_ref(&super::nvjpeg_alloc::PINNED)
-                        .cast_mut()
-                        .cast(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
                     0,
                     &mut handle,
                 )
@@ -323,9 +319,7 @@ impl Drop for Hardware {
     }
 }
 
-/// One node instance's JPEG decoder, on a CUDA stream of its own or its owner's. nvJPEG's
-/// buffers come from the decoder's cache (`nvjpeg_alloc`); fields drop in order, so the
-/// nvJPEG handles give their buffers back before the cache frees them.
+/// One node instance's JPEG decoder, on a CUDA stream of its own or its owner's.
 pub struct Decoder {
     api: &'static Api,
     hybrid: Session,
@@ -334,7 +328,6 @@ pub struct Decoder {
     stream: Arc<CudaStream>,
     /// Whether `decode` waits for the stream before returning (else its owner waits).
     waits: bool,
-    cache: Arc<Cache>,
 }
 
 // SAFETY: nvJPEG handles and states may be used from any thread, one at a time; the decoder is
@@ -342,8 +335,8 @@ pub struct Decoder {
 unsafe impl Send for Decoder {}
 
 impl Drop for Decoder {
-    /// The handles and the cache free device memory as the fields drop: in the decoder's
-    /// context, after its last work.
+    /// On a shared stream, work of this decoder may still be queued: nvJPEG's states and
+    /// handles (dropped after this) free the buffers it uses.
     fn drop(&mut self) {
         if self.stream.context().bind_to_thread().is_ok() {
             let _ = self.stream.synchronize();
@@ -369,8 +362,6 @@ impl Decoder {
             Some(s) => s,
             None => ctx.new_stream().call("cuStreamCreate")?,
         };
-        let cache = Arc::new(Cache::default());
-        let _scope = Scope::enter(&cache);
         let hybrid = Session::new(api, BACKEND_DEFAULT)?;
         let hardware = if hardware {
             // A chip without JPEG engines answers ARCH_MISMATCH / IMPLEMENTATION_NOT_SUPPORTED.
@@ -405,7 +396,6 @@ impl Decoder {
             rgb,
             stream,
             waits,
-            cache,
         })
     }
 
@@ -416,7 +406,6 @@ impl Decoder {
     pub fn prepare_batches(&mut self, max: usize) -> Result<()> {
         let api = self.api;
         let format = self.format();
-        let _scope = Scope::enter(&self.cache);
         let Some(hw) = self.hardware.as_mut() else {
             return Ok(());
         };
@@ -505,10 +494,6 @@ impl Decoder {
         if let Err(e) = self.stream.context().bind_to_thread() {
             return vec![Err(NvjpegError::Context(e)); jobs.len()];
         }
-        // The stream has been waited for since the last call (here or by the owner): what
-        // nvJPEG freed then is free to reuse.
-        self.cache.synchronised();
-        let _scope = Scope::enter(&self.cache);
         let (hw_jobs, sw_jobs): (Vec<usize>, Vec<usize>) =
             (0..jobs.len()).partition(|&i| self.hardware_takes(jobs[i].0));
         let mut retry = Vec::new();

@@ -11,8 +11,8 @@ pub mod scope;
 #[cfg(feature = "cuda")]
 pub use gpu_engine::{
     check_gpus, check_libraries, cuda, gpus, image_kernels, nvjpeg, open_device, open_device_for,
-    set_wait, GpuError, GpuInstance, GpuModel, GpuWait, LoadReport, MissingGpu, Needs, Precision,
-    Replay,
+    set_wait, DeviceBytes, GpuError, GpuInstance, GpuModel, GpuWait, Input, LoadReport, MissingGpu,
+    Needs, Precision, Replay,
 };
 
 /// Whether this build can run models on a GPU at all.

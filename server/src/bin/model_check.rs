@@ -66,6 +66,10 @@ struct Args {
     /// ... for this many batches in total (0 skips the check).
     #[arg(long, default_value_t = 10_000)]
     concurrent_batches: usize,
+    /// The concurrency check's inputs from the host (copied through pinned memory) instead of
+    /// from the GPU, where a pipeline's GPU preprocessing leaves them.
+    #[arg(long)]
+    host_inputs: bool,
     /// Write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -329,6 +333,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Batch `n` starting at image `offset`, cycling through the images (or through their CPU
 /// logits, one row per image).
+/// One image's input values on the GPU.
+struct OnGpu {
+    buf: engine::gpu::cuda::DeviceBuf,
+    bytes: usize,
+}
+
+impl engine::gpu::DeviceBytes for OnGpu {
+    fn ptr(&self) -> u64 {
+        self.buf.ptr
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 fn batch(imgs: &[Vec<f32>], n: usize, offset: usize) -> Vec<f32> {
     (0..n)
         .flat_map(|i| imgs[(offset + i) % imgs.len()].iter().copied())
@@ -613,6 +633,23 @@ fn main() -> Result<()> {
             expected.insert((n, o), inst.run(n, &batch(&imgs, n, o))?);
         }
         let expected = Arc::new(expected);
+        // Each image once on the GPU: the instances read their batches from there, as a
+        // pipeline's model reads what the GPU preprocessing made (--host-inputs: from the host).
+        let on_gpu = if a.host_inputs {
+            None
+        } else {
+            let ctx = engine::gpu::open_device(0)?;
+            let bufs = imgs
+                .iter()
+                .map(|img| {
+                    Ok(OnGpu {
+                        buf: engine::gpu::cuda::DeviceBuf::from_host(&ctx, img)?,
+                        bytes: img.len() * 4,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Arc::new(bufs))
+        };
         let imgs = Arc::new(imgs);
         let per_thread = a.concurrent_batches.div_ceil(a.instances);
         let mut runners = Vec::new();
@@ -625,13 +662,23 @@ fn main() -> Result<()> {
             .enumerate()
             .map(|(k, mut r)| {
                 let (expected, imgs, combos) = (expected.clone(), imgs.clone(), combos.clone());
+                let on_gpu = on_gpu.clone();
                 std::thread::spawn(move || -> (usize, usize, usize, usize, String, f32) {
                     let (mut done, mut mismatch, mut errors, mut first) = (0, 0, 0, String::new());
                     let mut images = 0;
                     let mut worst = 0f32;
                     for i in 0..per_thread {
                         let (n, o) = combos[(i * 7 + k * 13) % combos.len()];
-                        match r.run(n, &batch(&imgs, n, o)) {
+                        let ran = match &on_gpu {
+                            Some(g) => {
+                                let items: Vec<engine::gpu::Input<'_>> = (0..n)
+                                    .map(|i| engine::gpu::Input::Device(&g[(o + i) % g.len()]))
+                                    .collect();
+                                r.run_inputs(&items)
+                            }
+                            None => r.run(n, &batch(&imgs, n, o)),
+                        };
+                        match ran {
                             Ok(got) => {
                                 let want = &expected[&(n, o)];
                                 if got != *want {
@@ -669,7 +716,6 @@ fn main() -> Result<()> {
             errors += e;
         }
         let secs = t.elapsed().as_secs_f64();
-        // Inputs come from the host, as in the timing above; a pipeline's come from the GPU.
         let rate = images as f64 / secs;
         println!(
             "concurrency: {} instances × {per_thread} batches = {done} batches ({images} images) \
@@ -678,7 +724,8 @@ fn main() -> Result<()> {
             a.instances
         );
         json["concurrency"] = serde_json::json!({
-            "instances": a.instances, "batches": done, "images": images,
+            "instances": a.instances, "inputs": if a.host_inputs { "host" } else { "device" },
+            "batches": done, "images": images,
             "images_per_s": rate, "mismatches": mismatch,
             "errors": errors, "seconds": secs, "max_abs_diff": worst,
         });

@@ -40,6 +40,10 @@ struct Args {
     rounds: usize,
     #[arg(long, default_value_t = 0.5)]
     round_secs: f64,
+    /// Also time the fused node with this many instances at once, each on its own thread with
+    /// its own stream, as a pipeline node with `instance_num` runs them (0 skips it).
+    #[arg(long, default_value_t = 4)]
+    instances: usize,
     /// The GPU pipeline and the CPU-preprocessing pipeline whose classes are compared.
     #[arg(long)]
     gpu_toml: Option<PathBuf>,
@@ -125,6 +129,51 @@ fn run_with_decoder(
             (r, by)
         })
         .collect())
+}
+
+/// Images per second of `instances` copies of the node in `toml`, each driven by its own thread
+/// with `batch` over and over for `rounds × round_secs` after a warm-up.
+fn concurrent_rate(
+    toml: &str,
+    batch: &[Arc<[u8]>],
+    instances: usize,
+    args: &Args,
+) -> Result<f64> {
+    let mut backends = (0..instances)
+        .map(|_| backend(toml))
+        .collect::<Result<Vec<_>>>()?;
+    for b in backends.iter_mut() {
+        for _ in 0..10 {
+            run(b.as_mut(), batch)?;
+        }
+    }
+    let secs = args.rounds as f64 * args.round_secs;
+    let started = Instant::now();
+    let done = std::thread::scope(|s| {
+        let threads: Vec<_> = backends
+            .iter_mut()
+            .map(|b| {
+                s.spawn(move || -> Result<usize> {
+                    let mut done = 0;
+                    while started.elapsed().as_secs_f64() < secs {
+                        if run(b.as_mut(), batch)?.iter().any(|o| o.is_err()) {
+                            bail!("an image failed during timing");
+                        }
+                        done += batch.len();
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a timing thread panicked"))?
+            })
+            .sum::<Result<usize>>()
+    })?;
+    Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 
 #[derive(Default)]
@@ -351,6 +400,15 @@ fn main() -> Result<()> {
                 rates.len()
             );
             entry[label] = json!(median);
+        }
+        if args.instances > 0 {
+            let rate = concurrent_rate(&fused_toml, &batch, args.instances, &args)?;
+            println!(
+                "batch {n:>2} decode_resize_cvtcolor × {} instances: {rate:.0} images/s",
+                args.instances
+            );
+            entry["decode_resize_cvtcolor_instances"] = json!(args.instances);
+            entry["decode_resize_cvtcolor_concurrent"] = json!(rate);
         }
         timings.push(entry);
     }
