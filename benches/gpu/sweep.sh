@@ -1,18 +1,69 @@
 #!/usr/bin/env bash
-# The device run of benches/sweep.py on the H200 box, one call: `server --baseline` and the
-# pipeline on the seed TOML, and the pipeline on the GPU-decode TOML, each at 1, 4, 10, 20, 40,
-# 64, 128 clients × batch 1 and 10 × 4, with 20 × 1 and 128 × 1 three times for the spread, then
-# one open-loop run at 80% of its best closed-loop QPS; writes $OUT/sweep-<date>-h200.{json,md}
-# (copy them to benches/results/). Binaries built on the development machine:
+# The load sweep on the GPU box, one call: first the parts' own ceilings (preprocess-check: GPU
+# decode + resize + cvtColor checked against the CPU path, then timed at the decoder node's
+# batch sizes, one instance and the TOML's 4 at once; model-check: ResNet50 at batch 16 with the
+# TOML's 4 instances, inputs on the GPU), then benches/sweep.py: `server --baseline` and the
+# pipeline on the seed TOML and on the GPU TOML, at 1, 4, 20, 64, 128 and 256 clients × 1, 20
+# and 128 three times, the open loop at 80% of the best closed-loop rate and at a fixed
+# 4,000/s (server CPU at a fixed rate); the GPU rows also as a share of the slower part. Then the
+# GPU TOML's server CPU by thread at 128 clients.
+# More settings, to read a change against what it replaced in the same call:
+#   GPU_VARIANTS="cpu2"  the GPU TOML with [cpu_decoder]'s instance_num = 2 (gpu-cpu2)
+#   BEFORE=1             dist/old/server on that TOML as it was (gpu-before; instance_num 2)
+# Writes to $OUT: preprocess.json, model.json, parts.txt, sweep-<date>-<machine>.{json,md},
+# logs.tgz (the servers' logs and the per-thread sample).
+# Binaries built on the development machine:
 #   cargo build --release -p server -p client_qps --features server/cuda --bins
-#   strip into dist/ (model-check, server, client_qps), tar czf dist.tgz, carry it
-# then: COMMIT=<sha> [DURATION=5] bash benches/gpu/sweep.sh
+#   strip server, client_qps, model-check, preprocess-check into dist/ (the older server into
+#   dist/old/ for BEFORE=1), tar czf dist/dist.tgz, carry it; then:
+#   COMMIT=<sha> [MACHINE=h100] [DURATION=4] bash benches/gpu/sweep.sh
 # The first server start tunes the GPU engine and writes models/resnet50.trt (model::cache);
 # the later ones read it.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_models || exit 1
-python3 benches/sweep.py --server dist/server --client dist/client_qps \
-  --setting baseline=configs/resnet50.toml --setting seed=configs/resnet50.toml \
-  --setting gpu=configs/resnet50_gpu.toml --duration "${DURATION:-5}" --machine h200 \
-  --out-dir "$OUT"
+report_header
+dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
+  --batches 8,16 --rounds 5 --instances 4 --gpu-toml configs/resnet50_gpu.toml \
+  --cpu-toml configs/resnet50.toml --json "$OUT/preprocess.json" > "$OUT/parts.txt" 2>&1
+dist/model-check --model models/resnet50.onnx --batches 16 --instances 4 \
+  --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model.json" \
+  >> "$OUT/parts.txt" 2>&1
+grep -E "images/s|differ|concurrency|max abs|error" "$OUT/parts.txt" | tail -n 20
+mkdir -p "$OUT/logs"
+settings=(--setting baseline=configs/resnet50.toml --setting seed=configs/resnet50.toml
+  --setting gpu=configs/resnet50_gpu.toml)
+cpu_decoders() {
+  # The GPU TOML as it is but for [cpu_decoder]'s instance_num.
+  sed "/^\[cpu_decoder\]/,/^\[/ s/^instance_num = .*/instance_num = $1/" configs/resnet50_gpu.toml
+}
+for v in ${GPU_VARIANTS:-}; do
+  n=${v#cpu}
+  cpu_decoders "$n" > "configs/resnet50_gpu_$v.toml"
+  settings+=(--setting "gpu-$v=configs/resnet50_gpu_$v.toml")
+done
+before=()
+if [ "${BEFORE:-0}" = 1 ]; then
+  cpu_decoders 2 > configs/resnet50_gpu_before.toml
+  settings+=(--setting gpu-before=configs/resnet50_gpu_before.toml)
+  before=(--server-of gpu-before=dist/old/server)
+fi
+python3 benches/sweep.py --server dist/server --client dist/client_qps "${before[@]}" \
+  "${settings[@]}" --clients 1,4,20,64,128,256 --repeat 20x1,128x1 --open-rates 4000 \
+  --duration "${DURATION:-4}" --ceilings "$OUT/preprocess.json,$OUT/model.json" \
+  --machine "${MACHINE:-h100}" --out-dir "$OUT"
+mv "$OUT"/*.log "$OUT/logs/" 2>/dev/null
+dist/server --toml configs/resnet50_gpu.toml --port 8896 --metrics-port 8897 \
+  > "$OUT/logs/threads-server.log" 2>&1 &
+spid=$!
+if wait_ready 8897 $spid; then
+  dist/client_qps --img_dir benches/imgs --port 8896 --request_client 128 --request_batch 1 \
+    --duration 8 > "$OUT/logs/threads-client.txt" 2>&1 &
+  cpid=$!
+  sleep 3
+  python3 benches/thread_cpu.py $spid 4 | tee "$OUT/logs/threads.txt"
+  wait $cpid
+  tail -n 4 "$OUT/logs/threads-client.txt"
+fi
+kill -INT $spid 2>/dev/null; wait $spid 2>/dev/null
+tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"

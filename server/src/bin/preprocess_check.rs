@@ -133,12 +133,7 @@ fn run_with_decoder(
 
 /// Images per second of `instances` copies of the node in `toml`, each driven by its own thread
 /// with `batch` over and over for `rounds × round_secs` after a warm-up.
-fn concurrent_rate(
-    toml: &str,
-    batch: &[Arc<[u8]>],
-    instances: usize,
-    args: &Args,
-) -> Result<f64> {
+fn concurrent_rate(toml: &str, batch: &[Arc<[u8]>], instances: usize, args: &Args) -> Result<f64> {
     let mut backends = (0..instances)
         .map(|_| backend(toml))
         .collect::<Result<Vec<_>>>()?;

@@ -50,18 +50,19 @@ struct KernelStream {
     scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
 }
 
+/// A `SyncTensor`'s stream and the scope that waits for it.
+#[cfg(feature = "cuda")]
+type Scoped = (
+    std::sync::Arc<cudarc::driver::CudaStream>,
+    std::sync::Arc<crate::gpu::scope::StreamScope>,
+);
+
 /// The enclosing `SyncTensor`'s stream on `gpu`, if there is one and it is on this GPU.
 #[cfg(feature = "cuda")]
 fn scope_stream(
     ctx: &InitContext<'_>,
     gpu: &std::sync::Arc<cudarc::driver::CudaContext>,
-) -> Result<
-    Option<(
-        std::sync::Arc<cudarc::driver::CudaStream>,
-        std::sync::Arc<crate::gpu::scope::StreamScope>,
-    )>,
-    ConfigError,
-> {
+) -> Result<Option<Scoped>, ConfigError> {
     let Some(scope) = ctx.stream_scope else {
         return Ok(None);
     };
