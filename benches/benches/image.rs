@@ -1,4 +1,4 @@
-//! Decode and resize per image: our default kernels (libjpeg-turbo from the turbojpeg crate,
+//! Decode and resize per image, and the JPEG end check before decoding: our default kernels (libjpeg-turbo from the turbojpeg crate,
 //! our OpenCV-exact bilinear resize) against zune-jpeg (the pure-Rust candidate) and, with
 //! `--features opencv`, OpenCV itself in the same process. Single thread: per-core figures.
 
@@ -65,6 +65,20 @@ fn bench(c: &mut Criterion) {
                         .len()
                 })
                 .sum::<usize>()
+        })
+    });
+    g.finish();
+
+    // The check every request's JPEG gets before decoding (DecodeMat and DecodeTensor): that
+    // its data reaches the end-of-image marker, walking the entropy-coded bytes for 0xFF.
+    let mut g = c.benchmark_group("jpeg_end_check_6_photos");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("reaches_eoi", |b| {
+        b.iter(|| {
+            photos
+                .iter()
+                .filter(|p| engine::image::jpeg_end::reaches_eoi(p))
+                .count()
         })
     });
     g.finish();

@@ -64,7 +64,7 @@ pub fn reaches_eoi(bytes: &[u8]) -> bool {
             // Entropy-coded data: 0xFF 0x00 is a stuffed byte, 0xFF 0xD0..0xD7 a restart;
             // any other 0xFF xx ends the scan at that marker.
             loop {
-                let Some(off) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+                let Some(off) = memchr::memchr(0xFF, &bytes[i..]) else {
                     return false;
                 };
                 i += off;
