@@ -23,17 +23,5 @@ python3 benches/sweep.py --server dist/server --client dist/client_qps "${settin
 # Where the server's CPU goes by thread, spin against block, at 128 clients: one server each
 # (reading the cache the sweep wrote), the client for 8 s, the threads sampled over its middle.
 for how in ${THREAD_WAITS:-spin block}; do
-  dist/server --toml configs/resnet50_gpu.toml --port 8896 --metrics-port 8897 --gpu-wait "$how" \
-    > "$OUT/threads-$how-server.log" 2>&1 &
-  spid=$!
-  if wait_ready 8897 $spid; then
-    dist/client_qps --img_dir benches/imgs --port 8896 --request_client 128 --request_batch 1 \
-      --duration 8 > "$OUT/threads-$how-client.txt" 2>&1 &
-    cpid=$!
-    sleep 3
-    python3 benches/thread_cpu.py $spid 4 --json "$OUT/threads-$how.json" | tee "$OUT/threads-$how.txt"
-    wait $cpid
-    tail -n 4 "$OUT/threads-$how-client.txt"
-  fi
-  kill -INT $spid 2>/dev/null; wait $spid 2>/dev/null
+  thread_cpu_at_128 configs/resnet50_gpu.toml "$OUT/threads-$how" --gpu-wait "$how"
 done

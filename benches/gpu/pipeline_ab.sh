@@ -47,17 +47,5 @@ for log in "$OUT"/logs/*.log; do
   sed -E 's/\x1b\[[0-9;]*m//g' "$log" | grep -E 'buffers made' | sed -E 's/^[^T]*T([0-9:]{8}).*class=([0-9]+).*us=([0-9]+).*/\1 class \2 \3 us/' | tail -n 40
 done
 unset RUST_LOG
-dist/server --toml "$last" --port 8896 --metrics-port 8897 \
-  > "$OUT/logs/threads-server.log" 2>&1 &
-spid=$!
-if wait_ready 8897 $spid; then
-  dist/client_qps --img_dir benches/imgs --port 8896 --request_client 128 --request_batch 1 \
-    --duration 8 > "$OUT/logs/threads-client.txt" 2>&1 &
-  cpid=$!
-  sleep 3
-  python3 benches/thread_cpu.py $spid 4
-  wait $cpid
-  tail -n 4 "$OUT/logs/threads-client.txt"
-fi
-kill -INT $spid 2>/dev/null; wait $spid 2>/dev/null
+thread_cpu_at_128 "$last" "$OUT/logs/last-128"
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"

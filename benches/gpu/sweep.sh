@@ -53,17 +53,5 @@ python3 benches/sweep.py --server dist/server --client dist/client_qps "${before
   --duration "${DURATION:-4}" --ceilings "$OUT/preprocess.json,$OUT/model.json" \
   --machine "${MACHINE:-h100}" --out-dir "$OUT"
 mv "$OUT"/*.log "$OUT/logs/" 2>/dev/null
-dist/server --toml configs/resnet50_gpu.toml --port 8896 --metrics-port 8897 \
-  > "$OUT/logs/threads-server.log" 2>&1 &
-spid=$!
-if wait_ready 8897 $spid; then
-  dist/client_qps --img_dir benches/imgs --port 8896 --request_client 128 --request_batch 1 \
-    --duration 8 > "$OUT/logs/threads-client.txt" 2>&1 &
-  cpid=$!
-  sleep 3
-  python3 benches/thread_cpu.py $spid 4 | tee "$OUT/logs/threads.txt"
-  wait $cpid
-  tail -n 4 "$OUT/logs/threads-client.txt"
-fi
-kill -INT $spid 2>/dev/null; wait $spid 2>/dev/null
+thread_cpu_at_128 configs/resnet50_gpu.toml "$OUT/logs/gpu-128"
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
