@@ -10,6 +10,7 @@
 # More settings, to read a change against what it replaced in the same call:
 #   GPU_VARIANTS="cpu2"  the GPU TOML with [cpu_decoder]'s instance_num = 2 (gpu-cpu2)
 #   BEFORE=1             dist/old/server on that TOML as it was (gpu-before; instance_num 2)
+# Shorter: ROUNDS=3 (preprocess-check's timing rounds, 5), THREADS=0 (no per-thread sample).
 # Writes to $OUT: preprocess.json, model.json, parts.txt, sweep-<date>-<machine>.{json,md},
 # logs.tgz (the servers' logs and the per-thread sample).
 # Binaries built on the development machine:
@@ -24,7 +25,7 @@ source "$(dirname "$0")/env.sh"
 ensure_models || exit 1
 report_header
 dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
-  --batches 8,16 --rounds 5 --instances 4 --gpu-toml configs/resnet50_gpu.toml \
+  --batches 8,16 --rounds "${ROUNDS:-5}" --instances 4 --gpu-toml configs/resnet50_gpu.toml \
   --cpu-toml configs/resnet50.toml --json "$OUT/preprocess.json" > "$OUT/parts.txt" 2>&1
 dist/model-check --model models/resnet50.onnx --batches 16 --instances 4 \
   --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model.json" \
@@ -53,5 +54,5 @@ python3 benches/sweep.py --server dist/server --client dist/client_qps "${before
   --duration "${DURATION:-4}" --ceilings "$OUT/preprocess.json,$OUT/model.json" \
   --machine "${MACHINE:-h100}" --out-dir "$OUT"
 mv "$OUT"/*.log "$OUT/logs/" 2>/dev/null
-thread_cpu_at_128 configs/resnet50_gpu.toml "$OUT/logs/gpu-128"
+[ "${THREADS:-1}" = 1 ] && thread_cpu_at_128 configs/resnet50_gpu.toml "$OUT/logs/gpu-128"
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
