@@ -9,6 +9,7 @@
 # GPU TOML's server CPU by thread at 128 clients.
 # More settings, to read a change against what it replaced in the same call:
 #   GPU_VARIANTS="cpu2"  the GPU TOML with [cpu_decoder]'s instance_num = 2 (gpu-cpu2)
+#   IO_VARIANTS="4"      the GPU TOML with `server --io-threads 4` (gpu-io4)
 #   BEFORE=1             dist/old/server on that TOML as it was (gpu-before; instance_num 2)
 # Shorter: ROUNDS=3 (preprocess-check's timing rounds, 5), THREADS=0 (no per-thread sample).
 # Writes to $OUT: preprocess.json, model.json, parts.txt, sweep-<date>-<machine>.{json,md},
@@ -42,6 +43,9 @@ for v in ${GPU_VARIANTS:-}; do
   n=${v#cpu}
   cpu_decoders "$n" > "configs/resnet50_gpu_$v.toml"
   settings+=(--setting "gpu-$v=configs/resnet50_gpu_$v.toml")
+done
+for n in ${IO_VARIANTS:-}; do
+  settings+=(--setting "gpu-io$n=configs/resnet50_gpu.toml --io-threads $n")
 done
 before=()
 if [ "${BEFORE:-0}" = 1 ]; then

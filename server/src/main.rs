@@ -89,6 +89,11 @@ struct Args {
     /// SIGINT, ends the drain early; SIGINT alone stops at once
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     drain_seconds: f64,
+    /// Threads that read calls, write answers and wait for the pipeline (the async runtime's
+    /// workers). Each call costs them a few tens of microseconds; idle workers look for work
+    /// before they sleep. Default: one per core
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    io_threads: Option<u16>,
     /// How threads wait for the GPU while it runs their batch: block (sleep until the GPU's
     /// interrupt wakes them: no core held while waiting), yield, or spin (CUDA's busy-wait, its
     /// default on a machine with more cores than GPUs: one core per waiting thread)
@@ -217,11 +222,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         request_timeout,
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("io")
-        .build()
-        .context("cannot start the async runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("io");
+    if let Some(n) = args.io_threads {
+        runtime.worker_threads(usize::from(n));
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async {
         if let Some(l) = metrics_listener {
             let l = TcpListener::from_std(l)?;
