@@ -298,3 +298,35 @@ fn two_hundred_clients_against_a_slow_pipeline_get_answers_or_overload_errors() 
         "latency after the load {after:?}, before {calm:?}"
     );
 }
+
+#[test]
+fn one_io_thread_serves_many_connections_at_once() {
+    // `--io-threads 1`: every connection's reads, writes and waits on one async worker; 32
+    // clients × 20 calls each are all answered, each with the answer a lone call gets.
+    let config = common::config_copy("tiny_cpu.toml", &[]);
+    let server = common::Server::start(&["--toml", config.to_str().unwrap(), "--io-threads", "1"]);
+    let port = server.port;
+    let photo =
+        Arc::new(std::fs::read(common::repo_root().join("benches/imgs/chelsea.jpg")).unwrap());
+    let lone = common::client(port)
+        .infer_batch(InferenceParams::new("lone".into(), photo.to_vec()))
+        .unwrap();
+    let lone = Arc::new(lone);
+    let clients: Vec<_> = (0..32)
+        .map(|i| {
+            let (photo, lone) = (photo.clone(), lone.clone());
+            std::thread::spawn(move || {
+                let mut c = common::client(port);
+                for k in 0..20 {
+                    let got = c
+                        .infer_batch(InferenceParams::new(format!("{i}-{k}"), photo.to_vec()))
+                        .unwrap();
+                    assert_eq!(got, *lone);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a call failed or differed");
+    }
+}
