@@ -63,3 +63,17 @@ thread_cpu_at_128() {
   kill -INT $spid 2>/dev/null
   wait $spid 2>/dev/null
 }
+
+# The GPU TOML's parts alone: preprocess-check (GPU decode + resize + cvtColor against the CPU
+# path, then timed at node batches $1 with one instance and 4 at once; $2 timing rounds) and
+# model-check (ResNet50 at batch 16, 4 instances, inputs on the GPU). Writes
+# $OUT/preprocess.json, $OUT/model.json and $OUT/parts.txt, and prints the rates.
+ceilings() {
+  dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
+    --batches "$1" --rounds "$2" --instances 4 --gpu-toml configs/resnet50_gpu.toml \
+    --cpu-toml configs/resnet50.toml --json "$OUT/preprocess.json" > "$OUT/parts.txt" 2>&1
+  dist/model-check --model models/resnet50.onnx --batches 16 --instances 4 \
+    --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model.json" \
+    >> "$OUT/parts.txt" 2>&1
+  grep -E "images/s|differ|concurrency|max abs|error" "$OUT/parts.txt" | tail -n 20
+}

@@ -17,15 +17,9 @@ set -uo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_models || exit 1
 report_header
-dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
-  --batches "${PRE_BATCHES:-8,16}" --rounds 5 --instances 4 --gpu-toml configs/resnet50_gpu.toml \
-  --cpu-toml configs/resnet50.toml --json "$OUT/preprocess.json" > "$OUT/parts.txt" 2>&1
-dist/model-check --model models/resnet50.onnx --batches 16 --instances 4 \
-  --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model.json" \
-  >> "$OUT/parts.txt" 2>&1
-grep -E "images/s|differ|concurrency|max |error" "$OUT/parts.txt" | tail -n 20
+ceilings "${PRE_BATCHES:-8,16}" 5
 mkdir -p "$OUT/logs"
-export RUST_LOG="info,gpu_engine::nvjpeg_alloc=debug,engine::gpu::pool=debug"
+export RUST_LOG="info,engine::gpu::pool=debug"
 settings=(--setting "old=configs/resnet50_gpu.toml" --setting "new=configs/resnet50_gpu.toml")
 last=configs/resnet50_gpu.toml
 for n in ${CPU_DECODERS:-}; do

@@ -25,13 +25,7 @@ set -uo pipefail
 source "$(dirname "$0")/env.sh"
 ensure_models || exit 1
 report_header
-dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
-  --batches 8,16 --rounds "${ROUNDS:-5}" --instances 4 --gpu-toml configs/resnet50_gpu.toml \
-  --cpu-toml configs/resnet50.toml --json "$OUT/preprocess.json" > "$OUT/parts.txt" 2>&1
-dist/model-check --model models/resnet50.onnx --batches 16 --instances 4 \
-  --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model.json" \
-  >> "$OUT/parts.txt" 2>&1
-grep -E "images/s|differ|concurrency|max abs|error" "$OUT/parts.txt" | tail -n 20
+ceilings 8,16 "${ROUNDS:-5}"
 mkdir -p "$OUT/logs"
 settings=(--setting baseline=configs/resnet50.toml --setting seed=configs/resnet50.toml
   --setting gpu=configs/resnet50_gpu.toml)
