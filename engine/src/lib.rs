@@ -11,6 +11,7 @@ pub mod image;
 pub mod item;
 pub mod pipeline;
 pub mod scheduler;
+mod sync;
 
 pub use backend::{Backend, InitContext, Registry};
 pub use config::Config;

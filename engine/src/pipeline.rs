@@ -48,8 +48,8 @@ impl RequestState {
     /// The callback (None once the request was answered) and the outcomes so far, taken
     /// together.
     fn take_answer(&self) -> (Option<Callback>, Vec<Option<Outcome>>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let callback = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut slots = crate::sync::lock(&self.slots);
+        let callback = crate::sync::lock(&self.done).take();
         let taken = if callback.is_some() {
             std::mem::take(&mut *slots)
         } else {
@@ -256,7 +256,7 @@ impl Shared {
         let req = task.req;
         {
             // Empty once the request expired (answered at its deadline): the outcome is late.
-            let mut slots = req.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slots = crate::sync::lock(&req.slots);
             if let Some(slot) = slots.get_mut(task.index) {
                 *slot = Some(outcome);
             }
@@ -393,13 +393,13 @@ impl Shared {
         let join = branch.join;
         let item = std::mem::take(&mut task.item);
         {
-            let mut slots = join.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slots = crate::sync::lock(&join.slots);
             slots[branch.index] = Some(outcome.map(|from| (from, item)));
         }
         if join.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let slots = std::mem::take(&mut *join.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        let slots = std::mem::take(&mut *crate::sync::lock(&join.slots));
         let mut arrived = Vec::with_capacity(slots.len());
         for slot in slots {
             match slot {

@@ -18,7 +18,7 @@ impl SharedCache {
         init: impl FnOnce() -> Result<T, ConfigError>,
     ) -> Result<Arc<T>, ConfigError> {
         // Held across `init` on purpose: a second instance must not load the same model again.
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.map);
         if let Some(found) = map.get(key) {
             if let Ok(typed) = Arc::clone(found).downcast::<T>() {
                 return Ok(typed);

@@ -110,7 +110,7 @@ pub fn items_here(batch: &mut [Item], stream: &CudaStream) -> Result<()> {
 fn enable_peer_access(dst: &CudaContext, src: &CudaContext) -> Result<()> {
     static TRIED: Mutex<BTreeSet<(usize, usize)>> = Mutex::new(BTreeSet::new());
     let pair = (dst.ordinal(), src.ordinal());
-    if !TRIED.lock().unwrap_or_else(|p| p.into_inner()).insert(pair) {
+    if !crate::sync::lock(&TRIED).insert(pair) {
         return Ok(());
     }
     let mut can = 0;

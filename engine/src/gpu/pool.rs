@@ -24,7 +24,7 @@ pub struct Pool {
 /// The pool of `ctx`'s GPU: the GPU backends of every node on that GPU share it.
 pub fn shared(ctx: &Arc<CudaContext>) -> Arc<Pool> {
     static POOLS: Mutex<BTreeMap<usize, Arc<Pool>>> = Mutex::new(BTreeMap::new());
-    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pools = crate::sync::lock(&POOLS);
     pools
         .entry(ctx.ordinal())
         .or_insert_with(|| {
@@ -58,10 +58,7 @@ impl Pool {
     /// A buffer of at least `bytes`.
     pub fn take(self: &Arc<Self>, bytes: usize) -> Result<PooledBuf> {
         let class = class_of(bytes);
-        let reused = self
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let reused = crate::sync::lock(&self.free)
             .get_mut(&class)
             .and_then(Vec::pop);
         let ptr = match reused {
@@ -80,9 +77,7 @@ impl Pool {
                 );
                 // The first buffer is this caller's, the others go to the class's list.
                 let rest = (1..n).map(|i| slab + (i * class) as u64);
-                self.free
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                crate::sync::lock(&self.free)
                     .entry(class)
                     .or_default()
                     .extend(rest);
@@ -128,10 +123,7 @@ impl DeviceMemory for PooledBuf {
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        self.pool
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.pool.free)
             .entry(self.class)
             .or_default()
             .push(self.ptr);

@@ -106,7 +106,7 @@ impl<T: Send + Sync + 'static> Deadlines<T> {
 
 impl<T> Inner<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn run(&self, on_expiry: impl Fn(Arc<T>)) {
@@ -126,13 +126,9 @@ impl<T> Inner<T> {
                     st = self.lock();
                 }
                 Some(at) => {
-                    st = self
-                        .wake
-                        .wait_timeout(st, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    st = crate::sync::wait_timeout(&self.wake, st, at - now);
                 }
-                None => st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
+                None => st = crate::sync::wait(&self.wake, st),
             }
         }
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::{NodeConfig, Profile};
 use crate::error::RequestError;
 use crate::pipeline::{Shared, Task};
+use crate::sync::lock;
 pub use decision::{decide, Decision};
 pub use metrics::{NodeMetrics, NodeStats, TimeHistogramSnapshot, TIME_BOUNDS};
 
@@ -62,12 +63,6 @@ pub(crate) struct NodeRuntime {
     held: AtomicUsize,
     /// The nodes from which items can reach this one (`Pipeline::build` sets them).
     upstream: Vec<usize>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the queue half-updated (every update is a
-    // single push/drain), so a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl NodeRuntime {
@@ -163,11 +158,7 @@ impl NodeRuntime {
                 let e = task.timeout_error(&self.name);
                 return Err(Box::new((task, e)));
             }
-            st = self
-                .room
-                .wait_timeout(st, task.deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = crate::sync::wait_timeout(&self.room, st, task.deadline - now);
         }
         task.enqueued = Instant::now();
         st.queue.push_back(task);
@@ -296,16 +287,8 @@ impl NodeRuntime {
             }
             st.batcher_sleeps = Some(timer.map(|d| Instant::now() + d));
             st = match timer {
-                Some(d) => {
-                    self.wake_batcher
-                        .wait_timeout(st, d)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => self
-                    .wake_batcher
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner()),
+                Some(d) => crate::sync::wait_timeout(&self.wake_batcher, st, d),
+                None => crate::sync::wait(&self.wake_batcher, st),
             };
             st.batcher_sleeps = None;
         }
