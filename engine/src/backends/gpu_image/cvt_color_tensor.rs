@@ -77,7 +77,7 @@ impl Backend for CvtColorTensor {
             .call("cuCtxSetCurrent")
             .map_err(super::backend_error)?;
         crate::gpu::peer::items_here(batch, &self.stream).map_err(super::backend_error)?;
-        let mut made = Vec::new();
+        let (mut made, mut sources) = (Vec::new(), Vec::new());
         for (i, item) in batch.iter_mut().enumerate() {
             let value = match &item.data {
                 Value::Device(v) => v.clone(),
@@ -118,24 +118,15 @@ impl Backend for CvtColorTensor {
                 }
             };
             launched.map_err(super::backend_error)?;
-            made.push((i, value.layout.clone(), out, value.mem));
+            made.push((i, value.layout.clone(), out));
+            sources.push(value.mem);
         }
         if made.is_empty() {
             return Ok(());
         }
-        match &self.scope {
-            // The SyncTensor waits; the sources live until then.
-            Some(scope) => {
-                let sources: Vec<_> = made.iter().map(|m| m.3.clone()).collect();
-                scope.keep(sources);
-            }
-            None => self
-                .stream
-                .synchronize()
-                .call("cuStreamSynchronize")
-                .map_err(super::backend_error)?,
-        }
-        for (i, layout, out, _) in made {
+        super::keep_or_wait(self.scope.as_deref(), &self.stream, sources)
+            .map_err(super::backend_error)?;
+        for (i, layout, out) in made {
             let item = &mut batch[i];
             item.result = Some(Value::Device(DeviceValue {
                 layout,

@@ -172,12 +172,12 @@ impl Backend for DecodeTensor {
         // keeps the sources (below) and the items the destinations until the SyncTensor waits.
         let outcomes = unsafe { decoder.decode(&args) };
         drop(args);
-        if let Some(scope) = &self.scope {
-            let sources: Vec<std::sync::Arc<[u8]>> =
-                jobs.iter().map(|(_, bytes, _, _)| bytes.clone()).collect();
-            scope.keep(sources);
-        }
-        // A failed image's destination may still be written by work the scope waits for.
+        // Inside a SyncTensor the decode may still be running: the request bytes it reads and
+        // a failed image's destination, which it may still write, live until the wait.
+        let sources: Vec<std::sync::Arc<[u8]>> = match &self.scope {
+            Some(_) => jobs.iter().map(|(_, bytes, _, _)| bytes.clone()).collect(),
+            None => Vec::new(),
+        };
         let mut failed = Vec::new();
         for ((i, _, info, buf), outcome) in jobs.into_iter().zip(outcomes) {
             let item = &mut batch[i];
@@ -205,8 +205,8 @@ impl Backend for DecodeTensor {
                 }
             }
         }
-        if let Some(scope) = self.scope.as_ref().filter(|_| !failed.is_empty()) {
-            scope.keep(failed);
+        if let Some(scope) = &self.scope {
+            scope.keep((sources, failed));
         }
         Ok(())
     }

@@ -70,6 +70,25 @@ fn scope_stream(
     Ok(stream.map(|s| (s, scope.clone())))
 }
 
+/// After a backend enqueued its work on `stream`: inside a `SyncTensor` (`scope` set), keep
+/// what the work reads alive until the `SyncTensor` waits; else wait for the stream now, while
+/// the caller still holds it.
+#[cfg(feature = "cuda")]
+fn keep_or_wait(
+    scope: Option<&crate::gpu::scope::StreamScope>,
+    stream: &cudarc::driver::CudaStream,
+    reads: impl std::any::Any + Send,
+) -> crate::gpu::cuda::Result<()> {
+    use crate::gpu::cuda::Call;
+    match scope {
+        Some(scope) => {
+            scope.keep(reads);
+            Ok(())
+        }
+        None => stream.synchronize().call("cuStreamSynchronize"),
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     use crate::gpu::cuda::Call;

@@ -174,15 +174,7 @@ impl Backend for ResizeTensor {
             let t = Gpu::tables(&g.ctx, &mut g.tables, jobs.len())?;
             g.kernels
                 .resize(&g.stream, &mut t.host, t.device.ptr, &jobs, h, w)?;
-            match &g.scope {
-                // The SyncTensor waits; the sources live until then.
-                Some(scope) => {
-                    scope.keep(sources);
-                    Ok(())
-                }
-                // The sources stay alive until here; the outputs are complete.
-                None => g.stream.synchronize().call("cuStreamSynchronize"),
-            }
+            super::keep_or_wait(g.scope.as_deref(), &g.stream, sources)
         })();
         launched.map_err(super::backend_error)?;
         for (i, out, rgb) in outputs {
