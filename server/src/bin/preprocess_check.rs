@@ -131,6 +131,32 @@ fn run_with_decoder(
         .collect())
 }
 
+/// Ten batches before timing one backend.
+fn warm_up(b: &mut dyn Backend, batch: &[Arc<[u8]>]) -> Result<()> {
+    for _ in 0..10 {
+        run(b, batch)?;
+    }
+    Ok(())
+}
+
+/// Runs `batch` through `b` until `secs` after `started`; the images it decoded. Every image
+/// must decode (a failure would time the error path).
+fn images_until(
+    b: &mut dyn Backend,
+    batch: &[Arc<[u8]>],
+    started: Instant,
+    secs: f64,
+) -> Result<usize> {
+    let mut done = 0;
+    while started.elapsed().as_secs_f64() < secs {
+        if run(b, batch)?.iter().any(|o| o.is_err()) {
+            bail!("an image failed during timing");
+        }
+        done += batch.len();
+    }
+    Ok(done)
+}
+
 /// Images per second of `instances` copies of the node in `toml`, each driven by its own thread
 /// with `batch` over and over for `rounds × round_secs` after a warm-up.
 fn concurrent_rate(toml: &str, batch: &[Arc<[u8]>], instances: usize, args: &Args) -> Result<f64> {
@@ -138,27 +164,14 @@ fn concurrent_rate(toml: &str, batch: &[Arc<[u8]>], instances: usize, args: &Arg
         .map(|_| backend(toml))
         .collect::<Result<Vec<_>>>()?;
     for b in backends.iter_mut() {
-        for _ in 0..10 {
-            run(b.as_mut(), batch)?;
-        }
+        warm_up(b.as_mut(), batch)?;
     }
     let secs = args.rounds as f64 * args.round_secs;
     let started = Instant::now();
     let done = std::thread::scope(|s| {
         let threads: Vec<_> = backends
             .iter_mut()
-            .map(|b| {
-                s.spawn(move || -> Result<usize> {
-                    let mut done = 0;
-                    while started.elapsed().as_secs_f64() < secs {
-                        if run(b.as_mut(), batch)?.iter().any(|o| o.is_err()) {
-                            bail!("an image failed during timing");
-                        }
-                        done += batch.len();
-                    }
-                    Ok(done)
-                })
-            })
+            .map(|b| s.spawn(move || images_until(b.as_mut(), batch, started, secs)))
             .collect();
         threads
             .into_iter()
@@ -372,20 +385,11 @@ fn main() -> Result<()> {
             ("decode_resize_cvtcolor_hybrid_only", hybrid.as_mut()),
             ("decode_only", decode_only.as_mut()),
         ] {
-            for _ in 0..10 {
-                run(b, &batch)?;
-            }
+            warm_up(b, &batch)?;
             let mut rates = Vec::new();
             for _ in 0..args.rounds {
                 let started = Instant::now();
-                let mut done = 0usize;
-                while started.elapsed().as_secs_f64() < args.round_secs {
-                    let out = run(b, &batch)?;
-                    if out.iter().any(|o| o.is_err()) {
-                        bail!("an image failed during timing");
-                    }
-                    done += n;
-                }
+                let done = images_until(b, &batch, started, args.round_secs)?;
                 rates.push(done as f64 / started.elapsed().as_secs_f64());
             }
             rates.sort_by(|a, b| a.total_cmp(b));
