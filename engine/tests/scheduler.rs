@@ -452,16 +452,23 @@ fn a_full_queue_refuses_at_once() {
 
 #[test]
 fn a_request_that_outlives_its_deadline_times_out() {
-    let options = PipelineOptions {
-        request_timeout: Duration::from_millis(100),
-    };
-    let p = pipeline_with("[s]\nbackend = \"Sleep\"\nsleep_ms = 300\n", options);
-    let started = Instant::now();
-    let out = p.run(vec![text("a"), text("b")]).unwrap();
-    // Answered at the deadline: the first item still running, the second still queued.
-    assert!(started.elapsed() < Duration::from_millis(250));
-    for o in &out {
-        assert!(matches!(o, Err(RequestError::Timeout { .. })), "{o:?}");
+    // Alone, and inside SyncTensor (which waits for its stream after the inner forward).
+    for backend in ["Sleep", "SyncTensor[Sequential[Identity,Sleep]]"] {
+        let options = PipelineOptions {
+            request_timeout: Duration::from_millis(100),
+        };
+        let toml = format!("[s]\nbackend = \"{backend}\"\nsleep_ms = 300\n");
+        let p = pipeline_with(&toml, options);
+        let started = Instant::now();
+        let out = p.run(vec![text("a"), text("b")]).unwrap();
+        // Answered at the deadline: the first item still running, the second still queued.
+        assert!(started.elapsed() < Duration::from_millis(250), "{backend}");
+        for o in &out {
+            assert!(
+                matches!(o, Err(RequestError::Timeout { .. })),
+                "{backend}: {o:?}"
+            );
+        }
     }
 }
 

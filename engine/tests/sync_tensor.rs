@@ -1,13 +1,14 @@
 //! `SyncTensor[...]` as GPU backends use it, on the CPU: the backends inside it share its
 //! stream scope, keep what their queued work reads there instead of waiting themselves, and
 //! the `SyncTensor` waits and lets go once per batch, on success and on failure. Under load
-//! every request is answered once with its own result, deadlines hold, and shutdown answers
-//! every call in flight (docs/architecture.md#the-engine-items-backends-scheduler).
+//! every request is answered once with its own result, and shutdown answers every call in
+//! flight; the deadline through a `SyncTensor` is tests/scheduler.rs's
+//! (docs/architecture.md#the-engine-items-backends-scheduler).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use engine::backend::{Backend, InitContext, Registry};
 use engine::gpu::scope::StreamScope;
@@ -172,23 +173,6 @@ fn a_backend_outside_sync_tensor_has_no_scope() {
     );
     let out = p.run(vec![text("x")]).unwrap();
     assert_eq!(result_text(&out[0]).unwrap(), "no scope");
-}
-
-#[test]
-fn a_deadline_holds_inside_sync_tensor() {
-    let options = PipelineOptions {
-        request_timeout: Duration::from_millis(100),
-    };
-    let p = pipeline(
-        "[s]\nbackend = \"SyncTensor[Sequential[Held,Sleep]]\"\nsleep_ms = 300\n",
-        options,
-    );
-    let started = Instant::now();
-    let out = p.run(vec![text("a"), text("b")]).unwrap();
-    assert!(started.elapsed() < Duration::from_millis(250));
-    for o in &out {
-        assert!(matches!(o, Err(RequestError::Timeout { .. })), "{o:?}");
-    }
 }
 
 #[test]
