@@ -17,7 +17,8 @@ A setting may carry the server's own flags after its TOML:
 `--setting "gpu-spin=configs/resnet50_gpu.toml --gpu-wait spin"`, and run another server
 binary: `--server-of old=dist-old/server` (the same call's reference for a change).
 `--ceilings` adds the parts' own rates (`preprocess-check --json`, `model-check --json`), so
-that each GPU row reads as a fraction of the slower part.
+that each GPU row reads as a fraction of the slower part. `--render SWEEP.json` writes the
+Markdown again from a sweep's JSON (with `--ceilings`, their figures read again).
 """
 import argparse
 import datetime
@@ -52,24 +53,70 @@ def stamp():
 
 
 def read_ceilings(spec, batch):
-    """The decoder's rate at the node's batch size and the model's with several instances."""
+    """The parts' ceilings as the pipeline runs them: the decoder at the node's batch size with
+    the node's instances decoding at once (one instance alone ran batch 16 at half its batch-8
+    rate per image on an H100, so a one-instance figure understates the node), the model with
+    its instances."""
     pre_path, model_path = spec.split(",")
     with open(pre_path) as f:
         pre = json.load(f)
     with open(model_path) as f:
         model = json.load(f)
-    rows = {t["batch"]: t for t in pre["timings"]}
+    row = {t["batch"]: t for t in pre["timings"]}[batch]
     conc = model["concurrency"]
     batches = sorted({b["batch"] for b in model.get("batches", [])}) or [None]
-    return {"decoder": rows[batch]["decode_resize_cvtcolor"], "decoder_batch": batch,
+    together = row.get("decode_resize_cvtcolor_concurrent")
+    return {"decoder": together or row["decode_resize_cvtcolor"], "decoder_batch": batch,
+            "decoder_instances": row["decode_resize_cvtcolor_instances"] if together else 1,
+            "decoder_one_instance": row["decode_resize_cvtcolor"],
             "model": conc["images_per_s"], "model_instances": conc["instances"],
-            "model_batch": batches[-1]}
+            "model_batch": batches[-1], "model_inputs": conc.get("inputs", "host")}
+
+
+def render(doc, ceiling):
+    """The sweep's Markdown from its JSON."""
+    lines = [f"# Load sweep, {doc['date']}, {doc['device']}, commit {doc['commit']}", "",
+             f"`benches/sweep.py`, {doc['duration_s']:g} s per setting after "
+             f"{doc.get('warmup', 200)} warm-up requests; the open-loop row's latency counts "
+             "from each request's due time.", "",
+             "| setting | clients × batch | loop | QPS | TP50 ms | TP90 ms | TP99 ms | max ms | "
+             "server CPU % | cores per 1k QPS | GPU % | errors |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in doc["settings"]:
+        for r in s["runs"]:
+            loop = (f"open {r['open_loop']['request_rate']:.0f}/s "
+                    f"({r['open_loop']['late_sends']} late)" if r.get("open_loop") else "closed")
+            lines.append(
+                f"| {s['name']} | {r['clients']} × {r['batch']} | {loop} | {fmt(r['qps'], 0)} | "
+                f"{fmt(r['tp50_ms'], 2)} | {fmt(r['tp90_ms'], 2)} | {fmt(r['tp99_ms'], 2)} | "
+                f"{fmt(r['max_ms'])} | {fmt(r['server_cpu_pct'])} | "
+                f"{fmt(r['cpu_cores_per_kqps'], 2)} | {fmt(r['gpu_util_pct'])} | {r['errors']} |")
+    if ceiling:
+        lines += ["", f"The parts alone in the same call: decode + resize + cvtColor "
+                  f"{ceiling['decoder']:.0f} images/s (`preprocess-check`, "
+                  f"{ceiling.get('decoder_instances', 1)} instance(s) at once, batch "
+                  f"{ceiling['decoder_batch']}), the model {ceiling['model']:.0f} images/s "
+                  f"(`model-check`, {ceiling['model_instances']} instances at once, batch "
+                  f"{ceiling['model_batch']}, inputs from the "
+                  f"{ceiling.get('model_inputs', 'host')}). Closed-loop rows of settings on a "
+                  "GPU TOML as a share of the slower part:", ""]
+        low = min(ceiling["decoder"], ceiling["model"])
+        for s in doc["settings"]:
+            if "gpu" not in s["toml"]:
+                continue
+            shares = [f"{r['clients']} × {r['batch']}: {r['qps'] / low:.2f}"
+                      for r in s["runs"] if not r.get("open_loop") and r["clients"] >= 64]
+            lines.append(f"- {s['name']}: " + ", ".join(shares))
+    return "\n".join(lines) + "\n"
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--setting", action="append", required=True,
+    p.add_argument("--setting", action="append", default=[],
                    help="NAME=TOML; the name `baseline` runs `server --baseline` on that TOML")
+    p.add_argument("--render", metavar="SWEEP.json",
+                   help="run nothing: write SWEEP.md from SWEEP.json (its ceilings read again "
+                        "when --ceilings is given)")
     p.add_argument("--server", default="target/release/server")
     p.add_argument("--server-of", action="append", default=[], metavar="NAME=PATH",
                    help="the server binary of one setting (default: --server)")
@@ -99,6 +146,20 @@ def main():
     a = p.parse_args()
     if not a.duration > 0:
         p.error("--duration must be more than 0 seconds")
+    if a.render:
+        with open(a.render) as f:
+            doc = json.load(f)
+        if a.ceilings:
+            doc["ceilings"] = read_ceilings(a.ceilings, a.ceiling_batch)
+            with open(a.render, "w") as f:
+                json.dump(doc, f, indent=1)
+        md = os.path.splitext(a.render)[0] + ".md"
+        with open(md, "w") as f:
+            f.write(render(doc, doc.get("ceilings")))
+        print(f"wrote {md}")
+        return
+    if not a.setting:
+        p.error("give at least one --setting (or --render)")
 
     def pairs(text):
         out = []
@@ -111,7 +172,7 @@ def main():
     repeat = pairs(a.repeat)
     date = datetime.date.today().isoformat()
     doc = {"date": date, "commit": compare.commit(), "device": compare.device_name(),
-           "duration_s": a.duration, "settings": []}
+           "duration_s": a.duration, "warmup": a.warmup, "settings": []}
     os.makedirs(a.out_dir, exist_ok=True)
     binaries = dict(x.split("=", 1) for x in a.server_of)
     fixed_rates = [float(r) for r in a.open_rates.split(",") if r]
@@ -158,37 +219,8 @@ def main():
     base = os.path.join(a.out_dir, f"sweep-{date}-{a.machine}")
     with open(base + ".json", "w") as f:
         json.dump(doc, f, indent=1)
-    lines = [f"# Load sweep, {date}, {doc['device']}, commit {doc['commit']}", "",
-             f"`benches/sweep.py`, {a.duration:g} s per setting after {a.warmup} warm-up "
-             "requests; the open-loop row's latency counts from each request's due time.", "",
-             "| setting | clients × batch | loop | QPS | TP50 ms | TP90 ms | TP99 ms | max ms | "
-             "server CPU % | cores per 1k QPS | GPU % | errors |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in doc["settings"]:
-        for r in s["runs"]:
-            loop = (f"open {r['open_loop']['request_rate']:.0f}/s "
-                    f"({r['open_loop']['late_sends']} late)" if r.get("open_loop") else "closed")
-            lines.append(
-                f"| {s['name']} | {r['clients']} × {r['batch']} | {loop} | {fmt(r['qps'], 0)} | "
-                f"{fmt(r['tp50_ms'], 2)} | {fmt(r['tp90_ms'], 2)} | {fmt(r['tp99_ms'], 2)} | "
-                f"{fmt(r['max_ms'])} | {fmt(r['server_cpu_pct'])} | "
-                f"{fmt(r['cpu_cores_per_kqps'], 2)} | {fmt(r['gpu_util_pct'])} | {r['errors']} |")
-    if ceiling:
-        lines += ["", f"The parts alone in the same call: decode + resize + cvtColor "
-                  f"{ceiling['decoder']:.0f} images/s (`preprocess-check`, one instance, batch "
-                  f"{ceiling['decoder_batch']}), the model {ceiling['model']:.0f} images/s "
-                  f"(`model-check`, {ceiling['model_instances']} instances, batch "
-                  f"{ceiling['model_batch']}, inputs from the host). Closed-loop rows of "
-                  f"settings on a GPU TOML as a share of the slower part:", ""]
-        low = min(ceiling["decoder"], ceiling["model"])
-        for s in doc["settings"]:
-            if "gpu" not in s["toml"]:
-                continue
-            shares = [f"{r['clients']} × {r['batch']}: {r['qps'] / low:.2f}"
-                      for r in s["runs"] if not r.get("open_loop") and r["clients"] >= 64]
-            lines.append(f"- {s['name']}: " + ", ".join(shares))
     with open(base + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(render(doc, ceiling))
     print(f"wrote {base}.json and {base}.md")
 
 
