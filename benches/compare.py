@@ -124,24 +124,35 @@ def run_client(a, server, clients, batch, tmp, rate=None):
     return {k: r.get(k) for k in keys}
 
 
-def node_profile(server):
-    """Per-node totals from the pipeline's /metrics: where a request's time goes."""
+def scrape_metrics(server):
+    """The server's series from /metrics other than histogram buckets: {(name, node): value},
+    node None for a series without a node label; {} when it does not answer."""
     url = f"http://127.0.0.1:{server.metrics}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
     except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "le=" in line or " " not in line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        node = labels.split('node="', 1)[1].split('"', 1)[0] if 'node="' in labels else None
+        out[(name, node)] = float(value)
+    return out
+
+
+def node_profile(server):
+    """Per-node totals from the pipeline's /metrics: where a request's time goes."""
+    series = scrape_metrics(server)
+    if not series:
         return None
     nodes = {}
-    for line in text.splitlines():
-        if not line.startswith("torchpipe_node_") or "{" not in line:
-            continue
-        name, rest = line.split("{", 1)
-        labels, value = rest.rsplit("}", 1)
-        if "le=" in labels:
-            continue
-        node = labels.split('node="', 1)[1].split('"', 1)[0]
-        nodes.setdefault(node, {})[name[len("torchpipe_node_"):]] = float(value)
+    for (name, node), value in series.items():
+        if node is not None and name.startswith("torchpipe_node_"):
+            nodes.setdefault(node, {})[name[len("torchpipe_node_"):]] = value
     out = {}
     for node, m in nodes.items():
         items, batches = m.get("items_total", 0), m.get("batches_total", 0)

@@ -32,9 +32,40 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (the Server class, run_client(), commit(), device_name())
 
 
+def per_node(before, after):
+    """What the run added: the server's mean time per request (from reading the call to
+    writing the answer), and per node the mean batch, each item's mean wait in the queue and
+    each batch's mean time in forward (ms)."""
+    d = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    out = {}
+    calls = d.get(("torchpipe_request_duration_seconds_count", None), 0)
+    if calls:
+        out["server_ms"] = round(d[("torchpipe_request_duration_seconds_sum", None)] / calls * 1e3, 3)
+    nodes = {}
+    for (name, node), items in d.items():
+        if name != "torchpipe_node_items_total" or not items:
+            continue
+        batches = d.get(("torchpipe_node_batches_total", node), 0) or 1
+        nodes[node] = {
+            "items": int(items), "mean_batch": round(items / batches, 2),
+            "wait_ms": round(d.get(("torchpipe_node_queue_wait_seconds_total", node), 0) / items * 1e3, 3),
+            "run_ms": round(d.get(("torchpipe_node_busy_seconds_total", node), 0) / batches * 1e3, 3)}
+    if nodes:
+        out["nodes"] = nodes
+    return out
+
+
 def client(a, server, clients, batch, tmp, rate=None):
+    """One client_qps run, its warm-up first as a run of its own so that the server's counters
+    read around the measured part alone."""
     row = {"clients": clients, "batch": batch}
-    row.update(compare.run_client(a, server, clients, batch, tmp, rate))
+    if a.warmup:
+        compare.run_client(argparse.Namespace(**{**vars(a), "duration": None, "total": a.warmup,
+                                                 "warmup": 0}), server, clients, batch, tmp)
+    before = compare.scrape_metrics(server)
+    measured = argparse.Namespace(**{**vars(a), "warmup": 0})
+    row.update(compare.run_client(measured, server, clients, batch, tmp, rate))
+    row.update(per_node(before, compare.scrape_metrics(server)))
     return row
 
 
@@ -91,6 +122,23 @@ def render(doc, ceiling):
                 f"{fmt(r['tp50_ms'], 2)} | {fmt(r['tp90_ms'], 2)} | {fmt(r['tp99_ms'], 2)} | "
                 f"{fmt(r['max_ms'])} | {fmt(r['server_cpu_pct'])} | "
                 f"{fmt(r['cpu_cores_per_kqps'], 2)} | {fmt(r['gpu_util_pct'])} | {r['errors']} |")
+    detail = [(s["name"], r) for s in doc["settings"] for r in s["runs"]
+              if "server_ms" in r and (r["clients"] == 1 or r.get("open_loop")
+                                       or (r["clients"] == 128 and r.get("rep") == 0))]
+    if detail:
+        lines += ["", "Inside the server in some of those runs (its `/metrics` before and after): "
+                  "the mean time from reading a call to writing its answer, and per node the mean "
+                  "batch, each item's mean wait in the queue and each batch's mean time in "
+                  "forward (ms); what the nodes do not account for is the hand-offs between "
+                  "threads.", "",
+                  "| setting | run | server ms | per node: batch, wait ms, forward ms |",
+                  "|---|---|---:|---|"]
+        for name, r in detail:
+            run = (f"open {r['open_loop']['request_rate']:.0f}/s" if r.get("open_loop")
+                   else f"{r['clients']} × {r['batch']}")
+            nodes = "; ".join(f"{n}: {v['mean_batch']:g}, {v['wait_ms']:.3f}, {v['run_ms']:.3f}"
+                              for n, v in r.get("nodes", {}).items()) or "–"
+            lines.append(f"| {name} | {run} | {r['server_ms']:.3f} | {nodes} |")
     if ceiling:
         lines += ["", f"The parts alone in the same call: decode + resize + cvtColor "
                   f"{ceiling['decoder']:.0f} images/s (`preprocess-check`, "

@@ -43,17 +43,20 @@ report_header() {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $COMMIT"; date -u +%F
 }
 
-# A server's CPU by thread under 128 clients: one server on the TOML $1 (server flags after $2),
-# the client for 8 s, its threads sampled over the middle 4 s by benches/thread_cpu.py. Writes
-# $2-server.log, $2-client.txt, $2-threads.txt and $2-threads.json.
-thread_cpu_at_128() {
-  local toml=$1 prefix=$2
-  shift 2
+# The server's CPU by thread (benches/thread_cpu.py, 4 s) under one load: TOML $1, output prefix
+# $2, the client's load $3 ("128": 128 clients × 1, closed loop; "128@4000": 128 connections,
+# open loop at 4,000 requests/s), then the server's own flags. Writes $2-server.log,
+# $2-client.txt, $2-threads.{txt,json}.
+thread_cpu() {
+  local toml=$1 prefix=$2 load=$3
+  shift 3
+  local clients=${load%@*} rate=()
+  [ "$load" != "$clients" ] && rate=(--request-rate "${load#*@}")
   dist/server --toml "$toml" --port 8896 --metrics-port 8897 "$@" > "$prefix-server.log" 2>&1 &
   local spid=$!
   if wait_ready 8897 $spid; then
-    dist/client_qps --img_dir benches/imgs --port 8896 --request_client 128 --request_batch 1 \
-      --duration 8 > "$prefix-client.txt" 2>&1 &
+    dist/client_qps --img_dir benches/imgs --port 8896 --request_client "$clients" \
+      --request_batch 1 --duration 8 "${rate[@]}" > "$prefix-client.txt" 2>&1 &
     local cpid=$!
     sleep 3
     python3 benches/thread_cpu.py $spid 4 --json "$prefix-threads.json" | tee "$prefix-threads.txt"

@@ -23,5 +23,5 @@ python3 benches/sweep.py --server dist/server --client dist/client_qps "${settin
 # Where the server's CPU goes by thread, spin against block, at 128 clients: one server each
 # (reading the cache the sweep wrote), the client for 8 s, the threads sampled over its middle.
 for how in ${THREAD_WAITS:-spin block}; do
-  thread_cpu_at_128 configs/resnet50_gpu.toml "$OUT/threads-$how" --gpu-wait "$how"
+  thread_cpu configs/resnet50_gpu.toml "$OUT/threads-$how" 128 --gpu-wait "$how"
 done

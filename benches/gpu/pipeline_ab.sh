@@ -41,5 +41,5 @@ for log in "$OUT"/logs/*.log; do
   sed -E 's/\x1b\[[0-9;]*m//g' "$log" | grep -E 'buffers made' | sed -E 's/^[^T]*T([0-9:]{8}).*class=([0-9]+).*us=([0-9]+).*/\1 class \2 \3 us/' | tail -n 40
 done
 unset RUST_LOG
-thread_cpu_at_128 "$last" "$OUT/logs/last-128"
+thread_cpu "$last" "$OUT/logs/last-128" 128
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"

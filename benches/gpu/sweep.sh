@@ -6,12 +6,14 @@
 # pipeline on the seed TOML and on the GPU TOML, at 1, 4, 20, 64, 128 and 256 clients × 1, 20
 # and 128 three times, the open loop at 80% of the best closed-loop rate and at a fixed
 # 4,000/s (server CPU at a fixed rate); the GPU rows also as a share of the slower part. Then the
-# GPU TOML's server CPU by thread at 128 clients.
+# GPU TOML's server CPU by thread at 128 clients and in the open loop at 4,000/s.
 # More settings, to read a change against what it replaced in the same call:
 #   GPU_VARIANTS="cpu2"  the GPU TOML with [cpu_decoder]'s instance_num = 2 (gpu-cpu2)
+#   MODEL_VARIANTS="2"   the GPU TOML with [resnet50]'s instance_num = 2 (gpu-m2), and the
+#                        model's ceiling with that many instances (model-m2.json)
 #   IO_VARIANTS="4"      the GPU TOML with `server --io-threads 4` (gpu-io4)
 #   BEFORE=1             dist/old/server on that TOML as it was (gpu-before; instance_num 2)
-# Shorter: ROUNDS=3 (preprocess-check's timing rounds, 5), THREADS=0 (no per-thread sample).
+# Shorter: ROUNDS=3 (preprocess-check's timing rounds, 5), THREADS=0 (no per-thread samples).
 # Writes to $OUT: preprocess.json, model.json, parts.txt, sweep-<date>-<machine>.{json,md},
 # logs.tgz (the servers' logs and the per-thread sample).
 # Binaries built on the development machine:
@@ -29,21 +31,28 @@ ceilings 8,16 "${ROUNDS:-5}"
 mkdir -p "$OUT/logs"
 settings=(--setting baseline=configs/resnet50.toml --setting seed=configs/resnet50.toml
   --setting gpu=configs/resnet50_gpu.toml)
-cpu_decoders() {
-  # The GPU TOML as it is but for [cpu_decoder]'s instance_num.
-  sed "/^\[cpu_decoder\]/,/^\[/ s/^instance_num = .*/instance_num = $1/" configs/resnet50_gpu.toml
+instances() {
+  # The GPU TOML as it is but for node [$1]'s instance_num.
+  sed "/^\[$1\]/,/^\[/ s/^instance_num = .*/instance_num = $2/" configs/resnet50_gpu.toml
 }
 for v in ${GPU_VARIANTS:-}; do
-  n=${v#cpu}
-  cpu_decoders "$n" > "configs/resnet50_gpu_$v.toml"
+  instances cpu_decoder "${v#cpu}" > "configs/resnet50_gpu_$v.toml"
   settings+=(--setting "gpu-$v=configs/resnet50_gpu_$v.toml")
+done
+for n in ${MODEL_VARIANTS:-}; do
+  instances resnet50 "$n" > "configs/resnet50_gpu_m$n.toml"
+  settings+=(--setting "gpu-m$n=configs/resnet50_gpu_m$n.toml")
+  dist/model-check --model models/resnet50.onnx --batches 16 --instances "$n" \
+    --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model-m$n.json" \
+    >> "$OUT/parts.txt" 2>&1
+  grep -E "^concurrency" "$OUT/parts.txt" | tail -n 1
 done
 for n in ${IO_VARIANTS:-}; do
   settings+=(--setting "gpu-io$n=configs/resnet50_gpu.toml --io-threads $n")
 done
 before=()
 if [ "${BEFORE:-0}" = 1 ]; then
-  cpu_decoders 2 > configs/resnet50_gpu_before.toml
+  instances cpu_decoder 2 > configs/resnet50_gpu_before.toml
   settings+=(--setting gpu-before=configs/resnet50_gpu_before.toml)
   before=(--server-of gpu-before=dist/old/server)
 fi
@@ -52,5 +61,8 @@ python3 benches/sweep.py --server dist/server --client dist/client_qps "${before
   --duration "${DURATION:-4}" --ceilings "$OUT/preprocess.json,$OUT/model.json" \
   --machine "${MACHINE:-h100}" --out-dir "$OUT"
 mv "$OUT"/*.log "$OUT/logs/" 2>/dev/null
-[ "${THREADS:-1}" = 1 ] && thread_cpu_at_128 configs/resnet50_gpu.toml "$OUT/logs/gpu-128"
+if [ "${THREADS:-1}" = 1 ]; then
+  thread_cpu configs/resnet50_gpu.toml "$OUT/logs/gpu-128" 128
+  thread_cpu configs/resnet50_gpu.toml "$OUT/logs/gpu-open4000" 128@4000
+fi
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
