@@ -13,7 +13,8 @@
 #                        model's ceiling with that many instances (model-m2.json)
 #   IO_VARIANTS="4"      the GPU TOML with `server --io-threads 4` (gpu-io4)
 #   BEFORE=1             dist/old/server on that TOML as it was (gpu-before; instance_num 2)
-# Shorter: ROUNDS=3 (preprocess-check's timing rounds, 5), THREADS=0 (no per-thread samples).
+# Shorter: ROUNDS=3 (preprocess-check's timing rounds, 5), THREADS=0 (no per-thread samples),
+# CLIENTS=1,128 (closed-loop client counts), REPEAT= (no repeats; default 20x1,128x1).
 # Writes to $OUT: preprocess.json, model.json, parts.txt, sweep-<date>-<machine>.{json,md},
 # logs.tgz (the servers' logs and the per-thread sample).
 # Binaries built on the development machine:
@@ -57,7 +58,8 @@ if [ "${BEFORE:-0}" = 1 ]; then
   before=(--server-of gpu-before=dist/old/server)
 fi
 python3 benches/sweep.py --server dist/server --client dist/client_qps "${before[@]}" \
-  "${settings[@]}" --clients 1,4,20,64,128,256 --repeat 20x1,128x1 --open-rates 4000 \
+  "${settings[@]}" --clients "${CLIENTS:-1,4,20,64,128,256}" --repeat "${REPEAT-20x1,128x1}" \
+  --open-rates 4000 \
   --duration "${DURATION:-4}" --ceilings "$OUT/preprocess.json,$OUT/model.json" \
   --machine "${MACHINE:-h100}" --out-dir "$OUT"
 mv "$OUT"/*.log "$OUT/logs/" 2>/dev/null
