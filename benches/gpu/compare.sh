@@ -2,7 +2,7 @@
 # The device run of benches/compare.py on the seed TOML (or $TOML, with the baseline from
 # $BASELINE_TOML) with the GPU model engine, on release binaries built on the development
 # machine and carried in dist/:
-#   cargo build --release -p server --features cuda --bins && cargo build --release -p client_qps
+#   cargo build --release -p server -p tools --features cuda --bins && cargo build --release -p client_qps
 #   strip -o dist/server target/release/server; strip -o dist/client_qps target/release/client_qps
 set -uo pipefail
 source "$(dirname "$0")/env.sh"

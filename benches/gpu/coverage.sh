@@ -4,7 +4,7 @@
 # against onnxruntime on the same file and photos, beside PyTorch's own fp16 error and time.
 #
 # Binaries built on the development machine:
-#   cargo build --release -p server -p client_qps --features server/cuda --bins
+#   cargo build --release -p server -p client_qps -p tools --features server/cuda,tools/cuda --bins
 #   strip into dist/ (model-check, server, client_qps), tar czf dist/dist.tgz, carry it; then
 #   COMMIT=<sha> PART=<name> [MODELS="resnet18 timm:resnet50d ..."] [SEED_FLOW=1] \
 #     [REVERSE=1] [SKIP_DONE_IN=/tmp/coverage-<earlier PART>] \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU engine's device run, in one call, on binaries built on the development machine:
-#   cargo build --release -p server --features cuda --bins
+#   cargo build --release -p server -p tools --features cuda --bins
 #   mkdir -p dist && strip -o dist/model-check target/release/model-check
 # then (device tool) run: benches/gpu/engine.sh, carrying dist.
 # Checks the GPU engine against the CPU engine (fp32 and fp16), times it per batch size, times

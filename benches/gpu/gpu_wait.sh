@@ -5,7 +5,7 @@
 # latency and the server's CPU per 1,000 QPS side by side. Writes
 # $OUT/sweep-<date>-<machine>-wait.{json,md} and the servers' logs.
 # Binaries built on the development machine:
-#   cargo build --release -p server -p client_qps --features server/cuda --bins
+#   cargo build --release -p server -p client_qps -p tools --features server/cuda,tools/cuda --bins
 #   strip into dist/ (model-check, server, client_qps), tar czf dist/dist.tgz, carry it
 # then: COMMIT=<sha> [MACHINE=h100] bash benches/gpu/gpu_wait.sh
 # The first server tunes the GPU engine and writes models/resnet50.trt (model::cache); the others

@@ -18,7 +18,7 @@
 # Writes to $OUT: preprocess.json, model.json, parts.txt, sweep-<date>-<machine>.{json,md},
 # logs.tgz (the servers' logs and the per-thread sample).
 # Binaries built on the development machine:
-#   cargo build --release -p server -p client_qps --features server/cuda --bins
+#   cargo build --release -p server -p client_qps -p tools --features server/cuda,tools/cuda --bins
 #   strip server, client_qps, model-check, preprocess-check into dist/ (the older server into
 #   dist/old/ for BEFORE=1), tar czf dist/dist.tgz, carry it; then:
 #   COMMIT=<sha> [MACHINE=h100] [DURATION=4] bash benches/gpu/sweep.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device run of torchvision's zoo on the GPU engine, in as few calls as the 10-minute
 # limit allows (MODELS splits the zoo between calls). Binaries built on the development machine:
-#   cargo build --release -p server -p client_qps --features server/cuda --bins
+#   cargo build --release -p server -p client_qps -p tools --features server/cuda,tools/cuda --bins
 #   strip into dist/ (model-check, server, client_qps), tar czf dist.tgz, carry it
 # then: COMMIT=<sha> MODELS="resnet18 ..." [SEED_FLOW=1] [PROFILE=1] [FP32="vit_b_16"] \
 #   bash benches/gpu/zoo.sh
