@@ -75,8 +75,13 @@ ceilings() {
   dist/preprocess-check --images benches/imgs --extra engine/tests/fixtures/jpeg \
     --batches "$1" --rounds "$2" --instances 4 --gpu-toml configs/resnet50_gpu.toml \
     --cpu-toml configs/resnet50.toml --json "$OUT/preprocess.json" > "$OUT/parts.txt" 2>&1
-  dist/model-check --model models/resnet50.onnx --batches 16 --instances 4 \
-    --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model.json" \
-    >> "$OUT/parts.txt" 2>&1
+  model_ceiling 4 "$OUT/model.json"
   grep -E "images/s|differ|concurrency|max abs|error" "$OUT/parts.txt" | tail -n 20
+}
+
+# The model's own rate with $1 instances at once (ResNet50, batch 16, inputs on the GPU),
+# checked against one instance: model-check's JSON into $2, its output appended to parts.txt.
+model_ceiling() {
+  dist/model-check --model models/resnet50.onnx --batches 16 --instances "$1" \
+    --concurrent-batches 4000 --cache models/resnet50.trt --json "$2" >> "$OUT/parts.txt" 2>&1
 }

@@ -43,9 +43,7 @@ done
 for n in ${MODEL_VARIANTS:-}; do
   instances resnet50 "$n" > "configs/resnet50_gpu_m$n.toml"
   settings+=(--setting "gpu-m$n=configs/resnet50_gpu_m$n.toml")
-  dist/model-check --model models/resnet50.onnx --batches 16 --instances "$n" \
-    --concurrent-batches 4000 --cache models/resnet50.trt --json "$OUT/model-m$n.json" \
-    >> "$OUT/parts.txt" 2>&1
+  model_ceiling "$n" "$OUT/model-m$n.json"
   grep -E "^concurrency" "$OUT/parts.txt" | tail -n 1
 done
 for n in ${IO_VARIANTS:-}; do

@@ -356,18 +356,10 @@ fn batch(imgs: &[Vec<f32>], n: usize, offset: usize) -> Vec<f32> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tools::init_logging();
     let a = Args::parse();
     if let Some(dir) = &a.write_models {
-        onnx_front::modelgen::ensure_models(dir)
-            .with_context(|| format!("writing models into {}", dir.display()))?;
-        println!("models ready in {}", dir.display());
-        return Ok(());
+        return tools::write_models(dir);
     }
     let model_path = a.model.clone().context("--model is required")?;
     let precision = match a.precision.as_str() {

@@ -204,19 +204,10 @@ impl Histogram {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tools::init_logging();
     let args = Args::parse();
     if let Some(dir) = &args.write_models {
-        onnx_front::modelgen::ensure_models(dir)
-            .with_context(|| format!("writing models into {}", dir.display()))?;
-        println!("models ready in {}", dir.display());
-        return Ok(());
+        return tools::write_models(dir);
     }
     engine::gpu::check_libraries()?;
     // One context for every read-back of a GPU value to the host.
