@@ -79,9 +79,9 @@ ceilings() {
   grep -E "images/s|differ|concurrency|max abs|error" "$OUT/parts.txt" | tail -n 20
 }
 
-# The model's own rate with $1 instances at once (ResNet50, batch 16, inputs on the GPU),
+# The model's own rate with $1 instances at once (ResNet50, batch $3 or 16, inputs on the GPU),
 # checked against one instance: model-check's JSON into $2, its output appended to parts.txt.
 model_ceiling() {
-  dist/model-check --model models/resnet50.onnx --batches 16 --instances "$1" \
+  dist/model-check --model models/resnet50.onnx --batches "${3:-16}" --instances "$1" \
     --concurrent-batches 4000 --cache models/resnet50.trt --json "$2" >> "$OUT/parts.txt" 2>&1
 }

@@ -9,8 +9,9 @@
 # GPU TOML's server CPU by thread at 128 clients and in the open loop at 4,000/s.
 # More settings, to read a change against what it replaced in the same call:
 #   GPU_VARIANTS="cpu2"  the GPU TOML with [cpu_decoder]'s instance_num = 2 (gpu-cpu2)
-#   MODEL_VARIANTS="2"   the GPU TOML with [resnet50]'s instance_num = 2 (gpu-m2), and the
-#                        model's ceiling with that many instances (model-m2.json)
+#   MODEL_VARIANTS="2 2x32"  the GPU TOML with [resnet50]'s instance_num = 2 (gpu-m2), or 2 and
+#                        max = 32 (gpu-m2x32), and the model's ceiling with that many instances
+#                        at that batch (model-m2.json, model-m2x32.json)
 #   IO_VARIANTS="4"      the GPU TOML with `server --io-threads 4` (gpu-io4)
 #   BEFORE=1             dist/old/server on that TOML as it was (gpu-before; instance_num 2)
 # Shorter: ROUNDS=3 (preprocess-check's timing rounds, 5), THREADS=0 (no per-thread samples),
@@ -33,17 +34,22 @@ mkdir -p "$OUT/logs"
 settings=(--setting baseline=configs/resnet50.toml --setting seed=configs/resnet50.toml
   --setting gpu=configs/resnet50_gpu.toml)
 instances() {
-  # The GPU TOML as it is but for node [$1]'s instance_num.
-  sed "/^\[$1\]/,/^\[/ s/^instance_num = .*/instance_num = $2/" configs/resnet50_gpu.toml
+  # The GPU TOML as it is but for node [$1]'s instance_num (and its max, if $3 is given).
+  local max=()
+  [ -n "${3:-}" ] && max=(-e "/^\[$1\]/,/^\[/ s/^max = .*/max = $3/")
+  sed -e "/^\[$1\]/,/^\[/ s/^instance_num = .*/instance_num = $2/" "${max[@]}" \
+    configs/resnet50_gpu.toml
 }
 for v in ${GPU_VARIANTS:-}; do
   instances cpu_decoder "${v#cpu}" > "configs/resnet50_gpu_$v.toml"
   settings+=(--setting "gpu-$v=configs/resnet50_gpu_$v.toml")
 done
-for n in ${MODEL_VARIANTS:-}; do
-  instances resnet50 "$n" > "configs/resnet50_gpu_m$n.toml"
-  settings+=(--setting "gpu-m$n=configs/resnet50_gpu_m$n.toml")
-  model_ceiling "$n" "$OUT/model-m$n.json"
+for v in ${MODEL_VARIANTS:-}; do
+  n=${v%x*} b=16
+  [ "$v" != "$n" ] && b=${v#*x}
+  instances resnet50 "$n" "$b" > "configs/resnet50_gpu_m$v.toml"
+  settings+=(--setting "gpu-m$v=configs/resnet50_gpu_m$v.toml")
+  model_ceiling "$n" "$OUT/model-m$v.json" "$b"
   grep -E "^concurrency" "$OUT/parts.txt" | tail -n 1
 done
 for n in ${IO_VARIANTS:-}; do
