@@ -9,18 +9,29 @@
 # model-check's check and timing at batch 1 and 32 (median of 31 rounds of 20 CUDA-graph
 # replays), its tuning done once per binary through its own model::cache file.
 #   COMMIT=<sha> bash benches/gpu/resnet50_ab.sh   → $OUT/resnet50_ab/ and a summary on stdout
+#   CACHE=models/resnet50.trt: both binaries on models/resnet50.onnx and that model::cache (the
+#   two must share the cache format and kernels), tuned once, e.g. by a sweep before it.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 W=$OUT/resnet50_ab
 rm -rf "$W" /tmp/ab-models /tmp/ab-old.cache /tmp/ab-new.cache
 mkdir -p "$W" /tmp/ab-models
-dist/old/model-check --write-models /tmp/ab-models >/dev/null || exit 1
+MODEL=/tmp/ab-models/resnet50.onnx
+if [ -n "${CACHE:-}" ]; then
+  # One tuning for both binaries (same kernels and cache format): the comparison is then of
+  # the same algorithms, and no time goes to tuning twice.
+  MODEL=models/resnet50.onnx
+  ensure_models || exit 1
+else
+  dist/old/model-check --write-models /tmp/ab-models >/dev/null || exit 1
+fi
 for r in $(seq 1 "${ROUNDS:-3}"); do
   for b in old new; do
     bin=dist/model-check
     [ "$b" = old ] && bin=dist/old/model-check
-    timeout 150 "$bin" --model /tmp/ab-models/resnet50.onnx --precision fp16 --batches 1,32 \
-      --concurrent-batches 0 --cache "/tmp/ab-$b.cache" --json "$W/$b-$r.json" > "$W/$b-$r.log" 2>&1
+    timeout 150 "$bin" --model "$MODEL" --precision fp16 --batches 1,32 \
+      --concurrent-batches 0 --cache "${CACHE:-/tmp/ab-$b.cache}" --json "$W/$b-$r.json" \
+      > "$W/$b-$r.log" 2>&1
     echo "$b round $r rc=$? $(grep -E '^ +[0-9]+ ' "$W/$b-$r.log" | tr -s ' ' | tr '\n' '|')"
   done
 done

@@ -17,12 +17,14 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
+
+use parking_lot::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use wire::InferenceParams;
+use serve_thrift::InferenceParams;
 
 use crate::connect::{connect, Connection, Framing};
 use crate::phases::Phases;
@@ -136,7 +138,7 @@ const KEEP_ERRORS: usize = 5;
 impl Shared {
     fn error(&self, e: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.first_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = self.first_errors.lock();
         if first.len() < KEEP_ERRORS {
             first.push(e);
         }
@@ -250,15 +252,11 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
     shared.next.store(0, Ordering::SeqCst);
     shared.errors.store(0, Ordering::SeqCst);
     shared.resent.store(0, Ordering::SeqCst);
-    shared
-        .first_errors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    shared.first_errors.lock().clear();
     progress.done.store(0, Ordering::SeqCst);
     progress.measuring.store(true, Ordering::SeqCst);
     let started = Instant::now();
-    *shared.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
+    *shared.started.lock() = Some(started);
     barrier.wait(); // go
 
     // An open-loop run ends with its schedule, which already spans the duration.
@@ -308,12 +306,7 @@ pub fn run(spec: Arc<Spec>, progress: Arc<Progress>) -> anyhow::Result<Outcome> 
         None => Vec::new(),
     };
     let errors = shared.errors.load(Ordering::SeqCst);
-    let first_errors = std::mem::take(
-        &mut *shared
-            .first_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-    );
+    let first_errors = std::mem::take(&mut *shared.first_errors.lock());
     Ok(Outcome {
         latency,
         requests,
@@ -403,7 +396,7 @@ fn client_loop(
         let mut count = 0;
         // The measured phase of an open-loop run follows the schedule.
         let schedule = shared.schedule.as_deref().filter(|_| record);
-        let origin = *shared.started.lock().unwrap_or_else(|p| p.into_inner());
+        let origin = *shared.started.lock();
         loop {
             if shared.stop.load(Ordering::Relaxed) {
                 break;
@@ -503,10 +496,10 @@ fn client_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serve_thrift::call::{decode_call, encode_infer_reply, Call};
+    use serve_thrift::skim::{skim, Skim};
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use wire::call::{decode_call, encode_infer_reply, Call};
-    use wire::skim::{skim, Skim};
 
     /// What the fake server does with the call after the ones it answers.
     #[derive(Clone, Copy)]
@@ -553,7 +546,10 @@ mod tests {
                     let reply = |seq| {
                         encode_infer_reply(
                             seq,
-                            &wire::InferenceResult::new("7".into(), thrift::OrderedFloat(0.5)),
+                            &serve_thrift::InferenceResult::new(
+                                "7".into(),
+                                thrift::OrderedFloat(0.5),
+                            ),
                         )
                     };
                     for _ in 0..answered {

@@ -4,7 +4,9 @@
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct Phases {
@@ -33,7 +35,7 @@ impl Phases {
 
     /// Ends the current phase and starts `name`.
     pub fn mark(&self, name: &str) {
-        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut marks = self.marks.lock();
         marks.push((name.to_string(), Instant::now()));
         self.current.store(marks.len() - 1, Ordering::SeqCst);
     }
@@ -60,7 +62,7 @@ impl Phases {
     /// Each phase's share of the measured run from `started` to `ended`. Phases marked before
     /// the run began (during the warm-up) or after it ended have none and are left out.
     pub fn spans(&self, started: Instant, ended: Instant) -> Vec<Span> {
-        let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let marks = self.marks.lock();
         let mut spans = Vec::with_capacity(marks.len());
         for (index, (name, at)) in marks.iter().enumerate() {
             let from = (*at).clamp(started, ended);

@@ -3,6 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::error::RequestError;
+
+/// What became of one item of a request: the item with its result, or why it failed.
+pub type Outcome = Result<Item, RequestError>;
+
 /// An image held as TorchPipe's `cv::Mat`: rows of interleaved channels (HWC), u8, BGR unless a
 /// backend says otherwise.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Locking that outlives a panic. A backend that panics fails its batch and its instance is
-//! rebuilt (pipeline.rs); the locks it may have held guard state that every update leaves
+//! rebuilt (pipeline/instance.rs); the locks it may have held guard state that every update leaves
 //! whole (a push, a drain, an insert, a take), so a poisoned lock still holds consistent data
 //! and the rest of the pipeline goes on using it instead of panicking in turn.
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::cudnn::sys as dnn;
-use cudarc::driver::{CudaStream, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaStream, PushKernelArg};
 use serde::{Deserialize, Serialize};
 
 use super::blas::Blas;
@@ -16,7 +16,6 @@ use super::cuda::{
     dnn_call, ActDesc, Call, ConvDesc, DeviceBuf, Dnn, FilterDesc, GpuError, Result, TensorDesc,
     Timer,
 };
-use super::engine::{ConvWeights, GpuModel};
 use super::graph_api;
 use super::kernels::{self, KView, Kernels};
 use super::plan::view::{chunked_epilogue, depthwise_nhwc_threads, MatMulLaunch, View};
@@ -682,14 +681,44 @@ pub(super) const LT_CONFIGS: usize = 3;
 
 /// Output elements compared with the reference when tuning (enough to catch an engine that
 /// computes something else anywhere in the batch; few enough to cost little).
+/// One convolution's constants on the device.
+pub(super) struct ConvWeights {
+    /// In the device layout (`device_weights`).
+    pub(super) w: DeviceBuf,
+    pub(super) bias: DeviceBuf,
+    /// A depthwise convolution's filters and bias in f32 for our kernels, in both precisions.
+    pub(super) depthwise: Option<DepthwiseWeights>,
+}
+
+/// What our depthwise kernels read (kernels.cu says why f32).
+pub(super) struct DepthwiseWeights {
+    /// `[C, kh, kw]`, for `depthwise`.
+    pub(super) w: DeviceBuf,
+    /// `[kh, kw, C]`, for `depthwise_nhwc` (channels-last plans only): 16-byte loads give a
+    /// tap of neighbouring channels.
+    pub(super) taps: Option<DeviceBuf>,
+    pub(super) bias: DeviceBuf,
+}
+
+/// What the tuner reads of a loaded model: its plan, precision and error bound, the
+/// convolutions' weights (in plan order) and the compiled kernels, on the model's context.
+pub(super) struct TuneInput<'a> {
+    pub(super) ctx: &'a Arc<CudaContext>,
+    pub(super) plan: &'a Plan,
+    pub(super) precision: Precision,
+    pub(super) tolerance: f64,
+    pub(super) weights: &'a [ConvWeights],
+    pub(super) kernels: &'a Kernels,
+}
+
 const SAMPLE: usize = 65536;
 const SAMPLE_ROWS: usize = 2048;
 
 impl Tuner {
-    pub(super) fn new(m: &GpuModel, max_batch: usize) -> Result<Tuner> {
+    pub(super) fn new(m: &TuneInput<'_>, max_batch: usize) -> Result<Tuner> {
         let stream = m.ctx.new_stream().call("cuStreamCreate")?;
         let dnn = Dnn::new(&stream)?;
-        let rows = m.plan.convs().any(|c| is_rows_product(&m.plan, c));
+        let rows = m.plan.convs().any(|c| is_rows_product(m.plan, c));
         let largest = m.plan.values.iter().map(|s| s.len()).max().unwrap_or(1);
         let bytes = largest * max_batch * m.precision.bytes();
         // Small values of both signs, as activations have; never zeros (METHOD.md).
@@ -704,13 +733,13 @@ impl Tuner {
                 .collect(),
         };
         Ok(Tuner {
-            x: DeviceBuf::from_host(&m.ctx, &fill)?,
-            y: DeviceBuf::new(&m.ctx, bytes)?,
-            z: DeviceBuf::from_host(&m.ctx, &fill)?,
-            ws: DeviceBuf::new(&m.ctx, WORKSPACE_LIMIT)?,
+            x: DeviceBuf::from_host(m.ctx, &fill)?,
+            y: DeviceBuf::new(m.ctx, bytes)?,
+            z: DeviceBuf::from_host(m.ctx, &fill)?,
+            ws: DeviceBuf::new(m.ctx, WORKSPACE_LIMIT)?,
             timer: Timer::new()?,
             precision: m.precision,
-            tolerance: m.tune_tolerance,
+            tolerance: m.tolerance,
             blas: if rows {
                 Some(Blas::new(&stream)?)
             } else {
@@ -908,20 +937,20 @@ impl Tuner {
 
     /// The algorithm of every convolution at batch `n`, and the saved plans of those that run
     /// on the graph API.
-    pub(super) fn tune(&self, m: &GpuModel, n: usize) -> Result<Tuned> {
+    pub(super) fn tune(&self, m: &TuneInput<'_>, n: usize) -> Result<Tuned> {
         let mut chosen = Vec::new();
         let mut jsons = Vec::new();
         let mut total_ms = 0f32;
         let mut modes = [0usize; 7];
-        for (c, cw) in m.plan.convs().zip(&m.weights) {
+        for (c, cw) in m.plan.convs().zip(m.weights) {
             let d = ConvDescs::new(c, m.precision)?;
-            let (xs, ys) = conv_shapes(&m.plan, c)?;
+            let (xs, ys) = conv_shapes(m.plan, c)?;
             let xd = tensor_desc(m.precision, n, xs)?;
             let yd = tensor_desc(m.precision, n, ys)?;
             let call = ConvCall {
                 h: self.dnn.h,
                 stream: &self.stream,
-                kernels: &m.kernels,
+                kernels: m.kernels,
                 precision: m.precision,
                 step: c,
                 d: &d,
@@ -934,7 +963,7 @@ impl Tuner {
                 ws: self.ws.ptr,
                 y_len: ys.iter().product::<usize>() * n,
                 y_hw: ys[1] * ys[2],
-                views: Some(conv_views(&m.plan, c, n)?),
+                views: Some(conv_views(m.plan, c, n)?),
                 blas: self.blas.as_ref(),
                 lt: self.lt.as_ref(),
                 ws_bytes: WORKSPACE_LIMIT,
@@ -975,7 +1004,7 @@ impl Tuner {
                     });
                 }
             }
-            if is_rows_product(&m.plan, c) && self.blas.is_some() {
+            if is_rows_product(m.plan, c) && self.blas.is_some() {
                 candidates.push(Algo {
                     mode: Mode::Blas,
                     algo: 0,
@@ -1033,7 +1062,7 @@ impl Tuner {
                         .push(format!("{:?}/{} refused: {e}", algo.mode, algo.algo)),
                 }
             }
-            if is_rows_product(&m.plan, c) {
+            if is_rows_product(m.plan, c) {
                 self.tune_lt(&call, reference.as_deref(), &mut choice);
             }
             if m.precision == Precision::Fp16 {

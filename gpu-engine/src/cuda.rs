@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use cudarc::cudnn::sys as dnn;
 use cudarc::driver::{result as drv, sys as cu, CudaContext, CudaStream};
@@ -246,12 +248,12 @@ static WAIT: Mutex<GpuWait> = Mutex::new(GpuWait::Block);
 /// Sets how threads wait for the GPUs this process opens from now on (contexts already open
 /// keep theirs). The default is `Block`.
 pub fn set_wait(wait: GpuWait) {
-    *WAIT.lock().unwrap_or_else(|p| p.into_inner()) = wait;
+    *WAIT.lock() = wait;
 }
 
 /// The wait strategy contexts are opened with.
 pub fn wait() -> GpuWait {
-    *WAIT.lock().unwrap_or_else(|p| p.into_inner())
+    *WAIT.lock()
 }
 
 /// The process's context on GPU `ordinal`, made on first use and kept for the life of the
@@ -261,7 +263,7 @@ pub fn wait() -> GpuWait {
 /// the calling thread, as `CudaContext::new` leaves a new one.
 pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
     static CONTEXTS: Mutex<BTreeMap<usize, Arc<CudaContext>>> = Mutex::new(BTreeMap::new());
-    let mut contexts = CONTEXTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut contexts = CONTEXTS.lock();
     if let Some(ctx) = contexts.get(&ordinal) {
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         return Ok(ctx.clone());

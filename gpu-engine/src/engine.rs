@@ -14,8 +14,8 @@ use super::blas_lt::Lt;
 use super::cache::{self, CacheFile};
 use super::capture::Captured;
 use super::conv::{
-    self, conv_shapes, conv_views, tensor_desc, Algo, ConvCall, ConvDescs, Exec, Mode, Tuner,
-    LT_CONFIGS,
+    self, conv_shapes, conv_views, tensor_desc, Algo, ConvCall, ConvDescs, ConvWeights,
+    DepthwiseWeights, Exec, Mode, TuneInput, Tuner, LT_CONFIGS,
 };
 use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
@@ -92,6 +92,18 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
+    /// What the convolution tuner reads of this model.
+    fn tune_input(&self) -> TuneInput<'_> {
+        TuneInput {
+            ctx: &self.ctx,
+            plan: &self.plan,
+            precision: self.precision,
+            tolerance: self.tune_tolerance,
+            weights: &self.weights,
+            kernels: &self.kernels,
+        }
+    }
+
     /// Loads an ONNX for GPU `gpu`: parses, folds and fuses it, uploads the weights, compiles
     /// (or takes from `cache`) the kernels. Tuning happens per batch size as instances ask for
     /// it. A node on several GPUs loads one model per GPU.
@@ -259,12 +271,15 @@ impl GpuModel {
         }
         let started = Instant::now();
         let tuner = match self.plan.convs().next() {
-            Some(_) => Some(Tuner::new(self, *missing.iter().max().unwrap_or(&1))?),
+            Some(_) => Some(Tuner::new(
+                &self.tune_input(),
+                *missing.iter().max().unwrap_or(&1),
+            )?),
             None => None,
         };
         for &b in &missing {
             let (algos, jsons) = match &tuner {
-                Some(t) => t.tune(self, b)?,
+                Some(t) => t.tune(&self.tune_input(), b)?,
                 None => Default::default(),
             };
             tuning.insert(b, algos);
@@ -350,25 +365,6 @@ fn device_weights(plan: &Plan, precision: Precision) -> Vec<u8> {
 fn conv_sizes(c: &ConvStep, precision: Precision) -> (usize, usize) {
     let w = c.cout * (c.cin / c.groups) * c.kernel[0] * c.kernel[1];
     (w * precision.bytes(), c.cout * precision.bytes())
-}
-
-/// One convolution's constants on the device.
-pub(super) struct ConvWeights {
-    /// In the device layout (`device_weights`).
-    pub(super) w: DeviceBuf,
-    pub(super) bias: DeviceBuf,
-    /// A depthwise convolution's filters and bias in f32 for our kernels, in both precisions.
-    pub(super) depthwise: Option<DepthwiseWeights>,
-}
-
-/// What our depthwise kernels read (kernels.cu says why f32).
-pub(super) struct DepthwiseWeights {
-    /// `[C, kh, kw]`, for `depthwise`.
-    pub(super) w: DeviceBuf,
-    /// `[kh, kw, C]`, for `depthwise_nhwc` (channels-last plans only): 16-byte loads give a
-    /// tap of neighbouring channels.
-    pub(super) taps: Option<DeviceBuf>,
-    pub(super) bias: DeviceBuf,
 }
 
 type Uploaded = (Vec<ConvWeights>, Vec<DeviceBuf>);

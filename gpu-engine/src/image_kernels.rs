@@ -3,7 +3,9 @@
 //! intrinsics so the compiler cannot contract them into FMAs that round differently.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -35,7 +37,7 @@ pub struct ImageKernels {
 pub fn get(ctx: &Arc<CudaContext>) -> Result<&'static ImageKernels> {
     type Compiled = std::result::Result<ImageKernels, Arc<GpuError>>;
     static KERNELS: Mutex<BTreeMap<usize, &'static Compiled>> = Mutex::new(BTreeMap::new());
-    let mut all = KERNELS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = KERNELS.lock();
     let compiled: &'static Compiled = all
         .entry(ctx.ordinal())
         .or_insert_with(|| Box::leak(Box::new(compile(ctx).map_err(Arc::new))));

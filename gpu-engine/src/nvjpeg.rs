@@ -10,8 +10,6 @@ use std::sync::{Arc, OnceLock};
 use cudarc::driver::{result::DriverError, sys as cu, CudaContext, CudaStream};
 use libloading::Library;
 
-use super::cuda::{Call, GpuError, Result};
-
 type Status = c_int;
 type Handle = *mut c_void;
 type State = *mut c_void;
@@ -85,11 +83,16 @@ pub enum NvjpegError {
     ZeroSize,
     #[error("nvJPEG could not decode this image (NVJPEG_STATUS_{})", status_name(*.0))]
     Decode(Status),
+    /// An nvJPEG call other than a decode failed (set-up, state, buffers).
+    #[error("nvJPEG call {call} failed: NVJPEG_STATUS_{} ({status})", status_name(*.status))]
+    Call { call: &'static str, status: Status },
     #[error("cannot make the GPU context current: {0}")]
     Context(DriverError),
     #[error("the GPU failed while decoding: {0}")]
     Gpu(DriverError),
 }
+
+type Result<T> = std::result::Result<T, NvjpegError>;
 
 /// The libraries `load` tried, each with the loader's answer.
 fn tried(tried: &[(&'static str, Arc<libloading::Error>)]) -> String {
@@ -104,10 +107,7 @@ fn check(s: Status, call: &'static str) -> Result<()> {
     if s == SUCCESS {
         Ok(())
     } else {
-        Err(GpuError::Driver {
-            call,
-            msg: format!("NVJPEG_STATUS_{} ({s})", status_name(s)),
-        })
+        Err(NvjpegError::Call { call, status: s })
     }
 }
 
@@ -160,13 +160,11 @@ unsafe impl Sync for Api {}
 const LIBRARIES: [&str; 3] = ["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"];
 
 fn api() -> Result<&'static Api> {
-    static API: OnceLock<std::result::Result<Api, NvjpegError>> = OnceLock::new();
-    API.get_or_init(load)
-        .as_ref()
-        .map_err(|e| GpuError::Nvjpeg(e.clone()))
+    static API: OnceLock<Result<Api>> = OnceLock::new();
+    API.get_or_init(load).as_ref().map_err(|e| e.clone())
 }
 
-fn load() -> std::result::Result<Api, NvjpegError> {
+fn load() -> Result<Api> {
     let mut tried = Vec::new();
     for name in LIBRARIES {
         // SAFETY: loading nvJPEG runs no initialisers beyond its own.
@@ -356,11 +354,11 @@ impl Decoder {
         shared: Option<Arc<CudaStream>>,
     ) -> Result<Decoder> {
         let api = api()?;
-        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        ctx.bind_to_thread().map_err(NvjpegError::Context)?;
         let waits = shared.is_none();
         let stream = match shared {
             Some(s) => s,
-            None => ctx.new_stream().call("cuStreamCreate")?,
+            None => ctx.new_stream().map_err(NvjpegError::Gpu)?,
         };
         let hybrid = Session::new(api, BACKEND_DEFAULT)?;
         let hardware = if hardware {
@@ -432,7 +430,7 @@ impl Decoder {
     }
 
     /// Reads the header: size and component count. An error means nvJPEG cannot read it.
-    pub fn info(&self, data: &[u8]) -> std::result::Result<Info, NvjpegError> {
+    pub fn info(&self, data: &[u8]) -> Result<Info> {
         let (mut n, mut sub) = (0, 0);
         let (mut w, mut h) = ([0 as c_int; 4], [0 as c_int; 4]);
         // SAFETY: `data` is a live slice; the arrays hold the 4 entries nvJPEG writes.
@@ -484,12 +482,8 @@ impl Decoder {
     /// Each destination must be a live device allocation of at least `width × height × 3`
     /// bytes, with `width` from `info` of the same bytes. On a shared stream, the owner keeps
     /// the sources and destinations alive and waits for the stream before the next `decode`.
-    pub unsafe fn decode(
-        &mut self,
-        jobs: &[(&[u8], u64, usize)],
-    ) -> Vec<std::result::Result<Path, NvjpegError>> {
-        let mut out: Vec<std::result::Result<Path, NvjpegError>> =
-            vec![Ok(Path::Hybrid); jobs.len()];
+    pub unsafe fn decode(&mut self, jobs: &[(&[u8], u64, usize)]) -> Vec<Result<Path>> {
+        let mut out: Vec<Result<Path>> = vec![Ok(Path::Hybrid); jobs.len()];
         // nvJPEG works in the thread's current context: the primary one, as ours.
         if let Err(e) = self.stream.context().bind_to_thread() {
             return vec![Err(NvjpegError::Context(e)); jobs.len()];
@@ -582,10 +576,7 @@ impl Decoder {
     ///
     /// # Safety
     /// As `decode`: the destination a live device allocation of `width × height × 3` bytes.
-    unsafe fn decode_hybrid(
-        &mut self,
-        (data, dst, width): (&[u8], u64, usize),
-    ) -> std::result::Result<(), NvjpegError> {
+    unsafe fn decode_hybrid(&mut self, (data, dst, width): (&[u8], u64, usize)) -> Result<()> {
         let mut image = Image::interleaved(dst, width);
         // SAFETY: the hybrid session's live handle and state; the source bytes, and a
         // destination as the caller promises; the stream is this context's.

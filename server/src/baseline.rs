@@ -3,7 +3,7 @@
 //! lock around a batch-1 forward of a single model instance. Built from the same TOML, the same
 //! kernels and the same model engine as the pipeline, so the comparison isolates scheduling.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use anyhow::{bail, Context};
 use engine::backend::Settings;
@@ -153,7 +153,7 @@ impl Baseline {
         image::normalise_planes(&mut data, plane, &self.mean, &self.inv_std);
         let mut batch = [Item::new(Value::Tensor(Tensor::new(shape, data)))];
         {
-            let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+            let mut model = self.model.lock();
             model.forward(&mut batch).map_err(|e| e.to_string())?;
         }
         let [item] = batch;

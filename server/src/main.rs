@@ -2,6 +2,7 @@
 //! tokio, answering from a TorchPipe TOML pipeline, or from the naive locked baseline.
 
 mod baseline;
+mod failure;
 mod metrics;
 mod service;
 mod shutdown;
@@ -232,7 +233,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         if let Some(l) = metrics_listener {
             let l = TcpListener::from_std(l)?;
             info!("metrics on http://{}/metrics", l.local_addr()?);
-            tokio::spawn(metrics::serve(l, metrics.clone(), service.clone()));
+            let nodes = service.clone();
+            tokio::spawn(metrics::serve(l, metrics.clone(), move || {
+                nodes.node_stats()
+            }));
         }
         // Every instance is built (Pipeline::build waited for them): ready.
         metrics.ready.store(true, Ordering::SeqCst);

@@ -42,7 +42,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::service::{Failure, Mode, Service};
+use crate::failure::Failure;
 
 /// Upper bounds of the request latency buckets, in seconds.
 const LATENCY_BOUNDS: &[f64] = &[
@@ -141,7 +141,7 @@ impl Metrics {
 
 /// Where the per-node statistics come from at each scrape: the pipeline in the server, a fixed
 /// list in tests.
-trait NodeSource: Fn() -> Vec<NodeStats> + Send + Sync + 'static {}
+pub trait NodeSource: Fn() -> Vec<NodeStats> + Send + Sync + 'static {}
 impl<F: Fn() -> Vec<NodeStats> + Send + Sync + 'static> NodeSource for F {}
 
 struct NodeCollector<F>(F);
@@ -395,16 +395,9 @@ fn router(metrics: Arc<Metrics>, registry: Registry) -> Router {
         })
 }
 
-/// Serves the metrics and health endpoints until the runtime ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, service: Arc<Service>) {
-    let nodes = move || match &service.mode {
-        Mode::Pipeline(p) => p.stats(),
-        Mode::Baseline(_) => Vec::new(),
-    };
-    serve_nodes(listener, metrics, nodes).await;
-}
-
-async fn serve_nodes(listener: TcpListener, metrics: Arc<Metrics>, nodes: impl NodeSource) {
+/// Serves the metrics and health endpoints until the runtime ends; `nodes` gives the engine's
+/// per-node figures at each scrape.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, nodes: impl NodeSource) {
     let registry = metrics.registry(nodes);
     let app = router(metrics, registry);
     loop {
@@ -674,7 +667,7 @@ torchpipe_request_duration_seconds_bucket{le=\"0.001\"} 0
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (m, _) = fixture();
-        tokio::spawn(serve_nodes(listener, m.clone(), Vec::<NodeStats>::new));
+        tokio::spawn(serve(listener, m.clone(), Vec::<NodeStats>::new));
         let get = |path: &str| request("GET", path, "");
 
         assert_eq!(
@@ -723,7 +716,7 @@ torchpipe_request_duration_seconds_bucket{le=\"0.001\"} 0
     async fn a_peer_that_never_finishes_its_request_is_cut_off() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        tokio::spawn(serve_nodes(listener, Metrics::new(), Vec::<NodeStats>::new));
+        tokio::spawn(serve(listener, Metrics::new(), Vec::<NodeStats>::new));
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use serve_thrift::skim::{skim, Skim};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use wire::skim::{skim, Skim};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Framing {
@@ -31,7 +31,7 @@ pub enum ReadError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Protocol(#[from] wire::skim::SkimError),
+    Protocol(#[from] serve_thrift::skim::SkimError),
     #[error("frame of {0} bytes is above the limit")]
     FrameTooLarge(usize),
     #[error("idle for {0:?}")]
@@ -178,7 +178,7 @@ mod tests {
             .enumerate()
             .map(|(i, &n)| {
                 let data: Vec<u8> = (0..n).map(|j| (i * 7 + j) as u8).collect();
-                wire::call::encode_infer_call("infer_batch", i as i32, "u", &data)
+                serve_thrift::call::encode_infer_call("infer_batch", i as i32, "u", &data)
             })
             .collect()
     }

@@ -9,10 +9,10 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serve_thrift::serve::{InferenceServiceSyncClient, TInferenceServiceSyncClient};
+use serve_thrift::InferenceParams;
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{TIoChannel, TTcpChannel};
-use wire::serve::{InferenceServiceSyncClient, TInferenceServiceSyncClient};
-use wire::InferenceParams;
 
 /// Sends `bytes` and reports whether the server closed the connection within `within`.
 fn closed_after(port: u16, bytes: &[u8], within: Duration) -> bool {
@@ -81,7 +81,7 @@ fn hostile_peers_lose_only_their_own_connection() {
         assert!(closed_after(port, &huge, Duration::from_secs(5)));
     }
     // An infer_batch whose data field claims 7.9 MB but sends 1 KB, then stalls.
-    let call = wire::call::encode_infer_call("infer_batch", 1, "u", &vec![7u8; 7_900_000]);
+    let call = serve_thrift::call::encode_infer_call("infer_batch", 1, "u", &vec![7u8; 7_900_000]);
     let started = Instant::now();
     assert!(
         closed_after(port, &call[..1024], Duration::from_secs(5)),
@@ -103,7 +103,7 @@ fn hostile_peers_lose_only_their_own_connection() {
     assert!(closed_after(port, &[], Duration::from_secs(5)));
     assert!(started.elapsed() >= Duration::from_millis(900));
     // A call above --max-message-bytes: closed at once.
-    let big = wire::call::encode_infer_call("infer_batch", 1, "u", &vec![0u8; 8_100_000]);
+    let big = serve_thrift::call::encode_infer_call("infer_batch", 1, "u", &vec![0u8; 8_100_000]);
     assert!(closed_after(port, &big[..64], Duration::from_secs(5)));
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -128,15 +128,17 @@ fn unknown_methods_get_an_application_error_and_the_connection_stays() {
     let server = common::Server::start(&["--toml", config.to_str().unwrap()]);
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&wire::call::encode_infer_call("classify", 9, "u", b"x"))
-        .unwrap();
+    s.write_all(&serve_thrift::call::encode_infer_call(
+        "classify", 9, "u", b"x",
+    ))
+    .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.contains("unknown method `classify`"), "{text}");
     // Same connection, a real call next.
     let jpeg = std::fs::read(common::repo_root().join("benches/imgs/rocket.jpg")).unwrap();
-    s.write_all(&wire::call::encode_infer_call(
+    s.write_all(&serve_thrift::call::encode_infer_call(
         "infer_batch",
         10,
         "u",

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use engine::backends::control::softmax_argmax;
 use engine::{Item, Value};
-use wire::serve::{InferenceParams, TInferenceServiceSyncClient};
+use serve_thrift::serve::{InferenceParams, TInferenceServiceSyncClient};
 
 /// The generated ResNet50 written in the dynamo exporter's style into a folder of its own.
 fn dynamo_resnet50() -> PathBuf {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wire::serve::TInferenceServiceSyncClient;
-use wire::InferenceParams;
+use serve_thrift::serve::TInferenceServiceSyncClient;
+use serve_thrift::InferenceParams;
 
 /// Sends `n` good images through the server; each must be classified.
 fn send(port: u16, n: usize) {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wire::serve::TInferenceServiceSyncClient;
-use wire::InferenceParams;
+use serve_thrift::serve::TInferenceServiceSyncClient;
+use serve_thrift::InferenceParams;
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let reply = common::http_get(port, path, &[]);

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wire::serve::TInferenceServiceSyncClient;
-use wire::InferenceParams;
+use serve_thrift::serve::TInferenceServiceSyncClient;
+use serve_thrift::InferenceParams;
 
 #[test]
 fn sigterm_under_load_answers_every_accepted_call() {

@@ -6,8 +6,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wire::call::{decode_call, encode_infer_call};
-use wire::skim::{skim, Skim};
+use serve_thrift::call::{decode_call, encode_infer_call};
+use serve_thrift::skim::{skim, Skim};
 
 /// Records the largest single allocation made while armed.
 struct Watch;

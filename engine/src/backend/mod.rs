@@ -1,17 +1,18 @@
 //! The backend trait, the registry from TOML names to constructors, and the context a
 //! constructor gets (docs/architecture.md#the-engine-items-backends-scheduler).
 
-pub mod expr;
+mod handle;
 pub mod keys;
 mod shared;
 
 use std::collections::BTreeMap;
 
+pub use crate::config::expr::Expr;
 use crate::config::{NodeConfig, Params, Profile};
 use crate::error::{BackendError, ConfigError};
 use crate::item::Item;
-use crate::pipeline::PipelineHandle;
-pub use expr::Expr;
+pub use handle::PipelineHandle;
+pub(crate) use handle::{Done, Submit};
 pub use keys::{key, Key};
 pub use shared::SharedCache;
 
@@ -148,13 +149,6 @@ pub struct Registry {
 impl Registry {
     pub fn empty() -> Self {
         Registry::default()
-    }
-
-    /// Every backend this build provides.
-    pub fn with_defaults() -> Self {
-        let mut r = Registry::empty();
-        crate::backends::register_all(&mut r);
-        r
     }
 
     /// Registers a backend under the name users write, with the keys it reads from its

@@ -7,6 +7,15 @@ pub mod model;
 
 use crate::backend::Registry;
 
+impl Registry {
+    /// Every backend this build provides.
+    pub fn with_defaults() -> Self {
+        let mut r = Registry::empty();
+        register_all(&mut r);
+        r
+    }
+}
+
 pub fn register_all(r: &mut Registry) {
     control::register(r);
     gpu_image::register(r);

@@ -4,6 +4,7 @@
 //! text the user wrote (numbers and strings alike, as TorchPipe does), and read through typed
 //! getters that report the file, node, key and value on failure.
 
+pub mod expr;
 mod params;
 pub mod suggest;
 
@@ -11,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backend::expr::{self, Expr};
 use crate::error::ConfigError;
+use expr::Expr;
 pub use params::{resolve_path, Params};
 
 /// The batch range of one instance: `min`..=`max` items, and, when the profile was written as

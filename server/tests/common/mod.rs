@@ -271,7 +271,7 @@ pub fn python_stubs() -> PathBuf {
 }
 
 /// The generated synchronous client on a buffered connection, as the docs' client connects.
-pub fn client(port: u16) -> impl wire::serve::TInferenceServiceSyncClient {
+pub fn client(port: u16) -> impl serve_thrift::serve::TInferenceServiceSyncClient {
     use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
     use thrift::transport::{
         TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel,
@@ -279,7 +279,7 @@ pub fn client(port: u16) -> impl wire::serve::TInferenceServiceSyncClient {
     let mut ch = TTcpChannel::new();
     ch.open(("127.0.0.1", port)).unwrap();
     let (r, w) = ch.split().unwrap();
-    wire::serve::InferenceServiceSyncClient::new(
+    serve_thrift::serve::InferenceServiceSyncClient::new(
         TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
         TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
     )

@@ -1,7 +1,6 @@
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, InitContext, PipelineHandle};
 use crate::error::{BackendError, ConfigError};
 use crate::item::{Item, Value};
-use crate::pipeline::PipelineHandle;
 
 /// `Jump[node]`: hands each item to the sub-graph that starts at `node`, waits for it, and
 /// takes its result.

@@ -82,10 +82,10 @@ pub fn new(
     let gpu = super::open_gpu(ctx, false)?;
     let (stream, scope) = super::scope_stream(ctx, &gpu)?.unzip();
     let mut decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware, stream)
-        .map_err(|e| super::gpu_error(ctx, e))?;
+        .map_err(|e| super::gpu_error(ctx, e.into()))?;
     decoder
         .prepare_batches(ctx.node.max_batch())
-        .map_err(|e| super::gpu_error(ctx, e))?;
+        .map_err(|e| super::gpu_error(ctx, e.into()))?;
     if ctx.instance == 0 {
         tracing::info!(
             node = ctx.params().node(),
