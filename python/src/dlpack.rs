@@ -6,7 +6,7 @@
 use std::ffi::{c_void, CStr};
 use std::sync::Arc;
 
-use engine::item::{DeviceLayout, DeviceMemory, DeviceValue};
+use engine::{DeviceLayout, DeviceMemory, DeviceValue};
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;

@@ -27,7 +27,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use engine::scheduler::{NodeStats, TimeHistogramSnapshot, TIME_BOUNDS};
+use engine::{NodeStats, TimeHistogramSnapshot, TIME_BOUNDS};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::collector::Collector;

@@ -32,7 +32,7 @@ pub struct Service {
 
 impl Service {
     /// The engine's per-node figures (none for the baseline, which has no nodes).
-    pub fn node_stats(&self) -> Vec<engine::scheduler::NodeStats> {
+    pub fn node_stats(&self) -> Vec<engine::NodeStats> {
         match &self.mode {
             Mode::Pipeline(p) => p.stats(),
             Mode::Baseline(_) => Vec::new(),

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use engine::item::{DeviceLayout, DeviceValue};
 use engine::{Backend, Config, Item, Pipeline, Registry, Value};
+use engine::{DeviceLayout, DeviceValue};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
