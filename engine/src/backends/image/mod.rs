@@ -1,7 +1,9 @@
-//! CPU image backends: DecodeMat, ResizeMat, cvtColorMat, Mat2Tensor.
+//! CPU image backends: DecodeMat, ResizeMat, LetterBoxMat, TopLeftResizeMat, cvtColorMat,
+//! Mat2Tensor.
 
 mod cvt_color_mat;
 mod decode_mat;
+mod letterbox_mat;
 mod mat2tensor;
 mod resize_mat;
 
@@ -42,6 +44,8 @@ pub(crate) fn required_color(p: &Params, what: &str) -> Result<bool, ConfigError
 pub fn register(r: &mut Registry) {
     r.register_typed("DecodeMat", decode_mat::new);
     r.register_typed("ResizeMat", resize_mat::new);
+    r.register_typed("LetterBoxMat", letterbox_mat::letterbox);
+    r.register_typed("TopLeftResizeMat", letterbox_mat::top_left);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorMat", cvt_color_mat::new);
     r.register_typed("CvtColorMat", cvt_color_mat::new);
