@@ -1,6 +1,7 @@
 //! Every backend this build provides, one file per TOML name (docs/architecture.md#backends).
 
 pub mod control;
+pub mod detect;
 pub mod gpu_image;
 pub mod image;
 pub mod model;

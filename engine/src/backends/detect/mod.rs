@@ -1,0 +1,3 @@
+//! Detection post-processing: non-maximum suppression (`nms`).
+
+pub mod nms;
