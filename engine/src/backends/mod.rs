@@ -19,6 +19,7 @@ impl Registry {
 
 pub fn register_all(r: &mut Registry) {
     control::register(r);
+    detect::register(r);
     gpu_image::register(r);
     image::register(r);
     model::register(r);

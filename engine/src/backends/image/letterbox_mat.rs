@@ -2,7 +2,8 @@
 //! `resize_h`×`resize_w` canvas filled with `pad_val`, the image centred (letterbox, as YOLO's
 //! preprocessing) or at the top-left corner (as YOLOX's). The item keeps what maps a point of
 //! the canvas back to the original image, under TorchPipe's keys: `scale` (canvas pixels per
-//! original pixel) and `offset` (x, y of the image's corner on the canvas), both as tensors.
+//! original pixel) and `offset` (x, y of the image's corner on the canvas), both as tensors;
+//! and `orig_shape` (the original's height and width, as ultralytics names it) to clip to.
 
 use crate::backend::{key, Backend, InitContext, Key, Settings};
 use crate::config::Params;
@@ -133,6 +134,13 @@ impl LetterBoxMat {
         item.extras.insert(
             "offset".into(),
             Value::Tensor(Tensor::new(vec![2], vec![left as f32, top as f32])),
+        );
+        item.extras.insert(
+            "orig_shape".into(),
+            Value::Tensor(Tensor::new(
+                vec![2],
+                vec![mat.height as f32, mat.width as f32],
+            )),
         );
         Ok(Value::Mat(Mat::new(to_h, to_w, c, data)))
     }

@@ -1,0 +1,172 @@
+//! `PostProcYoloV8`: a YOLOv8 / YOLO11 detection head's raw output → the detections after
+//! non-maximum suppression, in the original image's pixels. The head is one tensor of
+//! `[4 + classes, anchors]` (or `[1, 4 + classes, anchors]`): per anchor the box's centre,
+//! width and height on the model's input, then one score per class (already sigmoid; these
+//! heads have no objectness). As ultralytics' own `non_max_suppression` with its defaults: an
+//! anchor's class is its best-scoring one, anchors scoring above `conf_thres` are candidates,
+//! class-aware NMS at `iou_thres`, at most `max_det` kept. The boxes then go back through the
+//! letterbox the item records (`offset`, `scale`: `(p - offset) / scale`) and are clipped to
+//! `orig_shape`, where the item has them (LetterBoxMat, TopLeftResizeMat).
+//!
+//! The result is a tensor `[n, 6]`, one row per detection, best first: x1, y1, x2, y2, score,
+//! class.
+
+use super::nms::{nms, Candidate};
+use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::config::Params;
+use crate::error::{BackendError, ConfigError};
+use crate::item::{Item, Tensor, Value};
+
+pub struct YoloSettings {
+    pub conf: f32,
+    pub iou: f32,
+    pub max_det: usize,
+}
+
+const KEYS: &[Key] = &[
+    key(
+        "conf_thres",
+        "a number from 0 to 1",
+        "0.25",
+        "the class score an anchor needs to be a candidate",
+    ),
+    key(
+        "iou_thres",
+        "a number from 0 to 1",
+        "0.7",
+        "the overlap above which the lower-scoring box of a class is dropped",
+    ),
+    key(
+        "max_det",
+        "1 to 100000",
+        "300",
+        "the most detections kept per image",
+    ),
+];
+
+fn unit(p: &Params, key: &str, default: f32) -> Result<f32, ConfigError> {
+    match p.f64(key)? {
+        None => Ok(default),
+        Some(v) if (0.0..=1.0).contains(&v) => Ok(v as f32),
+        Some(v) => Err(p.error(key, &v.to_string(), "a number from 0 to 1")),
+    }
+}
+
+impl Settings for YoloSettings {
+    const KEYS: &'static [Key] = KEYS;
+
+    fn parse(p: &Params) -> Result<Self, ConfigError> {
+        Ok(YoloSettings {
+            conf: unit(p, "conf_thres", 0.25)?,
+            iou: unit(p, "iou_thres", 0.7)?,
+            max_det: p.usize_in("max_det", 1, 100_000)?.unwrap_or(300),
+        })
+    }
+}
+
+pub struct PostProcYoloV8 {
+    s: YoloSettings,
+}
+
+pub fn new(ctx: &InitContext<'_>, s: YoloSettings) -> Result<Box<dyn Backend>, ConfigError> {
+    ctx.no_args()?;
+    Ok(Box::new(PostProcYoloV8 { s }))
+}
+
+/// An extra the letterbox wrote: a tensor of `n` values.
+fn extra<const N: usize>(item: &Item, key: &str) -> Option<[f32; N]> {
+    match item.extras.get(key) {
+        Some(Value::Tensor(t)) => t.data.as_slice().try_into().ok(),
+        _ => None,
+    }
+}
+
+impl PostProcYoloV8 {
+    /// The detections of one head output, on the model's input.
+    fn candidates(&self, t: &Tensor) -> Result<Vec<Candidate>, String> {
+        let (channels, anchors) = match t.shape.as_slice() {
+            [c, a] | [1, c, a] => (*c, *a),
+            other => {
+                return Err(format!(
+                    "expects a YOLOv8 head's output [4 + classes, anchors], got shape {other:?}"
+                ))
+            }
+        };
+        if channels < 5 {
+            return Err(format!(
+                "expects at least 5 rows (a box and one class), got {channels}"
+            ));
+        }
+        let row = |r: usize| &t.data[r * anchors..(r + 1) * anchors];
+        let mut out = Vec::new();
+        for a in 0..anchors {
+            let (class, score) = (4..channels).map(|r| row(r)[a]).enumerate().fold(
+                (0, f32::NEG_INFINITY),
+                |best, (c, s)| {
+                    if s > best.1 {
+                        (c, s)
+                    } else {
+                        best
+                    }
+                },
+            );
+            if score > self.s.conf {
+                let (cx, cy, w, h) = (row(0)[a], row(1)[a], row(2)[a], row(3)[a]);
+                out.push(Candidate {
+                    x1: cx - w / 2.0,
+                    y1: cy - h / 2.0,
+                    x2: cx + w / 2.0,
+                    y2: cy + h / 2.0,
+                    score,
+                    class,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn detect(&self, item: &Item, t: &Tensor) -> Result<Tensor, String> {
+        let boxes = self.candidates(t)?;
+        let kept = nms(&boxes, self.s.conf, self.s.iou, self.s.max_det);
+        let [ox, oy] = extra::<2>(item, "offset").unwrap_or([0.0, 0.0]);
+        let [scale] = extra::<1>(item, "scale").unwrap_or([1.0]);
+        let clip = extra::<2>(item, "orig_shape");
+        let mut data = Vec::with_capacity(kept.len() * 6);
+        for i in kept {
+            let b = &boxes[i];
+            let mut corners = [
+                (b.x1 - ox) / scale,
+                (b.y1 - oy) / scale,
+                (b.x2 - ox) / scale,
+                (b.y2 - oy) / scale,
+            ];
+            if let Some([h, w]) = clip {
+                for (j, v) in corners.iter_mut().enumerate() {
+                    *v = v.clamp(0.0, if j % 2 == 0 { w } else { h });
+                }
+            }
+            data.extend(corners);
+            data.extend([b.score, b.class as f32]);
+        }
+        Ok(Tensor::new(vec![data.len() / 6, 6], data))
+    }
+}
+
+impl Backend for PostProcYoloV8 {
+    fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
+        for item in batch {
+            let out = match &item.data {
+                Value::Tensor(t) => self.detect(item, t),
+                other => Err(format!(
+                    "expects the model's output tensor, got {}",
+                    other.kind()
+                )),
+            };
+            match out {
+                Ok(t) => item.result = Some(Value::Tensor(t)),
+                Err(e) => item.fail(format!("PostProcYoloV8 {e}")),
+            }
+        }
+        Ok(())
+    }
+}
