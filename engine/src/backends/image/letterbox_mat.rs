@@ -79,24 +79,28 @@ pub fn letterbox(
     ctx: &InitContext<'_>,
     s: LetterBoxSettings,
 ) -> Result<Box<dyn Backend>, ConfigError> {
-    ctx.no_args()?;
-    Ok(Box::new(LetterBoxMat {
-        s,
-        centre: true,
-        name: "LetterBoxMat",
-    }))
+    build(ctx, s, true)
 }
 
 pub fn top_left(
     ctx: &InitContext<'_>,
     s: LetterBoxSettings,
 ) -> Result<Box<dyn Backend>, ConfigError> {
+    build(ctx, s, false)
+}
+
+fn build(
+    ctx: &InitContext<'_>,
+    s: LetterBoxSettings,
+    centre: bool,
+) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    Ok(Box::new(LetterBoxMat {
-        s,
-        centre: false,
-        name: "TopLeftResizeMat",
-    }))
+    let name = if centre {
+        "LetterBoxMat"
+    } else {
+        "TopLeftResizeMat"
+    };
+    Ok(Box::new(LetterBoxMat { s, centre, name }))
 }
 
 /// Where an `h`×`w` image goes on a `to_h`×`to_w` canvas: the scale (the smaller of the two
