@@ -147,4 +147,13 @@ fn a_head_of_the_wrong_shape_fails_its_item() {
         err.contains("PostProcYoloV8") && err.contains("at least 5 rows"),
         "{err}"
     );
+    // A flat output that 4 + 80 rows do not divide names the key that says how it does.
+    let item = Item::new(Value::Tensor(Tensor::new(vec![7 * 81], vec![0.0; 7 * 81])));
+    let err = p
+        .run(vec![item])
+        .unwrap()
+        .remove(0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set `classes`"), "{err}");
 }

@@ -70,21 +70,26 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A repo config with its `models/` paths made absolute, so tests need no particular cwd.
-/// Pins a config's model node to the CPU engine. These tests exercise the pipeline on the CPU,
+/// Pins a config's model nodes to the CPU engine. These tests exercise the pipeline on the CPU,
 /// which CI has; a `cuda` build would otherwise send the seed's model node to the GPU (tested on
 /// the device by `model-check`).
 pub fn on_cpu(text: String) -> String {
     if text.contains("\ndevice") {
         return text;
     }
-    text.replacen(
-        "backend = \"Torch[TensorrtTensor]\"",
-        "device = \"cpu\"\nbackend = \"Torch[TensorrtTensor]\"",
-        1,
-    )
+    text.lines()
+        .map(|line| {
+            if line.starts_with("backend = ") && line.contains("TensorrtTensor") {
+                format!("device = \"cpu\"\n{line}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
 }
 
+/// A repo config with its `models/` paths made absolute, so tests need no particular cwd, and
+/// its model nodes on the CPU.
 pub fn load_repo_config(name: &str) -> engine::Config {
     let path = repo_root().join("configs").join(name);
     let models = models_dir();

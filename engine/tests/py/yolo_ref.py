@@ -14,13 +14,8 @@ import cv2
 import numpy as np
 
 
-def main():
-    head, letterbox, conf, iou, max_det, out = sys.argv[1:7]
-    conf, iou, max_det = float(conf), float(iou), int(max_det)
-    words = open(head).read().split()
-    c, a = int(words[0]), int(words[1])
-    t = np.array(words[2:], np.float32).reshape(c, a)
-    scale, ox, oy, h, w = (float(v) for v in open(letterbox).read().split())
+def postprocess(t, scale, ox, oy, h, w, conf, iou, max_det):
+    """The detections of head output t ([4 + classes, anchors]) as rows x1 y1 x2 y2 score class."""
     scores = t[4:].T
     cls = scores.argmax(1)
     best = scores.max(1)
@@ -28,6 +23,8 @@ def main():
     cx, cy, bw, bh = (t[i][keep] for i in range(4))
     x1, y1 = cx - bw / 2, cy - bh / 2
     x2, y2 = cx + bw / 2, cy + bh / 2
+    if not keep.any():
+        return []
     idx = cv2.dnn.NMSBoxesBatched(
         np.stack([x1, y1, x2 - x1, y2 - y1], 1).tolist(),
         best[keep].tolist(),
@@ -36,12 +33,22 @@ def main():
         iou,
     )
     idx = [int(i) for i in np.array(idx).reshape(-1)][:max_det]
-    lines = []
+    rows = []
     for i in idx:
         box = [(x1[i] - ox) / scale, (y1[i] - oy) / scale, (x2[i] - ox) / scale, (y2[i] - oy) / scale]
-        box = [min(max(v, 0.0), w if j % 2 == 0 else h) for j, v in enumerate(box)]
-        lines.append(" ".join(str(float(v)) for v in box + [best[keep][i], cls[keep][i]]))
-    open(out, "w").write("\n".join(lines) + "\n")
+        box = [min(max(float(v), 0.0), w if j % 2 == 0 else h) for j, v in enumerate(box)]
+        rows.append(box + [float(best[keep][i]), int(cls[keep][i])])
+    return rows
+
+
+def main():
+    head, letterbox, conf, iou, max_det, out = sys.argv[1:7]
+    words = open(head).read().split()
+    c, a = int(words[0]), int(words[1])
+    t = np.array(words[2:], np.float32).reshape(c, a)
+    scale, ox, oy, h, w = (float(v) for v in open(letterbox).read().split())
+    rows = postprocess(t, scale, ox, oy, h, w, float(conf), float(iou), int(max_det))
+    open(out, "w").write("\n".join(" ".join(str(v) for v in r) for r in rows) + "\n")
     print(cv2.__version__)
 
 

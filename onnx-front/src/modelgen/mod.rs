@@ -342,6 +342,27 @@ pub fn tiny_cnn(seed: u64) -> pb::ModelProto {
     b.finish("tiny_cnn", logits, 224, 10)
 }
 
+/// A detector with the output YOLOv8 and YOLO11 export, small enough for debug-build tests:
+/// input `[batch, 3, 64, 64]` (0..1), two convolutions to 7 maps of 9×9, reshaped to
+/// `[batch, 4 + 3, 81]`: per anchor a box's centre, width and height in input pixels (a sigmoid
+/// times 64) and three class scores (sigmoids), as `PostProcYoloV8` reads them.
+pub fn tiny_yolo() -> pb::ModelProto {
+    let mut g = Graph::new(3, 64, 64);
+    let x = g.conv("x", 3, 8, 3, 2, 1);
+    let x = g.op("Relu", &[&x], vec![]);
+    let x = g.conv(&x, 8, 7, 4, 4, 1);
+    let shape = g.init_i(&[0, 7, -1]);
+    let x = g.op("Reshape", &[&x, &shape], vec![]);
+    let split = g.init_i(&[4, 3]);
+    let parts = g.op_n("Split", &[&x, &split], vec![attr_int("axis", 1)], 2);
+    let boxes = g.op("Sigmoid", &[&parts[0]], vec![]);
+    let side = g.init_f(&[1], vec![64.0]);
+    let boxes = g.op("Mul", &[&boxes, &side], vec![]);
+    let scores = g.op("Sigmoid", &[&parts[1]], vec![]);
+    let y = g.op("Concat", &[&boxes, &scores], vec![attr_int("axis", 1)]);
+    g.model(&y)
+}
+
 pub const RESNET50_SEED: u64 = 50;
 pub const TINY_SEED: u64 = 7;
 
@@ -420,11 +441,13 @@ pub fn write_dynamo_style(
     write(&model, path)
 }
 
-/// Writes `resnet50.onnx` and `tiny_cnn.onnx` into `dir` unless they are already there.
+/// Writes `resnet50.onnx`, `tiny_cnn.onnx` and `tiny_yolo.onnx` into `dir` unless they are
+/// already there.
 pub fn ensure_models(dir: &Path) -> std::io::Result<()> {
     for (name, build) in [
         ("resnet50.onnx", resnet50 as fn(u64) -> pb::ModelProto),
         ("tiny_cnn.onnx", tiny_cnn),
+        ("tiny_yolo.onnx", |_| tiny_yolo()),
     ] {
         let path = dir.join(name);
         if !path.is_file() {

@@ -1,6 +1,7 @@
 //! `PostProcYoloV8`: a YOLOv8 / YOLO11 detection head's raw output → the detections after
 //! non-maximum suppression, in the original image's pixels. The head is one tensor of
-//! `[4 + classes, anchors]` (or `[1, 4 + classes, anchors]`): per anchor the box's centre,
+//! `[4 + classes, anchors]` (or `[1, 4 + classes, anchors]`, or flat as the model engines hand
+//! each item its output, with `classes` saying how it divides): per anchor the box's centre,
 //! width and height on the model's input, then one score per class (already sigmoid; these
 //! heads have no objectness). As ultralytics' own `non_max_suppression` with its defaults: an
 //! anchor's class is its best-scoring one, anchors scoring above `conf_thres` are candidates,
@@ -18,12 +19,20 @@ use crate::error::{BackendError, ConfigError};
 use crate::item::{Item, Tensor, Value};
 
 pub struct YoloSettings {
+    /// Classes of a flat output (`None`: 80, COCO's, unless the tensor's shape says).
+    pub classes: Option<usize>,
     pub conf: f32,
     pub iou: f32,
     pub max_det: usize,
 }
 
 const KEYS: &[Key] = &[
+    key(
+        "classes",
+        "1 to 100000",
+        "80, or the output's shape where it has one",
+        "how many classes the head scores (a flat output is (4 + classes) × anchors)",
+    ),
     key(
         "conf_thres",
         "a number from 0 to 1",
@@ -57,6 +66,7 @@ impl Settings for YoloSettings {
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
         Ok(YoloSettings {
+            classes: p.usize_in("classes", 1, 100_000)?,
             conf: unit(p, "conf_thres", 0.25)?,
             iou: unit(p, "iou_thres", 0.7)?,
             max_det: p.usize_in("max_det", 1, 100_000)?.unwrap_or(300),
@@ -84,9 +94,25 @@ fn extra<const N: usize>(item: &Item, key: &str) -> Option<[f32; N]> {
 impl PostProcYoloV8 {
     /// The detections of one head output, on the model's input.
     fn candidates(&self, t: &Tensor) -> Result<Vec<Candidate>, String> {
-        let (channels, anchors) = match t.shape.as_slice() {
-            [c, a] | [1, c, a] => (*c, *a),
-            other => {
+        let (channels, anchors) = match (t.shape.as_slice(), self.s.classes) {
+            ([c, a] | [1, c, a], None) => (*c, *a),
+            ([c, a] | [1, c, a], Some(k)) if *c == 4 + k => (*c, *a),
+            ([c, _] | [1, c, _], Some(k)) => {
+                return Err(format!(
+                    "was told `classes = {k}`, but the output has {c} rows, not 4 + {k}"
+                ))
+            }
+            ([len], k) => {
+                let c = 4 + k.unwrap_or(80);
+                if *len == 0 || len % c != 0 {
+                    return Err(format!(
+                        "cannot split a flat output of {len} values into {c} rows (4 + `classes`) \
+                         of anchors; set `classes` to the head's class count"
+                    ));
+                }
+                (c, len / c)
+            }
+            (other, _) => {
                 return Err(format!(
                     "expects a YOLOv8 head's output [4 + classes, anchors], got shape {other:?}"
                 ))
