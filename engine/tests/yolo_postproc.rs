@@ -136,24 +136,21 @@ fn a_head_of_the_wrong_shape_fails_its_item() {
         PipelineOptions::default(),
     )
     .unwrap();
-    let item = Item::new(Value::Tensor(Tensor::new(vec![4, 10], vec![0.0; 40])));
-    let err = p
-        .run(vec![item])
-        .unwrap()
-        .remove(0)
-        .unwrap_err()
-        .to_string();
+    let error_of = |shape: Vec<usize>| {
+        let n = shape.iter().product();
+        let item = Item::new(Value::Tensor(Tensor::new(shape, vec![0.0; n])));
+        p.run(vec![item])
+            .unwrap()
+            .remove(0)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = error_of(vec![4, 10]);
     assert!(
         err.contains("PostProcYoloV8") && err.contains("at least 5 rows"),
         "{err}"
     );
     // A flat output that 4 + 80 rows do not divide names the key that says how it does.
-    let item = Item::new(Value::Tensor(Tensor::new(vec![7 * 81], vec![0.0; 7 * 81])));
-    let err = p
-        .run(vec![item])
-        .unwrap()
-        .remove(0)
-        .unwrap_err()
-        .to_string();
+    let err = error_of(vec![7 * 81]);
     assert!(err.contains("set `classes`"), "{err}");
 }
