@@ -16,7 +16,7 @@ def root():
 def models(root):
     """The generated models (models/, git-ignored), written by make-models if missing."""
     d = root / "models"
-    if not (d / "tiny_cnn.onnx").exists() or not (d / "resnet50.onnx").exists():
+    if not all((d / m).exists() for m in ("tiny_cnn.onnx", "resnet50.onnx", "tiny_yolo.onnx")):
         exe = os.environ.get("MAKE_MODELS", str(root / "target/debug/make-models"))
         subprocess.run([exe, str(d)], check=True)
     return d

@@ -32,6 +32,29 @@ def test_the_seed_toml_classifies_every_photo_as_a_list(root, models, photos):
                                atol=1e-5)
 
 
+def test_the_detector_gives_boxes_in_the_photos_pixels(root, models, photos):
+    # configs/yolo.toml: letterbox, the generated YOLO-shaped model, PostProcYoloV8. Its result
+    # is one row per detection, best first: x1, y1, x2, y2 in the photo's pixels, score, class.
+    detector = pipe(cpu_config(root, models, "yolo.toml"))
+    decoder = pipe({"decode": {"backend": "DecodeMat"}})
+    inputs = [{TASK_DATA_KEY: data} for _, data in photos]
+    detector(inputs)
+    found = 0
+    for (name, data), d in zip(photos, inputs):
+        assert TASK_RESULT_KEY in d, (name, d.get(TASK_ERROR_KEY))
+        r = d[TASK_RESULT_KEY]
+        assert isinstance(r, np.ndarray) and r.dtype == np.float32 and r.shape[1:] == (6,), name
+        image = {TASK_DATA_KEY: data}
+        decoder(image)
+        h, w = image[TASK_RESULT_KEY].shape[:2]
+        assert (r[:, [0, 2]] >= 0).all() and (r[:, [0, 2]] <= w).all(), name
+        assert (r[:, [1, 3]] >= 0).all() and (r[:, [1, 3]] <= h).all(), name
+        assert (r[:, 4] > 0.25).all() and (np.diff(r[:, 4]) <= 0).all(), name
+        assert set(r[:, 5].tolist()) <= {0.0, 1.0, 2.0}, name
+        found += len(r)
+    assert found > 0
+
+
 def test_twenty_threads_on_one_pipe_get_what_one_thread_gets(root, models, photos):
     p = pipe(cpu_config(root, models, "tiny_cpu.toml"))
     want = {}
