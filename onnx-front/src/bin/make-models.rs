@@ -1,4 +1,5 @@
-//! Writes the generated ONNX models (ResNet50 and a tiny CNN) into a folder, `models/` by default.
+//! Writes the generated ONNX models (ResNet50, a tiny CNN, a tiny YOLO-shaped detector) into a
+//! folder, `models/` by default.
 
 use std::path::PathBuf;
 

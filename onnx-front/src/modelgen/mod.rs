@@ -1,5 +1,6 @@
 //! Deterministic ONNX models for tests, demos and benchmarks, written without Python:
-//! a ResNet50 with torchvision's architecture and a tiny CNN of the same op set. Weights come
+//! a ResNet50 with torchvision's architecture, a tiny CNN of the same op set, and a tiny
+//! detector with YOLOv8's output layout. Weights come
 //! from a seeded generator, scaled so activations stay finite through 50 layers and BatchNorm
 //! statistics are far from the identity (so folding them is really exercised).
 
