@@ -128,6 +128,27 @@ fn the_tiny_cnn_computes_what_the_onnx_computes() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The generated detector with YOLOv8's output layout (a reshape to `[batch, 7, 81]`, a split
+/// into boxes and scores, sigmoids, a concat) plans in both layouts and computes what tract does.
+#[test]
+fn the_tiny_yolo_computes_what_the_onnx_computes() {
+    let proto = modelgen::tiny_yolo();
+    let dir = std::env::temp_dir().join(format!("tp-plan-yolo-{}", std::process::id()));
+    let path = dir.join("tiny_yolo.onnx");
+    modelgen::write(&proto, &path).unwrap();
+    let n = 2;
+    let x: Vec<f32> = noise(n * 3 * 64 * 64, 5).iter().map(|v| v.abs()).collect();
+    let want = tract(&path, &[n, 3, 64, 64], &x);
+    assert_eq!(want.len(), n * 7 * 81);
+    for cl in [true, false] {
+        let plan = build(&proto, cl).unwrap();
+        assert_eq!(plan.values[plan.output].dims, vec![7, 81]);
+        let err = rel_l2(&reference::run(&plan, &x, n), &want);
+        assert!(err < 1e-5, "channels-last {cl}: relative L2 {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn an_unsupported_op_is_named_with_its_node_and_the_supported_list() {
     let mut g = G::new(3, 8, 8);
