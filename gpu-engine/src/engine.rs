@@ -270,16 +270,14 @@ impl GpuModel {
             return Ok(());
         }
         let started = Instant::now();
+        let input = self.tune_input();
         let tuner = match self.plan.convs().next() {
-            Some(_) => Some(Tuner::new(
-                &self.tune_input(),
-                *missing.iter().max().unwrap_or(&1),
-            )?),
+            Some(_) => Some(Tuner::new(&input, *missing.iter().max().unwrap_or(&1))?),
             None => None,
         };
         for &b in &missing {
             let (algos, jsons) = match &tuner {
-                Some(t) => t.tune(&self.tune_input(), b)?,
+                Some(t) => t.tune(&input, b)?,
                 None => Default::default(),
             };
             tuning.insert(b, algos);

@@ -5,12 +5,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::request::Task;
 use super::Shared;
-use crate::backend::{Backend, InitContext, PipelineHandle, Registry, SharedCache, Submit};
+use crate::backend::{Backend, InitContext, Registry, SharedCache};
 use crate::config::Config;
 use crate::error::{ConfigError, EngineError, RequestError};
 use crate::item::Item;
@@ -32,8 +32,7 @@ pub(super) struct Instance {
 impl Instance {
     fn build(&self) -> Result<Box<dyn Backend>, ConfigError> {
         let node = &self.config.nodes[self.node];
-        let shared: Weak<dyn Submit> = Arc::downgrade(&self.shared) as Weak<dyn Submit>;
-        let handle = PipelineHandle::new(shared);
+        let handle = self.shared.handle();
         let ctx = InitContext {
             node,
             expr: &node.backend,

@@ -9,12 +9,12 @@ mod routing;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use crate::backend::PipelineHandle;
-use crate::backend::{Registry, SharedCache, Submit};
+use crate::backend::{Registry, SharedCache};
 use crate::config::Config;
 use crate::error::{EngineError, RequestError};
 use crate::graph::Graph;
@@ -197,8 +197,7 @@ impl Pipeline {
     }
 
     pub fn handle(&self) -> PipelineHandle {
-        let shared: Weak<dyn Submit> = Arc::downgrade(&self.shared) as Weak<dyn Submit>;
-        PipelineHandle::new(shared)
+        self.shared.handle()
     }
 
     pub fn config(&self) -> &Config {

@@ -94,15 +94,6 @@ pub(crate) struct Task {
     pub(super) branch: Option<Branch>,
 }
 
-impl Task {
-    pub fn timeout_error(&self, node: &str) -> RequestError {
-        RequestError::Timeout {
-            node: node.to_string(),
-            waited_ms: self.req.started.elapsed().as_millis() as u64,
-        }
-    }
-}
-
 impl Queued for Task {
     fn enqueued(&self) -> Instant {
         self.enqueued
@@ -117,6 +108,9 @@ impl Queued for Task {
     }
 
     fn timeout_error(&self, node: &str) -> RequestError {
-        Task::timeout_error(self, node)
+        RequestError::Timeout {
+            node: node.to_string(),
+            waited_ms: self.req.started.elapsed().as_millis() as u64,
+        }
     }
 }

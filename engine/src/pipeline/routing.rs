@@ -2,12 +2,12 @@
 //! after each node, fan-out and join, and the answer once every item of a request is done.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use super::request::{Branch, JoinState, RequestState, Task};
 use super::Shared;
-use crate::backend::{Done, Submit};
+use crate::backend::{Done, PipelineHandle, Submit};
 use crate::config::Filter;
 use crate::error::RequestError;
 use crate::item::Item;
@@ -45,6 +45,13 @@ impl Submit for Shared {
 }
 
 impl Shared {
+    /// The handle this pipeline's backends get (`Jump`): it submits here without keeping the
+    /// pipeline alive.
+    pub(super) fn handle(self: &Arc<Self>) -> PipelineHandle {
+        let me: Weak<dyn Submit> = Arc::downgrade(self) as Weak<dyn Submit>;
+        PipelineHandle::new(me)
+    }
+
     pub(super) fn admit(
         self: &Arc<Self>,
         items: Vec<Item>,

@@ -72,7 +72,6 @@ pub struct LetterBoxMat {
     s: LetterBoxSettings,
     /// Centred (LetterBoxMat) or at the top-left corner (TopLeftResizeMat).
     centre: bool,
-    name: &'static str,
 }
 
 pub fn letterbox(
@@ -95,12 +94,7 @@ fn build(
     centre: bool,
 ) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
-    let name = if centre {
-        "LetterBoxMat"
-    } else {
-        "TopLeftResizeMat"
-    };
-    Ok(Box::new(LetterBoxMat { s, centre, name }))
+    Ok(Box::new(LetterBoxMat { s, centre }))
 }
 
 /// Where an `h`×`w` image goes on a `to_h`×`to_w` canvas: the scale (the smaller of the two
@@ -152,7 +146,12 @@ impl LetterBoxMat {
 
 impl Backend for LetterBoxMat {
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
-        super::for_each_mat(batch, self.name, |mat, item| self.run(&mat, item));
+        let name = if self.centre {
+            "LetterBoxMat"
+        } else {
+            "TopLeftResizeMat"
+        };
+        super::for_each_mat(batch, name, |mat, item| self.run(&mat, item));
         Ok(())
     }
 }
