@@ -60,6 +60,9 @@ pub enum RequestError {
     Filtered(String),
     #[error("the pipeline is shutting down")]
     ShuttingDown,
+    /// The item's request was answered (or its `MapReduce` parent failed) before it ran.
+    #[error("cancelled: its request was already answered")]
+    Cancelled,
     #[error("{0}")]
     Other(String),
 }
@@ -75,6 +78,7 @@ impl RequestError {
             RequestError::UnknownNode(_) => "unknown_node",
             RequestError::Filtered(_) => "filtered",
             RequestError::ShuttingDown => "shutting_down",
+            RequestError::Cancelled => "cancelled",
             RequestError::Other(_) => "other",
         }
     }

@@ -94,6 +94,8 @@ pub enum Value {
     Class(Class),
     Text(String),
     Device(DeviceValue),
+    /// One value per child of a `MapReduce` node (its `merge` keys), in the order of `split`.
+    List(Vec<Value>),
 }
 
 impl Value {
@@ -105,6 +107,7 @@ impl Value {
             Value::Tensor(_) => "a tensor",
             Value::Class(_) => "a class",
             Value::Text(_) => "text",
+            Value::List(_) => "a list",
             Value::Device(DeviceValue {
                 layout: DeviceLayout::Image { .. },
                 ..
@@ -120,6 +123,22 @@ impl Value {
 impl From<Vec<u8>> for Value {
     fn from(bytes: Vec<u8>) -> Self {
         Value::Bytes(bytes.into())
+    }
+}
+
+/// The extra holding one box (x1, y1, x2, y2, …) that `CropMat` and `CropTensor` cut out:
+/// TorchPipe's `TASK_BOX_KEY`.
+pub const BOX: &str = "_box";
+
+/// A key as the pipeline stores it: TorchPipe's constant names (`TASK_DATA_KEY`,
+/// `TASK_RESULT_KEY`, `TASK_BOX_KEY`), which its TOMLs write in `map`, `split` and `merge`, are
+/// the keys they stand for.
+pub fn canonical_key(key: &str) -> &str {
+    match key {
+        "TASK_DATA_KEY" => "data",
+        "TASK_RESULT_KEY" => "result",
+        "TASK_BOX_KEY" => BOX,
+        other => other,
     }
 }
 

@@ -25,6 +25,9 @@ mod sync;
 pub use backend::{Backend, InitContext, Registry};
 pub use config::Config;
 pub use error::{BackendError, ConfigError, EngineError, RequestError};
-pub use item::{Class, DeviceLayout, DeviceMemory, DeviceValue, Item, Mat, Outcome, Tensor, Value};
+pub use item::{
+    canonical_key, Class, DeviceLayout, DeviceMemory, DeviceValue, Item, Mat, Outcome, Tensor,
+    Value, BOX,
+};
 pub use pipeline::{Pipeline, PipelineHandle, PipelineOptions};
 pub use scheduler::{NodeStats, TimeHistogramSnapshot, TIME_BOUNDS};

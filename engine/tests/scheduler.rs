@@ -345,7 +345,7 @@ fn cycles_and_unknown_backends_are_load_errors() {
         "{msg}"
     );
     assert!(
-        msg.contains("known backends: CvtColorMat, CvtColorTensor, DecodeMat, DecodeTensor"),
+        msg.contains("known backends: CropMat, CropTensor, CvtColorMat, CvtColorTensor, DecodeMat"),
         "{msg}"
     );
 }

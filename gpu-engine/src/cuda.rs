@@ -423,6 +423,47 @@ pub unsafe fn copy_dtod_async(
         .call("cuMemcpyDtoDAsync")
 }
 
+/// Enqueues a device → device copy of a rectangle: `height` rows of `width` bytes, read at
+/// `src_pitch` intervals from `src` and written at `dst_pitch` intervals to `dst` (a crop of an
+/// image into a packed buffer).
+///
+/// # Safety
+/// Both rectangles must lie in memory that stays allocated until the stream has passed the
+/// copy, and `width` must not exceed either pitch.
+pub unsafe fn copy_2d_dtod_async(
+    dst: cu::CUdeviceptr,
+    dst_pitch: usize,
+    src: cu::CUdeviceptr,
+    src_pitch: usize,
+    width: usize,
+    height: usize,
+    stream: &CudaStream,
+) -> Result<()> {
+    let copy = cu::CUDA_MEMCPY2D_st {
+        srcXInBytes: 0,
+        srcY: 0,
+        srcMemoryType: cu::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        srcHost: std::ptr::null(),
+        srcDevice: src,
+        srcArray: std::ptr::null_mut(),
+        srcPitch: src_pitch,
+        dstXInBytes: 0,
+        dstY: 0,
+        dstMemoryType: cu::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        dstHost: std::ptr::null_mut(),
+        dstDevice: dst,
+        dstArray: std::ptr::null_mut(),
+        dstPitch: dst_pitch,
+        WidthInBytes: width,
+        Height: height,
+    };
+    // SAFETY: the rectangles are as the caller promises; `copy` lives through the call (the
+    // driver reads the descriptor before returning); the stream is live.
+    unsafe { cu::cuMemcpy2DAsync_v2(&copy, stream.cu_stream()) }
+        .result()
+        .call("cuMemcpy2DAsync")
+}
+
 /// Enqueues a device → host copy.
 ///
 /// # Safety

@@ -328,7 +328,8 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
             params.error(
                 "map",
                 text,
-                "a list like `a[result:data],b[result:data.2]` (source node[from key:to key])",
+                "a list like `a[result:data],b[result:data.2,color:color]` (source node[from key:to \
+                 key, …])",
             )
         })?,
     };
@@ -397,16 +398,22 @@ fn parse_map(text: &str) -> Option<Vec<MapEntry>> {
             return None;
         }
         let source = rest[..open].trim();
-        let (from, to) = rest[open + 1..close].split_once(':')?;
-        let (from, to) = (from.trim(), to.trim());
-        if source.is_empty() || from.is_empty() || to.is_empty() {
+        if source.is_empty() {
             return None;
         }
-        entries.push(MapEntry {
-            source: source.into(),
-            from: from.into(),
-            to: to.into(),
-        });
+        // `a[result:data,color:color]`: several keys of one source.
+        for pair in rest[open + 1..close].split(',') {
+            let (from, to) = pair.split_once(':')?;
+            let (from, to) = (from.trim(), to.trim());
+            if from.is_empty() || to.is_empty() {
+                return None;
+            }
+            entries.push(MapEntry {
+                source: source.into(),
+                from: crate::item::canonical_key(from).into(),
+                to: crate::item::canonical_key(to).into(),
+            });
+        }
         rest = rest[close + 1..].trim_start();
         if let Some(r) = rest.strip_prefix(',') {
             rest = r.trim_start();

@@ -158,7 +158,7 @@ fn map_and_jump_targets_must_exist() {
     let e = err("[a]\nbackend = \"Identity\"\nmap = \"x[result:data]\"\n");
     assert_eq!(e.key.as_deref(), Some("map"));
     let e = err("[a]\nbackend = \"Identity\"\nmap = \"a[result]\"\n");
-    assert!(e.expected.contains("source node[from key:to key]"), "{e}");
+    assert!(e.expected.contains("source node[from key:to"), "{e}");
     let e = err("[a]\nbackend = \"Jump[nowhere]\"\n");
     assert_eq!(e.key.as_deref(), Some("backend"));
 }
@@ -180,7 +180,22 @@ fn map_parses_sources_and_keys() {
             },
         ]
     );
+    // TorchPipe's several keys of one source, and its constants' names.
+    assert_eq!(
+        parse_map("d[TASK_RESULT_KEY:data, color:color],p[result:TASK_BOX_KEY]").unwrap(),
+        [
+            ("d", "result", "data"),
+            ("d", "color", "color"),
+            ("p", "result", "_box")
+        ]
+        .map(|(s, f, t)| MapEntry {
+            source: s.into(),
+            from: f.into(),
+            to: t.into()
+        })
+    );
     assert!(parse_map("a[result:data]x").is_none());
+    assert!(parse_map("a[result:data,color]").is_none());
     assert!(parse_map("").is_none());
 }
 

@@ -1,5 +1,6 @@
 //! The node graph: `next` edges, entry points, fan-out and the `map` joins that close them,
-//! validated once at load time.
+//! `MapReduce` nodes and their sub-graphs, and the `map`s that read earlier nodes, validated
+//! once at load time.
 
 use std::collections::HashMap;
 
@@ -14,7 +15,26 @@ pub struct GraphNode {
     pub map: Vec<MapEntry>,
     /// For a fan-out node, the join node where its branches meet.
     pub join: Option<usize>,
+    /// Set on a `MapReduce` node: it runs no backend of its own.
+    pub mapreduce: Option<MapReduce>,
+    /// The node's `map` reads earlier nodes on the item's way (it is not a join).
+    pub path_map: bool,
+    /// Keys whose values an item keeps as it leaves this node, for a later node's `map`.
+    pub keep: Vec<String>,
 }
+
+/// `backend = "MapReduce"`: each item splits into one child per element of its `split` key,
+/// the children run through the sub-graph that starts at `jump`, and their `merge` keys are
+/// gathered back into the item as lists, in order.
+#[derive(Debug)]
+pub struct MapReduce {
+    pub jump: usize,
+    pub split: String,
+    pub merge: Vec<String>,
+}
+
+/// The backend name of a `MapReduce` node.
+pub const MAP_REDUCE: &str = "MapReduce";
 
 #[derive(Debug)]
 pub struct Graph {
@@ -47,9 +67,16 @@ impl Graph {
                 filter: n.filter,
                 map: n.map.clone(),
                 join: None,
+                mapreduce: None,
+                path_map: false,
+                keep: Vec::new(),
             })
             .collect();
         check_cycles(config, &nodes)?;
+        for (i, cfg) in config.nodes.iter().enumerate() {
+            nodes[i].mapreduce = map_reduce(cfg, &index)?;
+        }
+        check_sub_graphs(config, &nodes)?;
 
         let mut has_parent = vec![false; nodes.len()];
         for n in &nodes {
@@ -57,7 +84,29 @@ impl Graph {
                 has_parent[x] = true;
             }
         }
+        // A sub-graph's first node is reached by its `MapReduce` node or `Jump`, not by requests
+        // that name no node.
+        for (i, cfg) in config.nodes.iter().enumerate() {
+            if let Some(mr) = &nodes[i].mapreduce {
+                has_parent[mr.jump] = true;
+            }
+            let mut exprs = Vec::new();
+            cfg.backend.walk(&mut exprs);
+            for e in exprs.iter().filter(|e| e.name == "Jump") {
+                for target in e.args.iter().filter_map(|t| index.get(&t.name)) {
+                    has_parent[*target] = true;
+                }
+            }
+        }
         let entries: Vec<usize> = (0..nodes.len()).filter(|&i| !has_parent[i]).collect();
+        if entries.is_empty() {
+            let first = &config.nodes[0];
+            return Err(err(
+                first,
+                "next",
+                "a node that no `next`, `jump` or `Jump` leads to, where requests enter".into(),
+            ));
+        }
 
         let mut joined = vec![false; nodes.len()];
         for f in 0..nodes.len() {
@@ -116,14 +165,38 @@ impl Graph {
             nodes[f].join = Some(j);
             joined[j] = true;
         }
-        for (j, n) in nodes.iter().enumerate() {
-            if !n.map.is_empty() && !joined[j] {
-                return Err(err(
-                    &config.nodes[j],
-                    "map",
-                    "`map` only on a node where fan-out branches (`next = \"a,b\"`) meet".into(),
-                ));
+        // Any other `map` reads nodes the item went through before: those nodes keep the
+        // values it names.
+        for j in 0..nodes.len() {
+            if nodes[j].map.is_empty() || joined[j] {
+                continue;
             }
+            let before = ancestors(&nodes, j);
+            for entry in nodes[j].map.clone() {
+                let source = index[&entry.source];
+                if !before.contains(&source) {
+                    let names: Vec<&str> = before.iter().map(|&a| nodes[a].name.as_str()).collect();
+                    return Err(err(
+                        &config.nodes[j],
+                        "map",
+                        format!(
+                            "sources that come before [{}] on an item's way ({}); [{}] does not \
+                             (or join fan-out branches here)",
+                            nodes[j].name,
+                            if names.is_empty() {
+                                "none".into()
+                            } else {
+                                names.join(", ")
+                            },
+                            entry.source
+                        ),
+                    ));
+                }
+                if !nodes[source].keep.contains(&entry.from) {
+                    nodes[source].keep.push(entry.from.clone());
+                }
+            }
+            nodes[j].path_map = true;
         }
         Ok(Graph {
             nodes,
@@ -135,6 +208,136 @@ impl Graph {
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
+
+    /// The nodes from which an item can reach node `i`: along `next`, and from a `MapReduce`
+    /// node into its sub-graph.
+    pub fn ancestors(&self, i: usize) -> Vec<usize> {
+        ancestors(&self.nodes, i)
+    }
+}
+
+/// Whether node `p` hands items to node `n`: `next`, or a `MapReduce` node's `jump`.
+fn feeds(p: &GraphNode, n: usize) -> bool {
+    p.next.contains(&n) || p.mapreduce.as_ref().is_some_and(|m| m.jump == n)
+}
+
+fn ancestors(nodes: &[GraphNode], i: usize) -> Vec<usize> {
+    let mut seen = vec![false; nodes.len()];
+    let mut stack = vec![i];
+    while let Some(n) = stack.pop() {
+        for (p, node) in nodes.iter().enumerate() {
+            if feeds(node, n) && !seen[p] {
+                seen[p] = true;
+                stack.push(p);
+            }
+        }
+    }
+    seen[i] = false;
+    (0..seen.len()).filter(|&p| seen[p]).collect()
+}
+
+/// The `MapReduce` settings of a node whose backend is `MapReduce`; an error where the name
+/// is nested in another backend or a key is missing.
+fn map_reduce(
+    cfg: &NodeConfig,
+    index: &HashMap<String, usize>,
+) -> Result<Option<MapReduce>, ConfigError> {
+    let mut exprs = Vec::new();
+    cfg.backend.walk(&mut exprs);
+    let top = cfg.backend.name == MAP_REDUCE;
+    if exprs
+        .iter()
+        .skip(usize::from(top))
+        .any(|e| e.name == MAP_REDUCE)
+        || (top && !cfg.backend.args.is_empty())
+    {
+        return Err(err(
+            cfg,
+            "backend",
+            "`MapReduce` alone (`backend = \"MapReduce\"`, with `jump`, `split` and `merge`): \
+             it is the pipeline's fan-out, not a backend to compose"
+                .into(),
+        ));
+    }
+    if !top {
+        return Ok(None);
+    }
+    let required = |key: &str, what: &str| match cfg.params.raw(key).map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(err(
+            cfg,
+            key,
+            format!("{what} (a `MapReduce` node needs `{key}`)"),
+        )),
+    };
+    let jump_name = required(
+        "jump",
+        "the node its children enter, the start of a sub-graph",
+    )?;
+    let jump = *index.get(&jump_name).ok_or_else(|| {
+        let mut names: Vec<&str> = index.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        err(
+            cfg,
+            "jump",
+            format!("the name of a node (nodes: {})", names.join(", ")),
+        )
+    })?;
+    let split = required(
+        "split",
+        "the key whose list or tensor rows become the children",
+    )?;
+    let split = crate::item::canonical_key(&split).to_string();
+    required(
+        "merge",
+        "the keys gathered from the children, `\"result\"` or `\"result,score\"`",
+    )?;
+    let merge = cfg
+        .params
+        .list("merge")
+        .iter()
+        .map(|k| crate::item::canonical_key(k).to_string())
+        .collect();
+    Ok(Some(MapReduce { jump, split, merge }))
+}
+
+/// A `MapReduce` node's sub-graph (the nodes reachable from its `jump`) must not lead back to
+/// it or hold another `MapReduce` node, and a `MapReduce` node takes its items from a `next`.
+fn check_sub_graphs(config: &Config, nodes: &[GraphNode]) -> Result<(), ConfigError> {
+    for (m, node) in nodes.iter().enumerate() {
+        let Some(mr) = &node.mapreduce else { continue };
+        let mut seen = vec![false; nodes.len()];
+        let mut stack = vec![mr.jump];
+        seen[mr.jump] = true;
+        while let Some(n) = stack.pop() {
+            if n == m || nodes[n].mapreduce.is_some() {
+                return Err(err(
+                    &config.nodes[m],
+                    "jump",
+                    format!(
+                        "a sub-graph without `MapReduce` nodes; [{}], reached from [{}], is one",
+                        nodes[n].name, nodes[mr.jump].name
+                    ),
+                ));
+            }
+            for &x in &nodes[n].next {
+                if !seen[x] {
+                    seen[x] = true;
+                    stack.push(x);
+                }
+            }
+        }
+        if !nodes.iter().any(|p| p.next.contains(&m)) {
+            return Err(err(
+                &config.nodes[m],
+                "backend",
+                "a `MapReduce` node that an earlier node's `next` leads to (it splits what that \
+                 node made)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_cycles(config: &Config, nodes: &[GraphNode]) -> Result<(), ConfigError> {

@@ -101,7 +101,7 @@ impl Pipeline {
         let mut receivers = Vec::with_capacity(config.nodes.len());
         for (i, node) in config.nodes.iter().enumerate() {
             let (mut rt, rx) = NodeRuntime::new(node);
-            rt.set_upstream(ancestors(&graph, i));
+            rt.set_upstream(graph.ancestors(i));
             nodes.push(rt);
             receivers.push(rx);
         }
@@ -125,6 +125,10 @@ impl Pipeline {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut expected = 0;
         for (n, rxs) in receivers.into_iter().enumerate() {
+            // A `MapReduce` node runs in the routing (`routing::fan_out`): no instances.
+            if shared.graph.nodes[n].mapreduce.is_some() {
+                continue;
+            }
             let cache = Arc::new(SharedCache::default());
             for (instance, rx) in rxs.into_iter().enumerate() {
                 let released = Arc::new(AtomicBool::new(false));
@@ -292,20 +296,4 @@ impl Drop for Pipeline {
         let grace = self.shared.options.request_timeout;
         self.shutdown(grace);
     }
-}
-
-/// The nodes from which an item can reach node `i` along `next` (the graph has no cycles).
-fn ancestors(graph: &Graph, i: usize) -> Vec<usize> {
-    let mut seen = vec![false; graph.nodes.len()];
-    let mut stack = vec![i];
-    while let Some(n) = stack.pop() {
-        for (p, node) in graph.nodes.iter().enumerate() {
-            if node.next.contains(&n) && !seen[p] {
-                seen[p] = true;
-                stack.push(p);
-            }
-        }
-    }
-    seen[i] = false;
-    (0..seen.len()).filter(|&p| seen[p]).collect()
 }

@@ -1,15 +1,16 @@
 //! A request in flight: where its items' outcomes gather and who is told, and each item as
-//! the nodes' queues carry it (`Task`), with the fan-out branch it may belong to.
+//! the nodes' queues carry it (`Task`), with the fan-out branch or `MapReduce` parent it may
+//! belong to.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use super::Shared;
 use crate::backend::Done;
 use crate::error::RequestError;
-use crate::item::Item;
 use crate::item::Outcome;
+use crate::item::{Item, Value};
 use crate::scheduler::Queued;
 
 pub(crate) struct RequestState {
@@ -21,6 +22,8 @@ pub(crate) struct RequestState {
     /// Per item, the node it entered last (usize::MAX before any), for the error of a request
     /// that expires while an instance holds the item.
     pub(super) at_node: Vec<AtomicUsize>,
+    /// Set once the callback is taken: what is still queued for this request is dropped.
+    pub(super) answered: AtomicBool,
 }
 
 impl RequestState {
@@ -30,6 +33,7 @@ impl RequestState {
         let mut slots = crate::sync::lock(&self.slots);
         let callback = crate::sync::lock(&self.done).take();
         let taken = if callback.is_some() {
+            self.answered.store(true, Ordering::SeqCst);
             std::mem::take(&mut *slots)
         } else {
             Vec::new()
@@ -84,6 +88,32 @@ pub(super) struct Branch {
     pub(super) index: usize,
 }
 
+/// Where the children of one item meet again at its `MapReduce` node.
+pub(super) struct Gather {
+    /// The `MapReduce` node.
+    pub(super) node: usize,
+    /// The item that was split; taken by whichever ends it (the last child, or the first to
+    /// fail).
+    pub(super) parent: Mutex<Option<Task>>,
+    pub(super) slots: Mutex<Vec<Option<Item>>>,
+    pub(super) remaining: AtomicUsize,
+    /// A child failed and the parent with it: the other children are dropped.
+    pub(super) failed: AtomicBool,
+}
+
+pub(super) struct Child {
+    pub(super) gather: Arc<Gather>,
+    pub(super) index: usize,
+}
+
+/// A value an item kept as it left a node, for a later node's `map`.
+#[derive(Clone)]
+pub(super) struct Kept {
+    pub(super) node: usize,
+    pub(super) key: String,
+    pub(super) value: Value,
+}
+
 /// An item in flight with what the scheduler needs to know about it.
 pub(crate) struct Task {
     pub(super) item: Item,
@@ -92,6 +122,8 @@ pub(crate) struct Task {
     pub(super) enqueued: Instant,
     pub(super) deadline: Instant,
     pub(super) branch: Option<Branch>,
+    pub(super) child: Option<Child>,
+    pub(super) kept: Vec<Kept>,
 }
 
 impl Queued for Task {
@@ -105,6 +137,14 @@ impl Queued for Task {
 
     fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    fn cancelled(&self) -> bool {
+        self.req.answered.load(Ordering::SeqCst)
+            || self
+                .child
+                .as_ref()
+                .is_some_and(|c| c.gather.failed.load(Ordering::SeqCst))
     }
 
     fn timeout_error(&self, node: &str) -> RequestError {

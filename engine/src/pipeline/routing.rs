@@ -1,17 +1,17 @@
 //! An item's way through the graph: admission into its entry node, `next` and the filters
-//! after each node, fan-out and join, and the answer once every item of a request is done.
+//! after each node, fan-out and join, `MapReduce`'s children and their gathering, the values
+//! a later `map` reads, and the answer once every item of a request is done.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use super::request::{Branch, JoinState, RequestState, Task};
+use super::request::{Branch, Child, Gather, JoinState, Kept, RequestState, Task};
 use super::Shared;
 use crate::backend::{Done, PipelineHandle, Submit};
 use crate::config::Filter;
 use crate::error::RequestError;
-use crate::item::Item;
-use crate::item::Outcome;
+use crate::item::{Item, Outcome, Tensor, Value};
 use crate::scheduler::Flow;
 
 impl Flow for Shared {
@@ -78,6 +78,13 @@ impl Shared {
                     }
                 },
             };
+            if self.graph.nodes[entry].mapreduce.is_some() {
+                return Err(RequestError::Other(format!(
+                    "node [{}] is a MapReduce node: it splits what the node before it made, so a \
+                     request enters before it",
+                    self.graph.nodes[entry].name
+                )));
+            }
             entries.push(entry);
         }
         for &e in &entries {
@@ -103,6 +110,7 @@ impl Shared {
             at_node: (0..items.len())
                 .map(|_| AtomicUsize::new(usize::MAX))
                 .collect(),
+            answered: AtomicBool::new(false),
         });
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let deadline = now + self.options.request_timeout;
@@ -118,6 +126,8 @@ impl Shared {
                 enqueued: now,
                 deadline,
                 branch: None,
+                child: None,
+                kept: Vec::new(),
             };
             req.at_node[index].store(entry, Ordering::SeqCst);
             if let Err(refused) = self.nodes[entry].try_push(&**self, task) {
@@ -157,7 +167,15 @@ impl Shared {
     pub(crate) fn fail(&self, mut task: Task, error: RequestError) {
         match task.branch.take() {
             Some(branch) => self.arrive(task, branch, Err(error)),
-            None => self.complete(task, Err(error)),
+            None => self.end(task, Err(error)),
+        }
+    }
+
+    /// The item is done: its request's outcome, or a `MapReduce` child's.
+    fn end(&self, mut task: Task, outcome: Outcome) {
+        match task.child.take() {
+            Some(child) => self.gathered(child, outcome),
+            None => self.complete(task, outcome),
         }
     }
 
@@ -172,19 +190,31 @@ impl Shared {
         }
         if task.item.result.is_some() {
             let item = std::mem::take(&mut task.item);
-            self.complete(task, Ok(item));
+            self.end(task, Ok(item));
         } else {
             let reason = task.item.error.take().unwrap_or_else(|| "no result".into());
             let e = RequestError::NoResult {
                 node: self.graph.nodes[node].name.clone(),
                 reason,
             };
-            self.complete(task, Err(e));
+            self.end(task, Err(e));
         }
     }
 
-    /// The item has been through `node`: it moves on, one by one, towards `next`.
-    pub(super) fn after_node(&self, task: Task, node: usize) {
+    /// The item has been through `node`: it keeps what a later `map` reads of it, and moves
+    /// on, one by one, towards `next`.
+    pub(super) fn after_node(&self, mut task: Task, node: usize) {
+        for key in &self.graph.nodes[node].keep {
+            if let Some(value) = task.item.get(key) {
+                let value = value.clone();
+                task.kept.retain(|k| k.node != node || k.key != *key);
+                task.kept.push(Kept {
+                    node,
+                    key: key.clone(),
+                    value,
+                });
+            }
+        }
         let next = &self.graph.nodes[node].next;
         match next.as_slice() {
             [] => self.finish(task, node),
@@ -206,6 +236,11 @@ impl Shared {
                             join: join.clone(),
                             index,
                         }),
+                        child: task.child.as_ref().map(|c| Child {
+                            gather: c.gather.clone(),
+                            index: c.index,
+                        }),
+                        kept: task.kept.clone(),
                     };
                     self.deliver(branch_task, to, node);
                 }
@@ -256,7 +291,39 @@ impl Shared {
         }
     }
 
-    fn enqueue(&self, task: Task, node: usize) {
+    /// Puts an item into `node`'s queue, after the node's `map` of earlier nodes; a `MapReduce`
+    /// node splits it instead.
+    fn enqueue(&self, mut task: Task, node: usize) {
+        let g = &self.graph.nodes[node];
+        if g.path_map {
+            for entry in &g.map {
+                let source = self.graph.index_of(&entry.source);
+                let kept = task
+                    .kept
+                    .iter()
+                    .find(|k| Some(k.node) == source && k.key == entry.from);
+                match kept {
+                    Some(k) => {
+                        let value = k.value.clone();
+                        task.item.set(&entry.to, value);
+                    }
+                    None => {
+                        let e = RequestError::NoResult {
+                            node: entry.source.clone(),
+                            reason: format!(
+                                "`{}` needed by the map of [{}]: the item did not pass there, or \
+                                 had no `{}` when it left",
+                                entry.from, g.name, entry.from
+                            ),
+                        };
+                        return self.fail(task, e);
+                    }
+                }
+            }
+        }
+        if g.mapreduce.is_some() {
+            return self.fan_out(task, node);
+        }
         task.req.at_node[task.index].store(node, Ordering::SeqCst);
         if let Err(refused) = self.nodes[node].push_wait(self, task) {
             let (task, e) = *refused;
@@ -280,8 +347,8 @@ impl Shared {
         for slot in slots {
             match slot {
                 Some(Ok(x)) => arrived.push(x),
-                Some(Err(e)) => return self.complete(task, Err(e)),
-                None => return self.complete(task, Err(RequestError::Other("branch lost".into()))),
+                Some(Err(e)) => return self.end(task, Err(e)),
+                None => return self.end(task, Err(RequestError::Other("branch lost".into()))),
             }
         }
         let node = &self.graph.nodes[join.node];
@@ -304,11 +371,159 @@ impl Shared {
                         node: entry.source.clone(),
                         reason: format!("`{}` needed by the map of [{}]", entry.from, node.name),
                     };
-                    return self.complete(task, Err(e));
+                    return self.end(task, Err(e));
                 }
             }
         }
         task.item = joined;
         self.enqueue(task, join.node);
+    }
+
+    /// `MapReduce` at `node`: one child per element of the item's `split` key, each a copy of
+    /// the item with that element under the key, into the sub-graph at `jump` with the item's
+    /// deadline. The item waits in a `Gather` until the last child is back (`gathered`); with
+    /// nothing to split it goes on at once, its `merge` keys empty lists.
+    fn fan_out(&self, mut task: Task, node: usize) {
+        let g = &self.graph.nodes[node];
+        let Some(mr) = &g.mapreduce else {
+            return self.fail(
+                task,
+                RequestError::Other(format!("[{}] is not MapReduce", g.name)),
+            );
+        };
+        let parts = match split(task.item.get(&mr.split), &mr.split) {
+            Ok(parts) => parts,
+            Err(reason) => {
+                let e = RequestError::NoResult {
+                    node: g.name.clone(),
+                    reason,
+                };
+                return self.fail(task, e);
+            }
+        };
+        if parts.is_empty() {
+            for key in &mr.merge {
+                task.item.set(key, Value::List(Vec::new()));
+            }
+            return self.after_node(task, node);
+        }
+        let gather = Arc::new(Gather {
+            node,
+            parent: Mutex::new(None),
+            slots: Mutex::new((0..parts.len()).map(|_| None).collect()),
+            remaining: AtomicUsize::new(parts.len()),
+            failed: AtomicBool::new(false),
+        });
+        let now = Instant::now();
+        let children: Vec<Task> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(index, part)| {
+                let mut item = Item {
+                    data: task.item.data.clone(),
+                    result: None,
+                    node_name: task.item.node_name.clone(),
+                    extras: task.item.extras.clone(),
+                    error: None,
+                };
+                item.set(&mr.split, part);
+                Task {
+                    item,
+                    req: task.req.clone(),
+                    index: task.index,
+                    enqueued: now,
+                    deadline: task.deadline,
+                    branch: None,
+                    child: Some(Child {
+                        gather: gather.clone(),
+                        index,
+                    }),
+                    kept: task.kept.clone(),
+                }
+            })
+            .collect();
+        // Parked before the first child can come back.
+        *crate::sync::lock(&gather.parent) = Some(task);
+        for child in children {
+            self.enqueue(child, mr.jump);
+        }
+    }
+
+    /// A `MapReduce` child is done. The first to fail fails its parent (the others are then
+    /// dropped unrun, `Task::cancelled`); the last to succeed gathers every child's `merge`
+    /// keys into the parent as lists, in split order, and the parent goes on.
+    fn gathered(&self, child: Child, outcome: Outcome) {
+        let gather = child.gather;
+        let item = match outcome {
+            Ok(item) => item,
+            Err(e) => {
+                gather.failed.store(true, Ordering::SeqCst);
+                let parent = crate::sync::lock(&gather.parent).take();
+                if let Some(parent) = parent {
+                    self.fail(parent, e);
+                }
+                return;
+            }
+        };
+        crate::sync::lock(&gather.slots)[child.index] = Some(item);
+        if gather.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let Some(mut parent) = crate::sync::lock(&gather.parent).take() else {
+            return;
+        };
+        let mut children = std::mem::take(&mut *crate::sync::lock(&gather.slots));
+        let node = &self.graph.nodes[gather.node];
+        let merge = node.mapreduce.as_ref().map_or(&[][..], |m| &m.merge[..]);
+        let n = children.len();
+        for key in merge {
+            let mut values = Vec::with_capacity(n);
+            for (i, slot) in children.iter_mut().enumerate() {
+                match slot.as_mut().and_then(|c| take_key(c, key)) {
+                    Some(v) => values.push(v),
+                    None => {
+                        let e = RequestError::NoResult {
+                            node: node.name.clone(),
+                            reason: format!("child {i} of {n} has no `{key}` to merge"),
+                        };
+                        return self.fail(parent, e);
+                    }
+                }
+            }
+            parent.item.set(key, Value::List(values));
+        }
+        self.after_node(parent, gather.node);
+    }
+}
+
+/// What `MapReduce` splits `value` (the item's `key`) into: a list's elements, or a tensor's
+/// rows along its first axis (`PostProcYoloV8`'s `[n, 6]` boxes give `n` boxes of `[6]`).
+fn split(value: Option<&Value>, key: &str) -> Result<Vec<Value>, String> {
+    match value {
+        Some(Value::List(values)) => Ok(values.clone()),
+        Some(Value::Tensor(t)) if !t.shape.is_empty() => {
+            let row_shape = t.shape[1..].to_vec();
+            let row: usize = row_shape.iter().product();
+            Ok((0..t.shape[0])
+                .map(|r| {
+                    let data = t.data[r * row..(r + 1) * row].to_vec();
+                    Value::Tensor(Tensor::new(row_shape.clone(), data))
+                })
+                .collect())
+        }
+        Some(other) => Err(format!(
+            "`{key}` holds {}; MapReduce splits a list or a tensor's rows",
+            other.kind()
+        )),
+        None => Err(format!("the item has no `{key}` to split")),
+    }
+}
+
+/// Moves `key` out of a finished child (its values are not needed after the gather).
+fn take_key(item: &mut Item, key: &str) -> Option<Value> {
+    match key {
+        "data" => Some(std::mem::take(&mut item.data)),
+        "result" => item.result.take(),
+        other => item.extras.remove(other),
     }
 }

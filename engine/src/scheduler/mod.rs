@@ -28,6 +28,11 @@ pub(crate) trait Queued: Send {
     fn deadline(&self) -> Instant;
     /// The error it fails with when it times out at node `node`.
     fn timeout_error(&self, node: &str) -> RequestError;
+    /// Whether the item's request no longer wants it (answered already, or a sibling of a
+    /// `MapReduce` child failed): it is dropped instead of run.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// What a node's queue asks of the pipeline around it.
@@ -339,6 +344,9 @@ impl<T: Queued> NodeRuntime<T> {
                 let e = task.timeout_error(&self.name);
                 self.release(1);
                 flow.fail(task, e);
+            } else if task.cancelled() {
+                self.release(1);
+                flow.fail(task, RequestError::Cancelled);
             } else {
                 self.metrics
                     .record_wait(now.saturating_duration_since(task.enqueued()));

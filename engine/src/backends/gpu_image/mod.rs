@@ -1,4 +1,4 @@
-//! GPU image backends: DecodeTensor (nvJPEG), ResizeTensor, cvtColorTensor. Their values stay
+//! GPU image backends: DecodeTensor (nvJPEG), ResizeTensor, cvtColorTensor, CropTensor. Their values stay
 //! on the GPU (`Value::Device`) until the model copies them into its input; each backend
 //! synchronises its stream before returning, so the next node may read them from any stream;
 //! inside `SyncTensor[...]` they share its stream and the `SyncTensor` waits once per batch
@@ -6,6 +6,7 @@
 //! A build without the `cuda` feature registers the names so a TOML that uses them gets a
 //! clear error rather than "unknown backend".
 
+mod crop_tensor;
 mod cvt_color_tensor;
 mod decode_tensor;
 mod resize_tensor;
@@ -16,6 +17,7 @@ use crate::error::ConfigError;
 pub fn register(r: &mut Registry) {
     r.register_typed("DecodeTensor", decode_tensor::new);
     r.register_typed("ResizeTensor", resize_tensor::new);
+    r.register("CropTensor", crop_tensor::new, &[]);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorTensor", cvt_color_tensor::new);
     r.register_typed("CvtColorTensor", cvt_color_tensor::new);

@@ -1,6 +1,7 @@
-//! CPU image backends: DecodeMat, ResizeMat, LetterBoxMat, TopLeftResizeMat, cvtColorMat,
-//! Mat2Tensor.
+//! CPU image backends: DecodeMat, ResizeMat, LetterBoxMat, TopLeftResizeMat, CropMat,
+//! cvtColorMat, Mat2Tensor.
 
+mod crop_mat;
 mod cvt_color_mat;
 mod decode_mat;
 mod letterbox_mat;
@@ -8,6 +9,9 @@ mod mat2tensor;
 mod resize_mat;
 
 // The settings are public for `server --baseline`, which runs these steps by hand.
+// For CropTensor, in a build with the GPU module.
+#[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
+pub(crate) use crop_mat::{crop_rect, item_box};
 pub use cvt_color_mat::CvtColorMatSettings;
 pub use decode_mat::DecodeMatSettings;
 pub use resize_mat::ResizeMatSettings;
@@ -46,6 +50,7 @@ pub fn register(r: &mut Registry) {
     r.register_typed("ResizeMat", resize_mat::new);
     r.register_typed("LetterBoxMat", letterbox_mat::letterbox);
     r.register_typed("TopLeftResizeMat", letterbox_mat::top_left);
+    r.register("CropMat", crop_mat::new, &[]);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorMat", cvt_color_mat::new);
     r.register_typed("CvtColorMat", cvt_color_mat::new);
