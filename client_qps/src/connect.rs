@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serve_thrift::serve::{InferenceServiceSyncClient, TInferenceServiceSyncClient};
+use serve_thrift::detect::{DetectionServiceSyncClient, TDetectionServiceSyncClient};
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{
     TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
@@ -22,7 +22,8 @@ pub enum Framing {
     Framed,
 }
 
-pub type Client = Box<dyn TInferenceServiceSyncClient + Send>;
+/// detect.thrift's client: `infer_batch` and `infer_detect`.
+pub type Client = Box<dyn TDetectionServiceSyncClient + Send>;
 
 pub struct Connection {
     pub client: Client,
@@ -117,11 +118,11 @@ pub fn connect(addr: &str, framing: Framing, timeout: Duration) -> anyhow::Resul
         wire: wire.clone(),
     };
     let client: Client = match framing {
-        Framing::Buffered => Box::new(InferenceServiceSyncClient::new(
+        Framing::Buffered => Box::new(DetectionServiceSyncClient::new(
             TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
             TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
         )),
-        Framing::Framed => Box::new(InferenceServiceSyncClient::new(
+        Framing::Framed => Box::new(DetectionServiceSyncClient::new(
             TBinaryInputProtocol::new(TFramedReadTransport::new(r), true),
             TBinaryOutputProtocol::new(TFramedWriteTransport::new(w), true),
         )),

@@ -35,6 +35,27 @@ pub struct Target {
     pub addr: String,
     pub framing: Framing,
     pub timeout: Duration,
+    pub method: Method,
+}
+
+/// The service method each call makes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// The docs' classification call: a label and a score
+    #[value(name = "infer_batch")]
+    InferBatch,
+    /// detect.thrift's call: a list of detections
+    #[value(name = "infer_detect")]
+    InferDetect,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::InferBatch => "infer_batch",
+            Method::InferDetect => "infer_detect",
+        }
+    }
 }
 
 /// Open-loop arrivals.
@@ -176,9 +197,11 @@ impl Conn {
                 return Err("not connected".into());
             };
             let before = link.wire.received();
-            let answer = link
-                .client
-                .infer_batch(InferenceParams::new(uuid.to_string(), data.to_vec()));
+            let params = InferenceParams::new(uuid.to_string(), data.to_vec());
+            let answer = match target.method {
+                Method::InferBatch => link.client.infer_batch(params).map(drop),
+                Method::InferDetect => link.client.infer_detect(params).map(drop),
+            };
             match answer {
                 Ok(_) => return Ok(()),
                 Err(thrift::Error::Application(e)) => {
@@ -576,6 +599,7 @@ mod tests {
             addr,
             framing: Framing::Buffered,
             timeout: Duration::from_secs(10),
+            method: Method::InferBatch,
         };
         let mut conn = Conn { link: None };
         let resent = AtomicU64::new(0);

@@ -83,6 +83,10 @@ struct Args {
     /// The server's process id: its CPU % and peak RSS are sampled during the run
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The call to make: the docs' `infer_batch` (a class per image), or `infer_detect` (a list
+    /// of detections, for a detection pipeline such as configs/detect_classify.toml)
+    #[arg(long, value_enum, default_value = "infer_batch")]
+    method: load::Method,
     /// Thrift transport, as the server's --transport
     #[arg(long, value_enum, default_value = "buffered")]
     transport: Framing,
@@ -180,9 +184,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let images = Arc::new(load_images(&args.img_dir)?);
     eprintln!(
-        "loaded {} images from {}",
+        "loaded {} images from {}; each call is {}",
         images.len(),
-        args.img_dir.display()
+        args.img_dir.display(),
+        args.method.name()
     );
     let sweep = args
         .concurrency_sweep
@@ -203,6 +208,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 addr: format!("{}:{}", args.host, args.port),
                 framing: args.transport,
                 timeout: Duration::from_secs_f64(args.timeout),
+                method: args.method,
             },
             clients,
             batch: args.request_batch,

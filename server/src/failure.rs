@@ -28,7 +28,13 @@ pub enum Failure {
     NotLogits(&'static str),
     #[error("server overloaded: {0} calls in flight (--max-in-flight); retry later")]
     ServerOverloaded(u64),
-    #[error("unknown method `{0}`; InferenceService has ping and infer_batch")]
+    #[error(
+        "the pipeline ended in {0}, not detections (a `[n, 6]` tensor, or a list with `_box`)"
+    )]
+    NotDetections(String),
+    #[error("infer_detect needs a pipeline; the baseline classifies only (infer_batch)")]
+    BaselineDetect,
+    #[error("unknown method `{0}`; the service has ping, infer_batch and infer_detect")]
     UnknownMethod(String),
     #[error("cannot decode the call: {0}")]
     BadCall(String),
@@ -46,7 +52,10 @@ impl Failure {
             Failure::NoResult => "no_result",
             Failure::Handler(_) => "backend",
             Failure::Baseline(_) => "baseline",
-            Failure::OutputNotFinite | Failure::NotLogits(_) => "bad_output",
+            Failure::OutputNotFinite | Failure::NotLogits(_) | Failure::NotDetections(_) => {
+                "bad_output"
+            }
+            Failure::BaselineDetect => "unknown_method",
             Failure::ServerOverloaded(_) => "server_overloaded",
             Failure::UnknownMethod(_) => "unknown_method",
             Failure::BadCall(_) => "bad_call",
@@ -121,6 +130,12 @@ mod tests {
                 "the pipeline ended in an image, not logits",
             ),
             (
+                Failure::NotDetections("a class".into()),
+                "bad_output",
+                "the pipeline ended in a class, not detections (a `[n, 6]` tensor, or a list \
+                 with `_box`)",
+            ),
+            (
                 Failure::ServerOverloaded(8),
                 "server_overloaded",
                 "server overloaded: 8 calls in flight (--max-in-flight); retry later",
@@ -128,7 +143,7 @@ mod tests {
             (
                 Failure::UnknownMethod("infer".into()),
                 "unknown_method",
-                "unknown method `infer`; InferenceService has ping and infer_batch",
+                "unknown method `infer`; the service has ping, infer_batch and infer_detect",
             ),
             (
                 Failure::BadCall("truncated".into()),

@@ -2,6 +2,7 @@
 //! tokio, answering from a TorchPipe TOML pipeline, or from the naive locked baseline.
 
 mod baseline;
+mod detections;
 mod failure;
 mod metrics;
 mod service;
@@ -73,7 +74,7 @@ struct Args {
     /// Class names, one per line: `label` is the name instead of the class index
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// infer_batch calls served at once, server-wide; more are answered with an overload error
+    /// infer_batch and infer_detect calls served at once, server-wide; more are answered with an overload error
     #[arg(long, default_value_t = 4096)]
     max_in_flight: u64,
     /// Serve Prometheus metrics on /metrics (the text format, or OpenMetrics for a scraper that

@@ -1,11 +1,13 @@
-//! The Thrift handler: a decoded call in, reply bytes out. `infer_batch` goes to the engine
-//! (or the baseline) and the connection's task awaits the answer.
+//! The Thrift handler: a decoded call in, reply bytes out. `infer_batch` and `infer_detect` go
+//! to the engine (`infer_batch` also to the baseline) and the connection's task awaits the
+//! answer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::backends::control::softmax_argmax;
 use engine::{Class, Item, Pipeline, Value};
+use serve_thrift::call::encode_detect_reply;
 use serve_thrift::call::{self, Call};
 use serve_thrift::InferenceResult;
 use thrift::ApplicationErrorKind;
@@ -43,33 +45,10 @@ impl Service {
         match call::decode_call(msg) {
             Ok(Call::Ping { seq }) => call::encode_ping_reply(seq),
             Ok(Call::InferBatch { seq, params }) => {
-                if !self.metrics.admit(self.max_in_flight) {
-                    let failure = Failure::ServerOverloaded(self.max_in_flight);
-                    self.metrics.error(&failure);
-                    return call::encode_exception(
-                        "infer_batch",
-                        seq,
-                        ApplicationErrorKind::InternalError,
-                        &failure.to_string(),
-                    );
-                }
-                let started = std::time::Instant::now();
-                let outcome = self.infer(params.data).await;
-                self.metrics
-                    .finish(started.elapsed(), outcome.as_ref().err());
-                match outcome {
-                    Ok(result) => call::encode_infer_reply(seq, &result),
-                    Err(e) => {
-                        let kind = e.label();
-                        tracing::warn!(uuid = %params.uuid, kind, "infer_batch failed: {e}");
-                        call::encode_exception(
-                            "infer_batch",
-                            seq,
-                            ApplicationErrorKind::InternalError,
-                            &e.to_string(),
-                        )
-                    }
-                }
+                self.infer_call("infer_batch", seq, params).await
+            }
+            Ok(Call::InferDetect { seq, params }) => {
+                self.infer_call("infer_detect", seq, params).await
             }
             Ok(Call::Unknown { name, seq }) => {
                 let failure = Failure::UnknownMethod(name.clone());
@@ -94,20 +73,74 @@ impl Service {
         }
     }
 
+    /// `infer_batch` or `infer_detect` (`name`): admitted under `--max-in-flight`, counted in
+    /// the metrics, answered with the reply or a TApplicationException.
+    async fn infer_call(
+        &self,
+        name: &'static str,
+        seq: i32,
+        params: serve_thrift::InferenceParams,
+    ) -> Vec<u8> {
+        if !self.metrics.admit(self.max_in_flight) {
+            let failure = Failure::ServerOverloaded(self.max_in_flight);
+            self.metrics.error(&failure);
+            return call::encode_exception(
+                name,
+                seq,
+                ApplicationErrorKind::InternalError,
+                &failure.to_string(),
+            );
+        }
+        let started = std::time::Instant::now();
+        let outcome = if name == "infer_detect" {
+            self.detect(params.data)
+                .await
+                .map(|r| encode_detect_reply(seq, &r))
+        } else {
+            self.infer(params.data)
+                .await
+                .map(|r| call::encode_infer_reply(seq, &r))
+        };
+        self.metrics
+            .finish(started.elapsed(), outcome.as_ref().err());
+        outcome.unwrap_or_else(|e| {
+            let kind = e.label();
+            tracing::warn!(uuid = %params.uuid, kind, "{name} failed: {e}");
+            call::encode_exception(
+                name,
+                seq,
+                ApplicationErrorKind::InternalError,
+                &e.to_string(),
+            )
+        })
+    }
+
+    /// One image through the pipeline: the item it ends as.
+    async fn run(&self, p: &Pipeline, data: Vec<u8>) -> Result<Item, Failure> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        p.submit(vec![Item::new(data)], move |out| {
+            let _ = tx.send(out);
+        })?;
+        let out = tokio::time::timeout(self.request_timeout + Duration::from_secs(1), rx)
+            .await
+            .map_err(|_| Failure::NoAnswer(self.request_timeout))?
+            .map_err(|_| Failure::PipelineStopped)?;
+        Ok(out.into_iter().next().ok_or(Failure::NothingReturned)??)
+    }
+
+    async fn detect(&self, data: Vec<u8>) -> Result<serve_thrift::DetectionResult, Failure> {
+        match &self.mode {
+            Mode::Pipeline(p) => {
+                let item = self.run(p, data).await?;
+                crate::detections::detections(item, self.labels.as_deref())
+            }
+            Mode::Baseline(_) => Err(Failure::BaselineDetect),
+        }
+    }
+
     async fn infer(&self, data: Vec<u8>) -> Result<InferenceResult, Failure> {
         let value = match &self.mode {
-            Mode::Pipeline(p) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                p.submit(vec![Item::new(data)], move |out| {
-                    let _ = tx.send(out);
-                })?;
-                let out = tokio::time::timeout(self.request_timeout + Duration::from_secs(1), rx)
-                    .await
-                    .map_err(|_| Failure::NoAnswer(self.request_timeout))?
-                    .map_err(|_| Failure::PipelineStopped)?;
-                let item = out.into_iter().next().ok_or(Failure::NothingReturned)??;
-                item.result.ok_or(Failure::NoResult)?
-            }
+            Mode::Pipeline(p) => self.run(p, data).await?.result.ok_or(Failure::NoResult)?,
             Mode::Baseline(b) => {
                 let b = b.clone();
                 tokio::task::spawn_blocking(move || b.infer(&data))
@@ -125,13 +158,7 @@ impl Service {
     }
 
     fn answer(&self, class: Class) -> InferenceResult {
-        let label = match &self.labels {
-            Some(names) => names
-                .get(class.index)
-                .cloned()
-                .unwrap_or_else(|| class.index.to_string()),
-            None => class.index.to_string(),
-        };
+        let label = crate::detections::label(self.labels.as_deref(), class.index);
         InferenceResult::new(label, thrift::OrderedFloat::from(class.score))
     }
 }

@@ -8,6 +8,7 @@ use thrift::protocol::{
 };
 use thrift::{ApplicationError, ApplicationErrorKind};
 
+use crate::detect::DetectionResult;
 use crate::serve::{InferenceParams, InferenceResult};
 
 #[derive(Debug)]
@@ -16,6 +17,11 @@ pub enum Call {
         seq: i32,
     },
     InferBatch {
+        seq: i32,
+        params: InferenceParams,
+    },
+    /// detect.thrift's call: the same params, a list of detections back.
+    InferDetect {
         seq: i32,
         params: InferenceParams,
     },
@@ -45,7 +51,8 @@ pub fn decode_call(msg: &[u8]) -> thrift::Result<Call> {
         if field.field_type == TType::Stop {
             break;
         }
-        if id.name == "infer_batch" && field.id == Some(1) && field.field_type == TType::Struct {
+        let takes_params = id.name == "infer_batch" || id.name == "infer_detect";
+        if takes_params && field.id == Some(1) && field.field_type == TType::Struct {
             params = Some(InferenceParams::read_from_in_protocol(&mut p)?);
         } else {
             p.skip(field.field_type)?;
@@ -56,12 +63,13 @@ pub fn decode_call(msg: &[u8]) -> thrift::Result<Call> {
     p.read_message_end()?;
     Ok(match id.name.as_str() {
         "ping" => Call::Ping { seq },
-        "infer_batch" => match params {
-            Some(params) => Call::InferBatch { seq, params },
+        "infer_batch" | "infer_detect" => match params {
+            Some(params) if id.name == "infer_batch" => Call::InferBatch { seq, params },
+            Some(params) => Call::InferDetect { seq, params },
             None => {
                 return Err(thrift::Error::Protocol(thrift::ProtocolError::new(
                     thrift::ProtocolErrorKind::InvalidData,
-                    "infer_batch without its params field",
+                    format!("{} without its params field", id.name),
                 )))
             }
         },
@@ -103,6 +111,14 @@ pub fn encode_infer_reply(seq: i32, result: &InferenceResult) -> Vec<u8> {
     })
 }
 
+pub fn encode_detect_reply(seq: i32, result: &DetectionResult) -> Vec<u8> {
+    reply("infer_detect", seq, |p| {
+        p.write_field_begin(&TFieldIdentifier::new("success", TType::Struct, 0))?;
+        result.write_to_out_protocol(p)?;
+        p.write_field_end()
+    })
+}
+
 /// A TApplicationException reply: the client raises it; the connection stays usable.
 pub fn encode_exception(
     name: &str,
@@ -134,7 +150,7 @@ pub fn encode_infer_call(name: &str, seq: i32, uuid: &str, data: &[u8]) -> Vec<u
         let params = InferenceParams::new(uuid.to_string(), data.to_vec());
         let _ = (|| -> thrift::Result<()> {
             p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, seq))?;
-            p.write_struct_begin(&TStructIdentifier::new("infer_batch_args"))?;
+            p.write_struct_begin(&TStructIdentifier::new(format!("{name}_args")))?;
             p.write_field_begin(&TFieldIdentifier::new("params", TType::Struct, 1))?;
             params.write_to_out_protocol(&mut p)?;
             p.write_field_end()?;
@@ -163,6 +179,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(decode_call(&msg[..msg.len() - 3]).is_err());
+        let msg = encode_infer_call("infer_detect", 7, "v", b"png");
+        match decode_call(&msg).unwrap() {
+            Call::InferDetect { seq, params } => {
+                assert_eq!(seq, 7);
+                assert_eq!(params.data, b"png");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
