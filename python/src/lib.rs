@@ -30,6 +30,8 @@ const RESULT: &str = "result";
 const NODE_NAME: &str = "node_name";
 const ERROR: &str = "error";
 const SCORE: &str = "score";
+/// One box per row (x1, y1, x2, y2, score, class) where a `MapReduce` classified each box.
+const BOX: &str = engine::BOX;
 
 /// A loaded pipeline. Calls from several threads run concurrently (the GIL is released while
 /// the engine works); dropping the last reference stops it.
@@ -99,18 +101,21 @@ impl Pipe {
                 e => PyRuntimeError::new_err(e.to_string()),
             })?;
         for (d, outcome) in dicts.iter().zip(outcomes) {
-            for key in [RESULT, ERROR, SCORE] {
+            for key in [RESULT, ERROR, SCORE, BOX] {
                 if d.contains(key)? {
                     d.del_item(key)?;
                 }
             }
             let reason = match outcome {
-                Ok(item) => match item.result {
+                Ok(mut item) => match item.result {
                     Some(value) => match to_python(py, value)? {
                         Ok((result, score)) => {
                             d.set_item(RESULT, result)?;
                             if let Some(s) = score {
                                 d.set_item(SCORE, s)?;
+                            }
+                            if let Some(Value::Tensor(t)) = item.extras.remove(BOX) {
+                                d.set_item(BOX, array(py, t)?)?;
                             }
                             None
                         }
@@ -247,17 +252,47 @@ fn value_of(data: &Bound<'_, PyAny>) -> PyResult<Value> {
     )))
 }
 
-/// A result as Python objects (and the score of a class), or why it cannot be returned.
-type Converted<'py> = Result<(Bound<'py, PyAny>, Option<f64>), String>;
+/// A result as Python objects (and the score of a class, or the scores of a list of classes),
+/// or why it cannot be returned.
+type Converted<'py> = Result<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>), String>;
+
+fn array(py: Python<'_>, t: Tensor) -> PyResult<Bound<'_, PyAny>> {
+    Ok(numpy::PyArray1::from_vec(py, t.data)
+        .reshape(t.shape)?
+        .into_any())
+}
 
 fn to_python(py: Python<'_>, value: Value) -> PyResult<Converted<'_>> {
     Ok(Ok(match value {
-        Value::Tensor(t) => {
-            let shape = t.shape.clone();
-            let array = numpy::PyArray1::from_vec(py, t.data).reshape(shape)?;
-            (array.into_any(), None)
+        Value::Tensor(t) => (array(py, t)?, None),
+        Value::Class(Class { index, score }) => (
+            index.into_pyobject(py)?.into_any(),
+            Some(PyFloat::new(py, score).into_any()),
+        ),
+        // A `MapReduce`'s classes, one per box: the classes and their probabilities as arrays.
+        Value::List(values) if values.iter().all(|v| matches!(v, Value::Class(_))) => {
+            let (indices, scores): (Vec<i64>, Vec<f64>) = values
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Class(c) => Some((i64::try_from(c.index).unwrap_or(i64::MAX), c.score)),
+                    _ => None,
+                })
+                .unzip();
+            (
+                numpy::PyArray1::from_vec(py, indices).into_any(),
+                Some(numpy::PyArray1::from_vec(py, scores).into_any()),
+            )
         }
-        Value::Class(Class { index, score }) => (index.into_pyobject(py)?.into_any(), Some(score)),
+        Value::List(values) => {
+            let mut out = Vec::with_capacity(values.len());
+            for v in values {
+                match to_python(py, v)? {
+                    Ok((obj, _)) => out.push(obj),
+                    Err(reason) => return Ok(Err(reason)),
+                }
+            }
+            (PyList::new(py, out)?.into_any(), None)
+        }
         Value::Mat(m) => {
             let shape = [m.height, m.width, m.channels];
             let array = numpy::PyArray1::from_vec(py, m.data).reshape(shape)?;
@@ -368,6 +403,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TASK_NODE_NAME_KEY", NODE_NAME)?;
     m.add("TASK_ERROR_KEY", ERROR)?;
     m.add("TASK_SCORE_KEY", SCORE)?;
+    m.add("TASK_BOX_KEY", BOX)?;
     m.add("CUDA", cfg!(feature = "cuda"))?;
     Ok(())
 }

@@ -55,6 +55,28 @@ def test_the_detector_gives_boxes_in_the_photos_pixels(root, models, photos):
     assert found > 0
 
 
+def test_each_box_s_class_comes_back_as_numpy_arrays(root, models, photos):
+    # configs/detect_classify.toml: the detector's boxes, each cropped and classified through a
+    # MapReduce. The dict gets the boxes under TASK_BOX_KEY ([n, 6] float32), the boxes'
+    # classes as the result (int64, one per box) and their probabilities as the score.
+    detect_classify = pipe(cpu_config(root, models, "detect_classify.toml"))
+    detector = pipe(cpu_config(root, models, "yolo.toml"))
+    found = 0
+    for name, data in photos:
+        d, only_boxes = {TASK_DATA_KEY: data}, {TASK_DATA_KEY: data}
+        detect_classify(d)
+        detector(only_boxes)
+        assert TASK_RESULT_KEY in d, (name, d.get(TASK_ERROR_KEY))
+        boxes, classes, scores = d[torchpipe_rs.TASK_BOX_KEY], d[TASK_RESULT_KEY], d["score"]
+        assert boxes.dtype == np.float32 and boxes.shape[1:] == (6,), name
+        np.testing.assert_array_equal(boxes, only_boxes[TASK_RESULT_KEY])
+        assert classes.dtype == np.int64 and classes.shape == (len(boxes),), name
+        assert scores.dtype == np.float64 and scores.shape == (len(boxes),), name
+        assert ((classes >= 0) & (classes < 10)).all() and ((scores > 0) & (scores <= 1)).all()
+        found += len(boxes)
+    assert found > 0
+
+
 def test_twenty_threads_on_one_pipe_get_what_one_thread_gets(root, models, photos):
     p = pipe(cpu_config(root, models, "tiny_cpu.toml"))
     want = {}

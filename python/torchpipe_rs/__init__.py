@@ -25,6 +25,7 @@ from . import _native
 from ._native import (  # noqa: F401 - re-exported
     CUDA,
     DeviceArray,
+    TASK_BOX_KEY,
     TASK_DATA_KEY,
     TASK_ERROR_KEY,
     TASK_NODE_NAME_KEY,
@@ -36,7 +37,7 @@ from ._native import (  # noqa: F401 - re-exported
 
 __all__ = [
     "pipe", "parse_toml", "ConfigError", "PipelineError", "TASK_DATA_KEY", "TASK_RESULT_KEY",
-    "TASK_NODE_NAME_KEY", "TASK_ERROR_KEY", "TASK_SCORE_KEY", "CUDA", "DeviceArray",
+    "TASK_NODE_NAME_KEY", "TASK_ERROR_KEY", "TASK_SCORE_KEY", "TASK_BOX_KEY", "CUDA", "DeviceArray",
 ]
 
 Inputs = Union[Dict[str, Any], List[Dict[str, Any]]]
