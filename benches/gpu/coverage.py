@@ -85,7 +85,7 @@ def prepare(work, imgdir, specs):
     torch.set_num_threads(2)
     for spec in specs:
         name = name_of(spec)
-        rec = {"model": name, "family": "timm" if spec.startswith("timm:") else "torchvision",
+        rec = {"model": name, "family": spec.split(":")[0] if ":" in spec else "torchvision",
                "torch": torch.__version__, "exporters": {}}
         t0 = time.time()
         try:

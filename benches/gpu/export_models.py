@@ -5,7 +5,10 @@ usage: export_models.py OUTDIR EXPORTER MODEL [MODEL ...]
 EXPORTER: `torchscript` (torch.onnx.export(..., dynamo=False, opset_version=17), what PyTorch
 wrote by default before 2.9) or `dynamo` (torch.onnx.export with no `dynamo` argument, PyTorch's
 default call since 2.9: opset 18, weights in OUTDIR/<name>.onnx.data beside the model, the
-files left exactly as written). MODEL: a torchvision name (`resnet50`) or `timm:<name>`.
+files left exactly as written). MODEL: a torchvision name (`resnet50`), `timm:<name>`, or
+`ultralytics:<name>` (a detector built from ultralytics' own YAML, `yolov8n`, `yolo11n`, at
+640×640, its Detect head in the mode ultralytics' ONNX export sets: one `[batch, 4 + 80,
+anchors]` output).
 
 Weights are seeded (torch.manual_seed(0)), BatchNorm statistics calibrated on random images as
 zoo.py does, nothing downloaded. Runs on the CPU (here, or on the device). Writes
@@ -27,7 +30,24 @@ import zoo  # noqa: E402  (the same construction and calibration as the torchvis
 warnings.filterwarnings("ignore")
 
 
+def ultralytics_detector(name):
+    """An ultralytics detector from its YAML (`yolov8n.yaml`: the scale from the name), seeded
+    weights, the Detect head set up as ultralytics' exporter sets it for ONNX (`export`,
+    `format`, `dynamic`), so that forward returns the one tensor ONNX files carry."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics.nn.tasks import DetectionModel
+    torch.manual_seed(0)
+    net = DetectionModel(f"{name}.yaml", nc=80, verbose=False)
+    for m in net.modules():
+        if type(m).__name__ in ("Detect", "v10Detect"):
+            m.export, m.format, m.dynamic = True, "onnx", True
+    net.pretrained_cfg = {"input_size": (3, 640, 640)}
+    return net
+
+
 def build(spec):
+    if spec.startswith("ultralytics:"):
+        return ultralytics_detector(spec.split(":", 1)[1])
     if spec.startswith("timm:"):
         import timm
         torch.manual_seed(0)
@@ -66,7 +86,7 @@ def main():
     os.makedirs(folder, exist_ok=True)
     for spec in specs:
         name = spec.split(":")[-1]
-        rec = {"model": name, "family": "timm" if spec.startswith("timm:") else "torchvision",
+        rec = {"model": name, "family": spec.split(":")[0] if ":" in spec else "torchvision",
                "exporter": exporter, "torch": torch.__version__}
         t0 = time.time()
         try:
