@@ -33,14 +33,16 @@ warnings.filterwarnings("ignore")
 def ultralytics_detector(name):
     """An ultralytics detector from its YAML (`yolov8n.yaml`: the scale from the name), seeded
     weights, the Detect head set up as ultralytics' exporter sets it for ONNX (`export`,
-    `format`, `dynamic`), so that forward returns the one tensor ONNX files carry."""
+    `format`), so that forward returns the one tensor ONNX files carry. Not `dynamic`: the
+    anchors are then made once per input shape, outside a CUDA graph's capture (PyTorch's
+    timing) and as constants in the file; the batch stays dynamic (export's dynamic_axes)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics.nn.tasks import DetectionModel
     torch.manual_seed(0)
     net = DetectionModel(f"{name}.yaml", nc=80, verbose=False)
     for m in net.modules():
         if type(m).__name__ in ("Detect", "v10Detect"):
-            m.export, m.format, m.dynamic = True, "onnx", True
+            m.export, m.format, m.dynamic = True, "onnx", False
     net.pretrained_cfg = {"input_size": (3, 640, 640)}
     return net
 

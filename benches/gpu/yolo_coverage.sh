@@ -15,3 +15,10 @@ python3 -c "import ultralytics; print('ultralytics', ultralytics.__version__)" |
 mkdir -p dist && tar xzf dist/dist.tgz -C dist
 PART=yolo PREPARE=2 MODELS="${MODELS:-ultralytics:yolov8n ultralytics:yolo11n}" \
   bash "$(dirname "$0")/coverage.sh"
+# The detectors' outputs ([photos, 84, 8400] per engine and batch) are too large to come back:
+# the rows are summarised here and only they, with the logs, return.
+W=/tmp/coverage-yolo
+python3 benches/gpu/summarise_coverage.py "$OUT/coverage-yolo.json" "$OUT/coverage-yolo.md" "$W"
+(cd "$W" && find . -type f \( -name '*.json' -o -name '*.log' -o -name '*.txt' \) \
+  | tar czf "$OUT/coverage-yolo.tgz" -T -)
+ls -la "$OUT"
