@@ -1,0 +1,352 @@
+"""The detection goals' Python side on the device (benches/gpu/detect_goal.sh drives it).
+
+usage: detect_goal.py prepare WORK IMGDIR
+       detect_goal.py boxes WORK IMGDIR PORT NAME      (our server's boxes vs ultralytics')
+       detect_goal.py reference WORK IMGDIR SECONDS    (ultralytics' fp16 loop + the classifier)
+
+prepare: YOLOv8n from ultralytics' YAML and torchvision's ResNet-18, seeded weights, BatchNorm
+statistics calibrated on random images (export_models.build, zoo.calibrate), nothing
+downloaded; both exported by PyTorch's TorchScript exporter (WORK/yolov8n.onnx, dynamic batch,
+ultralytics' export mode; WORK/resnet18.onnx). A detector with random weights finds nothing at
+ultralytics' conf 0.25, so the confidence threshold is set from the model itself: the score
+that, on these photos letterboxed as ultralytics letterboxes them, 30 anchors a photo exceed on
+average (several boxes a photo after NMS). Writes WORK/goal.json (conf, photos) and the TOMLs
+our server runs: WORK/detect_classify_{fp16,fp32,cpu}.toml.
+
+boxes: the detections our server returns through `infer_detect` (a minimal Thrift binary
+client below: the device has no `thrift` package) for each photo, against ultralytics' own
+`predict` on the same weights and photo (square letterbox, `rect=False`, as our LetterBoxMat;
+same conf, IoU 0.7, max_det 300), fp32 for our fp32 and CPU runs, fp16 for our fp16 run.
+Boxes are matched class by class, greedily by IoU; a box matches when its class is equal and
+every corner within 1 pixel. Writes WORK/boxes-NAME.json.
+
+reference: ultralytics' fp16 `predict` loop (its defaults otherwise: rectangular letterbox),
+one photo at a time as a Python service runs it, each box cropped (every pixel it touches, as
+CropMat), resized to 224×224, normalised and classified by ResNet-18 in PyTorch fp16 in one
+batch a photo; photos/s over SECONDS after a warm-up. Writes WORK/reference.json.
+"""
+import json
+import math
+import os
+import socket
+import struct
+import sys
+import time
+import warnings
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import export_models  # noqa: E402
+import zoo  # noqa: E402
+
+warnings.filterwarnings("ignore")
+IOU, MAX_DET, ANCHORS_A_PHOTO = 0.7, 300, 30
+MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+
+
+def photos(imgdir):
+    names = sorted(f for f in os.listdir(imgdir)
+                   if f.lower().rsplit(".", 1)[-1] in ("jpg", "jpeg", "png", "bmp"))
+    return [(n, open(os.path.join(imgdir, n), "rb").read()) for n in names]
+
+
+def decode(data):
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def yolo(work):
+    """ultralytics' YOLO object holding the same weights."""
+    from ultralytics import YOLO
+    y = YOLO("yolov8n.yaml")
+    y.model.load_state_dict(torch.load(f"{work}/yolov8n.pt"))
+    y.model.eval()
+    return y
+
+
+def classifier(work):
+    net = zoo.build("resnet18").eval()
+    net.load_state_dict(torch.load(f"{work}/resnet18.pt"))
+    return net
+
+
+TOML = """batching_timeout = 2
+
+[decoder]
+backend = "DecodeMat"
+instance_num = 6
+next = "letterbox"
+
+[letterbox]
+backend = "SyncTensor[Sequential[LetterBoxMat,cvtColorMat,Mat2Tensor]]"
+resize_h = 640
+resize_w = 640
+pad_val = 114
+color = "rgb"
+instance_num = 6
+next = "detector"
+
+[detector]
+backend = "SyncTensor[TensorrtTensor]"
+model = "{work}/yolov8n.onnx"
+{device}
+mean = "0, 0, 0"
+std = "255, 255, 255"
+instance_num = 2
+max = {det_max}
+next = "postproc"
+
+[postproc]
+backend = "PostProcYoloV8"
+classes = 80
+conf_thres = {conf}
+iou_thres = {iou}
+max_det = {max_det}
+instance_num = 2
+next = "boxes"
+
+[boxes]
+backend = "MapReduce"
+map = "decoder[result:data,color:color],postproc[result:TASK_BOX_KEY]"
+split = "TASK_BOX_KEY"
+jump = "crop"
+merge = "result"
+
+[crop]
+backend = "SyncTensor[Sequential[CropMat,ResizeMat,cvtColorMat,Mat2Tensor]]"
+resize_h = 224
+resize_w = 224
+color = "rgb"
+instance_num = 6
+next = "classifier"
+
+[classifier]
+backend = "SyncTensor[Sequential[TensorrtTensor,SoftmaxArgMax]]"
+model = "{work}/resnet18.onnx"
+{device}
+mean = "123.675, 116.28, 103.53"
+std = "58.395, 57.120, 57.375"
+instance_num = 2
+max = {cls_max}
+"""
+
+
+def prepare(work, imgdir):
+    torch.set_num_threads(8)
+    det = export_models.build("ultralytics:yolov8n").eval()
+    zoo.calibrate(det, torch.device("cpu"), (3, 640, 640))
+    torch.save(det.state_dict(), f"{work}/yolov8n.pt")
+    export_models.export(det, torch.randn(1, 3, 640, 640), f"{work}/yolov8n.onnx", "torchscript")
+    cls = zoo.build("resnet18").eval()
+    zoo.calibrate(cls, torch.device("cpu"), (3, 224, 224))
+    torch.save(cls.state_dict(), f"{work}/resnet18.pt")
+    export_models.export(cls, torch.randn(1, 3, 224, 224), f"{work}/resnet18.onnx", "torchscript")
+    from ultralytics.data.augment import LetterBox
+    box = LetterBox((640, 640), auto=False)
+    scores = []
+    with torch.no_grad():
+        for _, data in photos(imgdir):
+            img = box(image=decode(data))
+            x = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+            y = det(x)[0]  # [84, anchors]
+            scores.append(y[4:].max(0).values.numpy())
+    every = np.sort(np.concatenate(scores))
+    conf = float(every[-ANCHORS_A_PHOTO * len(scores)])
+    conf = math.floor(conf * 1e4) / 1e4
+    rec = {"conf": conf, "iou": IOU, "max_det": MAX_DET, "photos": [n for n, _ in photos(imgdir)],
+           "torch": torch.__version__}
+    import ultralytics
+    rec["ultralytics"] = ultralytics.__version__
+    for name, device, precision in (("fp16", "gpu", "fp16"), ("fp32", "gpu", "fp32"),
+                                    ("cpu", "cpu", "fp32")):
+        text = TOML.format(work=work, conf=conf, iou=IOU, max_det=MAX_DET,
+                           device=f'device = "{device}"\nprecision = "{precision}"',
+                           # Only the fp16 server is timed: the others check boxes one
+                           # photo at a time, and tune (fp32) just batch 1.
+                           det_max=16 if name == "fp16" else 1,
+                           cls_max=64 if name == "fp16" else 8)
+        open(f"{work}/detect_classify_{name}.toml", "w").write(text)
+    json.dump(rec, open(f"{work}/goal.json", "w"), indent=1)
+    print(json.dumps(rec))
+
+
+# A minimal Thrift binary-protocol client for infer_detect (strict, buffered framing).
+def _call(sock, r, seq, data):
+    """One call: the message header, the args struct (field 1: InferenceParams, whose fields
+    are uuid and data, then its stop), the args' stop; then the reply read from `r`."""
+    name = b"infer_detect"
+    params = (b"\x0b\x00\x01" + struct.pack(">i", 4) + b"goal"
+              + b"\x0b\x00\x02" + struct.pack(">i", len(data)) + data + b"\x00")
+    msg = (struct.pack(">I", 0x80010001) + struct.pack(">i", len(name)) + name
+           + struct.pack(">i", seq) + b"\x0c\x00\x01" + params + b"\x00")
+    sock.sendall(msg)
+    version, = struct.unpack(">I", r.read(4))
+    n, = struct.unpack(">i", r.read(4))
+    r.read(n)
+    r.read(4)
+    body = _struct(r)
+    if version & 0xFF == 3:
+        raise RuntimeError(body.get(1, b"").decode(errors="replace"))
+    return body
+
+
+def _value(r, t):
+    if t == 2:
+        return r.read(1) != b"\x00"
+    if t == 3:
+        return r.read(1)[0]
+    if t == 4:
+        return struct.unpack(">d", r.read(8))[0]
+    if t == 6:
+        return struct.unpack(">h", r.read(2))[0]
+    if t == 8:
+        return struct.unpack(">i", r.read(4))[0]
+    if t == 10:
+        return struct.unpack(">q", r.read(8))[0]
+    if t == 11:
+        n, = struct.unpack(">i", r.read(4))
+        return r.read(n)
+    if t == 12:
+        return _struct(r)
+    if t in (14, 15):
+        et = r.read(1)[0]
+        n, = struct.unpack(">i", r.read(4))
+        return [_value(r, et) for _ in range(n)]
+    raise ValueError(f"thrift type {t}")
+
+
+def _struct(r):
+    out = {}
+    while True:
+        t = r.read(1)[0]
+        if t == 0:
+            return out
+        fid, = struct.unpack(">h", r.read(2))
+        out[fid] = _value(r, t)
+
+
+def served(port, items):
+    """(boxes [n, 6], crop classes [n]) per photo, from our server's infer_detect."""
+    out = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        r = s.makefile("rb")
+        for seq, (name, data) in enumerate(items):
+            body = _call(s, r, seq, data)
+            dets = body[0][1]
+            out[name] = (np.array([[d[1], d[2], d[3], d[4], d[5], d[6]] for d in dets],
+                                  np.float64).reshape(-1, 6),
+                         [d.get(8) for d in dets])
+    return out
+
+
+def iou(a, b):
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else float(a[:4] == b[:4])
+
+
+def match(ours, theirs):
+    """Greedy by IoU, class by class: matched pairs' largest corner difference, and the
+    boxes of each side left over."""
+    used, pairs = set(), []
+    for i, a in enumerate(ours):
+        best, bj = -1.0, None
+        for j, b in enumerate(theirs):
+            if j in used or int(a[5]) != int(b[5]):
+                continue
+            v = iou(a, b)
+            if v > best:
+                best, bj = v, j
+        if bj is not None and best > 0.5:
+            used.add(bj)
+            pairs.append((i, bj, float(np.abs(np.array(a[:4]) - np.array(theirs[bj][:4])).max())))
+    return pairs, len(ours) - len(pairs), len(theirs) - len(used)
+
+
+def boxes(work, imgdir, port, name):
+    goal = json.load(open(f"{work}/goal.json"))
+    items = photos(imgdir)
+    ours = served(port, items)
+    half = name == "fp16"
+    y = yolo(work)
+    device = "cpu" if name == "cpu" else 0
+    rows, ok = [], True
+    for n, data in items:
+        r = y.predict(decode(data), imgsz=640, conf=goal["conf"], iou=IOU, max_det=MAX_DET,
+                      half=half, device=device, rect=False, verbose=False)[0].boxes
+        theirs = np.concatenate([r.xyxy.cpu().numpy(), r.conf.cpu().numpy()[:, None],
+                                 r.cls.cpu().numpy()[:, None]], 1).astype(np.float64)
+        mine, crop = ours[n]
+        pairs, only_ours, only_theirs = match(mine.tolist(), theirs.tolist())
+        worst = max([p[2] for p in pairs], default=0.0)
+        same = only_ours == 0 and only_theirs == 0 and worst <= 1.0
+        ok &= same
+        rows.append({"photo": n, "ours": len(mine), "ultralytics": len(theirs),
+                     "matched": len(pairs), "only_ours": only_ours, "only_ultralytics": only_theirs,
+                     "max_corner_px": round(worst, 4), "same": same,
+                     "crop_classes": sum(c is not None for c in crop)})
+        print(json.dumps(rows[-1]), flush=True)
+    rec = {"run": name, "all_same": ok, "rows": rows, "conf": goal["conf"]}
+    json.dump(rec, open(f"{work}/boxes-{name}.json", "w"), indent=1)
+    print(f"{name}: every photo's boxes equal ultralytics' (≤ 1 px): {ok}")
+
+
+def reference(work, imgdir, seconds):
+    goal = json.load(open(f"{work}/goal.json"))
+    items = [(n, decode(d)) for n, d in photos(imgdir)]
+    y = yolo(work)
+    cls = classifier(work).cuda().half().to(memory_format=torch.channels_last)
+    mean, std = MEAN.cuda().half(), STD.cuda().half()
+
+    def one(img):
+        r = y.predict(img, imgsz=640, conf=goal["conf"], iou=IOU, max_det=MAX_DET, half=True,
+                      device=0, verbose=False)[0]
+        xyxy = r.boxes.xyxy.cpu().numpy()
+        h, w = img.shape[:2]
+        crops = []
+        for x1, y1, x2, y2 in xyxy:
+            a = min(max(math.floor(x1), 0), w - 1)
+            b = min(max(math.floor(y1), 0), h - 1)
+            c = min(max(math.ceil(x2), a + 1), w)
+            d = min(max(math.ceil(y2), b + 1), h)
+            part = cv2.resize(img[b:d, a:c], (224, 224), interpolation=cv2.INTER_LINEAR)
+            crops.append(cv2.cvtColor(part, cv2.COLOR_BGR2RGB))
+        if not crops:
+            return 0
+        x = torch.from_numpy(np.stack(crops)).cuda().permute(0, 3, 1, 2).half()
+        with torch.no_grad():
+            p = torch.softmax(cls(((x - mean) / std).contiguous(
+                memory_format=torch.channels_last)).float(), 1)
+        k = p.argmax(1).cpu()
+        return len(k)
+
+    for img in [i for _, i in items] * 3:
+        one(img)
+    torch.cuda.synchronize()
+    n, boxes_seen, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _, img in items:
+            boxes_seen += one(img)
+            n += 1
+    dt = time.perf_counter() - t0
+    rec = {"photos_per_s": n / dt, "photos": n, "seconds": dt, "boxes_per_photo": boxes_seen / n,
+           "conf": goal["conf"]}
+    json.dump(rec, open(f"{work}/reference.json", "w"), indent=1)
+    print(json.dumps(rec))
+
+
+if __name__ == "__main__":
+    cmd, work, imgdir = sys.argv[1], sys.argv[2], sys.argv[3]
+    if cmd == "prepare":
+        prepare(work, imgdir)
+    elif cmd == "boxes":
+        boxes(work, imgdir, int(sys.argv[4]), sys.argv[5])
+    elif cmd == "reference":
+        reference(work, imgdir, float(sys.argv[4]))
+    else:
+        sys.exit(__doc__)

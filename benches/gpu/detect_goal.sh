@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The detection goals in one call: configs/detect_classify.toml's pipeline with ultralytics'
+# YOLOv8n (640×640) and torchvision's ResNet-18 on each box, both exported by PyTorch with
+# seeded weights (benches/gpu/detect_goal.py prepare), served by our server:
+# - boxes: on every photo, our server's detections (GPU fp16, GPU fp32, and the CPU engine)
+#   against ultralytics' own predict on the same weights (fp16 against fp16, fp32 against fp32);
+# - speed: client_qps --method infer_detect, 64 clients × 1 (images/s) and 20 clients × 1
+#   (TP99), against ultralytics' fp16 predict loop followed by the same ResNet-18 in PyTorch
+#   fp16, one photo at a time, measured in the same call on the same photos.
+# The photos: benches/imgs without the odd_* sizes (ultralytics' letterbox cannot resize a
+# 1-pixel-high photo to 640 wide). ultralytics travels as a wheel (yolo_coverage.sh says how).
+#   cargo build --release -p server -p client_qps -p tools --features server/cuda,tools/cuda --bins
+#   strip server and client_qps into dist/, tar czf dist/dist.tgz; carry dist/dist.tgz and .whl
+#   COMMIT=<sha> bash benches/gpu/detect_goal.sh        → $OUT/detect-goal.json and the rows
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site YOLO_OFFLINE=1 YOLO_CONFIG_DIR=/tmp/ultralytics-config
+source "$(dirname "$0")/env.sh"
+report_header | tee "$OUT/device.txt"
+mkdir -p dist && tar xzf dist/dist.tgz -C dist
+W=/tmp/goal
+IMGS=/tmp/goal-imgs
+rm -rf "$W" "$IMGS"
+mkdir -p "$W" "$IMGS"
+find benches/imgs -maxdepth 1 -type f ! -name 'odd_*' -exec cp {} "$IMGS" \;
+log() { echo "== $* (${SECONDS}s)"; }
+
+log prepare
+PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py prepare "$W" "$IMGS" || exit 1
+
+for run in cpu fp32 fp16; do
+  log "server $run"
+  dist/server --toml "$W/detect_classify_$run.toml" --port 8890 --metrics-port 8891 \
+    > "$W/server-$run.log" 2>&1 &
+  spid=$!
+  if wait_ready 8891 $spid; then
+    log "ready $run"
+    PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py boxes "$W" "$IMGS" 8890 "$run" \
+      2>&1 | tail -n 12
+    if [ "$run" = fp16 ]; then
+      for clients in 64 20; do
+        log "client_qps $clients × 1"
+        dist/client_qps --img_dir "$IMGS" --port 8890 --request_client $clients \
+          --request_batch 1 --duration 15 --warmup 300 --method infer_detect \
+          --server-pid $spid --json "$W/ours-$clients.json" 2>&1 | tail -n 6
+      done
+    fi
+  else
+    echo "the $run server did not become ready"
+    tail -n 20 "$W/server-$run.log"
+  fi
+  kill -INT $spid 2>/dev/null
+  wait $spid 2>/dev/null
+  grep -E "tuned|WARN|ERROR" "$W/server-$run.log" | head -n 8
+done
+
+log "reference: ultralytics fp16 predict + ResNet-18 fp16"
+PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py reference "$W" "$IMGS" 15
+
+python3 - "$W" "$OUT/detect-goal.json" <<'PY'
+import json, os, sys
+w, out = sys.argv[1], sys.argv[2]
+def load(f):
+    p = os.path.join(w, f)
+    return json.load(open(p)) if os.path.exists(p) else None
+ours64, ours20, ref = load("ours-64.json"), load("ours-20.json"), load("reference.json")
+def first(r):
+    return r[0] if isinstance(r, list) else r
+rec = {"goal": load("goal.json"), "reference": ref,
+       "ours_64": first(ours64), "ours_20": first(ours20),
+       "boxes": {n: load(f"boxes-{n}.json") for n in ("cpu", "fp32", "fp16")}}
+if ours64 and ref:
+    rec["ratio_64"] = first(ours64)["images_per_s"] / ref["photos_per_s"]
+print(json.dumps({k: rec.get(k) for k in ("ratio_64",)}),
+      "ours 64×1:", ours64 and round(first(ours64)["images_per_s"], 1),
+      "TP99 20×1:", ours20 and first(ours20)["tp99_ms"],
+      "reference:", ref and round(ref["photos_per_s"], 1))
+for n, b in rec["boxes"].items():
+    print(n, "all boxes equal:", b and b["all_same"])
+json.dump(rec, open(out, "w"), indent=1)
+PY
+cp "$W"/*.json "$W"/*.toml "$OUT"/ 2>/dev/null
+for run in cpu fp32 fp16; do tail -n 30 "$W/server-$run.log" > "$OUT/server-$run.log"; done
+ls -la "$OUT"
