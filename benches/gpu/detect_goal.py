@@ -7,11 +7,14 @@ usage: detect_goal.py prepare WORK IMGDIR
 prepare: YOLOv8n from ultralytics' YAML and torchvision's ResNet-18, seeded weights, BatchNorm
 statistics calibrated on random images (export_models.build, zoo.calibrate), nothing
 downloaded; both exported by PyTorch's TorchScript exporter (WORK/yolov8n.onnx, dynamic batch,
-ultralytics' export mode; WORK/resnet18.onnx). A detector with random weights finds nothing at
-ultralytics' conf 0.25, so the confidence threshold is set from the model itself: the score
-that, on these photos letterboxed as ultralytics letterboxes them, 30 anchors a photo exceed on
-average (several boxes a photo after NMS). Writes WORK/goal.json (conf, photos) and the TOMLs
-our server runs: WORK/detect_classify_{fp16,fp32,cpu}.toml.
+ultralytics' export mode; WORK/resnet18.onnx). With random weights the class logits are huge
+and their sigmoids saturate at 1.0 on most anchors, so every score ties and any threshold keeps
+all or nothing. The last convolution of each class branch is therefore scaled and shifted
+(one affine map of the logits, ranks unchanged) so that the logits spread as a trained head's
+do and, on these photos letterboxed as ultralytics letterboxes them, 30 anchors a photo score
+above ultralytics' default conf 0.25 on average (several boxes a photo after NMS). Writes
+WORK/goal.json (conf, photos, anchors over conf) and the TOMLs our server runs:
+WORK/detect_classify_{fp16,fp32,cpu}.toml.
 
 boxes: the detections our server returns through `infer_detect` (a minimal Thrift binary
 client below: the device has no `thrift` package) for each photo, against ultralytics' own
@@ -134,30 +137,56 @@ max = {cls_max}
 """
 
 
+def letterboxed(imgdir):
+    """The photos as ultralytics' predict feeds its model: square letterbox, RGB, /255."""
+    from ultralytics.data.augment import LetterBox
+    box = LetterBox((640, 640), auto=False)
+    xs = []
+    for _, data in photos(imgdir):
+        img = box(image=decode(data))
+        xs.append(torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(xs)
+
+
+def spread_scores(det, x):
+    """Scales and shifts each class branch's last convolution (logit → a·logit + b) so that the
+    anchors' best logits have a standard deviation of 1.5 and 30 anchors a photo score above
+    0.25. Returns how many anchors a photo then do."""
+    head = det.model[-1]
+    convs = [branch[-1] for branch in head.cv3]
+    seen = []
+    hooks = [c.register_forward_hook(lambda m, i, o: seen.append(o.amax(1).flatten()))
+             for c in convs]
+    with torch.no_grad():
+        det(x)
+    for h in hooks:
+        h.remove()
+    best = torch.cat(seen).double()
+    a = 1.5 / float(best.std())
+    k = ANCHORS_A_PHOTO * len(x)
+    b = math.log(0.25 / 0.75) - a * float(best.sort(descending=True).values[k - 1])
+    with torch.no_grad():
+        for c in convs:
+            c.weight.mul_(a)
+            c.bias.mul_(a).add_(b)
+        scores = det(x)[:, 4:].amax(1)
+    return float((scores > 0.25).sum()) / len(x)
+
+
 def prepare(work, imgdir):
     torch.set_num_threads(8)
     det = export_models.build("ultralytics:yolov8n").eval()
     zoo.calibrate(det, torch.device("cpu"), (3, 640, 640))
+    over = spread_scores(det, letterboxed(imgdir))
     torch.save(det.state_dict(), f"{work}/yolov8n.pt")
     export_models.export(det, torch.randn(1, 3, 640, 640), f"{work}/yolov8n.onnx", "torchscript")
     cls = zoo.build("resnet18").eval()
     zoo.calibrate(cls, torch.device("cpu"), (3, 224, 224))
     torch.save(cls.state_dict(), f"{work}/resnet18.pt")
     export_models.export(cls, torch.randn(1, 3, 224, 224), f"{work}/resnet18.onnx", "torchscript")
-    from ultralytics.data.augment import LetterBox
-    box = LetterBox((640, 640), auto=False)
-    scores = []
-    with torch.no_grad():
-        for _, data in photos(imgdir):
-            img = box(image=decode(data))
-            x = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
-            y = det(x)[0]  # [84, anchors]
-            scores.append(y[4:].max(0).values.numpy())
-    every = np.sort(np.concatenate(scores))
-    conf = float(every[-ANCHORS_A_PHOTO * len(scores)])
-    conf = math.floor(conf * 1e4) / 1e4
+    conf = 0.25
     rec = {"conf": conf, "iou": IOU, "max_det": MAX_DET, "photos": [n for n, _ in photos(imgdir)],
-           "torch": torch.__version__}
+           "anchors_over_conf_a_photo": over, "torch": torch.__version__}
     import ultralytics
     rec["ultralytics"] = ultralytics.__version__
     for name, device, precision in (("fp16", "gpu", "fp16"), ("fp32", "gpu", "fp32"),

@@ -37,13 +37,30 @@ for run in cpu fp32 fp16; do
   if wait_ready 8891 $spid; then
     log "ready $run"
     PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py boxes "$W" "$IMGS" 8890 "$run" \
-      2>&1 | tail -n 12
+      2>&1 | grep -v "is deprecated" | tail -n 12
     if [ "$run" = fp16 ]; then
       for clients in 64 20; do
         log "client_qps $clients × 1"
         dist/client_qps --img_dir "$IMGS" --port 8890 --request_client $clients \
           --request_batch 1 --duration 15 --warmup 300 --method infer_detect \
           --server-pid $spid --json "$W/ours-$clients.json" 2>&1 | tail -n 6
+        # Per node: items, batches, busy seconds (instances × wall at most), queue wait.
+        get http://127.0.0.1:8891/metrics | grep -E '^torchpipe_node_(items_total|batches_total|busy_seconds_total|queue_wait_seconds_total|instances)' \
+          > "$W/nodes-$clients.txt"
+        python3 - "$W/nodes-$clients.txt" <<'PY'
+import re, sys
+v = {}
+for line in open(sys.argv[1]):
+    m = re.match(r'(\w+)\{node="([^"]+)"\} ([0-9.e+-]+)', line)
+    if m:
+        v.setdefault(m[2], {})[m[1].replace("torchpipe_node_", "")] = float(m[3])
+for node, x in v.items():
+    items = x.get("items_total", 0) or 1
+    busy = x.get("busy_seconds_total", 0)
+    print(f"{node:11} items {int(x.get('items_total', 0)):7} batch {items / max(x.get('batches_total', 1), 1):5.1f} "
+          f"busy ms/item {1e3 * busy / items:7.3f} wait ms/item {1e3 * x.get('queue_wait_seconds_total', 0) / items:8.3f} "
+          f"instances {int(x.get('instances', 0))} ceiling/s {x.get('instances', 0) * items / max(busy, 1e-9):9.0f}")
+PY
       done
     fi
   else
@@ -56,7 +73,8 @@ for run in cpu fp32 fp16; do
 done
 
 log "reference: ultralytics fp16 predict + ResNet-18 fp16"
-PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py reference "$W" "$IMGS" 15
+PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py reference "$W" "$IMGS" 15 2>&1 \
+  | grep -v "is deprecated"
 
 python3 - "$W" "$OUT/detect-goal.json" <<'PY'
 import json, os, sys
@@ -80,6 +98,6 @@ for n, b in rec["boxes"].items():
     print(n, "all boxes equal:", b and b["all_same"])
 json.dump(rec, open(out, "w"), indent=1)
 PY
-cp "$W"/*.json "$W"/*.toml "$OUT"/ 2>/dev/null
-for run in cpu fp32 fp16; do tail -n 30 "$W/server-$run.log" > "$OUT/server-$run.log"; done
+# What comes back (a few files): one tarball of the small files, and the summary.
+(cd "$W" && tar czf "$OUT/detect-goal.tgz" ./*.json ./*.toml ./*.txt ./*.log)
 ls -la "$OUT"
