@@ -9,13 +9,14 @@ use crate::error::RequestError;
 pub type Outcome = Result<Item, RequestError>;
 
 /// An image held as TorchPipe's `cv::Mat`: rows of interleaved channels (HWC), u8, BGR unless a
-/// backend says otherwise.
+/// backend says otherwise. The pixels are shared, as a `cv::Mat`'s are: a copy of the item (a
+/// fan-out branch, a `MapReduce` child, a value kept for a later `map`) does not copy them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mat {
     pub height: usize,
     pub width: usize,
     pub channels: usize,
-    pub data: Vec<u8>,
+    pub data: Arc<Vec<u8>>,
 }
 
 impl Mat {
@@ -25,8 +26,18 @@ impl Mat {
             height,
             width,
             channels,
-            data,
+            data: Arc::new(data),
         }
+    }
+
+    /// The pixels to write: copied first only where another value shares them.
+    pub fn data_mut(&mut self) -> &mut Vec<u8> {
+        Arc::make_mut(&mut self.data)
+    }
+
+    /// The pixels, owned: copied only where another value shares them.
+    pub fn into_data(self) -> Vec<u8> {
+        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
     }
 }
 

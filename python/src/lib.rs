@@ -295,7 +295,7 @@ fn to_python(py: Python<'_>, value: Value) -> PyResult<Converted<'_>> {
         }
         Value::Mat(m) => {
             let shape = [m.height, m.width, m.channels];
-            let array = numpy::PyArray1::from_vec(py, m.data).reshape(shape)?;
+            let array = numpy::PyArray1::from_vec(py, m.into_data()).reshape(shape)?;
             (array.into_any(), None)
         }
         Value::Bytes(b) => (PyBytes::new(py, &b).into_any(), None),

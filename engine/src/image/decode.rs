@@ -190,7 +190,7 @@ mod tests {
             .unwrap();
         let m = decode_bgr(&png, 100).unwrap();
         assert_eq!((m.height, m.width, m.channels), (1, 2, 3));
-        assert_eq!(m.data, [30, 20, 10, 60, 50, 40]);
+        assert_eq!(*m.data, [30, 20, 10, 60, 50, 40]);
         let e = decode_bgr(&png, 1).unwrap_err();
         assert_eq!(
             e,

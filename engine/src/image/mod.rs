@@ -42,7 +42,7 @@ use crate::item::{Mat, Tensor};
 /// BGR ↔ RGB (the same swap both ways) on a 3-channel image, in place.
 pub fn swap_red_blue(mat: &mut Mat) {
     if mat.channels == 3 {
-        for px in mat.data.chunks_exact_mut(3) {
+        for px in mat.data_mut().chunks_exact_mut(3) {
             px.swap(0, 2);
         }
     }
@@ -84,6 +84,6 @@ mod tests {
         assert_eq!(t.shape, [3, 1, 2]);
         assert_eq!(t.data, [1., 4., 2., 5., 3., 6.]);
         swap_red_blue(&mut m);
-        assert_eq!(m.data, [3, 2, 1, 6, 5, 4]);
+        assert_eq!(*m.data, [3, 2, 1, 6, 5, 4]);
     }
 }

@@ -315,13 +315,13 @@ mod tests {
         // 1×2 → 1×4: centres at -0.25, 0.25, 0.75, 1.25 → clamp, 3/4·a+1/4·b, 1/4·a+3/4·b, clamp.
         let src = Mat::new(1, 2, 1, vec![0, 200]);
         let out = resize_bilinear(&src, 1, 4);
-        assert_eq!(out.data, [0, 50, 150, 200]);
+        assert_eq!(*out.data, [0, 50, 150, 200]);
     }
 
     #[test]
     fn exact_half_is_area_average() {
         let src = Mat::new(2, 2, 1, vec![1, 2, 3, 5]);
-        assert_eq!(resize_bilinear(&src, 1, 1).data, [3]);
+        assert_eq!(*resize_bilinear(&src, 1, 1).data, [3]);
     }
 
     #[test]

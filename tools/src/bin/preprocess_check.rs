@@ -91,7 +91,7 @@ fn cpu_rgb(bytes: &[u8], size: usize) -> std::result::Result<Vec<u8>, String> {
     let decoded = decode_bgr(bytes, DEFAULT_MAX_PIXELS).map_err(|e| e.to_string())?;
     let mut m = resize_bilinear(&decoded, size, size);
     swap_red_blue(&mut m);
-    Ok(m.data)
+    Ok(m.into_data())
 }
 
 /// Runs `b` on one batch of `bytes`; per item its result or its error.
@@ -314,7 +314,7 @@ fn main() -> Result<()> {
                 let raw = read_back(v)?;
                 if (height, width) == (mat.height, mat.width) && raw.len() >= mat.data.len() {
                     let mut max = 0;
-                    for (g, c) in raw.iter().zip(&mat.data) {
+                    for (g, c) in raw.iter().zip(mat.data.iter()) {
                         let d = (i32::from(*g) - i32::from(*c)).unsigned_abs();
                         hist_decode.add(d);
                         max = max.max(d);

@@ -112,6 +112,6 @@ mod tests {
     #[test]
     fn a_crop_copies_the_rows_of_the_rectangle() {
         let m = Mat::new(3, 4, 1, (0..12).collect());
-        assert_eq!(crop(&m, (1, 1, 2, 2)).data, [5, 6, 9, 10]);
+        assert_eq!(*crop(&m, (1, 1, 2, 2)).data, [5, 6, 9, 10]);
     }
 }
