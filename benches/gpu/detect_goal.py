@@ -133,7 +133,7 @@ model = "{work}/resnet18.onnx"
 {device}
 mean = "123.675, 116.28, 103.53"
 std = "58.395, 57.120, 57.375"
-instance_num = 2
+instance_num = {cls_instances}
 max = {cls_max}
 """
 
@@ -201,6 +201,8 @@ def prepare(work, imgdir):
                            # its GPU convolutions 0.06): instances, not batch size, raise it.
                            det_instances=6 if name == "fp16" else 1,
                            det_max=8 if name == "fp16" else 1,
+                           # ~10,000 crops/s at 800 photos/s saturated 2 instances.
+                           cls_instances=4 if name == "fp16" else 1,
                            cls_max=32 if name == "fp16" else 8)
         open(f"{work}/detect_classify_{name}.toml", "w").write(text)
     json.dump(rec, open(f"{work}/goal.json", "w"), indent=1)
