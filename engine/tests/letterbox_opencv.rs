@@ -1,6 +1,6 @@
-//! LetterBoxMat and TopLeftResizeMat against OpenCV (engine/tests/py/letterbox_ref.py): the
-//! same canvas, padding and placement on the committed photos, and the same `scale` and
-//! `offset` in the item. Tolerance: the resize's own (max abs diff ≤ 1 on u8); the padding and
+//! LetterBoxMat, TopLeftResizeMat and ResizePadMat against OpenCV
+//! (engine/tests/py/letterbox_ref.py): the same canvas, padding and placement on the committed
+//! photos, and the same `scale` and `offset` in the item. Tolerance: the resize's own (max abs diff ≤ 1 on u8); the padding and
 //! the placement are exact.
 
 mod common;
@@ -13,9 +13,13 @@ const SIZES: &[(usize, usize)] = &[(640, 640), (320, 480), (97, 61)];
 const PAD: u8 = 114;
 
 fn pipeline(backend: &str, h: usize, w: usize) -> Pipeline {
-    let toml = format!(
-        "[n]\nbackend = \"{backend}\"\nresize_h = {h}\nresize_w = {w}\npad_val = \"{PAD}\"\n"
-    );
+    let toml = if backend == "ResizePadMat" {
+        format!("[n]\nbackend = \"{backend}\"\nmax_h = {h}\nmax_w = {w}\npad_value = {PAD}\n")
+    } else {
+        format!(
+            "[n]\nbackend = \"{backend}\"\nresize_h = {h}\nresize_w = {w}\npad_val = \"{PAD}\"\n"
+        )
+    };
     let config = Config::parse(&toml, Path::new("letterbox.toml")).unwrap();
     Pipeline::build(
         config,
@@ -33,7 +37,7 @@ fn tensor(item: &Item, key: &str) -> Vec<f32> {
 }
 
 #[test]
-fn letterbox_and_top_left_resize_match_opencv() {
+fn letterbox_top_left_and_resize_pad_match_opencv() {
     let images = common::test_images();
     let dir = common::temp_dir("letterbox-opencv");
     let sizes: Vec<String> = SIZES.iter().map(|(h, w)| format!("{h}x{w}")).collect();
@@ -49,7 +53,11 @@ fn letterbox_and_top_left_resize_match_opencv() {
         common::python("letterbox_ref.py", &args).trim()
     );
 
-    for (backend, mode) in [("LetterBoxMat", "centre"), ("TopLeftResizeMat", "corner")] {
+    for (backend, mode) in [
+        ("LetterBoxMat", "centre"),
+        ("TopLeftResizeMat", "corner"),
+        ("ResizePadMat", "pad"),
+    ] {
         for &(h, w) in SIZES {
             let p = pipeline(backend, h, w);
             for path in &images {
@@ -80,13 +88,19 @@ fn letterbox_and_top_left_resize_match_opencv() {
                     .split_whitespace()
                     .map(|x| x.parse().unwrap())
                     .collect();
-                assert!(
-                    (f64::from(tensor(&out, "scale")[0]) - v[0]).abs() <= 1e-6 * v[0],
-                    "{tag}: scale"
-                );
+                // One scale, or ResizePadMat's x and y; then the offset.
+                let scale = tensor(&out, "scale");
+                let (scales, offset) = v.split_at(v.len() - 2);
+                assert_eq!(scale.len(), scales.len(), "{tag}: scale");
+                for (ours, theirs) in scale.iter().zip(scales) {
+                    assert!(
+                        (f64::from(*ours) - theirs).abs() <= 1e-6 * theirs,
+                        "{tag}: scale {scale:?} against {scales:?}"
+                    );
+                }
                 assert_eq!(
                     tensor(&out, "offset"),
-                    [v[1] as f32, v[2] as f32],
+                    [offset[0] as f32, offset[1] as f32],
                     "{tag}: offset"
                 );
                 println!("{tag}: max abs diff {max}");

@@ -154,3 +154,27 @@ fn a_head_of_the_wrong_shape_fails_its_item() {
     let err = error_of(vec![7 * 81]);
     assert!(err.contains("set `classes`"), "{err}");
 }
+
+/// ResizePadMat's per-axis scale: x through the first value, y through the second.
+#[test]
+fn boxes_map_back_through_an_x_and_a_y_scale() {
+    let toml = "[n]\nbackend = \"PostProcYoloV8\"\nclasses = 1\n";
+    let p = Pipeline::build(
+        Config::parse(toml, Path::new("yolo.toml")).unwrap(),
+        Registry::with_defaults(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    // One anchor: centre (20, 40), 10 wide, 8 high, score 0.9.
+    let head = vec![20.0, 40.0, 10.0, 8.0, 0.9];
+    let mut item = Item::new(Value::Tensor(Tensor::new(vec![5, 1], head)));
+    item.extras.insert(
+        "scale".into(),
+        Value::Tensor(Tensor::new(vec![2], vec![2.0, 4.0])),
+    );
+    let done = p.run(vec![item]).unwrap().remove(0).unwrap();
+    let Some(Value::Tensor(t)) = &done.result else {
+        panic!("no detections tensor");
+    };
+    assert_eq!(t.data, [7.5, 9.0, 12.5, 11.0, 0.9, 0.0]);
+}

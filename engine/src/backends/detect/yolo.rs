@@ -155,16 +155,21 @@ impl PostProcYoloV8 {
         let boxes = self.candidates(t)?;
         let kept = nms(&boxes, self.s.conf, self.s.iou, self.s.max_det);
         let [ox, oy] = extra::<2>(item, "offset").unwrap_or([0.0, 0.0]);
-        let [scale] = extra::<1>(item, "scale").unwrap_or([1.0]);
+        // One scale (LetterBoxMat), or x and y (ResizePadMat); none: the model saw the photo.
+        let (sx, sy) = match (extra::<1>(item, "scale"), extra::<2>(item, "scale")) {
+            (Some([s]), _) => (s, s),
+            (_, Some([x, y])) => (x, y),
+            _ => (1.0, 1.0),
+        };
         let clip = extra::<2>(item, "orig_shape");
         let mut data = Vec::with_capacity(kept.len() * 6);
         for i in kept {
             let b = &boxes[i];
             let mut corners = [
-                (b.x1 - ox) / scale,
-                (b.y1 - oy) / scale,
-                (b.x2 - ox) / scale,
-                (b.y2 - oy) / scale,
+                (b.x1 - ox) / sx,
+                (b.y1 - oy) / sy,
+                (b.x2 - ox) / sx,
+                (b.y2 - oy) / sy,
             ];
             if let Some([h, w]) = clip {
                 for (j, v) in corners.iter_mut().enumerate() {

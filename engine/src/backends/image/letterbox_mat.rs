@@ -46,12 +46,17 @@ impl Settings for LetterBoxSettings {
 /// `pad_val`: TorchPipe's syntax, one value for every channel or one per channel; 0 when absent,
 /// as there.
 fn pad_val(p: &Params) -> Result<[u8; 3], ConfigError> {
-    let Some(text) = p.raw("pad_val") else {
-        return Ok([0; 3]);
+    Ok(pad_key(p, "pad_val")?.unwrap_or([0; 3]))
+}
+
+/// A padding key (`pad_val`, `pad_value`): one value for every channel or one per channel.
+pub(super) fn pad_key(p: &Params, key: &str) -> Result<Option<[u8; 3]>, ConfigError> {
+    let Some(text) = p.raw(key) else {
+        return Ok(None);
     };
     let bad = || {
         p.error(
-            "pad_val",
+            key,
             text,
             "one value or three separated by commas, each an integer from 0 to 255",
         )
@@ -62,8 +67,8 @@ fn pad_val(p: &Params) -> Result<[u8; 3], ConfigError> {
         .collect::<Result<_, _>>()
         .map_err(|_| bad())?;
     match values.as_slice() {
-        [v] => Ok([*v; 3]),
-        [b, g, r] => Ok([*b, *g, *r]),
+        [v] => Ok(Some([*v; 3])),
+        [b, g, r] => Ok(Some([*b, *g, *r])),
         _ => Err(bad()),
     }
 }
@@ -115,33 +120,44 @@ impl LetterBoxMat {
         let (scale, nh, nw, top, left) = fit(mat.height, mat.width, to_h, to_w);
         let (top, left) = if self.centre { (top, left) } else { (0, 0) };
         let resized = image::active::resize(mat, nh, nw)?;
-        let c = mat.channels;
-        let pixel: Vec<u8> = (0..c)
-            .map(|i| self.s.pad.get(i).copied().unwrap_or(0))
-            .collect();
-        let mut data = pixel.repeat(to_h * to_w);
-        let row = nw * c;
-        for (y, src) in resized.data.chunks_exact(row).enumerate() {
-            let at = ((top + y) * to_w + left) * c;
-            data[at..at + row].copy_from_slice(src);
-        }
-        item.extras.insert(
-            "scale".into(),
-            Value::Tensor(Tensor::new(vec![1], vec![scale as f32])),
-        );
-        item.extras.insert(
-            "offset".into(),
-            Value::Tensor(Tensor::new(vec![2], vec![left as f32, top as f32])),
-        );
-        item.extras.insert(
-            "orig_shape".into(),
-            Value::Tensor(Tensor::new(
-                vec![2],
-                vec![mat.height as f32, mat.width as f32],
-            )),
-        );
-        Ok(Value::Mat(Mat::new(to_h, to_w, c, data)))
+        let canvas = paste(&resized, to_h, to_w, top, left, self.s.pad);
+        remember(item, &[scale as f32], [left, top], mat);
+        Ok(Value::Mat(canvas))
     }
+}
+
+/// `image` on a `h`×`w` canvas of `pad`, its top-left corner at (`left`, `top`).
+pub(super) fn paste(image: &Mat, h: usize, w: usize, top: usize, left: usize, pad: [u8; 3]) -> Mat {
+    let c = image.channels;
+    let pixel: Vec<u8> = (0..c).map(|i| pad.get(i).copied().unwrap_or(0)).collect();
+    let mut data = pixel.repeat(h * w);
+    let row = image.width * c;
+    for (y, src) in image.data.chunks_exact(row).enumerate() {
+        let at = ((top + y) * w + left) * c;
+        data[at..at + row].copy_from_slice(src);
+    }
+    Mat::new(h, w, c, data)
+}
+
+/// What maps a point of the canvas back to `original` (TorchPipe's keys): `scale` (canvas pixels
+/// per original pixel: one value, or x and y), `offset` (x, y of the image's corner on the
+/// canvas) and `orig_shape` (height, width).
+pub(super) fn remember(item: &mut Item, scale: &[f32], [left, top]: [usize; 2], original: &Mat) {
+    item.extras.insert(
+        "scale".into(),
+        Value::Tensor(Tensor::new(vec![scale.len()], scale.to_vec())),
+    );
+    item.extras.insert(
+        "offset".into(),
+        Value::Tensor(Tensor::new(vec![2], vec![left as f32, top as f32])),
+    );
+    item.extras.insert(
+        "orig_shape".into(),
+        Value::Tensor(Tensor::new(
+            vec![2],
+            vec![original.height as f32, original.width as f32],
+        )),
+    );
 }
 
 impl Backend for LetterBoxMat {

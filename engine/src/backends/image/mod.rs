@@ -1,5 +1,5 @@
-//! CPU image backends: DecodeMat, ResizeMat, LetterBoxMat, TopLeftResizeMat, CropMat,
-//! cvtColorMat, Mat2Tensor.
+//! CPU image backends: DecodeMat, ResizeMat, LetterBoxMat, TopLeftResizeMat, ResizePadMat,
+//! CropMat, cvtColorMat, Mat2Tensor.
 
 mod crop_mat;
 mod cvt_color_mat;
@@ -7,6 +7,7 @@ mod decode_mat;
 mod letterbox_mat;
 mod mat2tensor;
 mod resize_mat;
+mod resize_pad_mat;
 
 // The settings are public for `server --baseline`, which runs these steps by hand.
 // For CropTensor, in a build with the GPU module.
@@ -50,6 +51,7 @@ pub fn register(r: &mut Registry) {
     r.register_typed("ResizeMat", resize_mat::new);
     r.register_typed("LetterBoxMat", letterbox_mat::letterbox);
     r.register_typed("TopLeftResizeMat", letterbox_mat::top_left);
+    r.register_typed("ResizePadMat", resize_pad_mat::new);
     r.register("CropMat", crop_mat::new, &[]);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorMat", cvt_color_mat::new);
