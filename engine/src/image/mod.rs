@@ -1,5 +1,5 @@
 //! Image kernels shared by the CPU backends and the baseline server: decode, resize, channel
-//! order, HWC u8 → CHW f32. Pure functions; the backends add configuration around them.
+//! order, HWC u8 → CHW f32, perspective warp. Pure functions; the backends add configuration around them.
 
 #[cfg(feature = "opencv")]
 pub mod cv;
@@ -8,6 +8,7 @@ mod error;
 pub mod jpeg_end;
 mod resize;
 mod turbo;
+pub mod warp;
 
 /// What the backends call: the pure-Rust kernels by default, OpenCV's with the `opencv` feature.
 /// Fallible throughout, since OpenCV's calls can fail where ours cannot.

@@ -1,11 +1,12 @@
 //! CPU image backends: DecodeMat, ResizeMat, LetterBoxMat, TopLeftResizeMat, ResizePadMat,
-//! CropMat, cvtColorMat, Mat2Tensor.
+//! CropMat, PerspectiveTransformMat, cvtColorMat, Mat2Tensor.
 
 mod crop_mat;
 mod cvt_color_mat;
 mod decode_mat;
 mod letterbox_mat;
 mod mat2tensor;
+mod perspective_mat;
 mod resize_mat;
 mod resize_pad_mat;
 
@@ -53,6 +54,7 @@ pub fn register(r: &mut Registry) {
     r.register_typed("TopLeftResizeMat", letterbox_mat::top_left);
     r.register_typed("ResizePadMat", resize_pad_mat::new);
     r.register("CropMat", crop_mat::new, &[]);
+    r.register("PerspectiveTransformMat", perspective_mat::new, &[]);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorMat", cvt_color_mat::new);
     r.register_typed("CvtColorMat", cvt_color_mat::new);
