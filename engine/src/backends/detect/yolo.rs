@@ -12,11 +12,12 @@
 //! The result is a tensor `[n, 6]`, one row per detection, best first: x1, y1, x2, y2, score,
 //! class.
 
-use super::nms::{nms, Candidate};
+use super::nms::Candidate;
+use super::output::{detections, for_each_head, unit};
 use crate::backend::{key, Backend, InitContext, Key, Settings};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
-use crate::item::{Item, Tensor, Value};
+use crate::item::{Item, Tensor};
 
 pub struct YoloSettings {
     /// Classes of a flat output (`None`: 80, COCO's, unless the tensor's shape says).
@@ -53,14 +54,6 @@ const KEYS: &[Key] = &[
     ),
 ];
 
-fn unit(p: &Params, key: &str, default: f32) -> Result<f32, ConfigError> {
-    match p.f64(key)? {
-        None => Ok(default),
-        Some(v) if (0.0..=1.0).contains(&v) => Ok(v as f32),
-        Some(v) => Err(p.error(key, &v.to_string(), "a number from 0 to 1")),
-    }
-}
-
 impl Settings for YoloSettings {
     const KEYS: &'static [Key] = KEYS;
 
@@ -81,14 +74,6 @@ pub struct PostProcYoloV8 {
 pub fn new(ctx: &InitContext<'_>, s: YoloSettings) -> Result<Box<dyn Backend>, ConfigError> {
     ctx.no_args()?;
     Ok(Box::new(PostProcYoloV8 { s }))
-}
-
-/// An extra the letterbox wrote: a tensor of `n` values.
-fn extra<const N: usize>(item: &Item, key: &str) -> Option<[f32; N]> {
-    match item.extras.get(key) {
-        Some(Value::Tensor(t)) => t.data.as_slice().try_into().ok(),
-        _ => None,
-    }
 }
 
 impl PostProcYoloV8 {
@@ -153,51 +138,19 @@ impl PostProcYoloV8 {
 
     fn detect(&self, item: &Item, t: &Tensor) -> Result<Tensor, String> {
         let boxes = self.candidates(t)?;
-        let kept = nms(&boxes, self.s.conf, self.s.iou, self.s.max_det);
-        let [ox, oy] = extra::<2>(item, "offset").unwrap_or([0.0, 0.0]);
-        // One scale (LetterBoxMat), or x and y (ResizePadMat); none: the model saw the photo.
-        let (sx, sy) = match (extra::<1>(item, "scale"), extra::<2>(item, "scale")) {
-            (Some([s]), _) => (s, s),
-            (_, Some([x, y])) => (x, y),
-            _ => (1.0, 1.0),
-        };
-        let clip = extra::<2>(item, "orig_shape");
-        let mut data = Vec::with_capacity(kept.len() * 6);
-        for i in kept {
-            let b = &boxes[i];
-            let mut corners = [
-                (b.x1 - ox) / sx,
-                (b.y1 - oy) / sy,
-                (b.x2 - ox) / sx,
-                (b.y2 - oy) / sy,
-            ];
-            if let Some([h, w]) = clip {
-                for (j, v) in corners.iter_mut().enumerate() {
-                    *v = v.clamp(0.0, if j % 2 == 0 { w } else { h });
-                }
-            }
-            data.extend(corners);
-            data.extend([b.score, b.class as f32]);
-        }
-        Ok(Tensor::new(vec![data.len() / 6, 6], data))
+        Ok(detections(
+            item,
+            &boxes,
+            self.s.conf,
+            self.s.iou,
+            self.s.max_det,
+        ))
     }
 }
 
 impl Backend for PostProcYoloV8 {
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
-        for item in batch {
-            let out = match &item.data {
-                Value::Tensor(t) => self.detect(item, t),
-                other => Err(format!(
-                    "expects the model's output tensor, got {}",
-                    other.kind()
-                )),
-            };
-            match out {
-                Ok(t) => item.result = Some(Value::Tensor(t)),
-                Err(e) => item.fail(format!("PostProcYoloV8 {e}")),
-            }
-        }
+        for_each_head(batch, "PostProcYoloV8", |item, t| self.detect(item, t));
         Ok(())
     }
 }
