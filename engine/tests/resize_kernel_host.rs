@@ -1,6 +1,8 @@
-//! The GPU resize kernel (gpu-engine/src/image_kernels.cu) compiled for the host with the
-//! system C++ compiler, with the CUDA intrinsics it uses mapped to the same IEEE operations:
-//! its output must equal the CPU path's (resize_bilinear, channel swap, CHW f32) bit for bit.
+//! The GPU resize kernels (gpu-engine/src/image_kernels.cu) compiled for the host with the
+//! system C++ compiler, with the CUDA intrinsics they use mapped to the same IEEE operations:
+//! their output must equal the CPU path's bit for bit: resize_to_chw that of resize_bilinear,
+//! channel swap, CHW f32; canvas_to_chw that of LetterBoxMat / ResizePadMat, cvtColorMat and
+//! Mat2Tensor.
 //! This checks the kernel's arithmetic on every machine; the device run checks it on the GPU.
 
 mod common;
@@ -54,13 +56,39 @@ int main() {
 }
 "#;
 
+/// Reads `sh sw ch cw nh nw top left swap pad0 pad1 pad2` and the HWC pixels on stdin, runs
+/// the canvas kernel's whole grid for one job, writes the CHW f32 canvas to stdout.
+const MAIN_CANVAS: &str = r#"
+int main() {
+    int sh, sw, ch, cw, nh, nw, top, left, swap, p0, p1, p2;
+    if (scanf("%d %d %d %d %d %d %d %d %d %d %d %d\n", &sh, &sw, &ch, &cw, &nh, &nw, &top,
+              &left, &swap, &p0, &p1, &p2) != 12) return 2;
+    std::vector<unsigned char> src((size_t)sh * sw * 3);
+    if (fread(src.data(), 1, src.size(), stdin) != src.size()) return 3;
+    std::vector<float> dst((size_t)3 * ch * cw, -1.0f);
+    CanvasJob job = {src.data(), dst.data(), sh, sw, nh, nw, top, left, swap, {p0, p1, p2}};
+    blockDim.x = 256;
+    blockIdx.y = 0;
+    unsigned blocks = (ch * cw + 255) / 256;
+    for (blockIdx.x = 0; blockIdx.x < blocks; blockIdx.x++)
+        for (threadIdx.x = 0; threadIdx.x < 256; threadIdx.x++)
+            canvas_to_chw(&job, ch, cw);
+    fwrite(dst.data(), sizeof(float), dst.size(), stdout);
+    return 0;
+}
+"#;
+
 fn compile() -> PathBuf {
-    let dir = common::temp_dir("resize-kernel-host");
+    compile_with(MAIN, "resize-kernel-host")
+}
+
+fn compile_with(main: &str, name: &str) -> PathBuf {
+    let dir = common::temp_dir(name);
     let src = dir.join("kernel.cpp");
     let kernel =
         std::fs::read_to_string(common::repo_root().join("gpu-engine/src/image_kernels.cu"))
             .unwrap();
-    std::fs::write(&src, format!("{PRELUDE}\n{kernel}\n{MAIN}")).unwrap();
+    std::fs::write(&src, format!("{PRELUDE}\n{kernel}\n{main}")).unwrap();
     let exe = dir.join("kernel");
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     // No FMA contraction and no fast-math: the same roundings the `_rn` intrinsics force.
@@ -155,6 +183,108 @@ fn the_gpu_resize_kernel_matches_the_cpu_resize_bit_for_bit() {
                 differ, 0,
                 "{name} → {dh}x{dw} swap={swap}: {differ} values differ from the CPU resize"
             );
+        }
+    }
+}
+
+/// Where LetterBoxMat puts an `h`×`w` image on a `ch`×`cw` canvas (its `fit`): the resized
+/// size, rounded half away from zero, and the centred corner.
+fn letterbox_fit(h: usize, w: usize, ch: usize, cw: usize) -> (usize, usize, usize, usize) {
+    let scale = (cw as f64 / w as f64).min(ch as f64 / h as f64);
+    let nh = ((h as f64 * scale).round() as usize).clamp(1, ch);
+    let nw = ((w as f64 * scale).round() as usize).clamp(1, cw);
+    (nh, nw, (ch - nh) / 2, (cw - nw) / 2)
+}
+
+/// ResizePadMat's resized size (from the f32 aspect ratio), at the top-left corner.
+fn resize_pad_fit(h: usize, w: usize, ch: usize, cw: usize) -> (usize, usize, usize, usize) {
+    let ratio = w as f32 / h as f32;
+    let (nh, nw) = if ch as f32 * ratio <= cw as f32 {
+        (ch, ((ch as f32 * ratio).round() as usize).min(cw))
+    } else {
+        (((cw as f32 / ratio).round() as usize).min(ch), cw)
+    };
+    (nh.max(1), nw.max(1), 0, 0)
+}
+
+#[test]
+fn the_gpu_canvas_kernel_matches_letterbox_and_resize_pad_bit_for_bit() {
+    use engine::{Config, Item, Pipeline, PipelineOptions, Registry, Tensor, Value};
+    let exe = compile_with(MAIN_CANVAS, "canvas-kernel-host");
+    let mut cases: Vec<(String, Mat)> = vec![
+        ("noise 375x500".into(), noise(375, 500, 11)),
+        ("noise 37x53".into(), noise(37, 53, 12)),
+        ("noise 1280x640 (exact half)".into(), noise(1280, 640, 13)),
+        ("noise 1x10000".into(), noise(1, 10000, 14)),
+    ];
+    for path in common::test_images().into_iter().take(4) {
+        let bytes = std::fs::read(&path).unwrap();
+        let mat = decode_bgr(&bytes, DEFAULT_MAX_PIXELS).unwrap();
+        cases.push((path.file_name().unwrap().to_string_lossy().into(), mat));
+    }
+    let pad = [114u8, 50, 7];
+    for (backend, keys, fit) in [
+        (
+            "LetterBoxMat",
+            "resize_h = 640\nresize_w = 640\npad_val = \"114,50,7\"",
+            letterbox_fit as fn(usize, usize, usize, usize) -> (usize, usize, usize, usize),
+        ),
+        (
+            "ResizePadMat",
+            "max_h = 640\nmax_w = 640\npad_value = \"114,50,7\"",
+            resize_pad_fit,
+        ),
+    ] {
+        for rgb in [true, false] {
+            let toml = format!(
+                "[n]\nbackend = \"Sequential[{backend},cvtColorMat,Mat2Tensor]\"\n{keys}\ncolor = \"{}\"\n",
+                if rgb { "rgb" } else { "bgr" }
+            );
+            let p = Pipeline::build(
+                Config::parse(&toml, Path::new("canvas.toml")).unwrap(),
+                Registry::with_defaults(),
+                PipelineOptions::default(),
+            )
+            .unwrap();
+            for (name, src) in &cases {
+                let out = p
+                    .run(vec![Item::new(Value::Mat(src.clone()))])
+                    .unwrap()
+                    .remove(0)
+                    .unwrap();
+                let Some(Value::Tensor(Tensor { data: want, .. })) = &out.result else {
+                    panic!("{backend} {name}: no tensor")
+                };
+                let (nh, nw, top, left) = fit(src.height, src.width, 640, 640);
+                let mut child = Command::new(&exe)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                {
+                    let mut stdin = child.stdin.take().unwrap();
+                    writeln!(
+                        stdin,
+                        "{} {} 640 640 {nh} {nw} {top} {left} {} {} {} {}",
+                        src.height, src.width, rgb as i32, pad[0], pad[1], pad[2]
+                    )
+                    .unwrap();
+                    stdin.write_all(&src.data).unwrap();
+                }
+                let run = child.wait_with_output().unwrap();
+                assert!(run.status.success(), "kernel run failed: {:?}", run.status);
+                let got: Vec<f32> = run
+                    .stdout
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                assert_eq!(got.len(), want.len(), "{backend} {name}");
+                let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
+                assert_eq!(
+                    differ, 0,
+                    "{backend} {name} rgb={rgb}: {differ} values differ"
+                );
+            }
         }
     }
 }

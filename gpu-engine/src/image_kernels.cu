@@ -35,6 +35,33 @@ __device__ __forceinline__ void taps(int d, int dst_len, int src_len, int vertic
     *w1 = round_coef(__fmul_rn(frac, 2048.0f));
 }
 
+// Output pixel (x, y) of `src` (sh × sw, HWC u8, 3 channels) resized to dh × dw, per channel.
+__device__ __forceinline__ void resize_pixel(const unsigned char* src, int sh, int sw, int x,
+        int y, int dh, int dw, int out[3]) {
+    if (sh == dh && sw == dw) {
+        const unsigned char* p = src + ((long)y * sw + x) * 3;
+        out[0] = p[0]; out[1] = p[1]; out[2] = p[2];
+    } else if (sh == 2 * dh && sw == 2 * dw) {
+        // OpenCV averages 2x2 blocks for an exact halving.
+        const unsigned char* r0 = src + ((long)(2 * y) * sw + 2 * x) * 3;
+        const unsigned char* r1 = r0 + (long)sw * 3;
+        for (int c = 0; c < 3; c++)
+            out[c] = ((int)r0[c] + r0[c + 3] + r1[c] + r1[c + 3] + 2) >> 2;
+    } else {
+        int xf, xs, xw0, xw1, yf, ys, yw0, yw1;
+        taps(x, dw, sw, 0, &xf, &xs, &xw0, &xw1);
+        taps(y, dh, sh, 1, &yf, &ys, &yw0, &yw1);
+        const unsigned char* a = src + (long)yf * sw * 3;
+        const unsigned char* b = src + (long)ys * sw * 3;
+        for (int c = 0; c < 3; c++) {
+            int r0 = a[xf * 3 + c] * xw0 + a[xs * 3 + c] * xw1;
+            int r1 = b[xf * 3 + c] * xw0 + b[xs * 3 + c] * xw1;
+            int v = (((r0 >> 4) * yw0) >> 16) + (((r1 >> 4) * yw1) >> 16);
+            out[c] = min(max((v + 2) >> 2, 0), 255);
+        }
+    }
+}
+
 // grid: (ceil(dh*dw/256), n). One thread per output pixel, three channels.
 extern "C" __global__ void resize_to_chw(const Job* jobs, int dh, int dw) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -43,29 +70,39 @@ extern "C" __global__ void resize_to_chw(const Job* jobs, int dh, int dw) {
     int y = i / dw, x = i - y * dw;
     int plane = dh * dw;
     int out[3];
-    if (j.sh == dh && j.sw == dw) {
-        const unsigned char* p = j.src + ((long)y * j.sw + x) * 3;
-        out[0] = p[0]; out[1] = p[1]; out[2] = p[2];
-    } else if (j.sh == 2 * dh && j.sw == 2 * dw) {
-        // OpenCV averages 2x2 blocks for an exact halving.
-        const unsigned char* r0 = j.src + ((long)(2 * y) * j.sw + 2 * x) * 3;
-        const unsigned char* r1 = r0 + (long)j.sw * 3;
-        for (int c = 0; c < 3; c++)
-            out[c] = ((int)r0[c] + r0[c + 3] + r1[c] + r1[c + 3] + 2) >> 2;
-    } else {
-        int xf, xs, xw0, xw1, yf, ys, yw0, yw1;
-        taps(x, dw, j.sw, 0, &xf, &xs, &xw0, &xw1);
-        taps(y, dh, j.sh, 1, &yf, &ys, &yw0, &yw1);
-        const unsigned char* a = j.src + (long)yf * j.sw * 3;
-        const unsigned char* b = j.src + (long)ys * j.sw * 3;
-        for (int c = 0; c < 3; c++) {
-            int r0 = a[xf * 3 + c] * xw0 + a[xs * 3 + c] * xw1;
-            int r1 = b[xf * 3 + c] * xw0 + b[xs * 3 + c] * xw1;
-            int v = (((r0 >> 4) * yw0) >> 16) + (((r1 >> 4) * yw1) >> 16);
-            out[c] = min(max((v + 2) >> 2, 0), 255);
-        }
-    }
+    resize_pixel(j.src, j.sh, j.sw, x, y, dh, dw, out);
     long o = (long)y * dw + x;
+    for (int c = 0; c < 3; c++)
+        j.dst[(long)c * plane + o] = (float)out[j.swap ? 2 - c : c];
+}
+
+// One item of a letterbox or resize-and-pad: the image resized to nh × nw at (left, top) of a
+// canvas of `pad` (per source channel), as LetterBoxMat / ResizePadMat then Mat2Tensor make it.
+struct CanvasJob {
+    const unsigned char* src;   // HWC u8, 3 channels, rows packed
+    float* dst;                 // CHW f32, 3 planes of the canvas
+    int sh, sw;
+    int nh, nw;                 // the resized image
+    int top, left;              // its corner on the canvas
+    int swap;                   // write channel 2-c to plane c
+    int pad[3];
+};
+
+// grid: (ceil(ch*cw/256), n). One thread per canvas pixel, three channels.
+extern "C" __global__ void canvas_to_chw(const CanvasJob* jobs, int ch, int cw) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= ch * cw) return;
+    const CanvasJob j = jobs[blockIdx.y];
+    int y = i / cw, x = i - y * cw;
+    int ry = y - j.top, rx = x - j.left;
+    int out[3];
+    if (ry < 0 || rx < 0 || ry >= j.nh || rx >= j.nw) {
+        out[0] = j.pad[0]; out[1] = j.pad[1]; out[2] = j.pad[2];
+    } else {
+        resize_pixel(j.src, j.sh, j.sw, rx, ry, j.nh, j.nw, out);
+    }
+    int plane = ch * cw;
+    long o = (long)y * cw + x;
     for (int c = 0; c < 3; c++)
         j.dst[(long)c * plane + o] = (float)out[j.swap ? 2 - c : c];
 }

@@ -1,4 +1,5 @@
-//! The GPU image kernels of ResizeTensor and cvtColorTensor, compiled once per GPU by NVRTC. The resize reproduces `image::resize_bilinear` (OpenCV's INTER_LINEAR on u8) bit for
+//! The GPU image kernels of ResizeTensor, LetterBoxTensor, ResizePadTensor and cvtColorTensor,
+//! compiled once per GPU by NVRTC. The resize reproduces `image::resize_bilinear` (OpenCV's INTER_LINEAR on u8) bit for
 //! bit: the taps are computed from the same IEEE operations, written with explicit `_rn`
 //! intrinsics so the compiler cannot contract them into FMAs that round differently.
 
@@ -26,8 +27,27 @@ pub struct Job {
     pub pad: i32,
 }
 
+/// One item of a batched letterbox or resize-and-pad: the layout `CanvasJob` has in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct CanvasJob {
+    pub src: u64,
+    pub dst: u64,
+    pub sh: i32,
+    pub sw: i32,
+    /// The resized image's size and its corner on the canvas.
+    pub nh: i32,
+    pub nw: i32,
+    pub top: i32,
+    pub left: i32,
+    pub swap: i32,
+    /// The canvas elsewhere, per source channel.
+    pub pad: [i32; 3],
+}
+
 pub struct ImageKernels {
     resize_to_chw: CudaFunction,
+    canvas_to_chw: CudaFunction,
     swap_planes: CudaFunction,
     swap_pixels: CudaFunction,
 }
@@ -52,6 +72,7 @@ fn compile(ctx: &Arc<CudaContext>) -> Result<ImageKernels> {
     let f = |name: &'static str| module.load_function(name).call("cuModuleGetFunction");
     Ok(ImageKernels {
         resize_to_chw: f("resize_to_chw")?,
+        canvas_to_chw: f("canvas_to_chw")?,
         swap_planes: f("swap_planes")?,
         swap_pixels: f("swap_pixels")?,
     })
@@ -69,6 +90,39 @@ impl ImageKernels {
         dh: usize,
         dw: usize,
     ) -> Result<()> {
+        // SAFETY (of `launch_jobs`): each job's image holds sh × sw × 3 bytes and its
+        // destination 3 × dh × dw f32, kept alive by the caller.
+        Self::launch_jobs(&self.resize_to_chw, stream, staging, table, jobs, dh, dw)
+    }
+
+    /// Each job's image resized and placed on its `ch × cw` canvas, into its CHW f32
+    /// destination. `staging` carries the job table to the device and must not be touched
+    /// until the stream has passed.
+    pub fn canvas(
+        &self,
+        stream: &CudaStream,
+        staging: &mut PinnedBuf<CanvasJob>,
+        table: u64,
+        jobs: &[CanvasJob],
+        ch: usize,
+        cw: usize,
+    ) -> Result<()> {
+        // SAFETY (of `launch_jobs`): each job's image holds sh × sw × 3 bytes and its canvas
+        // 3 × ch × cw f32, kept alive by the caller; nh, nw, top, left lie inside the canvas.
+        Self::launch_jobs(&self.canvas_to_chw, stream, staging, table, jobs, ch, cw)
+    }
+
+    /// Copies the job table to the device and launches `f(table, h, w)`: one thread per
+    /// output pixel of each job (grid y). The callers size every job's buffers for it.
+    fn launch_jobs<J: Copy>(
+        f: &CudaFunction,
+        stream: &CudaStream,
+        staging: &mut PinnedBuf<J>,
+        table: u64,
+        jobs: &[J],
+        h: usize,
+        w: usize,
+    ) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }
@@ -82,15 +136,16 @@ impl ImageKernels {
                 stream,
             )?
         };
-        let (dh32, dw32) = (dh as i32, dw as i32);
-        let mut l = stream.launch_builder(&self.resize_to_chw);
-        l.arg(&table).arg(&dh32).arg(&dw32);
+        let (h32, w32) = (h as i32, w as i32);
+        let mut l = stream.launch_builder(f);
+        l.arg(&table).arg(&h32).arg(&w32);
         let cfg = LaunchConfig {
-            grid_dim: ((dh * dw).div_ceil(256) as u32, jobs.len() as u32, 1),
+            grid_dim: ((h * w).div_ceil(256) as u32, jobs.len() as u32, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: the table holds jobs.len() jobs whose buffers the caller keeps alive.
+        // SAFETY: the table holds jobs.len() jobs of the kernel's layout, whose buffers the
+        // callers keep alive.
         unsafe { l.launch(cfg) }.call("cuLaunchKernel")?;
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! GPU image backends: DecodeTensor (nvJPEG), ResizeTensor, cvtColorTensor, CropTensor. Their values stay
+//! GPU image backends: DecodeTensor (nvJPEG), ResizeTensor, LetterBoxTensor, ResizePadTensor,
+//! cvtColorTensor, CropTensor. Their values stay
 //! on the GPU (`Value::Device`) until the model copies them into its input; each backend
 //! synchronises its stream before returning, so the next node may read them from any stream;
 //! inside `SyncTensor[...]` they share its stream and the `SyncTensor` waits once per batch
@@ -6,6 +7,7 @@
 //! A build without the `cuda` feature registers the names so a TOML that uses them gets a
 //! clear error rather than "unknown backend".
 
+mod canvas_tensor;
 mod crop_tensor;
 mod cvt_color_tensor;
 mod decode_tensor;
@@ -17,6 +19,8 @@ use crate::error::ConfigError;
 pub fn register(r: &mut Registry) {
     r.register_typed("DecodeTensor", decode_tensor::new);
     r.register_typed("ResizeTensor", resize_tensor::new);
+    r.register_typed("LetterBoxTensor", canvas_tensor::letterbox);
+    r.register_typed("ResizePadTensor", canvas_tensor::resize_pad);
     r.register("CropTensor", crop_tensor::new, &[]);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorTensor", cvt_color_tensor::new);
@@ -88,6 +92,37 @@ fn keep_or_wait(
             Ok(())
         }
         None => stream.synchronize().call("cuStreamSynchronize"),
+    }
+}
+
+/// A batched kernel's job table, pinned on the host and on the device, sized for the largest
+/// batch seen.
+#[cfg(feature = "cuda")]
+struct JobTables<J: Copy> {
+    host: crate::gpu::cuda::PinnedBuf<J>,
+    device: crate::gpu::cuda::DeviceBuf,
+    capacity: usize,
+}
+
+#[cfg(feature = "cuda")]
+impl<J: Copy> JobTables<J> {
+    /// The table for `n` jobs, made (or grown) here.
+    fn get<'t>(
+        ctx: &std::sync::Arc<cudarc::driver::CudaContext>,
+        t: &'t mut Option<JobTables<J>>,
+        n: usize,
+    ) -> crate::gpu::cuda::Result<&'t mut JobTables<J>> {
+        use crate::gpu::cuda::{DeviceBuf, PinnedBuf};
+        if t.as_ref().is_none_or(|t| t.capacity < n) {
+            let capacity = n.next_power_of_two().max(8);
+            *t = Some(JobTables {
+                host: PinnedBuf::new(ctx, capacity, false)?,
+                device: DeviceBuf::new(ctx, capacity * std::mem::size_of::<J>())?,
+                capacity,
+            });
+        }
+        t.as_mut()
+            .ok_or_else(|| crate::gpu::GpuError::Plan("no job table".into()))
     }
 }
 

@@ -41,16 +41,9 @@ struct Gpu {
     kernels: &'static crate::gpu::image_kernels::ImageKernels,
     pool: std::sync::Arc<crate::gpu::pool::Pool>,
     /// The job table, pinned on the host and on the device, sized for the largest batch seen.
-    tables: Option<Tables>,
+    tables: Option<super::JobTables<crate::gpu::image_kernels::Job>>,
     /// Set inside `SyncTensor`: the stream is its, and it waits.
     scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
-}
-
-#[cfg(feature = "cuda")]
-struct Tables {
-    host: crate::gpu::cuda::PinnedBuf<crate::gpu::image_kernels::Job>,
-    device: crate::gpu::cuda::DeviceBuf,
-    capacity: usize,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -87,29 +80,6 @@ pub fn new(
             scope,
         },
     }))
-}
-
-#[cfg(feature = "cuda")]
-impl Gpu {
-    /// The job table for `n` jobs, made (or grown) here.
-    fn tables<'t>(
-        ctx: &std::sync::Arc<cudarc::driver::CudaContext>,
-        t: &'t mut Option<Tables>,
-        n: usize,
-    ) -> crate::gpu::cuda::Result<&'t mut Tables> {
-        use crate::gpu::cuda::{DeviceBuf, PinnedBuf};
-        if t.as_ref().is_none_or(|t| t.capacity < n) {
-            let capacity = n.next_power_of_two().max(8);
-            let bytes = capacity * std::mem::size_of::<crate::gpu::image_kernels::Job>();
-            *t = Some(Tables {
-                host: PinnedBuf::new(ctx, capacity, false)?,
-                device: DeviceBuf::new(ctx, bytes)?,
-                capacity,
-            });
-        }
-        t.as_mut()
-            .ok_or_else(|| crate::gpu::GpuError::Plan("no job table".into()))
-    }
 }
 
 #[cfg(feature = "cuda")]
@@ -171,7 +141,7 @@ impl Backend for ResizeTensor {
         let launched = (|| {
             use crate::gpu::cuda::Call;
             g.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-            let t = Gpu::tables(&g.ctx, &mut g.tables, jobs.len())?;
+            let t = super::JobTables::get(&g.ctx, &mut g.tables, jobs.len())?;
             g.kernels
                 .resize(&g.stream, &mut t.host, t.device.ptr, &jobs, h, w)?;
             super::keep_or_wait(g.scope.as_deref(), &g.stream, sources)

@@ -121,7 +121,7 @@ impl LetterBoxMat {
         let (top, left) = if self.centre { (top, left) } else { (0, 0) };
         let resized = image::active::resize(mat, nh, nw)?;
         let canvas = paste(&resized, to_h, to_w, top, left, self.s.pad);
-        remember(item, &[scale as f32], [left, top], mat);
+        remember(item, &[scale as f32], [left, top], [mat.height, mat.width]);
         Ok(Value::Mat(canvas))
     }
 }
@@ -139,10 +139,15 @@ pub(super) fn paste(image: &Mat, h: usize, w: usize, top: usize, left: usize, pa
     Mat::new(h, w, c, data)
 }
 
-/// What maps a point of the canvas back to `original` (TorchPipe's keys): `scale` (canvas pixels
-/// per original pixel: one value, or x and y), `offset` (x, y of the image's corner on the
-/// canvas) and `orig_shape` (height, width).
-pub(super) fn remember(item: &mut Item, scale: &[f32], [left, top]: [usize; 2], original: &Mat) {
+/// What maps a point of the canvas back to the original image of `h`×`w` (TorchPipe's keys):
+/// `scale` (canvas pixels per original pixel: one value, or x and y), `offset` (x, y of the
+/// image's corner on the canvas) and `orig_shape` (height, width).
+pub(crate) fn remember(
+    item: &mut Item,
+    scale: &[f32],
+    [left, top]: [usize; 2],
+    [h, w]: [usize; 2],
+) {
     item.extras.insert(
         "scale".into(),
         Value::Tensor(Tensor::new(vec![scale.len()], scale.to_vec())),
@@ -153,10 +158,7 @@ pub(super) fn remember(item: &mut Item, scale: &[f32], [left, top]: [usize; 2], 
     );
     item.extras.insert(
         "orig_shape".into(),
-        Value::Tensor(Tensor::new(
-            vec![2],
-            vec![original.height as f32, original.width as f32],
-        )),
+        Value::Tensor(Tensor::new(vec![2], vec![h as f32, w as f32])),
     );
 }
 

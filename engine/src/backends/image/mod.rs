@@ -11,13 +11,19 @@ mod resize_mat;
 mod resize_pad_mat;
 
 // The settings are public for `server --baseline`, which runs these steps by hand.
-// For CropTensor, in a build with the GPU module.
+// For CropTensor, LetterBoxTensor and ResizePadTensor, in a build with the GPU module.
 #[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
 pub(crate) use crop_mat::{crop_rect, item_box};
 pub use cvt_color_mat::CvtColorMatSettings;
 pub use decode_mat::DecodeMatSettings;
+pub(crate) use letterbox_mat::LetterBoxSettings;
+#[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
+pub(crate) use letterbox_mat::{fit, remember};
 pub use resize_mat::ResizeMatSettings;
 pub(crate) use resize_mat::{resize_side, RESIZE_KEYS};
+#[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
+pub(crate) use resize_pad_mat::resized_size;
+pub(crate) use resize_pad_mat::ResizePadSettings;
 
 use crate::backend::Registry;
 use crate::config::Params;

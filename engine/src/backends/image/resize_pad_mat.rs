@@ -14,9 +14,10 @@ use super::letterbox_mat::{pad_key, paste, remember};
 use super::resize_side;
 
 pub struct ResizePadSettings {
-    max_h: usize,
-    max_w: usize,
-    pad: Option<[u8; 3]>,
+    pub max_h: usize,
+    pub max_w: usize,
+    /// None: no padding, the resized image alone.
+    pub pad: Option<[u8; 3]>,
 }
 
 const KEYS: &[Key] = &[
@@ -45,8 +46,8 @@ impl Settings for ResizePadSettings {
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
         Ok(ResizePadSettings {
-            max_h: resize_side(p, "max_h", "ResizePadMat")?,
-            max_w: resize_side(p, "max_w", "ResizePadMat")?,
+            max_h: resize_side(p, "max_h", "ResizePadMat and ResizePadTensor")?,
+            max_w: resize_side(p, "max_w", "ResizePadMat and ResizePadTensor")?,
             pad: pad_key(p, "pad_value")?,
         })
     }
@@ -83,7 +84,7 @@ impl ResizePadMat {
             image::active::resize(mat, rh, rw)?
         };
         let scale = [rw as f32 / mat.width as f32, rh as f32 / mat.height as f32];
-        remember(item, &scale, [0, 0], mat);
+        remember(item, &scale, [0, 0], [mat.height, mat.width]);
         Ok(Value::Mat(match self.s.pad {
             Some(pad) => paste(&resized, self.s.max_h, self.s.max_w, 0, 0, pad),
             None => resized,
