@@ -133,6 +133,17 @@ max = 8
 batching_timeout = 100
 "#;
 
+/// Split, then each child through one instance that takes `ms` a child, one at a time, counted
+/// by `counter`.
+fn one_at_a_time(ms: u64, counter: &str, timeout: Duration) -> Pipeline {
+    let toml = format!(
+        "[split]\nbackend = \"Split\"\nnext = \"each\"\n\
+         [each]\nbackend = \"MapReduce\"\njump = \"slow\"\nsplit = \"data\"\nmerge = \"result\"\n\
+         [slow]\nbackend = \"Child\"\nms = {ms}\nmax = 1\ncounter = \"{counter}\"\n"
+    );
+    pipeline(&toml, timeout)
+}
+
 fn texts(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::List(values)) => values
@@ -199,22 +210,7 @@ fn children_of_different_requests_share_batches() {
 
 #[test]
 fn a_failing_child_fails_its_parent_and_its_unrun_siblings_are_dropped() {
-    let toml = r#"
-        [split]
-        backend = "Split"
-        next = "each"
-        [each]
-        backend = "MapReduce"
-        jump = "slow"
-        split = "data"
-        merge = "result"
-        [slow]
-        backend = "Child"
-        ms = 50
-        max = 1
-        counter = "b"
-    "#;
-    let p = pipeline(toml, Duration::from_secs(5));
+    let p = one_at_a_time(50, "b", Duration::from_secs(5));
     let started = Instant::now();
     let out = run(&p, "fail-first,b,c,d,e,f,g,h");
     let took = started.elapsed();
@@ -234,22 +230,7 @@ fn a_failing_child_fails_its_parent_and_its_unrun_siblings_are_dropped() {
 
 #[test]
 fn the_request_deadline_bounds_every_child() {
-    let toml = r#"
-        [split]
-        backend = "Split"
-        next = "each"
-        [each]
-        backend = "MapReduce"
-        jump = "slow"
-        split = "data"
-        merge = "result"
-        [slow]
-        backend = "Child"
-        ms = 60
-        max = 1
-        counter = "c"
-    "#;
-    let p = pipeline(toml, Duration::from_millis(150));
+    let p = one_at_a_time(60, "c", Duration::from_millis(150));
     let started = Instant::now();
     let out = run(&p, "a,b,c,d,e,f,g,h,i,j");
     assert!(

@@ -20,7 +20,7 @@ fn opencv_kernels_agree_with_the_pure_rust_ones() {
         let max = ours
             .data
             .iter()
-            .zip(&theirs.data)
+            .zip(theirs.data.iter())
             .map(|(a, b)| a.abs_diff(*b))
             .max()
             .unwrap_or(0);
@@ -31,7 +31,7 @@ fn opencv_kernels_agree_with_the_pure_rust_ones() {
             let max = a
                 .data
                 .iter()
-                .zip(&b.data)
+                .zip(b.data.iter())
                 .map(|(x, y)| x.abs_diff(*y))
                 .max()
                 .unwrap_or(0);

@@ -107,6 +107,12 @@ fn compile_with(main: &str, name: &str) -> PathBuf {
 }
 
 fn run_kernel(exe: &Path, src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f32> {
+    let header = format!("{} {} {dh} {dw} {}", src.height, src.width, swap as i32);
+    run_exe(exe, &header, src)
+}
+
+/// Runs a compiled kernel program: `header` and the image's pixels in, the f32 output back.
+fn run_exe(exe: &Path, header: &str, src: &Mat) -> Vec<f32> {
     let mut child = Command::new(exe)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -114,12 +120,7 @@ fn run_kernel(exe: &Path, src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f3
         .unwrap();
     {
         let mut stdin = child.stdin.take().unwrap();
-        writeln!(
-            stdin,
-            "{} {} {dh} {dw} {}",
-            src.height, src.width, swap as i32
-        )
-        .unwrap();
+        writeln!(stdin, "{header}").unwrap();
         stdin.write_all(&src.data).unwrap();
     }
     let out = child.wait_with_output().unwrap();
@@ -256,28 +257,11 @@ fn the_gpu_canvas_kernel_matches_letterbox_and_resize_pad_bit_for_bit() {
                     panic!("{backend} {name}: no tensor")
                 };
                 let (nh, nw, top, left) = fit(src.height, src.width, 640, 640);
-                let mut child = Command::new(&exe)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                {
-                    let mut stdin = child.stdin.take().unwrap();
-                    writeln!(
-                        stdin,
-                        "{} {} 640 640 {nh} {nw} {top} {left} {} {} {} {}",
-                        src.height, src.width, rgb as i32, pad[0], pad[1], pad[2]
-                    )
-                    .unwrap();
-                    stdin.write_all(&src.data).unwrap();
-                }
-                let run = child.wait_with_output().unwrap();
-                assert!(run.status.success(), "kernel run failed: {:?}", run.status);
-                let got: Vec<f32> = run
-                    .stdout
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+                let header = format!(
+                    "{} {} 640 640 {nh} {nw} {top} {left} {} {} {} {}",
+                    src.height, src.width, rgb as i32, pad[0], pad[1], pad[2]
+                );
+                let got = run_exe(&exe, &header, src);
                 assert_eq!(got.len(), want.len(), "{backend} {name}");
                 let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
                 assert_eq!(

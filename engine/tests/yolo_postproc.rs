@@ -115,16 +115,7 @@ fn postproc_yolov8_matches_numpy_and_opencv() {
             theirs.len()
         );
         assert!(!theirs.is_empty() || conf >= 0.9);
-        assert_eq!(ours.shape, [theirs.len(), 6]);
-        for (i, (a, b)) in ours.data.chunks(6).zip(&theirs).enumerate() {
-            assert_eq!(a[5], b[5], "detection {i}: class");
-            for k in 0..5 {
-                assert!(
-                    (a[k] - b[k]).abs() <= 1e-3,
-                    "detection {i}: {a:?} against {b:?}"
-                );
-            }
-        }
+        common::assert_same_detections(ours, &theirs, 1e-3);
     }
 }
 

@@ -208,3 +208,17 @@ pub fn onnxruntime_logits(images: &[PathBuf]) -> (String, Vec<f32>) {
     assert_eq!(dims, [images.len(), 1000]);
     (version.trim().to_string(), logits)
 }
+
+/// Two detection lists equal: the same count, classes equal, corners and scores within `tol`.
+pub fn assert_same_detections(ours: &engine::Tensor, theirs: &[Vec<f32>], tol: f32) {
+    assert_eq!(ours.shape, [theirs.len(), 6]);
+    for (i, (a, b)) in ours.data.chunks(6).zip(theirs).enumerate() {
+        assert_eq!(a[5], b[5], "detection {i}: class");
+        for k in 0..5 {
+            assert!(
+                (a[k] - b[k]).abs() <= tol,
+                "detection {i}: {a:?} against {b:?}"
+            );
+        }
+    }
+}

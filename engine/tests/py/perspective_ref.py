@@ -15,12 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-def dump(path, arr):
-    h, w, c = arr.shape
-    with open(path, "wb") as f:
-        f.write(f"{h} {w} {c}\n".encode())
-        f.write(np.ascontiguousarray(arr).tobytes())
+sys.path.insert(0, str(Path(__file__).parent))
+from opencv_ref import dump  # noqa: E402
 
 
 def main():

@@ -47,8 +47,29 @@ pub fn detections(item: &Item, boxes: &[Candidate], conf: f32, iou: f32, max_det
     Tensor::new(vec![data.len() / 6, 6], data)
 }
 
+/// The keys every YOLO head reads, with each head's defaults.
+pub struct Thresholds {
+    /// Classes of a flat output (`None`: 80, COCO's, unless the tensor's shape says).
+    pub classes: Option<usize>,
+    pub conf: f32,
+    pub iou: f32,
+    pub max_det: usize,
+}
+
+impl Thresholds {
+    /// `classes`, `conf_thres`, `iou_thres` and `max_det` (300 when absent).
+    pub fn parse(p: &Params, conf: f32, iou: f32) -> Result<Thresholds, ConfigError> {
+        Ok(Thresholds {
+            classes: p.usize_in("classes", 1, 100_000)?,
+            conf: unit(p, "conf_thres", conf)?,
+            iou: unit(p, "iou_thres", iou)?,
+            max_det: p.usize_in("max_det", 1, 100_000)?.unwrap_or(300),
+        })
+    }
+}
+
 /// A threshold key: a number from 0 to 1, `default` when absent.
-pub fn unit(p: &Params, key: &str, default: f32) -> Result<f32, ConfigError> {
+fn unit(p: &Params, key: &str, default: f32) -> Result<f32, ConfigError> {
     match p.f64(key)? {
         None => Ok(default),
         Some(v) if (0.0..=1.0).contains(&v) => Ok(v as f32),

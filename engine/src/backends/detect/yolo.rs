@@ -13,18 +13,14 @@
 //! class.
 
 use super::nms::Candidate;
-use super::output::{detections, for_each_head, unit};
+use super::output::{detections, for_each_head, Thresholds};
 use crate::backend::{key, Backend, InitContext, Key, Settings};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::item::{Item, Tensor};
 
 pub struct YoloSettings {
-    /// Classes of a flat output (`None`: 80, COCO's, unless the tensor's shape says).
-    pub classes: Option<usize>,
-    pub conf: f32,
-    pub iou: f32,
-    pub max_det: usize,
+    t: Thresholds,
 }
 
 const KEYS: &[Key] = &[
@@ -59,10 +55,7 @@ impl Settings for YoloSettings {
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
         Ok(YoloSettings {
-            classes: p.usize_in("classes", 1, 100_000)?,
-            conf: unit(p, "conf_thres", 0.25)?,
-            iou: unit(p, "iou_thres", 0.7)?,
-            max_det: p.usize_in("max_det", 1, 100_000)?.unwrap_or(300),
+            t: Thresholds::parse(p, 0.25, 0.7)?,
         })
     }
 }
@@ -79,7 +72,7 @@ pub fn new(ctx: &InitContext<'_>, s: YoloSettings) -> Result<Box<dyn Backend>, C
 impl PostProcYoloV8 {
     /// The detections of one head output, on the model's input.
     fn candidates(&self, t: &Tensor) -> Result<Vec<Candidate>, String> {
-        let (channels, anchors) = match (t.shape.as_slice(), self.s.classes) {
+        let (channels, anchors) = match (t.shape.as_slice(), self.s.t.classes) {
             ([c, a] | [1, c, a], None) => (*c, *a),
             ([c, a] | [1, c, a], Some(k)) if *c == 4 + k => (*c, *a),
             ([c, _] | [1, c, _], Some(k)) => {
@@ -121,7 +114,7 @@ impl PostProcYoloV8 {
                     }
                 },
             );
-            if score > self.s.conf {
+            if score > self.s.t.conf {
                 let (cx, cy, w, h) = (row(0)[a], row(1)[a], row(2)[a], row(3)[a]);
                 out.push(Candidate {
                     x1: cx - w / 2.0,
@@ -141,9 +134,9 @@ impl PostProcYoloV8 {
         Ok(detections(
             item,
             &boxes,
-            self.s.conf,
-            self.s.iou,
-            self.s.max_det,
+            self.s.t.conf,
+            self.s.t.iou,
+            self.s.t.max_det,
         ))
     }
 }

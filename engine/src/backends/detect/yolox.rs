@@ -11,7 +11,7 @@
 //! `ResizePadMat`: YOLOX's preprocessing) and clipped to the photo.
 
 use super::nms::Candidate;
-use super::output::{detections, for_each_head, unit};
+use super::output::{detections, for_each_head, Thresholds};
 use crate::backend::{key, Backend, InitContext, Key, Settings};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
@@ -22,10 +22,7 @@ pub struct YoloxSettings {
     net: Option<(usize, usize)>,
     strides: Vec<usize>,
     decoded: bool,
-    classes: Option<usize>,
-    conf: f32,
-    iou: f32,
-    max_det: usize,
+    t: Thresholds,
 }
 
 const KEYS: &[Key] = &[
@@ -125,10 +122,7 @@ impl Settings for YoloxSettings {
             net,
             strides,
             decoded,
-            classes: p.usize_in("classes", 1, 100_000)?,
-            conf: unit(p, "conf_thres", 0.3)?,
-            iou: unit(p, "iou_thres", 0.45)?,
-            max_det: p.usize_in("max_det", 1, 100_000)?.unwrap_or(300),
+            t: Thresholds::parse(p, 0.3, 0.45)?,
         })
     }
 }
@@ -167,7 +161,7 @@ impl PostProcYolox {
     }
 
     fn candidates(&self, t: &Tensor) -> Result<Vec<Candidate>, String> {
-        let width = match (t.shape.as_slice(), self.s.classes) {
+        let width = match (t.shape.as_slice(), self.s.t.classes) {
             ([_, c] | [1, _, c], None) => *c,
             ([_, c] | [1, _, c], Some(k)) if *c == 5 + k => *c,
             ([_, c] | [1, _, c], Some(k)) => {
@@ -213,7 +207,7 @@ impl PostProcYolox {
                         |b, (c, &s)| if s > b.1 { (c, s) } else { b },
                     );
             let score = row[4] * best;
-            if score < self.s.conf {
+            if score < self.s.t.conf {
                 continue;
             }
             let (cx, cy, w, h) = match grid.get(a) {
@@ -248,8 +242,8 @@ impl Backend for PostProcYolox {
                 item,
                 &boxes,
                 f32::NEG_INFINITY,
-                self.s.iou,
-                self.s.max_det,
+                self.s.t.iou,
+                self.s.t.max_det,
             ))
         });
         Ok(())

@@ -225,12 +225,7 @@ impl Backend for CanvasTensor {
     }
 
     fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {
-        let Some(crate::backend::Fusable::TensorColor { rgb }) = next.fusable() else {
-            return None;
-        };
-        if self.target_rgb.is_some() {
-            return None;
-        }
+        let rgb = super::fused_color(next, self.target_rgb)?;
         Some(Box::new(CanvasTensor {
             placement: self.placement,
             target_rgb: Some(rgb),

@@ -95,6 +95,16 @@ fn keep_or_wait(
     }
 }
 
+/// The channel order a following cvtColorTensor asks for, where the backend has none yet: what
+/// ResizeTensor, LetterBoxTensor and ResizePadTensor fold into their kernel.
+#[cfg(feature = "cuda")]
+fn fused_color(next: &dyn crate::backend::Backend, current: Option<bool>) -> Option<bool> {
+    match next.fusable() {
+        Some(crate::backend::Fusable::TensorColor { rgb }) if current.is_none() => Some(rgb),
+        _ => None,
+    }
+}
+
 /// A batched kernel's job table, pinned on the host and on the device, sized for the largest
 /// batch seen.
 #[cfg(feature = "cuda")]

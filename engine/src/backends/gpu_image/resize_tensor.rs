@@ -161,12 +161,7 @@ impl Backend for ResizeTensor {
     }
 
     fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {
-        let Some(crate::backend::Fusable::TensorColor { rgb }) = next.fusable() else {
-            return None;
-        };
-        if self.target_rgb.is_some() {
-            return None;
-        }
+        let rgb = super::fused_color(next, self.target_rgb)?;
         let g = &self.gpu;
         Some(Box::new(ResizeTensor {
             h: self.h,

@@ -70,22 +70,9 @@ pub fn item_box(item: &Item) -> Result<&[f32], String> {
 
 impl Backend for CropMat {
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
-        for item in batch {
-            let out = match (&item.data, item_box(item)) {
-                (Value::Mat(m), Ok(b)) => {
-                    crop_rect(b, m.width, m.height).map(|rect| Value::Mat(crop(m, rect)))
-                }
-                (_, Err(e)) => Err(e),
-                (other, _) => Err(format!(
-                    "expects an image (Mat) as data, got {}",
-                    other.kind()
-                )),
-            };
-            match out {
-                Ok(v) => item.result = Some(v),
-                Err(e) => item.fail(format!("CropMat: {e}")),
-            }
-        }
+        super::for_each_boxed_mat(batch, "CropMat", |m, b| {
+            crop_rect(b, m.width, m.height).map(|rect| Value::Mat(crop(m, rect)))
+        });
         Ok(())
     }
 }

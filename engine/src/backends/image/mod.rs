@@ -67,6 +67,29 @@ pub fn register(r: &mut Registry) {
     r.register("Mat2Tensor", mat2tensor::new, &[]);
 }
 
+/// Applies `f` to each item's image and box (`_box`), failing with `backend`'s name the items
+/// that lack either or that `f` refuses (CropMat, PerspectiveTransformMat).
+fn for_each_boxed_mat(
+    batch: &mut [Item],
+    backend: &str,
+    mut f: impl FnMut(&Mat, &[f32]) -> Result<Value, String>,
+) {
+    for item in batch {
+        let out = match (&item.data, item_box(item)) {
+            (Value::Mat(m), Ok(b)) => f(m, b),
+            (_, Err(e)) => Err(e),
+            (other, _) => Err(format!(
+                "expects an image (Mat) as data, got {}",
+                other.kind()
+            )),
+        };
+        match out {
+            Ok(v) => item.result = Some(v),
+            Err(e) => item.fail(format!("{backend}: {e}")),
+        }
+    }
+}
+
 /// Applies `f` to each item's image, failing the items whose data is not one. The image is
 /// moved into `f`: the next node reads `result`, so keeping `data` would only cost a copy.
 fn for_each_mat(

@@ -10,8 +10,6 @@ use crate::error::{BackendError, ConfigError};
 use crate::image::warp::{rectangle_to_quad, warp};
 use crate::item::{Item, Value};
 
-use super::item_box;
-
 pub struct PerspectiveTransformMat;
 
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
@@ -46,22 +44,9 @@ fn plan(points: &[f32]) -> Result<(usize, usize, [f64; 9]), String> {
 
 impl Backend for PerspectiveTransformMat {
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
-        for item in batch {
-            let out = match (&item.data, item_box(item)) {
-                (Value::Mat(m), Ok(points)) => {
-                    plan(points).map(|(w, h, map)| Value::Mat(warp(m, &map, h, w)))
-                }
-                (_, Err(e)) => Err(e),
-                (other, _) => Err(format!(
-                    "expects an image (Mat) as data, got {}",
-                    other.kind()
-                )),
-            };
-            match out {
-                Ok(v) => item.result = Some(v),
-                Err(e) => item.fail(format!("PerspectiveTransformMat: {e}")),
-            }
-        }
+        super::for_each_boxed_mat(batch, "PerspectiveTransformMat", |m, points| {
+            plan(points).map(|(w, h, map)| Value::Mat(warp(m, &map, h, w)))
+        });
         Ok(())
     }
 }
