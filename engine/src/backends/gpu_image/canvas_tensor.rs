@@ -149,25 +149,8 @@ impl Backend for CanvasTensor {
         let mut outputs = Vec::with_capacity(batch.len());
         let mut sources = Vec::with_capacity(batch.len());
         for (i, item) in batch.iter_mut().enumerate() {
-            let (sh, sw, src) = match &item.data {
-                Value::Device(DeviceValue {
-                    layout:
-                        DeviceLayout::Image {
-                            height,
-                            width,
-                            channels: 3,
-                        },
-                    mem,
-                }) => (*height, *width, mem.clone()),
-                other => {
-                    let kind = other.kind();
-                    item.fail(format!(
-                        "{} expects a 3-channel image on the GPU (DecodeTensor's output), got \
-                         {kind}",
-                        self.name()
-                    ));
-                    continue;
-                }
+            let Some((sh, sw, src)) = super::gpu_image(item, self.name()) else {
+                continue;
             };
             let ([ch, cw, nh, nw, top, left], pad, scale) = self.place(sh, sw);
             let rgb = item.is_rgb();

@@ -95,6 +95,35 @@ fn keep_or_wait(
     }
 }
 
+/// The 3-channel image on the GPU an item brings (DecodeTensor's output): its height, width and
+/// memory; otherwise the item fails, naming `backend`, and `None`.
+#[cfg(feature = "cuda")]
+fn gpu_image(
+    item: &mut crate::item::Item,
+    backend: &str,
+) -> Option<(usize, usize, std::sync::Arc<dyn crate::item::DeviceMemory>)> {
+    use crate::item::{DeviceLayout, DeviceValue, Value};
+    match &item.data {
+        Value::Device(DeviceValue {
+            layout:
+                DeviceLayout::Image {
+                    height,
+                    width,
+                    channels: 3,
+                },
+            mem,
+        }) => Some((*height, *width, mem.clone())),
+        other => {
+            let kind = other.kind();
+            item.fail(format!(
+                "{backend} expects a 3-channel image on the GPU (DecodeTensor's output), got \
+                 {kind}"
+            ));
+            None
+        }
+    }
+}
+
 /// The channel order a following cvtColorTensor asks for, where the backend has none yet: what
 /// ResizeTensor, LetterBoxTensor and ResizePadTensor fold into their kernel.
 #[cfg(feature = "cuda")]

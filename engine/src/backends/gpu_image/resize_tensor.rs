@@ -97,24 +97,8 @@ impl Backend for ResizeTensor {
         let mut outputs = Vec::with_capacity(batch.len());
         let mut sources = Vec::with_capacity(batch.len());
         for (i, item) in batch.iter_mut().enumerate() {
-            let (sh, sw, src) = match &item.data {
-                Value::Device(DeviceValue {
-                    layout:
-                        DeviceLayout::Image {
-                            height,
-                            width,
-                            channels: 3,
-                        },
-                    mem,
-                }) => (*height, *width, mem.clone()),
-                other => {
-                    let kind = other.kind();
-                    item.fail(format!(
-                        "ResizeTensor expects a 3-channel image on the GPU (DecodeTensor's \
-                         output), got {kind}"
-                    ));
-                    continue;
-                }
+            let Some((sh, sw, src)) = super::gpu_image(item, "ResizeTensor") else {
+                continue;
             };
             let rgb = item.is_rgb();
             let swap = self.target_rgb.is_some_and(|t| t != rgb);
