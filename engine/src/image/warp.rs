@@ -6,7 +6,7 @@ use crate::item::Mat;
 
 /// The projective map taking the corners of a `w`×`h` rectangle ((0, 0), (w, 0), (w, h),
 /// (0, h)) to `quad`'s four points, in that order: the map a destination pixel is sampled
-/// through. `None` when three of the points are on a line.
+/// through. `None` when the linear system has no single solution (the points on one line).
 pub fn rectangle_to_quad(w: f64, h: f64, quad: &[[f64; 2]; 4]) -> Option<[f64; 9]> {
     let from = [[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]];
     // The eight unknowns h0..h7 of H (h8 = 1): for each pair, u = (h0 x + h1 y + h2) /
