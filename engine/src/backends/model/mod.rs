@@ -1,10 +1,12 @@
 //! The model backend. `TensorrtTensor` is the name users write; one trait, `ModelEngine`, hides
-//! which engine runs the ONNX: the CPU engine (tract) in every build, the GPU engine (cuDNN,
-//! `gpu` module) in builds with the `cuda` feature.
+//! which engine runs the ONNX: on the CPU tract (pure Rust, every build) or ONNX Runtime (its
+//! library loaded at run time, `onnxruntime`), the GPU engine (cuDNN, `gpu` module) in builds
+//! with the `cuda` feature.
 
 mod cpu;
 #[cfg(feature = "cuda")]
 mod gpu;
+mod onnxruntime;
 mod tensorrt_tensor;
 
 use std::sync::Arc;
@@ -57,6 +59,8 @@ pub enum ModelError {
          GPU or preprocess on the CPU"
     )]
     DeviceInputOnCpu,
+    #[error("ONNX Runtime: {0}")]
+    Onnxruntime(String),
     #[error("a batch of {batch} is below this instance's min = {min}")]
     BelowMin { batch: usize, min: usize },
     #[cfg(feature = "cuda")]

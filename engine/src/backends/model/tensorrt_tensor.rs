@@ -18,6 +18,18 @@ pub struct TensorrtTensorSettings {
     /// Per input channel; their count is checked against the model once it is loaded.
     mean: Option<Vec<f32>>,
     std: Option<Vec<f32>>,
+    /// Which engine runs the model on the CPU.
+    cpu_engine: CpuEngine,
+    /// The ONNX Runtime library named by the node (`onnxruntime`).
+    onnxruntime: Option<PathBuf>,
+}
+
+/// `cpu_engine`: ONNX Runtime where its library loads, else tract (`auto`); or one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CpuEngine {
+    Auto,
+    Onnxruntime,
+    Tract,
 }
 
 impl Settings for TensorrtTensorSettings {
@@ -53,6 +65,19 @@ impl Settings for TensorrtTensorSettings {
             "gpu in a `cuda` build",
             "which engine runs the model",
         ),
+        key(
+            "cpu_engine",
+            "`auto`, `onnxruntime` or `tract`",
+            "tract",
+            "the CPU engine: ONNX Runtime (its library loaded at start-up), tract (pure Rust), \
+             or ONNX Runtime where it loads and tract otherwise",
+        ),
+        key(
+            "onnxruntime",
+            "a libonnxruntime.so file",
+            "ORT_DYLIB_PATH, the system's, the Python wheel's",
+            "the ONNX Runtime library the CPU engine loads",
+        ),
     ];
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
@@ -85,6 +110,21 @@ impl Settings for TensorrtTensorSettings {
                 format!("non-zero values (found {bad})"),
             ));
         }
+        let cpu_engine = p
+            .one_of(
+                "cpu_engine",
+                &[
+                    ("auto", CpuEngine::Auto),
+                    ("onnxruntime", CpuEngine::Onnxruntime),
+                    ("tract", CpuEngine::Tract),
+                ],
+                "\"auto\", \"onnxruntime\" or \"tract\"",
+            )?
+            .unwrap_or(CpuEngine::Tract);
+        let onnxruntime = match p.raw("onnxruntime") {
+            Some(_) => Some(p.path("onnxruntime")?),
+            None => None,
+        };
         Ok(TensorrtTensorSettings {
             model,
             device,
@@ -92,6 +132,8 @@ impl Settings for TensorrtTensorSettings {
             cache: p.raw("model::cache").map(|raw| raw.trim().to_string()),
             mean: p.numbers("mean")?,
             std,
+            cpu_engine,
+            onnxruntime,
         })
     }
 }
@@ -146,15 +188,57 @@ fn device(p: &Params, asked: Option<Device>) -> Result<Device, ConfigError> {
     }
 }
 
+/// ONNX Runtime for a node whose `cpu_engine` allows it: `Some` where it loads; `None` for
+/// tract (`tract`, or `auto` without the library: logged); an error where `onnxruntime` was
+/// asked for and cannot load.
+fn onnxruntime(
+    p: &Params,
+    s: &TensorrtTensorSettings,
+) -> Result<Option<&'static super::onnxruntime::Runtime>, ConfigError> {
+    if s.cpu_engine == CpuEngine::Tract {
+        return Ok(None);
+    }
+    match super::onnxruntime::runtime(s.onnxruntime.as_deref()) {
+        Ok(rt) => Ok(Some(rt)),
+        Err(why) if s.cpu_engine == CpuEngine::Auto => {
+            tracing::warn!(
+                node = p.node(),
+                "cpu_engine = \"auto\": ONNX Runtime did not load ({why}); tract runs the model"
+            );
+            Ok(None)
+        }
+        Err(why) => Err(p.error(
+            "cpu_engine",
+            p.raw("cpu_engine").unwrap_or_default(),
+            format!(
+                "an ONNX Runtime library that loads (looked for: {why}); set `onnxruntime` to \
+                 its libonnxruntime.so, `pip install onnxruntime`, or cpu_engine = \"tract\""
+            ),
+        )),
+    }
+}
+
 fn load_cpu(p: &Params, s: &TensorrtTensorSettings) -> Result<Loaded, ConfigError> {
     let started = std::time::Instant::now();
-    let model = CpuModel::load(&s.model).map_err(|e| {
+    let model_error = |e: super::ModelError| {
         p.error(
             "model",
             p.raw("model").unwrap_or_default(),
             format!("a loadable ONNX model: {e}"),
         )
-    })?;
+    };
+    let model: Arc<dyn ModelEngine> = match onnxruntime(p, s)? {
+        Some(rt) => {
+            // The machine's cores shared between the node's instances.
+            let instances = p.usize_or("instance_num", 1)?.max(1);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = (cores / instances).max(1);
+            Arc::new(
+                super::onnxruntime::OrtModel::load(&s.model, rt, threads).map_err(model_error)?,
+            )
+        }
+        None => Arc::new(CpuModel::load(&s.model).map_err(model_error)?),
+    };
     tracing::info!(
         node = p.node(),
         "TensorrtTensor: TensorRT is not available here; {} ready in {:.1} s",
@@ -173,7 +257,7 @@ fn load_cpu(p: &Params, s: &TensorrtTensorSettings) -> Result<Loaded, ConfigErro
             "model::cache is not used by the CPU engine (nothing is tuned at start-up)"
         );
     }
-    Ok(Loaded(Arc::new(model)))
+    Ok(Loaded(model))
 }
 
 /// What a GPU error at start-up means for the node's settings.
