@@ -109,6 +109,9 @@ impl OrtModel {
         runtime: &'static Runtime,
         threads: usize,
     ) -> Result<OrtModel, ModelError> {
+        // Read once by the front-end both engines share, so that a file that is no ONNX, or
+        // external data missing or cut short, is said the same way whichever engine runs it.
+        drop(onnx_front::read(path, &mut |_| {})?);
         let session = session(runtime, path, threads)?;
         let [input] = session.inputs() else {
             return Err(ModelError::InputCount(session.inputs().len()));
