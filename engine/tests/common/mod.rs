@@ -190,10 +190,14 @@ pub fn reference_input(images: &[PathBuf]) -> Vec<f32> {
 /// onnxruntime's logits for the images on the generated ResNet50, with the seed's mean/std:
 /// `(onnxruntime version, [images.len() × 1000])`.
 pub fn onnxruntime_logits(images: &[PathBuf]) -> (String, Vec<f32>) {
+    onnxruntime_logits_of(&models_dir().join("resnet50.onnx"), images)
+}
+
+/// The same for another file of the generated ResNet50 (its dynamo-style copy).
+pub fn onnxruntime_logits_of(model: &Path, images: &[PathBuf]) -> (String, Vec<f32>) {
     let dir = temp_dir("onnxruntime");
     let (inp, outp) = (dir.join("input.bin"), dir.join("logits.bin"));
     write_f32(&inp, &[images.len(), 3, 224, 224], &reference_input(images));
-    let model = models_dir().join("resnet50.onnx");
     let version = python(
         "ort_ref.py",
         &[
