@@ -95,11 +95,7 @@ impl CpuModel {
         let description = format!(
             "CPU engine (tract{}), fp32, input [N, {}]",
             if unoptimised { ", unoptimised" } else { "" },
-            item_shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            super::shape_text(&item_shape)
         );
         Ok(CpuModel {
             plan,
@@ -150,9 +146,8 @@ impl ModelEngine for CpuModel {
         spec: &InstanceSpec,
     ) -> Result<Box<dyn ModelInstance>, ModelError> {
         Ok(Box::new(CpuInstance {
+            norm: super::Normalisation::new(&self.item_shape, spec),
             model: self,
-            mean: spec.mean.clone(),
-            inv_std: spec.std.iter().map(|s| 1.0 / s).collect(),
         }))
     }
 }
@@ -160,14 +155,12 @@ impl ModelEngine for CpuModel {
 /// The CPU engine needs nothing per instance but the normalisation.
 struct CpuInstance {
     model: Arc<CpuModel>,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
+    norm: super::Normalisation,
 }
 
 impl ModelInstance for CpuInstance {
     fn run(&mut self, mut batch: ItemTensor) -> Result<ItemTensor, ModelError> {
-        let plane: usize = self.model.item_shape[1..].iter().product();
-        crate::image::normalise_planes(&mut batch.data, plane, &self.mean, &self.inv_std);
+        self.norm.apply(&mut batch.data);
         self.model.run(batch)
     }
 }

@@ -117,6 +117,37 @@ pub trait ModelInstance: Send {
     }
 }
 
+/// The per-channel normalisation a CPU instance applies to its raw batch: `(x - mean) / std`
+/// over planes of `plane` values.
+pub(crate) struct Normalisation {
+    plane: usize,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl Normalisation {
+    pub(crate) fn new(item_shape: &[usize], spec: &InstanceSpec) -> Normalisation {
+        Normalisation {
+            plane: item_shape[1..].iter().product(),
+            mean: spec.mean.clone(),
+            inv_std: spec.std.iter().map(|s| 1.0 / s).collect(),
+        }
+    }
+
+    pub(crate) fn apply(&self, data: &mut [f32]) {
+        crate::image::normalise_planes(data, self.plane, &self.mean, &self.inv_std);
+    }
+}
+
+/// An input shape as the engines' descriptions write it: `3, 224, 224`.
+pub(crate) fn shape_text(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One item of a model batch: raw values on the host, or a tensor on the GPU.
 #[derive(Clone, Copy, Debug)]
 pub enum Input<'a> {

@@ -5,7 +5,7 @@
 //! the machine's cores shared between the node's instances.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -99,6 +99,9 @@ pub struct OrtModel {
     item_shape: Vec<usize>,
     threads: usize,
     description: String,
+    /// The session `load` opened to read the input, handed to the first instance rather than
+    /// loading the model again.
+    first: Mutex<Option<Session>>,
 }
 
 impl OrtModel {
@@ -137,11 +140,7 @@ impl OrtModel {
             "CPU engine (ONNX Runtime {version} from {}, {threads} threads an instance), fp32, \
              input [N, {}]",
             runtime.path.display(),
-            item_shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            super::shape_text(&item_shape)
         );
         Ok(OrtModel {
             runtime,
@@ -149,6 +148,7 @@ impl OrtModel {
             item_shape,
             threads,
             description,
+            first: Mutex::new(Some(session)),
         })
     }
 }
@@ -177,26 +177,26 @@ impl ModelEngine for OrtModel {
         self: Arc<Self>,
         spec: &InstanceSpec,
     ) -> Result<Box<dyn ModelInstance>, ModelError> {
+        let first = crate::sync::lock(&self.first).take();
+        let session = match first {
+            Some(s) => s,
+            None => session(self.runtime, &self.path, self.threads)?,
+        };
         Ok(Box::new(OrtInstance {
-            session: session(self.runtime, &self.path, self.threads)?,
-            plane: self.item_shape[1..].iter().product(),
-            mean: spec.mean.clone(),
-            inv_std: spec.std.iter().map(|s| 1.0 / s).collect(),
+            session,
+            norm: super::Normalisation::new(&self.item_shape, spec),
         }))
     }
 }
 
 struct OrtInstance {
     session: Session,
-    /// Values per input channel, for the normalisation.
-    plane: usize,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
+    norm: super::Normalisation,
 }
 
 impl ModelInstance for OrtInstance {
     fn run(&mut self, mut batch: Tensor) -> Result<Tensor, ModelError> {
-        crate::image::normalise_planes(&mut batch.data, self.plane, &self.mean, &self.inv_std);
+        self.norm.apply(&mut batch.data);
         let n = batch.shape[0];
         let input = OrtTensor::from_array((batch.shape, batch.data)).map_err(ort_error)?;
         let outputs = self.session.run(ort::inputs![input]).map_err(ort_error)?;
