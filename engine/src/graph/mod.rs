@@ -13,6 +13,8 @@ pub struct GraphNode {
     pub next: Vec<usize>,
     pub filter: Filter,
     pub map: Vec<MapEntry>,
+    /// The node each `map` entry reads, by index (resolved once, not per item).
+    pub map_sources: Vec<usize>,
     /// For a fan-out node, the join node where its branches meet.
     pub join: Option<usize>,
     /// Set on a `MapReduce` node: it runs no backend of its own.
@@ -66,6 +68,7 @@ impl Graph {
                 next: n.next.iter().map(|x| index[x]).collect(),
                 filter: n.filter,
                 map: n.map.clone(),
+                map_sources: n.map.iter().map(|e| index[&e.source]).collect(),
                 join: None,
                 mapreduce: None,
                 path_map: false,
@@ -172,8 +175,8 @@ impl Graph {
                 continue;
             }
             let before = ancestors(&nodes, j);
-            for entry in nodes[j].map.clone() {
-                let source = index[&entry.source];
+            let sources = nodes[j].map_sources.clone();
+            for (entry, source) in nodes[j].map.clone().into_iter().zip(sources) {
                 if !before.contains(&source) {
                     let names: Vec<&str> = before.iter().map(|&a| nodes[a].name.as_str()).collect();
                     return Err(err(

@@ -296,12 +296,11 @@ impl Shared {
     fn enqueue(&self, mut task: Task, node: usize) {
         let g = &self.graph.nodes[node];
         if g.path_map {
-            for entry in &g.map {
-                let source = self.graph.index_of(&entry.source);
+            for (entry, &source) in g.map.iter().zip(&g.map_sources) {
                 let kept = task
                     .kept
                     .iter()
-                    .find(|k| Some(k.node) == source && k.key == entry.from);
+                    .find(|k| k.node == source && k.key == entry.from);
                 match kept {
                     Some(k) => {
                         let value = k.value.clone();
@@ -359,10 +358,10 @@ impl Shared {
                 .extras
                 .extend(item.extras.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        for entry in &node.map {
+        for (entry, &source) in node.map.iter().zip(&node.map_sources) {
             let source = arrived
                 .iter()
-                .find(|(from, _)| self.graph.nodes[*from].name == entry.source)
+                .find(|(from, _)| *from == source)
                 .and_then(|(_, item)| item.get(&entry.from));
             match source {
                 Some(value) => joined.set(&entry.to, value.clone()),
