@@ -5,13 +5,16 @@ onnxruntime's own rate: `models/resnet50.onnx` in an InferenceSession with --thr
 threads (default: every core), on the committed photos decoded by OpenCV, resized to 224×224,
 RGB, normalised, at batch 1 and 8: the median of 5 rounds of --seconds / 5 each, after a warm-up.
 
-Ours: `server` (target/release) on configs/resnet50_cpu.toml as shipped (the model path made
-absolute), once per `cpu_engine` in --engines, each driven by `client_qps` (8 clients × 1 for
---seconds, after its warm-up) on the same photos, end to end: decoding, resizing and the
-model. Prints the rates and their ratios and writes
-benches/results/cpu-engines-<date>-<machine>.json.
+Ours: `server` (--bin, default target/release) on --toml (default configs/resnet50_cpu.toml)
+as shipped, the model path made absolute and the model node (`model = "models/resnet50.onnx"`)
+given `device = "cpu"` where the TOML does not say so already (the seed's configs/resnet50.toml
+runs it on the GPU; its `model::cache` line, the GPU engine's, dropped), once per `cpu_engine`
+in --engines, each driven by `client_qps` (--clients × 1 for --seconds, after its warm-up) on
+the same photos, end to end: decoding, resizing and the model. Prints the rates and their
+ratios and writes benches/results/cpu-engines-<date>-<machine>.json (or --out).
 
-usage: cpu_engines.py [--threads N] [--seconds S] [--engines onnxruntime,tract] [--out FILE]
+usage: cpu_engines.py [--threads N] [--seconds S] [--engines onnxruntime,tract] [--toml FILE]
+                      [--bin DIR] [--clients N] [--out FILE]
 """
 import argparse
 import datetime
@@ -73,15 +76,20 @@ def free_port():
         return s.getsockname()[1]
 
 
-def ours(engine, seconds):
-    text = (ROOT / "configs/resnet50_cpu.toml").read_text()
+def ours(engine, seconds, toml_path, bindir, clients):
+    text = pathlib.Path(toml_path).read_text()
+    if 'device = "cpu"' not in text:
+        text = text.replace('model = "models/resnet50.onnx"',
+                            'model = "models/resnet50.onnx"\ndevice = "cpu"')
+        text = "\n".join(line for line in text.splitlines()
+                         if not line.startswith('"model::cache"'))
     text = text.replace('model = "models/', f'model = "{ROOT}/models/')
     text = text.replace('device = "cpu"', f'device = "cpu"\ncpu_engine = "{engine}"')
     with tempfile.TemporaryDirectory() as d:
         toml = pathlib.Path(d) / "cpu.toml"
         toml.write_text(text)
         port, metrics = free_port(), free_port()
-        server = subprocess.Popen([str(ROOT / "target/release/server"), "--toml", str(toml),
+        server = subprocess.Popen([str(bindir / "server"), "--toml", str(toml),
                                    "--host", "127.0.0.1", "--port", str(port),
                                    "--metrics-port", str(metrics)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -95,9 +103,9 @@ def ours(engine, seconds):
                         sys.exit(f"the server ({engine}) exited: {server.stderr.read()[-2000:]}")
                     time.sleep(0.1)
             report = pathlib.Path(d) / "report.json"
-            subprocess.run([str(ROOT / "target/release/client_qps"), "--img_dir",
+            subprocess.run([str(bindir / "client_qps"), "--img_dir",
                             str(ROOT / "benches/imgs"), "--port", str(port),
-                            "--request_client", "8", "--request_batch", "1",
+                            "--request_client", str(clients), "--request_batch", "1",
                             "--duration", str(seconds), "--warmup", "20",
                             "--server-pid", str(server.pid), "--json", str(report)],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,11 +120,15 @@ def main():
     a.add_argument("--threads", type=int, default=os.cpu_count())
     a.add_argument("--seconds", type=float, default=10.0)
     a.add_argument("--engines", default="onnxruntime,tract")
+    a.add_argument("--toml", default=str(ROOT / "configs/resnet50_cpu.toml"))
+    a.add_argument("--bin", default=str(ROOT / "target/release"))
+    a.add_argument("--clients", type=int, default=8)
     a.add_argument("--out")
     args = a.parse_args()
     x = photos()
     rec = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
            "threads": args.threads, "onnxruntime": ort.__version__,
+           "toml": os.path.relpath(args.toml, ROOT), "clients": args.clients,
            "commit": os.environ.get("COMMIT") or subprocess.run(
                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                cwd=ROOT).stdout.strip()}
@@ -126,9 +138,9 @@ def main():
               f"{rec[f'onnxruntime_b{batch}']:.1f} images/s", flush=True)
     best = max(rec["onnxruntime_b1"], rec["onnxruntime_b8"])
     for engine in args.engines.split(","):
-        r = ours(engine, args.seconds)
+        r = ours(engine, args.seconds, args.toml, pathlib.Path(args.bin), args.clients)
         rec[f"ours_{engine}"] = r
-        print(f"ours, cpu_engine = {engine}, 8 clients × 1: {r['qps']:.1f} QPS "
+        print(f"ours, cpu_engine = {engine}, {args.clients} clients × 1: {r['qps']:.1f} QPS "
               f"(TP50 {r['tp50_ms']:.0f} ms), {r['qps'] / best:.2f} × onnxruntime's best",
               flush=True)
     out = args.out or ROOT / f"benches/results/cpu-engines-{rec['date']}-{os.cpu_count()}core.json"

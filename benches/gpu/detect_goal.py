@@ -14,13 +14,16 @@ all or nothing. The last convolution of each class branch is therefore scaled an
 do and, on these photos letterboxed as ultralytics letterboxes them, 30 anchors a photo score
 above ultralytics' default conf 0.25 on average (several boxes a photo after NMS). Writes
 WORK/goal.json (conf, photos, anchors over conf) and the TOMLs our server runs:
-WORK/detect_classify_{fp16,fp32,cpu}.toml.
+WORK/detect_classify_{fp16,fp32,cpu}.toml (configs/detect_classify.toml's pipeline: decoding,
+letterbox and crops on the CPU) and WORK/detect_classify_gpu{16,32}.toml
+(configs/detect_classify_gpu.toml's: nvJPEG, LetterBoxTensor, CropTensor; the models in fp16 or
+fp32).
 
 boxes: the detections our server returns through `infer_detect` (a minimal Thrift binary
 client below: the device has no `thrift` package) for each photo, against ultralytics' own
 `predict` on the same weights and photo (square letterbox, `rect=False`, as our LetterBoxMat;
-same conf, IoU 0.7, max_det 300): PyTorch fp32 on the CPU for our fp32 and CPU runs (on the
-GPU PyTorch's convolutions may use TF32), fp16 on the GPU for our fp16 run.
+same conf, IoU 0.7, max_det 300): PyTorch fp32 on the CPU for our fp32, gpu32 and CPU runs (on
+the GPU PyTorch's convolutions may use TF32), fp16 on the GPU for our fp16 and gpu16 runs.
 Boxes are matched class by class, greedily by IoU; a box matches when its class is equal and
 every corner within 1 pixel. Writes WORK/boxes-NAME.json.
 
@@ -138,6 +141,76 @@ max = {cls_max}
 """
 
 
+TOML_GPU = """batching_timeout = 2
+
+[gpu_decoder]
+backend = "SyncTensor[DecodeTensor]"
+instance_num = 4
+max = 16
+next = "cpu_decoder"
+
+[cpu_decoder]
+filter = "or"
+backend = "SyncTensor[Sequential[DecodeMat,UploadMat]]"
+instance_num = 2
+next = "letterbox"
+
+[letterbox]
+backend = "SyncTensor[Sequential[LetterBoxTensor,cvtColorTensor]]"
+resize_h = 640
+resize_w = 640
+pad_val = 114
+color = "rgb"
+instance_num = 4
+max = 16
+next = "detector"
+
+[detector]
+backend = "SyncTensor[TensorrtTensor]"
+model = "{work}/yolov8n.onnx"
+{device}
+mean = "0, 0, 0"
+std = "255, 255, 255"
+instance_num = {det_instances}
+max = {det_max}
+next = "postproc"
+
+[postproc]
+backend = "PostProcYoloV8"
+classes = 80
+conf_thres = {conf}
+iou_thres = {iou}
+max_det = {max_det}
+instance_num = 4
+next = "boxes"
+
+[boxes]
+backend = "MapReduce"
+map = "cpu_decoder[result:data,color:color],postproc[result:TASK_BOX_KEY]"
+split = "TASK_BOX_KEY"
+jump = "crop"
+merge = "result"
+
+[crop]
+backend = "SyncTensor[Sequential[CropTensor,ResizeTensor,cvtColorTensor]]"
+resize_h = 224
+resize_w = 224
+color = "rgb"
+instance_num = 4
+max = 32
+next = "classifier"
+
+[classifier]
+backend = "SyncTensor[Sequential[TensorrtTensor,SoftmaxArgMax]]"
+model = "{work}/resnet18.onnx"
+{device}
+mean = "123.675, 116.28, 103.53"
+std = "58.395, 57.120, 57.375"
+instance_num = {cls_instances}
+max = {cls_max}
+"""
+
+
 def letterboxed(imgdir):
     """The photos as ultralytics' predict feeds its model: square letterbox, RGB, /255."""
     from ultralytics.data.augment import LetterBox
@@ -191,19 +264,22 @@ def prepare(work, imgdir):
     import ultralytics
     rec["ultralytics"] = ultralytics.__version__
     for name, device, precision in (("fp16", "gpu", "fp16"), ("fp32", "gpu", "fp32"),
-                                    ("cpu", "cpu", "fp32")):
-        text = TOML.format(work=work, conf=conf, iou=IOU, max_det=MAX_DET,
+                                    ("cpu", "cpu", "fp32"), ("gpu16", "gpu", "fp16"),
+                                    ("gpu32", "gpu", "fp32")):
+        timed = name in ("fp16", "gpu16")
+        template = TOML_GPU if name.startswith("gpu") else TOML
+        text = template.format(work=work, conf=conf, iou=IOU, max_det=MAX_DET,
                            device=f'device = "{device}"\nprecision = "{precision}"',
-                           # Only the fp16 server is timed: the others check boxes one
+                           # Only the fp16 and gpu16 servers are timed: the others check boxes one
                            # photo at a time, and tune (fp32) just batch 1.
                            # The detector's time is mostly host work on 4.9 MB f32 inputs
                            # and 2.8 MB outputs (6 ms an image at batch 15 with 2 instances,
                            # its GPU convolutions 0.06): instances, not batch size, raise it.
-                           det_instances=6 if name == "fp16" else 1,
-                           det_max=8 if name == "fp16" else 1,
+                           det_instances=6 if timed else 1,
+                           det_max=8 if timed else 1,
                            # ~10,000 crops/s at 800 photos/s saturated 2 instances.
-                           cls_instances=4 if name == "fp16" else 1,
-                           cls_max=32 if name == "fp16" else 8)
+                           cls_instances=4 if timed else 1,
+                           cls_max=32 if timed else 8)
         open(f"{work}/detect_classify_{name}.toml", "w").write(text)
     json.dump(rec, open(f"{work}/goal.json", "w"), indent=1)
     print(json.dumps(rec))
@@ -308,7 +384,7 @@ def boxes(work, imgdir, port, name):
     goal = json.load(open(f"{work}/goal.json"))
     items = photos(imgdir)
     ours = served(port, items)
-    half = name == "fp16"
+    half = name.endswith("16")
     y = yolo(work)
     device = 0 if half else "cpu"
     rows, ok = [], True

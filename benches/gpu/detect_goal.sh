@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The detection goals in one call: configs/detect_classify.toml's pipeline with ultralytics'
-# YOLOv8n (640×640) and torchvision's ResNet-18 on each box, both exported by PyTorch with
-# seeded weights (benches/gpu/detect_goal.py prepare), served by our server:
-# - boxes: on every photo, our server's detections (GPU fp16, GPU fp32, and the CPU engine)
-#   against ultralytics' own predict on the same weights (fp16 against fp16, fp32 against fp32);
-# - speed: client_qps --method infer_detect, 64 clients × 1 (images/s) and 20 clients × 1
-#   (TP99), against ultralytics' fp16 predict loop followed by the same ResNet-18 in PyTorch
-#   fp16, one photo at a time, measured in the same call on the same photos.
+# The detection goals in one call: configs/detect_classify.toml's pipeline (images on the CPU)
+# and configs/detect_classify_gpu.toml's (images on the GPU) with ultralytics' YOLOv8n
+# (640×640) and torchvision's ResNet-18 on each box, both exported by PyTorch with seeded
+# weights (benches/gpu/detect_goal.py prepare), served by our server:
+# - boxes: on every photo, our server's detections (models in fp16 and fp32 with either
+#   pipeline, and the CPU engine) against ultralytics' own predict on the same weights (fp16
+#   against fp16, fp32 against fp32);
+# - speed (the fp16 and gpu16 servers): client_qps --method infer_detect, 64 clients × 1
+#   (images/s) and 20 clients × 1 (TP99), against ultralytics' fp16 predict loop followed by
+#   the same ResNet-18 in PyTorch fp16, one photo at a time, measured in the same call on the
+#   same photos.
 # The photos: benches/imgs without the odd_* sizes (ultralytics' letterbox cannot resize a
 # 1-pixel-high photo to 640 wide). ultralytics travels as a wheel (yolo_coverage.sh says how).
 #   cargo build --release -p server -p client_qps -p tools --features server/cuda,tools/cuda --bins
@@ -29,8 +32,9 @@ log() { echo "== $* (${SECONDS}s)"; }
 log prepare
 PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py prepare "$W" "$IMGS" || exit 1
 
-# RUNS: which servers (default all three; the last, fp16, is the one timed).
-for run in ${RUNS:-cpu fp32 fp16}; do
+# RUNS: which servers (default all five): cpu, fp32, fp16 run configs/detect_classify.toml's
+# pipeline; gpu32, gpu16 configs/detect_classify_gpu.toml's. fp16 and gpu16 are timed.
+for run in ${RUNS:-cpu fp32 gpu32 fp16 gpu16}; do
   log "server $run"
   dist/server --toml "$W/detect_classify_$run.toml" --port 8890 --metrics-port 8891 \
     > "$W/server-$run.log" 2>&1 &
@@ -39,16 +43,16 @@ for run in ${RUNS:-cpu fp32 fp16}; do
     log "ready $run"
     PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py boxes "$W" "$IMGS" 8890 "$run" \
       2>&1 | grep -v "is deprecated" | tail -n 12
-    if [ "$run" = fp16 ]; then
+    if [ "$run" = fp16 ] || [ "$run" = gpu16 ]; then
       for clients in 64 20; do
         log "client_qps $clients × 1"
         dist/client_qps --img_dir "$IMGS" --port 8890 --request_client $clients \
           --request_batch 1 --duration 15 --warmup 300 --method infer_detect \
-          --server-pid $spid --json "$W/ours-$clients.json" 2>&1 | tail -n 6
+          --server-pid $spid --json "$W/ours-$run-$clients.json" 2>&1 | tail -n 6
         # Per node: items, batches, busy seconds (instances × wall at most), queue wait.
         get http://127.0.0.1:8891/metrics | grep -E '^torchpipe_node_(items_total|batches_total|busy_seconds_total|queue_wait_seconds_total|instances)' \
-          > "$W/nodes-$clients.txt"
-        python3 - "$W/nodes-$clients.txt" <<'PY'
+          > "$W/nodes-$run-$clients.txt"
+        python3 - "$W/nodes-$run-$clients.txt" <<'PY'
 import re, sys
 v = {}
 for line in open(sys.argv[1]):
@@ -83,18 +87,20 @@ w, out = sys.argv[1], sys.argv[2]
 def load(f):
     p = os.path.join(w, f)
     return json.load(open(p)) if os.path.exists(p) else None
-ours64, ours20, ref = load("ours-64.json"), load("ours-20.json"), load("reference.json")
 def first(r):
     return r[0] if isinstance(r, list) else r
+ref = load("reference.json")
 rec = {"goal": load("goal.json"), "reference": ref,
-       "ours_64": first(ours64), "ours_20": first(ours20),
-       "boxes": {n: load(f"boxes-{n}.json") for n in ("cpu", "fp32", "fp16")}}
-if ours64 and ref:
-    rec["ratio_64"] = first(ours64)["images_per_s"] / ref["photos_per_s"]
-print(json.dumps({k: rec.get(k) for k in ("ratio_64",)}),
-      "ours 64×1:", ours64 and round(first(ours64)["images_per_s"], 1),
-      "TP99 20×1:", ours20 and first(ours20)["tp99_ms"],
-      "reference:", ref and round(ref["photos_per_s"], 1))
+       "boxes": {n: load(f"boxes-{n}.json") for n in ("cpu", "fp32", "gpu32", "fp16", "gpu16")}}
+for run in ("fp16", "gpu16"):
+    o64, o20 = load(f"ours-{run}-64.json"), load(f"ours-{run}-20.json")
+    rec[f"ours_{run}_64"], rec[f"ours_{run}_20"] = first(o64), first(o20)
+    if o64 and ref:
+        rec[f"ratio_{run}_64"] = first(o64)["images_per_s"] / ref["photos_per_s"]
+    print(run, "ratio 64×1:", rec.get(f"ratio_{run}_64") and round(rec[f"ratio_{run}_64"], 2),
+          "ours 64×1:", o64 and round(first(o64)["images_per_s"], 1),
+          "TP99 20×1:", o20 and first(o20)["tp99_ms"])
+print("reference:", ref and round(ref["photos_per_s"], 1))
 for n, b in rec["boxes"].items():
     print(n, "all boxes equal:", b and b["all_same"])
 json.dump(rec, open(out, "w"), indent=1)

@@ -87,18 +87,46 @@ fn the_gpu_default_fails_clearly_without_a_gpu() {
     }
 }
 
-/// configs/resnet50_gpu.toml decodes and preprocesses on the GPU: without a GPU (or without
-/// the feature) it must refuse to start and say why, naming the file, node and key.
+/// The GPU configurations decode and preprocess on the GPU: without a GPU (or without the
+/// feature) each must refuse to start and say why, naming the file, node and key.
 #[test]
-fn the_gpu_pipeline_refuses_to_start_without_a_gpu() {
-    let path = common::repo_root().join("configs/resnet50_gpu.toml");
+fn the_gpu_pipelines_refuse_to_start_without_a_gpu() {
+    for (file, nodes) in [
+        (
+            "resnet50_gpu.toml",
+            &["gpu_decoder", "cpu_decoder", "resnet50"][..],
+        ),
+        (
+            "yolo_gpu.toml",
+            &["gpu_decoder", "cpu_decoder", "detector", "postproc"][..],
+        ),
+        (
+            "detect_classify_gpu.toml",
+            &[
+                "gpu_decoder",
+                "cpu_decoder",
+                "letterbox",
+                "detector",
+                "postproc",
+                "boxes",
+                "crop",
+                "classifier",
+            ][..],
+        ),
+    ] {
+        gpu_pipeline_refuses_without_a_gpu(file, nodes);
+    }
+}
+
+fn gpu_pipeline_refuses_without_a_gpu(file: &str, nodes: &[&str]) {
+    let path = common::repo_root().join("configs").join(file);
     let models = common::models_dir();
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("\"models/", &format!("\"{}/", models.display()));
     let config = engine::Config::parse(&text, &path).expect("the GPU TOML parses everywhere");
     let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["gpu_decoder", "cpu_decoder", "resnet50"]);
+    assert_eq!(names, nodes, "{file}");
     let built = engine::Pipeline::build(
         config,
         engine::Registry::with_defaults(),
@@ -113,10 +141,7 @@ fn the_gpu_pipeline_refuses_to_start_without_a_gpu() {
         .err()
         .expect("the GPU pipeline started on a machine without a GPU")
         .to_string();
-    assert!(
-        err.contains("resnet50_gpu.toml") && err.contains("node ["),
-        "{err}"
-    );
+    assert!(err.contains(file) && err.contains("node ["), "{err}");
     if cfg!(feature = "cuda") {
         assert!(
             err.contains("no usable GPU") && err.contains("libcuda"),

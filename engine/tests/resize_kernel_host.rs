@@ -2,7 +2,7 @@
 //! system C++ compiler, with the CUDA intrinsics they use mapped to the same IEEE operations:
 //! their output must equal the CPU path's bit for bit: resize_to_chw that of resize_bilinear,
 //! channel swap, CHW f32; canvas_to_chw that of LetterBoxMat / ResizePadMat, cvtColorMat and
-//! Mat2Tensor.
+//! Mat2Tensor; warp_affine_hwc that of WarpAffineMat.
 //! This checks the kernel's arithmetic on every machine; the device run checks it on the GPU.
 
 mod common;
@@ -32,6 +32,8 @@ static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline float __double2float_rn(double a) { return (float)a; }
 "#;
 
@@ -78,6 +80,29 @@ int main() {
 }
 "#;
 
+/// Reads `sh sw h w` and the six numbers of the sampling map, then the HWC pixels on stdin,
+/// runs the affine warp kernel's whole grid for one job, writes the HWC u8 output to stdout.
+const MAIN_WARP: &str = r#"
+int main() {
+    int sh, sw, h, w;
+    double m[6];
+    if (scanf("%d %d %d %d %lf %lf %lf %lf %lf %lf\n", &sh, &sw, &h, &w, &m[0], &m[1], &m[2],
+              &m[3], &m[4], &m[5]) != 10) return 2;
+    std::vector<unsigned char> src((size_t)sh * sw * 3);
+    if (fread(src.data(), 1, src.size(), stdin) != src.size()) return 3;
+    std::vector<unsigned char> dst((size_t)h * w * 3, 7);
+    WarpJob job = {src.data(), dst.data(), sh, sw, {m[0], m[1], m[2], m[3], m[4], m[5]}};
+    blockDim.x = 256;
+    blockIdx.y = 0;
+    unsigned blocks = (h * w + 255) / 256;
+    for (blockIdx.x = 0; blockIdx.x < blocks; blockIdx.x++)
+        for (threadIdx.x = 0; threadIdx.x < 256; threadIdx.x++)
+            warp_affine_hwc(&job, h, w);
+    fwrite(dst.data(), 1, dst.size(), stdout);
+    return 0;
+}
+"#;
+
 fn compile() -> PathBuf {
     compile_with(MAIN, "resize-kernel-host")
 }
@@ -113,6 +138,14 @@ fn run_kernel(exe: &Path, src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f3
 
 /// Runs a compiled kernel program: `header` and the image's pixels in, the f32 output back.
 fn run_exe(exe: &Path, header: &str, src: &Mat) -> Vec<f32> {
+    run_exe_bytes(exe, header, src)
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// As `run_exe`, the output's bytes as they come.
+fn run_exe_bytes(exe: &Path, header: &str, src: &Mat) -> Vec<u8> {
     let mut child = Command::new(exe)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -126,9 +159,6 @@ fn run_exe(exe: &Path, header: &str, src: &Mat) -> Vec<f32> {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "kernel run failed: {:?}", out.status);
     out.stdout
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn cpu(src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f32> {
@@ -269,6 +299,84 @@ fn the_gpu_canvas_kernel_matches_letterbox_and_resize_pad_bit_for_bit() {
                     "{backend} {name} rgb={rgb}: {differ} values differ"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn the_gpu_warp_kernel_matches_warp_affine_mat_bit_for_bit() {
+    use engine::{Config, Item, Pipeline, PipelineOptions, Registry, Tensor, Value};
+    let exe = compile_with(MAIN_WARP, "warp-kernel-host");
+    let mut cases: Vec<(String, Mat)> = vec![
+        ("noise 375x500".into(), noise(375, 500, 21)),
+        ("noise 37x53".into(), noise(37, 53, 22)),
+    ];
+    for path in common::test_images().into_iter().take(4) {
+        let bytes = std::fs::read(&path).unwrap();
+        let mat = decode_bgr(&bytes, DEFAULT_MAX_PIXELS).unwrap();
+        cases.push((path.file_name().unwrap().to_string_lossy().into(), mat));
+    }
+    let (h, w) = (160usize, 200usize);
+    let p = Pipeline::build(
+        Config::parse(
+            &format!("[n]\nbackend = \"WarpAffineMat\"\ntarget_h = {h}\ntarget_w = {w}\n"),
+            Path::new("warp.toml"),
+        )
+        .unwrap(),
+        Registry::with_defaults(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    for (name, src) in &cases {
+        let (cx, cy) = (src.width as f32 / 2.0, src.height as f32 / 2.0);
+        // cv2.getRotationMatrix2D((cx, cy), 30°, 0.45) moved to the output's centre; a shear
+        // with a translation; a 2.3× zoom on a corner; a 0.37× reduction half outside.
+        let (c, s) = (
+            0.45 * 30f32.to_radians().cos(),
+            0.45 * 30f32.to_radians().sin(),
+        );
+        let matrices: [[f32; 6]; 4] = [
+            [
+                c,
+                s,
+                w as f32 / 2.0 - c * cx - s * cy,
+                -s,
+                c,
+                h as f32 / 2.0 + s * cx - c * cy,
+            ],
+            [0.3, 0.12, 5.5, -0.05, 0.33, 17.25],
+            [2.3, 0.0, -11.0, 0.0, 2.3, -7.0],
+            [0.37, 0.0, 90.0, 0.0, 0.37, -5.0],
+        ];
+        for m in matrices {
+            let mut item = Item::new(Value::Mat(src.clone()));
+            item.set(
+                "affine_matrix",
+                Value::Tensor(Tensor::new(vec![6], m.to_vec())),
+            );
+            let out = p.run(vec![item]).unwrap().remove(0).unwrap();
+            let Some(Value::Mat(want)) = &out.result else {
+                panic!("WarpAffineMat {name}: no image")
+            };
+            assert_eq!((want.height, want.width, want.channels), (h, w, 3));
+            let inv = engine::image::warp::affine_inverse(&m.map(f64::from)).unwrap();
+            let header = format!(
+                "{} {} {h} {w} {:?} {:?} {:?} {:?} {:?} {:?}",
+                src.height, src.width, inv[0], inv[1], inv[2], inv[3], inv[4], inv[5]
+            );
+            let got = run_exe_bytes(&exe, &header, src);
+            assert_eq!(got.len(), want.data.len(), "{name}");
+            let differ = got
+                .iter()
+                .zip(want.data.iter())
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{name} {m:?}: {differ} values differ from WarpAffineMat"
+            );
+            // Not a blank: the map lands on the image for some of the output.
+            assert!(got.iter().any(|&v| v != 0), "{name} {m:?}: all border");
         }
     }
 }

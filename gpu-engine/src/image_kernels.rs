@@ -45,9 +45,22 @@ pub struct CanvasJob {
     pub pad: [i32; 3],
 }
 
+/// One item of a batched affine warp: the layout `WarpJob` has in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct WarpJob {
+    pub src: u64,
+    pub dst: u64,
+    pub sh: i32,
+    pub sw: i32,
+    /// Output pixel (x, y) → source point (m0 x + m1 y + m2, m3 x + m4 y + m5).
+    pub m: [f64; 6],
+}
+
 pub struct ImageKernels {
     resize_to_chw: CudaFunction,
     canvas_to_chw: CudaFunction,
+    warp_affine_hwc: CudaFunction,
     swap_planes: CudaFunction,
     swap_pixels: CudaFunction,
 }
@@ -73,6 +86,7 @@ fn compile(ctx: &Arc<CudaContext>) -> Result<ImageKernels> {
     Ok(ImageKernels {
         resize_to_chw: f("resize_to_chw")?,
         canvas_to_chw: f("canvas_to_chw")?,
+        warp_affine_hwc: f("warp_affine_hwc")?,
         swap_planes: f("swap_planes")?,
         swap_pixels: f("swap_pixels")?,
     })
@@ -110,6 +124,23 @@ impl ImageKernels {
         // SAFETY (of `launch_jobs`): each job's image holds sh × sw × 3 bytes and its canvas
         // 3 × ch × cw f32, kept alive by the caller; nh, nw, top, left lie inside the canvas.
         Self::launch_jobs(&self.canvas_to_chw, stream, staging, table, jobs, ch, cw)
+    }
+
+    /// Each job's image warped into its `h × w` HWC u8 destination. `staging` carries the job
+    /// table to the device and must not be touched until the stream has passed.
+    pub fn warp_affine(
+        &self,
+        stream: &CudaStream,
+        staging: &mut PinnedBuf<WarpJob>,
+        table: u64,
+        jobs: &[WarpJob],
+        h: usize,
+        w: usize,
+    ) -> Result<()> {
+        // SAFETY (of `launch_jobs`): each job's image holds sh × sw × 3 bytes and its
+        // destination h × w × 3, kept alive by the caller; the kernel reads only inside the
+        // image, whatever the matrix.
+        Self::launch_jobs(&self.warp_affine_hwc, stream, staging, table, jobs, h, w)
     }
 
     /// Copies the job table to the device and launches `f(table, h, w)`: one thread per

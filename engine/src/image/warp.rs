@@ -41,6 +41,31 @@ pub fn rectangle_to_quad(w: f64, h: f64, quad: &[[f64; 2]; 4]) -> Option<[f64; 9
     m.iter().all(|v| v.is_finite()).then_some(m)
 }
 
+/// The map a destination pixel is sampled through for OpenCV's `warpAffine(src, M, ...)`
+/// without `WARP_INVERSE_MAP`: `m` (row-major 2×3) takes source points to destination points,
+/// so its inverse, as a 3×3 projective map, takes each destination pixel back into the source.
+/// `None` when `m` has no inverse or is not finite.
+pub fn affine_inverse(m: &[f64; 6]) -> Option<[f64; 9]> {
+    let det = m[0] * m[4] - m[1] * m[3];
+    if !m.iter().all(|v| v.is_finite()) || det == 0.0 || !det.is_finite() {
+        return None;
+    }
+    let d = 1.0 / det;
+    let (a, b, c, e) = (m[4] * d, -m[1] * d, -m[3] * d, m[0] * d);
+    let inv = [
+        a,
+        b,
+        -a * m[2] - b * m[5],
+        c,
+        e,
+        -c * m[2] - e * m[5],
+        0.0,
+        0.0,
+        1.0,
+    ];
+    inv.iter().all(|v| v.is_finite()).then_some(inv)
+}
+
 /// `src` sampled through `m` into a `h`×`w` image: each destination pixel (x, y) reads the source
 /// at ((m0 x + m1 y + m2) / (m6 x + m7 y + m8), (m3 x + m4 y + m5) / (…)), bilinearly from its
 /// four neighbours, a neighbour outside the image counting as 0, rounded to the nearest value.
@@ -91,6 +116,19 @@ mod tests {
         let m = rectangle_to_quad(3.0, 2.0, &quad).unwrap();
         let out = warp(&src, &m, 2, 3);
         assert_eq!(*out.data, [6, 7, 8, 11, 12, 13]);
+    }
+
+    #[test]
+    fn the_affine_inverse_undoes_the_map() {
+        let m = [0.8, -0.3, 12.5, 0.25, 1.1, -4.0];
+        let inv = affine_inverse(&m).unwrap();
+        for (x, y) in [(0.0, 0.0), (10.0, 3.0), (-7.5, 40.0)] {
+            let (u, v) = (m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5]);
+            assert!((inv[0] * u + inv[1] * v + inv[2] - x).abs() < 1e-9);
+            assert!((inv[3] * u + inv[4] * v + inv[5] - y).abs() < 1e-9);
+        }
+        assert!(affine_inverse(&[1.0, 2.0, 0.0, 2.0, 4.0, 0.0]).is_none());
+        assert!(affine_inverse(&[f64::NAN, 0.0, 0.0, 0.0, 1.0, 0.0]).is_none());
     }
 
     #[test]

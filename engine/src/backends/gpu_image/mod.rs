@@ -1,5 +1,5 @@
-//! GPU image backends: DecodeTensor (nvJPEG), ResizeTensor, LetterBoxTensor, ResizePadTensor,
-//! cvtColorTensor, CropTensor. Their values stay
+//! GPU image backends: DecodeTensor (nvJPEG), UploadMat, ResizeTensor, LetterBoxTensor,
+//! ResizePadTensor, cvtColorTensor, CropTensor, WarpAffineTensor. Their values stay
 //! on the GPU (`Value::Device`) until the model copies them into its input; each backend
 //! synchronises its stream before returning, so the next node may read them from any stream;
 //! inside `SyncTensor[...]` they share its stream and the `SyncTensor` waits once per batch
@@ -12,6 +12,8 @@ mod crop_tensor;
 mod cvt_color_tensor;
 mod decode_tensor;
 mod resize_tensor;
+mod upload_mat;
+mod warp_affine_tensor;
 
 use crate::backend::{InitContext, Registry};
 use crate::error::ConfigError;
@@ -22,6 +24,8 @@ pub fn register(r: &mut Registry) {
     r.register_typed("LetterBoxTensor", canvas_tensor::letterbox);
     r.register_typed("ResizePadTensor", canvas_tensor::resize_pad);
     r.register("CropTensor", crop_tensor::new, &[]);
+    r.register("UploadMat", upload_mat::new, &[]);
+    r.register_typed("WarpAffineTensor", warp_affine_tensor::new);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorTensor", cvt_color_tensor::new);
     r.register_typed("CvtColorTensor", cvt_color_tensor::new);

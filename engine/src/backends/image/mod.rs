@@ -1,5 +1,5 @@
 //! CPU image backends: DecodeMat, ResizeMat, LetterBoxMat, TopLeftResizeMat, ResizePadMat,
-//! CropMat, PerspectiveTransformMat, cvtColorMat, Mat2Tensor.
+//! CropMat, PerspectiveTransformMat, WarpAffineMat, cvtColorMat, Mat2Tensor.
 
 mod crop_mat;
 mod cvt_color_mat;
@@ -9,6 +9,7 @@ mod mat2tensor;
 mod perspective_mat;
 mod resize_mat;
 mod resize_pad_mat;
+mod warp_affine_mat;
 
 // The settings are public for `server --baseline`, which runs these steps by hand.
 // For CropTensor, LetterBoxTensor and ResizePadTensor, in a build with the GPU module.
@@ -24,6 +25,9 @@ pub(crate) use resize_mat::{resize_side, RESIZE_KEYS};
 #[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
 pub(crate) use resize_pad_mat::resized_size;
 pub(crate) use resize_pad_mat::ResizePadSettings;
+#[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
+pub(crate) use warp_affine_mat::item_affine;
+pub(crate) use warp_affine_mat::WarpAffineSettings;
 
 use crate::backend::Registry;
 use crate::config::Params;
@@ -61,6 +65,7 @@ pub fn register(r: &mut Registry) {
     r.register_typed("ResizePadMat", resize_pad_mat::new);
     r.register("CropMat", crop_mat::new, &[]);
     r.register("PerspectiveTransformMat", perspective_mat::new, &[]);
+    r.register_typed("WarpAffineMat", warp_affine_mat::new);
     // TorchPipe spells it both ways.
     r.register_typed("cvtColorMat", cvt_color_mat::new);
     r.register_typed("CvtColorMat", cvt_color_mat::new);
