@@ -42,7 +42,7 @@ for run in ${RUNS:-cpu fp32 gpu32 fp16 gpu16}; do
   if wait_ready 8891 $spid; then
     log "ready $run"
     PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py boxes "$W" "$IMGS" 8890 "$run" \
-      2>&1 | grep -v "is deprecated" | tail -n 12
+      2>&1 | grep -v "is deprecated" | grep -E "every photo|\"same\": false|Error|error" | tail -n 20
     if [ "$run" = fp16 ] || [ "$run" = gpu16 ]; then
       for clients in 64 20; do
         log "client_qps $clients × 1"
@@ -102,7 +102,8 @@ for run in ("fp16", "gpu16"):
           "TP99 20×1:", o20 and first(o20)["tp99_ms"])
 print("reference:", ref and round(ref["photos_per_s"], 1))
 for n, b in rec["boxes"].items():
-    print(n, "all boxes equal:", b and b["all_same"])
+    print(n, "all boxes equal:", b and b["all_same"],
+          "(on nvJPEG's decode: %s)" % b["all_same_nvjpeg"] if b and "all_same_nvjpeg" in b else "")
 json.dump(rec, open(out, "w"), indent=1)
 PY
 # What comes back (a few files): one tarball of the small files, and the summary.
