@@ -113,6 +113,11 @@ impl ModelInstance for GpuRunner {
         };
         let inst = &mut self.inst;
         let (min, max) = inst.batch_range();
+        if (min.max(1)..=max).contains(&n) {
+            // One graph takes the whole batch: its output is the batch's, not copied again (a
+            // detector's is megabytes an item).
+            return Ok(Tensor::new(vec![n, self.outputs], inst.run_inputs(items)?));
+        }
         // Batches larger than the captured graphs are split; smaller ones use their own graph.
         let mut out = Vec::with_capacity(n * self.outputs);
         for part in items.chunks(max.max(1)) {
