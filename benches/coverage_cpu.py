@@ -7,8 +7,9 @@ Writes OUT.json (the rows) and OUT.md (a table per exporter: one row per model, 
 Each EXPORTS_DIR is one exporter's folder written by benches/gpu/export_models.py (its name,
 `torchscript` or `dynamo`, is the rows' exporter) after the engine's model-dir check left its
 outputs there in `outputs/` (benches/coverage_cpu.sh runs both). For each model: onnxruntime on
-the same file and the same input (2 items), and the relative L2 error of the CPU engine (tract)
-and of the GPU engine's plan (its importer and planner, run by the reference executor on the
+the same file and the same input (2 items), and the relative L2 error of both CPU engines
+(tract, and ONNX Runtime through our binding: the same library, so what it checks is that the
+file loads and the batch goes in and out right) and of the GPU engine's plan (its importer and planner, run by the reference executor on the
 CPU: the fp32 semantics the CUDA kernels implement, not the kernels themselves) against it.
 onnxruntime is also run at batch 1, so that a file whose exporter fixed the batch (onnxruntime
 fails at 2 but not at 1) is told apart from a file our engines misread.
@@ -69,7 +70,7 @@ def main():
             base = {"model": model, "family": rec["family"], "exporter": exporter,
                     "export_error": rec.get("export_error")}
             if rec.get("export_error"):
-                for engine in ("cpu", "gpu-plan"):
+                for engine in ENGINES:
                     rows.append(dict(base, engine=engine, loads=False, error=None,
                                      onnxruntime_error=None, rel_l2=None))
                 continue
@@ -85,10 +86,10 @@ def main():
                 ref, ort_error, one = onnxruntime_rows(rec["file"], x.reshape(shape))
             if ort_error and one:
                 ort_error += " (runs at batch 1: the exporter fixed the batch)"
-            for engine, key, err_key in (("cpu", "cpu", "cpu_error"),
+            for engine, key, err_key in (("cpu", "cpu", "cpu_error"), ("ort", "ort", "ort_error"),
                                          ("gpu-plan", "plan", "plan_error")):
                 got = load_f32(os.path.join(outputs, f"{model}.{key}.f32"))
-                error = meta[err_key]
+                error = meta.get(err_key, "not run by this version of the check")
                 rows.append(dict(base, engine=engine, loads=error is None, error=error,
                                  onnxruntime_error=ort_error,
                                  rel_l2=rel_l2(got, ref) if got is not None and ref is not None
@@ -104,6 +105,9 @@ def main():
         f.write(markdown(doc, os.path.relpath(out, os.path.dirname(md) or ".")))
     for r in rows:
         print(f"{r['exporter']:11} {r['model']:28} {r['engine']:8} {cell(r)}")
+
+
+ENGINES = ("cpu", "ort", "gpu-plan")
 
 
 def cell(r):
@@ -124,20 +128,24 @@ def markdown(doc, json_path):
     lines = [f"# Model coverage: {doc['date']}, commit {doc['commit']}", "",
              f"Device: {doc['device']}; onnxruntime {doc['onnxruntime']}. Relative L2 error of "
              "each engine's fp32 output against onnxruntime on the same file and input "
-             "(2 items); the GPU engine's column is its importer and planner run by the "
-             "reference executor on the CPU, not the CUDA kernels. Produced by "
+             "(2 items): the CPU engines (tract, and ONNX Runtime through our binding, the "
+             "same library as the reference: its column shows that the file loads and the "
+             "batch goes in and out right) and the GPU engine, whose column is its importer "
+             "and planner run by the reference executor on the CPU, not the CUDA kernels. "
+             "Produced by "
              f"benches/coverage_cpu.sh; the rows: [{os.path.basename(json_path)}]({json_path}).",
              ""]
     for exporter in sorted({r["exporter"] for r in doc["rows"]}, reverse=True):
-        lines += [f"## {exporter}", "", "| model | family | CPU engine | GPU engine (plan) |",
-                  "|---|---|---|---|"]
+        lines += [f"## {exporter}", "",
+                  "| model | family | CPU engine: tract | CPU engine: ONNX Runtime | "
+                  "GPU engine (plan) |", "|---|---|---|---|---|"]
         by_model = {}
         for r in doc["rows"]:
             if r["exporter"] == exporter:
                 by_model.setdefault((r["family"], r["model"]), {})[r["engine"]] = r
         for (family, model), engines in sorted(by_model.items()):
             lines.append(f"| {model} | {family} | {cell(engines['cpu'])} | "
-                         f"{cell(engines['gpu-plan'])} |")
+                         f"{cell(engines['ort'])} | {cell(engines['gpu-plan'])} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -1,17 +1,20 @@
-//! The GPU importer on models exported elsewhere (`benches/gpu/export_models.py`), without a
-//! GPU: every `*.onnx` in `$ONNX_MODELS_DIR` read through the ONNX front-end, loaded by the CPU
-//! engine and planned in both layouts, the plan run by the reference executor and compared
-//! with the CPU engine. Ignored by default (it needs the exported files):
+//! The GPU importer and both CPU engines on models exported elsewhere
+//! (`benches/gpu/export_models.py`), without a GPU: every `*.onnx` in `$ONNX_MODELS_DIR` read
+//! through the ONNX front-end, loaded by the CPU engines (tract, and ONNX Runtime where its
+//! library loads) and planned in both layouts, the plan run by the reference executor; the plan
+//! and ONNX Runtime compared with tract. Ignored by default (it needs the exported files):
 //! `ONNX_MODELS_DIR=/tmp/onnx/dynamo cargo test -p engine --release --test model_dir -- --ignored`.
 //! Prints one line per model and fails if any model does not load, plan or match.
 //!
 //! With `$ONNX_MODELS_OUT` set it also leaves there, per model, the input and each engine's
-//! output (`<model>.<input|cpu|plan>.f32`, little-endian) and `<model>.json` (shapes, errors),
+//! output (`<model>.<input|cpu|ort|plan>.f32`, little-endian) and `<model>.json` (shapes, errors),
 //! for `benches/coverage_cpu.py` to compare against onnxruntime.
 
 use std::path::Path;
 
-use engine::backends::model::{CpuModel, ModelEngine};
+use std::sync::Arc;
+
+use engine::backends::model::{onnxruntime_runtime, CpuModel, InstanceSpec, ModelEngine, OrtModel};
 use engine::Tensor;
 use gpu_engine::plan::reference::{self, rel_l2};
 use gpu_engine::plan::{build, Plan};
@@ -28,6 +31,11 @@ struct Row {
     input: Vec<f32>,
     cpu: Option<Vec<f32>>,
     cpu_error: Option<String>,
+    /// The ONNX Runtime engine's output.
+    ort: Option<Vec<f32>>,
+    ort_error: Option<String>,
+    /// Against the CPU engine (tract).
+    ort_vs_cpu: Option<f64>,
     /// The NHWC plan's output (the fp16 engine's layout), when both layouts planned.
     plan: Option<Vec<f32>>,
     plan_error: Option<String>,
@@ -72,6 +80,13 @@ fn check(path: &Path) -> Row {
             Err(e) => row.cpu_error = Some(e.to_string()),
         }
     }
+    match run_ort(path, &row.input_shape, &row.input) {
+        Ok(v) => {
+            row.ort_vs_cpu = row.cpu.as_ref().map(|want| rel_l2(&v, want));
+            row.ort = Some(v);
+        }
+        Err(e) => row.ort_error = Some(e),
+    }
     if let Some(plans) = plans {
         let outs: Vec<Vec<f32>> = plans
             .iter()
@@ -83,6 +98,22 @@ fn check(path: &Path) -> Row {
         row.plan = outs.into_iter().next();
     }
     row
+}
+
+/// The ONNX Runtime engine on `input`, as a node instance runs it (no normalisation).
+fn run_ort(path: &Path, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, String> {
+    let runtime = onnxruntime_runtime(None)?;
+    let model = Arc::new(OrtModel::load(path, runtime, 2).map_err(|e| e.to_string())?);
+    let spec = InstanceSpec {
+        min: 1,
+        max: BATCH,
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let mut inst = model.instance(&spec).map_err(|e| e.to_string())?;
+    inst.run(Tensor::new(shape.to_vec(), input.to_vec()))
+        .map(|t| t.data)
+        .map_err(|e| e.to_string())
 }
 
 fn write_f32(path: &Path, v: &[f32]) {
@@ -98,15 +129,17 @@ fn json_str(s: &Option<String>) -> String {
 
 fn save(out: &Path, name: &str, row: &Row) {
     write_f32(&out.join(format!("{name}.input.f32")), &row.input);
-    for (kind, v) in [("cpu", &row.cpu), ("plan", &row.plan)] {
+    for (kind, v) in [("cpu", &row.cpu), ("ort", &row.ort), ("plan", &row.plan)] {
         if let Some(v) = v {
             write_f32(&out.join(format!("{name}.{kind}.f32")), v);
         }
     }
     let json = format!(
-        "{{\"input_shape\": {:?}, \"cpu_error\": {}, \"plan_error\": {}, \"plan_vs_cpu\": {}}}",
+        "{{\"input_shape\": {:?}, \"cpu_error\": {}, \"ort_error\": {}, \"plan_error\": {}, \
+         \"plan_vs_cpu\": {}}}",
         row.input_shape,
         json_str(&row.cpu_error),
+        json_str(&row.ort_error),
         json_str(&row.plan_error),
         row.plan_vs_cpu
             .map(|e| format!("[{:e}, {:e}]", e[0], e[1]))
@@ -143,12 +176,21 @@ fn model_dir_plans_match_the_cpu_engine() {
             .cpu
             .as_ref()
             .is_some_and(|v| v.iter().all(|x| x.abs() <= 1e-6));
+        let ort = match (&row.ort_error, row.ort_vs_cpu) {
+            (Some(e), _) => Err(format!("ONNX Runtime engine: {e}")),
+            (None, Some(e)) if e <= TOLERANCE => Ok(format!("ONNX Runtime {e:.2e}")),
+            (None, Some(e)) => Err(format!("ONNX Runtime against tract: relative L2 {e:.2e}")),
+            (None, None) => Err("ONNX Runtime: nothing to compare".into()),
+        };
         let verdict = match (&row.cpu_error, &row.plan_error, row.plan_vs_cpu) {
             _ if flat => Err("the output is all but zero: the comparison proves nothing".into()),
-            (None, None, Some(e)) if e.iter().all(|e| *e <= TOLERANCE) => Ok(format!(
-                "relative L2 {:.2e} (NHWC), {:.2e} (row-major)",
-                e[0], e[1]
-            )),
+            (None, None, Some(e)) if e.iter().all(|e| *e <= TOLERANCE) => match &ort {
+                Ok(o) => Ok(format!(
+                    "relative L2 {:.2e} (NHWC), {:.2e} (row-major); {o}",
+                    e[0], e[1]
+                )),
+                Err(o) => Err(o.clone()),
+            },
             (None, None, Some(e)) => Err(format!(
                 "plan against the CPU engine: relative L2 {:.2e} (NHWC), {:.2e} (row-major)",
                 e[0], e[1]

@@ -17,6 +17,7 @@ use crate::item::{DeviceValue, Tensor};
 pub use cpu::CpuModel;
 #[cfg(feature = "cuda")]
 pub use gpu::GpuEngine;
+pub use onnxruntime::{runtime as onnxruntime_runtime, OrtModel};
 
 pub fn register(r: &mut Registry) {
     r.register_typed("TensorrtTensor", tensorrt_tensor::new);
