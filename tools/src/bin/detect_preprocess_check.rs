@@ -40,25 +40,28 @@ fn backend(body: &str) -> Result<Box<dyn Backend>> {
     Ok(Registry::with_defaults().build_detached(node)?)
 }
 
+/// Per item of one photo, the extras it carries beside the photo.
+type Extras = Vec<Vec<(&'static str, Value)>>;
+
 /// A GPU backend, its CPU twin, and what each item gets beside the photo.
 struct Check {
     name: &'static str,
     gpu: Box<dyn Backend>,
     cpu: Box<dyn Backend>,
     /// Extras per photo (width, height): one item per entry.
-    extras: fn(usize, usize) -> Vec<Vec<(&'static str, Value)>>,
+    extras: fn(usize, usize) -> Extras,
 }
 
 fn tensor(v: &[f32]) -> Value {
     Value::Tensor(Tensor::new(vec![v.len()], v.to_vec()))
 }
 
-fn no_extras(_: usize, _: usize) -> Vec<Vec<(&'static str, Value)>> {
+fn no_extras(_: usize, _: usize) -> Extras {
     vec![vec![]]
 }
 
 /// Three boxes: a large one, one with fractional corners near the top-right edge, a 1-pixel one.
-fn boxes(w: usize, h: usize) -> Vec<Vec<(&'static str, Value)>> {
+fn boxes(w: usize, h: usize) -> Extras {
     let (w, h) = (w as f32, h as f32);
     [
         [0.1 * w, 0.2 * h, 0.6 * w, 0.7 * h],
@@ -72,7 +75,7 @@ fn boxes(w: usize, h: usize) -> Vec<Vec<(&'static str, Value)>> {
 
 /// cv2.getRotationMatrix2D's 30° rotation, the photo fitted into 256×192; and a shear half
 /// outside.
-fn affines(w: usize, h: usize) -> Vec<Vec<(&'static str, Value)>> {
+fn affines(w: usize, h: usize) -> Extras {
     let (w, h) = (w as f32, h as f32);
     let fit = 0.9 * (256.0 / w).min(192.0 / h);
     let (c, s) = (

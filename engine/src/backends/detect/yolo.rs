@@ -102,18 +102,21 @@ impl PostProcYoloV8 {
             ));
         }
         let row = |r: usize| &t.data[r * anchors..(r + 1) * anchors];
+        // Each anchor's best class, one class row at a time: the rows are contiguous, an
+        // anchor's scores lie a row apart (8400 values for YOLOv8 at 640). Reading them anchor by
+        // anchor took 1.6 ms a photo on the H100 box. Strictly greater: the first best class wins.
+        let mut best = vec![f32::NEG_INFINITY; anchors];
+        let mut best_class = vec![0u32; anchors];
+        for r in 4..channels {
+            for ((b, k), &s) in best.iter_mut().zip(&mut best_class).zip(row(r)) {
+                if s > *b {
+                    *b = s;
+                    *k = (r - 4) as u32;
+                }
+            }
+        }
         let mut out = Vec::new();
-        for a in 0..anchors {
-            let (class, score) = (4..channels).map(|r| row(r)[a]).enumerate().fold(
-                (0, f32::NEG_INFINITY),
-                |best, (c, s)| {
-                    if s > best.1 {
-                        (c, s)
-                    } else {
-                        best
-                    }
-                },
-            );
+        for (a, (&score, &class)) in best.iter().zip(&best_class).enumerate() {
             if score > self.s.t.conf {
                 let (cx, cy, w, h) = (row(0)[a], row(1)[a], row(2)[a], row(3)[a]);
                 out.push(Candidate {
@@ -122,7 +125,7 @@ impl PostProcYoloV8 {
                     x2: cx + w / 2.0,
                     y2: cy + h / 2.0,
                     score,
-                    class,
+                    class: class as usize,
                 });
             }
         }
