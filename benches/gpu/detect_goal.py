@@ -92,23 +92,8 @@ def classifier(work):
     return net
 
 
-TOML = """batching_timeout = 2
-
-[decoder]
-backend = "DecodeMat"
-instance_num = 6
-next = "letterbox"
-
-[letterbox]
-backend = "SyncTensor[Sequential[LetterBoxMat,cvtColorMat,Mat2Tensor]]"
-resize_h = 640
-resize_w = 640
-pad_val = 114
-color = "rgb"
-instance_num = 6
-next = "detector"
-
-[detector]
+# The detector and its post-processing, the same in both pipelines.
+DETECTOR = """[detector]
 backend = "SyncTensor[TensorrtTensor]"
 model = "{work}/yolov8n.onnx"
 {device}
@@ -124,9 +109,29 @@ classes = 80
 conf_thres = {conf}
 iou_thres = {iou}
 max_det = {max_det}
-instance_num = 3
+instance_num = {post_instances}
 next = "boxes"
+"""
 
+TOML = ("""batching_timeout = 2
+
+[decoder]
+backend = "DecodeMat"
+instance_num = 6
+next = "letterbox"
+
+[letterbox]
+backend = "SyncTensor[Sequential[LetterBoxMat,cvtColorMat,Mat2Tensor]]"
+resize_h = 640
+resize_w = 640
+pad_val = 114
+color = "rgb"
+instance_num = 6
+next = "detector"
+
+"""
+    + DETECTOR
+    + """
 [boxes]
 backend = "MapReduce"
 map = "decoder[result:data,color:color],postproc[result:TASK_BOX_KEY]"
@@ -150,10 +155,10 @@ mean = "123.675, 116.28, 103.53"
 std = "58.395, 57.120, 57.375"
 instance_num = {cls_instances}
 max = {cls_max}
-"""
+""")
 
 
-TOML_GPU = """batching_timeout = 2
+TOML_GPU = ("""batching_timeout = 2
 
 [gpu_decoder]
 backend = "SyncTensor[DecodeTensor]"
@@ -177,25 +182,9 @@ instance_num = 4
 max = 16
 next = "detector"
 
-[detector]
-backend = "SyncTensor[TensorrtTensor]"
-model = "{work}/yolov8n.onnx"
-{device}
-mean = "0, 0, 0"
-std = "255, 255, 255"
-instance_num = {det_instances}
-max = {det_max}
-next = "postproc"
-
-[postproc]
-backend = "PostProcYoloV8"
-classes = 80
-conf_thres = {conf}
-iou_thres = {iou}
-max_det = {max_det}
-instance_num = 4
-next = "boxes"
-
+"""
+    + DETECTOR
+    + """
 [boxes]
 backend = "MapReduce"
 map = "cpu_decoder[result:data,color:color],postproc[result:TASK_BOX_KEY]"
@@ -220,7 +209,7 @@ mean = "123.675, 116.28, 103.53"
 std = "58.395, 57.120, 57.375"
 instance_num = {cls_instances}
 max = {cls_max}
-"""
+""")
 
 
 def letterboxed(imgdir):
@@ -281,6 +270,7 @@ def prepare(work, imgdir):
         timed = name in ("fp16", "gpu16")
         template = TOML_GPU if name.startswith("gpu") else TOML
         text = template.format(work=work, conf=conf, iou=IOU, max_det=MAX_DET,
+                           post_instances=4 if name.startswith("gpu") else 3,
                            device=f'device = "{device}"\nprecision = "{precision}"',
                            # Only the fp16 and gpu16 servers are timed: the others check boxes one
                            # photo at a time, and tune (fp32) just batch 1.

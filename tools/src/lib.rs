@@ -1,6 +1,7 @@
-//! What the developer tools (`model-check`, `preprocess-check`) do alike at start-up.
+//! What the developer tools (`model-check`, `preprocess-check`, `detect-preprocess-check`) do
+//! alike: logging, the generated models, the photo folders they read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -23,4 +24,20 @@ pub fn write_models(dir: &Path) -> Result<()> {
         .with_context(|| format!("writing models into {}", dir.display()))?;
     println!("models ready in {}", dir.display());
     Ok(())
+}
+
+/// The photos in `dir` (`.jpg`, `.jpeg`, `.png`, `.bmp`), sorted by name.
+pub fn photo_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("jpg" | "jpeg" | "png" | "bmp")
+            )
+        })
+        .collect();
+    v.sort();
+    Ok(v)
 }

@@ -144,21 +144,6 @@ fn kept(item: &Item) -> String {
         .join(" ")
 }
 
-fn files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("jpg" | "jpeg" | "png" | "bmp")
-            )
-        })
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 fn main() -> Result<()> {
     tools::init_logging();
     let args = Args::parse();
@@ -168,7 +153,7 @@ fn main() -> Result<()> {
         Ok(engine::gpu::pool::read_back(&gpu_ctx, v)?)
     };
     let ctx: &ReadBack = &read_back;
-    let photos: Vec<(String, Vec<u8>, Mat)> = files(&args.images)?
+    let photos: Vec<(String, Vec<u8>, Mat)> = tools::photo_files(&args.images)?
         .into_iter()
         .filter_map(|p| {
             let bytes = std::fs::read(&p).ok()?;

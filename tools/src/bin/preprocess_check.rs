@@ -57,21 +57,6 @@ struct Args {
     write_models: Option<PathBuf>,
 }
 
-fn files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("jpg" | "jpeg" | "png" | "bmp")
-            )
-        })
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 fn name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -215,9 +200,9 @@ fn main() -> Result<()> {
     let read_back =
         |v: &DeviceValue| -> Result<Vec<u8>> { Ok(engine::gpu::pool::read_back(&gpu_ctx, v)?) };
     let size = args.size;
-    let mut paths = files(&args.images)?;
+    let mut paths = tools::photo_files(&args.images)?;
     if let Some(extra) = &args.extra {
-        paths.extend(files(extra)?);
+        paths.extend(tools::photo_files(extra)?);
     }
     let all: Vec<(String, Arc<[u8]>)> = paths
         .iter()

@@ -12,34 +12,13 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 
 #[cfg(feature = "cuda")]
 pub struct CropTensor {
-    gpu: std::sync::Arc<cudarc::driver::CudaContext>,
-    stream: std::sync::Arc<cudarc::driver::CudaStream>,
-    pool: std::sync::Arc<crate::gpu::pool::Pool>,
-    /// Set inside `SyncTensor`: the stream is its, and it waits.
-    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+    s: super::CopyStream,
 }
 
 #[cfg(feature = "cuda")]
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
-    use crate::gpu::cuda::Call;
-    ctx.no_args()?;
-    let gpu = super::open_gpu(ctx, false)?;
-    let shared = super::scope_stream(ctx, &gpu)?;
-    let stream = match &shared {
-        Some((s, _)) => s.clone(),
-        None => {
-            let made = (|| {
-                gpu.bind_to_thread().call("cuCtxSetCurrent")?;
-                gpu.new_stream().call("cuStreamCreate")
-            })();
-            made.map_err(|e| super::gpu_error(ctx, e))?
-        }
-    };
     Ok(Box::new(CropTensor {
-        pool: crate::gpu::pool::shared(&gpu),
-        gpu,
-        stream,
-        scope: shared.map(|(_, scope)| scope),
+        s: super::copy_stream(ctx)?,
     }))
 }
 
@@ -53,8 +32,9 @@ impl Backend for CropTensor {
         use crate::gpu::cuda::Call;
         use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
         use std::sync::Arc;
-        crate::gpu::peer::items_here(batch, &self.stream).map_err(super::backend_error)?;
-        self.gpu
+        crate::gpu::peer::items_here(batch, &self.s.stream).map_err(super::backend_error)?;
+        self.s
+            .gpu
             .bind_to_thread()
             .call("cuCtxSetCurrent")
             .map_err(super::backend_error)?;
@@ -88,7 +68,11 @@ impl Backend for CropTensor {
                     continue;
                 }
             };
-            let out = self.pool.take(cw * ch * c).map_err(super::backend_error)?;
+            let out = self
+                .s
+                .pool
+                .take(cw * ch * c)
+                .map_err(super::backend_error)?;
             let src_at = src.ptr() + ((y * w + x) * c) as u64;
             // SAFETY: the rectangle (rows y..y+ch, bytes x·c..(x+cw)·c of rows w·c long) lies in
             // the h×w×c source image (`crop_rect` clips to it), and `out` holds cw·ch·c bytes;
@@ -102,7 +86,7 @@ impl Backend for CropTensor {
                     w * c,
                     cw * c,
                     ch,
-                    &self.stream,
+                    &self.s.stream,
                 )
             }
             .map_err(super::backend_error)?;
@@ -112,7 +96,7 @@ impl Backend for CropTensor {
         if outputs.is_empty() {
             return Ok(());
         }
-        super::keep_or_wait(self.scope.as_deref(), &self.stream, sources)
+        super::keep_or_wait(self.s.scope.as_deref(), &self.s.stream, sources)
             .map_err(super::backend_error)?;
         for (i, out, height, width, channels) in outputs {
             batch[i].result = Some(Value::Device(DeviceValue {

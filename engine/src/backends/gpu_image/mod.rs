@@ -192,6 +192,41 @@ fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     })
 }
 
+/// What the copying backends (CropTensor, UploadMat) hold: the device, a stream (the enclosing
+/// `SyncTensor`'s, then `scope` is set and the backend does not wait; else one of their own) and
+/// the pool their outputs come from.
+#[cfg(feature = "cuda")]
+struct CopyStream {
+    gpu: std::sync::Arc<cudarc::driver::CudaContext>,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+    pool: std::sync::Arc<crate::gpu::pool::Pool>,
+    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+}
+
+#[cfg(feature = "cuda")]
+fn copy_stream(ctx: &InitContext<'_>) -> Result<CopyStream, ConfigError> {
+    use crate::gpu::cuda::Call;
+    ctx.no_args()?;
+    let gpu = open_gpu(ctx, false)?;
+    let shared = scope_stream(ctx, &gpu)?;
+    let stream = match &shared {
+        Some((s, _)) => s.clone(),
+        None => {
+            let made = (|| {
+                gpu.bind_to_thread().call("cuCtxSetCurrent")?;
+                gpu.new_stream().call("cuStreamCreate")
+            })();
+            made.map_err(|e| gpu_error(ctx, e))?
+        }
+    };
+    Ok(CopyStream {
+        pool: crate::gpu::pool::shared(&gpu),
+        gpu,
+        stream,
+        scope: shared.map(|(_, scope)| scope),
+    })
+}
+
 #[cfg(feature = "cuda")]
 fn gpu_error(ctx: &InitContext<'_>, e: crate::gpu::GpuError) -> ConfigError {
     let p = ctx.params();

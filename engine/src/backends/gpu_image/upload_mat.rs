@@ -14,34 +14,13 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 
 #[cfg(feature = "cuda")]
 pub struct UploadMat {
-    gpu: std::sync::Arc<cudarc::driver::CudaContext>,
-    stream: std::sync::Arc<cudarc::driver::CudaStream>,
-    pool: std::sync::Arc<crate::gpu::pool::Pool>,
-    /// Set inside `SyncTensor`: the stream is its, and it waits.
-    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+    s: super::CopyStream,
 }
 
 #[cfg(feature = "cuda")]
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
-    use crate::gpu::cuda::Call;
-    ctx.no_args()?;
-    let gpu = super::open_gpu(ctx, false)?;
-    let shared = super::scope_stream(ctx, &gpu)?;
-    let stream = match &shared {
-        Some((s, _)) => s.clone(),
-        None => {
-            let made = (|| {
-                gpu.bind_to_thread().call("cuCtxSetCurrent")?;
-                gpu.new_stream().call("cuStreamCreate")
-            })();
-            made.map_err(|e| super::gpu_error(ctx, e))?
-        }
-    };
     Ok(Box::new(UploadMat {
-        pool: crate::gpu::pool::shared(&gpu),
-        gpu,
-        stream,
-        scope: shared.map(|(_, scope)| scope),
+        s: super::copy_stream(ctx)?,
     }))
 }
 
@@ -54,7 +33,8 @@ impl Backend for UploadMat {
         use crate::gpu::cuda::Call;
         use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
         use std::sync::Arc;
-        self.gpu
+        self.s
+            .gpu
             .bind_to_thread()
             .call("cuCtxSetCurrent")
             .map_err(super::backend_error)?;
@@ -69,11 +49,11 @@ impl Backend for UploadMat {
                 continue;
             };
             let bytes = m.data.len();
-            let out = self.pool.take(bytes).map_err(super::backend_error)?;
+            let out = self.s.pool.take(bytes).map_err(super::backend_error)?;
             // SAFETY: `out` holds `bytes` bytes; the pixels are the Mat's, kept alive (the
             // `Arc` in `sources`) until the stream has passed the copy (`keep_or_wait`).
             unsafe {
-                crate::gpu::cuda::copy_htod_async(out.ptr(), m.data.as_ptr(), bytes, &self.stream)
+                crate::gpu::cuda::copy_htod_async(out.ptr(), m.data.as_ptr(), bytes, &self.s.stream)
             }
             .map_err(super::backend_error)?;
             outputs.push((i, out, m.height, m.width, m.channels));
@@ -82,7 +62,7 @@ impl Backend for UploadMat {
         if outputs.is_empty() {
             return Ok(());
         }
-        super::keep_or_wait(self.scope.as_deref(), &self.stream, sources)
+        super::keep_or_wait(self.s.scope.as_deref(), &self.s.stream, sources)
             .map_err(super::backend_error)?;
         for (i, out, height, width, channels) in outputs {
             batch[i].result = Some(Value::Device(DeviceValue {
