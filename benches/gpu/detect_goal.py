@@ -3,6 +3,9 @@
 usage: detect_goal.py prepare WORK IMGDIR
        detect_goal.py boxes WORK IMGDIR PORT NAME      (our server's boxes vs ultralytics')
        detect_goal.py reference WORK IMGDIR SECONDS    (ultralytics' fp16 loop + the classifier)
+       detect_goal.py fp16self WORK IMGDIR             (PyTorch's fp16 boxes against themselves)
+       detect_goal.py variant WORK NAME SECTION.KEY=VALUE ...   (a gpu16 TOML with edits)
+       detect_goal.py nodes BEFORE AFTER               (per node, between two /metrics reads)
 
 prepare: YOLOv8n from ultralytics' YAML and torchvision's ResNet-18, seeded weights, BatchNorm
 statistics calibrated on random images (export_models.build, zoo.calibrate), nothing
@@ -32,10 +35,22 @@ reference: ultralytics' fp16 `predict` loop (its defaults otherwise: rectangular
 one photo at a time as a Python service runs it, each box cropped (every pixel it touches, as
 CropMat), resized to 224×224, normalised and classified by ResNet-18 in PyTorch fp16 in one
 batch a photo; photos/s over SECONDS after a warm-up. Writes WORK/reference.json.
+
+fp16self: ultralytics' fp16 predict on every photo (OpenCV's decode) as `boxes` runs it (one
+photo at a time), against the same weights in fp16 run other ways PyTorch itself runs them: all
+photos in one batch, and with cuDNN's autotuner on (`torch.backends.cudnn.benchmark`), which
+picks other convolution algorithms. Boxes compared as `boxes` does. Writes WORK/fp16self.json.
+
+variant: WORK/detect_classify_gpu16.toml with each SECTION.KEY set to VALUE (written as given:
+quote strings), into WORK/detect_classify_NAME.toml; a top-level key is `.KEY`.
+
+nodes: each node's items, batch size, busy and queue-wait time an item, from two reads of the
+server's /metrics (files), and JSON of the same on the last line.
 """
 import json
 import math
 import os
+import re
 import socket
 import struct
 import sys
@@ -464,9 +479,99 @@ def reference(work, imgdir, seconds):
     print(json.dumps(rec))
 
 
+def fp16self(work, imgdir):
+    goal = json.load(open(f"{work}/goal.json"))
+    items = [(n, decode(d)) for n, d in photos(imgdir)]
+    y = yolo(work)
+    kw = dict(imgsz=640, conf=goal["conf"], iou=IOU, max_det=MAX_DET, half=True, device=0,
+              rect=False, verbose=False)
+
+    def table(results):
+        out = []
+        for r in results:
+            b = r.boxes
+            out.append(np.concatenate([b.xyxy.cpu().numpy(), b.conf.cpu().numpy()[:, None],
+                                       b.cls.cpu().numpy()[:, None]], 1).astype(np.float64))
+        return out
+
+    base = table([y.predict(img, **kw)[0] for _, img in items])
+    ways = {"one batch": table(y.predict([img for _, img in items], batch=len(items), **kw))}
+    torch.backends.cudnn.benchmark = True
+    for _, img in items:  # the autotuner's own trials
+        y.predict(img, **kw)
+    ways["cudnn.benchmark"] = table([y.predict(img, **kw)[0] for _, img in items])
+    torch.backends.cudnn.benchmark = False
+    rec = {"conf": goal["conf"], "ways": {}}
+    for way, got in ways.items():
+        rows = []
+        for (n, _), mine, theirs in zip(items, got, base):
+            pairs, only_a, only_b = match(mine.tolist(), theirs.tolist())
+            worst = max([p[2] for p in pairs], default=0.0)
+            rows.append({"photo": n, "boxes": len(mine), "one_at_a_time": len(theirs),
+                         "matched": len(pairs), "only_this_way": only_a,
+                         "only_one_at_a_time": only_b, "max_corner_px": round(worst, 4),
+                         "same": only_a == 0 and only_b == 0 and worst <= 1.0})
+        differ = [r["photo"] for r in rows if not r["same"]]
+        rec["ways"][way] = {"photos_differing": differ, "rows": rows}
+        print(f"PyTorch fp16, {way} against one photo at a time: {len(differ)} of {len(rows)} "
+              f"photos differ {differ}", flush=True)
+    json.dump(rec, open(f"{work}/fp16self.json", "w"), indent=1)
+
+
+def variant(work, name, edits):
+    lines = open(f"{work}/detect_classify_gpu16.toml").read().splitlines()
+    for edit in edits:
+        target, value = edit.split("=", 1)
+        section, key = target.rsplit(".", 1)
+        start = 0 if not section else lines.index(f"[{section}]") + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+        at = next((i for i in range(start, end) if lines[i].split("=")[0].strip() == key), None)
+        if at is None:
+            lines.insert(start, f"{key} = {value}")
+        else:
+            lines[at] = f"{key} = {value}"
+    open(f"{work}/detect_classify_{name}.toml", "w").write("\n".join(lines) + "\n")
+
+
+def nodes(before, after):
+    def read(path):
+        v = {}
+        for line in open(path):
+            m = re.match(r'torchpipe_node_(\w+)\{node="([^"]+)"\} ([0-9.e+-]+)', line)
+            if m:
+                v.setdefault(m[2], {})[m[1]] = float(m[3])
+        return v
+    a, b = read(before), read(after)
+    rec = {}
+    for node, x in b.items():
+        d = {k: x[k] - a.get(node, {}).get(k, 0.0) for k in x}
+        items = d.get("items_total", 0)
+        if not items:
+            continue
+        batches = max(d.get("batches_total", 0), 1)
+        rec[node] = {"items": int(items), "batch": items / batches,
+                     "busy_ms_a_batch": 1e3 * d.get("busy_seconds_total", 0) / batches,
+                     "wait_ms_an_item": 1e3 * d.get("queue_wait_seconds_total", 0) / items,
+                     "instances": int(x.get("instances", 0))}
+        r = rec[node]
+        print(f"{node:12} items {r['items']:7} batch {r['batch']:5.1f} busy ms/batch "
+              f"{r['busy_ms_a_batch']:6.2f} wait ms/item {r['wait_ms_an_item']:6.2f} "
+              f"instances {r['instances']}")
+    print(json.dumps(rec))
+
+
 if __name__ == "__main__":
-    cmd, work, imgdir = sys.argv[1], sys.argv[2], sys.argv[3]
-    if cmd == "prepare":
+    cmd = sys.argv[1]
+    if cmd == "variant":
+        variant(sys.argv[2], sys.argv[3], sys.argv[4:])
+        sys.exit(0)
+    if cmd == "nodes":
+        nodes(sys.argv[2], sys.argv[3])
+        sys.exit(0)
+    work, imgdir = sys.argv[2], sys.argv[3]
+    if cmd == "fp16self":
+        fp16self(work, imgdir)
+    elif cmd == "prepare":
         prepare(work, imgdir)
     elif cmd == "boxes":
         boxes(work, imgdir, int(sys.argv[4]), sys.argv[5])

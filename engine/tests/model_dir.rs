@@ -109,6 +109,7 @@ fn run_ort(path: &Path, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, Stri
         max: BATCH,
         mean: vec![0.0],
         std: vec![1.0],
+        stage: Default::default(),
     };
     let mut inst = model.instance(&spec).map_err(|e| e.to_string())?;
     inst.run(Tensor::new(shape.to_vec(), input.to_vec()))

@@ -92,6 +92,11 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
+    /// The GPU the model is loaded on.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
     /// What the convolution tuner reads of this model.
     fn tune_input(&self) -> TuneInput<'_> {
         TuneInput {
@@ -498,19 +503,23 @@ pub struct GpuInstance {
 
 impl GpuInstance {
     /// Builds an instance for batch sizes `min..=max`, tuning what the model has not tuned
-    /// yet, and captures one CUDA graph per batch size.
+    /// yet, and captures one CUDA graph per batch size. Its stream has CUDA priority
+    /// `priority` (0, CUDA's default, or a value of the context's priority range).
     pub fn new(
         model: Arc<GpuModel>,
         min: usize,
         max: usize,
         mean: &[f32],
         std: &[f32],
+        priority: i32,
     ) -> Result<GpuInstance> {
         let (min, max) = (min.max(1), max.max(min.max(1)));
         model.ensure_tuned(min..=max)?;
         let ctx = model.ctx.clone();
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let stream = ctx.new_stream().call("cuStreamCreate")?;
+        let stream = ctx
+            .new_stream_with_priority(priority)
+            .call("cuStreamCreateWithPriority")?;
         let dnn = Dnn::new(&stream)?;
         let p = &model.plan;
         let (mut on_blas, mut on_lt) = (false, false);

@@ -346,19 +346,23 @@ impl Decoder {
     /// `rgb` picks the channel order nvJPEG writes (BGR otherwise, as DecodeMat).
     /// `hardware = false` keeps to the hybrid decoder even on chips with JPEG engines.
     /// `shared`: a stream of `ctx`'s that the owner waits for after each `decode` (the decoder
-    /// then enqueues and returns); without one the decoder makes its own and waits for it.
+    /// then enqueues and returns); without one the decoder makes its own, of CUDA priority
+    /// `priority` (0, CUDA's default, or a value of the context's range), and waits for it.
     pub fn new(
         ctx: &Arc<CudaContext>,
         rgb: bool,
         hardware: bool,
         shared: Option<Arc<CudaStream>>,
+        priority: i32,
     ) -> Result<Decoder> {
         let api = api()?;
         ctx.bind_to_thread().map_err(NvjpegError::Context)?;
         let waits = shared.is_none();
         let stream = match shared {
             Some(s) => s,
-            None => ctx.new_stream().map_err(NvjpegError::Gpu)?,
+            None => ctx
+                .new_stream_with_priority(priority)
+                .map_err(NvjpegError::Gpu)?,
         };
         let hybrid = Session::new(api, BACKEND_DEFAULT)?;
         let hardware = if hardware {

@@ -102,10 +102,22 @@ struct Args {
     #[cfg(feature = "cuda")]
     #[arg(long, value_name = "HOW", default_value = "block", value_parser = parse_wait)]
     gpu_wait: engine::gpu::GpuWait,
+    /// Which GPU work runs first when several instances have kernels waiting: equal (every
+    /// stream at CUDA's default priority) or downstream (a node's CUDA streams at a priority
+    /// that rises with its place in the pipeline, so that requests already in their last nodes
+    /// finish before newer requests' first nodes; see docs/operations.md)
+    #[cfg(feature = "cuda")]
+    #[arg(long, value_name = "ORDER", default_value = "equal", value_parser = parse_priority)]
+    gpu_priority: engine::gpu::priority::GpuPriority,
 }
 
 #[cfg(feature = "cuda")]
 fn parse_wait(s: &str) -> Result<engine::gpu::GpuWait, String> {
+    s.parse()
+}
+
+#[cfg(feature = "cuda")]
+fn parse_priority(s: &str) -> Result<engine::gpu::priority::GpuPriority, String> {
     s.parse()
 }
 
@@ -193,6 +205,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");
     #[cfg(feature = "cuda")]
     engine::gpu::set_wait(args.gpu_wait);
+    #[cfg(feature = "cuda")]
+    engine::gpu::priority::set_priority(args.gpu_priority);
     let started = Instant::now();
     let mode = if args.baseline {
         let b = baseline::Baseline::from_config(&config, &Registry::with_defaults())?;

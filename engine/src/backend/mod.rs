@@ -82,6 +82,8 @@ pub struct InitContext<'a> {
     /// Inside `SyncTensor[...]`: the stream its GPU backends share, waited for once per batch
     /// by the `SyncTensor` (`gpu::scope`). Outside one, each GPU backend waits for its own.
     pub stream_scope: Option<&'a std::sync::Arc<crate::gpu::scope::StreamScope>>,
+    /// The node's place in the pipeline, which orders its GPU streams (`gpu::priority`).
+    pub stage: crate::graph::Stage,
 }
 
 impl<'a> InitContext<'a> {
@@ -345,6 +347,7 @@ impl Registry {
             shared: &cache,
             pipeline: &handle,
             stream_scope: None,
+            stage: crate::graph::Stage::default(),
         };
         self.build(&ctx)
     }

@@ -6,6 +6,8 @@
 pub mod peer;
 #[cfg(feature = "cuda")]
 pub mod pool;
+#[cfg(feature = "cuda")]
+pub mod priority;
 pub mod scope;
 
 #[cfg(feature = "cuda")]

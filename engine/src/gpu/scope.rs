@@ -25,6 +25,8 @@ use {
 #[derive(Default)]
 pub struct StreamScope {
     inner: Mutex<Inner>,
+    /// The node's place in the pipeline: the stream's priority (`gpu::priority`).
+    stage: crate::graph::Stage,
 }
 
 #[derive(Default)]
@@ -42,18 +44,24 @@ impl std::fmt::Debug for StreamScope {
 }
 
 impl StreamScope {
+    /// A scope for the backends of a node at `stage`.
+    pub fn new(stage: crate::graph::Stage) -> StreamScope {
+        StreamScope {
+            stage,
+            ..StreamScope::default()
+        }
+    }
+
     /// The scope's stream on `ctx`'s GPU, made on first use. `None` when the scope already has
     /// a stream on another GPU (a backend there keeps a stream of its own and waits for it).
     #[cfg(feature = "cuda")]
     pub fn stream(&self, ctx: &Arc<CudaContext>) -> super::cuda::Result<Option<Arc<CudaStream>>> {
-        use super::cuda::Call;
         let mut inner = self.lock();
         if let Some(s) = &inner.stream {
             let same = s.context().ordinal() == ctx.ordinal();
             return Ok(same.then(|| s.clone()));
         }
-        ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        let s = ctx.new_stream().call("cuStreamCreate")?;
+        let s = super::priority::new_stream(ctx, self.stage)?;
         inner.stream = Some(s.clone());
         Ok(Some(s))
     }

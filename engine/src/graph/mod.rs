@@ -23,6 +23,17 @@ pub struct GraphNode {
     pub path_map: bool,
     /// Keys whose values an item keeps as it leaves this node, for a later node's `map`.
     pub keep: Vec<String>,
+    /// The most nodes an item passes through before this one, from an entry (0 for an entry).
+    pub level: usize,
+}
+
+/// Where a node's work sits in the pipeline: `level` (its `GraphNode::level`) of `deepest`
+/// (the largest level in the graph). GPU streams take their priority from it (`gpu::priority`).
+/// A backend built outside a pipeline is at `Stage::default()`, level 0 of 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stage {
+    pub level: usize,
+    pub deepest: usize,
 }
 
 /// `backend = "MapReduce"`: each item splits into one child per element of its `split` key,
@@ -73,6 +84,7 @@ impl Graph {
                 mapreduce: None,
                 path_map: false,
                 keep: Vec::new(),
+                level: 0,
             })
             .collect();
         check_cycles(config, &nodes)?;
@@ -81,25 +93,29 @@ impl Graph {
         }
         check_sub_graphs(config, &nodes)?;
 
-        let mut has_parent = vec![false; nodes.len()];
-        for n in &nodes {
-            for &x in &n.next {
-                has_parent[x] = true;
-            }
-        }
+        // Every edge an item can take: `next`, a `MapReduce` node's `jump`, a `Jump` backend's.
+        let mut edges: Vec<(usize, usize)> = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.next.iter().map(move |&x| (i, x)))
+            .collect();
         // A sub-graph's first node is reached by its `MapReduce` node or `Jump`, not by requests
         // that name no node.
         for (i, cfg) in config.nodes.iter().enumerate() {
             if let Some(mr) = &nodes[i].mapreduce {
-                has_parent[mr.jump] = true;
+                edges.push((i, mr.jump));
             }
             let mut exprs = Vec::new();
             cfg.backend.walk(&mut exprs);
             for e in exprs.iter().filter(|e| e.name == "Jump") {
                 for target in e.args.iter().filter_map(|t| index.get(&t.name)) {
-                    has_parent[*target] = true;
+                    edges.push((i, *target));
                 }
             }
+        }
+        let mut has_parent = vec![false; nodes.len()];
+        for &(_, x) in &edges {
+            has_parent[x] = true;
         }
         let entries: Vec<usize> = (0..nodes.len()).filter(|&i| !has_parent[i]).collect();
         if entries.is_empty() {
@@ -201,11 +217,33 @@ impl Graph {
             }
             nodes[j].path_map = true;
         }
+        // Longest paths: relaxing every edge once per node is enough where there is no cycle
+        // (`next` has none, checked above), and bounds the work where a `Jump` leads back.
+        for _ in 0..nodes.len() {
+            let mut changed = false;
+            for &(p, x) in &edges {
+                if nodes[x].level < nodes[p].level + 1 {
+                    nodes[x].level = nodes[p].level + 1;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
         Ok(Graph {
             nodes,
             entries,
             index,
         })
+    }
+
+    /// Node `i`'s place in the pipeline.
+    pub fn stage(&self, i: usize) -> Stage {
+        Stage {
+            level: self.nodes[i].level,
+            deepest: self.nodes.iter().map(|n| n.level).max().unwrap_or(0),
+        }
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
@@ -388,4 +426,81 @@ fn check_cycles(config: &Config, nodes: &[GraphNode]) -> Result<(), ConfigError>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn graph(text: &str) -> Graph {
+        let config = Config::parse(text, Path::new("test.toml")).unwrap();
+        Graph::build(&config).unwrap()
+    }
+
+    fn levels(g: &Graph) -> Vec<(&str, usize)> {
+        g.nodes.iter().map(|n| (n.name.as_str(), n.level)).collect()
+    }
+
+    #[test]
+    fn a_node_is_as_deep_as_its_longest_way_from_an_entry() {
+        // a → b → d and a → c → d: d joins the fan-out, one level below both branches.
+        let g = graph(
+            r#"
+[a]
+backend = "Identity"
+next = "b,c"
+[b]
+backend = "Identity"
+next = "d"
+[c]
+backend = "Identity"
+next = "d"
+[d]
+backend = "Identity"
+map = "b[result:x],c[result:y]"
+"#,
+        );
+        assert_eq!(levels(&g), [("a", 0), ("b", 1), ("c", 1), ("d", 2)]);
+        assert_eq!(
+            g.stage(3),
+            Stage {
+                level: 2,
+                deepest: 2
+            }
+        );
+        assert_eq!(
+            g.stage(0),
+            Stage {
+                level: 0,
+                deepest: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_sub_graph_lies_below_its_map_reduce_node() {
+        let g = graph(
+            r#"
+[detect]
+backend = "Identity"
+next = "boxes"
+[boxes]
+backend = "MapReduce"
+split = "data"
+jump = "crop"
+merge = "result"
+[crop]
+backend = "Identity"
+next = "classify"
+[classify]
+backend = "Identity"
+"#,
+        );
+        assert_eq!(
+            levels(&g),
+            [("detect", 0), ("boxes", 1), ("crop", 2), ("classify", 3)]
+        );
+        assert_eq!(g.entries, [0]);
+    }
 }

@@ -43,6 +43,7 @@ impl Instance {
             shared: &self.cache,
             pipeline: &handle,
             stream_scope: None,
+            stage: self.shared.graph.stage(self.node),
         };
         self.registry.build(&ctx)
     }

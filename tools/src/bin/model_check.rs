@@ -380,6 +380,7 @@ fn main() -> Result<()> {
         max: 1,
         mean: a.mean.clone(),
         std: a.std.clone(),
+        stage: Default::default(),
     };
     // The CPU engine's outputs first, so that they are written even when the GPU engine then
     // refuses the model.
@@ -412,7 +413,10 @@ fn main() -> Result<()> {
     // One instance per batch size checked, so only those sizes are tuned.
     let mut insts = std::collections::BTreeMap::new();
     for &n in &a.batches {
-        insts.insert(n, GpuInstance::new(model.clone(), n, n, &a.mean, &a.std)?);
+        insts.insert(
+            n,
+            GpuInstance::new(model.clone(), n, n, &a.mean, &a.std, 0)?,
+        );
     }
     let ready_s = started.elapsed().as_secs_f64();
     let report = model.report();
@@ -502,7 +506,7 @@ fn main() -> Result<()> {
         let inst = insts.get_mut(&n).context("an instance per batch size")?;
         let got = inst.trace(n, &input)?;
         let reference = Arc::new(GpuModel::load(&model_path, Precision::Fp32, None, 0)?);
-        let want = GpuInstance::new(reference, n, n, &a.mean, &a.std)?.trace(n, &input)?;
+        let want = GpuInstance::new(reference, n, n, &a.mean, &a.std, 0)?.trace(n, &input)?;
         // The two plans differ only by layout copies: match steps by label and size.
         let mut j = 0;
         for (label, g) in &got {
@@ -646,7 +650,14 @@ fn main() -> Result<()> {
         let per_thread = a.concurrent_batches.div_ceil(a.instances);
         let mut runners = Vec::new();
         for _ in 0..a.instances {
-            runners.push(GpuInstance::new(model.clone(), 1, max_b, &a.mean, &a.std)?);
+            runners.push(GpuInstance::new(
+                model.clone(),
+                1,
+                max_b,
+                &a.mean,
+                &a.std,
+                0,
+            )?);
         }
         let t = Instant::now();
         let handles: Vec<_> = runners

@@ -15,7 +15,7 @@ pub struct SyncTensor {
 }
 
 pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
-    let scope = Arc::new(StreamScope::default());
+    let scope = Arc::new(StreamScope::new(ctx.stage));
     let inner = {
         let ctx = InitContext {
             stream_scope: Some(&scope),

@@ -81,7 +81,9 @@ pub fn new(
     } = s;
     let gpu = super::open_gpu(ctx, false)?;
     let (stream, scope) = super::scope_stream(ctx, &gpu)?.unzip();
-    let mut decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware, stream)
+    let priority = crate::gpu::priority::stream_priority(&gpu, ctx.stage)
+        .map_err(|e| super::gpu_error(ctx, e))?;
+    let mut decoder = crate::gpu::nvjpeg::Decoder::new(&gpu, rgb, hardware, stream, priority)
         .map_err(|e| super::gpu_error(ctx, e.into()))?;
     decoder
         .prepare_batches(ctx.node.max_batch())

@@ -171,15 +171,13 @@ impl<J: Copy> JobTables<J> {
 
 #[cfg(feature = "cuda")]
 fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
-    use crate::gpu::cuda::Call;
     let gpu = open_gpu(ctx, true)?;
     let shared = scope_stream(ctx, &gpu)?;
     let made = (|| {
         let kernels = crate::gpu::image_kernels::get(&gpu)?;
-        gpu.bind_to_thread().call("cuCtxSetCurrent")?;
         let stream = match &shared {
             Some((s, _)) => s.clone(),
-            None => gpu.new_stream().call("cuStreamCreate")?,
+            None => crate::gpu::priority::new_stream(&gpu, ctx.stage)?,
         };
         Ok((kernels, stream))
     })();
@@ -205,19 +203,12 @@ struct CopyStream {
 
 #[cfg(feature = "cuda")]
 fn copy_stream(ctx: &InitContext<'_>) -> Result<CopyStream, ConfigError> {
-    use crate::gpu::cuda::Call;
     ctx.no_args()?;
     let gpu = open_gpu(ctx, false)?;
     let shared = scope_stream(ctx, &gpu)?;
     let stream = match &shared {
         Some((s, _)) => s.clone(),
-        None => {
-            let made = (|| {
-                gpu.bind_to_thread().call("cuCtxSetCurrent")?;
-                gpu.new_stream().call("cuStreamCreate")
-            })();
-            made.map_err(|e| gpu_error(ctx, e))?
-        }
+        None => crate::gpu::priority::new_stream(&gpu, ctx.stage).map_err(|e| gpu_error(ctx, e))?,
     };
     Ok(CopyStream {
         pool: crate::gpu::pool::shared(&gpu),

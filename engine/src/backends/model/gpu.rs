@@ -42,12 +42,14 @@ impl ModelEngine for GpuEngine {
         self: Arc<Self>,
         spec: &InstanceSpec,
     ) -> Result<Box<dyn ModelInstance>, ModelError> {
+        let priority = crate::gpu::priority::stream_priority(self.model.context(), spec.stage)?;
         let inst = GpuInstance::new(
             self.model.clone(),
             spec.min,
             spec.max,
             &spec.mean,
             &spec.std,
+            priority,
         )?;
         Ok(Box::new(GpuRunner {
             inst,

@@ -78,6 +78,8 @@ pub struct InstanceSpec {
     /// Per input channel; inputs arrive raw and the engine normalises them.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The node's place in the pipeline: the GPU engine's stream priority (`gpu::priority`).
+    pub stage: crate::graph::Stage,
 }
 
 /// A loaded model, shared by a node's instances.

@@ -396,6 +396,7 @@ pub fn new(
         max: ctx.profile.max,
         mean,
         std,
+        stage: ctx.stage,
     };
     let runner = model.clone().instance(&spec).map_err(|e| {
         p.error(
