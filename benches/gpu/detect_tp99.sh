@@ -3,7 +3,8 @@
 # instance counts, batch sizes, batching_timeout and `server --gpu-priority`, one call: the goal
 # run's gpu16 server (YOLOv8n and ResNet-18 in fp16, images on the GPU; benches/gpu/detect_goal.py
 # prepare) with each VARIANTS entry's edits, then PyTorch's own fp16 boxes against themselves
-# (detect_goal.py fp16self). Every server shares one model::cache per model: the first tunes
+# (detect_goal.py fp16self). First, detect-preprocess-check: every GPU detection backend against
+# its CPU twin, value for value (as benches/gpu/detect_backends.sh). Every server shares one model::cache per model: the first tunes
 # every batch size the others use (it must have the largest `max` of each model).
 #   build and carry as detect_goal.sh says, then
 #   COMMIT=<sha> bash benches/gpu/detect_tp99.sh   → $OUT/detect-tp99.tgz and the rows
@@ -21,6 +22,10 @@ mkdir -p "$W" "$IMGS"
 find benches/imgs -maxdepth 1 -type f ! -name 'odd_*' -exec cp {} "$IMGS" \;
 log() { echo "== $* (${SECONDS}s)"; }
 G=benches/gpu/detect_goal.py
+
+log "detect-preprocess-check"
+dist/detect-preprocess-check --images benches/imgs --json "$W/detect-preprocess.json" \
+  2>&1 | grep -v " INFO " | tail -n 12
 
 log prepare
 PYTHONUNBUFFERED=1 python3 $G prepare "$W" "$IMGS" || exit 1

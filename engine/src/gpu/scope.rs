@@ -26,6 +26,7 @@ use {
 pub struct StreamScope {
     inner: Mutex<Inner>,
     /// The node's place in the pipeline: the stream's priority (`gpu::priority`).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     stage: crate::graph::Stage,
 }
 

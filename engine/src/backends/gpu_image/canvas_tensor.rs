@@ -75,33 +75,15 @@ pub struct CanvasTensor {
     placement: Placement,
     /// The channel order to produce when fused with cvtColorTensor; `None` keeps the input's.
     target_rgb: Option<bool>,
-    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
-    stream: std::sync::Arc<cudarc::driver::CudaStream>,
-    kernels: &'static crate::gpu::image_kernels::ImageKernels,
-    pool: std::sync::Arc<crate::gpu::pool::Pool>,
-    tables: Option<super::JobTables<crate::gpu::image_kernels::CanvasJob>>,
-    /// Set inside `SyncTensor`: the stream is its, and it waits.
-    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+    gpu: super::KernelGpu<crate::gpu::image_kernels::CanvasJob>,
 }
 
 #[cfg(feature = "cuda")]
 fn build(ctx: &InitContext<'_>, placement: Placement) -> Result<Box<dyn Backend>, ConfigError> {
-    ctx.no_args()?;
-    let super::KernelStream {
-        gpu,
-        kernels,
-        stream,
-        scope,
-    } = super::kernel_stream(ctx)?;
     Ok(Box::new(CanvasTensor {
         placement,
         target_rgb: None,
-        pool: crate::gpu::pool::shared(&gpu),
-        ctx: gpu,
-        stream,
-        kernels,
-        tables: None,
-        scope,
+        gpu: super::KernelGpu::new(ctx)?,
     }))
 }
 
@@ -138,11 +120,10 @@ impl Backend for CanvasTensor {
         &mut self,
         batch: &mut [crate::item::Item],
     ) -> Result<(), crate::error::BackendError> {
-        use crate::gpu::image_kernels::CanvasJob;
-        use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
+        use crate::gpu::image_kernels::{CanvasJob, ImageKernels};
+        use crate::item::{DeviceLayout, DeviceMemory};
         use std::collections::BTreeMap;
-        use std::sync::Arc;
-        crate::gpu::peer::items_here(batch, &self.stream).map_err(super::backend_error)?;
+        self.gpu.items_here(batch)?;
         // Jobs by canvas size (one launch each; all the same but for ResizePadTensor without
         // padding), and per item its output and what the item keeps.
         let mut by_size: BTreeMap<(usize, usize), Vec<CanvasJob>> = BTreeMap::new();
@@ -155,10 +136,7 @@ impl Backend for CanvasTensor {
             let ([ch, cw, nh, nw, top, left], pad, scale) = self.place(sh, sw);
             let rgb = item.is_rgb();
             let swap = self.target_rgb.is_some_and(|t| t != rgb);
-            let out = self
-                .pool
-                .take(3 * ch * cw * 4)
-                .map_err(super::backend_error)?;
+            let out = self.gpu.take(3 * ch * cw * 4)?;
             by_size.entry((ch, cw)).or_default().push(CanvasJob {
                 src: src.ptr(),
                 dst: out.ptr(),
@@ -177,31 +155,13 @@ impl Backend for CanvasTensor {
         if outputs.is_empty() {
             return Ok(());
         }
-        let launched = (|| {
-            use crate::gpu::cuda::Call;
-            self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-            for ((ch, cw), jobs) in &by_size {
-                let t = super::JobTables::get(&self.ctx, &mut self.tables, jobs.len())?;
-                self.kernels
-                    .canvas(&self.stream, &mut t.host, t.device.ptr, jobs, *ch, *cw)?;
-                // The staging table is reused by the next size's launch: wait for this one's
-                // copy first.
-                if by_size.len() > 1 {
-                    self.stream.synchronize().call("cuStreamSynchronize")?;
-                }
-            }
-            super::keep_or_wait(self.scope.as_deref(), &self.stream, sources)
-        })();
-        launched.map_err(super::backend_error)?;
+        let groups: Vec<_> = by_size.into_iter().collect();
+        self.gpu.launch(ImageKernels::canvas, &groups, sources)?;
         for (i, out, [ch, cw], rgb, scale, corner, [sh, sw]) in outputs {
             let item = &mut batch[i];
             crate::backends::image::remember(item, &scale, corner, [sh, sw]);
-            item.result = Some(Value::Device(DeviceValue {
-                layout: DeviceLayout::Tensor {
-                    shape: vec![3, ch, cw],
-                },
-                mem: Arc::new(out),
-            }));
+            let shape = vec![3, ch, cw];
+            super::device_result(item, DeviceLayout::Tensor { shape }, out);
             item.set_color(rgb);
         }
         Ok(())
@@ -212,12 +172,7 @@ impl Backend for CanvasTensor {
         Some(Box::new(CanvasTensor {
             placement: self.placement,
             target_rgb: Some(rgb),
-            ctx: self.ctx.clone(),
-            stream: self.stream.clone(),
-            kernels: self.kernels,
-            pool: self.pool.clone(),
-            tables: None,
-            scope: self.scope.clone(),
+            gpu: self.gpu.twin(),
         }))
     }
 }

@@ -53,6 +53,7 @@ fn open_gpu(
 /// the enclosing `SyncTensor`'s (then `scope` is set and the backend does not wait), else one
 /// of their own.
 #[cfg(feature = "cuda")]
+#[derive(Clone)]
 struct KernelStream {
     gpu: std::sync::Arc<cudarc::driver::CudaContext>,
     kernels: &'static crate::gpu::image_kernels::ImageKernels,
@@ -188,6 +189,113 @@ fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
         stream,
         scope: shared.map(|(_, scope)| scope),
     })
+}
+
+/// One of `ImageKernels`' batched launches: the stream, the pinned staging of the job table,
+/// the table on the device, the jobs, and the output's height and width.
+#[cfg(feature = "cuda")]
+type BatchedKernel<J> = fn(
+    &crate::gpu::image_kernels::ImageKernels,
+    &cudarc::driver::CudaStream,
+    &mut crate::gpu::cuda::PinnedBuf<J>,
+    u64,
+    &[J],
+    usize,
+    usize,
+) -> crate::gpu::cuda::Result<()>;
+
+/// What the backends of one batched image kernel (ResizeTensor, LetterBoxTensor,
+/// ResizePadTensor, WarpAffineTensor) hold: the kernels and stream, the pool their outputs come
+/// from, and the kernel's job table.
+#[cfg(feature = "cuda")]
+struct KernelGpu<J: Copy> {
+    ks: KernelStream,
+    pool: std::sync::Arc<crate::gpu::pool::Pool>,
+    tables: Option<JobTables<J>>,
+}
+
+#[cfg(feature = "cuda")]
+impl<J: Copy> KernelGpu<J> {
+    fn new(ctx: &InitContext<'_>) -> Result<KernelGpu<J>, ConfigError> {
+        ctx.no_args()?;
+        let ks = kernel_stream(ctx)?;
+        Ok(KernelGpu {
+            pool: crate::gpu::pool::shared(&ks.gpu),
+            ks,
+            tables: None,
+        })
+    }
+
+    /// The same device, kernels and stream for a fused backend, with a job table of its own.
+    fn twin(&self) -> KernelGpu<J> {
+        KernelGpu {
+            ks: self.ks.clone(),
+            pool: self.pool.clone(),
+            tables: None,
+        }
+    }
+
+    /// Brings the batch's GPU values to this backend's GPU.
+    fn items_here(
+        &self,
+        batch: &mut [crate::item::Item],
+    ) -> Result<(), crate::error::BackendError> {
+        crate::gpu::peer::items_here(batch, &self.ks.stream).map_err(backend_error)
+    }
+
+    /// An output buffer of `bytes` from the pool.
+    fn take(
+        &self,
+        bytes: usize,
+    ) -> Result<crate::gpu::pool::PooledBuf, crate::error::BackendError> {
+        self.pool.take(bytes).map_err(backend_error)
+    }
+
+    /// Launches `kernel` once for each group of jobs with one output size (height, width), then
+    /// inside a `SyncTensor` keeps `reads` (the images the jobs read) alive until it waits, else
+    /// waits for the stream.
+    fn launch(
+        &mut self,
+        kernel: BatchedKernel<J>,
+        groups: &[((usize, usize), Vec<J>)],
+        reads: impl std::any::Any + Send,
+    ) -> Result<(), crate::error::BackendError> {
+        use crate::gpu::cuda::Call;
+        let KernelStream {
+            gpu,
+            kernels,
+            stream,
+            scope,
+        } = &self.ks;
+        let launched = (|| {
+            gpu.bind_to_thread().call("cuCtxSetCurrent")?;
+            for ((h, w), jobs) in groups {
+                let t = JobTables::get(gpu, &mut self.tables, jobs.len())?;
+                kernel(kernels, stream, &mut t.host, t.device.ptr, jobs, *h, *w)?;
+                // The staging table is reused by the next group's launch: wait for this one's
+                // copy first.
+                if groups.len() > 1 {
+                    stream.synchronize().call("cuStreamSynchronize")?;
+                }
+            }
+            keep_or_wait(scope.as_deref(), stream, reads)
+        })();
+        launched.map_err(backend_error)
+    }
+}
+
+/// Sets an item's result to `out`, a value on the GPU of `layout`.
+#[cfg(feature = "cuda")]
+fn device_result(
+    item: &mut crate::item::Item,
+    layout: crate::item::DeviceLayout,
+    out: crate::gpu::pool::PooledBuf,
+) {
+    use crate::item::{DeviceValue, Value};
+    item.result = Some(Value::Device(DeviceValue {
+        layout,
+        mem: std::sync::Arc::new(out),
+    }));
 }
 
 /// What the copying backends (CropTensor, UploadMat) hold: the device, a stream (the enclosing

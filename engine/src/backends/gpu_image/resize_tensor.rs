@@ -31,19 +31,7 @@ pub struct ResizeTensor {
     w: usize,
     /// The channel order to produce when fused with cvtColorTensor; `None` keeps the input's.
     target_rgb: Option<bool>,
-    gpu: Gpu,
-}
-
-#[cfg(feature = "cuda")]
-struct Gpu {
-    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
-    stream: std::sync::Arc<cudarc::driver::CudaStream>,
-    kernels: &'static crate::gpu::image_kernels::ImageKernels,
-    pool: std::sync::Arc<crate::gpu::pool::Pool>,
-    /// The job table, pinned on the host and on the device, sized for the largest batch seen.
-    tables: Option<super::JobTables<crate::gpu::image_kernels::Job>>,
-    /// Set inside `SyncTensor`: the stream is its, and it waits.
-    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+    gpu: super::KernelGpu<crate::gpu::image_kernels::Job>,
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -59,26 +47,11 @@ pub fn new(
     ctx: &InitContext<'_>,
     s: ResizeTensorSettings,
 ) -> Result<Box<dyn Backend>, ConfigError> {
-    ctx.no_args()?;
-    let (h, w) = (s.h, s.w);
-    let super::KernelStream {
-        gpu,
-        kernels,
-        stream,
-        scope,
-    } = super::kernel_stream(ctx)?;
     Ok(Box::new(ResizeTensor {
-        h,
-        w,
+        h: s.h,
+        w: s.w,
         target_rgb: None,
-        gpu: Gpu {
-            pool: crate::gpu::pool::shared(&gpu),
-            ctx: gpu,
-            stream,
-            kernels,
-            tables: None,
-            scope,
-        },
+        gpu: super::KernelGpu::new(ctx)?,
     }))
 }
 
@@ -88,11 +61,10 @@ impl Backend for ResizeTensor {
         &mut self,
         batch: &mut [crate::item::Item],
     ) -> Result<(), crate::error::BackendError> {
-        use crate::gpu::image_kernels::Job;
-        use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
-        use std::sync::Arc;
+        use crate::gpu::image_kernels::{ImageKernels, Job};
+        use crate::item::{DeviceLayout, DeviceMemory};
         let (h, w) = (self.h, self.w);
-        crate::gpu::peer::items_here(batch, &self.gpu.stream).map_err(super::backend_error)?;
+        self.gpu.items_here(batch)?;
         let mut jobs = Vec::with_capacity(batch.len());
         let mut outputs = Vec::with_capacity(batch.len());
         let mut sources = Vec::with_capacity(batch.len());
@@ -102,11 +74,7 @@ impl Backend for ResizeTensor {
             };
             let rgb = item.is_rgb();
             let swap = self.target_rgb.is_some_and(|t| t != rgb);
-            let out = self
-                .gpu
-                .pool
-                .take(3 * h * w * 4)
-                .map_err(super::backend_error)?;
+            let out = self.gpu.take(3 * h * w * 4)?;
             jobs.push(Job {
                 src: src.ptr(),
                 dst: out.ptr(),
@@ -121,24 +89,12 @@ impl Backend for ResizeTensor {
         if jobs.is_empty() {
             return Ok(());
         }
-        let g = &mut self.gpu;
-        let launched = (|| {
-            use crate::gpu::cuda::Call;
-            g.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-            let t = super::JobTables::get(&g.ctx, &mut g.tables, jobs.len())?;
-            g.kernels
-                .resize(&g.stream, &mut t.host, t.device.ptr, &jobs, h, w)?;
-            super::keep_or_wait(g.scope.as_deref(), &g.stream, sources)
-        })();
-        launched.map_err(super::backend_error)?;
+        self.gpu
+            .launch(ImageKernels::resize, &[((h, w), jobs)], sources)?;
         for (i, out, rgb) in outputs {
             let item = &mut batch[i];
-            item.result = Some(Value::Device(DeviceValue {
-                layout: DeviceLayout::Tensor {
-                    shape: vec![3, h, w],
-                },
-                mem: Arc::new(out),
-            }));
+            let shape = vec![3, h, w];
+            super::device_result(item, DeviceLayout::Tensor { shape }, out);
             item.set_color(rgb);
         }
         Ok(())
@@ -146,19 +102,11 @@ impl Backend for ResizeTensor {
 
     fn fuse(&self, next: &dyn Backend) -> Option<Box<dyn Backend>> {
         let rgb = super::fused_color(next, self.target_rgb)?;
-        let g = &self.gpu;
         Some(Box::new(ResizeTensor {
             h: self.h,
             w: self.w,
             target_rgb: Some(rgb),
-            gpu: Gpu {
-                ctx: g.ctx.clone(),
-                stream: g.stream.clone(),
-                kernels: g.kernels,
-                pool: g.pool.clone(),
-                tables: None,
-                scope: g.scope.clone(),
-            },
+            gpu: self.gpu.twin(),
         }))
     }
 }

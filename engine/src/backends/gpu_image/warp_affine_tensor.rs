@@ -17,33 +17,15 @@ pub fn new(ctx: &InitContext<'_>, _: WarpAffineSettings) -> Result<Box<dyn Backe
 pub struct WarpAffineTensor {
     h: usize,
     w: usize,
-    ctx: std::sync::Arc<cudarc::driver::CudaContext>,
-    stream: std::sync::Arc<cudarc::driver::CudaStream>,
-    kernels: &'static crate::gpu::image_kernels::ImageKernels,
-    pool: std::sync::Arc<crate::gpu::pool::Pool>,
-    tables: Option<super::JobTables<crate::gpu::image_kernels::WarpJob>>,
-    /// Set inside `SyncTensor`: the stream is its, and it waits.
-    scope: Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+    gpu: super::KernelGpu<crate::gpu::image_kernels::WarpJob>,
 }
 
 #[cfg(feature = "cuda")]
 pub fn new(ctx: &InitContext<'_>, s: WarpAffineSettings) -> Result<Box<dyn Backend>, ConfigError> {
-    ctx.no_args()?;
-    let super::KernelStream {
-        gpu,
-        kernels,
-        stream,
-        scope,
-    } = super::kernel_stream(ctx)?;
     Ok(Box::new(WarpAffineTensor {
         h: s.h,
         w: s.w,
-        pool: crate::gpu::pool::shared(&gpu),
-        ctx: gpu,
-        stream,
-        kernels,
-        tables: None,
-        scope,
+        gpu: super::KernelGpu::new(ctx)?,
     }))
 }
 
@@ -54,11 +36,10 @@ impl Backend for WarpAffineTensor {
         batch: &mut [crate::item::Item],
     ) -> Result<(), crate::error::BackendError> {
         use crate::backends::image::item_affine;
-        use crate::gpu::image_kernels::WarpJob;
-        use crate::item::{DeviceLayout, DeviceMemory, DeviceValue, Value};
-        use std::sync::Arc;
+        use crate::gpu::image_kernels::{ImageKernels, WarpJob};
+        use crate::item::{DeviceLayout, DeviceMemory};
         let (h, w) = (self.h, self.w);
-        crate::gpu::peer::items_here(batch, &self.stream).map_err(super::backend_error)?;
+        self.gpu.items_here(batch)?;
         let mut jobs = Vec::with_capacity(batch.len());
         let mut outputs = Vec::with_capacity(batch.len());
         let mut sources = Vec::with_capacity(batch.len());
@@ -73,7 +54,7 @@ impl Backend for WarpAffineTensor {
             let Some((sh, sw, src)) = super::gpu_image(item, "WarpAffineTensor") else {
                 continue;
             };
-            let out = self.pool.take(h * w * 3).map_err(super::backend_error)?;
+            let out = self.gpu.take(h * w * 3)?;
             jobs.push(WarpJob {
                 src: src.ptr(),
                 dst: out.ptr(),
@@ -87,24 +68,15 @@ impl Backend for WarpAffineTensor {
         if jobs.is_empty() {
             return Ok(());
         }
-        let launched = (|| {
-            use crate::gpu::cuda::Call;
-            self.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-            let t = super::JobTables::get(&self.ctx, &mut self.tables, jobs.len())?;
-            self.kernels
-                .warp_affine(&self.stream, &mut t.host, t.device.ptr, &jobs, h, w)?;
-            super::keep_or_wait(self.scope.as_deref(), &self.stream, sources)
-        })();
-        launched.map_err(super::backend_error)?;
+        self.gpu
+            .launch(ImageKernels::warp_affine, &[((h, w), jobs)], sources)?;
         for (i, out) in outputs {
-            batch[i].result = Some(Value::Device(DeviceValue {
-                layout: DeviceLayout::Image {
-                    height: h,
-                    width: w,
-                    channels: 3,
-                },
-                mem: Arc::new(out),
-            }));
+            let layout = DeviceLayout::Image {
+                height: h,
+                width: w,
+                channels: 3,
+            };
+            super::device_result(&mut batch[i], layout, out);
         }
         Ok(())
     }
