@@ -22,6 +22,8 @@ enum Step {
 }
 
 pub struct Baseline {
+    /// The entry node the chain starts at.
+    entry: String,
     steps: Vec<Step>,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
@@ -112,6 +114,7 @@ impl Baseline {
         bare.params = node.params.without(&["mean", "std"]);
         let backend = registry.build_detached(&bare)?;
         Ok(Baseline {
+            entry: entry.name.clone(),
             steps,
             mean,
             inv_std: std.iter().map(|s| 1.0 / s).collect(),
@@ -120,6 +123,11 @@ impl Baseline {
     }
 
     /// Runs one image; blocking (call from a blocking thread).
+    /// The entry node's name: the model the Open Inference Protocol serves.
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+
     pub fn infer(&self, bytes: &[u8]) -> Result<Value, String> {
         let mut value = Value::Bytes(bytes.into());
         let mut rgb = false;

@@ -4,7 +4,9 @@
 mod baseline;
 mod detections;
 mod failure;
+mod http;
 mod metrics;
+mod oip;
 mod service;
 mod shutdown;
 mod transport;
@@ -81,6 +83,12 @@ struct Args {
     /// asks for it) and /health/live, /health/ready on this port
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Serve the Open Inference Protocol (KServe v2) over HTTP on this port: what Triton's
+    /// tritonclient[http] and perf_analyzer call. Each entry node is a model; its input INPUT is
+    /// a BYTES tensor of encoded images, its output OUTPUT the pipeline's result per image
+    /// (see docs/operations.md)
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
     /// Seconds to keep serving after SIGTERM while /health/ready answers 503, so that the
     /// balancer's health check takes this replica out before it stops accepting: at least the
     /// check's interval times the failures it needs, plus one interval (HAProxy's `inter 500ms
@@ -202,6 +210,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let http_listener = match args.http_port {
+        Some(port) => {
+            let addr = format!("{}:{port}", args.host);
+            let l = std::net::TcpListener::bind(&addr)
+                .with_context(|| format!("cannot listen on {addr} (--http-port)"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
     anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");
     #[cfg(feature = "cuda")]
     engine::gpu::set_wait(args.gpu_wait);
@@ -253,9 +271,45 @@ fn run(args: Args) -> anyhow::Result<()> {
                 nodes.node_stats()
             }));
         }
+        // One flag stops both protocols' connections at the same moment of a drain.
+        let (stop_tx, stop_rx) = shutdown::channel();
+        let http = match http_listener {
+            Some(l) => {
+                let l = TcpListener::from_std(l)?;
+                info!("Open Inference Protocol on http://{}/v2", l.local_addr()?);
+                let http_limits = http::HttpLimits {
+                    head_timeout: limits.idle,
+                    read_buffer: oip::READ_BUFFER,
+                };
+                Some(tokio::spawn(oip::serve(
+                    l,
+                    service.clone(),
+                    limits.max_message,
+                    http_limits,
+                    stop_rx.clone(),
+                )))
+            }
+            None => None,
+        };
         // Every instance is built (Pipeline::build waited for them): ready.
         metrics.ready.store(true, Ordering::SeqCst);
-        serve(listener, args.transport, service.clone(), limits, drain).await
+        let served = serve(
+            listener,
+            args.transport,
+            service.clone(),
+            limits,
+            drain,
+            stop_tx,
+            stop_rx,
+        )
+        .await;
+        if let Some(http) = http {
+            let bound = service.request_timeout + Duration::from_secs(5);
+            if tokio::time::timeout(bound, http).await.is_err() {
+                warn!("some HTTP requests did not finish within {bound:?}; closing them");
+            }
+        }
+        served
     })?;
     drop(runtime);
     // Last reference: shuts the pipeline down (every admitted request already answered).
@@ -278,6 +332,8 @@ async fn serve(
     service: Arc<Service>,
     limits: Limits,
     drain: Duration,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     info!(
@@ -285,7 +341,6 @@ async fn serve(
         listener.local_addr()?
     );
     let mut signals = shutdown::Signals::new().context("cannot watch for SIGTERM and SIGINT")?;
-    let (stop_tx, stop_rx) = shutdown::channel();
     let mut connections = tokio::task::JoinSet::new();
     // Calls read off the wire, and calls answered: equal at exit, or an accepted call was lost.
     let calls = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));

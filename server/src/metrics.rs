@@ -28,8 +28,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use engine::{NodeStats, TimeHistogramSnapshot, TIME_BOUNDS};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
@@ -400,28 +398,11 @@ fn router(metrics: Arc<Metrics>, registry: Registry) -> Router {
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, nodes: impl NodeSource) {
     let registry = metrics.registry(nodes);
     let app = router(metrics, registry);
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::error!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_REQUEST_HEAD);
-            let served = http.serve_connection(TokioIo::new(stream), service).await;
-            if let Err(e) = served {
-                tracing::debug!("metrics connection: {e}");
-            }
-        });
-    }
+    let limits = crate::http::HttpLimits {
+        head_timeout: HEADER_READ_TIMEOUT,
+        read_buffer: MAX_REQUEST_HEAD,
+    };
+    crate::http::serve(listener, app, "metrics", limits, None).await;
 }
 
 #[cfg(test)]

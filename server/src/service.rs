@@ -157,6 +157,59 @@ impl Service {
         Ok(self.answer(class))
     }
 
+    /// The models the Open Inference Protocol serves: the pipeline's entry nodes (one for the
+    /// baseline, its first node).
+    pub fn models(&self) -> Vec<String> {
+        match &self.mode {
+            Mode::Pipeline(p) => p.entry_nodes().into_iter().map(String::from).collect(),
+            Mode::Baseline(b) => vec![b.entry().to_string()],
+        }
+    }
+
+    /// Encoded images through model `model` (an entry node), one item each, in one request:
+    /// each item's result, or the first failure.
+    pub async fn run_images(
+        &self,
+        model: &str,
+        images: Vec<Vec<u8>>,
+    ) -> Result<Vec<Value>, Failure> {
+        match &self.mode {
+            Mode::Pipeline(p) => {
+                let items = images
+                    .into_iter()
+                    .map(|data| {
+                        let mut item = Item::new(data);
+                        item.node_name = Some(model.to_string());
+                        item
+                    })
+                    .collect();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                p.submit(items, move |out| {
+                    let _ = tx.send(out);
+                })?;
+                let out = tokio::time::timeout(self.request_timeout + Duration::from_secs(1), rx)
+                    .await
+                    .map_err(|_| Failure::NoAnswer(self.request_timeout))?
+                    .map_err(|_| Failure::PipelineStopped)?;
+                out.into_iter()
+                    .map(|o| o?.result.ok_or(Failure::NoResult))
+                    .collect()
+            }
+            Mode::Baseline(b) => {
+                let b = b.clone();
+                tokio::task::spawn_blocking(move || {
+                    images
+                        .iter()
+                        .map(|data| b.infer(data))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .map_err(Failure::Handler)?
+                .map_err(Failure::Baseline)
+            }
+        }
+    }
+
     fn answer(&self, class: Class) -> InferenceResult {
         let label = crate::detections::label(self.labels.as_deref(), class.index);
         InferenceResult::new(label, thrift::OrderedFloat::from(class.score))

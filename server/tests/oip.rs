@@ -1,0 +1,202 @@
+//! The Open Inference Protocol endpoint (`--http-port`) through Triton's own tools, as a user
+//! moving from Triton points them at us: `tritonclient[http]` classifies the test photos with
+//! the classes and probabilities the Thrift `infer_batch` gives on the same server, one photo a
+//! request and all in one; malformed requests get the protocol's errors and the server keeps
+//! serving; `perf_analyzer` drives the endpoint with no errors. scripts/setup installs the
+//! tools into target/oip-tools (tritonclient 2.40.0's wheel carries perf_analyzer; it loads
+//! Debian's libb64 and the CUDA runtime from PyPI, and needs no GPU over HTTP).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value as Json;
+use serve_thrift::serve::TInferenceServiceSyncClient;
+use serve_thrift::InferenceParams;
+
+fn tools() -> PathBuf {
+    common::repo_root().join("target/oip-tools/venv")
+}
+
+fn tool_python() -> PathBuf {
+    let python = tools().join("bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: scripts/setup installs tritonclient there",
+        python.display()
+    );
+    python
+}
+
+fn serve(http: u16) -> (common::Server, PathBuf) {
+    let config = common::config_copy("resnet50.toml", &[]);
+    let port = http.to_string();
+    let server = common::Server::start(&["--toml", config.to_str().unwrap(), "--http-port", &port]);
+    (server, config)
+}
+
+#[test]
+fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
+    let http = common::free_port();
+    let (server, _config) = serve(http);
+    let images: Vec<String> = common::test_images()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let script = common::repo_root().join("server/tests/py/oip_client.py");
+    let out = Command::new(tool_python())
+        .arg(&script)
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("cpu_decoder")
+        .args(&images)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oip_client.py failed:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let r: Json = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(r["live"], true);
+    assert_eq!(r["ready"], true);
+    assert_eq!(r["model_ready"], true);
+    let extensions = r["server"]["extensions"].as_array().unwrap();
+    for e in [
+        "binary_tensor_data",
+        "classification",
+        "model_configuration",
+    ] {
+        assert!(
+            extensions.iter().any(|x| x == e),
+            "{e} not in {extensions:?}"
+        );
+    }
+    assert_eq!(r["model"]["inputs"][0]["datatype"], "BYTES");
+    assert_eq!(r["config"]["max_batch_size"], 256);
+
+    // The Thrift answer for each photo on the same server.
+    let mut thrift = common::client(server.port);
+    for (i, path) in images.iter().enumerate() {
+        let jpeg = std::fs::read(path).unwrap();
+        let want = thrift
+            .infer_batch(InferenceParams::new(format!("t{i}"), jpeg))
+            .unwrap();
+        let want_score = want.score.into_inner();
+        for how in ["one_by_one", "batch"] {
+            let got = &r[how][i];
+            assert_eq!(got["index"].to_string(), want.label, "{how} {path}");
+            assert_eq!(got["argmax"], got["index"], "{how} {path}: logits' arg-max");
+            assert_eq!(got["classes"], 1000);
+            // "%.6f", as Triton writes the classification's value.
+            let prob = got["prob"].as_f64().unwrap();
+            assert!(
+                (prob - want_score).abs() <= 5e-7 + 1e-6 * want_score.abs(),
+                "{how} {path}: {prob} against infer_batch's {want_score}"
+            );
+        }
+    }
+    let stats = &r["stats"]["model_stats"][0];
+    assert_eq!(stats["name"], "cpu_decoder");
+    // One request of each kind per photo, plus the batched two; each image counted.
+    let n = images.len() as u64;
+    assert_eq!(stats["inference_count"], 4 * n);
+    assert_eq!(stats["execution_count"], 2 * n + 2);
+
+    let bad = &r["bad"];
+    let expect = [
+        ("bad_json", 400, "JSON cannot be read"),
+        ("wrong_datatype", 400, "datatype BYTES"),
+        ("wrong_shape", 400, "shape [N] or [N, 1]"),
+        ("size_past_body", 400, "past the body's end"),
+        (
+            "header_past_body",
+            400,
+            "Inference-Header-Content-Length is 1000 bytes",
+        ),
+        ("not_an_image", 400, "not a JPEG, PNG or BMP image"),
+        ("unknown_output", 400, "unknown output `PROBS`"),
+        ("unknown_model", 404, "no model `no_such_model`"),
+    ];
+    for (case, status, text) in expect {
+        assert_eq!(bad[case]["status"], status, "{case}: {}", bad[case]);
+        let error = bad[case]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(text), "{case}: {error}");
+    }
+    assert_eq!(r["after"]["index"].to_string(), {
+        let jpeg = std::fs::read(&images[0]).unwrap();
+        thrift
+            .infer_batch(InferenceParams::new("after".into(), jpeg))
+            .unwrap()
+            .label
+    });
+    let (status, log) = server.stop();
+    assert!(status.success(), "server exit {status}: {log}");
+}
+
+#[test]
+fn perf_analyzer_drives_the_http_endpoint_without_errors() {
+    let http = common::free_port();
+    let (server, _config) = serve(http);
+    // perf_analyzer's BYTES input data: each element base64 of its serialised form (a
+    // little-endian u32 length, then the bytes), as its docs describe.
+    let jpeg = std::fs::read(common::repo_root().join("benches/imgs/chelsea.jpg")).unwrap();
+    let data = common::temp_dir("perf-analyzer").join("input.json");
+    let script = "import base64, json, struct, sys\n\
+                  d = open(sys.argv[1], 'rb').read()\n\
+                  e = base64.b64encode(struct.pack('<I', len(d)) + d).decode()\n\
+                  json.dump({'data': [{'INPUT': {'content': {'b64': e}, 'shape': [1]}}]}, open(sys.argv[2], 'w'))\n";
+    let jpeg_path = common::temp_dir("perf-analyzer").join("chelsea.jpg");
+    std::fs::write(&jpeg_path, jpeg).unwrap();
+    let made = Command::new(tool_python())
+        .args(["-c", script])
+        .arg(&jpeg_path)
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cudart = std::fs::read_dir(tools().join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|d| d.path().join("site-packages/nvidia/cuda_runtime/lib"))
+        .find(|p| p.exists())
+        .expect("nvidia-cuda-runtime-cu12 in target/oip-tools (scripts/setup)");
+    let out = Command::new(tools().join("bin/perf_analyzer"))
+        .env("LD_LIBRARY_PATH", &cudart)
+        .args(["-m", "cpu_decoder", "-i", "http", "-u"])
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--input-data")
+        .arg(&data)
+        .args([
+            "--concurrency-range",
+            "2",
+            "--measurement-interval",
+            "2000",
+            "--max-trials",
+            "3",
+            "--stability-percentage",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "perf_analyzer failed:\n{text}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let count = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Request count: "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no request count in:\n{text}"));
+    assert!(count > 0, "{text}");
+    // The server's side of perf_analyzer's report: the statistics extension.
+    assert!(text.contains("Successful request count"), "{text}");
+    let (status, log) = server.stop();
+    assert!(status.success(), "server exit {status}: {log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
