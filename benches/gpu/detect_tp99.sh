@@ -26,6 +26,7 @@ G=benches/gpu/detect_goal.py
 log "detect-preprocess-check"
 dist/detect-preprocess-check --images benches/imgs --json "$W/detect-preprocess.json" \
   2>&1 | grep -v " INFO " | tail -n 12
+cp "$W/detect-preprocess.json" "$OUT/" 2>/dev/null
 
 log prepare
 PYTHONUNBUFFERED=1 python3 $G prepare "$W" "$IMGS" || exit 1
@@ -37,64 +38,106 @@ d2x16|--gpu-priority equal|detector.instance_num=2 detector.max=16
 base|--gpu-priority equal|
 base-down|--gpu-priority downstream|
 d2x16-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16
+d2x16-c2-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16 crop.instance_num=2 classifier.instance_num=2
 d3x8-down|--gpu-priority downstream|detector.instance_num=3
 d1x16-down|--gpu-priority downstream|detector.instance_num=1 detector.max=16
-d2x16-c2-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16 crop.instance_num=2 classifier.instance_num=2
 d2x16-t1-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16 .batching_timeout=1
-d2x16-t5-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16 .batching_timeout=5
 "}
-SECS=${SECS:-8}
+SECS=${SECS:-7}
+# One variant's server at CLIENTS × 1 for SECS (after a warm-up), its per-node figures from
+# /metrics read before and after; every file goes to $OUT at once (a call cut short keeps them).
+measure() {
+  local name=$1 clients=$2 tag=$3
+  dist/client_qps --img_dir "$IMGS" --port 8890 --request_client "$clients" --request_batch 1 \
+    --duration 2 --method infer_detect > /dev/null 2>&1
+  get http://127.0.0.1:8891/metrics > "$W/metrics-$tag-before.txt"
+  dist/client_qps --img_dir "$IMGS" --port 8890 --request_client "$clients" --request_batch 1 \
+    --duration "$SECS" --method infer_detect --server-pid "$spid" \
+    --json "$W/ours-$tag.json" 2>&1 | tail -n 3
+  get http://127.0.0.1:8891/metrics > "$W/metrics-$tag-after.txt"
+  python3 $G nodes "$W/metrics-$tag-before.txt" "$W/metrics-$tag-after.txt" > "$W/nodes-$tag.txt"
+  head -n -1 "$W/nodes-$tag.txt" | grep -E "^(detector|postproc|crop|classifier) "
+  cp "$W/ours-$tag.json" "$W/nodes-$tag.txt" "$OUT/" 2>/dev/null
+}
+start() {
+  local name=$1 flags=$2
+  # shellcheck disable=SC2086
+  dist/server --toml "$W/detect_classify_$name.toml" --port 8890 --metrics-port 8891 $flags \
+    < /dev/null > "$W/server-$name.log" 2>&1 &
+  spid=$!
+  wait_ready 8891 $spid
+}
+stop() {
+  kill -INT "$spid" 2>/dev/null
+  wait "$spid" 2>/dev/null
+  grep -E "WARN|ERROR" "$W/server-$1.log" | head -n 4
+}
 echo "$VARIANTS" | while IFS='|' read -r name flags edits; do
   [ -z "$name" ] && continue
   # shellcheck disable=SC2086
   python3 $G variant "$W" "$name" $CACHE $edits || continue
   log "server $name ($flags; $edits)"
-  # shellcheck disable=SC2086
-  dist/server --toml "$W/detect_classify_$name.toml" --port 8890 --metrics-port 8891 $flags \
-    < /dev/null > "$W/server-$name.log" 2>&1 &
-  spid=$!
-  if wait_ready 8891 $spid; then
+  cp "$W/detect_classify_$name.toml" "$OUT/"
+  echo "$name|$flags" >> "$W/flags.txt"
+  if start "$name" "$flags"; then
     log "ready $name"
-    for clients in 20; do
-      dist/client_qps --img_dir "$IMGS" --port 8890 --request_client $clients --request_batch 1 \
-        --duration 2 --method infer_detect > /dev/null 2>&1
-      get http://127.0.0.1:8891/metrics > "$W/metrics-$name-$clients-before.txt"
-      dist/client_qps --img_dir "$IMGS" --port 8890 --request_client $clients --request_batch 1 \
-        --duration "$SECS" --method infer_detect --server-pid $spid \
-        --json "$W/ours-$name-$clients.json" 2>&1 | tail -n 4
-      get http://127.0.0.1:8891/metrics > "$W/metrics-$name-$clients-after.txt"
-      python3 $G nodes "$W/metrics-$name-$clients-before.txt" "$W/metrics-$name-$clients-after.txt" \
-        > "$W/nodes-$name-$clients.txt"
-      head -n -1 "$W/nodes-$name-$clients.txt" | grep -v -E "^(boxes|cpu_decoder|gpu_decoder|letterbox) "
-    done
+    measure "$name" 20 "$name-20"
   else
     echo "the $name server did not become ready"
     tail -n 5 "$W/server-$name.log"
   fi
-  kill -INT $spid 2>/dev/null
-  wait $spid 2>/dev/null
-  grep -E "WARN|ERROR" "$W/server-$name.log" | head -n 4
+  stop "$name"
 done
+
+# The lowest TP99 at 20 × 1 again, then at 64 × 1, and the reference loop of detect_goal.sh.
+best=$(python3 -c "
+import glob, json, os, sys
+rows = []
+for p in glob.glob(os.path.join(sys.argv[1], 'ours-*-20.json')):
+    r = json.load(open(p)); r = r[0] if isinstance(r, list) else r
+    if r['errors'] == 0:
+        rows.append((r['tp99_ms'], os.path.basename(p)[5:-8]))
+print(min(rows)[1] if rows else '')" "$W")
+if [ -n "$best" ]; then
+  flags=$(grep "^$best|" "$W/flags.txt" | head -n 1 | cut -d'|' -f2)
+  log "best at 20 × 1: $best ($flags), again, then 64 × 1"
+  if start "$best" "$flags"; then
+    measure "$best" 20 "$best-20-again"
+    measure "$best" 64 "$best-64"
+  fi
+  stop "$best"
+fi
+log "reference: ultralytics fp16 predict + ResNet-18 fp16"
+PYTHONUNBUFFERED=1 python3 $G reference "$W" "$IMGS" 10 2>&1 | grep -v "is deprecated" | tail -n 1
+cp "$W/reference.json" "$OUT/" 2>/dev/null
 
 log "PyTorch fp16 against itself"
 PYTHONUNBUFFERED=1 python3 $G fp16self "$W" "$IMGS" 2>&1 | grep -v "is deprecated" | tail -n 4
+cp "$W/fp16self.json" "$OUT/" 2>/dev/null
 
 python3 - "$W" "$OUT/detect-tp99.json" <<'PY'
 import glob, json, os, sys
 w, out = sys.argv[1], sys.argv[2]
 rec = {}
-for p in sorted(glob.glob(os.path.join(w, "ours-*-20.json"))):
-    name = os.path.basename(p)[5:-8]
+for p in sorted(glob.glob(os.path.join(w, "ours-*.json"))):
+    name = os.path.basename(p)[5:-5]
     r = json.load(open(p))
     r = r[0] if isinstance(r, list) else r
-    nodes = open(os.path.join(w, f"nodes-{name}-20.txt")).read().splitlines()[-1]
+    nodes = open(os.path.join(w, f"nodes-{name}.txt")).read().splitlines()[-1]
     rec[name] = {"client": r, "nodes": json.loads(nodes)}
     print(f"{name:16} {r['images_per_s']:8.1f} photos/s  TP50 {r['tp50_ms']:6.2f}  TP90 "
           f"{r['tp90_ms']:6.2f}  TP99 {r['tp99_ms']:6.2f} ms  GPU {r.get('gpu_util_pct', 0):4.0f}%  "
           f"server cores {r.get('server_cpu_pct', 0) / 100:4.1f}  errors {r['errors']}")
-f = os.path.join(w, "fp16self.json")
-rec["pytorch_fp16_self"] = json.load(open(f)) if os.path.exists(f) else None
+for key, f in (("pytorch_fp16_self", "fp16self.json"), ("reference", "reference.json")):
+    f = os.path.join(w, f)
+    rec[key] = json.load(open(f)) if os.path.exists(f) else None
+if rec["reference"]:
+    for name, r in rec.items():
+        if name.endswith("-64"):
+            print(f"{name}: {r['client']['images_per_s'] / rec['reference']['photos_per_s']:.1f}x "
+                  f"the reference's {rec['reference']['photos_per_s']:.1f} photos/s")
 json.dump(rec, open(out, "w"), indent=1)
 PY
-(cd "$W" && tar czf "$OUT/detect-tp99.tgz" ./*.json ./*.toml ./nodes-*.txt ./server-*.log 2>/dev/null)
+(cd "$W" && tar czf "$OUT/detect-tp99.tgz" ./*.json ./*.toml ./nodes-*.txt ./server-*.log \
+  ./detect-preprocess.json 2>/dev/null)
 ls -la "$OUT"
