@@ -40,8 +40,6 @@ base-down|--gpu-priority downstream|
 d2x16-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16
 d2x16-c2-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16 crop.instance_num=2 classifier.instance_num=2
 d3x8-down|--gpu-priority downstream|detector.instance_num=3
-d1x16-down|--gpu-priority downstream|detector.instance_num=1 detector.max=16
-d2x16-t1-down|--gpu-priority downstream|detector.instance_num=2 detector.max=16 .batching_timeout=1
 "}
 SECS=${SECS:-7}
 # One variant's server at CLIENTS × 1 for SECS (after a warm-up), its per-node figures from

@@ -89,6 +89,10 @@ struct Args {
     /// (see docs/operations.md)
     #[arg(long, value_name = "PORT")]
     http_port: Option<u16>,
+    /// Serve the Open Inference Protocol over gRPC on this port (inference.GRPCInferenceService,
+    /// as tritonclient[grpc] and perf_analyzer -i grpc call it); the same models as --http-port
+    #[arg(long, value_name = "PORT")]
+    grpc_port: Option<u16>,
     /// Seconds to keep serving after SIGTERM while /health/ready answers 503, so that the
     /// balancer's health check takes this replica out before it stops accepting: at least the
     /// check's interval times the failures it needs, plus one interval (HAProxy's `inter 500ms
@@ -210,16 +214,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let http_listener = match args.http_port {
-        Some(port) => {
-            let addr = format!("{}:{port}", args.host);
-            let l = std::net::TcpListener::bind(&addr)
-                .with_context(|| format!("cannot listen on {addr} (--http-port)"))?;
-            l.set_nonblocking(true)?;
-            Some(l)
-        }
-        None => None,
+    let bind = |port: Option<u16>, flag: &str| -> anyhow::Result<Option<std::net::TcpListener>> {
+        let Some(port) = port else { return Ok(None) };
+        let addr = format!("{}:{port}", args.host);
+        let l = std::net::TcpListener::bind(&addr)
+            .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+        l.set_nonblocking(true)?;
+        Ok(Some(l))
     };
+    let http_listener = bind(args.http_port, "--http-port")?;
+    let grpc_listener = bind(args.grpc_port, "--grpc-port")?;
     anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");
     #[cfg(feature = "cuda")]
     engine::gpu::set_wait(args.gpu_wait);
@@ -273,24 +277,34 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         // One flag stops both protocols' connections at the same moment of a drain.
         let (stop_tx, stop_rx) = shutdown::channel();
-        let http = match http_listener {
-            Some(l) => {
-                let l = TcpListener::from_std(l)?;
-                info!("Open Inference Protocol on http://{}/v2", l.local_addr()?);
-                let http_limits = http::HttpLimits {
-                    head_timeout: limits.idle,
-                    read_buffer: oip::READ_BUFFER,
-                };
-                Some(tokio::spawn(oip::serve(
-                    l,
-                    service.clone(),
-                    limits.max_message,
-                    http_limits,
-                    stop_rx.clone(),
-                )))
-            }
-            None => None,
-        };
+        let oip = oip::Oip::new(service.clone());
+        let mut endpoints = Vec::new();
+        if let Some(l) = http_listener {
+            let l = TcpListener::from_std(l)?;
+            info!("Open Inference Protocol on http://{}/v2", l.local_addr()?);
+            let http_limits = http::HttpLimits {
+                head_timeout: limits.idle,
+                read_buffer: oip::http::READ_BUFFER,
+            };
+            endpoints.push(tokio::spawn(oip::http::serve(
+                l,
+                oip.clone(),
+                limits.max_message,
+                http_limits,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(l) = grpc_listener {
+            let l = TcpListener::from_std(l)?;
+            info!("Open Inference Protocol over gRPC on {}", l.local_addr()?);
+            endpoints.push(tokio::spawn(oip::grpc::serve(
+                l,
+                oip.clone(),
+                limits.max_message,
+                stop_rx.clone(),
+            )));
+        }
+        drop(oip);
         // Every instance is built (Pipeline::build waited for them): ready.
         metrics.ready.store(true, Ordering::SeqCst);
         let served = serve(
@@ -303,10 +317,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             stop_rx,
         )
         .await;
-        if let Some(http) = http {
-            let bound = service.request_timeout + Duration::from_secs(5);
-            if tokio::time::timeout(bound, http).await.is_err() {
-                warn!("some HTTP requests did not finish within {bound:?}; closing them");
+        let bound = service.request_timeout + Duration::from_secs(5);
+        for endpoint in endpoints {
+            if tokio::time::timeout(bound, endpoint).await.is_err() {
+                warn!("some Open Inference Protocol calls did not finish within {bound:?}");
             }
         }
         served

@@ -212,7 +212,7 @@ fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, BadReque
 }
 
 /// A binary BYTES tensor: `count` elements, each a little-endian u32 length and its bytes.
-fn split_bytes(mut raw: &[u8], count: usize, name: &str) -> Result<Vec<Vec<u8>>, BadRequest> {
+pub(super) fn split_bytes(mut raw: &[u8], count: usize, name: &str) -> Result<Vec<Vec<u8>>, BadRequest> {
     // Each element takes 4 bytes at least: a count the bytes cannot hold is refused before
     // anything is allocated for it.
     if count > raw.len() / 4 {
@@ -290,14 +290,14 @@ pub enum OutputData {
 }
 
 impl OutputData {
-    fn datatype(&self) -> &'static str {
+    pub(super) fn datatype(&self) -> &'static str {
         match self {
             OutputData::Fp32(_) => "FP32",
             OutputData::Bytes(_) => "BYTES",
         }
     }
 
-    fn raw(&self) -> Vec<u8> {
+    pub(super) fn raw(&self) -> Vec<u8> {
         match self {
             OutputData::Fp32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             OutputData::Bytes(v) => v

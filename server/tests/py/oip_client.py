@@ -1,12 +1,13 @@
-"""Triton's own HTTP client (tritonclient[http]) against our Open Inference Protocol endpoint,
-then malformed requests sent by hand.
+"""Triton's own clients (tritonclient[http] and tritonclient[grpc]) against our Open Inference
+Protocol endpoints, then malformed requests.
 
-usage: oip_client.py HOST:PORT MODEL IMAGE...
+usage: oip_client.py HTTP_HOST:PORT GRPC_HOST:PORT MODEL IMAGE...
 
-Prints one JSON object: the server and model metadata as tritonclient reads them; per image the
-top class through the classification extension (`class_count=1`, "prob:index") and the arg-max
-of the FP32 output, one request each; the same for all images in one request of shape [N, 1];
-and, per malformed request, the HTTP status and the error message.
+Prints one JSON object: the server and model metadata as the HTTP client reads them; per image
+the top class through the classification extension (`class_count=1`, "prob:index") and the
+arg-max of the FP32 output, one request each; the same for all images in one request of shape
+[N, 1]; per malformed HTTP request (sent by hand), the status and the error message. Under
+"grpc", the same through the gRPC client, and its malformed requests' status codes.
 """
 import json
 import struct
@@ -15,9 +16,11 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
-url, model, images = sys.argv[1], sys.argv[2], sys.argv[3:]
+url, grpc_url, model, images = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 client = httpclient.InferenceServerClient(url=url)
 out = {
     "live": client.is_server_live(),
@@ -29,18 +32,18 @@ out = {
 }
 
 
-def request(batch):
-    x = httpclient.InferInput("INPUT", [len(batch), 1], "BYTES")
+def request(batch, lib=httpclient):
+    x = lib.InferInput("INPUT", [len(batch), 1], "BYTES")
     x.set_data_from_numpy(np.array(batch, dtype=np.object_).reshape(len(batch), 1))
     return x
 
 
-def classify(batch):
+def classify(batch, c=client, lib=httpclient):
     """Top class and logits' arg-max per image, from one request."""
-    r = client.infer(model, [request(batch)], outputs=[
-        httpclient.InferRequestedOutput("OUTPUT", class_count=1)])
+    r = c.infer(model, [request(batch, lib)], outputs=[
+        lib.InferRequestedOutput("OUTPUT", class_count=1)])
     top = r.as_numpy("OUTPUT").reshape(len(batch), -1)[:, 0]
-    r = client.infer(model, [request(batch)], outputs=[httpclient.InferRequestedOutput("OUTPUT")])
+    r = c.infer(model, [request(batch, lib)], outputs=[lib.InferRequestedOutput("OUTPUT")])
     logits = r.as_numpy("OUTPUT")
     rows = []
     for t, row in zip(top, logits):
@@ -98,4 +101,50 @@ bad = {
 out["bad"] = bad
 # After all of that, the server still answers.
 out["after"] = classify([data[0]])[0]
+
+g = grpcclient.InferenceServerClient(url=grpc_url)
+
+
+def grpc_error(f):
+    try:
+        f()
+        return {"status": "OK", "error": None}
+    except InferenceServerException as e:
+        return {"status": e.status(), "error": e.message()}
+
+
+def fp32_input():
+    x = grpcclient.InferInput("INPUT", [1, 3], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 3), np.float32))
+    return x
+
+
+def bytes_input(shape, values):
+    x = grpcclient.InferInput("INPUT", shape, "BYTES")
+    x.set_data_from_numpy(np.array(values, dtype=np.object_).reshape(shape))
+    return x
+
+
+out["grpc"] = {
+    "live": g.is_server_live(),
+    "ready": g.is_server_ready(),
+    "model_ready": g.is_model_ready(model),
+    "server": g.get_server_metadata(as_json=True),
+    "model": g.get_model_metadata(model, as_json=True),
+    "config": g.get_model_config(model, as_json=True),
+    "one_by_one": [classify([d], g, grpcclient)[0] for d in data],
+    "batch": classify(data, g, grpcclient),
+    "stats": g.get_inference_statistics(model, as_json=True),
+    "bad": {
+        "wrong_datatype": grpc_error(lambda: g.infer(model, [fp32_input()])),
+        "wrong_shape": grpc_error(lambda: g.infer(model, [bytes_input([1, 1, 1], [data[0]])])),
+        "not_an_image": grpc_error(lambda: g.infer(model, [bytes_input([1, 1], [b"hello"])])),
+        "unknown_output": grpc_error(lambda: g.infer(
+            model, [bytes_input([1, 1], [data[0]])],
+            outputs=[grpcclient.InferRequestedOutput("PROBS")])),
+        "unknown_model": grpc_error(lambda: g.infer(
+            "no_such_model", [bytes_input([1, 1], [data[0]])])),
+    },
+}
+out["grpc"]["after"] = classify([data[0]], g, grpcclient)[0]
 print(json.dumps(out))
