@@ -1,8 +1,9 @@
-//! The Open Inference Protocol endpoint (`--http-port`) through Triton's own tools, as a user
-//! moving from Triton points them at us: `tritonclient[http]` classifies the test photos with
-//! the classes and probabilities the Thrift `infer_batch` gives on the same server, one photo a
-//! request and all in one; malformed requests get the protocol's errors and the server keeps
-//! serving; `perf_analyzer` drives the endpoint with no errors. scripts/setup installs the
+//! The Open Inference Protocol endpoints (`--http-port`, `--grpc-port`) through Triton's own
+//! tools, as a user moving from Triton points them at us: `tritonclient[http]` and
+//! `tritonclient[grpc]` classify the test photos with the classes and probabilities the Thrift
+//! `infer_batch` gives on the same server, one photo a request and all in one; malformed
+//! requests get the protocol's errors and the server keeps serving; `perf_analyzer` drives both
+//! endpoints with no errors. scripts/setup installs the
 //! tools into target/oip-tools (tritonclient 2.40.0's wheel carries perf_analyzer; it loads
 //! Debian's libb64 and the CUDA runtime from PyPI, and needs no GPU over HTTP).
 
@@ -29,17 +30,24 @@ fn tool_python() -> PathBuf {
     python
 }
 
-fn serve(http: u16) -> (common::Server, PathBuf) {
+/// The seed TOML served on Thrift, HTTP and gRPC; the two protocol ports.
+fn serve() -> (common::Server, u16, u16) {
     let config = common::config_copy("resnet50.toml", &[]);
-    let port = http.to_string();
-    let server = common::Server::start(&["--toml", config.to_str().unwrap(), "--http-port", &port]);
-    (server, config)
+    let (http, grpc) = (common::free_port(), common::free_port());
+    let server = common::Server::start(&[
+        "--toml",
+        config.to_str().unwrap(),
+        "--http-port",
+        &http.to_string(),
+        "--grpc-port",
+        &grpc.to_string(),
+    ]);
+    (server, http, grpc)
 }
 
 #[test]
 fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
-    let http = common::free_port();
-    let (server, _config) = serve(http);
+    let (server, http, grpc) = serve();
     let images: Vec<String> = common::test_images()
         .iter()
         .map(|p| p.display().to_string())
@@ -48,6 +56,7 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
     let out = Command::new(tool_python())
         .arg(&script)
         .arg(format!("127.0.0.1:{http}"))
+        .arg(format!("127.0.0.1:{grpc}"))
         .arg("cpu_decoder")
         .args(&images)
         .output()
@@ -76,6 +85,13 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
     }
     assert_eq!(r["model"]["inputs"][0]["datatype"], "BYTES");
     assert_eq!(r["config"]["max_batch_size"], 256);
+    let g = &r["grpc"];
+    assert_eq!(g["live"], true);
+    assert_eq!(g["ready"], true);
+    assert_eq!(g["model_ready"], true);
+    assert_eq!(g["server"]["extensions"], r["server"]["extensions"]);
+    assert_eq!(g["model"]["inputs"][0]["datatype"], "BYTES");
+    assert_eq!(g["config"]["config"]["max_batch_size"], 256);
 
     // The Thrift answer for each photo on the same server.
     let mut thrift = common::client(server.port);
@@ -85,8 +101,18 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
             .infer_batch(InferenceParams::new(format!("t{i}"), jpeg))
             .unwrap();
         let want_score = want.score.into_inner();
-        for how in ["one_by_one", "batch"] {
-            let got = &r[how][i];
+        for (proto, how) in [
+            ("http", "one_by_one"),
+            ("http", "batch"),
+            ("grpc", "one_by_one"),
+            ("grpc", "batch"),
+        ] {
+            let got = if proto == "http" {
+                &r[how][i]
+            } else {
+                &g[how][i]
+            };
+            let how = format!("{proto} {how}");
             assert_eq!(got["index"].to_string(), want.label, "{how} {path}");
             assert_eq!(got["argmax"], got["index"], "{how} {path}: logits' arg-max");
             assert_eq!(got["classes"], 1000);
@@ -104,6 +130,10 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
     let n = images.len() as u64;
     assert_eq!(stats["inference_count"], 4 * n);
     assert_eq!(stats["execution_count"], 2 * n + 2);
+    // gRPC's JSON writes 64-bit counts as strings. Its requests count into the same model:
+    // HTTP's 4n, its two after the malformed ones, then gRPC's own 4n.
+    let gstats = &g["stats"]["model_stats"][0];
+    assert_eq!(gstats["inference_count"], (8 * n + 2).to_string());
 
     let bad = &r["bad"];
     let expect = [
@@ -125,21 +155,44 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
         let error = bad[case]["error"].as_str().unwrap_or_default();
         assert!(error.contains(text), "{case}: {error}");
     }
-    assert_eq!(r["after"]["index"].to_string(), {
+    let gbad = &g["bad"];
+    let expect = [
+        ("wrong_datatype", "INVALID_ARGUMENT", "datatype BYTES"),
+        ("wrong_shape", "INVALID_ARGUMENT", "shape [N] or [N, 1]"),
+        (
+            "not_an_image",
+            "INVALID_ARGUMENT",
+            "not a JPEG, PNG or BMP image",
+        ),
+        (
+            "unknown_output",
+            "INVALID_ARGUMENT",
+            "unknown output `PROBS`",
+        ),
+        ("unknown_model", "NOT_FOUND", "no model `no_such_model`"),
+    ];
+    for (case, status, text) in expect {
+        let got = gbad[case]["status"].as_str().unwrap_or_default();
+        assert!(got.ends_with(status), "grpc {case}: {}", gbad[case]);
+        let error = gbad[case]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(text), "grpc {case}: {error}");
+    }
+    let after = {
         let jpeg = std::fs::read(&images[0]).unwrap();
         thrift
             .infer_batch(InferenceParams::new("after".into(), jpeg))
             .unwrap()
             .label
-    });
+    };
+    assert_eq!(r["after"]["index"].to_string(), after);
+    assert_eq!(g["after"]["index"].to_string(), after);
     let (status, log) = server.stop();
     assert!(status.success(), "server exit {status}: {log}");
 }
 
 #[test]
-fn perf_analyzer_drives_the_http_endpoint_without_errors() {
-    let http = common::free_port();
-    let (server, _config) = serve(http);
+fn perf_analyzer_drives_both_endpoints_without_errors() {
+    let (server, http, grpc) = serve();
     // perf_analyzer's BYTES input data: each element base64 of its serialised form (a
     // little-endian u32 length, then the bytes), as its docs describe.
     let jpeg = std::fs::read(common::repo_root().join("benches/imgs/chelsea.jpg")).unwrap();
@@ -163,39 +216,44 @@ fn perf_analyzer_drives_the_http_endpoint_without_errors() {
         .map(|d| d.path().join("site-packages/nvidia/cuda_runtime/lib"))
         .find(|p| p.exists())
         .expect("nvidia-cuda-runtime-cu12 in target/oip-tools (scripts/setup)");
-    let out = Command::new(tools().join("bin/perf_analyzer"))
-        .env("LD_LIBRARY_PATH", &cudart)
-        .args(["-m", "cpu_decoder", "-i", "http", "-u"])
-        .arg(format!("127.0.0.1:{http}"))
-        .arg("--input-data")
-        .arg(&data)
-        .args([
-            "--concurrency-range",
-            "2",
-            "--measurement-interval",
-            "2000",
-            "--max-trials",
-            "3",
-            "--stability-percentage",
-            "100",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "perf_analyzer failed:\n{text}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    let count = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Request count: "))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no request count in:\n{text}"));
-    assert!(count > 0, "{text}");
-    // The server's side of perf_analyzer's report: the statistics extension.
-    assert!(text.contains("Successful request count"), "{text}");
+    for (protocol, port) in [("http", http), ("grpc", grpc)] {
+        let out = Command::new(tools().join("bin/perf_analyzer"))
+            .env("LD_LIBRARY_PATH", &cudart)
+            .args(["-m", "cpu_decoder", "-i", protocol, "-u"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--input-data")
+            .arg(&data)
+            .args([
+                "--concurrency-range",
+                "2",
+                "--measurement-interval",
+                "2000",
+                "--max-trials",
+                "3",
+                "--stability-percentage",
+                "100",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "perf_analyzer -i {protocol} failed:\n{text}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+        let count = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Request count: "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no request count in:\n{text}"));
+        assert!(count > 0, "{protocol}: {text}");
+        // The server's side of perf_analyzer's report: the statistics extension.
+        assert!(
+            text.contains("Successful request count"),
+            "{protocol}: {text}"
+        );
+    }
     let (status, log) = server.stop();
     assert!(status.success(), "server exit {status}: {log}");
     assert!(!log.contains("ERROR"), "{log}");

@@ -34,7 +34,11 @@ struct Service {
     oip: Arc<Oip>,
 }
 
-fn tensor(name: &str, datatype: &str, shape: Vec<i64>) -> pb::model_metadata_response::TensorMetadata {
+fn tensor(
+    name: &str,
+    datatype: &str,
+    shape: Vec<i64>,
+) -> pb::model_metadata_response::TensorMetadata {
     pb::model_metadata_response::TensorMetadata {
         name: name.into(),
         datatype: datatype.into(),
@@ -48,7 +52,10 @@ fn duration((count, ns): (u64, u64)) -> Option<pb::StatisticDuration> {
 
 /// A requested output's parameter as a count (`classification`), or a flag (`binary_data`,
 /// which gRPC ignores: its outputs are always raw bytes).
-fn count(params: &HashMap<String, pb::InferParameter>, key: &str) -> Result<Option<usize>, Problem> {
+fn count(
+    params: &HashMap<String, pb::InferParameter>,
+    key: &str,
+) -> Result<Option<usize>, Problem> {
     match params.get(key).and_then(|p| p.parameter_choice.as_ref()) {
         None => Ok(None),
         Some(ParameterChoice::Int64Param(k)) if *k > 0 => Ok(usize::try_from(*k).ok()),

@@ -235,7 +235,10 @@ fn router(oip: Arc<Oip>, max_body: usize) -> Router {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/stats", get(model_stats));
-    for base in ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"] {
+    for base in [
+        "/v2/models/{model}",
+        "/v2/models/{model}/versions/{version}",
+    ] {
         r = r
             .route(base, get(model_metadata))
             .route(&format!("{base}/ready"), get(model_ready))

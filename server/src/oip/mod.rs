@@ -256,7 +256,9 @@ impl Oip {
         }
         let started = Instant::now();
         let ran = service.run_images(model, images).await;
-        service.metrics.finish(started.elapsed(), ran.as_ref().err());
+        service
+            .metrics
+            .finish(started.elapsed(), ran.as_ref().err());
         let values = ran?;
         let outputs = wanted
             .iter()
@@ -267,7 +269,11 @@ impl Oip {
 }
 
 /// One requested output from each image's result.
-fn output(w: &OutputWanted, values: &[Value], labels: Option<&[String]>) -> Result<Output, Problem> {
+fn output(
+    w: &OutputWanted,
+    values: &[Value],
+    labels: Option<&[String]>,
+) -> Result<Output, Problem> {
     let n = values.len();
     let (data, shape) = match w.classification {
         Some(k) => {
@@ -326,7 +332,11 @@ fn classes(v: &Value, k: usize) -> Result<Vec<(f32, usize)>, Problem> {
             let sum: f32 = exp.iter().sum();
             let mut order: Vec<usize> = (0..exp.len()).collect();
             order.sort_by(|&a, &b| exp[b].total_cmp(&exp[a]).then(a.cmp(&b)));
-            Ok(order.into_iter().take(k).map(|i| (exp[i] / sum, i)).collect())
+            Ok(order
+                .into_iter()
+                .take(k)
+                .map(|i| (exp[i] / sum, i))
+                .collect())
         }
         Value::Class(c) => Ok(vec![(c.score as f32, c.index)]),
         other => Err(Failure::NotLogits(other.kind()).into()),
@@ -343,13 +353,17 @@ mod tests {
         let v = Value::Tensor(Tensor::new(vec![4], vec![1.0, 3.0, 3.0, 0.0]));
         let best = classes(&v, 3).unwrap();
         assert_eq!(best.iter().map(|b| b.1).collect::<Vec<_>>(), [1, 2, 0]);
-        let e: Vec<f32> = [1.0f32, 3.0, 3.0, 0.0].iter().map(|x| (x - 3.0).exp()).collect();
+        let e: Vec<f32> = [1.0f32, 3.0, 3.0, 0.0]
+            .iter()
+            .map(|x| (x - 3.0).exp())
+            .collect();
         let sum: f32 = e.iter().sum();
         assert!((best[0].0 - 1.0 / sum).abs() < 1e-7);
         let nan = Value::Tensor(Tensor::new(vec![2], vec![f32::NAN, 1.0]));
         assert!(classes(&nan, 1).is_err());
     }
 
+    /// Softmax of [0, 2, 0]: e²/(e² + 2) = 0.786986 and 1/(e² + 2) = 0.106507.
     #[test]
     fn the_classification_output_is_tritons_strings() {
         let v = [Value::Tensor(Tensor::new(vec![3], vec![0.0, 2.0, 0.0]))];
@@ -363,12 +377,12 @@ mod tests {
         assert_eq!(o.shape, [1, 2]);
         assert_eq!(
             o.data,
-            OutputData::Bytes(vec!["0.787598:1:dog".into(), "0.106201:0:cat".into()])
+            OutputData::Bytes(vec!["0.786986:1:dog".into(), "0.106507:0:cat".into()])
         );
         let plain = output(&w, &v, None).unwrap();
         assert_eq!(
             plain.data,
-            OutputData::Bytes(vec!["0.787598:1".into(), "0.106201:0".into()])
+            OutputData::Bytes(vec!["0.786986:1".into(), "0.106507:0".into()])
         );
     }
 }

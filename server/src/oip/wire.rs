@@ -212,7 +212,11 @@ fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, BadReque
 }
 
 /// A binary BYTES tensor: `count` elements, each a little-endian u32 length and its bytes.
-pub(super) fn split_bytes(mut raw: &[u8], count: usize, name: &str) -> Result<Vec<Vec<u8>>, BadRequest> {
+pub(super) fn split_bytes(
+    mut raw: &[u8],
+    count: usize,
+    name: &str,
+) -> Result<Vec<Vec<u8>>, BadRequest> {
     // Each element takes 4 bytes at least: a count the bytes cannot hold is refused before
     // anything is allocated for it.
     if count > raw.len() / 4 {
