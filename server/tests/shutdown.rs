@@ -86,10 +86,39 @@ fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// An Open Inference Protocol request of one image over HTTP (binary tensor data), sent on a
+/// new connection; its status line's code once answered.
+fn oip_infer(port: u16, image: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut tensor = (image.len() as u32).to_le_bytes().to_vec();
+    tensor.extend_from_slice(image);
+    let head = format!(
+        r#"{{"inputs":[{{"name":"INPUT","shape":[1,1],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        tensor.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let request = format!(
+        "POST /v2/models/cpu_decoder/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Inference-Header-Content-Length: {}\r\nContent-Length: {}\r\n\r\n{head}",
+        head.len(),
+        head.len() + tensor.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    s.write_all(&tensor).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The drain a balancer needs, in order: at SIGTERM /health/ready turns 503 while /health/live
 /// stays 200 and connections, new and old, are still served; when the drain is over new
-/// connections are refused and idle ones closed; the call that was in flight all along is
-/// answered; the server exits 0.
+/// connections are refused and idle ones closed; the calls that were in flight all along, over
+/// Thrift and over the Open Inference Protocol's HTTP, are answered; the server exits 0.
 #[test]
 fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_flight() {
     const DRAIN: Duration = Duration::from_secs(3);
@@ -106,6 +135,7 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
             ),
         )],
     );
+    let http_port = common::free_port();
     let (server, metrics_port) = common::Server::start_with_metrics(&[
         "--toml",
         config.to_str().unwrap(),
@@ -113,10 +143,14 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
         &DRAIN.as_secs().to_string(),
         "--request-timeout",
         "60",
+        "--http-port",
+        &http_port.to_string(),
     ]);
     let port = server.port;
     let health = |path: &str| common::http_get(metrics_port, path, &[]).status;
+    let oip_health = |path: &str| common::http_get(http_port, path, &[]).status;
     assert_eq!(health("/health/ready"), 200);
+    assert_eq!(oip_health("/v2/health/ready"), 200);
 
     let mut idle = common::client(port);
     idle.ping().expect("ping before SIGTERM");
@@ -126,11 +160,13 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
         let answer = c.infer_batch(InferenceParams::new("in-flight".into(), jpeg));
         (answer, Instant::now())
     });
+    let oip_jpeg = std::fs::read(common::repo_root().join("benches/imgs/coffee.jpg")).unwrap();
+    let oip_in_flight = std::thread::spawn(move || oip_infer(http_port, &oip_jpeg));
     assert!(
         poll_until(Instant::now() + Duration::from_secs(30), || {
-            sample(metrics_port, "torchpipe_in_flight_requests") == Some(1.0)
+            sample(metrics_port, "torchpipe_in_flight_requests") == Some(2.0)
         }),
-        "the slow call never showed as in flight"
+        "the slow calls never showed as in flight"
     );
 
     let sent = Instant::now();
@@ -141,6 +177,16 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
         sent.elapsed()
     );
     assert_eq!(health("/health/live"), 200, "live during the drain");
+    assert_eq!(
+        oip_health("/v2/health/ready"),
+        503,
+        "/v2/health/ready during the drain"
+    );
+    assert_eq!(
+        oip_health("/v2/health/live"),
+        200,
+        "/v2/health/live during the drain"
+    );
     let mut fresh = common::client(port);
     fresh
         .ping()
@@ -163,6 +209,7 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
 
     let refused = poll_until(sent + DRAIN + Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", port)).is_err()
+            && TcpStream::connect(("127.0.0.1", http_port)).is_err()
     });
     let stopped_accepting = sent.elapsed();
     assert!(
@@ -186,6 +233,11 @@ fn sigterm_drains_not_ready_first_then_stops_accepting_then_answers_the_call_in_
     assert_eq!(health("/health/live"), 200, "live while answering");
     assert_eq!(health("/health/ready"), 503);
 
+    assert_eq!(
+        oip_in_flight.join().unwrap(),
+        200,
+        "the HTTP request in flight at SIGTERM is answered"
+    );
     let (answer, answered_at) = in_flight.join().unwrap();
     let answer = answer.expect("the call in flight at SIGTERM is answered");
     assert!(!answer.label.is_empty(), "{answer:?}");
