@@ -87,6 +87,10 @@ echo "$VARIANTS" | while IFS='|' read -r name flags edits; do
   stop "$name"
 done
 
+log "PyTorch fp16 against itself"
+PYTHONUNBUFFERED=1 python3 $G fp16self "$W" "$IMGS" 2>&1 | grep -v "is deprecated" | tail -n 4
+cp "$W/fp16self.json" "$OUT/" 2>/dev/null
+
 # The lowest TP99 at 20 × 1 again, then at 64 × 1, and the reference loop of detect_goal.sh.
 best=$(python3 -c "
 import glob, json, os, sys
@@ -108,10 +112,6 @@ fi
 log "reference: ultralytics fp16 predict + ResNet-18 fp16"
 PYTHONUNBUFFERED=1 python3 $G reference "$W" "$IMGS" 10 2>&1 | grep -v "is deprecated" | tail -n 1
 cp "$W/reference.json" "$OUT/" 2>/dev/null
-
-log "PyTorch fp16 against itself"
-PYTHONUNBUFFERED=1 python3 $G fp16self "$W" "$IMGS" 2>&1 | grep -v "is deprecated" | tail -n 4
-cp "$W/fp16self.json" "$OUT/" 2>/dev/null
 
 python3 - "$W" "$OUT/detect-tp99.json" <<'PY'
 import glob, json, os, sys
