@@ -16,18 +16,7 @@
 #   strip server and client_qps into dist/, tar czf dist/dist.tgz; carry dist/dist.tgz and .whl
 #   COMMIT=<sha> bash benches/gpu/detect_goal.sh        → $OUT/detect-goal.json and the rows
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site YOLO_OFFLINE=1 YOLO_CONFIG_DIR=/tmp/ultralytics-config
-source "$(dirname "$0")/env.sh"
-report_header | tee "$OUT/device.txt"
-mkdir -p dist && tar xzf dist/dist.tgz -C dist
-W=/tmp/goal
-IMGS=/tmp/goal-imgs
-rm -rf "$W" "$IMGS"
-mkdir -p "$W" "$IMGS"
-find benches/imgs -maxdepth 1 -type f ! -name 'odd_*' -exec cp {} "$IMGS" \;
-log() { echo "== $* (${SECONDS}s)"; }
+source "$(dirname "$0")/goal_env.sh"
 
 log prepare
 PYTHONUNBUFFERED=1 python3 benches/gpu/detect_goal.py prepare "$W" "$IMGS" || exit 1

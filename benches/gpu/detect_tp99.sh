@@ -9,18 +9,7 @@
 #   build and carry as detect_goal.sh says, then
 #   COMMIT=<sha> bash benches/gpu/detect_tp99.sh   → $OUT/detect-tp99.tgz and the rows
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site YOLO_OFFLINE=1 YOLO_CONFIG_DIR=/tmp/ultralytics-config
-source "$(dirname "$0")/env.sh"
-report_header | tee "$OUT/device.txt"
-mkdir -p dist && tar xzf dist/dist.tgz -C dist
-W=/tmp/goal
-IMGS=/tmp/goal-imgs
-rm -rf "$W" "$IMGS"
-mkdir -p "$W" "$IMGS"
-find benches/imgs -maxdepth 1 -type f ! -name 'odd_*' -exec cp {} "$IMGS" \;
-log() { echo "== $* (${SECONDS}s)"; }
+source "$(dirname "$0")/goal_env.sh"
 G=benches/gpu/detect_goal.py
 
 log "detect-preprocess-check"

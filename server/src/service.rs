@@ -115,16 +115,25 @@ impl Service {
         })
     }
 
-    /// One image through the pipeline: the item it ends as.
-    async fn run(&self, p: &Pipeline, data: Vec<u8>) -> Result<Item, Failure> {
+    /// One request of `items` through the pipeline: each item's outcome, in order.
+    async fn submit(
+        &self,
+        p: &Pipeline,
+        items: Vec<Item>,
+    ) -> Result<Vec<engine::Outcome>, Failure> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        p.submit(vec![Item::new(data)], move |out| {
+        p.submit(items, move |out| {
             let _ = tx.send(out);
         })?;
-        let out = tokio::time::timeout(self.request_timeout + Duration::from_secs(1), rx)
+        tokio::time::timeout(self.request_timeout + Duration::from_secs(1), rx)
             .await
             .map_err(|_| Failure::NoAnswer(self.request_timeout))?
-            .map_err(|_| Failure::PipelineStopped)?;
+            .map_err(|_| Failure::PipelineStopped)
+    }
+
+    /// One image through the pipeline: the item it ends as.
+    async fn run(&self, p: &Pipeline, data: Vec<u8>) -> Result<Item, Failure> {
+        let out = self.submit(p, vec![Item::new(data)]).await?;
         Ok(out.into_iter().next().ok_or(Failure::NothingReturned)??)
     }
 
@@ -183,14 +192,7 @@ impl Service {
                         item
                     })
                     .collect();
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                p.submit(items, move |out| {
-                    let _ = tx.send(out);
-                })?;
-                let out = tokio::time::timeout(self.request_timeout + Duration::from_secs(1), rx)
-                    .await
-                    .map_err(|_| Failure::NoAnswer(self.request_timeout))?
-                    .map_err(|_| Failure::PipelineStopped)?;
+                let out = self.submit(p, items).await?;
                 out.into_iter()
                     .map(|o| o?.result.ok_or(Failure::NoResult))
                     .collect()

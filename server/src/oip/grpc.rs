@@ -205,17 +205,7 @@ impl GrpcInferenceService for Service {
             .into());
         }
         let input = r.inputs.remove(0);
-        let shape = input
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| {
-                Problem::bad(format!(
-                    "input `{}`: shape {:?} has a negative dimension",
-                    input.name, input.shape
-                ))
-            })?;
+        let shape = wire::dims(&input.shape, &input.name).map_err(Problem::from)?;
         let count_of = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let elements = match (r.raw_input_contents.len(), input.contents) {
             (0, Some(c)) => c.bytes_contents,

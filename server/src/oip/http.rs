@@ -65,12 +65,18 @@ fn names(p: &[String]) -> (&str, Option<&str>) {
     (p[0].as_str(), p.get(1).map(String::as_str))
 }
 
+/// The path's model, checked to be one this server has.
+fn checked<'p>(at: &Endpoint, p: &'p [String]) -> Result<&'p str, Problem> {
+    let (name, version) = names(p);
+    at.oip.model(name, version)?;
+    Ok(name)
+}
+
 async fn model_metadata(
     State(at): State<Endpoint>,
     Path(p): Path<Vec<String>>,
 ) -> Result<Response, Problem> {
-    let (name, version) = names(&p);
-    at.oip.model(name, version)?;
+    let name = checked(&at, &p)?;
     Ok(json_response(json!({
         "name": name,
         "versions": [VERSION],
@@ -84,8 +90,7 @@ async fn model_ready(
     State(at): State<Endpoint>,
     Path(p): Path<Vec<String>>,
 ) -> Result<StatusCode, Problem> {
-    let (name, version) = names(&p);
-    at.oip.model(name, version)?;
+    checked(&at, &p)?;
     Ok(ready(State(at)).await)
 }
 
@@ -94,8 +99,7 @@ async fn model_config(
     State(at): State<Endpoint>,
     Path(p): Path<Vec<String>>,
 ) -> Result<Response, Problem> {
-    let (name, version) = names(&p);
-    at.oip.model(name, version)?;
+    let name = checked(&at, &p)?;
     Ok(json_response(json!({
         "name": name,
         "platform": PLATFORM,
@@ -138,11 +142,7 @@ async fn model_stats(
     path: Option<Path<Vec<String>>>,
 ) -> Result<Response, Problem> {
     let only = match &path {
-        Some(Path(p)) => {
-            let (name, version) = names(p);
-            at.oip.model(name, version)?;
-            Some(name)
-        }
+        Some(Path(p)) => Some(checked(&at, p)?),
         None => None,
     };
     let stats: Vec<_> = at.oip.stats(only).iter().map(stats_json).collect();

@@ -96,17 +96,7 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<Request, 
     let binary_default = flag(&header.parameters, "binary_data_output")?.unwrap_or(false);
     let mut inputs = Vec::with_capacity(header.inputs.len());
     for h in header.inputs {
-        let shape = h
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                bad(format!(
-                    "input `{}`: shape {:?} has a negative dimension",
-                    h.name, h.shape
-                ))
-            })?;
+        let shape = dims(&h.shape, &h.name)?;
         let count = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -201,6 +191,19 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<Request, 
         outputs,
         binary_default,
     })
+}
+
+/// An input's shape as sent (the protocol's int64 dims), refusing a negative one.
+pub(super) fn dims(shape: &[i64], name: &str) -> Result<Vec<usize>, BadRequest> {
+    shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            bad(format!(
+                "input `{name}`: shape {shape:?} has a negative dimension"
+            ))
+        })
 }
 
 fn flag(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, BadRequest> {
