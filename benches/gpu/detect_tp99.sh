@@ -3,7 +3,7 @@
 # instance counts, batch sizes, batching_timeout and `server --gpu-priority`, one call: the goal
 # run's gpu16 server (YOLOv8n and ResNet-18 in fp16, images on the GPU; benches/gpu/detect_goal.py
 # prepare) with each VARIANTS entry's edits, then PyTorch's own fp16 boxes against themselves
-# (detect_goal.py fp16self). First, detect-preprocess-check: every GPU detection backend against
+# (detect_goal.py fp16self), after detect-preprocess-check: every GPU detection backend against
 # its CPU twin, value for value (as benches/gpu/detect_backends.sh). Every server shares one model::cache per model: the first tunes
 # every batch size the others use (it must have the largest `max` of each model).
 #   build and carry as detect_goal.sh says, then
@@ -11,11 +11,6 @@
 set -uo pipefail
 source "$(dirname "$0")/goal_env.sh"
 G=benches/gpu/detect_goal.py
-
-log "detect-preprocess-check"
-dist/detect-preprocess-check --images benches/imgs --json "$W/detect-preprocess.json" \
-  2>&1 | grep -v " INFO " | tail -n 12
-cp "$W/detect-preprocess.json" "$OUT/" 2>/dev/null
 
 log prepare
 PYTHONUNBUFFERED=1 python3 $G prepare "$W" "$IMGS" || exit 1
@@ -75,6 +70,11 @@ echo "$VARIANTS" | while IFS='|' read -r name flags edits; do
   fi
   stop "$name"
 done
+
+log "detect-preprocess-check"
+dist/detect-preprocess-check --images benches/imgs --json "$W/detect-preprocess.json" \
+  2>&1 | grep -v " INFO " | tail -n 12
+cp "$W/detect-preprocess.json" "$OUT/" 2>/dev/null
 
 log "PyTorch fp16 against itself"
 PYTHONUNBUFFERED=1 python3 $G fp16self "$W" "$IMGS" 2>&1 | grep -v "is deprecated" | tail -n 4
