@@ -23,7 +23,7 @@ enum Step {
 
 pub struct Baseline {
     /// The entry node the chain starts at.
-    entry: String,
+    entry: NodeConfig,
     steps: Vec<Step>,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
@@ -114,7 +114,7 @@ impl Baseline {
         bare.params = node.params.without(&["mean", "std"]);
         let backend = registry.build_detached(&bare)?;
         Ok(Baseline {
-            entry: entry.name.clone(),
+            entry: entry.clone(),
             steps,
             mean,
             inv_std: std.iter().map(|s| 1.0 / s).collect(),
@@ -123,8 +123,8 @@ impl Baseline {
     }
 
     /// Runs one image; blocking (call from a blocking thread).
-    /// The entry node's name: the model the Open Inference Protocol serves.
-    pub fn entry(&self) -> &str {
+    /// The entry node: the model the Open Inference Protocol serves.
+    pub fn entry(&self) -> &NodeConfig {
         &self.entry
     }
 

@@ -166,20 +166,30 @@ impl Service {
         Ok(self.answer(class))
     }
 
-    /// The models the Open Inference Protocol serves: the pipeline's entry nodes (one for the
-    /// baseline, its first node).
-    pub fn models(&self) -> Vec<String> {
+    /// The models the Open Inference Protocol serves, each with its entry node: the pipeline's
+    /// entry nodes under their `model_name` or their own name (one for the baseline, its
+    /// first node).
+    pub fn models(&self) -> Vec<(String, String)> {
+        let named = |node: &engine::config::NodeConfig| {
+            let model = node.model_name.clone().unwrap_or_else(|| node.name.clone());
+            (model, node.name.clone())
+        };
         match &self.mode {
-            Mode::Pipeline(p) => p.entry_nodes().into_iter().map(String::from).collect(),
-            Mode::Baseline(b) => vec![b.entry().to_string()],
+            Mode::Pipeline(p) => p
+                .entry_nodes()
+                .into_iter()
+                .filter_map(|n| p.config().node(n))
+                .map(named)
+                .collect(),
+            Mode::Baseline(b) => vec![named(b.entry())],
         }
     }
 
-    /// Encoded images through model `model` (an entry node), one item each, in one request:
-    /// each item's result, or the first failure.
+    /// Encoded images through entry node `node`, one item each, in one request: each item's
+    /// result, or the first failure.
     pub async fn run_images(
         &self,
-        model: &str,
+        node: &str,
         images: Vec<Vec<u8>>,
     ) -> Result<Vec<Value>, Failure> {
         match &self.mode {
@@ -188,7 +198,7 @@ impl Service {
                     .into_iter()
                     .map(|data| {
                         let mut item = Item::new(data);
-                        item.node_name = Some(model.to_string());
+                        item.node_name = Some(node.to_string());
                         item
                     })
                     .collect();

@@ -30,9 +30,13 @@ fn tool_python() -> PathBuf {
     python
 }
 
-/// The seed TOML served on Thrift, HTTP and gRPC; the two protocol ports.
+/// The seed TOML served on Thrift, HTTP and gRPC, its entry node's model named `resnet50`
+/// (`model_name`); the two protocol ports.
 fn serve() -> (common::Server, u16, u16) {
-    let config = common::config_copy("resnet50.toml", &[]);
+    let config = common::config_copy(
+        "resnet50.toml",
+        &[("[cpu_decoder]", "[cpu_decoder]\nmodel_name = \"resnet50\"")],
+    );
     let (http, grpc) = (common::free_port(), common::free_port());
     let server = common::Server::start(&[
         "--toml",
@@ -57,7 +61,7 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
         .arg(&script)
         .arg(format!("127.0.0.1:{http}"))
         .arg(format!("127.0.0.1:{grpc}"))
-        .arg("cpu_decoder")
+        .arg("resnet50")
         .args(&images)
         .output()
         .unwrap();
@@ -125,7 +129,7 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
         }
     }
     let stats = &r["stats"]["model_stats"][0];
-    assert_eq!(stats["name"], "cpu_decoder");
+    assert_eq!(stats["name"], "resnet50");
     // One request of each kind per photo, plus the batched two; each image counted.
     let n = images.len() as u64;
     assert_eq!(stats["inference_count"], 4 * n);
@@ -148,7 +152,11 @@ fn tritonclient_classifies_as_infer_batch_does_and_bad_requests_get_errors() {
         ),
         ("not_an_image", 400, "not a JPEG, PNG or BMP image"),
         ("unknown_output", 400, "unknown output `PROBS`"),
-        ("unknown_model", 404, "no model `no_such_model`"),
+        (
+            "unknown_model",
+            404,
+            "no model `no_such_model`; this server has resnet50",
+        ),
     ];
     for (case, status, text) in expect {
         assert_eq!(bad[case]["status"], status, "{case}: {}", bad[case]);
@@ -219,7 +227,7 @@ fn perf_analyzer_drives_both_endpoints_without_errors() {
     for (protocol, port) in [("http", http), ("grpc", grpc)] {
         let out = Command::new(tools().join("bin/perf_analyzer"))
             .env("LD_LIBRARY_PATH", &cudart)
-            .args(["-m", "cpu_decoder", "-i", protocol, "-u"])
+            .args(["-m", "resnet50", "-i", protocol, "-u"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--input-data")
             .arg(&data)

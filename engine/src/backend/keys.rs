@@ -94,4 +94,10 @@ pub const SCHEDULING: &[Key] = &[
         "4096",
         "items the queue holds",
     ),
+    key(
+        "model_name",
+        "a name (letters, digits, `_`, `-`, `.`)",
+        "the node's name",
+        "an entry node's model name in the Open Inference Protocol",
+    ),
 ];

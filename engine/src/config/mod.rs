@@ -93,6 +93,9 @@ pub struct NodeConfig {
     /// Longest an item may wait in this node's queue; the request deadline applies too.
     pub timeout: Option<Duration>,
     pub queue_size: usize,
+    /// An entry node's model name in the Open Inference Protocol (`model_name`); none: the
+    /// node's name.
+    pub model_name: Option<String>,
     /// Every merged key (globals + node), for the backends' own settings.
     pub params: Params,
     /// The keys written in the node's own table (checked by `Registry::check_keys`).
@@ -174,6 +177,17 @@ impl Config {
                 "at least one [node] table with a `backend`".into(),
             ));
         }
+        if let Some(m) = globals.get("model_name") {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                node: None,
+                key: Some("model_name".into()),
+                value: Some(m.clone()),
+                expected: "`model_name` in an entry node's table: it names that node's model, \
+                           not the whole file's"
+                    .into(),
+            });
+        }
 
         let mut nodes = Vec::with_capacity(tables.len());
         for (name, t) in &tables {
@@ -200,6 +214,22 @@ impl Config {
             nodes,
         };
         config.check_next_and_map()?;
+        for (i, node) in config.nodes.iter().enumerate() {
+            let Some(m) = &node.model_name else { continue };
+            if let Some(other) = config.nodes[..i]
+                .iter()
+                .find(|o| o.model_name.as_ref() == Some(m))
+            {
+                return Err(node.params.error(
+                    "model_name",
+                    m,
+                    format!(
+                        "a name no other node's model has; [{}] has it too",
+                        other.name
+                    ),
+                ));
+            }
+        }
         // After the graph checks, so that a misspelt node name is reported before a model path
         // that only exists on the author's machine.
         for node in &config.nodes {
@@ -316,6 +346,23 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
         return Err(params.error("queue_size", "0", "a positive integer"));
     }
     let profiles = profiles(&params, instance_num)?;
+    let model_name = match params.raw("model_name").map(str::trim) {
+        None => None,
+        Some(m)
+            if !m.is_empty()
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) =>
+        {
+            Some(m.to_string())
+        }
+        Some(m) => {
+            return Err(params.error(
+                "model_name",
+                m,
+                "a name of letters, digits, `_`, `-` and `.` (it is a URL's path segment)",
+            ))
+        }
+    };
     let next = params.list("next");
     let filter = match params.raw("filter") {
         None => Filter::Swap,
@@ -345,6 +392,7 @@ fn node_config(name: &str, params: Params) -> Result<NodeConfig, ConfigError> {
         filter,
         timeout,
         queue_size,
+        model_name,
         params,
         own_keys: Vec::new(),
     })

@@ -298,3 +298,23 @@ fn bad_device_ids_name_the_node_the_key_the_value_and_why() {
     );
     assert_eq!(e.key.as_deref(), Some("device_id"));
 }
+
+#[test]
+fn model_name_is_a_node_key_of_url_safe_characters_used_once() {
+    let c = parse("[a]\nbackend = \"Identity\"\nmodel_name = \" resnet50.v1 \"\n").unwrap();
+    assert_eq!(
+        c.node("a").unwrap().model_name.as_deref(),
+        Some("resnet50.v1")
+    );
+    let e = parse("model_name = \"m\"\n[a]\nbackend = \"Identity\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("model_name"));
+    assert!(e.expected.contains("entry node's table"), "{e}");
+    let e = parse("[a]\nbackend = \"Identity\"\nmodel_name = \"a/b\"\n").unwrap_err();
+    assert!(e.expected.contains("path segment"), "{e}");
+    let e = parse(
+        "[a]\nbackend = \"Identity\"\nmodel_name = \"m\"\n[b]\nbackend = \"Identity\"\nmodel_name = \"m\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.node.as_deref(), Some("b"));
+    assert!(e.expected.contains("[a] has it too"), "{e}");
+}

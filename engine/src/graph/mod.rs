@@ -126,6 +126,7 @@ impl Graph {
                 "a node that no `next`, `jump` or `Jump` leads to, where requests enter".into(),
             ));
         }
+        check_model_names(config, &entries)?;
 
         let mut joined = vec![false; nodes.len()];
         for f in 0..nodes.len() {
@@ -255,6 +256,41 @@ impl Graph {
     pub fn ancestors(&self, i: usize) -> Vec<usize> {
         ancestors(&self.nodes, i)
     }
+}
+
+/// `model_name` only on entry nodes (requests name a model to enter there), and the entry
+/// nodes' models (`model_name`, else the node's name) all named differently.
+fn check_model_names(config: &Config, entries: &[usize]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (i, node) in config.nodes.iter().enumerate() {
+        let entry = entries.contains(&i);
+        if node.model_name.is_some() && !entry {
+            return Err(err(
+                node,
+                "model_name",
+                format!(
+                    "`model_name` on an entry node only; items reach [{}] from other nodes",
+                    node.name
+                ),
+            ));
+        }
+        if !entry {
+            continue;
+        }
+        let name = node.model_name.as_deref().unwrap_or(&node.name);
+        if let Some((_, other)) = seen.iter().find(|(n, _)| *n == name) {
+            return Err(err(
+                node,
+                "model_name",
+                format!(
+                    "entry nodes whose models are named differently; [{other}] serves the model \
+                     `{name}` too"
+                ),
+            ));
+        }
+        seen.push((name, &node.name));
+    }
+    Ok(())
 }
 
 /// Whether node `p` hands items to node `n`: `next`, or a `MapReduce` node's `jump`.
@@ -476,6 +512,25 @@ map = "b[result:x],c[result:y]"
                 deepest: 2
             }
         );
+    }
+
+    fn graph_error(text: &str) -> String {
+        let config = Config::parse(text, Path::new("test.toml")).unwrap();
+        Graph::build(&config).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn model_names_are_for_entry_nodes_and_differ() {
+        let e = graph_error(
+            "[a]\nbackend = \"Identity\"\nnext = \"b\"\n[b]\nbackend = \"Identity\"\nmodel_name = \"m\"\n",
+        );
+        assert!(e.contains("on an entry node only"), "{e}");
+        let e = graph_error(
+            "[a]\nbackend = \"Identity\"\nmodel_name = \"b\"\n[b]\nbackend = \"Identity\"\n",
+        );
+        assert!(e.contains("[a] serves the model `b` too"), "{e}");
+        let g = graph("[a]\nbackend = \"Identity\"\nmodel_name = \"resnet50\"\n");
+        assert_eq!(g.entries, [0]);
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl GrpcInferenceService for Service {
         r: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let mut r = r.into_inner();
-        let counts = self.oip.model(&r.model_name, Some(&r.model_version))?;
+        let found = self.oip.model(&r.model_name, Some(&r.model_version))?;
         if r.inputs.len() != 1 {
             return Err(Problem::bad(format!(
                 "one input, `{INPUT}`; the request has {}",
@@ -249,8 +249,7 @@ impl GrpcInferenceService for Service {
         let outputs = self
             .oip
             .infer(
-                counts,
-                &r.model_name,
+                found,
                 (&input.name, &input.datatype, &shape),
                 elements,
                 wanted,

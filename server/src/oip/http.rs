@@ -156,7 +156,7 @@ async fn infer(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let (model, version) = names(&p);
-    let counts = at.oip.model(model, version)?;
+    let found = at.oip.model(model, version)?;
     let header_len = match headers.get("inference-header-content-length") {
         None => None,
         Some(v) => Some(
@@ -191,8 +191,7 @@ async fn infer(
     let outputs = at
         .oip
         .infer(
-            counts,
-            model,
+            found,
             (&input.name, &input.datatype, &input.shape),
             input.elements,
             wanted,

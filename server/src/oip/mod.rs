@@ -113,10 +113,17 @@ struct ModelStats<'a> {
     compute_infer: (u64, u64),
 }
 
+/// A model: its name, the entry node it runs, its counts.
+struct Model {
+    name: String,
+    node: String,
+    counts: Counts,
+}
+
 /// What both protocols serve: the service and its models.
 pub struct Oip {
     service: Arc<Service>,
-    models: Vec<(String, Counts)>,
+    models: Vec<Model>,
 }
 
 impl Oip {
@@ -124,7 +131,11 @@ impl Oip {
         let models = service
             .models()
             .into_iter()
-            .map(|m| (m, Counts::default()))
+            .map(|(name, node)| Model {
+                name,
+                node,
+                counts: Counts::default(),
+            })
             .collect();
         Arc::new(Oip { service, models })
     }
@@ -133,24 +144,20 @@ impl Oip {
         self.service.metrics.ready.load(Ordering::Relaxed)
     }
 
-    /// Model `name`'s counts; `version` none or empty means the latest (the only one, "1").
-    fn model(&self, name: &str, version: Option<&str>) -> Result<&Counts, Problem> {
+    /// Model `name`; `version` none or empty means the latest (the only one, "1").
+    fn model(&self, name: &str, version: Option<&str>) -> Result<&Model, Problem> {
         if let Some(v) = version.filter(|&v| !v.is_empty() && v != VERSION) {
             return Err(Problem::not_found(format!(
                 "model `{name}` has version {VERSION} only, not `{v}`"
             )));
         }
-        self.models
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c)
-            .ok_or_else(|| {
-                let names: Vec<&str> = self.models.iter().map(|(n, _)| n.as_str()).collect();
-                Problem::not_found(format!(
-                    "no model `{name}`; this server has {}",
-                    names.join(", ")
-                ))
-            })
+        self.models.iter().find(|m| m.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+            Problem::not_found(format!(
+                "no model `{name}`; this server has {}",
+                names.join(", ")
+            ))
+        })
     }
 
     /// The statistics of model `only`, or of every model.
@@ -158,7 +165,7 @@ impl Oip {
         let nodes = self.service.node_stats();
         let entry_items: u64 = nodes
             .iter()
-            .filter(|n| self.models.iter().any(|(m, _)| *m == n.name))
+            .filter(|n| self.models.iter().any(|m| m.node == n.name))
             .map(|n| n.items)
             .sum();
         let queue_ns: u64 = nodes.iter().map(|n| n.queue_wait_us * 1000).sum();
@@ -169,32 +176,36 @@ impl Oip {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         self.models
             .iter()
-            .filter(|(n, _)| only.is_none_or(|o| o == n))
-            .map(|(name, c)| ModelStats {
-                name,
-                last_ms: load(&c.last_ms),
-                inferences: load(&c.inferences),
-                executions: load(&c.success),
-                success: (load(&c.success), load(&c.success_ns)),
-                fail: (load(&c.fail), load(&c.fail_ns)),
-                queue: (entry_items, queue_ns),
-                compute_infer: (entry_items, compute_ns),
-            })
+            .filter(|m| only.is_none_or(|o| o == m.name))
+            .map(
+                |Model {
+                     name, counts: c, ..
+                 }| ModelStats {
+                    name,
+                    last_ms: load(&c.last_ms),
+                    inferences: load(&c.inferences),
+                    executions: load(&c.success),
+                    success: (load(&c.success), load(&c.success_ns)),
+                    fail: (load(&c.fail), load(&c.fail_ns)),
+                    queue: (entry_items, queue_ns),
+                    compute_infer: (entry_items, compute_ns),
+                },
+            )
             .collect()
     }
 
-    /// A request of model `model` (checked by the caller), timed into its statistics: `INPUT`'s
+    /// A request of `model` (found by the caller), timed into its statistics: `INPUT`'s
     /// datatype and shape checked, its images through the pipeline, the outputs `wanted` made.
     async fn infer(
         &self,
-        counts: &Counts,
-        model: &str,
+        model: &Model,
         input: (&str, &str, &[usize]),
         images: Vec<Vec<u8>>,
         wanted: Vec<OutputWanted>,
     ) -> Result<Vec<Output>, Problem> {
+        let counts = &model.counts;
         let started = Instant::now();
-        let answered = self.run(model, input, images, wanted).await;
+        let answered = self.run(&model.node, input, images, wanted).await;
         let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let (n, total) = match &answered {
             Ok(_) => (&counts.success, &counts.success_ns),
@@ -213,7 +224,7 @@ impl Oip {
 
     async fn run(
         &self,
-        model: &str,
+        node: &str,
         (name, datatype, shape): (&str, &str, &[usize]),
         images: Vec<Vec<u8>>,
         wanted: Vec<OutputWanted>,
@@ -255,7 +266,7 @@ impl Oip {
             return Err(failure.into());
         }
         let started = Instant::now();
-        let ran = service.run_images(model, images).await;
+        let ran = service.run_images(node, images).await;
         service
             .metrics
             .finish(started.elapsed(), ran.as_ref().err());
