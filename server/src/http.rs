@@ -47,7 +47,11 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                // An answer goes out at once, not after the peer's delayed ACK.
+                let _ = stream.set_nodelay(true);
+                stream
+            }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::error!("{what}: accept failed: {e}");

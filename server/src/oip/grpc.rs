@@ -287,7 +287,10 @@ pub async fn serve(
     let service = GrpcInferenceServiceServer::new(Service { oip })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // Without TCP_NODELAY a reply's last frame waits for the client's delayed ACK: 20 ms more
+    // a call (perf_analyzer at 2 clients on the development machine: p50 101.7 ms against HTTP's
+    // 80.2 on the same server).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move {
