@@ -266,3 +266,49 @@ fn perf_analyzer_drives_both_endpoints_without_errors() {
     assert!(status.success(), "server exit {status}: {log}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// A body past `--max-message-bytes` is refused before it is read whole, with the protocol's
+/// error shape, and the server goes on serving.
+#[test]
+fn a_body_past_the_message_limit_gets_413_in_the_protocols_shape() {
+    use std::io::{Read, Write};
+    let config = common::config_copy("resnet50.toml", &[]);
+    let http = common::free_port();
+    let server = common::Server::start(&[
+        "--toml",
+        config.to_str().unwrap(),
+        "--http-port",
+        &http.to_string(),
+        "--max-message-bytes",
+        "4096",
+    ]);
+    let post = |len: usize| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let head = format!(
+            "POST /v2/models/cpu_decoder/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Length: {len}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        // The server may answer and close before the whole body is sent.
+        let _ = s.write_all(&vec![b' '; len]);
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    let reply = post(100_000);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let error: Json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(
+        error["error"].as_str().unwrap_or_default().contains("body"),
+        "{error}"
+    );
+    // Under the limit, the same empty body is a JSON error of its own: the server still serves.
+    let reply = post(10);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("JSON cannot be read"), "{reply}");
+    let (status, log) = server.stop();
+    assert!(status.success(), "server exit {status}: {log}");
+}

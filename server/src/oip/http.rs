@@ -153,10 +153,15 @@ async fn infer(
     State(at): State<Endpoint>,
     Path(p): Path<Vec<String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, Problem> {
     let (model, version) = names(&p);
     let found = at.oip.model(model, version)?;
+    // A body past --max-message-bytes (or one that breaks off) in the protocol's error shape.
+    let body = body.map_err(|e| Problem {
+        status: e.status(),
+        message: format!("the request's body: {}", e.body_text()),
+    })?;
     let header_len = match headers.get("inference-header-content-length") {
         None => None,
         Some(v) => Some(
