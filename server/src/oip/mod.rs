@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::StatusCode;
-use engine::Value;
+use engine::backends::control::softmax_top;
+use engine::{Class, Value};
 
 use crate::failure::Failure;
 use crate::service::Service;
@@ -293,12 +294,12 @@ fn output(
             for v in values {
                 let best = classes(v, k)?;
                 width = best.len();
-                rows.extend(best.into_iter().map(|(p, i)| {
-                    let label = crate::detections::label(labels, i);
-                    if label == i.to_string() {
-                        format!("{p:.6}:{i}")
+                rows.extend(best.into_iter().map(|Class { index, score }| {
+                    let label = crate::detections::label(labels, index);
+                    if label == index.to_string() {
+                        format!("{score:.6}:{index}")
                     } else {
-                        format!("{p:.6}:{i}:{label}")
+                        format!("{score:.6}:{index}:{label}")
                     }
                 }));
             }
@@ -331,25 +332,12 @@ fn output(
     })
 }
 
-/// An image's `k` best classes by softmax probability, best first (ties: the lower index).
-fn classes(v: &Value, k: usize) -> Result<Vec<(f32, usize)>, Problem> {
+/// An image's `k` best classes by softmax probability, best first: the softmax `infer_batch`
+/// answers with, so the first is its class and probability.
+fn classes(v: &Value, k: usize) -> Result<Vec<Class>, Problem> {
     match v {
-        Value::Tensor(t) => {
-            let max = t.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if t.data.is_empty() || t.data.iter().any(|x| !x.is_finite()) {
-                return Err(Failure::OutputNotFinite.into());
-            }
-            let exp: Vec<f32> = t.data.iter().map(|&x| (x - max).exp()).collect();
-            let sum: f32 = exp.iter().sum();
-            let mut order: Vec<usize> = (0..exp.len()).collect();
-            order.sort_by(|&a, &b| exp[b].total_cmp(&exp[a]).then(a.cmp(&b)));
-            Ok(order
-                .into_iter()
-                .take(k)
-                .map(|i| (exp[i] / sum, i))
-                .collect())
-        }
-        Value::Class(c) => Ok(vec![(c.score as f32, c.index)]),
+        Value::Tensor(t) => softmax_top(&t.data, k).ok_or_else(|| Failure::OutputNotFinite.into()),
+        Value::Class(c) => Ok(vec![*c]),
         other => Err(Failure::NotLogits(other.kind()).into()),
     }
 }
@@ -360,21 +348,23 @@ mod tests {
     use engine::Tensor;
 
     #[test]
-    fn classes_are_softmax_probabilities_best_first_ties_by_index() {
-        let v = Value::Tensor(Tensor::new(vec![4], vec![1.0, 3.0, 3.0, 0.0]));
+    fn the_first_class_is_infer_batchs_answer_ties_included() {
+        let logits = vec![1.0, 3.0, 3.0, 0.0];
+        let v = Value::Tensor(Tensor::new(vec![4], logits.clone()));
         let best = classes(&v, 3).unwrap();
-        assert_eq!(best.iter().map(|b| b.1).collect::<Vec<_>>(), [1, 2, 0]);
-        let e: Vec<f32> = [1.0f32, 3.0, 3.0, 0.0]
-            .iter()
-            .map(|x| (x - 3.0).exp())
-            .collect();
-        let sum: f32 = e.iter().sum();
-        assert!((best[0].0 - 1.0 / sum).abs() < 1e-7);
+        assert_eq!(
+            best[0],
+            engine::backends::control::softmax_argmax(&logits).unwrap()
+        );
+        assert_eq!(best.iter().map(|b| b.index).collect::<Vec<_>>(), [2, 1, 0]);
+        let sum: f64 = logits.iter().map(|&x| (f64::from(x) - 3.0).exp()).sum();
+        assert!((best[0].score - 1.0 / sum).abs() < 1e-15);
         let nan = Value::Tensor(Tensor::new(vec![2], vec![f32::NAN, 1.0]));
         assert!(classes(&nan, 1).is_err());
     }
 
-    /// Softmax of [0, 2, 0]: e²/(e² + 2) = 0.786986 and 1/(e² + 2) = 0.106507.
+    /// Softmax of [0, 2, 0]: e²/(e² + 2) = 0.786986 and 1/(e² + 2) = 0.106507; of the two equal
+    /// logits the later comes first, as in `softmax_argmax`.
     #[test]
     fn the_classification_output_is_tritons_strings() {
         let v = [Value::Tensor(Tensor::new(vec![3], vec![0.0, 2.0, 0.0]))];
@@ -388,12 +378,12 @@ mod tests {
         assert_eq!(o.shape, [1, 2]);
         assert_eq!(
             o.data,
-            OutputData::Bytes(vec!["0.786986:1:dog".into(), "0.106507:0:cat".into()])
+            OutputData::Bytes(vec!["0.786986:1:dog".into(), "0.106507:2:fox".into()])
         );
         let plain = output(&w, &v, None).unwrap();
         assert_eq!(
             plain.data,
-            OutputData::Bytes(vec!["0.786986:1".into(), "0.106507:0".into()])
+            OutputData::Bytes(vec!["0.786986:1".into(), "0.106507:2".into()])
         );
     }
 }

@@ -12,7 +12,7 @@ mod torch;
 
 use crate::backend::Registry;
 
-pub use softmax_argmax::softmax_argmax;
+pub use softmax_argmax::{softmax_argmax, softmax_top};
 
 pub fn register(r: &mut Registry) {
     r.register("Sequential", sequential::new, &[]);

@@ -13,6 +13,34 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 /// Softmax in f64 with the max subtracted, so large logits do not overflow. `None` for an
 /// empty or non-finite row.
 pub fn softmax_argmax(logits: &[f32]) -> Option<Class> {
+    let (index, max, sum) = softmax_parts(logits)?;
+    Some(Class {
+        index,
+        score: (f64::from(logits[index]) - max).exp() / sum,
+    })
+}
+
+/// The `k` most probable classes, most probable first, by the same softmax: the first is
+/// `softmax_argmax`'s answer, and equal logits come in its order (the later index first).
+/// `None` where `softmax_argmax` has none.
+pub fn softmax_top(logits: &[f32], k: usize) -> Option<Vec<Class>> {
+    let (_, max, sum) = softmax_parts(logits)?;
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(b.cmp(&a)));
+    Some(
+        order
+            .into_iter()
+            .take(k)
+            .map(|index| Class {
+                index,
+                score: (f64::from(logits[index]) - max).exp() / sum,
+            })
+            .collect(),
+    )
+}
+
+/// The arg-max (the last of equal maxima), the max, and the sum of `exp(logit - max)`.
+fn softmax_parts(logits: &[f32]) -> Option<(usize, f64, f64)> {
     let (index, &max) = logits
         .iter()
         .enumerate()
@@ -20,14 +48,9 @@ pub fn softmax_argmax(logits: &[f32]) -> Option<Class> {
     if !max.is_finite() {
         return None;
     }
-    let sum: f64 = logits
-        .iter()
-        .map(|&v| (f64::from(v) - f64::from(max)).exp())
-        .sum();
-    Some(Class {
-        index,
-        score: 1.0 / sum,
-    })
+    let max = f64::from(max);
+    let sum: f64 = logits.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+    Some((index, max, sum))
 }
 
 impl Backend for SoftmaxArgMax {
@@ -65,5 +88,18 @@ mod tests {
         assert!((c.score - 1.0).abs() < 1e-12);
         assert!(softmax_argmax(&[]).is_none());
         assert!(softmax_argmax(&[f32::NAN, f32::INFINITY]).is_none());
+    }
+
+    #[test]
+    fn the_top_classes_start_with_the_arg_max_and_keep_its_order_of_ties() {
+        let logits = [1.0, 3.0, 3.0, 0.0];
+        let top = softmax_top(&logits, 3).unwrap();
+        let best = softmax_argmax(&logits).unwrap();
+        assert_eq!(top[0], best);
+        assert_eq!(top.iter().map(|c| c.index).collect::<Vec<_>>(), [2, 1, 0]);
+        let sum: f64 = logits.iter().map(|&v| (f64::from(v) - 3.0).exp()).sum();
+        assert!((top[2].score - (-2.0f64).exp() / sum).abs() < 1e-15);
+        assert_eq!(softmax_top(&logits, 9).unwrap().len(), 4);
+        assert!(softmax_top(&[], 1).is_none());
     }
 }
