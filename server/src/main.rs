@@ -204,16 +204,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
-    let metrics_listener = match args.metrics_port {
-        Some(port) => {
-            let addr = format!("{}:{port}", args.host);
-            let l = std::net::TcpListener::bind(&addr)
-                .with_context(|| format!("cannot listen on {addr} (--metrics-port)"))?;
-            l.set_nonblocking(true)?;
-            Some(l)
-        }
-        None => None,
-    };
+    // The optional ports: a flag's port, when given, bound now as the main one is.
     let bind = |port: Option<u16>, flag: &str| -> anyhow::Result<Option<std::net::TcpListener>> {
         let Some(port) = port else { return Ok(None) };
         let addr = format!("{}:{port}", args.host);
@@ -222,6 +213,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         l.set_nonblocking(true)?;
         Ok(Some(l))
     };
+    let metrics_listener = bind(args.metrics_port, "--metrics-port")?;
     let http_listener = bind(args.http_port, "--http-port")?;
     let grpc_listener = bind(args.grpc_port, "--grpc-port")?;
     anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");

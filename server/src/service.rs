@@ -81,31 +81,25 @@ impl Service {
         seq: i32,
         params: serve_thrift::InferenceParams,
     ) -> Vec<u8> {
-        if !self.metrics.admit(self.max_in_flight) {
-            let failure = Failure::ServerOverloaded(self.max_in_flight);
-            self.metrics.error(&failure);
-            return call::encode_exception(
-                name,
-                seq,
-                ApplicationErrorKind::InternalError,
-                &failure.to_string(),
-            );
-        }
-        let started = std::time::Instant::now();
-        let outcome = if name == "infer_detect" {
-            self.detect(params.data)
-                .await
-                .map(|r| encode_detect_reply(seq, &r))
-        } else {
-            self.infer(params.data)
-                .await
-                .map(|r| call::encode_infer_reply(seq, &r))
-        };
-        self.metrics
-            .finish(started.elapsed(), outcome.as_ref().err());
+        let outcome = self
+            .admitted(async {
+                if name == "infer_detect" {
+                    self.detect(params.data)
+                        .await
+                        .map(|r| encode_detect_reply(seq, &r))
+                } else {
+                    self.infer(params.data)
+                        .await
+                        .map(|r| call::encode_infer_reply(seq, &r))
+                }
+            })
+            .await;
         outcome.unwrap_or_else(|e| {
-            let kind = e.label();
-            tracing::warn!(uuid = %params.uuid, kind, "{name} failed: {e}");
+            // An overload is counted, not logged: under load it would be a line a call.
+            if !matches!(e, Failure::ServerOverloaded(_)) {
+                let kind = e.label();
+                tracing::warn!(uuid = %params.uuid, kind, "{name} failed: {e}");
+            }
             call::encode_exception(
                 name,
                 seq,
@@ -113,6 +107,25 @@ impl Service {
                 &e.to_string(),
             )
         })
+    }
+
+    /// `work` as one admitted call: refused at once past `--max-in-flight` (counted as an
+    /// error), else timed into the metrics with its outcome. Every protocol's calls go through
+    /// here, so the limit and the figures are the server's.
+    pub async fn admitted<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        if !self.metrics.admit(self.max_in_flight) {
+            let failure = Failure::ServerOverloaded(self.max_in_flight);
+            self.metrics.error(&failure);
+            return Err(failure);
+        }
+        let started = std::time::Instant::now();
+        let outcome = work.await;
+        self.metrics
+            .finish(started.elapsed(), outcome.as_ref().err());
+        outcome
     }
 
     /// One request of `items` through the pipeline: each item's outcome, in order.
@@ -148,16 +161,11 @@ impl Service {
     }
 
     async fn infer(&self, data: Vec<u8>) -> Result<InferenceResult, Failure> {
-        let value = match &self.mode {
-            Mode::Pipeline(p) => self.run(p, data).await?.result.ok_or(Failure::NoResult)?,
-            Mode::Baseline(b) => {
-                let b = b.clone();
-                tokio::task::spawn_blocking(move || b.infer(&data))
-                    .await
-                    .map_err(Failure::Handler)?
-                    .map_err(Failure::Baseline)?
-            }
-        };
+        let value = self
+            .run_images(None, vec![data])
+            .await?
+            .pop()
+            .ok_or(Failure::NothingReturned)?;
         let class = match value {
             Value::Tensor(t) => softmax_argmax(&t.data).ok_or(Failure::OutputNotFinite)?,
             Value::Class(c) => c,
@@ -185,11 +193,11 @@ impl Service {
         }
     }
 
-    /// Encoded images through entry node `node`, one item each, in one request: each item's
-    /// result, or the first failure.
+    /// Encoded images through entry node `node` (none: the pipeline's only one), one item
+    /// each, in one request: each item's result, or the first failure.
     pub async fn run_images(
         &self,
-        node: &str,
+        node: Option<&str>,
         images: Vec<Vec<u8>>,
     ) -> Result<Vec<Value>, Failure> {
         match &self.mode {
@@ -198,7 +206,7 @@ impl Service {
                     .into_iter()
                     .map(|data| {
                         let mut item = Item::new(data);
-                        item.node_name = Some(node.to_string());
+                        item.node_name = node.map(String::from);
                         item
                     })
                     .collect();

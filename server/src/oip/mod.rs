@@ -261,17 +261,9 @@ impl Oip {
             )));
         }
         let service = &self.service;
-        if !service.metrics.admit(service.max_in_flight) {
-            let failure = Failure::ServerOverloaded(service.max_in_flight);
-            service.metrics.error(&failure);
-            return Err(failure.into());
-        }
-        let started = Instant::now();
-        let ran = service.run_images(node, images).await;
-        service
-            .metrics
-            .finish(started.elapsed(), ran.as_ref().err());
-        let values = ran?;
+        let values = service
+            .admitted(service.run_images(Some(node), images))
+            .await?;
         let outputs = wanted
             .iter()
             .map(|w| output(w, &values, service.labels.as_deref()))
