@@ -214,22 +214,6 @@ impl Config {
             nodes,
         };
         config.check_next_and_map()?;
-        for (i, node) in config.nodes.iter().enumerate() {
-            let Some(m) = &node.model_name else { continue };
-            if let Some(other) = config.nodes[..i]
-                .iter()
-                .find(|o| o.model_name.as_ref() == Some(m))
-            {
-                return Err(node.params.error(
-                    "model_name",
-                    m,
-                    format!(
-                        "a name no other node's model has; [{}] has it too",
-                        other.name
-                    ),
-                ));
-            }
-        }
         // After the graph checks, so that a misspelt node name is reported before a model path
         // that only exists on the author's machine.
         for node in &config.nodes {

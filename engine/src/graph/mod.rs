@@ -529,6 +529,16 @@ map = "b[result:x],c[result:y]"
             "[a]\nbackend = \"Identity\"\nmodel_name = \"b\"\n[b]\nbackend = \"Identity\"\n",
         );
         assert!(e.contains("[a] serves the model `b` too"), "{e}");
+        // Two entry nodes of one `model_name`: the later is refused, named with the key.
+        let config = Config::parse(
+            "[a]\nbackend = \"Identity\"\nmodel_name = \"m\"\n[b]\nbackend = \"Identity\"\nmodel_name = \"m\"\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        let e = Graph::build(&config).unwrap_err();
+        assert_eq!(e.node.as_deref(), Some("b"));
+        assert_eq!(e.key.as_deref(), Some("model_name"));
+        assert!(e.expected.contains("[a] serves the model `m` too"), "{e}");
         let g = graph("[a]\nbackend = \"Identity\"\nmodel_name = \"resnet50\"\n");
         assert_eq!(g.entries, [0]);
     }
