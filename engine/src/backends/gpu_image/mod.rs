@@ -173,22 +173,35 @@ impl<J: Copy> JobTables<J> {
 #[cfg(feature = "cuda")]
 fn kernel_stream(ctx: &InitContext<'_>) -> Result<KernelStream, ConfigError> {
     let gpu = open_gpu(ctx, true)?;
-    let shared = scope_stream(ctx, &gpu)?;
-    let made = (|| {
-        let kernels = crate::gpu::image_kernels::get(&gpu)?;
-        let stream = match &shared {
-            Some((s, _)) => s.clone(),
-            None => crate::gpu::priority::new_stream(&gpu, ctx.stage)?,
-        };
-        Ok((kernels, stream))
-    })();
-    let (kernels, stream) = made.map_err(|e| gpu_error(ctx, e))?;
+    let kernels = crate::gpu::image_kernels::get(&gpu).map_err(|e| gpu_error(ctx, e))?;
+    let (stream, scope) = instance_stream(ctx, &gpu)?;
     Ok(KernelStream {
         gpu,
         kernels,
         stream,
-        scope: shared.map(|(_, scope)| scope),
+        scope,
     })
+}
+
+/// The stream a backend enqueues on: the enclosing `SyncTensor`'s with its scope, else one of
+/// its own at its node's priority (`gpu::priority`).
+#[cfg(feature = "cuda")]
+fn instance_stream(
+    ctx: &InitContext<'_>,
+    gpu: &std::sync::Arc<cudarc::driver::CudaContext>,
+) -> Result<
+    (
+        std::sync::Arc<cudarc::driver::CudaStream>,
+        Option<std::sync::Arc<crate::gpu::scope::StreamScope>>,
+    ),
+    ConfigError,
+> {
+    match scope_stream(ctx, gpu)? {
+        Some((stream, scope)) => Ok((stream, Some(scope))),
+        None => crate::gpu::priority::new_stream(gpu, ctx.stage)
+            .map(|s| (s, None))
+            .map_err(|e| gpu_error(ctx, e)),
+    }
 }
 
 /// One of `ImageKernels`' batched launches: the stream, the pinned staging of the job table,
@@ -313,16 +326,12 @@ struct CopyStream {
 fn copy_stream(ctx: &InitContext<'_>) -> Result<CopyStream, ConfigError> {
     ctx.no_args()?;
     let gpu = open_gpu(ctx, false)?;
-    let shared = scope_stream(ctx, &gpu)?;
-    let stream = match &shared {
-        Some((s, _)) => s.clone(),
-        None => crate::gpu::priority::new_stream(&gpu, ctx.stage).map_err(|e| gpu_error(ctx, e))?,
-    };
+    let (stream, scope) = instance_stream(ctx, &gpu)?;
     Ok(CopyStream {
         pool: crate::gpu::pool::shared(&gpu),
         gpu,
         stream,
-        scope: shared.map(|(_, scope)| scope),
+        scope,
     })
 }
 
