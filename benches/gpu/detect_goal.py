@@ -6,6 +6,8 @@ usage: detect_goal.py prepare WORK IMGDIR
        detect_goal.py fp16self WORK IMGDIR             (PyTorch's fp16 boxes against themselves)
        detect_goal.py variant WORK NAME SECTION.KEY=VALUE ...   (a gpu16 TOML with edits)
        detect_goal.py nodes BEFORE AFTER               (per node, between two /metrics reads)
+       detect_goal.py served WORK IMGDIR PORT NAME     (our server's boxes, kept for `same`)
+       detect_goal.py same WORK BASE                   (every kept run's boxes against BASE's)
 
 prepare: YOLOv8n from ultralytics' YAML and torchvision's ResNet-18, seeded weights, BatchNorm
 statistics calibrated on random images (export_models.build, zoo.calibrate), nothing
@@ -44,9 +46,17 @@ picks other convolution algorithms. Boxes compared as `boxes` does. Writes WORK/
 variant: WORK/detect_classify_gpu16.toml with each SECTION.KEY set to VALUE (written as given:
 quote strings), into WORK/detect_classify_NAME.toml; a top-level key is `.KEY`.
 
+served: the boxes and crop classes our server returns through `infer_detect` for each photo,
+one photo at a time (so each runs as a batch of 1 in every node), into WORK/served-NAME.json.
+
+same: every WORK/served-*.json against WORK/served-BASE.json, value for value (servers that
+differ only in where work runs, not in what is computed, must agree exactly); writes
+WORK/same.json.
+
 nodes: each node's items, batch size, busy and queue-wait time an item, from two reads of the
 server's /metrics (files), and JSON of the same on the last line.
 """
+import glob
 import json
 import math
 import os
@@ -518,6 +528,28 @@ def fp16self(work, imgdir):
     json.dump(rec, open(f"{work}/fp16self.json", "w"), indent=1)
 
 
+def served_dump(work, imgdir, port, name):
+    rec = {n: {"boxes": b.tolist(), "classes": c}
+           for n, (b, c) in served(port, photos(imgdir)).items()}
+    json.dump(rec, open(f"{work}/served-{name}.json", "w"))
+    print(f"{name}: {sum(len(v['boxes']) for v in rec.values())} boxes on {len(rec)} photos")
+
+
+def same(work, base):
+    want = json.load(open(f"{work}/served-{base}.json"))
+    rec = {"base": base, "runs": {}}
+    for path in sorted(glob.glob(f"{work}/served-*.json")):
+        name = os.path.basename(path)[len("served-"):-len(".json")]
+        if name == base:
+            continue
+        got = json.load(open(path))
+        differ = sorted(n for n in want if got.get(n) != want[n])
+        rec["runs"][name] = {"photos": len(want), "photos_differing": differ}
+        print(f"{name} against {base}: {len(want) - len(differ)} of {len(want)} photos equal "
+              f"(boxes and crop classes){'; differing: ' + ', '.join(differ) if differ else ''}")
+    json.dump(rec, open(f"{work}/same.json", "w"), indent=1)
+
+
 def variant(work, name, edits):
     lines = open(f"{work}/detect_classify_gpu16.toml").read().splitlines()
     for edit in edits:
@@ -568,6 +600,9 @@ if __name__ == "__main__":
     if cmd == "nodes":
         nodes(sys.argv[2], sys.argv[3])
         sys.exit(0)
+    if cmd == "same":
+        same(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     work, imgdir = sys.argv[2], sys.argv[3]
     if cmd == "fp16self":
         fp16self(work, imgdir)
@@ -575,6 +610,8 @@ if __name__ == "__main__":
         prepare(work, imgdir)
     elif cmd == "boxes":
         boxes(work, imgdir, int(sys.argv[4]), sys.argv[5])
+    elif cmd == "served":
+        served_dump(work, imgdir, int(sys.argv[4]), sys.argv[5])
     elif cmd == "reference":
         reference(work, imgdir, float(sys.argv[4]))
     else:

@@ -4,10 +4,14 @@
 # run's gpu16 server (YOLOv8n and ResNet-18 in fp16, images on the GPU; benches/gpu/detect_goal.py
 # prepare) with each VARIANTS entry's edits, then PyTorch's own fp16 boxes against themselves
 # (detect_goal.py fp16self), after detect-preprocess-check: every GPU detection backend against
-# its CPU twin, value for value (as benches/gpu/detect_backends.sh). Every server shares one model::cache per model: the first tunes
-# every batch size the others use (it must have the largest `max` of each model).
+# its CPU twin, value for value (as benches/gpu/detect_backends.sh). Every server shares one
+# model::cache per model: the first tunes every batch size the others use (it must have the
+# largest `max` of each model). Each variant's boxes and crop classes, one photo at a time
+# (detect_goal.py served), must equal those of the variant named BASE (default: the first):
+# the variants change where and how work runs, not what is computed.
+# CHECKS (default "preprocess fp16self") names the checks to run after the variants.
 #   build and carry as detect_goal.sh says, then
-#   COMMIT=<sha> bash benches/gpu/detect_tp99.sh   → $OUT/detect-tp99.tgz and the rows
+#   COMMIT=<sha> bash benches/gpu/detect_tp99.sh   → $OUT/detect-tp99.json and the rows
 set -uo pipefail
 source "$(dirname "$0")/goal_env.sh"
 G=benches/gpu/detect_goal.py
@@ -63,6 +67,8 @@ echo "$VARIANTS" | while IFS='|' read -r name flags edits; do
   echo "$name|$flags" >> "$W/flags.txt"
   if start "$name" "$flags"; then
     log "ready $name"
+    PYTHONUNBUFFERED=1 python3 $G served "$W" "$IMGS" 8890 "$name" 2>&1 | tail -n 2
+    cp "$W/served-$name.json" "$OUT/" 2>/dev/null
     measure "$name" 20 "$name-20"
   else
     echo "the $name server did not become ready"
@@ -71,14 +77,23 @@ echo "$VARIANTS" | while IFS='|' read -r name flags edits; do
   stop "$name"
 done
 
-log "detect-preprocess-check"
-dist/detect-preprocess-check --images benches/imgs --json "$W/detect-preprocess.json" \
-  2>&1 | grep -v " INFO " | tail -n 12
-cp "$W/detect-preprocess.json" "$OUT/" 2>/dev/null
+first=$(echo "$VARIANTS" | grep -m1 '|' | cut -d'|' -f1)
+log "every variant's boxes against ${BASE:-$first}'s"
+python3 $G same "$W" "${BASE:-$first}"
+cp "$W/same.json" "$OUT/" 2>/dev/null
 
-log "PyTorch fp16 against itself"
-PYTHONUNBUFFERED=1 python3 $G fp16self "$W" "$IMGS" 2>&1 | grep -v "is deprecated" | tail -n 4
-cp "$W/fp16self.json" "$OUT/" 2>/dev/null
+CHECKS=${CHECKS:-preprocess fp16self}
+if [[ " $CHECKS " == *" preprocess "* ]]; then
+  log "detect-preprocess-check"
+  dist/detect-preprocess-check --images benches/imgs --json "$W/detect-preprocess.json" \
+    2>&1 | grep -v " INFO " | tail -n 12
+  cp "$W/detect-preprocess.json" "$OUT/" 2>/dev/null
+fi
+if [[ " $CHECKS " == *" fp16self "* ]]; then
+  log "PyTorch fp16 against itself"
+  PYTHONUNBUFFERED=1 python3 $G fp16self "$W" "$IMGS" 2>&1 | grep -v "is deprecated" | tail -n 4
+  cp "$W/fp16self.json" "$OUT/" 2>/dev/null
+fi
 
 # The lowest TP99 at 20 × 1 again, then at 64 × 1, and the reference loop of detect_goal.sh.
 best=$(python3 -c "
@@ -115,7 +130,8 @@ for p in sorted(glob.glob(os.path.join(w, "ours-*.json"))):
     print(f"{name:16} {r['images_per_s']:8.1f} photos/s  TP50 {r['tp50_ms']:6.2f}  TP90 "
           f"{r['tp90_ms']:6.2f}  TP99 {r['tp99_ms']:6.2f} ms  GPU {r.get('gpu_util_pct', 0):4.0f}%  "
           f"server cores {r.get('server_cpu_pct', 0) / 100:4.1f}  errors {r['errors']}")
-for key, f in (("pytorch_fp16_self", "fp16self.json"), ("reference", "reference.json")):
+for key, f in (("pytorch_fp16_self", "fp16self.json"), ("reference", "reference.json"),
+               ("same_boxes", "same.json")):
     f = os.path.join(w, f)
     rec[key] = json.load(open(f)) if os.path.exists(f) else None
 if rec["reference"]:

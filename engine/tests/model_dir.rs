@@ -14,7 +14,9 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use engine::backends::model::{onnxruntime_runtime, CpuModel, InstanceSpec, ModelEngine, OrtModel};
+use engine::backends::model::{
+    onnxruntime_runtime, CpuModel, InstanceSpec, ModelEngine, ModelOutput, OrtModel,
+};
 use engine::Tensor;
 use gpu_engine::plan::reference::{self, rel_l2};
 use gpu_engine::plan::{build, Plan};
@@ -110,6 +112,7 @@ fn run_ort(path: &Path, shape: &[usize], input: &[f32]) -> Result<Vec<f32>, Stri
         mean: vec![0.0],
         std: vec![1.0],
         stage: Default::default(),
+        output: ModelOutput::Host,
     };
     let mut inst = model.instance(&spec).map_err(|e| e.to_string())?;
     inst.run(Tensor::new(shape.to_vec(), input.to_vec()))

@@ -478,8 +478,19 @@ pub enum Replay {
     EagerSynced,
 }
 
+/// Where a run leaves the model's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputTo {
+    /// Copied to the host by the captured graph, converted to f32 (`run_inputs`).
+    Host,
+    /// Left on the GPU, copied as f32 into buffers the caller gives (`run_inputs_to`): a
+    /// detector's output is megabytes an item, which its post-processing reads on the GPU.
+    Gpu,
+}
+
 pub struct GpuInstance {
     model: Arc<GpuModel>,
+    output_to: OutputTo,
     stream: Arc<CudaStream>,
     dnn: Dnn,
     /// cuBLAS on this instance's stream, when the plan has matrix products.
@@ -513,7 +524,29 @@ impl GpuInstance {
         std: &[f32],
         priority: i32,
     ) -> Result<GpuInstance> {
+        Self::with_output(model, min, max, mean, std, priority, OutputTo::Host)
+    }
+
+    /// `new`, leaving each run's output where `output_to` says.
+    pub fn with_output(
+        model: Arc<GpuModel>,
+        min: usize,
+        max: usize,
+        mean: &[f32],
+        std: &[f32],
+        priority: i32,
+        output_to: OutputTo,
+    ) -> Result<GpuInstance> {
         let (min, max) = (min.max(1), max.max(min.max(1)));
+        if output_to == OutputTo::Gpu {
+            let (dims, strides) = view::value_layout(&model.plan, model.plan.output, 1);
+            if strides != view::row_major(&dims) {
+                return Err(GpuError::Plan(format!(
+                    "the model's output {dims:?} is kept channels-last on the GPU; only a \
+                     row-major output can stay there (copy it to the host)"
+                )));
+            }
+        }
         model.ensure_tuned(min..=max)?;
         let ctx = model.ctx.clone();
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
@@ -574,6 +607,7 @@ impl GpuInstance {
             blas,
             lt,
             model,
+            output_to,
             min,
             max,
         };
@@ -1032,6 +1066,9 @@ impl GpuInstance {
         if let Some(f) = at.as_mut() {
             f(p.steps.len())?;
         }
+        if self.output_to == OutputTo::Gpu {
+            return Ok(());
+        }
         let out_bytes = p.output_len() * m.precision.bytes() * n;
         // SAFETY: pinned memory owned by this instance, sized for max ≥ n items; the host
         // reads it only after synchronising the stream.
@@ -1152,6 +1189,75 @@ impl GpuInstance {
     }
 
     fn run_inputs_as(&mut self, items: &[impl AsInput], how: Replay) -> Result<Vec<f32>> {
+        if self.output_to == OutputTo::Gpu {
+            return Err(GpuError::Plan(
+                "this instance leaves its output on the GPU: run it with run_inputs_to".into(),
+            ));
+        }
+        self.stage(items)?;
+        let n = items.len();
+        let out_bytes = self.model.outputs() * self.model.precision.bytes() * n;
+        self.host_out.as_mut_slice()[..out_bytes].fill(0xFF);
+        match how {
+            Replay::Graph => self.launch(n)?,
+            Replay::Eager => self.enqueue(n)?,
+            Replay::EagerSynced => {
+                let stream = self.stream.clone();
+                let mut sync = |_: usize| stream.synchronize().call("cuStreamSynchronize");
+                self.enqueue_traced(n, Some(&mut sync))?
+            }
+        }
+        self.stream.synchronize().call("cuStreamSynchronize")?;
+        self.read_output(n)
+    }
+
+    /// Runs `items` through the captured graph and leaves each item's output on the GPU, as
+    /// f32 in ONNX's order, at the matching address of `outputs` (each `outputs()` f32). Only
+    /// for an instance made with `OutputTo::Gpu`. Returns once the outputs are written.
+    ///
+    /// # Safety
+    /// Each of `outputs` must hold `outputs()` f32 values on this instance's GPU.
+    pub unsafe fn run_inputs_to(&mut self, items: &[impl AsInput], outputs: &[u64]) -> Result<()> {
+        if self.output_to != OutputTo::Gpu {
+            return Err(GpuError::Plan(
+                "this instance copies its output to the host: run it with run_inputs".into(),
+            ));
+        }
+        let n = items.len();
+        if outputs.len() != n {
+            return Err(GpuError::Plan(format!(
+                "{} output buffers for a batch of {n}",
+                outputs.len()
+            )));
+        }
+        self.stage(items)?;
+        self.launch(n)?;
+        let per = self.model.outputs();
+        let src = self.ptr(self.model.plan.output);
+        match self.model.precision {
+            Precision::Fp16 => {
+                let k = super::detect_kernels::get(&self.model.ctx)?;
+                for (i, &dst) in outputs.iter().enumerate() {
+                    // SAFETY: the output slot holds max ≥ n items of `per` fp16 values; `dst`
+                    // holds `per` f32 (the caller's promise); the stream is synchronised below.
+                    unsafe { k.half_to_float(&self.stream, src + (i * per * 2) as u64, dst, per)? };
+                }
+            }
+            Precision::Fp32 => {
+                for (i, &dst) in outputs.iter().enumerate() {
+                    // SAFETY: as above, `per` f32 on both sides.
+                    unsafe {
+                        copy_dtod_async(dst, src + (i * per * 4) as u64, per * 4, &self.stream)?
+                    };
+                }
+            }
+        }
+        self.stream.synchronize().call("cuStreamSynchronize")
+    }
+
+    /// Checks `items` against the model's input and copies them into its input buffer on the
+    /// stream.
+    fn stage(&mut self, items: &[impl AsInput]) -> Result<()> {
         let n = items.len();
         let item: usize = self.model.plan.input.iter().product();
         if n > self.max {
@@ -1215,19 +1321,7 @@ impl GpuInstance {
                 }
             }
         }
-        let out_bytes = self.model.outputs() * self.model.precision.bytes() * n;
-        self.host_out.as_mut_slice()[..out_bytes].fill(0xFF);
-        match how {
-            Replay::Graph => self.launch(n)?,
-            Replay::Eager => self.enqueue(n)?,
-            Replay::EagerSynced => {
-                let stream = self.stream.clone();
-                let mut sync = |_: usize| stream.synchronize().call("cuStreamSynchronize");
-                self.enqueue_traced(n, Some(&mut sync))?
-            }
-        }
-        self.stream.synchronize().call("cuStreamSynchronize")?;
-        self.read_output(n)
+        Ok(())
     }
 
     /// Launches the captured graph for `n` items (inputs already staged).

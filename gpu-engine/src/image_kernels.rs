@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::cuda::{copy_htod_async, Call, GpuError, PinnedBuf, Result};
+use super::cuda::{copy_htod_async, Call, PinnedBuf, Result};
 
 const SOURCE: &str = include_str!("image_kernels.cu");
 
@@ -68,13 +68,8 @@ pub struct ImageKernels {
 /// The kernels for `ctx`'s GPU, compiled on its first use (a kernel launches only on the GPU
 /// whose context loaded it) and kept, with a failure, for the life of the process.
 pub fn get(ctx: &Arc<CudaContext>) -> Result<&'static ImageKernels> {
-    type Compiled = std::result::Result<ImageKernels, Arc<GpuError>>;
-    static KERNELS: Mutex<BTreeMap<usize, &'static Compiled>> = Mutex::new(BTreeMap::new());
-    let mut all = KERNELS.lock();
-    let compiled: &'static Compiled = all
-        .entry(ctx.ordinal())
-        .or_insert_with(|| Box::leak(Box::new(compile(ctx).map_err(Arc::new))));
-    compiled.as_ref().map_err(|e| GpuError::Shared(e.clone()))
+    static KERNELS: super::kernels::PerGpu<ImageKernels> = Mutex::new(BTreeMap::new());
+    super::kernels::once_per_gpu(&KERNELS, ctx, compile)
 }
 
 fn compile(ctx: &Arc<CudaContext>) -> Result<ImageKernels> {

@@ -124,6 +124,26 @@ pub fn compile(ctx: &Arc<CudaContext>) -> Result<String> {
     compile_source(ctx, SOURCE, "torchpipe_kernels.cu")
 }
 
+/// Kernels compiled once per GPU, by CUDA device index; a failure is kept too.
+pub(crate) type PerGpu<T> = parking_lot::Mutex<
+    std::collections::BTreeMap<usize, &'static std::result::Result<T, Arc<GpuError>>>,
+>;
+
+/// `table`'s kernels for `ctx`'s GPU, compiled by `compile` on its first use (a kernel launches
+/// only on the GPU whose context loaded it) and kept, with a failure, for the life of the
+/// process.
+pub(crate) fn once_per_gpu<T: Send + Sync + 'static>(
+    table: &'static PerGpu<T>,
+    ctx: &Arc<CudaContext>,
+    compile: fn(&Arc<CudaContext>) -> Result<T>,
+) -> Result<&'static T> {
+    let mut all = table.lock();
+    let compiled: &'static std::result::Result<T, Arc<GpuError>> = all
+        .entry(ctx.ordinal())
+        .or_insert_with(|| Box::leak(Box::new(compile(ctx).map_err(Arc::new))));
+    compiled.as_ref().map_err(|e| GpuError::Shared(e.clone()))
+}
+
 /// Compiles CUDA source to PTX for this device's architecture with NVRTC.
 pub(crate) fn compile_source(ctx: &Arc<CudaContext>, source: &str, name: &str) -> Result<String> {
     let cc = ctx.compute_capability().call("cuDeviceGetAttribute")?;

@@ -26,6 +26,8 @@ mod conv;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda")]
+pub mod detect_kernels;
+#[cfg(feature = "cuda")]
 mod engine;
 #[cfg(feature = "cuda")]
 mod graph_api;
@@ -47,6 +49,8 @@ pub use cuda::{
 };
 pub use devices::MissingGpu;
 #[cfg(feature = "cuda")]
-pub use engine::{AsInput, DeviceBytes, GpuInstance, GpuModel, Input, LoadReport, Replay};
+pub use engine::{
+    AsInput, DeviceBytes, GpuInstance, GpuModel, Input, LoadReport, OutputTo, Replay,
+};
 #[cfg(feature = "cuda")]
 pub use precision::Precision;

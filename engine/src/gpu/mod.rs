@@ -12,9 +12,9 @@ pub mod scope;
 
 #[cfg(feature = "cuda")]
 pub use gpu_engine::{
-    check_gpus, check_libraries, cuda, gpus, image_kernels, nvjpeg, open_device, open_device_for,
-    set_wait, DeviceBytes, GpuError, GpuInstance, GpuModel, GpuWait, Input, LoadReport, MissingGpu,
-    Needs, Precision, Replay,
+    check_gpus, check_libraries, cuda, detect_kernels, gpus, image_kernels, nvjpeg, open_device,
+    open_device_for, set_wait, DeviceBytes, GpuError, GpuInstance, GpuModel, GpuWait, Input,
+    LoadReport, MissingGpu, Needs, OutputTo, Precision, Replay,
 };
 
 /// Whether this build can run models on a GPU at all.

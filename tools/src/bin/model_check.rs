@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use engine::backends::model::{CpuModel, InstanceSpec, ModelEngine};
+use engine::backends::model::{CpuModel, InstanceSpec, ModelEngine, ModelOutput};
 use engine::gpu::{GpuInstance, GpuModel, Precision, Replay};
 use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
 use engine::Tensor;
@@ -381,6 +381,7 @@ fn main() -> Result<()> {
         mean: a.mean.clone(),
         std: a.std.clone(),
         stage: Default::default(),
+        output: ModelOutput::Host,
     };
     // The CPU engine's outputs first, so that they are written even when the GPU engine then
     // refuses the model.

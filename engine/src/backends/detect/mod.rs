@@ -6,6 +6,8 @@ use crate::backend::Registry;
 pub mod nms;
 mod output;
 mod yolo;
+#[cfg(feature = "cuda")]
+mod yolo_gpu;
 mod yolox;
 
 pub fn register(r: &mut Registry) {

@@ -78,14 +78,17 @@ fn unit(p: &Params, key: &str, default: f32) -> Result<f32, ConfigError> {
 }
 
 /// Runs `detect` on each item's tensor, failing the items it refuses with `backend`'s name.
-pub fn for_each_head(
-    batch: &mut [Item],
+pub fn for_each_head<'a>(
+    batch: impl IntoIterator<Item = &'a mut Item>,
     backend: &str,
     mut detect: impl FnMut(&Item, &Tensor) -> Result<Tensor, String>,
 ) {
     for item in batch {
         let out = match &item.data {
             Value::Tensor(t) => detect(item, t),
+            Value::Device(_) => Err("expects the model's output on the host; its model's \
+                                     `output` is \"gpu\", which only PostProcYoloV8 reads"
+                .to_string()),
             other => Err(format!(
                 "expects the model's output tensor, got {}",
                 other.kind()

@@ -60,6 +60,8 @@ pub enum ModelError {
          GPU or preprocess on the CPU"
     )]
     DeviceInputOnCpu,
+    #[error("only the GPU engine leaves its output on the GPU")]
+    OutputOnCpu,
     #[error("ONNX Runtime: {0}")]
     Onnxruntime(String),
     #[error("a batch of {batch} is below this instance's min = {min}")]
@@ -80,6 +82,18 @@ pub struct InstanceSpec {
     pub std: Vec<f32>,
     /// The node's place in the pipeline: the GPU engine's stream priority (`gpu::priority`).
     pub stage: crate::graph::Stage,
+    /// Where the instance leaves its outputs (`output`).
+    pub output: ModelOutput,
+}
+
+/// Where a model's outputs go (the node's `output` key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelOutput {
+    /// To the host, a `Tensor` per item.
+    Host,
+    /// Left on the GPU, a `DeviceValue` per item (f32, row-major), for a backend that reads
+    /// it there (PostProcYoloV8).
+    Gpu,
 }
 
 /// A loaded model, shared by a node's instances.
@@ -117,6 +131,13 @@ pub trait ModelInstance: Send {
         let mut shape = vec![items.len()];
         shape.extend_from_slice(item_shape);
         self.run(Tensor::new(shape, host.concat()))
+    }
+
+    /// The same, leaving each item's output on the GPU: one f32 tensor `[outputs]` per item,
+    /// in the items' order. Only the GPU engine's instances made with `ModelOutput::Gpu`.
+    fn run_inputs_on_gpu(&mut self, items: &[Input<'_>]) -> Result<Vec<DeviceValue>, ModelError> {
+        let _ = items;
+        Err(ModelError::OutputOnCpu)
     }
 }
 

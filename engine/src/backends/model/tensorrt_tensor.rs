@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{CpuModel, Input, InstanceSpec, ModelEngine, ModelInstance};
+use super::{CpuModel, Input, InstanceSpec, ModelEngine, ModelInstance, ModelOutput};
 use crate::backend::{key, Backend, InitContext, Key, Settings};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
@@ -22,6 +22,8 @@ pub struct TensorrtTensorSettings {
     cpu_engine: CpuEngine,
     /// The ONNX Runtime library named by the node (`onnxruntime`).
     onnxruntime: Option<PathBuf>,
+    /// Where each item's output goes (`output`).
+    output: ModelOutput,
 }
 
 /// `cpu_engine`: ONNX Runtime where its library loads, else tract (`auto`); or one of them.
@@ -78,6 +80,13 @@ impl Settings for TensorrtTensorSettings {
             "ORT_DYLIB_PATH, the system's, the Python wheel's",
             "the ONNX Runtime library the CPU engine loads",
         ),
+        key(
+            "output",
+            "`host` or `gpu`",
+            "host",
+            "where each item's output goes: to the host as a tensor, or left on the GPU (the \
+             GPU engine only) for a backend that reads it there, as PostProcYoloV8 does",
+        ),
     ];
 
     fn parse(p: &Params) -> Result<Self, ConfigError> {
@@ -127,7 +136,15 @@ impl Settings for TensorrtTensorSettings {
             Some(_) => Some(p.path("onnxruntime")?),
             None => None,
         };
+        let output = p
+            .one_of(
+                "output",
+                &[("host", ModelOutput::Host), ("gpu", ModelOutput::Gpu)],
+                "\"host\" or \"gpu\"",
+            )?
+            .unwrap_or(ModelOutput::Host);
         Ok(TensorrtTensorSettings {
+            output,
             model,
             device,
             precision,
@@ -149,6 +166,7 @@ pub struct TensorrtTensor {
     model: Arc<dyn ModelEngine>,
     /// This instance's own runner (its stream, buffers and graphs), driven from its thread.
     runner: Box<dyn ModelInstance>,
+    output: ModelOutput,
 }
 
 struct Loaded(Arc<dyn ModelEngine>);
@@ -348,6 +366,13 @@ pub fn new(
     ctx.no_args()?;
     let p = ctx.params();
     let device = device(p, s.device)?;
+    if s.output == ModelOutput::Gpu && device == Device::Cpu {
+        return Err(p.error(
+            "output",
+            p.raw("output").unwrap_or_default(),
+            "\"host\": the model runs on the CPU (`device`), so its output is on the host",
+        ));
+    }
     // The weights are loaded once per engine and, on the GPU, once per GPU: the node's
     // instances on one GPU share that GPU's copy.
     let on = match device {
@@ -397,6 +422,7 @@ pub fn new(
         mean,
         std,
         stage: ctx.stage,
+        output: s.output,
     };
     let runner = model.clone().instance(&spec).map_err(|e| {
         p.error(
@@ -405,7 +431,11 @@ pub fn new(
             format!("instance {} could not start: {e}", ctx.instance),
         )
     })?;
-    Ok(Box::new(TensorrtTensor { model, runner }))
+    Ok(Box::new(TensorrtTensor {
+        model,
+        runner,
+        output: s.output,
+    }))
 }
 
 impl TensorrtTensor {
@@ -465,24 +495,34 @@ impl Backend for TensorrtTensor {
                 Err(e) => errors.push((i, e)),
             }
         }
-        let out = if inputs.is_empty() {
-            Ok(None)
+        let model_error = |e: super::ModelError| BackendError::new(e.to_string());
+        // One value per item that went in: a tensor on the host, or on the GPU.
+        let out: Result<Vec<Value>, BackendError> = if inputs.is_empty() {
+            Ok(Vec::new())
+        } else if self.output == ModelOutput::Gpu {
+            self.runner
+                .run_inputs_on_gpu(&inputs)
+                .map(|v| v.into_iter().map(Value::Device).collect())
+                .map_err(model_error)
         } else {
             self.runner
                 .run_inputs(&inputs, self.model.item_shape())
-                .map(Some)
-                .map_err(|e| BackendError::new(e.to_string()))
+                .map(|out| {
+                    let per_item = out.shape[1];
+                    out.data
+                        .chunks_exact(per_item)
+                        .map(|row| Value::Tensor(Tensor::new(vec![per_item], row.to_vec())))
+                        .collect()
+                })
+                .map_err(model_error)
         };
         drop(inputs);
         // Items that could not go in fail with their own reason, whatever the batch did.
         for (i, e) in errors {
             batch[i].fail(e.to_string());
         }
-        if let Some(out) = out? {
-            let per_item = out.shape[1];
-            for (row, &i) in out.data.chunks_exact(per_item).zip(&ok) {
-                batch[i].result = Some(Value::Tensor(Tensor::new(vec![per_item], row.to_vec())));
-            }
+        for (value, &i) in out?.into_iter().zip(&ok) {
+            batch[i].result = Some(value);
         }
         Ok(())
     }
