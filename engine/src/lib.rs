@@ -22,7 +22,7 @@ mod pipeline;
 mod scheduler;
 mod sync;
 
-pub use backend::{Backend, InitContext, Registry};
+pub use backend::{Backend, InitContext, Registry, Takes};
 pub use config::Config;
 pub use error::{BackendError, ConfigError, EngineError, RequestError};
 pub use item::{

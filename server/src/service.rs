@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::backends::control::softmax_argmax;
-use engine::{Class, Item, Pipeline, Value};
+use engine::{Class, Item, Pipeline, Takes, Value};
 use serve_thrift::call::encode_detect_reply;
 use serve_thrift::call::{self, Call};
 use serve_thrift::InferenceResult;
@@ -162,7 +162,7 @@ impl Service {
 
     async fn infer(&self, data: Vec<u8>) -> Result<InferenceResult, Failure> {
         let value = self
-            .run_images(None, vec![data])
+            .run_values(None, vec![data.into()])
             .await?
             .pop()
             .ok_or(Failure::NothingReturned)?;
@@ -193,16 +193,25 @@ impl Service {
         }
     }
 
-    /// Encoded images through entry node `node` (none: the pipeline's only one), one item
-    /// each, in one request: each item's result, or the first failure.
-    pub async fn run_images(
+    /// What entry node `node` reads from an item (the baseline: encoded images).
+    pub fn takes(&self, node: &str) -> Takes {
+        match &self.mode {
+            Mode::Pipeline(p) => p.takes(node),
+            Mode::Baseline(_) => Takes::Encoded,
+        }
+    }
+
+    /// Values (encoded images, or what the entry node takes: `takes`) through entry node
+    /// `node` (none: the pipeline's only one), one item each, in one request: each item's
+    /// result, or the first failure.
+    pub async fn run_values(
         &self,
         node: Option<&str>,
-        images: Vec<Vec<u8>>,
+        values: Vec<Value>,
     ) -> Result<Vec<Value>, Failure> {
         match &self.mode {
             Mode::Pipeline(p) => {
-                let items = images
+                let items = values
                     .into_iter()
                     .map(|data| {
                         let mut item = Item::new(data);
@@ -218,9 +227,15 @@ impl Service {
             Mode::Baseline(b) => {
                 let b = b.clone();
                 tokio::task::spawn_blocking(move || {
-                    images
+                    values
                         .iter()
-                        .map(|data| b.infer(data))
+                        .map(|v| match v {
+                            Value::Bytes(data) => b.infer(data),
+                            other => Err(format!(
+                                "the baseline classifies encoded images, not {}",
+                                other.kind()
+                            )),
+                        })
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .await

@@ -312,3 +312,138 @@ fn a_body_past_the_message_limit_gets_413_in_the_protocols_shape() {
     let (status, log) = server.stop();
     assert!(status.success(), "server exit {status}: {log}");
 }
+
+/// Three entry nodes on one server, each a model that takes what its first backend reads:
+/// `jpeg` (DecodeMat: BYTES), `pixels` (ResizeMat: UINT8 `[N, h, w, 3]`) and `tensor`
+/// (TensorrtTensor: FP32 `[N, 3, 224, 224]`), the same classifier behind each.
+fn typed_inputs_config() -> PathBuf {
+    let model = common::models_dir().join("tiny_cnn.onnx");
+    let classifier = format!(
+        "backend = \"TensorrtTensor\"\ndevice = \"cpu\"\nmodel = \"{}\"\nmean = \"{MEAN}\"\n\
+         std = \"{STD}\"\n",
+        model.display()
+    );
+    let prep = "backend = \"Sequential[ResizeMat,cvtColorMat,Mat2Tensor]\"\nresize_h = 224\n\
+                resize_w = 224\ncolor = \"rgb\"\n";
+    let toml = format!(
+        "batching_timeout = 1\n\n[jpeg]\nbackend = \"DecodeMat\"\nnext = \"jpeg_prep\"\n\n\
+         [jpeg_prep]\n{prep}next = \"jpeg_model\"\n\n[jpeg_model]\n{classifier}\n\
+         [pixels]\n{prep}next = \"pixels_model\"\n\n[pixels_model]\n{classifier}\n\
+         [tensor]\n{classifier}"
+    );
+    let path = common::temp_dir("oip-typed").join("typed.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+const MEAN: &str = "123.675, 116.28, 103.53";
+const STD: &str = "58.395, 57.120, 57.375";
+
+fn floats(v: &Json) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Largest difference between two rows, relative to the reference's largest magnitude.
+fn relative_difference(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+#[test]
+fn decoded_images_and_model_inputs_go_to_the_entry_nodes_that_take_them() {
+    let config = typed_inputs_config();
+    let (http, grpc) = (common::free_port(), common::free_port());
+    let server = common::Server::start(&[
+        "--toml",
+        config.to_str().unwrap(),
+        "--http-port",
+        &http.to_string(),
+        "--grpc-port",
+        &grpc.to_string(),
+    ]);
+    // The references: OpenCV's decode and resize, onnxruntime's logits (system Python).
+    let photos: Vec<PathBuf> = common::test_images().into_iter().take(3).collect();
+    let dir = common::temp_dir("oip-typed-ref");
+    for (i, p) in photos.iter().enumerate() {
+        std::fs::copy(p, dir.join(format!("image-{i}"))).unwrap();
+    }
+    let model = common::models_dir().join("tiny_cnn.onnx");
+    let mut args = vec![
+        model.to_str().unwrap().to_string(),
+        MEAN.to_string(),
+        STD.to_string(),
+        dir.to_str().unwrap().to_string(),
+    ];
+    args.extend(photos.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::python_script(
+        &common::repo_root().join("server/tests/py/oip_inputs_ref.py"),
+        &args,
+    );
+    let out = Command::new(tool_python())
+        .arg(common::repo_root().join("server/tests/py/oip_inputs.py"))
+        .arg(format!("127.0.0.1:{http}"))
+        .arg(format!("127.0.0.1:{grpc}"))
+        .arg(&dir)
+        .arg(photos.len().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oip_inputs.py failed:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let r: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let npy_logits = |i: usize| -> Vec<f32> {
+        // numpy's .npy v1: a header padded to 64 bytes' multiple, then the little-endian f32.
+        let bytes = std::fs::read(dir.join(format!("logits-{i}.npy"))).unwrap();
+        let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        bytes[10 + header..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    for proto in ["http", "grpc"] {
+        let p = &r[proto];
+        let meta = &p["meta"];
+        assert_eq!(meta["jpeg"]["datatype"], "BYTES", "{proto}");
+        assert_eq!(meta["pixels"]["datatype"], "UINT8", "{proto}");
+        assert_eq!(meta["pixels"]["shape"], serde_json::json!([-1, -1, -1, 3]));
+        assert_eq!(meta["tensor"]["datatype"], "FP32", "{proto}");
+        assert_eq!(meta["tensor"]["shape"], serde_json::json!([-1, 3, 224, 224]));
+        for (i, photo) in photos.iter().enumerate() {
+            let want = npy_logits(i);
+            // Our decode and resize equal OpenCV's on these photos, so each input gives
+            // onnxruntime's logits within fp32 rounding (measured: 4.4e-7 of the largest).
+            let rows = [
+                ("FP32", &p["tensor"][i]),
+                ("FP32 in one request", &p["tensor_batch"][i]),
+                ("UINT8", &p["pixels"][i]),
+                ("BYTES", &p["jpeg"][i]),
+            ];
+            for (input, row) in rows {
+                let d = relative_difference(&floats(row), &want);
+                assert!(d < 1e-5, "{proto} {} {input}: {d}", photo.display());
+            }
+        }
+        for (case, text) in [
+            ("uint8_to_jpeg", "takes input `INPUT` of datatype BYTES"),
+            ("bytes_to_pixels", "takes input `INPUT` of datatype UINT8"),
+            ("wrong_tensor_shape", "takes input `INPUT` of datatype FP32"),
+        ] {
+            let e = p[case].as_str().unwrap_or_default();
+            assert!(e.contains(text), "{proto} {case}: {e}");
+        }
+    }
+    let (status, log) = server.stop();
+    assert!(status.success(), "server exit {status}: {log}");
+}

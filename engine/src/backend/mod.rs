@@ -34,6 +34,28 @@ pub trait Backend: Send {
     fn fuse(&self, _next: &dyn Backend) -> Option<Box<dyn Backend>> {
         None
     }
+
+    /// What it reads from an item's `data`: what a client sends to an entry node that starts
+    /// with it (the Open Inference Protocol's model metadata says so).
+    fn takes(&self) -> Takes {
+        Takes::Any
+    }
+}
+
+/// What a backend reads from an item's `data`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Takes {
+    /// Encoded image bytes (DecodeMat, DecodeTensor).
+    Encoded,
+    /// A decoded 3-channel image, rows of BGR pixels as OpenCV decodes one (ResizeMat,
+    /// cvtColorMat, UploadMat, …).
+    Image,
+    /// An f32 tensor of this shape, row-major (TensorrtTensor: one item of its model's input).
+    Tensor(Vec<usize>),
+    /// Whatever comes (Identity, Sleep, …): the pipeline's entry gets encoded bytes unless the
+    /// client sends something else.
+    #[default]
+    Any,
 }
 
 /// A stage that can fold into the one before it.

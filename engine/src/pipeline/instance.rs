@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::request::Task;
 use super::Shared;
-use crate::backend::{Backend, InitContext, Registry, SharedCache};
+use crate::backend::{Backend, InitContext, Registry, SharedCache, Takes};
 use crate::config::Config;
 use crate::error::{ConfigError, EngineError, RequestError};
 use crate::item::Item;
@@ -51,7 +51,7 @@ impl Instance {
     pub(super) fn run(
         self,
         rx: Receiver<Work<Task>>,
-        ready: std::sync::mpsc::Sender<Result<(), EngineError>>,
+        ready: std::sync::mpsc::Sender<Result<(usize, Takes), EngineError>>,
     ) {
         let name = self.config.nodes[self.node].name.clone();
         let built = catch_unwind(AssertUnwindSafe(|| self.build()));
@@ -62,7 +62,7 @@ impl Instance {
                 // every instance (bucketing would send it to whichever had registered).
                 rt.metrics.instances.fetch_add(1, Ordering::SeqCst);
                 rt.set_idle(&*self.shared, self.instance);
-                let _ = ready.send(Ok(()));
+                let _ = ready.send(Ok((self.node, b.takes())));
                 b
             }
             Ok(Err(e)) => {

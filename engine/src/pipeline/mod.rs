@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use crate::backend::PipelineHandle;
-use crate::backend::{Registry, SharedCache};
+use crate::backend::{Registry, SharedCache, Takes};
 use crate::config::Config;
 use crate::error::{EngineError, RequestError};
 use crate::graph::Graph;
@@ -56,6 +56,8 @@ pub struct Pipeline {
     shared: Arc<Shared>,
     config: Arc<Config>,
     threads: Vec<Worker>,
+    /// What each node's backend reads from an item (`Backend::takes`), by node index.
+    takes: Vec<Takes>,
 }
 
 impl Pipeline {
@@ -121,6 +123,7 @@ impl Pipeline {
             shared: shared.clone(),
             config: config.clone(),
             threads: Vec::new(),
+            takes: vec![Takes::Any; config.nodes.len()],
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut expected = 0;
@@ -166,7 +169,7 @@ impl Pipeline {
         drop(ready_tx);
         for _ in 0..expected {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok((node, takes))) => pipeline.takes[node] = takes,
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     return Err(EngineError::Io(
@@ -215,6 +218,16 @@ impl Pipeline {
             .iter()
             .map(|&i| self.shared.graph.nodes[i].name.as_str())
             .collect()
+    }
+
+    /// What node `node`'s backend reads from an item's `data`; `Any` for a node not in the
+    /// pipeline.
+    pub fn takes(&self, node: &str) -> Takes {
+        self.config
+            .nodes
+            .iter()
+            .position(|n| n.name == node)
+            .map_or(Takes::Any, |i| self.takes[i].clone())
     }
 
     pub fn stats(&self) -> Vec<NodeStats> {

@@ -15,8 +15,8 @@ use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServi
 use pb::infer_parameter::ParameterChoice;
 use tonic::{Request, Response, Status};
 
-use super::wire::{self, OutputWanted};
-use super::{Oip, Problem, EXTENSIONS, INPUT, MAX_BATCH, OUTPUT, PLATFORM, VERSION};
+use super::wire::{self, Elements, OutputWanted};
+use super::{InputSpec, Oip, Problem, EXTENSIONS, INPUT, MAX_BATCH, OUTPUT, PLATFORM, VERSION};
 
 impl From<Problem> for Status {
     fn from(p: Problem) -> Status {
@@ -111,12 +111,12 @@ impl GrpcInferenceService for Service {
         r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = r.into_inner();
-        self.oip.model(&r.name, Some(&r.version))?;
+        let input = InputSpec::of(&self.oip.model(&r.name, Some(&r.version))?.takes);
         Ok(Response::new(pb::ModelMetadataResponse {
             name: r.name,
             versions: vec![VERSION.into()],
             platform: PLATFORM.into(),
-            inputs: vec![tensor(INPUT, "BYTES", vec![-1, 1])],
+            inputs: vec![tensor(INPUT, input.datatype, input.shape())],
             outputs: vec![tensor(OUTPUT, "FP32", vec![-1, -1])],
         }))
     }
@@ -126,7 +126,12 @@ impl GrpcInferenceService for Service {
         r: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = r.into_inner();
-        self.oip.model(&r.name, Some(&r.version))?;
+        let input = InputSpec::of(&self.oip.model(&r.name, Some(&r.version))?.takes);
+        let data_type = match input.datatype {
+            "UINT8" => pb::DataType::TypeUint8,
+            "FP32" => pb::DataType::TypeFp32,
+            _ => pb::DataType::TypeString,
+        };
         let config = pb::ModelConfig {
             name: r.name,
             platform: PLATFORM.into(),
@@ -134,8 +139,8 @@ impl GrpcInferenceService for Service {
             max_batch_size: MAX_BATCH as i32,
             input: vec![pb::ModelInput {
                 name: INPUT.into(),
-                data_type: pb::DataType::TypeString as i32,
-                dims: vec![1],
+                data_type: data_type as i32,
+                dims: input.dims,
                 ..Default::default()
             }],
             output: vec![pb::ModelOutput {
@@ -206,16 +211,21 @@ impl GrpcInferenceService for Service {
         }
         let input = r.inputs.remove(0);
         let shape = wire::dims(&input.shape, &input.name).map_err(Problem::from)?;
-        let count_of = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let elements_count = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| {
+                Problem::bad(format!("input `{}`: shape {shape:?} overflows", input.name))
+            })?;
         let elements = match (r.raw_input_contents.len(), input.contents) {
-            (0, Some(c)) => c.bytes_contents,
-            (1, None) => match count_of {
-                Some(n) if input.datatype == "BYTES" => {
-                    wire::split_bytes(&r.raw_input_contents[0], n, &input.name)
-                        .map_err(Problem::from)?
-                }
-                _ => Vec::new(),
-            },
+            (0, Some(c)) => typed(c, &input.datatype, elements_count, &input.name)?,
+            (1, None) => wire::binary_elements(
+                &r.raw_input_contents[0],
+                &input.datatype,
+                elements_count,
+                &input.name,
+            )
+            .map_err(Problem::from)?,
             (0, None) => {
                 return Err(Problem::bad(format!("input `{}` has no data", input.name)).into())
             }
@@ -274,6 +284,41 @@ impl GrpcInferenceService for Service {
         }
         Ok(Response::new(response))
     }
+}
+
+/// An input's typed contents: BYTES in `bytes_contents`, UINT8 in `uint_contents`, FP32 in
+/// `fp32_contents`, `count` of them.
+fn typed(
+    c: pb::InferTensorContents,
+    datatype: &str,
+    count: usize,
+    name: &str,
+) -> Result<Elements, Problem> {
+    let (got, elements) = match datatype {
+        "BYTES" => (c.bytes_contents.len(), Elements::Bytes(c.bytes_contents)),
+        "UINT8" => {
+            let n = c.uint_contents.len();
+            let pixels = c
+                .uint_contents
+                .into_iter()
+                .map(u8::try_from)
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| {
+                    Problem::bad(format!(
+                        "input `{name}`: UINT8 contents hold a value above 255"
+                    ))
+                })?;
+            (n, Elements::U8(pixels))
+        }
+        "FP32" => (c.fp32_contents.len(), Elements::F32(c.fp32_contents)),
+        other => return Err(wire::unknown_datatype(other, name).into()),
+    };
+    if got != count {
+        return Err(Problem::bad(format!(
+            "input `{name}`: {got} {datatype} contents, the shape says {count}"
+        )));
+    }
+    Ok(elements)
 }
 
 /// Serves the service on `listener` until `stop` turns true (then the calls in progress are

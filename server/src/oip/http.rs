@@ -13,7 +13,9 @@ use axum::Router;
 use serde_json::json;
 
 use super::wire::{self, OutputWanted};
-use super::{ModelStats, Oip, Problem, EXTENSIONS, INPUT, MAX_BATCH, OUTPUT, PLATFORM, VERSION};
+use super::{
+    InputSpec, ModelStats, Oip, Problem, EXTENSIONS, INPUT, MAX_BATCH, OUTPUT, PLATFORM, VERSION,
+};
 
 /// The connection's read buffer, which a request's head must fit in: tritonclient's and
 /// perf_analyzer's heads are a few hundred bytes.
@@ -76,12 +78,13 @@ async fn model_metadata(
     State(at): State<Endpoint>,
     Path(p): Path<Vec<String>>,
 ) -> Result<Response, Problem> {
-    let name = checked(&at, &p)?;
+    let (name, version) = names(&p);
+    let input = InputSpec::of(&at.oip.model(name, version)?.takes);
     Ok(json_response(json!({
         "name": name,
         "versions": [VERSION],
         "platform": PLATFORM,
-        "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1, 1]}],
+        "inputs": [{"name": INPUT, "datatype": input.datatype, "shape": input.shape()}],
         "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, -1]}],
     })))
 }
@@ -99,13 +102,14 @@ async fn model_config(
     State(at): State<Endpoint>,
     Path(p): Path<Vec<String>>,
 ) -> Result<Response, Problem> {
-    let name = checked(&at, &p)?;
+    let (name, version) = names(&p);
+    let input = InputSpec::of(&at.oip.model(name, version)?.takes);
     Ok(json_response(json!({
         "name": name,
         "platform": PLATFORM,
         "backend": PLATFORM,
         "max_batch_size": MAX_BATCH,
-        "input": [{"name": INPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        "input": [{"name": INPUT, "data_type": input.config_type, "dims": input.dims}],
         "output": [{"name": OUTPUT, "data_type": "TYPE_FP32", "dims": [-1]}],
         "dynamic_batching": {},
     })))

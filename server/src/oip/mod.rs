@@ -5,8 +5,12 @@
 //! pipeline and the statistics.
 //!
 //! Each entry node of the pipeline is a model, named after the node, version "1". It takes one
-//! input, `INPUT`: a BYTES tensor of encoded images, shape `[N]` or `[N, 1]`; the N images are
-//! N items of one request, batched by the scheduler with everyone else's. Its output `OUTPUT`
+//! input, `INPUT`, of what the node's first backend reads (`Takes`): a BYTES tensor of encoded
+//! images, shape `[N]` or `[N, 1]` (DecodeMat, DecodeTensor, and a node that reads anything);
+//! a UINT8 tensor of decoded images, `[N, height, width, 3]` with BGR pixels as OpenCV decodes
+//! them (ResizeMat, cvtColorMat, UploadMat, …); an FP32 tensor `[N, …the model's item]`
+//! (TensorrtTensor). The N inputs are N items of one request, batched by the scheduler with
+//! everyone else's. Its output `OUTPUT`
 //! is the pipeline's result per image, FP32 `[N, classes]`; asked with `classification = k`,
 //! it is instead each image's k best classes as Triton writes them (`"0.912345:281"`, or
 //! `"0.912345:281:tabby"` with `--labels`), the value being the softmax probability that
@@ -22,11 +26,11 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use engine::backends::control::softmax_top;
-use engine::{Class, Value};
+use engine::{Class, Mat, Takes, Tensor, Value};
 
 use crate::failure::Failure;
 use crate::service::Service;
-use wire::{Output, OutputData, OutputWanted};
+use wire::{Elements, Output, OutputData, OutputWanted};
 
 /// The most images one request may carry: Triton's `max_batch_size` in the model's config.
 pub const MAX_BATCH: usize = 256;
@@ -114,11 +118,56 @@ struct ModelStats<'a> {
     compute_infer: (u64, u64),
 }
 
-/// A model: its name, the entry node it runs, its counts.
+/// A model: its name, the entry node it runs and what that node reads, its counts.
 struct Model {
     name: String,
     node: String,
+    takes: Takes,
     counts: Counts,
+}
+
+/// The input a model takes, as its metadata and configuration describe it.
+struct InputSpec {
+    /// The protocol's datatype (`BYTES`, `UINT8`, `FP32`).
+    datatype: &'static str,
+    /// Triton's configuration type of the same.
+    config_type: &'static str,
+    /// One item's dims (the batch dimension not included); -1 where any size goes.
+    dims: Vec<i64>,
+    /// What the datatype carries, for errors.
+    what: &'static str,
+}
+
+impl InputSpec {
+    fn of(takes: &Takes) -> InputSpec {
+        match takes {
+            Takes::Image => InputSpec {
+                datatype: "UINT8",
+                config_type: "TYPE_UINT8",
+                dims: vec![-1, -1, 3],
+                what: "decoded images, shape [N, height, width, 3], BGR",
+            },
+            Takes::Tensor(dims) => InputSpec {
+                datatype: "FP32",
+                config_type: "TYPE_FP32",
+                dims: dims.iter().map(|&d| d as i64).collect(),
+                what: "the model's input, shape [N, …item]",
+            },
+            Takes::Encoded | Takes::Any => InputSpec {
+                datatype: "BYTES",
+                config_type: "TYPE_STRING",
+                dims: vec![1],
+                what: "encoded images, shape [N] or [N, 1]",
+            },
+        }
+    }
+
+    /// The metadata's shape: the batch dimension, then the item's.
+    fn shape(&self) -> Vec<i64> {
+        std::iter::once(-1)
+            .chain(self.dims.iter().copied())
+            .collect()
+    }
 }
 
 /// What both protocols serve: the service and its models.
@@ -133,6 +182,7 @@ impl Oip {
             .models()
             .into_iter()
             .map(|(name, node)| Model {
+                takes: service.takes(&node),
                 name,
                 node,
                 counts: Counts::default(),
@@ -196,17 +246,17 @@ impl Oip {
     }
 
     /// A request of `model` (found by the caller), timed into its statistics: `INPUT`'s
-    /// datatype and shape checked, its images through the pipeline, the outputs `wanted` made.
+    /// datatype and shape checked, its items through the pipeline, the outputs `wanted` made.
     async fn infer(
         &self,
         model: &Model,
         input: (&str, &str, &[usize]),
-        images: Vec<Vec<u8>>,
+        elements: Elements,
         wanted: Vec<OutputWanted>,
     ) -> Result<Vec<Output>, Problem> {
         let counts = &model.counts;
         let started = Instant::now();
-        let answered = self.run(&model.node, input, images, wanted).await;
+        let answered = self.run(model, input, elements, wanted).await;
         let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let (n, total) = match &answered {
             Ok(_) => (&counts.success, &counts.success_ns),
@@ -225,35 +275,16 @@ impl Oip {
 
     async fn run(
         &self,
-        node: &str,
+        model: &Model,
         (name, datatype, shape): (&str, &str, &[usize]),
-        images: Vec<Vec<u8>>,
+        elements: Elements,
         wanted: Vec<OutputWanted>,
     ) -> Result<(u64, Vec<Output>), Problem> {
-        if name != INPUT || datatype != "BYTES" {
-            return Err(Problem::bad(format!(
-                "input `{INPUT}` of datatype BYTES (encoded images); got `{name}` of {datatype}"
-            )));
+        if name != INPUT {
+            return Err(Problem::bad(format!("one input, `{INPUT}`; got `{name}`")));
         }
-        let n = match shape {
-            [n] | [n, 1] => *n,
-            other => {
-                return Err(Problem::bad(format!(
-                    "input `{INPUT}` of shape [N] or [N, 1]; got {other:?}"
-                )))
-            }
-        };
-        if n == 0 || n > MAX_BATCH {
-            return Err(Problem::bad(format!(
-                "1 to {MAX_BATCH} images a request (max_batch_size); got {n}"
-            )));
-        }
-        if images.len() != n {
-            return Err(Problem::bad(format!(
-                "input `{INPUT}`: {} elements for shape {shape:?}",
-                images.len()
-            )));
-        }
+        let values = values(model, datatype, shape, elements)?;
+        let n = values.len();
         if let Some(o) = wanted.iter().find(|o| o.name != OUTPUT) {
             return Err(Problem::bad(format!(
                 "unknown output `{}`; the model has `{OUTPUT}`",
@@ -262,7 +293,7 @@ impl Oip {
         }
         let service = &self.service;
         let values = service
-            .admitted(service.run_images(Some(node), images))
+            .admitted(service.run_values(Some(&model.node), values))
             .await?;
         let outputs = wanted
             .iter()
@@ -270,6 +301,74 @@ impl Oip {
             .collect::<Result<Vec<_>, Problem>>()?;
         Ok((n as u64, outputs))
     }
+}
+
+/// The items of a request's input: its elements checked against what `model` takes (any of the
+/// three for a node that reads anything), one value per item.
+fn values(
+    model: &Model,
+    datatype: &str,
+    shape: &[usize],
+    elements: Elements,
+) -> Result<Vec<Value>, Problem> {
+    let spec = InputSpec::of(&model.takes);
+    let refused = || {
+        Problem::bad(format!(
+            "model `{}` takes input `{INPUT}` of datatype {} ({}); got {datatype} of shape \
+             {shape:?}",
+            model.name, spec.datatype, spec.what
+        ))
+    };
+    let any = model.takes == Takes::Any;
+    let n = shape.first().copied().unwrap_or(0);
+    if n == 0 || n > MAX_BATCH {
+        return Err(Problem::bad(format!(
+            "1 to {MAX_BATCH} items a request (max_batch_size); got shape {shape:?}"
+        )));
+    }
+    let values: Vec<Value> = match elements {
+        Elements::Bytes(images) if any || model.takes == Takes::Encoded => {
+            if !matches!(shape, [_] | [_, 1]) {
+                return Err(refused());
+            }
+            images.into_iter().map(Value::from).collect()
+        }
+        Elements::U8(pixels) if any || model.takes == Takes::Image => {
+            let &[_, h, w, 3] = shape else {
+                return Err(refused());
+            };
+            if h == 0 || w == 0 {
+                return Err(refused());
+            }
+            pixels
+                .chunks_exact(h * w * 3)
+                .map(|p| Value::Mat(Mat::new(h, w, 3, p.to_vec())))
+                .collect()
+        }
+        Elements::F32(data) => {
+            let item = &shape[1..];
+            let fits = match &model.takes {
+                Takes::Tensor(dims) => dims.as_slice() == item,
+                takes => *takes == Takes::Any && !item.is_empty(),
+            };
+            let per: usize = item.iter().product();
+            if !fits || per == 0 {
+                return Err(refused());
+            }
+            data.chunks_exact(per)
+                .map(|x| Value::Tensor(Tensor::new(item.to_vec(), x.to_vec())))
+                .collect()
+        }
+        _ => return Err(refused()),
+    };
+    // The wire read exactly the shape's element count: one value per item.
+    if values.len() != n {
+        return Err(Problem::bad(format!(
+            "input `{INPUT}`: {} items for shape {shape:?}",
+            values.len()
+        )));
+    }
+    Ok(values)
 }
 
 /// One requested output from each image's result.

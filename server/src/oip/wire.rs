@@ -2,7 +2,8 @@
 //! tensor data extension (Triton's, which `tritonclient` and `perf_analyzer` use): a JSON header
 //! of `Inference-Header-Content-Length` bytes, then each binary tensor's bytes in the order the
 //! JSON names them. A BYTES tensor in binary is each element as a little-endian u32 length and
-//! its bytes; in JSON, an array of strings.
+//! its bytes; in JSON, an array of strings. UINT8 and FP32 tensors (a decoded image, a model's
+//! input) are their elements little-endian in binary, numbers in JSON.
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -43,15 +44,28 @@ struct OutputRequest {
     parameters: Map<String, Value>,
 }
 
-/// One input tensor as sent: its name, shape and datatype, and its elements when it is BYTES.
+/// One input tensor as sent: its name, shape and datatype, and its elements.
 #[derive(Debug, PartialEq)]
 pub struct Input {
     pub name: String,
     pub shape: Vec<usize>,
     pub datatype: String,
-    /// BYTES elements, row-major; empty for another datatype (refused by the caller).
-    pub elements: Vec<Vec<u8>>,
+    pub elements: Elements,
 }
+
+/// An input tensor's elements, row-major, as its datatype holds them.
+#[derive(Debug, PartialEq)]
+pub enum Elements {
+    /// BYTES: each element's bytes (an encoded image).
+    Bytes(Vec<Vec<u8>>),
+    /// UINT8 (a decoded image's pixels).
+    U8(Vec<u8>),
+    /// FP32 (a model's input).
+    F32(Vec<f32>),
+}
+
+/// The datatypes an input may have, as an error lists them.
+const DATATYPES: &str = "BYTES, UINT8 or FP32";
 
 /// An output the client asked for: binary or JSON, and the top-k classes in place of the
 /// tensor (the classification extension) when `classification` is set.
@@ -132,19 +146,9 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<Request, 
                 }
                 let (mine, rest) = binary.split_at(n);
                 binary = rest;
-                if h.datatype == "BYTES" {
-                    split_bytes(mine, count, &h.name)?
-                } else {
-                    Vec::new()
-                }
+                binary_elements(mine, &h.datatype, count, &h.name)?
             }
-            (None, Some(data)) => {
-                if h.datatype == "BYTES" {
-                    json_strings(data, count, &h.name)?
-                } else {
-                    Vec::new()
-                }
-            }
+            (None, Some(data)) => json_elements(data, &h.datatype, count, &h.name)?,
         };
         inputs.push(Input {
             name: h.name,
@@ -254,19 +258,93 @@ pub(super) fn split_bytes(
     Ok(out)
 }
 
-/// A JSON BYTES tensor: strings, flat or nested as the shape is.
-fn json_strings(data: &Value, count: usize, name: &str) -> Result<Vec<Vec<u8>>, BadRequest> {
+/// A binary tensor of `count` elements of `datatype`.
+pub(super) fn binary_elements(
+    raw: &[u8],
+    datatype: &str,
+    count: usize,
+    name: &str,
+) -> Result<Elements, BadRequest> {
+    // Fixed-size elements: exactly `count` of `size` bytes.
+    let fixed = |size: usize| {
+        if count.checked_mul(size) == Some(raw.len()) {
+            Ok(raw)
+        } else {
+            Err(bad(format!(
+                "input `{name}`: {} bytes for {count} {datatype} elements of {size} bytes",
+                raw.len()
+            )))
+        }
+    };
+    match datatype {
+        "BYTES" => split_bytes(raw, count, name).map(Elements::Bytes),
+        "UINT8" => fixed(1).map(|r| Elements::U8(r.to_vec())),
+        "FP32" => fixed(4).map(|r| {
+            Elements::F32(
+                r.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        }),
+        other => Err(unknown_datatype(other, name)),
+    }
+}
+
+pub(super) fn unknown_datatype(datatype: &str, name: &str) -> BadRequest {
+    bad(format!(
+        "input `{name}`: datatype {datatype}; this server takes {DATATYPES}"
+    ))
+}
+
+/// A JSON tensor of `count` elements of `datatype`, flat or nested as the shape is.
+fn json_elements(
+    data: &Value,
+    datatype: &str,
+    count: usize,
+    name: &str,
+) -> Result<Elements, BadRequest> {
+    match datatype {
+        "BYTES" => json_flat(data, count, name, "BYTES", "a string", |v| {
+            v.as_str().map(|s| s.as_bytes().to_vec())
+        })
+        .map(Elements::Bytes),
+        "UINT8" => json_flat(
+            data,
+            count,
+            name,
+            "UINT8",
+            "an integer from 0 to 255",
+            |v| v.as_u64().and_then(|n| u8::try_from(n).ok()),
+        )
+        .map(Elements::U8),
+        // JSON numbers are f64; FP32 is what the tensor holds.
+        "FP32" => json_flat(data, count, name, "FP32", "a number", |v| {
+            v.as_f64().map(|x| x as f32)
+        })
+        .map(Elements::F32),
+        other => Err(unknown_datatype(other, name)),
+    }
+}
+
+/// `data`'s leaves in order (arrays flattened), each read by `leaf`; exactly `count` of them.
+fn json_flat<T>(
+    data: &Value,
+    count: usize,
+    name: &str,
+    datatype: &str,
+    what: &str,
+    leaf: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, BadRequest> {
     let mut out = Vec::new();
     let mut stack = vec![data];
     while let Some(v) = stack.pop() {
         match v {
             Value::Array(a) => stack.extend(a.iter().rev()),
-            Value::String(s) => out.push(s.as_bytes().to_vec()),
-            other => {
-                return Err(bad(format!(
-                    "input `{name}`: BYTES data holds {other}, not a string"
-                )))
-            }
+            other => out.push(leaf(other).ok_or_else(|| {
+                bad(format!(
+                    "input `{name}`: {datatype} data holds {other}, not {what}"
+                ))
+            })?),
         }
         if out.len() > count {
             break;
@@ -389,7 +467,7 @@ mod tests {
         assert_eq!(r.inputs[0].shape, [2, 1]);
         assert_eq!(
             r.inputs[0].elements,
-            [b"\xff\xd8jpeg one".to_vec(), b"png two".to_vec()]
+            Elements::Bytes(vec![b"\xff\xd8jpeg one".to_vec(), b"png two".to_vec()])
         );
         assert_eq!(
             r.outputs,
@@ -405,9 +483,39 @@ mod tests {
     fn json_strings_are_bytes_elements() {
         let body = br#"{"inputs":[{"name":"INPUT","shape":[2],"datatype":"BYTES","data":["a","b"]}],"parameters":{"binary_data_output":true}}"#;
         let r = parse_request(body, None).unwrap();
-        assert_eq!(r.inputs[0].elements, [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            r.inputs[0].elements,
+            Elements::Bytes(vec![b"a".to_vec(), b"b".to_vec()])
+        );
         assert!(r.binary_default);
         assert!(r.outputs.is_empty());
+    }
+
+    #[test]
+    fn uint8_and_fp32_tensors_read_in_binary_and_json() {
+        let pixels = [0u8, 7, 255, 128, 1, 2];
+        let floats = [1.5f32, -0.25, f32::MAX];
+        let fbytes: Vec<u8> = floats.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let head = r#"{"inputs":[{"name":"A","shape":[1,1,2,3],"datatype":"UINT8","parameters":{"binary_data_size":6}},{"name":"B","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":12}}]}"#;
+        let mut body = head.as_bytes().to_vec();
+        body.extend(pixels);
+        body.extend(&fbytes);
+        let r = parse_request(&body, Some(head.len())).unwrap();
+        assert_eq!(r.inputs[0].elements, Elements::U8(pixels.to_vec()));
+        assert_eq!(r.inputs[1].elements, Elements::F32(floats.to_vec()));
+        let json = br#"{"inputs":[{"name":"A","shape":[2,3],"datatype":"UINT8","data":[[0,7,255],[128,1,2]]},{"name":"B","shape":[3],"datatype":"FP32","data":[1.5,-0.25,3.4028234663852886e38]}]}"#;
+        let r = parse_request(json, None).unwrap();
+        assert_eq!(r.inputs[0].elements, Elements::U8(pixels.to_vec()));
+        assert_eq!(r.inputs[1].elements, Elements::F32(floats.to_vec()));
+        // Fixed-size elements must fill their bytes exactly.
+        let head = r#"{"inputs":[{"name":"I","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = head.as_bytes().to_vec();
+        body.extend([0; 4]);
+        let e = parse_request(&body, Some(head.len())).unwrap_err();
+        assert!(
+            e.0.contains("4 bytes for 2 FP32 elements of 4 bytes"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -434,6 +542,16 @@ mod tests {
                 br#"{"inputs":[{"name":"I","shape":[1],"datatype":"BYTES","data":[1]}]}"#.to_vec(),
                 None,
                 "not a string",
+            ),
+            (
+                br#"{"inputs":[{"name":"I","shape":[1],"datatype":"UINT8","data":[256]}]}"#.to_vec(),
+                None,
+                "not an integer from 0 to 255",
+            ),
+            (
+                br#"{"inputs":[{"name":"I","shape":[1],"datatype":"INT64","data":[1]}]}"#.to_vec(),
+                None,
+                "this server takes BYTES, UINT8 or FP32",
             ),
             (
                 br#"{"inputs":[{"name":"I","shape":[1],"datatype":"BYTES"}]}"#.to_vec(),

@@ -1,4 +1,4 @@
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, InitContext, Takes};
 use crate::error::{BackendError, ConfigError};
 use crate::item::Item;
 
@@ -38,6 +38,10 @@ fn fuse(built: Vec<Box<dyn Backend>>) -> Vec<Box<dyn Backend>> {
 }
 
 impl Backend for Sequential {
+    fn takes(&self) -> Takes {
+        self.stages.first().map_or(Takes::Any, |s| s.takes())
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         for (i, stage) in self.stages.iter_mut().enumerate() {
             if i > 0 {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, InitContext, Takes};
 use crate::error::{BackendError, ConfigError};
 use crate::gpu::scope::StreamScope;
 use crate::item::Item;
@@ -27,6 +27,10 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for SyncTensor {
+    fn takes(&self) -> Takes {
+        self.inner.takes()
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         let ran = self.inner.forward(batch);
         // Waited for even when X failed part-way: its enqueued work reads what was kept.

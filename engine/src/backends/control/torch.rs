@@ -1,4 +1,4 @@
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, InitContext, Takes};
 use crate::error::{BackendError, ConfigError};
 use crate::item::Item;
 
@@ -14,6 +14,10 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for Torch {
+    fn takes(&self) -> Takes {
+        self.inner.takes()
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         self.inner.forward(batch)
     }

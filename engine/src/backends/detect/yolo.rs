@@ -178,6 +178,7 @@ fn candidate([cx, cy, w, h]: [f32; 4], score: f32, class: u32) -> Candidate {
 /// The candidates of the GPU pass's records (detect_kernels.cu's `yolo_candidates`: anchor,
 /// class, then score, cx, cy, w, h as f32 bits, in no particular order), in anchor order: the
 /// list the host pass makes of the same head.
+#[cfg(any(feature = "cuda", test))]
 pub(super) fn from_records(words: &[u32]) -> Vec<Candidate> {
     let mut records: Vec<&[u32]> = words.chunks_exact(7).collect();
     records.sort_unstable_by_key(|r| r[0]);
@@ -209,8 +210,9 @@ impl PostProcYoloV8 {
     /// there (`yolo_gpu`), NMS here.
     fn forward_gpu(&mut self, batch: &mut [Item]) {
         use crate::item::{DeviceLayout, DeviceValue};
-        // Per GPU, the items and their heads' dims.
-        let mut by_gpu: Vec<(usize, Vec<(usize, usize, usize)>)> = Vec::new();
+        // Per GPU, its items: (index in the batch, channels, anchors).
+        type OnGpu = (usize, Vec<(usize, usize, usize)>);
+        let mut by_gpu: Vec<OnGpu> = Vec::new();
         for (i, item) in batch.iter_mut().enumerate() {
             let checked = match &item.data {
                 Value::Device(DeviceValue {

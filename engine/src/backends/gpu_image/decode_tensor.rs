@@ -110,6 +110,10 @@ pub fn new(
 
 #[cfg(feature = "cuda")]
 impl Backend for DecodeTensor {
+    fn takes(&self) -> crate::backend::Takes {
+        crate::backend::Takes::Encoded
+    }
+
     fn forward(
         &mut self,
         batch: &mut [crate::item::Item],

@@ -26,6 +26,10 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 
 #[cfg(feature = "cuda")]
 impl Backend for UploadMat {
+    fn takes(&self) -> crate::backend::Takes {
+        crate::backend::Takes::Image
+    }
+
     fn forward(
         &mut self,
         batch: &mut [crate::item::Item],

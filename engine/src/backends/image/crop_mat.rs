@@ -1,7 +1,7 @@
 //! `CropMat`: the part of the image inside the item's box (TorchPipe's `TASK_BOX_KEY`, `_box`),
 //! as a detector's post-processing or `MapReduce` leaves it, one box per item.
 
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, InitContext, Takes};
 use crate::error::{BackendError, ConfigError};
 use crate::item::{Item, Mat, Value, BOX};
 
@@ -69,6 +69,10 @@ pub fn item_box(item: &Item) -> Result<&[f32], String> {
 }
 
 impl Backend for CropMat {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_boxed_mat(batch, "CropMat", |m, b| {
             crop_rect(b, m.width, m.height).map(|rect| Value::Mat(crop(m, rect)))

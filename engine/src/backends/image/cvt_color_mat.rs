@@ -1,4 +1,4 @@
-use crate::backend::{Backend, Fusable, InitContext, Key, Settings};
+use crate::backend::{Backend, Fusable, InitContext, Key, Settings, Takes};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
@@ -31,6 +31,10 @@ pub fn new(ctx: &InitContext<'_>, s: CvtColorMatSettings) -> Result<Box<dyn Back
 }
 
 impl Backend for CvtColorMat {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "cvtColorMat", |mat, item| {
             let out = if item.is_rgb() != self.rgb {

@@ -1,4 +1,4 @@
-use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::backend::{key, Backend, InitContext, Key, Settings, Takes};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
@@ -37,6 +37,10 @@ pub fn new(ctx: &InitContext<'_>, s: DecodeMatSettings) -> Result<Box<dyn Backen
 }
 
 impl Backend for DecodeMat {
+    fn takes(&self) -> Takes {
+        Takes::Encoded
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         for item in batch {
             let decoded = match &item.data {

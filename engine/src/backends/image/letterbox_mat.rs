@@ -5,7 +5,7 @@
 //! original pixel) and `offset` (x, y of the image's corner on the canvas), both as tensors;
 //! and `orig_shape` (the original's height and width, as ultralytics names it) to clip to.
 
-use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::backend::{key, Backend, InitContext, Key, Settings, Takes};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
@@ -163,6 +163,10 @@ pub(crate) fn remember(
 }
 
 impl Backend for LetterBoxMat {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         let name = if self.centre {
             "LetterBoxMat"

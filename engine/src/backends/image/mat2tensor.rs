@@ -1,4 +1,4 @@
-use crate::backend::{Backend, Fusable, InitContext};
+use crate::backend::{Backend, Fusable, InitContext, Takes};
 use crate::error::{BackendError, ConfigError};
 use crate::image;
 use crate::item::{Item, Value};
@@ -12,6 +12,10 @@ pub fn new(ctx: &InitContext<'_>) -> Result<Box<dyn Backend>, ConfigError> {
 }
 
 impl Backend for Mat2Tensor {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "Mat2Tensor", |mat, _| {
             Ok(Value::Tensor(image::to_chw_f32(&mat)))

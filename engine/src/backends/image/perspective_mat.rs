@@ -5,7 +5,7 @@
 //! OpenCV's `getPerspectiveTransform` and `warpPerspective` with bilinear sampling and a border
 //! of 0.
 
-use crate::backend::{Backend, InitContext};
+use crate::backend::{Backend, InitContext, Takes};
 use crate::error::{BackendError, ConfigError};
 use crate::image::warp::{rectangle_to_quad, warp};
 use crate::item::{Item, Value};
@@ -43,6 +43,10 @@ fn plan(points: &[f32]) -> Result<(usize, usize, [f64; 9]), String> {
 }
 
 impl Backend for PerspectiveTransformMat {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_boxed_mat(batch, "PerspectiveTransformMat", |m, points| {
             plan(points).map(|(w, h, map)| Value::Mat(warp(m, &map, h, w)))

@@ -1,4 +1,4 @@
-use crate::backend::{key, Backend, Fusable, InitContext, Key, Settings};
+use crate::backend::{key, Backend, Fusable, InitContext, Key, Settings, Takes};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
@@ -63,6 +63,10 @@ pub fn new(ctx: &InitContext<'_>, s: ResizeMatSettings) -> Result<Box<dyn Backen
 }
 
 impl Backend for ResizeMat {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "ResizeMat", |mat, item| {
             let swap = match self.rgb {

@@ -4,7 +4,7 @@
 //! item keeps `scale` (x and y: the resized size over the original's), `offset` (0, 0) and
 //! `orig_shape`, which `PostProcYoloV8` maps boxes back through.
 
-use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::backend::{key, Backend, InitContext, Key, Settings, Takes};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image;
@@ -93,6 +93,10 @@ impl ResizePadMat {
 }
 
 impl Backend for ResizePadMat {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         super::for_each_mat(batch, "ResizePadMat", |mat, item| self.run(&mat, item));
         Ok(())

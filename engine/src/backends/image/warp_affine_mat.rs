@@ -4,7 +4,7 @@
 //! `cv2.getAffineTransform` or `cv2.getRotationMatrix2D` give it (face alignment, rotated text
 //! lines). The CPU twin of WarpAffineTensor, with the same arithmetic.
 
-use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::backend::{key, Backend, InitContext, Key, Settings, Takes};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::image::warp::{affine_inverse, warp};
@@ -81,6 +81,10 @@ pub fn new(ctx: &InitContext<'_>, s: WarpAffineSettings) -> Result<Box<dyn Backe
 }
 
 impl Backend for WarpAffineMat {
+    fn takes(&self) -> Takes {
+        Takes::Image
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         for item in batch {
             let out = match (&item.data, item_affine(item)) {

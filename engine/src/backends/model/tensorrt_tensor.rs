@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{CpuModel, Input, InstanceSpec, ModelEngine, ModelInstance, ModelOutput};
-use crate::backend::{key, Backend, InitContext, Key, Settings};
+use crate::backend::{key, Backend, InitContext, Key, Settings, Takes};
 use crate::config::Params;
 use crate::error::{BackendError, ConfigError};
 use crate::item::{DeviceLayout, DeviceValue, Item, Tensor, Value};
@@ -482,6 +482,10 @@ enum InputError {
 }
 
 impl Backend for TensorrtTensor {
+    fn takes(&self) -> Takes {
+        Takes::Tensor(self.model.item_shape().to_vec())
+    }
+
     fn forward(&mut self, batch: &mut [Item]) -> Result<(), BackendError> {
         let mut errors = Vec::new();
         let mut ok = Vec::with_capacity(batch.len());
