@@ -9,7 +9,7 @@
 # largest `max` of each model). Each variant's boxes and crop classes, one photo at a time
 # (detect_goal.py served), must equal those of the variant named BASE (default: the first):
 # the variants change where and how work runs, not what is computed.
-# CHECKS (default "preprocess fp16self") names the checks to run after the variants.
+# CHECKS (default "preprocess fp16self"; empty: none) names the checks after the variants.
 #   build and carry as detect_goal.sh says, then
 #   COMMIT=<sha> bash benches/gpu/detect_tp99.sh   → $OUT/detect-tp99.json and the rows
 set -uo pipefail
@@ -82,7 +82,7 @@ log "every variant's boxes against ${BASE:-$first}'s"
 python3 $G same "$W" "${BASE:-$first}"
 cp "$W/same.json" "$OUT/" 2>/dev/null
 
-CHECKS=${CHECKS:-preprocess fp16self}
+CHECKS=${CHECKS-preprocess fp16self}
 if [[ " $CHECKS " == *" preprocess "* ]]; then
   log "detect-preprocess-check"
   dist/detect-preprocess-check --images benches/imgs --json "$W/detect-preprocess.json" \

@@ -48,6 +48,30 @@ fn an_unknown_device_names_the_choices() {
     );
 }
 
+#[test]
+fn an_output_left_on_the_gpu_needs_the_gpu_engine() {
+    let err = start(&config_with(
+        "output-gpu-on-cpu",
+        "device = \"cpu\"\noutput = \"gpu\"",
+    ))
+    .err()
+    .expect("output = \"gpu\" started on the CPU engine");
+    assert!(
+        err.contains("node [classifier], key `output` = \"gpu\"")
+            && err.contains("the model runs on the CPU"),
+        "{err}"
+    );
+    let err = start(&config_with("output-bogus", "device = \"cpu\"\noutput = \"disk\""))
+        .err()
+        .expect("output = \"disk\" was accepted");
+    assert!(
+        err.contains("key `output` = \"disk\"") && err.contains("\"host\" or \"gpu\""),
+        "{err}"
+    );
+    // The default and `host` run.
+    drop(start(&config_with("output-host", "device = \"cpu\"\noutput = \"host\"")).unwrap());
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn asking_for_the_gpu_without_the_cuda_feature_names_the_feature() {
