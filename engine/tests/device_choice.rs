@@ -61,15 +61,24 @@ fn an_output_left_on_the_gpu_needs_the_gpu_engine() {
             && err.contains("the model runs on the CPU"),
         "{err}"
     );
-    let err = start(&config_with("output-bogus", "device = \"cpu\"\noutput = \"disk\""))
-        .err()
-        .expect("output = \"disk\" was accepted");
+    let err = start(&config_with(
+        "output-bogus",
+        "device = \"cpu\"\noutput = \"disk\"",
+    ))
+    .err()
+    .expect("output = \"disk\" was accepted");
     assert!(
         err.contains("key `output` = \"disk\"") && err.contains("\"host\" or \"gpu\""),
         "{err}"
     );
     // The default and `host` run.
-    drop(start(&config_with("output-host", "device = \"cpu\"\noutput = \"host\"")).unwrap());
+    drop(
+        start(&config_with(
+            "output-host",
+            "device = \"cpu\"\noutput = \"host\"",
+        ))
+        .unwrap(),
+    );
 }
 
 #[cfg(not(feature = "cuda"))]

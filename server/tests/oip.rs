@@ -419,7 +419,10 @@ fn decoded_images_and_model_inputs_go_to_the_entry_nodes_that_take_them() {
         assert_eq!(meta["pixels"]["datatype"], "UINT8", "{proto}");
         assert_eq!(meta["pixels"]["shape"], serde_json::json!([-1, -1, -1, 3]));
         assert_eq!(meta["tensor"]["datatype"], "FP32", "{proto}");
-        assert_eq!(meta["tensor"]["shape"], serde_json::json!([-1, 3, 224, 224]));
+        assert_eq!(
+            meta["tensor"]["shape"],
+            serde_json::json!([-1, 3, 224, 224])
+        );
         for (i, photo) in photos.iter().enumerate() {
             let want = npy_logits(i);
             // Our decode and resize equal OpenCV's on these photos, so each input gives
