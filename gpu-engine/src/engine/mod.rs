@@ -2,12 +2,14 @@
 //! each instance owns a stream, a cuDNN handle, a workspace, its activation buffers, pinned
 //! staging and one CUDA graph per batch size, so instances run concurrently with no lock.
 
+mod launch;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::driver::{sys as cu, CudaContext, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys as cu, CudaContext, CudaStream, PushKernelArg};
 
 use super::blas::Blas;
 use super::blas_lt::Lt;
@@ -21,13 +23,12 @@ use super::cuda::{
     copy_dtod_async, copy_dtoh_async, copy_htod_async, cudnn_version, open_device, Call, DeviceBuf,
     Dnn, Events, GpuError, PinnedBuf, Result, TensorDesc, Timer,
 };
-use super::kernels::{self, KView, Kernels};
-use super::plan::view::{
-    self, ConcatLaunch, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch,
-};
+use super::kernels::{self, Kernels};
+use super::plan::view;
 use super::plan::{self, AttentionStep, ConvStep, HeadView, Operand, Plan, RowKind, Step};
 use super::pooling::CudnnPool;
 use super::precision::Precision;
+use launch::Launch;
 
 /// GPU memory holding one input item: the pipeline's GPU values (decoded and resized on the
 /// GPU by earlier nodes) implement it.
@@ -446,27 +447,6 @@ fn upload_weights(
     Ok((out, consts))
 }
 
-/// What every step needs at one batch size: cuDNN descriptors, or the views of its kernel.
-enum StepDescs {
-    Conv {
-        x: TensorDesc,
-        y: TensorDesc,
-        /// The graph-API or cuBLASLt plan of its algorithm.
-        exec: Option<Exec>,
-    },
-    /// A pool (or global average) cuDNN runs exactly as ONNX defines it.
-    CudnnPool(CudnnPool),
-    Map(MapLaunch),
-    Reduce(ReduceLaunch),
-    Row(RowLaunch),
-    Pool(PoolLaunch),
-    MatMul(MatMulLaunch),
-    Concat(ConcatLaunch),
-    /// A copy run as the tiled transpose (view::transpose).
-    Transpose(view::TransposeLaunch),
-    Attention,
-}
-
 /// How `run_as` runs a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Replay {
@@ -498,7 +478,7 @@ pub struct GpuInstance {
     /// cuBLASLt, when a linear layer runs on it at some batch size.
     lt: Option<Lt>,
     conv_descs: Vec<ConvDescs>,
-    by_batch: BTreeMap<usize, (Vec<StepDescs>, Option<Captured>)>,
+    by_batch: BTreeMap<usize, (Vec<Launch>, Option<Captured>)>,
     slots: Vec<DeviceBuf>,
     slot_of: Vec<usize>,
     workspace: DeviceBuf,
@@ -612,8 +592,8 @@ impl GpuInstance {
             max,
         };
         for n in min..=max {
-            let descs = inst.step_descs(n)?;
-            inst.by_batch.insert(n, (descs, None));
+            let launches = inst.launches(n)?;
+            inst.by_batch.insert(n, (launches, None));
             // Run once outside capture: cuDNN loads its kernels lazily on the first call.
             inst.enqueue(n)?;
             inst.stream.synchronize().call("cuStreamSynchronize")?;
@@ -642,93 +622,184 @@ impl GpuInstance {
         Ok(inst)
     }
 
-    fn step_descs(&self, n: usize) -> Result<Vec<StepDescs>> {
+    /// Every step of the plan at batch `n` as it launches (`Launch`): descriptors, views and
+    /// addresses resolved once, here.
+    fn launches(&self, n: usize) -> Result<Vec<Launch>> {
         let m = &self.model;
         let plan = &m.plan;
         let algos = self.model.algos(n)?;
         let mut conv_i = 0;
         let mut out = Vec::new();
-        for s in &plan.steps {
-            if let Some(p) = CudnnPool::new(plan, s, m.precision, n)? {
-                out.push(StepDescs::CudnnPool(p));
+        for (index, s) in plan.steps.iter().enumerate() {
+            if let Some(pool) = CudnnPool::new(plan, s, m.precision, n)? {
+                let input = s
+                    .inputs()
+                    .first()
+                    .copied()
+                    .ok_or_else(|| GpuError::Plan("a pooling step without an input".into()))?;
+                out.push(Launch::CudnnPool {
+                    pool,
+                    x: self.ptr(input),
+                    y: self.ptr(s.output()),
+                });
                 continue;
             }
             out.push(match s {
                 Step::Conv(c) => {
-                    let (xs, ys) = conv_shapes(plan, c)?;
-                    let (x, y) = (
-                        tensor_desc(m.precision, n, xs)?,
-                        tensor_desc(m.precision, n, ys)?,
-                    );
-                    let algo = algos[conv_i];
-                    let call = self.conv_call(conv_i, c, &x, &y, n)?;
-                    let exec = match algo.mode {
-                        Mode::Graph | Mode::GraphAct => {
-                            let json = m
-                                .plans
-                                .lock()
-                                .ok()
-                                .and_then(|p| p.get(&(conv_i, n)).cloned());
-                            let cfg = algo.algo as usize;
-                            let g = call.graph_exec(algo.mode, cfg, n, xs, ys, json.as_deref())?;
-                            Some(Exec::Graph(g))
-                        }
-                        Mode::Lt => {
-                            let i = algo.algo as usize;
-                            // The same request as the tuner's, so index i names the same one.
-                            let plans = call.lt_plans(LT_CONFIGS)?;
-                            let plan = plans.into_iter().nth(i).ok_or_else(|| {
-                                GpuError::Plan(format!(
-                                    "{}: cuBLASLt no longer offers the algorithm #{i} it was \
-                                     tuned with at batch {n}",
-                                    c.name
-                                ))
-                            })?;
-                            Some(Exec::Lt(plan))
-                        }
-                        _ => None,
-                    };
-                    // A plan rebuilt through the heuristics may not be the one tuned: it must
-                    // not write past the workspace sized from the tuning.
-                    if let Some(e) = exec
-                        .as_ref()
-                        .filter(|e| e.workspace() > self.workspace_bytes)
-                    {
-                        return Err(GpuError::Plan(format!(
-                            "{}: the {} plan for batch {n} asks for {} bytes of workspace, more \
-                             than the {} it was tuned with",
-                            c.name,
-                            e.library(),
-                            e.workspace(),
-                            self.workspace_bytes
-                        )));
-                    }
+                    let launch = self.conv_launch(conv_i, index, c, algos[conv_i], n)?;
                     conv_i += 1;
-                    StepDescs::Conv { x, y, exec }
+                    launch
                 }
                 Step::Map(s) => {
                     let l = view::map(plan, s, n, m.precision.bytes())?;
+                    let a = self.operand(s.a);
                     match view::transpose(&l) {
-                        Some(t) => StepDescs::Transpose(t),
-                        None => StepDescs::Map(l),
+                        Some(t) => Launch::Transpose {
+                            t,
+                            a,
+                            y: self.ptr(s.output),
+                        },
+                        None => Launch::Map {
+                            l,
+                            a,
+                            b: s.b.map_or(a, |b| self.operand(b)),
+                            c: s.c.map_or(a, |c| self.operand(c)),
+                            y: self.ptr(s.output),
+                        },
                     }
                 }
-                Step::Reduce(s) => StepDescs::Reduce(view::reduce(plan, s, n)?),
-                Step::Row(s) => StepDescs::Row(view::row(plan, s, n)?),
-                Step::Pool(s) => StepDescs::Pool(view::pool(plan, s, n)?),
-                Step::MatMul(s) => StepDescs::MatMul(view::matmul(plan, s, n)?),
-                Step::Concat(s) => {
-                    StepDescs::Concat(view::concat(plan, s, n, m.precision.bytes())?)
+                Step::Reduce(s) => Launch::Reduce {
+                    l: view::reduce(plan, s, n)?,
+                    kind: s.kind as i32,
+                    x: self.ptr(s.input),
+                    y: self.ptr(s.output),
+                },
+                Step::Row(s) => {
+                    let (kind, scale, bias, eps) = match &s.kind {
+                        RowKind::Softmax => (0i32, 0u64, None, 0f32),
+                        RowKind::LogSoftmax => (1, 0, None, 0.0),
+                        RowKind::LayerNorm { scale, bias, eps } => {
+                            (2, m.consts[*scale].ptr, bias.map(|b| m.consts[b].ptr), *eps)
+                        }
+                    };
+                    Launch::Row {
+                        l: view::row(plan, s, n)?,
+                        kind,
+                        scale,
+                        bias,
+                        eps,
+                        x: self.ptr(s.input),
+                        y: self.ptr(s.output),
+                    }
                 }
+                Step::Pool(s) => {
+                    let i = |v: usize| v as i32;
+                    Launch::Pool {
+                        l: view::pool(plan, s, n)?,
+                        args: [
+                            s.kind as i32,
+                            i(s.kernel[0]),
+                            i(s.kernel[1]),
+                            i(s.stride[0]),
+                            i(s.stride[1]),
+                            i(s.pad_begin[0]),
+                            i(s.pad_begin[1]),
+                            i(s.pad_end[0]),
+                            i(s.pad_end[1]),
+                            plan.values[s.output].channels_last as i32,
+                        ],
+                        x: self.ptr(s.input),
+                        y: self.ptr(s.output),
+                    }
+                }
+                Step::MatMul(s) => Launch::MatMul {
+                    l: view::matmul(plan, s, n)?,
+                    a: self.ptr(s.a),
+                    b: self.operand(s.b),
+                    y: self.ptr(s.output),
+                },
+                Step::Concat(s) => Launch::Concat {
+                    l: view::concat(plan, s, n, m.precision.bytes())?,
+                    parts: s.parts.iter().map(|&p| self.ptr(p)).collect(),
+                    y: self.ptr(s.output),
+                },
                 Step::Attention(_) if m.precision != Precision::Fp16 => {
                     return Err(GpuError::Plan(
                         "a fused attention step in an fp32 plan (only fp16 plans fuse)".into(),
                     ))
                 }
-                Step::Attention(_) => StepDescs::Attention,
+                Step::Attention(a) => self.attention_launch(a, n)?,
             });
         }
         Ok(out)
+    }
+
+    /// Convolution `conv_i` (step `index`) at batch `n` with its tuned algorithm: its
+    /// descriptors and, for the graph-API and cuBLASLt algorithms, the plan it runs.
+    fn conv_launch(
+        &self,
+        conv_i: usize,
+        index: usize,
+        c: &ConvStep,
+        algo: Algo,
+        n: usize,
+    ) -> Result<Launch> {
+        let m = &self.model;
+        let (xs, ys) = conv_shapes(&m.plan, c)?;
+        let (x, y) = (
+            tensor_desc(m.precision, n, xs)?,
+            tensor_desc(m.precision, n, ys)?,
+        );
+        let call = self.conv_call(conv_i, c, &x, &y, n)?;
+        let exec = match algo.mode {
+            Mode::Graph | Mode::GraphAct => {
+                let json = m
+                    .plans
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(&(conv_i, n)).cloned());
+                let cfg = algo.algo as usize;
+                let g = call.graph_exec(algo.mode, cfg, n, xs, ys, json.as_deref())?;
+                Some(Exec::Graph(g))
+            }
+            Mode::Lt => {
+                let i = algo.algo as usize;
+                // The same request as the tuner's, so index i names the same one.
+                let plans = call.lt_plans(LT_CONFIGS)?;
+                let plan = plans.into_iter().nth(i).ok_or_else(|| {
+                    GpuError::Plan(format!(
+                        "{}: cuBLASLt no longer offers the algorithm #{i} it was tuned with at \
+                         batch {n}",
+                        c.name
+                    ))
+                })?;
+                Some(Exec::Lt(plan))
+            }
+            _ => None,
+        };
+        // A plan rebuilt through the heuristics may not be the one tuned: it must not write
+        // past the workspace sized from the tuning.
+        if let Some(e) = exec
+            .as_ref()
+            .filter(|e| e.workspace() > self.workspace_bytes)
+        {
+            return Err(GpuError::Plan(format!(
+                "{}: the {} plan for batch {n} asks for {} bytes of workspace, more than the {} \
+                 it was tuned with",
+                c.name,
+                e.library(),
+                e.workspace(),
+                self.workspace_bytes
+            )));
+        }
+        Ok(Launch::Conv {
+            conv: conv_i,
+            step: index,
+            algo,
+            x,
+            y,
+            exec,
+        })
     }
 
     fn conv_call<'a>(
@@ -776,14 +847,12 @@ impl GpuInstance {
         }
     }
 
-    /// Enqueues a fused attention step for `n` items: one block per 64 query rows of each
-    /// item's head.
-    fn attention(&self, a: &AttentionStep, n: usize) -> Result<()> {
-        let k = &self.model.kernels;
-        let f = plan::HEAD_DIMS
+    /// A fused attention step for `n` items: one block per 64 query rows of each item's head.
+    fn attention_launch(&self, a: &AttentionStep, n: usize) -> Result<Launch> {
+        let kernel = plan::HEAD_DIMS
             .iter()
             .position(|&d| d == a.d)
-            .and_then(|i| k.attention.get(i))
+            .filter(|&i| i < self.model.kernels.attention.len())
             .ok_or_else(|| GpuError::Plan(format!("no attention kernel for heads of {}", a.d)))?;
         let heads = |h: &HeadView| kernels::KHeads {
             offset: h.offset,
@@ -791,59 +860,25 @@ impl GpuInstance {
             head: h.head,
             row: h.row,
         };
-        let (q, kk, v, o) = (heads(&a.q), heads(&a.k), heads(&a.v), heads(&a.o));
-        let (pq, pk, pv, po) = (
-            self.ptr(a.q.value),
-            self.ptr(a.k.value),
-            self.ptr(a.v.value),
-            self.ptr(a.o.value),
-        );
-        let (lq, lk) = (a.lq as i32, a.lk as i32);
-        // The kernel takes exponents base 2.
-        let scale = a.alpha * std::f32::consts::LOG2_E;
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&pq).arg(&pk).arg(&pv).arg(&po);
-        b.arg(&q).arg(&kk).arg(&v).arg(&o);
-        b.arg(&lq).arg(&lk).arg(&scale);
-        let cfg = LaunchConfig {
-            grid_dim: (
+        Ok(Launch::Attention {
+            kernel,
+            views: [heads(&a.q), heads(&a.k), heads(&a.v), heads(&a.o)],
+            ptrs: [
+                self.ptr(a.q.value),
+                self.ptr(a.k.value),
+                self.ptr(a.v.value),
+                self.ptr(a.o.value),
+            ],
+            lq: a.lq as i32,
+            lk: a.lk as i32,
+            // The kernel takes exponents base 2.
+            scale: a.alpha * std::f32::consts::LOG2_E,
+            grid: (
                 a.lq.div_ceil(kernels::ATTENTION_ROWS) as u32,
                 a.heads as u32,
                 n as u32,
             ),
-            block_dim: (kernels::ATTENTION_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: argument types match `attention_d*`; the views address `n` items of
-        // `heads × rows × d` inside the buffers the plan sized (build/attention.rs derived
-        // them from the copies it replaced), 16-byte aligned as the kernel loads them.
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel")?;
-        Ok(())
-    }
-
-    /// Enqueues a copy as the tiled transpose: one block of 32 × 8 threads per tile.
-    fn transpose(&self, t: &view::TransposeLaunch, pa: u64, py: u64) -> Result<()> {
-        let mut b = self
-            .stream
-            .launch_builder(self.kernel(&self.model.kernels.transpose));
-        let (outer, outer_y) = (KView(t.outer), KView(t.outer_y));
-        b.arg(&outer).arg(&outer_y).arg(&pa).arg(&py);
-        b.arg(&t.d0)
-            .arg(&t.d1)
-            .arg(&t.a0)
-            .arg(&t.a1)
-            .arg(&t.y0)
-            .arg(&t.y1);
-        b.arg(&t.tiles0).arg(&t.tiles1);
-        let cfg = LaunchConfig {
-            grid_dim: (t.blocks() as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: argument types match `transpose_*`; the views are the map step's own, inside
-        // the buffers the plan sized, split into outer dims and the two tile dims.
-        unsafe { b.launch(cfg) }.call("cuLaunchKernel")?;
-        Ok(())
+        })
     }
 
     fn kernel<'k>(&self, pair: &'k kernels::Pair) -> &'k cudarc::driver::CudaFunction {
@@ -871,11 +906,10 @@ impl GpuInstance {
         let m = &self.model;
         let p = &m.plan;
         let k = &m.kernels;
-        let (descs, _) = self
+        let (launches, _) = self
             .by_batch
             .get(&n)
             .ok_or_else(|| GpuError::Plan(format!("batch size {n} is not prepared")))?;
-        let algos = self.model.algos(n)?;
         let [c, h, w] = p.input;
         let hw = (h * w) as i32;
         let (c, cpad, ni) = (c as i32, p.input_padded_c as i32, n as i32);
@@ -892,176 +926,11 @@ impl GpuInstance {
             .arg(&cpad);
         // SAFETY: argument types match the kernel's signature; buffers are sized for n items.
         unsafe { launch.launch(kernels::launch_1d(n * hw as usize)) }.call("cuLaunchKernel")?;
-        let mut conv_i = 0;
-        for (index, (step, d)) in p.steps.iter().zip(descs).enumerate() {
+        for (index, l) in launches.iter().enumerate() {
             if let Some(f) = at.as_mut() {
                 f(index)?;
             }
-            match (step, d) {
-                (Step::Conv(cv), StepDescs::Conv { x, y, exec }) => {
-                    self.conv_call(conv_i, cv, x, y, n)?
-                        .run(algos[conv_i], exec.as_ref())?;
-                    conv_i += 1;
-                }
-                (s, StepDescs::CudnnPool(pool)) => {
-                    let input =
-                        s.inputs().first().copied().ok_or_else(|| {
-                            GpuError::Plan("a pooling step without an input".into())
-                        })?;
-                    pool.run(self.dnn.h, self.ptr(input), self.ptr(s.output()))?;
-                }
-                (Step::Map(s), StepDescs::Transpose(t)) => {
-                    self.transpose(t, self.operand(s.a), self.ptr(s.output))?
-                }
-                (Step::Map(s), StepDescs::Map(l)) => {
-                    let pa = self.operand(s.a);
-                    let (pb, pc, py) = (
-                        s.b.map_or(pa, |b| self.operand(b)),
-                        s.c.map_or(pa, |c| self.operand(c)),
-                        self.ptr(s.output),
-                    );
-                    let (bin, un, len) = (l.binary as i32, l.unary as i32, l.y.len() as u32);
-                    let (va, vb, vc, vy) = (KView(l.a), KView(l.b), KView(l.c), KView(l.y));
-                    let has_c = l.has_c as i32;
-                    let (f, threads) = if chunked(l.vec as usize, len as usize) {
-                        (&k.map_chunk, len.div_ceil(l.vec) as usize)
-                    } else {
-                        (&k.map, len as usize)
-                    };
-                    let mut b = self.stream.launch_builder(self.kernel(f));
-                    b.arg(&va).arg(&vb).arg(&vc).arg(&vy);
-                    b.arg(&pa).arg(&pb).arg(&pc).arg(&py);
-                    b.arg(&bin)
-                        .arg(&un)
-                        .arg(&l.p0)
-                        .arg(&l.p1)
-                        .arg(&len)
-                        .arg(&l.linear)
-                        .arg(&has_c);
-                    // SAFETY: argument types match `map_*` and `map_chunk_*`; the views stay
-                    // inside the buffers the plan sized for `max` items (in whole chunks where
-                    // `vec` says so).
-                    unsafe { b.launch(kernels::launch_1d(threads)) }.call("cuLaunchKernel")?;
-                }
-                (Step::Reduce(s), StepDescs::Reduce(l)) => {
-                    let (px, py) = (self.ptr(s.input), self.ptr(s.output));
-                    let (kind, outs) = (s.kind as i32, l.y.len() as u32);
-                    let (group, adjacent) = (l.group as u32, l.adjacent as i32);
-                    let (vo, vi, vy) = (KView(l.outer), KView(l.inner), KView(l.y));
-                    let mut b = self.stream.launch_builder(self.kernel(&k.reduce));
-                    b.arg(&vo)
-                        .arg(&vi)
-                        .arg(&vy)
-                        .arg(&px)
-                        .arg(&py)
-                        .arg(&kind)
-                        .arg(&outs);
-                    b.arg(&group).arg(&adjacent);
-                    let shape = kernels::launch_blocks(l.blocks());
-                    // SAFETY: as for `map_*`.
-                    unsafe { b.launch(shape) }.call("cuLaunchKernel")?;
-                }
-                (Step::Row(s), StepDescs::Row(l)) => {
-                    let (px, py) = (self.ptr(s.input), self.ptr(s.output));
-                    let (kind, scale, bias, eps) = match &s.kind {
-                        RowKind::Softmax => (0i32, 0u64, None, 0f32),
-                        RowKind::LogSoftmax => (1, 0, None, 0.0),
-                        RowKind::LayerNorm { scale, bias, eps } => {
-                            (2, m.consts[*scale].ptr, bias.map(|b| m.consts[b].ptr), *eps)
-                        }
-                    };
-                    let has_bias = bias.is_some() as i32;
-                    let bias = bias.unwrap_or(0);
-                    let (len, rows) = (l.len as i32, l.x.len() as u32);
-                    let (vx, vy) = (KView(l.x), KView(l.y));
-                    // The dense kernel's 16-byte loads need 16-byte aligned rows, scale and bias.
-                    let dense = view::row_dense_shape(l, m.precision.bytes())
-                        .filter(|_| [px, py, scale, bias].iter().all(|a| a % 16 == 0));
-                    if let Some((chunks, group)) = dense {
-                        let g = group as i32;
-                        let mut b = self
-                            .stream
-                            .launch_builder(self.kernel(&k.row_dense[chunks - 1]));
-                        b.arg(&vx).arg(&vy).arg(&px).arg(&py).arg(&len).arg(&g);
-                        b.arg(&kind).arg(&scale).arg(&bias).arg(&has_bias);
-                        b.arg(&eps).arg(&rows);
-                        // SAFETY: as for `map_*`; row_dense_shape checked that each row is
-                        // `len` dense elements in whole 16-byte chunks, the addresses are
-                        // 16-byte aligned, and scale and bias hold `len` values.
-                        unsafe { b.launch(kernels::launch_1d(rows as usize * group)) }
-                            .call("cuLaunchKernel")?;
-                        continue;
-                    }
-                    let mut b = self.stream.launch_builder(self.kernel(&k.row));
-                    b.arg(&vx).arg(&vy).arg(&px).arg(&py).arg(&len);
-                    b.arg(&l.x_stride)
-                        .arg(&l.y_stride)
-                        .arg(&kind)
-                        .arg(&scale)
-                        .arg(&bias);
-                    b.arg(&has_bias).arg(&eps).arg(&rows);
-                    // SAFETY: as for `map_*`; scale and bias hold `len` values.
-                    unsafe { b.launch(kernels::launch_warps(rows as usize)) }
-                        .call("cuLaunchKernel")?;
-                }
-                (Step::Pool(s), StepDescs::Pool(l)) => {
-                    let (px, py) = (self.ptr(s.input), self.ptr(s.output));
-                    let i = |v: usize| v as i32;
-                    let args = [
-                        s.kind as i32,
-                        i(s.kernel[0]),
-                        i(s.kernel[1]),
-                        i(s.stride[0]),
-                        i(s.stride[1]),
-                        i(s.pad_begin[0]),
-                        i(s.pad_begin[1]),
-                        i(s.pad_end[0]),
-                        i(s.pad_end[1]),
-                        p.values[s.output].channels_last as i32,
-                    ];
-                    let len = l.y.len() as u32;
-                    let (vx, vy) = (KView(l.x), KView(l.y));
-                    let mut b = self.stream.launch_builder(self.kernel(&k.pool));
-                    b.arg(&vx).arg(&vy).arg(&px).arg(&py);
-                    for a in &args {
-                        b.arg(a);
-                    }
-                    b.arg(&len);
-                    // SAFETY: as for `map_*`.
-                    unsafe { b.launch(kernels::launch_1d(len as usize)) }.call("cuLaunchKernel")?;
-                }
-                (Step::MatMul(s), StepDescs::MatMul(l)) => {
-                    let blas = self
-                        .blas
-                        .as_ref()
-                        .ok_or_else(|| GpuError::Plan("a matrix product without cuBLAS".into()))?;
-                    blas.matmul(
-                        l,
-                        m.precision,
-                        self.ptr(s.a),
-                        self.operand(s.b),
-                        self.ptr(s.output),
-                    )?;
-                }
-                (Step::Concat(s), StepDescs::Concat(l)) => {
-                    // 16-byte units only for large copies, as for `map_chunk` (measured there).
-                    let unit = if chunked(l.vec, l.len()) { l.vec } else { 1 };
-                    let ptrs: Vec<u64> = s.parts.iter().map(|&p| self.ptr(p)).collect();
-                    let (cat, row, base, units) = l.args(&ptrs, unit)?;
-                    let cat = kernels::KCat(cat);
-                    let f = if unit > 1 { &k.concat_chunk } else { &k.concat };
-                    let py = self.ptr(s.output);
-                    let mut b = self.stream.launch_builder(self.kernel(f));
-                    b.arg(&cat).arg(&py).arg(&row).arg(&base).arg(&units);
-                    // SAFETY: argument types match `concat_*`; each part holds `outer` runs of
-                    // its length and the output `outer` rows (view::concat checked the
-                    // layouts; in 16-byte units every offset is a whole chunk).
-                    unsafe { b.launch(kernels::launch_1d(units as usize)) }
-                        .call("cuLaunchKernel")?;
-                }
-                (Step::Attention(a), StepDescs::Attention) => self.attention(a, n)?,
-                _ => return Err(GpuError::Plan("step and descriptors out of order".into())),
-            }
+            self.enqueue_launch(l, n)?;
         }
         if let Some(f) = at.as_mut() {
             f(p.steps.len())?;
