@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# ResNet50 against an earlier engine: the GPU engine of a62b87c (0.343 ms at batch 1,
-# 1.250 ms at batch 32 when it was measured) against this commit's, in one call, on the
-# file a62b87c measured (make-models' resnet50, written by a62b87c's own model-check).
-# Binaries: dist/model-check (this commit, as for zoo.sh) and dist/old/model-check (a62b87c):
-#   git worktree add ../old a62b87c && (cd ../old && cargo build --release -p server \
-#     --features cuda --bins) && strip -o dist/old/model-check ../old/target/release/model-check
+# ResNet50 on an earlier GPU engine ("old") against this commit's ("new"), in one call, on the
+# file the old binary writes (make-models' resnet50).
+# Binaries: dist/model-check (this commit, as for zoo.sh) and dist/old/model-check (the earlier
+# commit's, built the same way: cargo build --release -p tools --features cuda --bins).
 # ROUNDS (default 3) alternations of old and new, so that clock drift falls on both; each run is
 # model-check's check and timing at batch 1 and 32 (median of 31 rounds of 20 CUDA-graph
 # replays), its tuning done once per binary through its own model::cache file.
@@ -47,6 +45,5 @@ for n in sorted({k[1] for k in ms}):
     old, new = ms.get(("old", n), []), ms.get(("new", n), [])
     if old and new:
         o, m = statistics.median(old), statistics.median(new)
-        print(f"batch {n}: a62b87c {o:.4f} ms {old}, this commit {m:.4f} ms "
-              f"{new}; this / a62b87c = {m / o:.3f}")
+        print(f"batch {n}: old {o:.4f} ms {old}, new {m:.4f} ms {new}; new / old = {m / o:.3f}")
 PY
