@@ -37,6 +37,11 @@ fn serve() -> (common::Server, u16, u16) {
         "resnet50.toml",
         &[("[cpu_decoder]", "[cpu_decoder]\nmodel_name = \"resnet50\"")],
     );
+    serve_config(&config)
+}
+
+/// `config` served on Thrift, HTTP and gRPC; the two protocol ports.
+fn serve_config(config: &std::path::Path) -> (common::Server, u16, u16) {
     let (http, grpc) = (common::free_port(), common::free_port());
     let server = common::Server::start(&[
         "--toml",
@@ -359,16 +364,7 @@ fn relative_difference(got: &[f32], want: &[f32]) -> f32 {
 
 #[test]
 fn decoded_images_and_model_inputs_go_to_the_entry_nodes_that_take_them() {
-    let config = typed_inputs_config();
-    let (http, grpc) = (common::free_port(), common::free_port());
-    let server = common::Server::start(&[
-        "--toml",
-        config.to_str().unwrap(),
-        "--http-port",
-        &http.to_string(),
-        "--grpc-port",
-        &grpc.to_string(),
-    ]);
+    let (server, http, grpc) = serve_config(&typed_inputs_config());
     // The references: OpenCV's decode and resize, onnxruntime's logits (system Python).
     let photos: Vec<PathBuf> = common::test_images().into_iter().take(3).collect();
     let dir = common::temp_dir("oip-typed-ref");

@@ -495,20 +495,9 @@ pub struct GpuInstance {
 impl GpuInstance {
     /// Builds an instance for batch sizes `min..=max`, tuning what the model has not tuned
     /// yet, and captures one CUDA graph per batch size. Its stream has CUDA priority
-    /// `priority` (0, CUDA's default, or a value of the context's priority range).
+    /// `priority` (0, CUDA's default, or a value of the context's priority range); each run
+    /// leaves the model's output where `output_to` says.
     pub fn new(
-        model: Arc<GpuModel>,
-        min: usize,
-        max: usize,
-        mean: &[f32],
-        std: &[f32],
-        priority: i32,
-    ) -> Result<GpuInstance> {
-        Self::with_output(model, min, max, mean, std, priority, OutputTo::Host)
-    }
-
-    /// `new`, leaving each run's output where `output_to` says.
-    pub fn with_output(
         model: Arc<GpuModel>,
         min: usize,
         max: usize,
@@ -692,26 +681,12 @@ impl GpuInstance {
                         y: self.ptr(s.output),
                     }
                 }
-                Step::Pool(s) => {
-                    let i = |v: usize| v as i32;
-                    Launch::Pool {
-                        l: view::pool(plan, s, n)?,
-                        args: [
-                            s.kind as i32,
-                            i(s.kernel[0]),
-                            i(s.kernel[1]),
-                            i(s.stride[0]),
-                            i(s.stride[1]),
-                            i(s.pad_begin[0]),
-                            i(s.pad_begin[1]),
-                            i(s.pad_end[0]),
-                            i(s.pad_end[1]),
-                            plan.values[s.output].channels_last as i32,
-                        ],
-                        x: self.ptr(s.input),
-                        y: self.ptr(s.output),
-                    }
-                }
+                Step::Pool(s) => Launch::Pool {
+                    l: view::pool(plan, s, n)?,
+                    args: s.kernel_args(plan.values[s.output].channels_last),
+                    x: self.ptr(s.input),
+                    y: self.ptr(s.output),
+                },
                 Step::MatMul(s) => Launch::MatMul {
                     l: view::matmul(plan, s, n)?,
                     a: self.ptr(s.a),

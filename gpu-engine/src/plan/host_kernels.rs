@@ -171,26 +171,12 @@ impl reference::Kernels for HostKernels {
         // SAFETY: `pool_float`'s signature, as PoolFn declares it.
         let f: libloading::Symbol<PoolFn> = unsafe { self.lib.get(b"pool_float") }.unwrap();
         let n = l.y.len();
-        let i = |v: usize| v as i32;
+        let [kind, kh, kw, sh, sw, pt, pl, pb, pr, cl] = p.kernel_args(cl);
         self.grid(n, || {
             // SAFETY: as for `map`.
             unsafe {
                 f(
-                    l.x,
-                    l.y,
-                    x,
-                    y,
-                    p.kind as i32,
-                    i(p.kernel[0]),
-                    i(p.kernel[1]),
-                    i(p.stride[0]),
-                    i(p.stride[1]),
-                    i(p.pad_begin[0]),
-                    i(p.pad_begin[1]),
-                    i(p.pad_end[0]),
-                    i(p.pad_end[1]),
-                    cl as i32,
-                    n as u32,
+                    l.x, l.y, x, y, kind, kh, kw, sh, sw, pt, pl, pb, pr, cl, n as u32,
                 )
             }
         });

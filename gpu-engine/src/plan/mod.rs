@@ -174,6 +174,26 @@ pub struct PoolStep {
     pub pad_end: [usize; 2],
 }
 
+impl PoolStep {
+    /// The pool kernel's window arguments, in its order: kind, kernel, stride, padding before
+    /// and after (each height then width), then whether the values are channels-last.
+    pub fn kernel_args(&self, channels_last: bool) -> [i32; 10] {
+        let i = |v: usize| v as i32;
+        [
+            self.kind as i32,
+            i(self.kernel[0]),
+            i(self.kernel[1]),
+            i(self.stride[0]),
+            i(self.stride[1]),
+            i(self.pad_begin[0]),
+            i(self.pad_begin[1]),
+            i(self.pad_end[0]),
+            i(self.pad_end[1]),
+            channels_last as i32,
+        ]
+    }
+}
+
 /// The binary part of an elementwise step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {

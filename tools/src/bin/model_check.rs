@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use engine::backends::model::{CpuModel, InstanceSpec, ModelEngine, ModelOutput};
-use engine::gpu::{GpuInstance, GpuModel, Precision, Replay};
+use engine::gpu::{GpuInstance, GpuModel, OutputTo, Precision, Replay};
 use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
 use engine::Tensor;
 
@@ -416,7 +416,7 @@ fn main() -> Result<()> {
     for &n in &a.batches {
         insts.insert(
             n,
-            GpuInstance::new(model.clone(), n, n, &a.mean, &a.std, 0)?,
+            GpuInstance::new(model.clone(), n, n, &a.mean, &a.std, 0, OutputTo::Host)?,
         );
     }
     let ready_s = started.elapsed().as_secs_f64();
@@ -507,7 +507,8 @@ fn main() -> Result<()> {
         let inst = insts.get_mut(&n).context("an instance per batch size")?;
         let got = inst.trace(n, &input)?;
         let reference = Arc::new(GpuModel::load(&model_path, Precision::Fp32, None, 0)?);
-        let want = GpuInstance::new(reference, n, n, &a.mean, &a.std, 0)?.trace(n, &input)?;
+        let want = GpuInstance::new(reference, n, n, &a.mean, &a.std, 0, OutputTo::Host)?
+            .trace(n, &input)?;
         // The two plans differ only by layout copies: match steps by label and size.
         let mut j = 0;
         for (label, g) in &got {
@@ -658,6 +659,7 @@ fn main() -> Result<()> {
                 &a.mean,
                 &a.std,
                 0,
+                OutputTo::Host,
             )?);
         }
         let t = Instant::now();

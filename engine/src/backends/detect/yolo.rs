@@ -179,7 +179,7 @@ fn candidate([cx, cy, w, h]: [f32; 4], score: f32, class: u32) -> Candidate {
 /// class, then score, cx, cy, w, h as f32 bits, in no particular order), in anchor order: the
 /// list the host pass makes of the same head.
 #[cfg(any(feature = "cuda", test))]
-pub(super) fn from_records(words: &[u32]) -> Vec<Candidate> {
+fn from_records(words: &[u32]) -> Vec<Candidate> {
     let mut records: Vec<&[u32]> = words.chunks_exact(7).collect();
     records.sort_unstable_by_key(|r| r[0]);
     records
@@ -264,8 +264,9 @@ impl PostProcYoloV8 {
                     for (&(i, ..), boxes) in items.iter().zip(per_item) {
                         let item = &mut batch[i];
                         match boxes {
-                            Ok(boxes) => {
+                            Ok(records) => {
                                 let t = &self.s.t;
+                                let boxes = from_records(&records);
                                 let out = detections(item, &boxes, t.conf, t.iou, t.max_det);
                                 item.result = Some(Value::Tensor(out));
                             }

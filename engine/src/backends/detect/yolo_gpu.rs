@@ -1,6 +1,7 @@
 //! PostProcYoloV8's first pass over heads that stayed on the GPU (the detector's `output =
 //! "gpu"`): a kernel picks each anchor's best class and keeps those above `conf_thres`, so
-//! only those anchors come back to the host, where NMS runs as for a head on the host. A
+//! only those anchors come back to the host (as the kernel's records, which the backend reads
+//! into candidates), where NMS runs as for a head on the host. A
 //! YOLOv8 head at 640 is 8,400 anchors × 84 values (2.8 MB as f32); on the host, widening,
 //! checking, copying and scanning it cost the detector and PostProcYoloV8 about 2.4 ms a photo
 //! on the H100 box (detect-tp99-2026-12-06-h100-1f11c40: detector 6.3 ms a batch of 1.9,
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaStream};
 
-use super::nms::Candidate;
 use crate::gpu::cuda::{copy_dtoh_async, copy_htod_async, Call, DeviceBuf, PinnedBuf, Result};
 use crate::gpu::detect_kernels::{self, DetectKernels, HEADER_WORDS, RECORD_WORDS};
 use crate::graph::Stage;
@@ -92,13 +92,13 @@ impl GpuHeads {
         Ok(g)
     }
 
-    /// Each head's candidates on the model's input, in anchor order, or why its item fails.
-    /// The heads of one call are on one GPU.
+    /// Each head's candidates as the kernel's records (RECORD_WORDS each, in no particular
+    /// order), or why its item fails. The heads of one call are on one GPU.
     pub fn candidates(
         &mut self,
         heads: &[Head<'_>],
         conf: f32,
-    ) -> Result<Vec<std::result::Result<Vec<Candidate>, String>>> {
+    ) -> Result<Vec<std::result::Result<Vec<u32>, String>>> {
         let Some(first) = heads.first() else {
             return Ok(Vec::new());
         };
@@ -176,9 +176,7 @@ impl GpuHeads {
                     );
                 }
                 let count = (out[0] as usize).min(h.anchors);
-                Ok(super::yolo::from_records(
-                    &out[HEADER_WORDS..HEADER_WORDS + count * RECORD_WORDS],
-                ))
+                Ok(out[HEADER_WORDS..HEADER_WORDS + count * RECORD_WORDS].to_vec())
             })
             .collect())
     }

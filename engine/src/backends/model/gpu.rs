@@ -47,7 +47,7 @@ impl ModelEngine for GpuEngine {
             ModelOutput::Host => OutputTo::Host,
             ModelOutput::Gpu => OutputTo::Gpu,
         };
-        let inst = GpuInstance::with_output(
+        let inst = GpuInstance::new(
             self.model.clone(),
             spec.min,
             spec.max,
