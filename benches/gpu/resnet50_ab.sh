@@ -11,6 +11,10 @@
 #   two must share the cache format and kernels), tuned once, e.g. by a sweep before it.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
+# The binaries travel packed (dist/dist.tgz, with old/ inside): unpack them where they are used.
+if [ -f dist/dist.tgz ]; then
+  mkdir -p dist && tar xzf dist/dist.tgz -C dist
+fi
 W=$OUT/resnet50_ab
 rm -rf "$W" /tmp/ab-models /tmp/ab-old.cache /tmp/ab-new.cache
 mkdir -p "$W" /tmp/ab-models
