@@ -6,27 +6,16 @@
 //! This checks the kernel's arithmetic on every machine; the device run checks it on the GPU.
 
 mod common;
+#[path = "common/host_cxx.rs"]
+mod host_cxx;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use engine::image::{decode_bgr, resize_bilinear, swap_red_blue, to_chw_f32, DEFAULT_MAX_PIXELS};
 use engine::Mat;
 
+/// The intrinsics the resize kernels use, after host_cxx's prelude.
 const PRELUDE: &str = r#"
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <vector>
-using std::max;
-using std::min;
-#define __device__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-struct Dim3 { unsigned x, y, z; };
-static Dim3 blockIdx, blockDim, threadIdx;
 static inline double __ddiv_rn(double a, double b) { return a / b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }
@@ -108,27 +97,7 @@ fn compile() -> PathBuf {
 }
 
 fn compile_with(main: &str, name: &str) -> PathBuf {
-    let dir = common::temp_dir(name);
-    let src = dir.join("kernel.cpp");
-    let kernel =
-        std::fs::read_to_string(common::repo_root().join("gpu-engine/src/image_kernels.cu"))
-            .unwrap();
-    std::fs::write(&src, format!("{PRELUDE}\n{kernel}\n{main}")).unwrap();
-    let exe = dir.join("kernel");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    // No FMA contraction and no fast-math: the same roundings the `_rn` intrinsics force.
-    let out = Command::new(&cxx)
-        .args(["-O2", "-ffp-contract=off", "-fno-fast-math", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
-    assert!(
-        out.status.success(),
-        "the kernel does not compile for the host:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    host_cxx::compile_program(name, PRELUDE, "gpu-engine/src/image_kernels.cu", main)
 }
 
 fn run_kernel(exe: &Path, src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f32> {
@@ -146,19 +115,7 @@ fn run_exe(exe: &Path, header: &str, src: &Mat) -> Vec<f32> {
 
 /// As `run_exe`, the output's bytes as they come.
 fn run_exe_bytes(exe: &Path, header: &str, src: &Mat) -> Vec<u8> {
-    let mut child = Command::new(exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{header}").unwrap();
-        stdin.write_all(&src.data).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kernel run failed: {:?}", out.status);
-    out.stdout
+    host_cxx::run_program(exe, header, &src.data)
 }
 
 fn cpu(src: &Mat, dh: usize, dw: usize, swap: bool) -> Vec<f32> {

@@ -5,27 +5,18 @@
 //! the host pass's (`candidates`) value for value, and a head holding a value that is not
 //! finite must raise its flag. The device run checks the kernel on the GPU.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use super::{from_records, PostProcYoloV8, YoloSettings};
 use crate::backends::detect::output::Thresholds;
 use crate::item::Tensor;
 
+#[path = "../../../tests/common/host_cxx.rs"]
+mod host_cxx;
+
+/// What detect_kernels.cu takes from CUDA, after host_cxx's prelude.
 const PRELUDE: &str = r#"
-#include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <math.h>
-#include <vector>
 #define DETECT_HOST
-#define __device__
-#define __global__
-#define __forceinline__ inline
-#define __restrict__
-struct Dim3 { unsigned x, y, z; };
-static Dim3 blockIdx, blockDim, threadIdx;
 static inline float h2f(unsigned short u) { _Float16 h; std::memcpy(&h, &u, 2); return (float)h; }
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 static inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
@@ -61,47 +52,20 @@ int main() {
 "#;
 
 fn compile() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("tp-yolo-kernel-{}-{k}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let kernel = std::fs::read_to_string(root.join("gpu-engine/src/detect_kernels.cu")).unwrap();
-    let src = dir.join("kernel.cpp");
-    std::fs::write(&src, format!("{PRELUDE}\n{kernel}\n{MAIN}")).unwrap();
-    let exe = dir.join("kernel");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let out = Command::new(&cxx)
-        .args(["-O2", "-ffp-contract=off", "-fno-fast-math", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}`: {e}"));
-    assert!(
-        out.status.success(),
-        "detect_kernels.cu does not compile for the host:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    host_cxx::compile_program(
+        "yolo-kernel",
+        PRELUDE,
+        "gpu-engine/src/detect_kernels.cu",
+        MAIN,
+    )
 }
 
 /// The kernel's header and records for `head` ([channels, anchors]).
 fn run(exe: &Path, head: &[f32], channels: usize, conf: f32) -> Vec<u32> {
     let anchors = head.len() / channels;
-    let mut child = Command::new(exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{channels} {anchors} {}", conf.to_bits()).unwrap();
-        let bytes: Vec<u8> = head.iter().flat_map(|v| v.to_le_bytes()).collect();
-        stdin.write_all(&bytes).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kernel run failed: {:?}", out.status);
-    out.stdout
+    let header = format!("{channels} {anchors} {}", conf.to_bits());
+    let bytes: Vec<u8> = head.iter().flat_map(|v| v.to_le_bytes()).collect();
+    host_cxx::run_program(exe, &header, &bytes)
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
