@@ -519,6 +519,11 @@ impl GpuInstance {
         model.ensure_tuned(min..=max)?;
         let ctx = model.ctx.clone();
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
+        if output_to == OutputTo::Gpu {
+            // Compiled now (once per GPU), not on the first request: `run_inputs_to` widens
+            // fp16 outputs with it, and PostProcYoloV8 reads the heads with the same module.
+            super::detect_kernels::get(&ctx)?;
+        }
         let stream = ctx
             .new_stream_with_priority(priority)
             .call("cuStreamCreateWithPriority")?;
