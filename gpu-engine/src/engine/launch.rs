@@ -13,15 +13,15 @@ use crate::kernels::{self, KView};
 use crate::plan::view::{
     self, ConcatLaunch, MapLaunch, MatMulLaunch, PoolLaunch, ReduceLaunch, RowLaunch,
 };
-use crate::plan::Step;
+use crate::plan::ConvStep;
 use crate::pooling::CudnnPool;
 
 pub(super) enum Launch {
-    /// Convolution `conv` (plan step `step`) with its tuned algorithm; `exec` is the plan of a
-    /// graph-API or cuBLASLt algorithm.
+    /// Convolution `conv` of the plan (`step`, its weights already on the device) with its
+    /// tuned algorithm; `exec` is the plan of a graph-API or cuBLASLt algorithm.
     Conv {
         conv: usize,
-        step: usize,
+        step: ConvStep,
         algo: Algo,
         x: TensorDesc,
         y: TensorDesc,
@@ -103,10 +103,7 @@ impl GpuInstance {
                 y,
                 exec,
             } => {
-                let Some(Step::Conv(c)) = self.model.plan.steps.get(*step) else {
-                    return Err(GpuError::Plan(format!("step {step} is not a convolution")));
-                };
-                self.conv_call(*conv, c, x, y, n)?
+                self.conv_call(*conv, step, x, y, n)?
                     .run(*algo, exec.as_ref())?;
             }
             Launch::CudnnPool { pool, x, y } => pool.run(self.dnn.h, *x, *y)?,

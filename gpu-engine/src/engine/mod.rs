@@ -515,15 +515,13 @@ impl GpuInstance {
                      row-major output can stay there (copy it to the host)"
                 )));
             }
+            // Compiled now (once per GPU), not on the first request: `run_inputs_to` widens
+            // fp16 outputs with it, and PostProcYoloV8 reads the heads with the same module.
+            super::detect_kernels::get(&model.ctx)?;
         }
         model.ensure_tuned(min..=max)?;
         let ctx = model.ctx.clone();
         ctx.bind_to_thread().call("cuCtxSetCurrent")?;
-        if output_to == OutputTo::Gpu {
-            // Compiled now (once per GPU), not on the first request: `run_inputs_to` widens
-            // fp16 outputs with it, and PostProcYoloV8 reads the heads with the same module.
-            super::detect_kernels::get(&ctx)?;
-        }
         let stream = ctx
             .new_stream_with_priority(priority)
             .call("cuStreamCreateWithPriority")?;
@@ -624,7 +622,7 @@ impl GpuInstance {
         let algos = self.model.algos(n)?;
         let mut conv_i = 0;
         let mut out = Vec::new();
-        for (index, s) in plan.steps.iter().enumerate() {
+        for s in &plan.steps {
             if let Some(pool) = CudnnPool::new(plan, s, m.precision, n)? {
                 let input = s
                     .inputs()
@@ -640,7 +638,7 @@ impl GpuInstance {
             }
             out.push(match s {
                 Step::Conv(c) => {
-                    let launch = self.conv_launch(conv_i, index, c, algos[conv_i], n)?;
+                    let launch = self.conv_launch(conv_i, c, algos[conv_i], n)?;
                     conv_i += 1;
                     launch
                 }
@@ -714,16 +712,9 @@ impl GpuInstance {
         Ok(out)
     }
 
-    /// Convolution `conv_i` (step `index`) at batch `n` with its tuned algorithm: its
-    /// descriptors and, for the graph-API and cuBLASLt algorithms, the plan it runs.
-    fn conv_launch(
-        &self,
-        conv_i: usize,
-        index: usize,
-        c: &ConvStep,
-        algo: Algo,
-        n: usize,
-    ) -> Result<Launch> {
+    /// Convolution `conv_i` at batch `n` with its tuned algorithm: its descriptors and, for the
+    /// graph-API and cuBLASLt algorithms, the plan it runs.
+    fn conv_launch(&self, conv_i: usize, c: &ConvStep, algo: Algo, n: usize) -> Result<Launch> {
         let m = &self.model;
         let (xs, ys) = conv_shapes(&m.plan, c)?;
         let (x, y) = (
@@ -774,7 +765,7 @@ impl GpuInstance {
         }
         Ok(Launch::Conv {
             conv: conv_i,
-            step: index,
+            step: c.clone(),
             algo,
             x,
             y,

@@ -127,11 +127,13 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = r.into_inner();
         let input = InputSpec::of(&self.oip.model(&r.name, Some(&r.version))?.takes);
-        let data_type = match input.datatype {
-            "UINT8" => pb::DataType::TypeUint8,
-            "FP32" => pb::DataType::TypeFp32,
-            _ => pb::DataType::TypeString,
-        };
+        // The HTTP configuration's type name is the enum's name in the .proto.
+        let data_type = pb::DataType::from_str_name(input.config_type).ok_or_else(|| {
+            Status::internal(format!(
+                "no data type `{}` in the .proto",
+                input.config_type
+            ))
+        })?;
         let config = pb::ModelConfig {
             name: r.name,
             platform: PLATFORM.into(),

@@ -102,15 +102,15 @@ impl GpuHeads {
         let Some(first) = heads.first() else {
             return Ok(Vec::new());
         };
+        let mut words = 0;
         let offsets: Vec<usize> = heads
             .iter()
-            .scan(0, |at, h| {
-                let o = *at;
-                *at += region(h.anchors);
-                Some(o)
+            .map(|h| {
+                let o = words;
+                words += region(h.anchors);
+                o
             })
             .collect();
-        let words: usize = heads.iter().map(|h| region(h.anchors)).sum();
         let g = self.on(first.mem.device(), words)?;
         g.ctx.bind_to_thread().call("cuCtxSetCurrent")?;
         let host = g.host.as_mut_slice();
