@@ -470,7 +470,9 @@ pub enum OutputTo {
 
 pub struct GpuInstance {
     model: Arc<GpuModel>,
-    output_to: OutputTo,
+    /// Set when the output stays on the GPU (`OutputTo::Gpu`): the kernels `run_inputs_to`
+    /// widens fp16 outputs with, looked up once here rather than on every run.
+    on_gpu: Option<&'static super::detect_kernels::DetectKernels>,
     stream: Arc<CudaStream>,
     dnn: Dnn,
     /// cuBLAS on this instance's stream, when the plan has matrix products.
@@ -507,6 +509,7 @@ impl GpuInstance {
         output_to: OutputTo,
     ) -> Result<GpuInstance> {
         let (min, max) = (min.max(1), max.max(min.max(1)));
+        let mut on_gpu = None;
         if output_to == OutputTo::Gpu {
             let (dims, strides) = view::value_layout(&model.plan, model.plan.output, 1);
             if strides != view::row_major(&dims) {
@@ -517,7 +520,7 @@ impl GpuInstance {
             }
             // Compiled now (once per GPU), not on the first request: `run_inputs_to` widens
             // fp16 outputs with it, and PostProcYoloV8 reads the heads with the same module.
-            super::detect_kernels::get(&model.ctx)?;
+            on_gpu = Some(super::detect_kernels::get(&model.ctx)?);
         }
         model.ensure_tuned(min..=max)?;
         let ctx = model.ctx.clone();
@@ -579,7 +582,7 @@ impl GpuInstance {
             blas,
             lt,
             model,
-            output_to,
+            on_gpu,
             min,
             max,
         };
@@ -906,7 +909,7 @@ impl GpuInstance {
         if let Some(f) = at.as_mut() {
             f(p.steps.len())?;
         }
-        if self.output_to == OutputTo::Gpu {
+        if self.on_gpu.is_some() {
             return Ok(());
         }
         let out_bytes = p.output_len() * m.precision.bytes() * n;
@@ -1029,7 +1032,7 @@ impl GpuInstance {
     }
 
     fn run_inputs_as(&mut self, items: &[impl AsInput], how: Replay) -> Result<Vec<f32>> {
-        if self.output_to == OutputTo::Gpu {
+        if self.on_gpu.is_some() {
             return Err(GpuError::Plan(
                 "this instance leaves its output on the GPU: run it with run_inputs_to".into(),
             ));
@@ -1058,11 +1061,11 @@ impl GpuInstance {
     /// # Safety
     /// Each of `outputs` must hold `outputs()` f32 values on this instance's GPU.
     pub unsafe fn run_inputs_to(&mut self, items: &[impl AsInput], outputs: &[u64]) -> Result<()> {
-        if self.output_to != OutputTo::Gpu {
+        let Some(kernels) = self.on_gpu else {
             return Err(GpuError::Plan(
                 "this instance copies its output to the host: run it with run_inputs".into(),
             ));
-        }
+        };
         let n = items.len();
         if outputs.len() != n {
             return Err(GpuError::Plan(format!(
@@ -1076,11 +1079,12 @@ impl GpuInstance {
         let src = self.ptr(self.model.plan.output);
         match self.model.precision {
             Precision::Fp16 => {
-                let k = super::detect_kernels::get(&self.model.ctx)?;
                 for (i, &dst) in outputs.iter().enumerate() {
                     // SAFETY: the output slot holds max ≥ n items of `per` fp16 values; `dst`
                     // holds `per` f32 (the caller's promise); the stream is synchronised below.
-                    unsafe { k.half_to_float(&self.stream, src + (i * per * 2) as u64, dst, per)? };
+                    unsafe {
+                        kernels.half_to_float(&self.stream, src + (i * per * 2) as u64, dst, per)?
+                    };
                 }
             }
             Precision::Fp32 => {
