@@ -15,6 +15,8 @@
 #     → $OUT/resnet50_ab/ and a summary on stdout
 #   CACHE=models/resnet50.trt: both binaries on models/resnet50.onnx and that model::cache (the
 #   two must share the cache format and kernels), tuned once, e.g. by a sweep before it.
+#   SHARED=1: each model's cache shared by both binaries (the old one tunes it): the same
+#   algorithms run in both, so their errors against the reference must be equal.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 # The binaries travel packed (dist/dist.tgz, with old/ inside): unpack them where they are used.
@@ -45,11 +47,13 @@ for r in $(seq 1 "${ROUNDS:-3}"); do
     for b in old new; do
       bin=dist/model-check
       [ "$b" = old ] && bin=dist/old/model-check
+      cache=/tmp/ab-$b-$m.cache
+      [ -n "${SHARED:-}" ] && cache=/tmp/ab-shared-$m.cache
       # The tuner's report is a debug line of the convolution module (conv.rs before the
       # libraries were split, conv/tune.rs after).
       RUST_LOG=info,gpu_engine::conv=debug,gpu_engine::conv::tune=debug \
         timeout 200 "$bin" --model "/tmp/ab-models/$m.onnx" --precision fp16 \
-        --batches "$BATCHES" --concurrent-batches 0 --cache "${CACHE:-/tmp/ab-$b-$m.cache}" \
+        --batches "$BATCHES" --concurrent-batches 0 --cache "${CACHE:-$cache}" \
         --json "$W/$b-$m-$r.json" > "$W/$b-$m-$r.log" 2>&1
       echo "$b $m round $r rc=$? at ${SECONDS}s $(grep -E '^ +[0-9]+ ' "$W/$b-$m-$r.log" | tr -s ' ' | tr '\n' '|')"
     done
@@ -75,7 +79,8 @@ for f in sorted(glob.glob(f"{w}/*-*-1.log")):
             report, best, n, conv = g.groups()
             # Each candidate: "Mode/algo ms (err)" or "Mode/algo refused: why"; the times
             # differ between runs, the candidates and their errors should not.
-            cands = tuple(re.sub(r" [0-9.]+ \(", " (", c) for c in report.split(", "))
+            cands = tuple(re.sub(r" [0-9.]+ \(", " (", re.sub(r"plan built in [0-9.]+ ms", "", c))
+                          for c in report.split(", "))
             chosen = re.sub(r", [0-9.e-]+\)\)$", "))", best)
             tuning.setdefault(m, {}).setdefault(b, {})[(int(n), conv.strip())] = (cands, chosen)
 for m in sorted({k[0] for k in ms}):
