@@ -50,8 +50,8 @@ for r in $(seq 1 "${ROUNDS:-3}"); do
       cache=/tmp/ab-$b-$m.cache
       [ -n "${SHARED:-}" ] && cache=/tmp/ab-shared-$m.cache
       # The tuner's report is a debug line of the convolution module (conv.rs before the
-      # libraries were split, conv/tune.rs after).
-      RUST_LOG=info,gpu_engine::conv=debug,gpu_engine::conv::tune=debug \
+      # libraries were split, conv/tune.rs after: a target filter covers its submodules).
+      RUST_LOG=info,gpu_engine::conv=debug \
         timeout 200 "$bin" --model "/tmp/ab-models/$m.onnx" --precision fp16 \
         --batches "$BATCHES" --concurrent-batches 0 --cache "${CACHE:-$cache}" \
         --json "$W/$b-$m-$r.json" > "$W/$b-$m-$r.log" 2>&1
